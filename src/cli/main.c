@@ -1,0 +1,47 @@
+/*
+ * main.c - the upres command: dispatch to a subcommand.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+void cli_error(const char *fmt, ...) {
+    va_list ap;
+    fputs("upres: error: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static void usage(FILE *f) {
+    fputs("usage: upres COMMAND [options]\n"
+          "\n"
+          "commands:\n"
+          "  upscale   upscale an image or a folder of images (upres upscale -h)\n"
+          "  models    list the installed models and their scales\n"
+          "  bench     measure the engine's speed on this machine\n",
+          f);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "upscale"))
+        return cmd_upscale(argc - 2, argv + 2);
+    if (!strcmp(cmd, "models"))
+        return cmd_models(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bench"))
+        return cmd_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    cli_error("unknown command '%s' (try: upres --help)", cmd);
+    return 2;
+}

@@ -1,0 +1,240 @@
+/*
+ * upscale.c - `upres upscale`: the pipeline from the command line.
+ *
+ * Flags follow realesrgan-ncnn-vulkan where they overlap (-i -o -n -s -t -f
+ * -j -m -v; -j takes N or its load:proc:save form, of which proc is used),
+ * plus -b backend, -q quality and -a alpha mode. A folder as -i upscales
+ * every image in it into the -o folder (created when missing), going on
+ * after a failed file and exiting non-zero at the end if any failed.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "core/log.h"
+#include "image/image.h"
+#include "upscale/upscale.h"
+
+static void usage(FILE *f) {
+    fputs("usage: upres upscale -i IN -o OUT [options]\n"
+          "\n"
+          "  -i PATH     input image, or a folder of images\n"
+          "  -o PATH     output image, or a folder (created if missing)\n"
+          "  -n NAME     model (default " UPSCALE_DEFAULT_MODEL "; see `upres models`)\n"
+          "  -s SCALE    output scale, e.g. 2, 3, 4 or 1.5 (default: the model's native scale)\n"
+          "  -t TILE     tile size in input pixels, 0 = automatic (default 0)\n"
+          "  -f FORMAT   png, jpg or webp (default: from OUT's extension, else the input's)\n"
+          "  -q QUALITY  jpg/webp quality 1-100 (default 92 jpg, 90 webp)\n"
+          "  -j THREADS  compute threads, or load:proc:save as realesrgan-ncnn-vulkan (default: all cores)\n"
+          "  -m DIR      models folder (default: $UPRES_MODELS, else the installed models/)\n"
+          "  -b BACKEND  dnnl (default) or ref\n"
+          "  -a ALPHA    alpha channel: resample (Lanczos, default) or model\n"
+          "  -v          verbose: plan and timing details\n",
+          f);
+}
+
+typedef struct job {
+    upscaler_t *up;
+    upscale_opts_t opts;
+    const char *format; /* -f, or NULL */
+    int quality;
+    const char *label;  /* for progress lines */
+    int last_pct;
+    int tty;
+} job_t;
+
+static int on_progress(void *ctx, int pct) {
+    job_t *j = ctx;
+    if (pct == j->last_pct)
+        return 0;
+    if (j->tty)
+        fprintf(stderr, "\r%s: %3d%%%s", j->label, pct, pct == 100 ? "\n" : "");
+    else if (pct / 25 != j->last_pct / 25 || pct == 100)
+        fprintf(stderr, "%s: %d%%\n", j->label, pct);
+    j->last_pct = pct;
+    return 0;
+}
+
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Upscale one file; 0 or prints one error line and returns 1. */
+static int upscale_file(job_t *j, const char *in_path, const char *out_path) {
+    up_error_t err;
+    up_image_t *in = NULL, *out = NULL;
+    int rc = image_load_file(in_path, NULL, &in, &err);
+    if (rc == 0) {
+        j->label = in_path;
+        j->last_pct = -1;
+        rc = upscaler_run(j->up, in, &j->opts, &out, &err);
+    }
+    if (rc == 0) {
+        image_save_opts_t so = {.format = j->format, .quality = j->quality};
+        rc = image_save_file(out, out_path, &so, &err);
+    }
+    image_free(in);
+    image_free(out);
+    if (rc) {
+        cli_error("%s: %s", in_path, err.msg);
+        return 1;
+    }
+    log_info("%s -> %s", in_path, out_path);
+    return 0;
+}
+
+/* -j N or -j load:proc:save */
+static int parse_threads(const char *s, int *out) {
+    const char *p = strchr(s, ':');
+    char *end;
+    long v = strtol(p ? p + 1 : s, &end, 10);
+    if (end == (p ? p + 1 : s) || (*end && *end != ':') || v < 0 || v > 1024)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+int cmd_upscale(int argc, char **argv) {
+    const char *in_path = NULL, *out_path = NULL, *model = UPSCALE_DEFAULT_MODEL, *dir_opt = NULL;
+    const char *format = NULL;
+    nn_backend_kind_t backend = NN_BACKEND_DNNL;
+    int threads = 0, quality = 0, c;
+    upscale_opts_t opts;
+    upscale_opts_init(&opts);
+    char *end;
+
+    optind = 0;
+    while ((c = getopt(argc + 1, argv - 1, "i:o:n:s:t:f:q:j:m:b:a:g:vxh")) != -1) {
+        switch (c) {
+        case 'i': in_path = optarg; break;
+        case 'o': out_path = optarg; break;
+        case 'n': model = optarg; break;
+        case 's':
+            opts.scale = strtod(optarg, &end);
+            if (*end || !(opts.scale > 0) || opts.scale > 16) {
+                cli_error("bad scale '%s': give a number above 0 and at most 16, e.g. 2, 3 or 4", optarg);
+                return 2;
+            }
+            break;
+        case 't':
+            opts.tile = (int)strtol(optarg, &end, 10);
+            if (*end || opts.tile < 0 || (opts.tile > 0 && opts.tile < 16)) {
+                cli_error("bad tile size '%s': 0 (automatic) or at least 16", optarg);
+                return 2;
+            }
+            break;
+        case 'f':
+            format = optarg;
+            if (!image_format_supported_for_output(format)) {
+                cli_error("bad format '%s': png, jpg or webp", optarg);
+                return 2;
+            }
+            break;
+        case 'q':
+            quality = (int)strtol(optarg, &end, 10);
+            if (*end || quality < 1 || quality > 100) {
+                cli_error("bad quality '%s': 1 to 100", optarg);
+                return 2;
+            }
+            break;
+        case 'j':
+            if (parse_threads(optarg, &threads)) {
+                cli_error("bad thread count '%s'", optarg);
+                return 2;
+            }
+            break;
+        case 'm': dir_opt = optarg; break;
+        case 'b':
+            if (nn_backend_parse(optarg, &backend)) {
+                cli_error("bad backend '%s': dnnl or ref", optarg);
+                return 2;
+            }
+            break;
+        case 'a':
+            if (!strcmp(optarg, "model"))
+                opts.alpha = UPSCALE_ALPHA_MODEL;
+            else if (!strcmp(optarg, "resample"))
+                opts.alpha = UPSCALE_ALPHA_RESAMPLE;
+            else {
+                cli_error("bad alpha mode '%s': resample or model", optarg);
+                return 2;
+            }
+            break;
+        case 'g': break; /* GPU id: accepted for compatibility, this engine runs on the CPU */
+        case 'x': break; /* TTA: accepted for compatibility, not implemented */
+        case 'v': log_set_level(LOG_DEBUG); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!in_path || !out_path) {
+        cli_error("-i and -o are required (upres upscale -h for help)");
+        return 2;
+    }
+    if (access(in_path, R_OK) != 0) {
+        cli_error("%s: %s", in_path, strerror(errno));
+        return 1;
+    }
+
+    up_error_t err;
+    char buf[1024];
+    const char *dir = upscale_models_dir(dir_opt, buf, sizeof buf);
+    upscale_registry_t *reg = NULL;
+    const upscale_variant_t *variant = NULL;
+    job_t j = {.format = format, .quality = quality, .tty = isatty(2)};
+    int failed = 0;
+
+    if (image_init()) {
+        cli_error("cannot initialise libvips");
+        return 1;
+    }
+    if (upscale_registry_scan(dir, &reg, &err) || upscale_registry_resolve(reg, model, opts.scale, &variant, &err) ||
+        upscaler_new(reg, variant, backend, threads, &j.up, &err)) {
+        cli_error("%s", err.msg);
+        upscale_registry_free(reg);
+        return 1;
+    }
+    opts.progress = on_progress;
+    opts.progress_ctx = &j;
+    j.opts = opts;
+
+    if (!is_dir(in_path)) {
+        failed = upscale_file(&j, in_path, out_path);
+    } else {
+        DIR *d = opendir(in_path);
+        int bad = 0;
+        if (!d || (mkdir(out_path, 0777) != 0 && errno != EEXIST) || !is_dir(out_path)) {
+            cli_error("%s: %s", d ? out_path : in_path, d ? "cannot create the output folder" : strerror(errno));
+            bad = 1;
+        }
+        struct dirent *e;
+        while (!bad && (e = readdir(d))) {
+            if (e->d_name[0] == '.')
+                continue;
+            char src[4096], dst[4096], stem[1024];
+            snprintf(src, sizeof src, "%s/%s", in_path, e->d_name);
+            if (is_dir(src))
+                continue;
+            snprintf(stem, sizeof stem, "%s", e->d_name);
+            char *dot = strrchr(stem, '.');
+            const char *ext = format ? format : dot && image_format_from_path(e->d_name) ? dot + 1 : "png";
+            if (dot)
+                *dot = '\0';
+            snprintf(dst, sizeof dst, "%s/%s.%s", out_path, stem, ext);
+            failed |= upscale_file(&j, src, dst);
+        }
+        if (d)
+            closedir(d);
+        failed |= bad;
+    }
+    upscaler_free(j.up);
+    upscale_registry_free(reg);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,948 @@
+/*
+ * image.c - safe image load, save and resize over libvips (see image.h).
+ *
+ * Sits between the bytes a user sent and the upscale pipeline: it turns any
+ * readable image into an up_image_t (interleaved sRGB or gray, 8 or 16 bits)
+ * and back into PNG, JPEG or WebP, and resamples with libvips' kernels.
+ *
+ * DESIGN
+ *
+ * Load runs in three steps, each of which can refuse the input:
+ *   1. sniff: libvips picks a loader from the first bytes (never from a file
+ *      name, so "x.png" holding a JPEG loads as JPEG); untrusted loaders are
+ *      blocked in image_init, so sniffing never reaches ImageMagick or PDF;
+ *   2. header: the loader reads only the header; the pixel limit is checked
+ *      here, before any decoding, so a 100000x100000 PNG costs nothing;
+ *   3. decode: the whole image is pulled through the colour pipeline into our
+ *      own buffer with vips_image_write, sequentially, with fail_on=error, so
+ *      a truncated or corrupt file fails inside the load call.
+ * Images that need a rotation or a pass to measure their range are copied
+ * into memory first, since sequential loads can be read only once.
+ *
+ * Every VipsImage lives in a vips_object_local_array of one context object
+ * per call; unreffing the context frees them all on every path.
+ *
+ * libvips keeps one error buffer for the whole process. Each failing call
+ * takes a copy and clears it (vips_error_buffer_copy); when two threads fail
+ * at the same instant one message can carry the other's line as well, which
+ * is harmless for a message meant for people.
+ */
+#include "image/image.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <vips/vips.h>
+
+#include "core/log.h"
+#include "core/xmalloc.h"
+
+#define JPEG_DEFAULT_QUALITY 92
+#define WEBP_DEFAULT_QUALITY 90
+#define N_LOCAL 24 /* VipsImage slots per call; each step below uses one */
+
+/* ---- start-up ---------------------------------------------------------- */
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static int init_rc = UP_OK;
+
+/* libvips and the libraries under it warn through g_log in domain "VIPS";
+ * those warnings repeat what the error buffer says, so they go to debug. */
+static void vips_log_handler(const gchar *domain, GLogLevelFlags level, const gchar *msg,
+                             gpointer user) {
+    (void)domain;
+    (void)level;
+    (void)user;
+    char line[512];
+    size_t n = 0;
+    for (const char *p = msg; p && *p && n < sizeof line - 3; p++) { /* one line */
+        if (*p == '\n') {
+            if (p[1] && n > 0) {
+                line[n++] = ';';
+                line[n++] = ' ';
+            }
+        } else {
+            line[n++] = *p;
+        }
+    }
+    line[n] = '\0';
+    if (n > 0)
+        log_debug("libvips: %s", line);
+}
+
+static void init_vips(void) {
+    if (VIPS_INIT("upres")) {
+        char *why = vips_error_buffer_copy();
+        log_error("image: libvips failed to start: %s", why);
+        g_free(why);
+        init_rc = UP_ERR_BACKEND;
+        return;
+    }
+    g_log_set_handler("VIPS", G_LOG_LEVEL_MASK | G_LOG_FLAG_FATAL | G_LOG_FLAG_RECURSION,
+                      vips_log_handler, NULL);
+    /* Jobs run in parallel already; one libvips thread per call keeps the
+     * cores for the network. VIPS_CONCURRENCY overrides, as libvips documents. */
+    if (!getenv("VIPS_CONCURRENCY"))
+        vips_concurrency_set(1);
+    /* Each request brings a new image: the operation cache would only hold
+     * pixels alive (and point into buffers we free). */
+    vips_cache_set_max(0);
+    vips_cache_set_max_mem(0);
+    vips_cache_set_max_files(0);
+    /* Loaders libvips marks untrusted (magick, pdf, svg, jxl, jp2k, ppm, fits,
+     * csv, raw, vips, ...) are not fuzzed for hostile input; matrixload is
+     * trusted but turns text files into "images". */
+    vips_block_untrusted_set(TRUE);
+    vips_operation_block_set("VipsForeignLoadMatrix", TRUE);
+}
+
+int image_init(void) {
+    pthread_once(&init_once, init_vips);
+    return init_rc;
+}
+
+void image_shutdown(void) {
+    vips_shutdown();
+}
+
+/* ---- small helpers ----------------------------------------------------- */
+
+/*
+ * libvips' error buffer as one line (lines joined with "; ", duplicates
+ * dropped, at most dst_size-1 bytes) into dst, and clear it. "unknown
+ * reason" when empty.
+ */
+static void vips_reason(char *dst, size_t dst_size) {
+    char *all = vips_error_buffer_copy(); /* new, and the buffer is cleared */
+    size_t n = 0;
+    dst[0] = '\0';
+    char *save = NULL;
+    for (char *line = strtok_r(all, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        while (*line == ' ' || *line == '\t')
+            line++;
+        size_t len = strlen(line);
+        while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\r' || line[len - 1] == '\t'))
+            line[--len] = '\0';
+        if (len == 0 || strstr(dst, line))
+            continue;
+        int w = snprintf(dst + n, dst_size - n, "%s%s", n ? "; " : "", line);
+        if (w < 0 || (size_t)w >= dst_size - n) {
+            n = dst_size - 1;
+            break;
+        }
+        n += (size_t)w;
+    }
+    g_free(all);
+    if (n == 0)
+        snprintf(dst, dst_size, "unknown reason");
+}
+
+/* Set err from a failed libvips call: "<what>: <libvips' reason>". */
+static int vips_fail(up_error_t *err, int code, const char *what) {
+    char why[320];
+    vips_reason(why, sizeof why);
+    log_debug("image: %s: %s", what, why);
+    return up_error_set(err, code, 0, "%s: %s", what, why);
+}
+
+static int depth_of(VipsBandFormat fmt) {
+    return fmt == VIPS_FORMAT_USHORT ? 16 : 8;
+}
+
+static VipsBandFormat band_format(int depth) {
+    return depth == 16 ? VIPS_FORMAT_USHORT : VIPS_FORMAT_UCHAR;
+}
+
+static VipsInterpretation interpretation(int bands, int depth) {
+    if (bands <= 2)
+        return depth == 16 ? VIPS_INTERPRETATION_GREY16 : VIPS_INTERPRETATION_B_W;
+    return depth == 16 ? VIPS_INTERPRETATION_RGB16 : VIPS_INTERPRETATION_sRGB;
+}
+
+static int valid_image(const up_image_t *img) {
+    return img && img->pixels && img->width > 0 && img->height > 0 && img->bands >= 1 &&
+           img->bands <= 4 && (img->depth == 8 || img->depth == 16);
+}
+
+/* A VipsImage over img's pixels (borrowed: img must outlive it), tagged with
+ * the right interpretation; stored in *out, a slot of a local array. */
+static int wrap_image(VipsObject *ctx, const up_image_t *img, VipsImage **out,
+                      up_error_t *err) {
+    VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 1);
+    t[0] = vips_image_new_from_memory(img->pixels, image_size(img), img->width, img->height,
+                                      img->bands, band_format(img->depth));
+    if (!t[0] || vips_copy(t[0], out, "interpretation",
+                           interpretation(img->bands, img->depth), NULL))
+        return vips_fail(err, UP_ERR_IMAGE, "cannot wrap pixels for libvips");
+    return UP_OK;
+}
+
+/*
+ * Compute in (uchar or ushort, 1..4 bands) into a new up_image_t. Errors
+ * raised while pixels are produced (a truncated file, a failing decoder)
+ * surface here, described as "<what>: <reason>".
+ */
+static int materialize(VipsImage *in, const char *what, up_image_t **out, up_error_t *err) {
+    assert(in->BandFmt == VIPS_FORMAT_UCHAR || in->BandFmt == VIPS_FORMAT_USHORT);
+    assert(in->Bands >= 1 && in->Bands <= 4);
+    int depth = depth_of(in->BandFmt);
+    up_image_t *img = image_new(in->Xsize, in->Ysize, in->Bands, depth);
+    if (!img)
+        return up_error_set(err, UP_ERR_NOMEM, 0, "cannot allocate a %dx%d image (%d bands, %d-bit)",
+                            in->Xsize, in->Ysize, in->Bands, depth);
+    VipsImage *dst = vips_image_new_from_memory(img->pixels, image_size(img), img->width,
+                                                img->height, img->bands, in->BandFmt);
+    if (!dst || vips_image_write(in, dst)) {
+        if (dst)
+            g_object_unref(dst);
+        image_free(img);
+        return vips_fail(err, UP_ERR_IMAGE, what);
+    }
+    g_object_unref(dst);
+    *out = img;
+    return UP_OK;
+}
+
+/* ---- image objects ----------------------------------------------------- */
+
+up_image_t *image_new(int width, int height, int bands, int depth) {
+    if (width < 1 || height < 1 || bands < 1 || bands > 4 || (depth != 8 && depth != 16))
+        return NULL;
+    size_t n;
+    if (up_mul_overflow((size_t)width, (size_t)height, &n) ||
+        up_mul_overflow(n, (size_t)bands * (size_t)(depth / 8), &n))
+        return NULL;
+    up_image_t *img = calloc(1, sizeof *img);
+    if (!img)
+        return NULL;
+    img->pixels = calloc(n, 1);
+    if (!img->pixels) {
+        free(img);
+        return NULL;
+    }
+    img->width = width;
+    img->height = height;
+    img->bands = bands;
+    img->depth = depth;
+    return img;
+}
+
+void image_free(up_image_t *img) {
+    if (!img)
+        return;
+    free(img->pixels);
+    free(img);
+}
+
+size_t image_size(const up_image_t *img) {
+    return (size_t)img->width * (size_t)img->height * (size_t)img->bands *
+           (size_t)(img->depth / 8);
+}
+
+/* ---- load -------------------------------------------------------------- */
+
+/*
+ * The formats we accept, by libvips loader class (vips_foreign_find_load_*
+ * answers with the class name, "VipsForeignLoadPngSource"). Anything else
+ * libvips might sniff is refused even when its loader is not blocked.
+ */
+static const struct {
+    const char *loader; /* class name prefix */
+    const char *name;   /* up_image_t.format */
+    const char *label;  /* for messages */
+    const char *magic;  /* leading bytes, to name a file libvips cannot open */
+    size_t n_magic;
+} formats[] = {
+    {"VipsForeignLoadJpeg", "jpg", "JPEG", "\xff\xd8\xff", 3},
+    {"VipsForeignLoadPng", "png", "PNG", "\x89PNG\r\n\x1a\n", 8},
+    {"VipsForeignLoadWebp", "webp", "WebP", NULL, 0}, /* RIFF is not only WebP */
+    {"VipsForeignLoadTiff", "tiff", "TIFF", "II*\0", 4},
+    {"VipsForeignLoadTiff", "tiff", "TIFF", "MM\0*", 4},
+    {"VipsForeignLoadNsgif", "gif", "GIF", "GIF8", 4},
+    {"VipsForeignLoadHeif", "heif", "HEIF", NULL, 0},
+};
+#define N_FORMATS (sizeof formats / sizeof formats[0])
+
+/* Index into formats[] for a loader class name, or -1. */
+static int format_index(const char *loader) {
+    for (size_t i = 0; i < N_FORMATS; i++)
+        if (strncmp(loader, formats[i].loader, strlen(formats[i].loader)) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Index into formats[] for data that starts with a known signature, or -1. */
+static int format_index_magic(const unsigned char *head, size_t n) {
+    for (size_t i = 0; i < N_FORMATS; i++)
+        if (formats[i].magic && n >= formats[i].n_magic &&
+            memcmp(head, formats[i].magic, formats[i].n_magic) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int is_colour_space(VipsInterpretation interp) {
+    switch (interp) {
+    case VIPS_INTERPRETATION_XYZ:
+    case VIPS_INTERPRETATION_LAB:
+    case VIPS_INTERPRETATION_CMYK:
+    case VIPS_INTERPRETATION_LABQ:
+    case VIPS_INTERPRETATION_RGB:
+    case VIPS_INTERPRETATION_CMC:
+    case VIPS_INTERPRETATION_LCH:
+    case VIPS_INTERPRETATION_LABS:
+    case VIPS_INTERPRETATION_sRGB:
+    case VIPS_INTERPRETATION_YXY:
+    case VIPS_INTERPRETATION_RGB16:
+    case VIPS_INTERPRETATION_scRGB:
+    case VIPS_INTERPRETATION_HSV:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/*
+ * 1 when an ICC profile is an RGB profile whose description starts with
+ * "sRGB" ("sRGB IEC61966-2.1", "sRGB built-in", ...): converting from it
+ * to sRGB would only add rounding, and costs a colour transform per pixel.
+ * The bytes come from the user's file: every offset is checked.
+ *
+ *   offset  size  ICC.1:2010 field
+ *   16      4     data colour space, "RGB "
+ *   128     4     tag count, then 12-byte entries: signature, offset, size
+ *   tag "desc", type "desc" (v2): +8 ASCII length, +12 ASCII text
+ *   tag "desc", type "mluc" (v4): +8 record count, +16 records of 12 bytes:
+ *                                 language, country, length, offset (UTF-16BE)
+ */
+static int icc_is_srgb(const uint8_t *p, size_t n) {
+    if (n < 132 || memcmp(p + 16, "RGB ", 4) != 0)
+        return 0;
+    uint32_t count = be32(p + 128);
+    if (count > (n - 132) / 12)
+        return 0;
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *e = p + 132 + 12 * (size_t)i;
+        if (memcmp(e, "desc", 4) != 0)
+            continue;
+        uint32_t off = be32(e + 4), size = be32(e + 8);
+        if (off > n || size > n - off || size < 12)
+            return 0;
+        const uint8_t *t = p + off;
+        char text[5] = {0};
+        if (memcmp(t, "desc", 4) == 0) {
+            uint32_t len = be32(t + 8);
+            if (len > size - 12)
+                return 0;
+            memcpy(text, t + 12, len < 4 ? len : 4);
+        } else if (memcmp(t, "mluc", 4) == 0 && size >= 28 && be32(t + 8) >= 1) {
+            uint32_t len = be32(t + 20), soff = be32(t + 24);
+            if (soff > size || len > size - soff)
+                return 0;
+            for (uint32_t k = 0; k < 4 && 2 * k + 1 < len; k++)
+                text[k] = t[soff + 2 * k] ? '?' : (char)t[soff + 2 * k + 1];
+        } else {
+            return 0;
+        }
+        return memcmp(text, "sRGB", 4) == 0;
+    }
+    return 0;
+}
+
+/* 1 when in carries an ICC profile that is not plain sRGB. */
+static int has_foreign_profile(VipsImage *in) {
+    const void *data;
+    size_t size;
+    if (!vips_image_get_typeof(in, VIPS_META_ICC_NAME) ||
+        vips_image_get_blob(in, VIPS_META_ICC_NAME, &data, &size))
+        return 0;
+    return !icc_is_srgb(data, size);
+}
+
+/*
+ * Convert in (any coding, band format and colour space) to what up_image_t
+ * holds: sRGB or gray, 1..4 bands with alpha last, uchar or ushort. The
+ * result goes to *out (borrowed: it lives in ctx, as do all intermediate
+ * images). decode_what
+ * describes a decode failure, which can happen here when in has to be
+ * measured first.
+ */
+static int convert(VipsObject *ctx, VipsImage *in, const char *decode_what, VipsImage **out,
+                   up_error_t *err) {
+    VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 12);
+
+    if (in->Coding != VIPS_CODING_NONE) {
+        if (vips_image_decode(in, &t[0]))
+            return vips_fail(err, UP_ERR_IMAGE, decode_what);
+        in = t[0];
+    }
+    if (vips_band_format_iscomplex(in->BandFmt))
+        return up_error_set(err, UP_ERR_IMAGE, 0, "complex-valued images are not supported");
+
+    /* 8-bit sources stay 8-bit; 16-bit, 32-bit and float ones become 16-bit. */
+    int depth = in->BandFmt == VIPS_FORMAT_UCHAR || in->BandFmt == VIPS_FORMAT_CHAR ? 8 : 16;
+    VipsInterpretation interp = vips_image_guess_interpretation(in);
+    int gray = interp == VIPS_INTERPRETATION_B_W || interp == VIPS_INTERPRETATION_GREY16 ||
+               (!is_colour_space(interp) && in->Bands <= 2);
+    int colour_done = 0;
+
+    /* A profile describes device values: 8/16-bit RGB or CMYK. Float and
+     * Lab-like images already say what their numbers mean (and libvips
+     * attaches profiles to them that do not apply). Gray profiles are left
+     * alone: libvips has no built-in gray sRGB to convert to, and going
+     * through RGB would turn gray images into colour. */
+    int device = (in->BandFmt == VIPS_FORMAT_UCHAR || in->BandFmt == VIPS_FORMAT_USHORT) &&
+                 (interp == VIPS_INTERPRETATION_sRGB || interp == VIPS_INTERPRETATION_RGB ||
+                  interp == VIPS_INTERPRETATION_RGB16 || interp == VIPS_INTERPRETATION_CMYK ||
+                  interp == VIPS_INTERPRETATION_MULTIBAND);
+    int cmyk = interp == VIPS_INTERPRETATION_CMYK;
+    if (!gray && device && (cmyk || has_foreign_profile(in))) {
+        /* CMYK with no profile of its own goes through libvips' built-in one */
+        if (vips_icc_transform(in, &t[1], "srgb", "embedded", TRUE, "input_profile",
+                               cmyk ? "cmyk" : "srgb", "intent", VIPS_INTENT_RELATIVE,
+                               "black_point_compensation", TRUE, "depth", depth, NULL) == 0) {
+            in = t[1];
+            colour_done = 1;
+        } else {
+            char why[320];
+            vips_reason(why, sizeof why);
+            log_debug("image: ignoring an unusable ICC profile: %s", why);
+        }
+    }
+    if (!gray && !colour_done && is_colour_space(interp) && interp != VIPS_INTERPRETATION_sRGB &&
+        interp != VIPS_INTERPRETATION_RGB && interp != VIPS_INTERPRETATION_RGB16) {
+        VipsInterpretation to = depth == 16 ? VIPS_INTERPRETATION_RGB16 : VIPS_INTERPRETATION_sRGB;
+        if (vips_colourspace(in, &t[2], to, "source_space", interp, NULL))
+            return vips_fail(err, UP_ERR_IMAGE, "cannot convert the image to sRGB");
+        in = t[2];
+    }
+
+    /* One alpha band at most: extra bands (TIFF extra samples) are dropped. */
+    int keep = gray ? (in->Bands >= 2 ? 2 : 1) : (in->Bands >= 4 ? 4 : 3);
+    if (in->Bands < keep)
+        return up_error_set(err, UP_ERR_IMAGE, 0, "a %d-band image is not supported", in->Bands);
+    if (in->Bands > keep) {
+        if (vips_extract_band(in, &t[3], 0, "n", keep, NULL))
+            return vips_fail(err, UP_ERR_IMAGE, "cannot select the colour bands");
+        in = t[3];
+    }
+
+    switch (in->BandFmt) {
+    case VIPS_FORMAT_UCHAR:
+    case VIPS_FORMAT_USHORT:
+        break;
+    case VIPS_FORMAT_CHAR: /* signed: negatives clip to 0 */
+        if (vips_cast(in, &t[4], VIPS_FORMAT_UCHAR, NULL))
+            return vips_fail(err, UP_ERR_IMAGE, "cannot convert the image to 8 bits");
+        in = t[4];
+        break;
+    case VIPS_FORMAT_SHORT:
+    case VIPS_FORMAT_UINT:
+    case VIPS_FORMAT_INT: {
+        /* keep the top 16 bits of the full range; negatives clip to 0 */
+        int shift = in->BandFmt == VIPS_FORMAT_UINT ? 16 : in->BandFmt == VIPS_FORMAT_INT ? 15 : 0;
+        if (shift) {
+            if (vips_rshift_const1(in, &t[5], shift, NULL))
+                return vips_fail(err, UP_ERR_IMAGE, "cannot convert the image to 16 bits");
+            in = t[5];
+        }
+        if (vips_cast(in, &t[6], VIPS_FORMAT_USHORT, NULL))
+            return vips_fail(err, UP_ERR_IMAGE, "cannot convert the image to 16 bits");
+        in = t[6];
+        break;
+    }
+    default: {
+        /* Float samples may be 0..1 (most float TIFFs) or 0..255 (libvips'
+         * own convention): measure, which needs the pixels in memory. */
+        double max;
+        if (!(t[7] = vips_image_copy_memory(in)))
+            return vips_fail(err, UP_ERR_IMAGE, decode_what);
+        if (vips_max(t[7], &max, NULL))
+            return vips_fail(err, UP_ERR_IMAGE, decode_what);
+        double scale = max <= 1.0 ? 65535.0 : max <= 255.0 ? 257.0 : 1.0;
+        if (vips_linear1(t[7], &t[8], scale, 0.5, NULL) ||
+            vips_cast(t[8], &t[9], VIPS_FORMAT_USHORT, NULL))
+            return vips_fail(err, UP_ERR_IMAGE, "cannot convert the image to 16 bits");
+        in = t[9];
+        break;
+    }
+    }
+    *out = in;
+    return UP_OK;
+}
+
+/*
+ * libvips loads a GIF as RGBA when any frame has transparency, even if the
+ * first frame has none; drop an alpha band that is opaque everywhere.
+ */
+static void drop_opaque_alpha(up_image_t *img) {
+    if (img->bands != 4 || img->depth != 8)
+        return;
+    uint8_t *p = img->pixels;
+    size_t n = (size_t)img->width * (size_t)img->height;
+    for (size_t i = 0; i < n; i++)
+        if (p[i * 4 + 3] != 255)
+            return;
+    for (size_t i = 0; i < n; i++)
+        memmove(p + i * 3, p + i * 4, 3);
+    img->bands = 3;
+    void *smaller = realloc(img->pixels, n * 3);
+    if (smaller)
+        img->pixels = smaller;
+}
+
+/*
+ * libjpeg warnings that do not mean missing pixels. JPEG loads with
+ * fail_on=warning, because libjpeg reports a scan that ends early ("premature
+ * end of data segment") only as a warning and fills the rest with gray; a
+ * file whose first warning is one of these is loaded again with
+ * fail_on=error.
+ */
+static const char *const jpeg_benign[] = {
+    "extraneous bytes before marker",  "Inconsistent progression sequence",
+    "Unknown Adobe color transform",   "Invalid SOS parameters for sequential JPEG",
+    "unknown JFIF revision number",    "thumbnail image size does not match",
+};
+
+/* 1 when every libjpeg message in msg ("...; VipsJpeg: ...; ...") is benign. */
+static int is_benign_jpeg_warning(const char *msg) {
+    int n_benign = 0;
+    for (const char *p = strstr(msg, "VipsJpeg: "); p; p = strstr(p + 1, "VipsJpeg: ")) {
+        const char *end = strstr(p, "; ");
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        int benign = 0;
+        for (size_t i = 0; i < sizeof jpeg_benign / sizeof jpeg_benign[0] && !benign; i++) {
+            const char *hit = strstr(p, jpeg_benign[i]);
+            benign = hit && (size_t)(hit - p) < len;
+        }
+        if (!benign)
+            return 0;
+        n_benign++;
+    }
+    return n_benign > 0;
+}
+
+static int decode_source(VipsSource *src, int fi, VipsFailOn fail_on, const image_limits_t *lim,
+                         up_image_t **out, up_error_t *err);
+
+/* Sniff src, then decode it with the format's fail_on policy. */
+static int load_source(VipsSource *src, const image_limits_t *lim, up_image_t **out,
+                       up_error_t *err) {
+    const char *loader = vips_foreign_find_load_source(src);
+    int fi = loader ? format_index(loader) : -1;
+    if (fi < 0) {
+        /* name the format when the bytes say what they meant to be */
+        unsigned char head[8];
+        gint64 n = loader ? 0 : (vips_source_rewind(src) ? 0 : vips_source_read(src, head, sizeof head));
+        int mi = n > 0 ? format_index_magic(head, (size_t)n) : -1;
+        vips_error_clear();
+        if (mi >= 0)
+            return up_error_set(err, UP_ERR_IMAGE, 0,
+                                "truncated or corrupt %s data: libvips cannot open it",
+                                formats[mi].label);
+        return up_error_set(err, UP_ERR_IMAGE, 0,
+                            "not an image libvips can read (unknown or unsupported format)");
+    }
+    /* fail_on=error elsewhere: truncation and decoder errors fail the load,
+     * warnings (odd ancillary PNG chunks, ...) do not. */
+    int jpeg = strcmp(formats[fi].name, "jpg") == 0;
+    up_error_t e = {0};
+    int rc = decode_source(src, fi, jpeg ? VIPS_FAIL_ON_WARNING : VIPS_FAIL_ON_ERROR, lim, out, &e);
+    if (rc == UP_ERR_IMAGE && jpeg && is_benign_jpeg_warning(e.msg)) {
+        log_debug("image: loading a JPEG despite: %s", e.msg);
+        rc = decode_source(src, fi, VIPS_FAIL_ON_ERROR, lim, out, &e);
+    }
+    if (rc && err)
+        *err = e;
+    return rc;
+}
+
+/* Check the header against lim, then decode and convert src into *out. */
+static int decode_source(VipsSource *src, int fi, VipsFailOn fail_on, const image_limits_t *lim,
+                         up_image_t **out, up_error_t *err) {
+    const char *label = formats[fi].label;
+    char what[96];
+
+    VipsObject *ctx = VIPS_OBJECT(vips_image_new());
+    VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 4);
+    int rc;
+
+    if (vips_source_rewind(src)) {
+        rc = vips_fail(err, UP_ERR_IO, "cannot read the image");
+        goto done;
+    }
+    t[0] = vips_image_new_from_source(src, "", "access", VIPS_ACCESS_SEQUENTIAL, "fail_on",
+                                      fail_on, NULL);
+    if (!t[0]) {
+        snprintf(what, sizeof what, "not a valid %s image", label);
+        rc = vips_fail(err, UP_ERR_IMAGE, what);
+        goto done;
+    }
+    VipsImage *in = t[0];
+
+    uint64_t n_pixels = (uint64_t)in->Xsize * (uint64_t)in->Ysize;
+    if (lim && lim->max_pixels && n_pixels > lim->max_pixels) {
+        rc = up_error_set(err, UP_ERR_TOO_LARGE, 0,
+                          "image is %dx%d (%.1f megapixels), over the limit of %.1f megapixels",
+                          in->Xsize, in->Ysize, n_pixels / 1e6, lim->max_pixels / 1e6);
+        goto done;
+    }
+
+    snprintf(what, sizeof what, "truncated or corrupt %s data", label);
+    if ((rc = convert(ctx, in, what, &in, err))) /* in: borrowed from ctx */
+        goto done;
+
+    /* Rotating needs the whole image: decode into memory first. autorot
+     * also drops the orientation tag. */
+    int orientation = vips_image_get_orientation(t[0]);
+    if (orientation > 1 && orientation <= 8) {
+        if (!(t[2] = vips_image_copy_memory(in))) {
+            rc = vips_fail(err, UP_ERR_IMAGE, what);
+            goto done;
+        }
+        if (vips_autorot(t[2], &t[3], NULL)) {
+            rc = vips_fail(err, UP_ERR_IMAGE, "cannot apply the EXIF orientation");
+            goto done;
+        }
+        in = t[3];
+    }
+
+    if ((rc = materialize(in, what, out, err)))
+        goto done;
+    const char *name = formats[fi].name;
+    if (strcmp(name, "gif") == 0)
+        drop_opaque_alpha(*out);
+    if (strcmp(name, "heif") == 0) {
+        const char *compression;
+        if (vips_image_get_typeof(t[0], "heif-compression") &&
+            vips_image_get_string(t[0], "heif-compression", &compression) == 0 &&
+            strcmp(compression, "av1") == 0)
+            name = "avif";
+    }
+    snprintf((*out)->format, sizeof (*out)->format, "%s", name);
+
+done:
+    g_object_unref(ctx);
+    return rc;
+}
+
+int image_load_file(const char *path, const image_limits_t *lim, up_image_t **out,
+                    up_error_t *err) {
+    assert(path && out);
+    *out = NULL;
+    int rc = image_init();
+    if (rc)
+        return up_error_set(err, rc, 0, "libvips is not available");
+
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        char buf[128];
+        return up_error_set(err, e == ENOENT || e == ENOTDIR ? UP_ERR_NOT_FOUND : UP_ERR_IO, 0,
+                            "cannot open the image: %s", strerror_r(e, buf, sizeof buf));
+    }
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return up_error_set(err, UP_ERR_IO, 0, "cannot read the image: not a regular file");
+    }
+    if (st.st_size == 0) {
+        close(fd);
+        return up_error_set(err, UP_ERR_IMAGE, 0, "not an image: the file is empty (0 bytes)");
+    }
+    VipsSource *src = vips_source_new_from_descriptor(fd); /* dups fd */
+    close(fd);
+    if (!src)
+        return vips_fail(err, UP_ERR_IO, "cannot read the image");
+    rc = load_source(src, lim, out, err);
+    g_object_unref(src);
+    return rc;
+}
+
+int image_load_buffer(const void *buf, size_t size, const image_limits_t *lim,
+                      up_image_t **out, up_error_t *err) {
+    assert(out);
+    *out = NULL;
+    int rc = image_init();
+    if (rc)
+        return up_error_set(err, rc, 0, "libvips is not available");
+    if (!buf || size == 0)
+        return up_error_set(err, UP_ERR_IMAGE, 0, "not an image: the data is empty (0 bytes)");
+    VipsSource *src = vips_source_new_from_memory(buf, size);
+    if (!src)
+        return vips_fail(err, UP_ERR_IMAGE, "cannot read the image");
+    rc = load_source(src, lim, out, err);
+    g_object_unref(src);
+    return rc;
+}
+
+/* ---- save -------------------------------------------------------------- */
+
+/* The canonical name for an output format, or NULL when we cannot write it. */
+static const char *output_format(const char *fmt) {
+    if (!fmt)
+        return NULL;
+    if (strcasecmp(fmt, "png") == 0)
+        return "png";
+    if (strcasecmp(fmt, "jpg") == 0 || strcasecmp(fmt, "jpeg") == 0)
+        return "jpg";
+    if (strcasecmp(fmt, "webp") == 0)
+        return "webp";
+    return NULL;
+}
+
+int image_format_supported_for_output(const char *fmt) {
+    return output_format(fmt) != NULL;
+}
+
+const char *image_format_from_path(const char *path) {
+    if (!path)
+        return NULL;
+    const char *slash = strrchr(path, '/');
+    const char *dot = strrchr(slash ? slash + 1 : path, '.');
+    if (!dot)
+        return NULL;
+    dot++;
+    if (strcasecmp(dot, "jpe") == 0)
+        return "jpg";
+    return output_format(dot);
+}
+
+/* Encode img as fmt ("png", "jpg" or "webp") into *buf (new, free()). */
+static int encode(const up_image_t *img, const char *fmt, int quality, void **buf, size_t *size,
+                  up_error_t *err) {
+    VipsObject *ctx = VIPS_OBJECT(vips_image_new());
+    VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 6);
+    void *vbuf = NULL;
+    size_t vsize = 0;
+    int rc = wrap_image(ctx, img, &t[0], err);
+    if (rc)
+        goto done;
+    VipsImage *in = t[0];
+    int failed;
+    if (strcmp(fmt, "png") == 0) {
+        failed = vips_pngsave_buffer(in, &vbuf, &vsize, "compression", 6, "strip", TRUE,
+                                     "bitdepth", img->depth, NULL);
+    } else {
+        int bands = img->bands;
+        if (img->depth == 16) { /* round to 8 bits: v * 255/65535 = v / 257 */
+            if (vips_linear1(in, &t[1], 1.0 / 257.0, 0.5, NULL) ||
+                vips_cast(t[1], &t[2], VIPS_FORMAT_UCHAR, NULL)) {
+                rc = vips_fail(err, UP_ERR_IMAGE, "cannot convert the image to 8 bits");
+                goto done;
+            }
+            in = t[2];
+        }
+        if (strcmp(fmt, "jpg") == 0 && image_has_alpha(img)) { /* JPEG has no alpha */
+            if (vips_flatten(in, &t[3], "background", vips_array_double_newv(1, 255.0),
+                             "max_alpha", 255.0, NULL)) {
+                rc = vips_fail(err, UP_ERR_IMAGE, "cannot flatten the alpha channel");
+                goto done;
+            }
+            in = t[3];
+            bands--;
+        }
+        if (vips_copy(in, &t[4], "interpretation", interpretation(bands, 8), NULL)) {
+            rc = vips_fail(err, UP_ERR_IMAGE, "cannot prepare the image");
+            goto done;
+        }
+        in = t[4];
+        if (strcmp(fmt, "jpg") == 0)
+            failed = vips_jpegsave_buffer(in, &vbuf, &vsize, "Q",
+                                          quality ? quality : JPEG_DEFAULT_QUALITY, "strip",
+                                          TRUE, "optimize_coding", TRUE, NULL);
+        else
+            failed = vips_webpsave_buffer(in, &vbuf, &vsize, "Q",
+                                          quality ? quality : WEBP_DEFAULT_QUALITY, "strip",
+                                          TRUE, NULL);
+    }
+    if (failed) {
+        char what[64];
+        snprintf(what, sizeof what, "cannot encode the image as %s", fmt);
+        rc = vips_fail(err, UP_ERR_IMAGE, what);
+        goto done;
+    }
+    /* copy out of glib's allocator so that callers release with free() */
+    if (!(*buf = malloc(vsize ? vsize : 1))) {
+        rc = up_error_set(err, UP_ERR_NOMEM, 0, "cannot allocate %zu bytes for the encoded image",
+                          vsize);
+        goto done;
+    }
+    memcpy(*buf, vbuf, vsize);
+    *size = vsize;
+done:
+    g_free(vbuf);
+    g_object_unref(ctx);
+    return rc;
+}
+
+/* Check the arguments shared by both savers; fmt is already canonical or NULL. */
+static int check_save(const up_image_t *img, const char *fmt, const image_save_opts_t *opts,
+                      up_error_t *err) {
+    if (!valid_image(img))
+        return up_error_set(err, UP_ERR_INVALID, 0, "cannot save: not a valid image");
+    if (opts && opts->format && !fmt)
+        return up_error_set(err, UP_ERR_INVALID, 0,
+                            "cannot write format '%s' (png, jpg and webp are supported)",
+                            opts->format);
+    if (opts && (opts->quality < 0 || opts->quality > 100))
+        return up_error_set(err, UP_ERR_INVALID, 0, "quality %d is out of range 1..100",
+                            opts->quality);
+    return image_init() ? up_error_set(err, UP_ERR_BACKEND, 0, "libvips is not available")
+                        : UP_OK;
+}
+
+int image_save_buffer(const up_image_t *img, const image_save_opts_t *opts, void **buf,
+                      size_t *size, up_error_t *err) {
+    assert(buf && size);
+    *buf = NULL;
+    *size = 0;
+    const char *fmt = opts ? output_format(opts->format) : NULL;
+    int rc = check_save(img, fmt, opts, err);
+    if (rc)
+        return rc;
+    if (!fmt)
+        fmt = output_format(img->format);
+    return encode(img, fmt ? fmt : "png", opts ? opts->quality : 0, buf, size, err);
+}
+
+/* Write size bytes to path through a temporary file in the same folder. */
+static int write_file(const char *path, const void *data, size_t size, up_error_t *err) {
+    static atomic_uint seq;
+    char tmp[PATH_MAX], ebuf[128];
+    int n = snprintf(tmp, sizeof tmp, "%s.tmp-%ld-%u", path, (long)getpid(),
+                     atomic_fetch_add(&seq, 1));
+    if (n < 0 || (size_t)n >= sizeof tmp)
+        return up_error_set(err, UP_ERR_IO, 0, "cannot write the image: path too long");
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return up_error_set(err, UP_ERR_IO, 0, "cannot write the image: %s",
+                            strerror_r(errno, ebuf, sizeof ebuf));
+    const char *p = data;
+    size_t left = size;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            goto fail;
+        p += w;
+        left -= (size_t)w;
+    }
+    if (close(fd)) {
+        fd = -1;
+        goto fail;
+    }
+    fd = -1;
+    if (rename(tmp, path))
+        goto fail;
+    return UP_OK;
+fail:;
+    int e = errno ? errno : EIO;
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp);
+    return up_error_set(err, UP_ERR_IO, 0, "cannot write the image: %s",
+                        strerror_r(e, ebuf, sizeof ebuf));
+}
+
+int image_save_file(const up_image_t *img, const char *path, const image_save_opts_t *opts,
+                    up_error_t *err) {
+    assert(path);
+    const char *fmt = opts ? output_format(opts->format) : NULL;
+    int rc = check_save(img, fmt, opts, err);
+    if (rc)
+        return rc;
+    if (!fmt)
+        fmt = image_format_from_path(path);
+    if (!fmt)
+        fmt = output_format(img->format);
+    void *buf;
+    size_t size;
+    if ((rc = encode(img, fmt ? fmt : "png", opts ? opts->quality : 0, &buf, &size, err)))
+        return rc;
+    rc = write_file(path, buf, size, err);
+    free(buf);
+    return rc;
+}
+
+/* ---- resize ------------------------------------------------------------ */
+
+int image_resize(const up_image_t *in, int width, int height, up_image_t **out,
+                 up_error_t *err) {
+    assert(out);
+    *out = NULL;
+    if (!valid_image(in))
+        return up_error_set(err, UP_ERR_INVALID, 0, "cannot resize: not a valid image");
+    if (width < 1 || height < 1 || width > VIPS_MAX_COORD || height > VIPS_MAX_COORD)
+        return up_error_set(err, UP_ERR_INVALID, 0, "cannot resize to %dx%d", width, height);
+    if (image_init())
+        return up_error_set(err, UP_ERR_BACKEND, 0, "libvips is not available");
+
+    VipsObject *ctx = VIPS_OBJECT(vips_image_new());
+    VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 10);
+    int rc = wrap_image(ctx, in, &t[0], err);
+    if (rc)
+        goto done;
+    VipsImage *x = t[0];
+    int alpha = image_has_alpha(in);
+    double max_alpha = in->depth == 16 ? 65535.0 : 255.0;
+
+    /* Premultiplied, so that the colour of transparent pixels does not
+     * bleed into their neighbours. */
+    if (alpha) {
+        if (vips_premultiply(x, &t[1], "max_alpha", max_alpha, NULL))
+            goto fail;
+        x = t[1];
+    }
+    if (vips_resize(x, &t[2], (double)width / in->width, "vscale", (double)height / in->height,
+                    "kernel", VIPS_KERNEL_LANCZOS3, NULL))
+        goto fail;
+    x = t[2];
+    /* vips_resize rounds its output size; make it exact by cropping or
+     * repeating the last row or column (at most a pixel or so). */
+    if (x->Xsize > width || x->Ysize > height) {
+        if (vips_crop(x, &t[3], 0, 0, VIPS_MIN(x->Xsize, width), VIPS_MIN(x->Ysize, height),
+                      NULL))
+            goto fail;
+        x = t[3];
+    }
+    if (x->Xsize < width || x->Ysize < height) {
+        if (vips_embed(x, &t[4], 0, 0, width, height, "extend", VIPS_EXTEND_COPY, NULL))
+            goto fail;
+        x = t[4];
+    }
+    if (alpha) {
+        if (vips_unpremultiply(x, &t[5], "max_alpha", max_alpha, NULL))
+            goto fail;
+        x = t[5];
+    }
+    if (x->BandFmt != band_format(in->depth)) { /* round, clip */
+        if (vips_linear1(x, &t[6], 1.0, 0.5, NULL) ||
+            vips_cast(t[6], &t[7], band_format(in->depth), NULL))
+            goto fail;
+        x = t[7];
+    }
+    if ((rc = materialize(x, "cannot resize the image", out, err)))
+        goto done;
+    memcpy((*out)->format, in->format, sizeof in->format);
+    goto done;
+fail:
+    rc = vips_fail(err, UP_ERR_IMAGE, "cannot resize the image");
+done:
+    g_object_unref(ctx);
+    return rc;
+}

@@ -1,0 +1,90 @@
+/*
+ * ref.c - the reference backend: every op in plain C on planar tensors.
+ *
+ * It is always built and is what the other backends are tested against, op
+ * by op. It prepares nothing: each layer_run calls the matching nn_op_* of
+ * ops.c (the convolution with the planner's epilogue fused), splitting the
+ * work over n_threads OpenMP threads.
+ */
+#include "nn/backend/backend.h"
+
+#include <omp.h>
+#include <stdlib.h>
+
+#include "nn/ops.h"
+
+typedef struct ref_state {
+    int n_threads; /* OpenMP team size for the ops; 0 = OpenMP's default */
+} ref_state_t;
+
+static int ref_create(const nn_model_t *model, int n_threads, void **state, up_error_t *err) {
+    (void)model;
+    ref_state_t *s = malloc(sizeof *s);
+    if (!s)
+        return up_error_set(err, UP_ERR_NOMEM, 0, "ref backend: out of memory");
+    s->n_threads = n_threads > 0 ? n_threads : 0;
+    *state = s;
+    return 0;
+}
+
+static void ref_destroy(void *state) { free(state); }
+
+static nn_layout_t ref_blob_layout(void *state, const nn_layer_t *producer, int c) {
+    (void)state, (void)producer, (void)c;
+    return NN_LAYOUT_PLANAR;
+}
+
+static int ref_layer_prepare(void *state, const nn_layer_t *layer, const nn_epilogue_t *epi,
+                             const nn_tensor_t *in, int n_in, const nn_tensor_t *out, int n_out,
+                             void **lstate, size_t *scratch_bytes, up_error_t *err) {
+    (void)state, (void)epi, (void)in, (void)n_in, (void)out, (void)n_out;
+    *lstate = NULL;
+    *scratch_bytes = 0;
+    switch (layer->op) {
+    case NN_OP_CONV:
+    case NN_OP_PRELU:
+    case NN_OP_CONCAT:
+    case NN_OP_ELTWISE:
+    case NN_OP_BINARY:
+    case NN_OP_INTERP:
+    case NN_OP_PIXELSHUFFLE: return 0;
+    default: break;
+    }
+    return up_error_set(err, UP_ERR_UNSUPPORTED, layer->line,
+                        "ref backend: layer %s '%s' (line %d) cannot run here", layer->type, layer->name,
+                        layer->line);
+}
+
+static int ref_layer_run(void *state, void *lstate, const nn_layer_t *layer, const nn_epilogue_t *epi,
+                         const nn_tensor_t *in, int n_in, const nn_tensor_t *out, int n_out,
+                         up_error_t *err) {
+    const ref_state_t *s = state;
+    (void)lstate, (void)n_out;
+    if (s->n_threads > 0)
+        omp_set_num_threads(s->n_threads); /* this thread's next parallel regions */
+    switch (layer->op) {
+    case NN_OP_CONV: nn_op_conv(&layer->p.conv, epi, &in[0], &out[0]); return 0;
+    case NN_OP_PRELU: nn_op_prelu(&layer->p.prelu, &in[0], &out[0]); return 0;
+    case NN_OP_CONCAT: nn_op_concat(in, n_in, &out[0]); return 0;
+    case NN_OP_ELTWISE: nn_op_eltwise(&layer->p.eltwise, in, n_in, &out[0]); return 0;
+    case NN_OP_BINARY: nn_op_binary(&layer->p.binary, in, n_in, &out[0]); return 0;
+    case NN_OP_INTERP: nn_op_interp(&layer->p.interp, &in[0], &out[0]); return 0;
+    case NN_OP_PIXELSHUFFLE: nn_op_pixelshuffle(&layer->p.pixelshuffle, &in[0], &out[0]); return 0;
+    default: break;
+    }
+    return up_error_set(err, UP_ERR_UNSUPPORTED, layer->line,
+                        "ref backend: layer %s '%s' (line %d) cannot run here", layer->type, layer->name,
+                        layer->line);
+}
+
+static void ref_layer_release(void *state, void *lstate) { (void)state, (void)lstate; }
+
+const nn_backend_vtbl_t nn_backend_ref = {
+    .name = "ref",
+    .create = ref_create,
+    .destroy = ref_destroy,
+    .blob_layout = ref_blob_layout,
+    .layer_prepare = ref_layer_prepare,
+    .layer_run = ref_layer_run,
+    .layer_release = ref_layer_release,
+};

@@ -1,0 +1,84 @@
+/*
+ * nn.h - the public face of the neural-network engine.
+ *
+ * Two phases, as in ggml: load a model once (nn_model_load: parse the ncnn
+ * .param graph and .bin weights into fp32), bind it to a backend
+ * (nn_net_new: oneDNN weight reorders happen here), then run it many times
+ * on same-shaped inputs (nn_net_run). The first run for a new input shape
+ * plans the graph for that shape (blob lifetimes, one arena, concat views,
+ * backend primitives); later runs of that shape allocate nothing.
+ *
+ * Tensors crossing this API are planar float32 CHW (all of channel 0, then
+ * channel 1, ...), row-major, values as the network sees them (0..1 RGB).
+ *
+ * Thread safety: a model is immutable after load and may be shared by many
+ * nets; a net is used by one thread at a time.
+ */
+#ifndef UPRES_NN_NN_H
+#define UPRES_NN_NN_H
+
+#include <stddef.h>
+
+#include "core/err.h"
+
+typedef struct nn_model nn_model_t;
+typedef struct nn_net nn_net_t;
+
+typedef enum {
+    NN_BACKEND_REF = 0,  /* plain C, always built, the reference for tests */
+    NN_BACKEND_DNNL = 1, /* oneDNN primitives */
+} nn_backend_kind_t;
+
+/* "ref" / "dnnl" */
+const char *nn_backend_name(nn_backend_kind_t kind);
+/* Parse "ref" or "dnnl"; returns 0 or UP_ERR_INVALID. */
+int nn_backend_parse(const char *name, nn_backend_kind_t *out);
+
+/*
+ * Load an ncnn model. *out is new (free with nn_model_free). On failure
+ * returns a negative code and err says which file, line and why.
+ */
+int nn_model_load(const char *param_path, const char *bin_path, nn_model_t **out, up_error_t *err);
+
+/* Same from memory (tests, fuzzing). Buffers are borrowed for the call only. */
+int nn_model_load_mem(const char *param_text, size_t param_size, const void *bin, size_t bin_size,
+                      nn_model_t **out, up_error_t *err);
+
+void nn_model_free(nn_model_t *model); /* accepts NULL */
+
+/*
+ * Output shape for an input of c x h x w, or a negative code when the graph
+ * cannot take that shape (err says which layer and why).
+ */
+int nn_model_output_shape(const nn_model_t *model, int c, int h, int w, int *oc, int *oh, int *ow,
+                          up_error_t *err);
+
+/*
+ * Multiply-accumulate work of the model's convolutions for that input shape,
+ * in FLOP (2 per multiply-add), counted as direct convolutions. Returns a
+ * negative value when the shape does not fit the graph.
+ */
+double nn_model_conv_flops(const nn_model_t *model, int c, int h, int w);
+
+/*
+ * Bind model (borrowed; must outlive the net) to a backend using n_threads
+ * threads (0 = all cores). *out is new (free with nn_net_free).
+ */
+int nn_net_new(const nn_model_t *model, nn_backend_kind_t kind, int n_threads, nn_net_t **out,
+               up_error_t *err);
+void nn_net_free(nn_net_t *net); /* accepts NULL */
+
+/*
+ * Bytes the net holds for an input of c x h x w once planned (activation
+ * arena plus backend scratch), for choosing a tile size from a memory budget.
+ */
+int nn_net_plan_size(nn_net_t *net, int c, int h, int w, size_t *bytes, up_error_t *err);
+
+/*
+ * Run the network on in (planar c x h x w, borrowed) and write the output
+ * (planar, shape from nn_model_output_shape) into out (borrowed, caller
+ * sized). Plans on the first call for a shape.
+ */
+int nn_net_run(nn_net_t *net, const float *in, int c, int h, int w, float *out, up_error_t *err);
+
+#endif

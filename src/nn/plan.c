@@ -1,0 +1,696 @@
+/*
+ * plan.c - turns a model and an input shape into a runnable plan, and runs it.
+ *
+ * This is the executor behind nn_net_*: the parser (param.c, weights.c)
+ * gives a graph, the backends compute layers; this file decides the order,
+ * the shapes, what is fused, where every blob lives, and drives the run.
+ *
+ * DESIGN
+ *
+ * Planning happens once per input shape (a tiled image uses one shape for
+ * every tile, see src/upscale), in these passes:
+ *
+ *   1. order   Kahn's topological sort over layers (cycles are an error).
+ *   2. shapes  nn_layer_output_shapes() layer by layer.
+ *   3. values  Split outputs are aliases of their input: every blob maps to
+ *              a "value" (the blob that actually holds data).
+ *   4. fusion  Conv -> PReLU and Conv(+PReLU) -> Eltwise SUM / BinaryOp ADD
+ *              become one conv step with an nn_epilogue_t when the conv's
+ *              value has no other reader; the fused layer's output value
+ *              becomes the conv's output.
+ *   5. layout  the backend picks each value's layout (the graph input is
+ *              always planar).
+ *   6. concat  a channel Concat whose inputs can sit side by side in one
+ *              buffer becomes a view: its inputs are "placed" at channel
+ *              offsets of a shared group buffer and write there directly.
+ *              RRDB's dense blocks (x, x1..x4 concatenated four times) thus
+ *              live in one 192-channel buffer with no copies.
+ *   7. memory  each group gets a lifetime [first write, last read] in step
+ *              numbers and an offset in one arena, packed greedily by size
+ *              (largest first, lowest non-conflicting offset).
+ *   8. prepare the backend prepares every remaining step with the final
+ *              tensor pointers.
+ *
+ * A run copies the caller's input in, executes the steps, and copies the
+ * output out to planar. Nothing is allocated during a run.
+ *
+ * Threads: a net is used by one thread at a time; the backends use OpenMP
+ * with the net's thread count, set before every run.
+ */
+#include <limits.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/xmalloc.h"
+#include "nn/backend/backend.h"
+#include "nn/model.h"
+#include "nn/nn.h"
+#include "nn/ops.h"
+#include "nn/tensor.h"
+
+typedef struct plan_step {
+    const nn_layer_t *layer;
+    nn_epilogue_t epi;
+    nn_tensor_t epi_sum; /* storage for epi.sum */
+    nn_tensor_t *in, *out;
+    int n_in, n_out;
+    void *lstate; /* backend's, released with the plan */
+} plan_step_t;
+
+typedef struct plan {
+    int c, h, w;          /* input shape this plan is for */
+    int oc, oh, ow;       /* output shape */
+    plan_step_t *steps;
+    int n_steps;
+    float *arena;         /* owned */
+    size_t arena_floats;
+    size_t scratch_bytes; /* what the backend keeps besides the arena */
+    nn_tensor_t input, output;
+} plan_t;
+
+struct nn_net {
+    const nn_model_t *model;
+    const nn_backend_vtbl_t *be;
+    void *be_state;
+    int n_threads;
+    plan_t *plan; /* for the last input shape, or NULL */
+};
+
+/* ---- passes 1 and 2: order and shapes ---------------------------------- */
+
+/*
+ * Topological order of the layers into order[n_layers] and every blob's
+ * shape into shapes[n_blobs]. Both arrays are caller-allocated.
+ */
+static int infer(const nn_model_t *m, int c, int h, int w, int *order, int (*shapes)[3],
+                 up_error_t *err) {
+    int *pending = xcalloc((size_t)m->n_layers, sizeof *pending); /* unready inputs */
+    int *ready = xmalloc((size_t)m->n_layers * sizeof *ready);
+    int n_ready = 0, n_order = 0, rc = 0;
+
+    for (int i = 0; i < m->n_layers; i++) {
+        pending[i] = m->layers[i].n_in;
+        if (pending[i] == 0)
+            ready[n_ready++] = i;
+    }
+    /* Consumers are found by scanning; graphs have ~1000 layers and plans are rare. */
+    int (*in_shapes)[3] = NULL;
+    int max_in = 1;
+    for (int i = 0; i < m->n_layers; i++)
+        if (m->layers[i].n_in > max_in)
+            max_in = m->layers[i].n_in;
+    in_shapes = xmalloc((size_t)max_in * sizeof *in_shapes);
+
+    /* Consumer lists in CSR form, so that the sort is linear. */
+    int *n_cons = xcalloc((size_t)m->n_blobs + 1, sizeof *n_cons);
+    for (int i = 0; i < m->n_layers; i++)
+        for (int k = 0; k < m->layers[i].n_in; k++)
+            n_cons[m->layers[i].in[k] + 1]++;
+    for (int b = 0; b < m->n_blobs; b++)
+        n_cons[b + 1] += n_cons[b];
+    int *cons = xmalloc(((size_t)n_cons[m->n_blobs] + 1) * sizeof *cons);
+    int *fill = xcalloc((size_t)m->n_blobs, sizeof *fill);
+    for (int i = 0; i < m->n_layers; i++)
+        for (int k = 0; k < m->layers[i].n_in; k++) {
+            int b = m->layers[i].in[k];
+            cons[n_cons[b] + fill[b]++] = i;
+        }
+
+    while (n_ready > 0) {
+        int li = ready[--n_ready];
+        const nn_layer_t *l = &m->layers[li];
+        order[n_order++] = li;
+        int out_shapes[64][3];
+        int(*outs)[3] = l->n_out <= 64 ? out_shapes : xmalloc((size_t)l->n_out * sizeof *outs);
+        if (l->op == NN_OP_INPUT) {
+            for (int k = 0; k < l->n_out; k++) {
+                outs[k][0] = c;
+                outs[k][1] = h;
+                outs[k][2] = w;
+            }
+        } else {
+            for (int k = 0; k < l->n_in; k++)
+                memcpy(in_shapes[k], shapes[l->in[k]], sizeof in_shapes[k]);
+            rc = nn_layer_output_shapes(l, (const int(*)[3])in_shapes, l->n_in, outs, err);
+        }
+        if (rc == 0)
+            for (int k = 0; k < l->n_out; k++) {
+                int b = l->out[k];
+                memcpy(shapes[b], outs[k], sizeof shapes[b]);
+                for (int j = n_cons[b]; j < n_cons[b + 1]; j++)
+                    if (--pending[cons[j]] == 0)
+                        ready[n_ready++] = cons[j];
+            }
+        if (outs != out_shapes)
+            free(outs);
+        if (rc)
+            goto done;
+    }
+    if (n_order != m->n_layers)
+        rc = up_error_set(err, UP_ERR_FORMAT, 0,
+                          "the graph has a cycle or an unreachable layer (%d of %d layers ordered)",
+                          n_order, m->n_layers);
+done:
+    free(pending);
+    free(ready);
+    free(in_shapes);
+    free(n_cons);
+    free(cons);
+    free(fill);
+    return rc;
+}
+
+int nn_model_output_shape(const nn_model_t *model, int c, int h, int w, int *oc, int *oh, int *ow,
+                          up_error_t *err) {
+    if (c <= 0 || h <= 0 || w <= 0)
+        return up_error_set(err, UP_ERR_INVALID, 0, "input shape %dx%dx%d is empty", c, h, w);
+    int *order = xmalloc((size_t)model->n_layers * sizeof *order);
+    int(*shapes)[3] = xcalloc((size_t)model->n_blobs, sizeof *shapes);
+    int rc = infer(model, c, h, w, order, shapes, err);
+    if (rc == 0) {
+        *oc = shapes[model->output_blob][0];
+        *oh = shapes[model->output_blob][1];
+        *ow = shapes[model->output_blob][2];
+    }
+    free(order);
+    free(shapes);
+    return rc;
+}
+
+double nn_model_conv_flops(const nn_model_t *model, int c, int h, int w) {
+    int *order = xmalloc((size_t)model->n_layers * sizeof *order);
+    int(*shapes)[3] = xcalloc((size_t)model->n_blobs, sizeof *shapes);
+    double flops = -1;
+    if (infer(model, c, h, w, order, shapes, NULL) == 0) {
+        flops = 0;
+        for (int i = 0; i < model->n_layers; i++) {
+            const nn_layer_t *l = &model->layers[i];
+            if (l->op != NN_OP_CONV)
+                continue;
+            const int *o = shapes[l->out[0]];
+            flops += 2.0 * l->p.conv.kernel_w * l->p.conv.kernel_h * l->p.conv.n_in * l->p.conv.n_out *
+                     (double)o[1] * (double)o[2];
+        }
+    }
+    free(order);
+    free(shapes);
+    return flops;
+}
+
+/* ---- passes 3 to 7: values, fusion, layout, concat views, memory ------- */
+
+/* Where a value's data lives: channels [off, off + c) of group buffer g. */
+typedef struct value {
+    int c, h, w;
+    nn_layout_t layout;
+    int group;   /* index into groups, -1 before placement */
+    int off;     /* channel offset in the group */
+    int n_reads; /* non-Split layers (and the graph output) reading it */
+    int is_view; /* a Concat output aliasing its inputs */
+} value_t;
+
+typedef struct group {
+    int extent;          /* channels (logical) */
+    int h, w;
+    nn_layout_t layout;
+    int first, last;     /* lifetime in step positions, inclusive */
+    size_t floats;       /* buffer size */
+    size_t offset;       /* in the arena, floats */
+} group_t;
+
+typedef struct planner {
+    const nn_model_t *m;
+    int *value_of;       /* blob -> value blob index (Split outputs map to their root) */
+    value_t *values;     /* indexed by blob; only entries that are values are used */
+    int *fused_into;     /* layer -> index of the conv layer that absorbed it, or -1 */
+    int *epi_prelu;      /* conv layer -> PReLU layer fused into it, or -1 */
+    int *epi_other;      /* conv layer -> value added by a fused Eltwise/BinaryOp, or -1 */
+    float *epi_scale;    /* conv layer -> the conv's coefficient in that sum */
+    int *conv_out;       /* conv layer -> value it finally writes */
+    group_t *groups;
+    int n_groups;
+} planner_t;
+
+static int root(const planner_t *p, int blob) { return p->value_of[blob]; }
+
+/* The single non-Split reader of value v, or -1 when it has none or several. */
+static int sole_reader(const planner_t *p, int v) {
+    if (p->values[v].n_reads != 1)
+        return -1;
+    for (int i = 0; i < p->m->n_layers; i++) {
+        const nn_layer_t *l = &p->m->layers[i];
+        if (l->op == NN_OP_SPLIT || p->fused_into[i] >= 0)
+            continue;
+        for (int k = 0; k < l->n_in; k++)
+            if (root(p, l->in[k]) == v)
+                return i;
+    }
+    return -1;
+}
+
+static void fuse(planner_t *p, const int *pos) {
+    const nn_model_t *m = p->m;
+    for (int i = 0; i < m->n_layers; i++) {
+        const nn_layer_t *l = &m->layers[i];
+        if (l->op != NN_OP_CONV)
+            continue;
+        int v = root(p, l->out[0]);
+        int r = sole_reader(p, v);
+        if (r >= 0 && m->layers[r].op == NN_OP_PRELU) {
+            p->epi_prelu[i] = r;
+            p->fused_into[r] = i;
+            v = root(p, m->layers[r].out[0]);
+            r = sole_reader(p, v);
+        }
+        if (r < 0 || m->layers[r].n_in != 2)
+            goto keep;
+        const nn_layer_t *s = &m->layers[r];
+        float scale = 1.0f, other_scale = 1.0f;
+        int mine = root(p, s->in[0]) == v ? 0 : 1;
+        if (s->op == NN_OP_ELTWISE && s->p.eltwise.op == NN_ELTWISE_SUM) {
+            if (s->p.eltwise.n_coeffs == 2) {
+                scale = s->p.eltwise.coeffs[mine];
+                other_scale = s->p.eltwise.coeffs[1 - mine];
+            }
+        } else if (!(s->op == NN_OP_BINARY && s->p.binary.op == NN_BINARY_ADD && !s->p.binary.with_scalar)) {
+            goto keep;
+        }
+        int other = root(p, s->in[1 - mine]);
+        /* the other summand must be ready before the conv runs, and distinct */
+        if (other_scale != 1.0f || other == v || pos[m->blobs[other].producer] > pos[i])
+            goto keep;
+        p->epi_other[i] = other;
+        p->epi_scale[i] = scale;
+        p->fused_into[r] = i;
+        v = root(p, s->out[0]);
+    keep:
+        p->conv_out[i] = v;
+    }
+}
+
+/* Try to make Concat layer li a view; returns 1 on success. */
+static int concat_view(planner_t *p, int li) {
+    const nn_layer_t *l = &p->m->layers[li];
+    value_t *out = &p->values[root(p, l->out[0])];
+    int align = nn_layout_align(out->layout);
+    int g = -1, base = INT_MIN, prefix = 0;
+
+    /* Check: one layout, aligned sizes, placed inputs agree on a base offset. */
+    for (int k = 0; k < l->n_in; k++) {
+        int v = root(p, l->in[k]);
+        value_t *x = &p->values[v];
+        if (x->layout != out->layout || (k < l->n_in - 1 && x->c % align))
+            return 0;
+        if (v == p->m->input_blob)
+            return 0;
+        for (int j = 0; j < k; j++)
+            if (root(p, l->in[j]) == v)
+                return 0;
+        if (x->group >= 0) {
+            if (g >= 0 && x->group != g)
+                return 0;
+            g = x->group;
+            if (base != INT_MIN && x->off - prefix != base)
+                return 0;
+            base = x->off - prefix;
+        }
+        prefix += x->c;
+    }
+    if (g < 0) {
+        base = 0;
+    } else if (base < 0) {
+        return 0;
+    }
+    /* Unplaced inputs must not overlap anything already placed in g. */
+    prefix = 0;
+    for (int k = 0; k < l->n_in; k++) {
+        value_t *x = &p->values[root(p, l->in[k])];
+        if (x->group < 0 && g >= 0) {
+            int lo = base + prefix, hi = lo + x->c;
+            for (int b = 0; b < p->m->n_blobs; b++) {
+                value_t *y = &p->values[b];
+                if (root(p, b) != b || y->group != g || y->is_view)
+                    continue;
+                if (lo < y->off + y->c && y->off < hi)
+                    return 0;
+            }
+        }
+        prefix += x->c;
+    }
+    if (g < 0) {
+        g = p->n_groups++;
+        p->groups[g] = (group_t){.extent = 0, .h = out->h, .w = out->w, .layout = out->layout};
+    }
+    prefix = 0;
+    for (int k = 0; k < l->n_in; k++) {
+        value_t *x = &p->values[root(p, l->in[k])];
+        if (x->group < 0) {
+            x->group = g;
+            x->off = base + prefix;
+        }
+        prefix += x->c;
+    }
+    out->group = g;
+    out->off = base;
+    out->is_view = 1;
+    if (base + prefix > p->groups[g].extent)
+        p->groups[g].extent = base + prefix;
+    return 1;
+}
+
+static void touch(group_t *g, int step) {
+    if (step < g->first)
+        g->first = step;
+    if (step > g->last)
+        g->last = step;
+}
+
+typedef struct span {
+    size_t lo, hi;
+} span_t;
+
+static int span_cmp(const void *a, const void *b) {
+    const span_t *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+static int group_size_cmp(const void *a, const void *b, void *arg) {
+    const group_t *g = arg;
+    size_t x = g[*(const int *)a].floats, y = g[*(const int *)b].floats;
+    return x > y ? -1 : x < y; /* largest first */
+}
+
+/*
+ * Greedy-by-size packing of groups into one arena: each group, largest
+ * first, goes at the lowest offset that no already placed group with an
+ * overlapping lifetime occupies. Returns the arena size in floats.
+ */
+static size_t pack(group_t *groups, int n) {
+    int *idx = xmalloc((size_t)n * sizeof *idx);
+    span_t *busy = xmalloc((size_t)n * sizeof *busy);
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        idx[i] = i;
+    qsort_r(idx, (size_t)n, sizeof *idx, group_size_cmp, groups);
+    for (int i = 0; i < n && groups[idx[i]].floats; i++) {
+        group_t *g = &groups[idx[i]];
+        int n_busy = 0;
+        for (int j = 0; j < i; j++) {
+            group_t *o = &groups[idx[j]];
+            if (g->first <= o->last && o->first <= g->last)
+                busy[n_busy++] = (span_t){o->offset, o->offset + o->floats};
+        }
+        qsort(busy, (size_t)n_busy, sizeof *busy, span_cmp);
+        size_t off = 0;
+        for (int j = 0; j < n_busy && busy[j].lo < off + g->floats; j++)
+            if (busy[j].hi > off)
+                off = busy[j].hi;
+        g->offset = off;
+        if (off + g->floats > total)
+            total = off + g->floats;
+    }
+    free(idx);
+    free(busy);
+    return total;
+}
+
+static void plan_free(nn_net_t *net, plan_t *pl) {
+    if (!pl)
+        return;
+    for (int i = 0; i < pl->n_steps; i++) {
+        if (pl->steps[i].lstate)
+            net->be->layer_release(net->be_state, pl->steps[i].lstate);
+        free(pl->steps[i].in);
+        free(pl->steps[i].out);
+    }
+    free(pl->steps);
+    up_aligned_free(pl->arena);
+    free(pl);
+}
+
+static nn_tensor_t value_tensor(const planner_t *p, const plan_t *pl, int v) {
+    const value_t *x = &p->values[v];
+    const group_t *g = &p->groups[x->group];
+    nn_tensor_t t = {.data = pl->arena + g->offset, .c = g->extent, .h = x->h, .w = x->w, .layout = x->layout};
+    return nn_tensor_channels(&t, x->off, x->c);
+}
+
+static int plan_build(nn_net_t *net, int c, int h, int w, plan_t **out, up_error_t *err) {
+    const nn_model_t *m = net->model;
+    int nl = m->n_layers, nb = m->n_blobs, rc;
+    int *order = xmalloc((size_t)nl * sizeof *order);
+    int *pos = xmalloc((size_t)nl * sizeof *pos);
+    int(*shapes)[3] = xcalloc((size_t)nb, sizeof *shapes);
+    planner_t p = {.m = m};
+    plan_t *pl = xcalloc(1, sizeof *pl);
+
+    p.value_of = xmalloc((size_t)nb * sizeof *p.value_of);
+    p.values = xcalloc((size_t)nb, sizeof *p.values);
+    p.fused_into = xmalloc((size_t)nl * sizeof *p.fused_into);
+    p.epi_prelu = xmalloc((size_t)nl * sizeof *p.epi_prelu);
+    p.epi_other = xmalloc((size_t)nl * sizeof *p.epi_other);
+    p.epi_scale = xmalloc((size_t)nl * sizeof *p.epi_scale);
+    p.conv_out = xmalloc((size_t)nl * sizeof *p.conv_out);
+    p.groups = xcalloc((size_t)nb, sizeof *p.groups);
+
+    rc = infer(m, c, h, w, order, shapes, err);
+    if (rc)
+        goto fail;
+    for (int i = 0; i < nl; i++) {
+        pos[order[i]] = i;
+        p.fused_into[i] = p.epi_prelu[i] = p.epi_other[i] = p.conv_out[i] = -1;
+        p.epi_scale[i] = 1.0f;
+    }
+
+    /* 3. values: resolve Split aliases in topological order */
+    for (int i = 0; i < nl; i++) {
+        const nn_layer_t *l = &m->layers[order[i]];
+        for (int k = 0; k < l->n_out; k++)
+            p.value_of[l->out[k]] = l->op == NN_OP_SPLIT ? p.value_of[l->in[0]] : l->out[k];
+    }
+    for (int b = 0; b < nb; b++) {
+        p.values[b] = (value_t){.c = shapes[b][0], .h = shapes[b][1], .w = shapes[b][2], .group = -1};
+    }
+    for (int i = 0; i < nl; i++) {
+        const nn_layer_t *l = &m->layers[i];
+        if (l->op != NN_OP_SPLIT)
+            for (int k = 0; k < l->n_in; k++)
+                p.values[root(&p, l->in[k])].n_reads++;
+    }
+    p.values[root(&p, m->output_blob)].n_reads++;
+
+    /* 4. fusion */
+    fuse(&p, pos);
+
+    /* 5. layouts, chosen by the backend from each value's producer */
+    for (int b = 0; b < nb; b++) {
+        if (root(&p, b) != b)
+            continue;
+        const nn_layer_t *prod = &m->layers[m->blobs[b].producer];
+        p.values[b].layout = prod->op == NN_OP_INPUT
+                                 ? NN_LAYOUT_PLANAR
+                                 : net->be->blob_layout(net->be_state, prod, p.values[b].c);
+    }
+    /* a fused conv writes the fused layer's value: it takes the conv's layout */
+    for (int i = 0; i < nl; i++)
+        if (p.conv_out[i] >= 0)
+            p.values[p.conv_out[i]].layout =
+                net->be->blob_layout(net->be_state, &m->layers[i], p.values[p.conv_out[i]].c);
+
+    /* 6. concat views, in topological order so that chains extend groups */
+    int *is_view = xcalloc((size_t)nl, sizeof *is_view);
+    for (int i = 0; i < nl; i++) {
+        int li = order[i];
+        if (m->layers[li].op == NN_OP_CONCAT && m->layers[li].p.concat.axis == 0)
+            is_view[li] = concat_view(&p, li);
+    }
+    /* every other value is a group of its own */
+    for (int b = 0; b < nb; b++) {
+        value_t *x = &p.values[b];
+        if (root(&p, b) != b || x->group >= 0)
+            continue;
+        x->group = p.n_groups++;
+        x->off = 0;
+        p.groups[x->group] = (group_t){.extent = x->c, .h = x->h, .w = x->w, .layout = x->layout};
+    }
+
+    /* 7. steps and lifetimes */
+    pl->steps = xcalloc((size_t)nl, sizeof *pl->steps);
+    for (int g = 0; g < p.n_groups; g++) {
+        p.groups[g].first = INT_MAX;
+        p.groups[g].last = -1;
+    }
+    /* the input is written before step 0, the output read after the last */
+    touch(&p.groups[p.values[root(&p, m->input_blob)].group], 0);
+    for (int i = 0; i < nl; i++) {
+        int li = order[i];
+        const nn_layer_t *l = &m->layers[li];
+        if (l->op == NN_OP_INPUT || l->op == NN_OP_SPLIT || p.fused_into[li] >= 0 || is_view[li])
+            continue;
+        plan_step_t *s = &pl->steps[pl->n_steps];
+        int at = pl->n_steps++;
+        s->layer = l;
+        s->epi = (nn_epilogue_t){.prelu = NULL, .scale = 1.0f, .sum = NULL};
+        s->n_in = l->n_in;
+        s->n_out = l->n_out;
+        s->in = xcalloc((size_t)l->n_in, sizeof *s->in);
+        s->out = xcalloc((size_t)l->n_out, sizeof *s->out);
+        for (int k = 0; k < l->n_in; k++)
+            touch(&p.groups[p.values[root(&p, l->in[k])].group], at);
+        for (int k = 0; k < l->n_out; k++) {
+            int v = l->op == NN_OP_CONV ? p.conv_out[li] : root(&p, l->out[k]);
+            touch(&p.groups[p.values[v].group], at);
+        }
+        if (l->op == NN_OP_CONV && p.epi_other[li] >= 0)
+            touch(&p.groups[p.values[p.epi_other[li]].group], at);
+    }
+    int n_steps = pl->n_steps;
+    touch(&p.groups[p.values[root(&p, m->output_blob)].group], n_steps);
+
+    for (int g = 0; g < p.n_groups; g++) {
+        group_t *gr = &p.groups[g];
+        /* values nobody writes (outputs of fused layers) take no memory */
+        gr->floats = gr->last < 0 ? 0
+                                  : (size_t)nn_layout_channels(gr->layout, gr->extent) * (size_t)gr->h *
+                                        (size_t)gr->w;
+    }
+    pl->arena_floats = pack(p.groups, p.n_groups);
+    pl->arena = up_aligned_alloc(pl->arena_floats ? pl->arena_floats : 1, sizeof(float));
+    if (!pl->arena) {
+        rc = up_error_set(err, UP_ERR_NOMEM, 0, "cannot allocate %zu MB for a %dx%d input",
+                          pl->arena_floats * sizeof(float) >> 20, w, h);
+        free(is_view);
+        goto fail;
+    }
+    free(is_view);
+
+    /* 8. bind tensors and prepare */
+    pl->c = c, pl->h = h, pl->w = w;
+    pl->oc = shapes[m->output_blob][0];
+    pl->oh = shapes[m->output_blob][1];
+    pl->ow = shapes[m->output_blob][2];
+    pl->input = value_tensor(&p, pl, root(&p, m->input_blob));
+    pl->output = value_tensor(&p, pl, root(&p, m->output_blob));
+    for (int i = 0; i < n_steps; i++) {
+        plan_step_t *s = &pl->steps[i];
+        const nn_layer_t *l = s->layer;
+        int li = (int)(l - m->layers);
+        for (int k = 0; k < l->n_in; k++)
+            s->in[k] = value_tensor(&p, pl, root(&p, l->in[k]));
+        for (int k = 0; k < l->n_out; k++)
+            s->out[k] = value_tensor(&p, pl, l->op == NN_OP_CONV ? p.conv_out[li] : root(&p, l->out[k]));
+        if (l->op == NN_OP_CONV) {
+            if (p.epi_prelu[li] >= 0)
+                s->epi.prelu = &m->layers[p.epi_prelu[li]].p.prelu;
+            if (p.epi_other[li] >= 0) {
+                s->epi.scale = p.epi_scale[li];
+                s->epi_sum = value_tensor(&p, pl, p.epi_other[li]);
+                s->epi.sum = &s->epi_sum;
+            }
+        }
+        size_t scratch = 0;
+        rc = net->be->layer_prepare(net->be_state, l, l->op == NN_OP_CONV ? &s->epi : NULL, s->in,
+                                    s->n_in, s->out, s->n_out, &s->lstate, &scratch, err);
+        if (rc)
+            goto fail;
+        pl->scratch_bytes += scratch;
+    }
+    log_debug("plan %s %dx%dx%d: %d steps, %d buffers, arena %zu MB, backend scratch %zu MB",
+              net->be->name, c, h, w, n_steps, p.n_groups, pl->arena_floats * sizeof(float) >> 20,
+              pl->scratch_bytes >> 20);
+    *out = pl;
+    pl = NULL;
+fail:
+    plan_free(net, pl);
+    free(order);
+    free(pos);
+    free(shapes);
+    free(p.value_of);
+    free(p.values);
+    free(p.fused_into);
+    free(p.epi_prelu);
+    free(p.epi_other);
+    free(p.epi_scale);
+    free(p.conv_out);
+    free(p.groups);
+    return rc;
+}
+
+/* ---- the net ------------------------------------------------------------ */
+
+static const nn_backend_vtbl_t *backend_of(nn_backend_kind_t kind) {
+    switch (kind) {
+    case NN_BACKEND_REF: return &nn_backend_ref;
+#ifdef UPRES_HAVE_DNNL
+    case NN_BACKEND_DNNL: return &nn_backend_dnnl;
+#endif
+    default: return NULL;
+    }
+}
+
+int nn_net_new(const nn_model_t *model, nn_backend_kind_t kind, int n_threads, nn_net_t **out,
+               up_error_t *err) {
+    const nn_backend_vtbl_t *be = backend_of(kind);
+    if (!be)
+        return up_error_set(err, UP_ERR_UNSUPPORTED, 0, "backend %d is not built in", (int)kind);
+    nn_net_t *net = xcalloc(1, sizeof *net);
+    net->model = model;
+    net->be = be;
+    net->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
+    omp_set_num_threads(net->n_threads);
+    int rc = be->create(model, net->n_threads, &net->be_state, err);
+    if (rc) {
+        free(net);
+        return rc;
+    }
+    *out = net;
+    return 0;
+}
+
+void nn_net_free(nn_net_t *net) {
+    if (!net)
+        return;
+    plan_free(net, net->plan);
+    net->be->destroy(net->be_state);
+    free(net);
+}
+
+static int ensure_plan(nn_net_t *net, int c, int h, int w, up_error_t *err) {
+    plan_t *pl = net->plan;
+    if (pl && pl->c == c && pl->h == h && pl->w == w)
+        return 0;
+    plan_free(net, pl);
+    net->plan = NULL;
+    omp_set_num_threads(net->n_threads);
+    return plan_build(net, c, h, w, &net->plan, err);
+}
+
+int nn_net_plan_size(nn_net_t *net, int c, int h, int w, size_t *bytes, up_error_t *err) {
+    int rc = ensure_plan(net, c, h, w, err);
+    if (rc == 0)
+        *bytes = net->plan->arena_floats * sizeof(float) + net->plan->scratch_bytes;
+    return rc;
+}
+
+int nn_net_run(nn_net_t *net, const float *in, int c, int h, int w, float *out, up_error_t *err) {
+    int rc = ensure_plan(net, c, h, w, err);
+    if (rc)
+        return rc;
+    plan_t *pl = net->plan;
+    omp_set_num_threads(net->n_threads);
+    nn_tensor_t src = {.data = (float *)in, .c = c, .h = h, .w = w, .layout = NN_LAYOUT_PLANAR};
+    nn_tensor_copy(&pl->input, &src);
+    for (int i = 0; i < pl->n_steps; i++) {
+        plan_step_t *s = &pl->steps[i];
+        rc = net->be->layer_run(net->be_state, s->lstate, s->layer,
+                                s->layer->op == NN_OP_CONV ? &s->epi : NULL, s->in, s->n_in, s->out,
+                                s->n_out, err);
+        if (rc)
+            return rc;
+    }
+    nn_tensor_t dst = {.data = out, .c = pl->oc, .h = pl->oh, .w = pl->ow, .layout = NN_LAYOUT_PLANAR};
+    nn_tensor_copy(&dst, &pl->output);
+    return 0;
+}

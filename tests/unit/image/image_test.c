@@ -1,0 +1,1166 @@
+/*
+ * image_test.c - tests for src/image/image.c: load, save, resize.
+ *
+ * The odd inputs (16-bit, palette, EXIF orientation, CMYK, TIFF, GIF, WebP,
+ * ICC profiles, HEIF/AVIF) are made at test time from the shared photos with
+ * libvips itself, in a temporary folder; the broken ones live in
+ * tests/cases/images/<case>/ as `input.*` plus an `expected` line:
+ *
+ *   ok <width> <height> <bands> <depth> <format>
+ *   error <CODE> <text the message must contain>
+ */
+#include "image/image.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <vips/vips.h>
+
+#include "test.h"
+
+static const char *shared, *cases;
+static char tmpdir[256];
+
+static const char *shared_path(const char *name) {
+    static char buf[1024];
+    snprintf(buf, sizeof buf, "%s/images/%s", shared, name);
+    return buf;
+}
+
+static const char *tmp_path(const char *name) {
+    static char buf[2][1024];
+    static int i;
+    i ^= 1;
+    snprintf(buf[i], sizeof buf[i], "%s/%s", tmpdir, name);
+    return buf[i];
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static unsigned sample(const up_image_t *img, int x, int y, int b) {
+    size_t i = ((size_t)y * img->width + x) * img->bands + b;
+    return img->depth == 16 ? ((const uint16_t *)img->pixels)[i] : ((const uint8_t *)img->pixels)[i];
+}
+
+/* PSNR of two images of the same shape, on their own scale (255 or 65535). */
+static double psnr(const up_image_t *a, const up_image_t *b) {
+    if (a->width != b->width || a->height != b->height || a->bands != b->bands ||
+        a->depth != b->depth)
+        return -1;
+    double peak = a->depth == 16 ? 65535.0 : 255.0, se = 0;
+    size_t n = (size_t)a->width * a->height * a->bands;
+    for (size_t i = 0; i < n; i++) {
+        double d = a->depth == 16 ? (double)((uint16_t *)a->pixels)[i] - ((uint16_t *)b->pixels)[i]
+                                  : (double)((uint8_t *)a->pixels)[i] - ((uint8_t *)b->pixels)[i];
+        se += d * d;
+    }
+    if (se == 0)
+        return INFINITY;
+    return 10 * log10(peak * peak / (se / n));
+}
+
+static int same_pixels(const up_image_t *a, const up_image_t *b) {
+    return a->width == b->width && a->height == b->height && a->bands == b->bands &&
+           a->depth == b->depth && memcmp(a->pixels, b->pixels, image_size(a)) == 0;
+}
+
+/* Equal where it shows: alpha everywhere, colour where alpha > 0 (lossless
+ * WebP may rewrite the colour of fully transparent pixels). */
+static int same_visible(const up_image_t *a, const up_image_t *b) {
+    if (a->width != b->width || a->height != b->height || a->bands != 4 || b->bands != 4 ||
+        a->depth != 8 || b->depth != 8)
+        return 0;
+    const uint8_t *p = a->pixels, *q = b->pixels;
+    for (size_t i = 0; i < (size_t)a->width * a->height * 4; i += 4)
+        if (p[i + 3] != q[i + 3] || (p[i + 3] && memcmp(p + i, q + i, 3)))
+            return 0;
+    return 1;
+}
+
+static int alpha_opaque(const up_image_t *img) {
+    if (img->bands != 2 && img->bands != 4)
+        return 0;
+    for (int y = 0; y < img->height; y++)
+        for (int x = 0; x < img->width; x++)
+            if (sample(img, x, y, img->bands - 1) != (img->depth == 16 ? 65535u : 255u))
+                return 0;
+    return 1;
+}
+
+static up_image_t *load(const char *path) {
+    up_image_t *img = NULL;
+    up_error_t err = {0};
+    int rc = image_load_file(path, NULL, &img, &err);
+    CHECKF(rc == 0 && img, "load %s: %d %s", path, rc, err.msg);
+    return img;
+}
+
+/* An up_image_t from a VipsImage (uchar or ushort), through libvips only. */
+static up_image_t *from_vips(VipsImage *v) {
+    int depth = v->BandFmt == VIPS_FORMAT_USHORT ? 16 : 8;
+    up_image_t *img = image_new(v->Xsize, v->Ysize, v->Bands, depth);
+    size_t size;
+    void *data = vips_image_write_to_memory(v, &size);
+    if (!img || !data || size != image_size(img)) {
+        fprintf(stderr, "from_vips: %s\n", vips_error_buffer());
+        image_free(img);
+        g_free(data);
+        vips_error_clear();
+        return NULL;
+    }
+    memcpy(img->pixels, data, size);
+    g_free(data);
+    return img;
+}
+
+/* The file decoded by libvips directly: no rotation, no colour handling. */
+static up_image_t *vips_decode(const char *path) {
+    VipsImage *v = vips_image_new_from_file(path, NULL);
+    if (!v)
+        return NULL;
+    up_image_t *img = from_vips(v);
+    g_object_unref(v);
+    return img;
+}
+
+static VipsImage *vips_load(const char *path) {
+    VipsImage *v = vips_image_new_from_file(path, NULL);
+    CHECKF(v != NULL, "vips load %s: %s", path, vips_error_buffer());
+    return v;
+}
+
+/* Save v to tmp/name with libvips; returns the path or NULL. */
+static const char *vips_save(VipsImage *v, const char *name, const char *opts) {
+    char spec[1200];
+    const char *path = tmp_path(name);
+    snprintf(spec, sizeof spec, "%s%s", path, opts ? opts : "");
+    if (vips_image_write_to_file(v, spec, NULL)) {
+        fprintf(stderr, "vips save %s: %s\n", spec, vips_error_buffer());
+        vips_error_clear();
+        return NULL;
+    }
+    return path;
+}
+
+/* astronaut with camera as its alpha: RGBA with real transparency (new ref) */
+static VipsImage *vips_rgba(void) {
+    VipsImage *a = vips_load(shared_path("astronaut.png")), *c = vips_load(shared_path("camera.png"));
+    VipsImage *j = NULL;
+    if (a && c && vips_bandjoin2(a, c, &j, NULL))
+        j = NULL;
+    if (a)
+        g_object_unref(a);
+    if (c)
+        g_object_unref(c);
+    return j;
+}
+
+static int has_loader(const char *nickname) {
+    return vips_type_find("VipsOperation", nickname) != 0;
+}
+
+/* ---- the shared photos ------------------------------------------------- */
+
+static void test_shared_images(void) {
+    static const struct {
+        const char *name;
+        int w, h, bands;
+    } imgs[] = {{"astronaut.png", 512, 512, 3},
+                {"chelsea.png", 451, 300, 3},
+                {"logo.png", 500, 500, 4},
+                {"camera.png", 512, 512, 1}};
+    for (size_t i = 0; i < sizeof imgs / sizeof imgs[0]; i++) {
+        up_image_t *img = load(shared_path(imgs[i].name));
+        if (!img)
+            continue;
+        CHECKF(img->width == imgs[i].w && img->height == imgs[i].h && img->bands == imgs[i].bands &&
+                   img->depth == 8,
+               "%s: %dx%d %d bands %d-bit", imgs[i].name, img->width, img->height, img->bands,
+               img->depth);
+        CHECK(strcmp(img->format, "png") == 0);
+        up_image_t *ref = vips_decode(shared_path(imgs[i].name));
+        CHECKF(ref && same_pixels(img, ref), "%s: pixels differ from libvips' decode",
+               imgs[i].name);
+        image_free(ref);
+
+        /* the same bytes from memory */
+        gchar *data;
+        gsize size;
+        if (g_file_get_contents(shared_path(imgs[i].name), &data, &size, NULL)) {
+            up_image_t *b = NULL;
+            up_error_t err;
+            CHECK(image_load_buffer(data, size, NULL, &b, &err) == 0);
+            CHECK(b && same_pixels(img, b));
+            image_free(b);
+            g_free(data);
+        }
+        image_free(img);
+    }
+    char path[1024];
+    snprintf(path, sizeof path, "%s/ref/in/astronaut_lr64.png", shared);
+    up_image_t *lr = load(path);
+    CHECK(lr && lr->width == 64 && lr->height == 64 && lr->bands == 3 && lr->depth == 8);
+    image_free(lr);
+}
+
+/* ---- formats and colour made at test time ------------------------------ */
+
+static void test_png_16bit(void) {
+    VipsImage *a = vips_load(shared_path("astronaut.png")), *c = vips_load(shared_path("camera.png"));
+    VipsImage *a16, *a16u, *a16t, *c16, *c16t, *ca, *ca16, *ca16t, *alpha;
+    if (!a || !c)
+        return;
+    /* v * 257 maps 0..255 onto 0..65535 exactly */
+    CHECK(vips_linear1(a, &a16, 257, 0, NULL) == 0 &&
+          vips_cast(a16, &a16u, VIPS_FORMAT_USHORT, NULL) == 0 &&
+          vips_copy(a16u, &a16t, "interpretation", VIPS_INTERPRETATION_RGB16, NULL) == 0);
+    const char *p = vips_save(a16t, "rgb16.png", "[bitdepth=16]");
+    up_image_t *img = p ? load(p) : NULL;
+    up_image_t *ref = load(shared_path("astronaut.png"));
+    CHECK(img && img->depth == 16 && img->bands == 3 && img->width == 512);
+    if (img && ref) {
+        int ok = 1;
+        for (int y = 0; y < 512 && ok; y += 7)
+            for (int x = 0; x < 512 && ok; x += 5)
+                for (int b = 0; b < 3; b++)
+                    ok &= sample(img, x, y, b) == sample(ref, x, y, b) * 257;
+        CHECK(ok);
+        /* 16-bit PNG round trip is exact */
+        void *buf;
+        size_t size;
+        up_error_t err;
+        up_image_t *back = NULL;
+        image_save_opts_t o = {.format = "png"};
+        CHECK(image_save_buffer(img, &o, &buf, &size, &err) == 0);
+        CHECK(image_load_buffer(buf, size, NULL, &back, &err) == 0);
+        CHECK(back && back->depth == 16 && same_pixels(back, img));
+        image_free(back);
+        free(buf);
+        /* 16-bit to JPEG is 8-bit, rounded */
+        o.format = "jpg";
+        o.quality = 100;
+        CHECK(image_save_buffer(img, &o, &buf, &size, &err) == 0);
+        CHECK(image_load_buffer(buf, size, NULL, &back, &err) == 0);
+        CHECK(back && back->depth == 8 && back->bands == 3);
+        CHECKF(back && psnr(back, ref) > 40, "psnr %.1f", back ? psnr(back, ref) : 0);
+        image_free(back);
+        free(buf);
+    }
+    image_free(img);
+    image_free(ref);
+
+    /* 16-bit gray with alpha stays 2 bands, 16 bits */
+    CHECK(vips_linear1(c, &c16, 257, 0, NULL) == 0 && vips_cast(c16, &c16t, VIPS_FORMAT_USHORT, NULL) == 0);
+    CHECK(vips_linear1(c, &ca, -1, 255, NULL) == 0 && vips_cast(ca, &alpha, VIPS_FORMAT_UCHAR, NULL) == 0);
+    CHECK(vips_bandjoin2(c, alpha, &ca16, NULL) == 0);
+    VipsImage *ga16, *ga16u;
+    CHECK(vips_linear1(ca16, &ga16, 257, 0, NULL) == 0 && vips_cast(ga16, &ga16u, VIPS_FORMAT_USHORT, NULL) == 0);
+    CHECK(vips_copy(ga16u, &ca16t, "interpretation", VIPS_INTERPRETATION_GREY16, NULL) == 0);
+    p = vips_save(ca16t, "ga16.png", "[bitdepth=16]");
+    img = p ? load(p) : NULL;
+    CHECK(img && img->bands == 2 && img->depth == 16);
+    if (img)
+        CHECK(sample(img, 10, 10, 1) == (255 - sample(img, 10, 10, 0) / 257) * 257);
+    image_free(img);
+    g_object_unref(c16);
+    g_object_unref(c16t);
+    g_object_unref(ca);
+    g_object_unref(alpha);
+    g_object_unref(ca16);
+    g_object_unref(ga16);
+    g_object_unref(ga16u);
+    g_object_unref(ca16t);
+    g_object_unref(a16);
+    g_object_unref(a16u);
+    g_object_unref(a16t);
+    g_object_unref(a);
+    g_object_unref(c);
+}
+
+static void test_png_palette_and_gray(void) {
+    VipsImage *logo = vips_rgba(), *ch = vips_load(shared_path("chelsea.png"));
+    if (!logo || !ch)
+        return;
+    const char *p = vips_save(logo, "rgba_pal.png", "[palette,Q=100,effort=1]");
+    up_image_t *img = p ? load(p) : NULL;
+    up_image_t *ref = from_vips(logo);
+    CHECKF(img && img->bands == 4 && img->depth == 8, "palette RGBA: %d bands", img ? img->bands : 0);
+    CHECKF(img && ref && psnr(img, ref) > 25, "palette psnr %.1f", img && ref ? psnr(img, ref) : 0);
+    image_free(img);
+    image_free(ref);
+    p = vips_save(ch, "chelsea_pal.png", "[palette,Q=100,effort=1]");
+    img = p ? load(p) : NULL;
+    CHECK(img && img->bands == 3 && img->depth == 8 && img->width == 451);
+    image_free(img);
+    /* 1-bit gray PNG expands to 0/255 */
+    VipsImage *c = vips_load(shared_path("camera.png")), *bw;
+    if (c && vips_moreeq_const1(c, &bw, 128, NULL) == 0) {
+        p = vips_save(bw, "bw1.png", "[bitdepth=1]");
+        img = p ? load(p) : NULL;
+        CHECK(img && img->bands == 1 && img->depth == 8);
+        if (img) {
+            int ok = 1;
+            for (size_t i = 0; i < image_size(img); i++)
+                ok &= ((uint8_t *)img->pixels)[i] == 0 || ((uint8_t *)img->pixels)[i] == 255;
+            CHECK(ok);
+        }
+        image_free(img);
+        g_object_unref(bw);
+    }
+    if (c)
+        g_object_unref(c);
+    g_object_unref(logo);
+    g_object_unref(ch);
+}
+
+static void test_jpeg_orientation(void) {
+    VipsImage *ch = vips_load(shared_path("chelsea.png")), *tagged;
+    if (!ch || vips_copy(ch, &tagged, NULL))
+        return;
+    vips_image_set_int(tagged, VIPS_META_ORIENTATION, 6);
+    const char *p = vips_save(tagged, "orient6.jpg", "[Q=95]");
+    up_image_t *img = p ? load(p) : NULL;
+    CHECKF(img && img->width == 300 && img->height == 451, "orientation 6: %dx%d",
+           img ? img->width : 0, img ? img->height : 0);
+    CHECK(img && strcmp(img->format, "jpg") == 0);
+    /* orientation 6 = rotate 90 degrees clockwise to display */
+    VipsImage *raw = p ? vips_load(p) : NULL, *rot;
+    if (img && raw && vips_rot(raw, &rot, VIPS_ANGLE_D90, NULL) == 0) {
+        up_image_t *ref = from_vips(rot);
+        CHECK(ref && same_pixels(img, ref));
+        image_free(ref);
+        g_object_unref(rot);
+    }
+    /* the tag is gone: saving and loading again does not rotate twice */
+    if (img) {
+        const char *q = tmp_path("orient6_again.jpg");
+        up_error_t err;
+        CHECK(image_save_file(img, q, NULL, &err) == 0);
+        up_image_t *again = load(q);
+        CHECK(again && again->width == 300 && again->height == 451);
+        VipsImage *v = vips_load(q);
+        CHECK(v && vips_image_get_orientation(v) == 1 &&
+              !vips_image_get_typeof(v, VIPS_META_EXIF_NAME));
+        if (v)
+            g_object_unref(v);
+        image_free(again);
+    }
+    /* a mirrored orientation (2) keeps the size and flips */
+    vips_image_set_int(tagged, VIPS_META_ORIENTATION, 2);
+    p = vips_save(tagged, "orient2.tif", NULL);
+    up_image_t *m = p ? load(p) : NULL, *o = load(shared_path("chelsea.png"));
+    CHECK(m && o && m->width == 451 && sample(m, 0, 5, 1) == sample(o, 450, 5, 1));
+    image_free(m);
+    image_free(o);
+    if (raw)
+        g_object_unref(raw);
+    image_free(img);
+    g_object_unref(tagged);
+    g_object_unref(ch);
+}
+
+static void test_cmyk(void) {
+    VipsImage *a = vips_load(shared_path("astronaut.png")), *cmyk, *bare;
+    if (!a)
+        return;
+    if (vips_icc_transform(a, &cmyk, "cmyk", "input_profile", "srgb", NULL)) {
+        CHECKF(0, "cannot make CMYK: %s", vips_error_buffer());
+        vips_error_clear();
+        g_object_unref(a);
+        return;
+    }
+    CHECK(cmyk->Bands == 4 && cmyk->Type == VIPS_INTERPRETATION_CMYK);
+    up_image_t *ref = load(shared_path("astronaut.png"));
+    /* with its profile embedded */
+    const char *p = vips_save(cmyk, "cmyk_icc.jpg", "[Q=95]");
+    up_image_t *img = p ? load(p) : NULL;
+    CHECK(img && img->bands == 3 && img->depth == 8 && img->width == 512);
+    CHECKF(img && ref && psnr(img, ref) > 25, "CMYK+ICC psnr %.1f", img && ref ? psnr(img, ref) : 0);
+    image_free(img);
+    /* without a profile: libvips' built-in CMYK profile */
+    CHECK(vips_copy(cmyk, &bare, NULL) == 0);
+    vips_image_remove(bare, VIPS_META_ICC_NAME);
+    p = vips_save(bare, "cmyk_bare.jpg", "[Q=95,strip]");
+    img = p ? load(p) : NULL;
+    CHECK(img && img->bands == 3 && img->depth == 8);
+    CHECKF(img && ref && psnr(img, ref) > 25, "CMYK psnr %.1f", img && ref ? psnr(img, ref) : 0);
+    image_free(img);
+    image_free(ref);
+    g_object_unref(bare);
+    g_object_unref(cmyk);
+    g_object_unref(a);
+}
+
+static void test_icc(void) {
+    /* astronaut's colours re-encoded in Display P3, with that profile: the
+     * loader must convert back to sRGB, close to the original */
+    VipsImage *a = vips_load(shared_path("astronaut.png")), *p3, *p3_16, *t16;
+    if (!a)
+        return;
+    if (vips_icc_transform(a, &p3, "p3", "input_profile", "srgb", NULL)) {
+        CHECKF(0, "cannot make P3: %s", vips_error_buffer());
+        vips_error_clear();
+        g_object_unref(a);
+        return;
+    }
+    const char *p = vips_save(p3, "p3.png", NULL);
+    up_image_t *img = p ? load(p) : NULL, *ref = load(shared_path("astronaut.png"));
+    up_image_t *raw = p ? vips_decode(p) : NULL;
+    CHECK(img && img->bands == 3 && img->depth == 8);
+    double d_conv = img && ref ? psnr(img, ref) : 0, d_raw = raw && ref ? psnr(raw, ref) : 0;
+    CHECKF(d_conv > 38 && d_conv > d_raw + 8, "P3: converted %.1f dB, raw %.1f dB", d_conv, d_raw);
+    image_free(img);
+    image_free(raw);
+
+    /* 16-bit with a profile stays 16-bit */
+    CHECK(vips_icc_transform(a, &p3_16, "p3", "input_profile", "srgb", "depth", 16, NULL) == 0);
+    CHECK(vips_copy(p3_16, &t16, "interpretation", VIPS_INTERPRETATION_RGB16, NULL) == 0);
+    p = vips_save(t16, "p3_16.png", "[bitdepth=16]");
+    img = p ? load(p) : NULL;
+    CHECK(img && img->depth == 16 && img->bands == 3);
+    if (img && ref) {
+        double se = 0;
+        for (int y = 0; y < 512; y += 3)
+            for (int x = 0; x < 512; x += 3)
+                for (int b = 0; b < 3; b++) {
+                    double d = sample(img, x, y, b) / 257.0 - sample(ref, x, y, b);
+                    se += d * d;
+                }
+        double d16 = 10 * log10(255.0 * 255.0 / (se / (171.0 * 171 * 3)));
+        CHECKF(d16 > 38, "P3 16-bit psnr %.1f", d16);
+    }
+    image_free(img);
+    image_free(ref);
+    g_object_unref(t16);
+    g_object_unref(p3_16);
+    g_object_unref(p3);
+    g_object_unref(a);
+}
+
+static void test_tiff(void) {
+    VipsImage *a = vips_load(shared_path("astronaut.png")), *f, *u32, *u32t, *lab;
+    if (!a)
+        return;
+    up_image_t *ref = load(shared_path("astronaut.png"));
+    const char *p = vips_save(a, "a.tif", "[compression=deflate]");
+    up_image_t *img = p ? load(p) : NULL;
+    CHECK(img && strcmp(img->format, "tiff") == 0 && ref && same_pixels(img, ref));
+    image_free(img);
+
+    /* float (linear scRGB, as libvips writes and reads float RGB TIFF)
+     * becomes 16-bit sRGB */
+    CHECK(vips_colourspace(a, &f, VIPS_INTERPRETATION_scRGB, NULL) == 0);
+    p = vips_save(f, "float.tif", NULL);
+    img = p ? load(p) : NULL;
+    CHECK(img && img->depth == 16 && img->bands == 3);
+    if (img && ref)
+        CHECKF(abs((int)sample(img, 100, 100, 0) - (int)sample(ref, 100, 100, 0) * 257) <= 300,
+               "float tiff: %u vs %u", sample(img, 100, 100, 0), sample(ref, 100, 100, 0) * 257);
+    image_free(img);
+    /* float gray 0..1 becomes 16-bit gray */
+    VipsImage *cam = vips_load(shared_path("camera.png")), *gf;
+    if (cam && vips_linear1(cam, &gf, 1 / 255.0, 0, NULL) == 0) {
+        p = vips_save(gf, "grayf.tif", NULL);
+        img = p ? load(p) : NULL;
+        up_image_t *c8 = load(shared_path("camera.png"));
+        CHECK(img && img->depth == 16 && img->bands == 1);
+        if (img && c8)
+            CHECKF(abs((int)sample(img, 50, 60, 0) - (int)sample(c8, 50, 60, 0) * 257) <= 1,
+                   "float gray tiff: %u vs %u", sample(img, 50, 60, 0), sample(c8, 50, 60, 0) * 257);
+        image_free(img);
+        image_free(c8);
+        g_object_unref(gf);
+    }
+    if (cam)
+        g_object_unref(cam);
+
+    /* 32-bit unsigned becomes 16-bit */
+    CHECK(vips_linear1(a, &u32, 16843009.0, 0, NULL) == 0 &&
+          vips_cast(u32, &u32t, VIPS_FORMAT_UINT, NULL) == 0);
+    p = vips_save(u32t, "u32.tif", NULL);
+    img = p ? load(p) : NULL;
+    CHECK(img && img->depth == 16 && img->bands == 3);
+    if (img && ref)
+        CHECKF(sample(img, 7, 9, 2) == sample(ref, 7, 9, 2) * 257, "u32 tiff: %u vs %u",
+               sample(img, 7, 9, 2), sample(ref, 7, 9, 2) * 257);
+    image_free(img);
+
+    /* CIELAB becomes sRGB */
+    CHECK(vips_colourspace(a, &lab, VIPS_INTERPRETATION_LAB, NULL) == 0);
+    p = vips_save(lab, "lab.tif", NULL);
+    img = p ? load(p) : NULL;
+    CHECK(img && img->bands == 3);
+    if (img && img->depth == 16 && ref) { /* compare on the 8-bit scale */
+        up_image_t *i8 = image_new(512, 512, 3, 8);
+        for (size_t i = 0; i < 512 * 512 * 3; i++)
+            ((uint8_t *)i8->pixels)[i] = (uint8_t)((((uint16_t *)img->pixels)[i] + 128) / 257);
+        CHECKF(psnr(i8, ref) > 40, "Lab psnr %.1f", psnr(i8, ref));
+        image_free(i8);
+    } else if (img && ref) {
+        CHECKF(psnr(img, ref) > 40, "Lab psnr %.1f", psnr(img, ref));
+    }
+    image_free(img);
+
+    /* 1-bit TIFF */
+    VipsImage *c = vips_load(shared_path("camera.png")), *bw;
+    if (c && vips_moreeq_const1(c, &bw, 128, NULL) == 0) {
+        p = vips_save(bw, "bw.tif", "[bitdepth=1]");
+        img = p ? load(p) : NULL;
+        CHECK(img && img->bands == 1 && img->depth == 8);
+        if (img)
+            CHECK(sample(img, 0, 0, 0) == 0 || sample(img, 0, 0, 0) == 255);
+        image_free(img);
+        g_object_unref(bw);
+    }
+    if (c)
+        g_object_unref(c);
+    image_free(ref);
+    g_object_unref(lab);
+    g_object_unref(u32);
+    g_object_unref(u32t);
+    g_object_unref(f);
+    g_object_unref(a);
+}
+
+static void test_gif(void) {
+    /* two frames: chelsea, then chelsea inverted; only the first is loaded */
+    VipsImage *ch = vips_load(shared_path("chelsea.png")), *inv, *inv8, *frames[2], *anim, *anim2;
+    if (!ch)
+        return;
+    CHECK(vips_invert(ch, &inv, NULL) == 0 && vips_cast(inv, &inv8, VIPS_FORMAT_UCHAR, NULL) == 0);
+    frames[0] = ch;
+    frames[1] = inv8;
+    CHECK(vips_arrayjoin(frames, &anim, 2, "across", 1, NULL) == 0);
+    CHECK(vips_copy(anim, &anim2, NULL) == 0);
+    vips_image_set_int(anim2, VIPS_META_PAGE_HEIGHT, 300);
+    const char *p = vips_save(anim2, "anim.gif", NULL);
+    up_image_t *img = p ? load(p) : NULL, *ref = load(shared_path("chelsea.png"));
+    CHECKF(img && img->width == 451 && img->height == 300, "gif: %dx%d", img ? img->width : 0,
+           img ? img->height : 0);
+    CHECK(img && strcmp(img->format, "gif") == 0);
+    if (img && ref && img->bands == 3)
+        CHECKF(psnr(img, ref) > 20, "gif psnr %.1f", psnr(img, ref));
+    else
+        CHECKF(img && img->bands == 3, "gif bands %d", img ? img->bands : 0);
+    image_free(img);
+    image_free(ref);
+    g_object_unref(anim2);
+    g_object_unref(anim);
+    g_object_unref(inv8);
+    g_object_unref(inv);
+    g_object_unref(ch);
+}
+
+static void test_webp_heif(void) {
+    VipsImage *logo = vips_rgba(), *a = vips_load(shared_path("astronaut.png"));
+    if (!logo || !a)
+        return;
+    const char *p = vips_save(logo, "rgba.webp", "[lossless]");
+    up_image_t *img = p ? load(p) : NULL, *ref = from_vips(logo);
+    CHECK(img && img->bands == 4 && strcmp(img->format, "webp") == 0);
+    CHECK(img && ref && same_visible(img, ref));
+    image_free(img);
+    image_free(ref);
+
+    ref = load(shared_path("astronaut.png"));
+    p = vips_save(a, "a.webp", "[Q=90]");
+    img = p ? load(p) : NULL;
+    CHECK(img && img->bands == 3 && ref && psnr(img, ref) > 30);
+    image_free(img);
+
+    /* HEIF/AVIF: only where this libvips build can write them */
+    VipsImage *crop;
+    CHECK(vips_crop(a, &crop, 128, 128, 128, 128, NULL) == 0);
+    up_image_t *cref = from_vips(crop);
+    if (has_loader("heifsave") && has_loader("heifload")) {
+        p = vips_save(crop, "a.avif", "[Q=90]");
+        img = p ? load(p) : NULL;
+        CHECK(img && img->width == 128 && img->bands == 3 && strcmp(img->format, "avif") == 0);
+        CHECKF(img && cref && psnr(img, cref) > 30, "avif psnr %.1f", img && cref ? psnr(img, cref) : 0);
+        image_free(img);
+        p = vips_save(crop, "a.heic", "[Q=90,compression=hevc]");
+        if (p) {
+            img = load(p);
+            CHECK(img && strcmp(img->format, "heif") == 0);
+            CHECKF(img && cref && psnr(img, cref) > 30, "heic psnr %.1f",
+                   img && cref ? psnr(img, cref) : 0);
+            image_free(img);
+        } else {
+            printf("note: this libvips cannot write HEVC HEIF; skipped\n");
+        }
+    } else {
+        printf("note: no HEIF support in this libvips; skipped\n");
+    }
+    image_free(cref);
+    image_free(ref);
+    g_object_unref(crop);
+    g_object_unref(a);
+    g_object_unref(logo);
+}
+
+/* ---- save -------------------------------------------------------------- */
+
+static void test_round_trips(void) {
+    static const char *names[] = {"astronaut.png", "logo.png", "camera.png", "chelsea.png"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        up_image_t *img = load(shared_path(names[i]));
+        if (!img)
+            continue;
+        static const char *fmts[] = {"png", "jpg", "webp"};
+        for (size_t f = 0; f < 3; f++) {
+            image_save_opts_t o = {.format = fmts[f]};
+            void *buf = NULL;
+            size_t size = 0;
+            up_error_t err;
+            up_image_t *back = NULL;
+            int rc = image_save_buffer(img, &o, &buf, &size, &err);
+            CHECKF(rc == 0 && size > 0, "save %s as %s: %s", names[i], fmts[f], err.msg);
+            CHECK(image_load_buffer(buf, size, NULL, &back, &err) == 0);
+            CHECK(back && strcmp(back->format, fmts[f]) == 0);
+            if (back && f == 0)
+                CHECKF(same_pixels(back, img), "%s: png round trip not exact", names[i]);
+            if (back && f == 1) {
+                /* JPEG has no alpha: RGBA comes back RGB */
+                CHECK(back->bands == (img->bands == 4 ? 3 : img->bands == 2 ? 1 : img->bands));
+                if (back->bands == img->bands)
+                    CHECKF(psnr(back, img) > 30, "%s jpg psnr %.1f", names[i], psnr(back, img));
+            }
+            if (back && f == 2) {
+                /* gray comes back RGB; libwebp drops an all-opaque alpha */
+                int want = img->bands <= 2 ? img->bands + 2 : img->bands;
+                if (alpha_opaque(img))
+                    want--;
+                CHECKF(back->bands == want || back->bands == img->bands,
+                       "%s: webp %d bands, from %d", names[i], back->bands, img->bands);
+                if (back->bands == img->bands)
+                    CHECKF(psnr(back, img) > 30, "%s webp psnr %.1f", names[i], psnr(back, img));
+            }
+            image_free(back);
+            free(buf);
+
+            /* through a file, format from the extension */
+            char fname[64];
+            snprintf(fname, sizeof fname, "rt_%zu.%s", i, fmts[f]);
+            const char *path = tmp_path(fname);
+            CHECK(image_save_file(img, path, NULL, &err) == 0);
+            back = load(path);
+            CHECK(back && strcmp(back->format, fmts[f]) == 0);
+            if (back && f == 0)
+                CHECK(same_pixels(back, img));
+            image_free(back);
+        }
+        image_free(img);
+    }
+}
+
+static void test_save_options(void) {
+    up_image_t *img = load(shared_path("astronaut.png"));
+    if (!img)
+        return;
+    up_error_t err;
+    void *lo, *hi;
+    size_t n_lo, n_hi;
+    image_save_opts_t o = {.format = "jpeg", .quality = 20};
+    CHECK(image_save_buffer(img, &o, &lo, &n_lo, &err) == 0);
+    o.quality = 95;
+    CHECK(image_save_buffer(img, &o, &hi, &n_hi, &err) == 0);
+    CHECKF(n_lo * 2 < n_hi, "jpeg q20 %zu bytes, q95 %zu bytes", n_lo, n_hi);
+    free(lo);
+    free(hi);
+    o = (image_save_opts_t){.format = "webp", .quality = 10};
+    CHECK(image_save_buffer(img, &o, &lo, &n_lo, &err) == 0);
+    o.quality = 0; /* default 90 */
+    CHECK(image_save_buffer(img, &o, &hi, &n_hi, &err) == 0);
+    CHECKF(n_lo < n_hi, "webp q10 %zu bytes, default %zu bytes", n_lo, n_hi);
+    free(lo);
+    free(hi);
+
+    /* bad options */
+    void *buf = (void *)1;
+    size_t size = 1;
+    o = (image_save_opts_t){.format = "gif"};
+    CHECK(image_save_buffer(img, &o, &buf, &size, &err) == UP_ERR_INVALID && buf == NULL);
+    CHECK(strstr(err.msg, "gif") != NULL);
+    o = (image_save_opts_t){.format = "png", .quality = 101};
+    CHECK(image_save_buffer(img, &o, &buf, &size, &err) == UP_ERR_INVALID);
+    CHECK(image_save_file(img, "/nonexistent-dir/x.png", NULL, &err) == UP_ERR_IO);
+
+    /* format: options, then extension, then source format, then png */
+    const char *p = tmp_path("noext");
+    CHECK(image_save_file(img, p, NULL, &err) == 0);
+    up_image_t *back = load(p);
+    CHECK(back && strcmp(back->format, "png") == 0);
+    image_free(back);
+    memcpy(img->format, "webp", 5);
+    CHECK(image_save_file(img, p, NULL, &err) == 0);
+    back = load(p);
+    CHECK(back && strcmp(back->format, "webp") == 0);
+    image_free(back);
+    memcpy(img->format, "tiff", 5); /* not writable: png */
+    CHECK(image_save_buffer(img, NULL, &buf, &size, &err) == 0);
+    CHECK(size > 8 && memcmp(buf, "\x89PNG", 4) == 0);
+    free(buf);
+    o = (image_save_opts_t){.format = "JPG"};
+    p = tmp_path("forced.png");
+    CHECK(image_save_file(img, p, &o, &err) == 0);
+    back = load(p);
+    CHECK(back && strcmp(back->format, "jpg") == 0);
+    image_free(back);
+    image_free(img);
+
+    CHECK(strcmp(image_format_from_path("a/b.JPEG"), "jpg") == 0);
+    CHECK(strcmp(image_format_from_path("x.jpg"), "jpg") == 0);
+    CHECK(strcmp(image_format_from_path("x.png"), "png") == 0);
+    CHECK(strcmp(image_format_from_path("x.tar.webp"), "webp") == 0);
+    CHECK(image_format_from_path("x.gif") == NULL);
+    CHECK(image_format_from_path("dir.png/file") == NULL);
+    CHECK(image_format_from_path("png") == NULL);
+    CHECK(image_format_supported_for_output("png") && image_format_supported_for_output("jpeg") &&
+          image_format_supported_for_output("webp"));
+    CHECK(!image_format_supported_for_output("gif") && !image_format_supported_for_output(NULL));
+}
+
+static void test_flatten(void) {
+    /* transparent black over white is white; opaque pixels are kept */
+    up_image_t *img = image_new(16, 16, 4, 8);
+    uint8_t *px = img->pixels;
+    for (int i = 0; i < 16 * 16; i++) {
+        int opaque = i % 16 >= 8;
+        px[i * 4 + 0] = opaque ? 200 : 0;
+        px[i * 4 + 1] = opaque ? 10 : 0;
+        px[i * 4 + 2] = opaque ? 10 : 0;
+        px[i * 4 + 3] = opaque ? 255 : 0;
+    }
+    image_save_opts_t o = {.format = "jpg", .quality = 100};
+    void *buf;
+    size_t size;
+    up_error_t err;
+    up_image_t *back = NULL;
+    CHECK(image_save_buffer(img, &o, &buf, &size, &err) == 0);
+    CHECK(image_load_buffer(buf, size, NULL, &back, &err) == 0);
+    CHECK(back && back->bands == 3);
+    if (back) {
+        CHECKF(sample(back, 1, 1, 0) > 245 && sample(back, 1, 1, 1) > 245, "flattened %u %u",
+               sample(back, 1, 1, 0), sample(back, 1, 1, 1));
+        CHECK(sample(back, 14, 8, 0) > 180 && sample(back, 14, 8, 1) < 40);
+    }
+    image_free(back);
+    free(buf);
+    /* WebP keeps alpha */
+    o.format = "webp";
+    CHECK(image_save_buffer(img, &o, &buf, &size, &err) == 0);
+    CHECK(image_load_buffer(buf, size, NULL, &back, &err) == 0);
+    CHECK(back && back->bands == 4 && sample(back, 1, 1, 3) == 0 && sample(back, 14, 1, 3) == 255);
+    image_free(back);
+    free(buf);
+    image_free(img);
+}
+
+/* ---- resize ------------------------------------------------------------ */
+
+/* Lanczos3 weight. */
+static double lanczos3(double x) {
+    x = fabs(x);
+    if (x < 1e-9)
+        return 1;
+    if (x >= 3)
+        return 0;
+    return 3 * sin(M_PI * x) * sin(M_PI * x / 3) / (M_PI * M_PI * x * x);
+}
+
+/* Reference separable Lanczos3 shrink (8-bit, any bands), centre aligned,
+ * kernel widened by the shrink factor, edges clamped. */
+static up_image_t *ref_shrink(const up_image_t *in, int w, int h) {
+    up_image_t *out = image_new(w, h, in->bands, 8);
+    double *tmp = calloc((size_t)w * in->height * in->bands, sizeof *tmp);
+    double sx = (double)in->width / w, sy = (double)in->height / h;
+    for (int y = 0; y < in->height; y++)
+        for (int x = 0; x < w; x++) {
+            double c = (x + 0.5) * sx - 0.5, sum[4] = {0}, ws = 0;
+            for (int i = (int)floor(c - 3 * sx); i <= (int)ceil(c + 3 * sx); i++) {
+                double wt = lanczos3((i - c) / sx);
+                int ii = i < 0 ? 0 : i >= in->width ? in->width - 1 : i;
+                for (int b = 0; b < in->bands; b++)
+                    sum[b] += wt * sample(in, ii, y, b);
+                ws += wt;
+            }
+            for (int b = 0; b < in->bands; b++)
+                tmp[((size_t)y * w + x) * in->bands + b] = sum[b] / ws;
+        }
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            double c = (y + 0.5) * sy - 0.5, sum[4] = {0}, ws = 0;
+            for (int i = (int)floor(c - 3 * sy); i <= (int)ceil(c + 3 * sy); i++) {
+                double wt = lanczos3((i - c) / sy);
+                int ii = i < 0 ? 0 : i >= in->height ? in->height - 1 : i;
+                for (int b = 0; b < in->bands; b++)
+                    sum[b] += wt * tmp[((size_t)ii * w + x) * in->bands + b];
+                ws += wt;
+            }
+            for (int b = 0; b < in->bands; b++) {
+                double v = floor(sum[b] / ws + 0.5);
+                ((uint8_t *)out->pixels)[((size_t)y * w + x) * in->bands + b] =
+                    (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+        }
+    free(tmp);
+    return out;
+}
+
+static void test_resize(void) {
+    up_image_t *ch = load(shared_path("chelsea.png"));
+    if (!ch)
+        return;
+    static const int sizes[][2] = {{1353, 900}, {677, 450}, {150, 100}, {451, 1}, {1000, 77},
+                                   {3, 2000}};
+    VipsImage *v = vips_load(shared_path("chelsea.png"));
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        int w = sizes[i][0], h = sizes[i][1];
+        up_image_t *r = NULL;
+        up_error_t err;
+        CHECKF(image_resize(ch, w, h, &r, &err) == 0, "resize to %dx%d: %s", w, h, err.msg);
+        CHECKF(r && r->width == w && r->height == h && r->bands == 3 && r->depth == 8 &&
+                   strcmp(r->format, "png") == 0,
+               "resize to %dx%d gave %dx%d", w, h, r ? r->width : 0, r ? r->height : 0);
+        /* libvips' own Lanczos3 resize of the same image */
+        VipsImage *vr;
+        if (r && v &&
+            vips_resize(v, &vr, (double)w / 451, "vscale", (double)h / 300, "kernel",
+                        VIPS_KERNEL_LANCZOS3, NULL) == 0) {
+            if (vr->Xsize == w && vr->Ysize == h) {
+                up_image_t *ref = from_vips(vr);
+                CHECKF(ref && psnr(r, ref) > 45, "%dx%d vs vips_resize: %.1f dB", w, h,
+                       ref ? psnr(r, ref) : 0);
+                image_free(ref);
+            }
+            g_object_unref(vr);
+        }
+        image_free(r);
+    }
+    if (v)
+        g_object_unref(v);
+
+    /* an independent Lanczos3 for a shrink */
+    up_image_t *r = NULL, *ref = ref_shrink(ch, 150, 100);
+    up_error_t err;
+    CHECK(image_resize(ch, 150, 100, &r, &err) == 0);
+    CHECKF(r && psnr(r, ref) > 35, "150x100 vs reference Lanczos3: %.1f dB", r ? psnr(r, ref) : 0);
+    image_free(r);
+    image_free(ref);
+
+    /* same size is a copy */
+    CHECK(image_resize(ch, 451, 300, &r, &err) == 0 && r && same_pixels(r, ch));
+    image_free(r);
+
+    /* 1x1 -> 7x3: every pixel the same */
+    up_image_t *one = image_new(1, 1, 3, 8);
+    uint8_t *p = one->pixels;
+    p[0] = 10, p[1] = 128, p[2] = 250;
+    CHECK(image_resize(one, 7, 3, &r, &err) == 0);
+    CHECK(r && r->width == 7 && r->height == 3);
+    if (r) {
+        int ok = 1;
+        for (int y = 0; y < 3; y++)
+            for (int x = 0; x < 7; x++)
+                ok &= sample(r, x, y, 0) == 10 && sample(r, x, y, 1) == 128 && sample(r, x, y, 2) == 250;
+        CHECK(ok);
+    }
+    image_free(r);
+    image_free(one);
+
+    /* 16-bit, gray and alpha keep their shape */
+    up_image_t *g16 = image_new(31, 17, 2, 16);
+    for (int i = 0; i < 31 * 17; i++) {
+        ((uint16_t *)g16->pixels)[2 * i] = (uint16_t)(i * 100);
+        ((uint16_t *)g16->pixels)[2 * i + 1] = 65535;
+    }
+    CHECK(image_resize(g16, 62, 9, &r, &err) == 0);
+    CHECK(r && r->width == 62 && r->height == 9 && r->bands == 2 && r->depth == 16);
+    if (r)
+        CHECKF(sample(r, 30, 4, 1) == 65535, "opaque alpha became %u", sample(r, 30, 4, 1));
+    image_free(r);
+    image_free(g16);
+
+    /* premultiplied: transparent red must not bleed into opaque blue */
+    up_image_t *rb = image_new(20, 4, 4, 8);
+    for (int y = 0; y < 4; y++)
+        for (int x = 0; x < 20; x++) {
+            uint8_t *q = (uint8_t *)rb->pixels + (y * 20 + x) * 4;
+            if (x < 10)
+                q[0] = 255, q[1] = 0, q[2] = 0, q[3] = 0;
+            else
+                q[0] = 0, q[1] = 0, q[2] = 255, q[3] = 255;
+        }
+    CHECK(image_resize(rb, 60, 12, &r, &err) == 0);
+    if (r) {
+        int worst = 0;
+        for (int x = 0; x < 60; x++)
+            if (sample(r, x, 6, 3) > 128 && (int)sample(r, x, 6, 0) > worst)
+                worst = (int)sample(r, x, 6, 0);
+        CHECKF(worst < 16, "red bled into opaque pixels: %d", worst);
+    }
+    image_free(r);
+    CHECK(image_resize(rb, 7, 2, &r, &err) == 0 && r && r->width == 7 && r->bands == 4);
+    image_free(r);
+    image_free(rb);
+
+    CHECK(image_resize(ch, 0, 10, &r, &err) == UP_ERR_INVALID && r == NULL);
+    CHECK(image_resize(ch, 10, -1, &r, &err) == UP_ERR_INVALID);
+    image_free(ch);
+}
+
+/* ---- broken input ------------------------------------------------------ */
+
+static int one_line(const char *s) {
+    return s[0] && !strchr(s, '\n');
+}
+
+static void expect_error(const char *what, int rc, const up_error_t *err, up_image_t *img, int code,
+                         const char *needle) {
+    CHECKF(rc == code && img == NULL, "%s: rc %d (%s), want %d", what, rc, err->msg, code);
+    CHECKF(one_line(err->msg), "%s: message not one line: %s", what, err->msg);
+    CHECKF(!needle || strcasestr(err->msg, needle), "%s: message '%s' lacks '%s'", what, err->msg,
+           needle);
+    image_free(img);
+}
+
+static void test_broken(void) {
+    up_image_t *img = (up_image_t *)1;
+    up_error_t err;
+    int rc;
+
+    rc = image_load_buffer("", 0, NULL, &img, &err);
+    expect_error("empty buffer", rc, &err, img, UP_ERR_IMAGE, "empty");
+    const char *empty = tmp_path("empty.png");
+    FILE *f = fopen(empty, "w");
+    fclose(f);
+    rc = image_load_file(empty, NULL, &img, &err);
+    expect_error("empty file", rc, &err, img, UP_ERR_IMAGE, "empty");
+
+    const char *text = "Hello, this is not an image.\nJust text.\n";
+    rc = image_load_buffer(text, strlen(text), NULL, &img, &err);
+    expect_error("text", rc, &err, img, UP_ERR_IMAGE, "not an image");
+    const char *matrix = "2 2\n1 2\n3 4\n"; /* libvips' matrix format, blocked */
+    rc = image_load_buffer(matrix, strlen(matrix), NULL, &img, &err);
+    expect_error("matrix text", rc, &err, img, UP_ERR_IMAGE, "not an image");
+    const char *svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"></svg>";
+    rc = image_load_buffer(svg, strlen(svg), NULL, &img, &err);
+    CHECKF(rc == UP_ERR_IMAGE && img == NULL, "svg is blocked: rc %d", rc);
+
+    rc = image_load_file(tmp_path("does-not-exist.png"), NULL, &img, &err);
+    expect_error("missing", rc, &err, img, UP_ERR_NOT_FOUND, NULL);
+    rc = image_load_file(tmpdir, NULL, &img, &err);
+    expect_error("directory", rc, &err, img, UP_ERR_IO, NULL);
+
+    /* truncated at half: JPEG, PNG, WebP, GIF, TIFF */
+    VipsImage *a = vips_load(shared_path("astronaut.png"));
+    static const struct {
+        const char *name, *opts, *label;
+    } trunc[] = {{"t.jpg", "[Q=90]", "JPEG"}, {"t.png", NULL, "PNG"}, {"t.webp", NULL, "WebP"},
+                 {"t.gif", NULL, "GIF"},      {"t.tif", NULL, "TIFF"}};
+    for (size_t i = 0; a && i < sizeof trunc / sizeof trunc[0]; i++) {
+        const char *p = vips_save(a, trunc[i].name, trunc[i].opts);
+        gchar *data;
+        gsize size;
+        if (!p || !g_file_get_contents(p, &data, &size, NULL))
+            continue;
+        rc = image_load_buffer(data, size / 2, NULL, &img, &err);
+        char what[64];
+        snprintf(what, sizeof what, "truncated %s", trunc[i].label);
+        expect_error(what, rc, &err, img, UP_ERR_IMAGE, trunc[i].label);
+        if (i < 2)
+            CHECKF(strstr(err.msg, "truncated"), "%s: %s", what, err.msg);
+        /* and the complete file loads */
+        rc = image_load_buffer(data, size, NULL, &img, &err);
+        CHECKF(rc == 0, "complete %s: %s", trunc[i].label, err.msg);
+        image_free(img);
+        g_free(data);
+    }
+    if (a)
+        g_object_unref(a);
+}
+
+static void test_limits(void) {
+    up_image_t *img = NULL;
+    up_error_t err;
+    image_limits_t lim = {.max_pixels = 512 * 512};
+    CHECK(image_load_file(shared_path("astronaut.png"), &lim, &img, &err) == 0);
+    image_free(img);
+    lim.max_pixels = 512 * 512 - 1;
+    int rc = image_load_file(shared_path("astronaut.png"), &lim, &img, &err);
+    expect_error("limit", rc, &err, img, UP_ERR_TOO_LARGE, "512x512");
+
+    char path[1024];
+    snprintf(path, sizeof path, "%s/images/bomb_100000x100000/input.png", cases);
+    lim.max_pixels = 40000000;
+    double t0 = now_s();
+    img = NULL;
+    rc = image_load_file(path, &lim, &img, &err);
+    double dt = now_s() - t0;
+    expect_error("PNG bomb", rc, &err, img, UP_ERR_TOO_LARGE, "100000x100000");
+    CHECKF(dt < 1.0, "bomb refused in %.3f s", dt);
+}
+
+/* ---- data-driven cases: tests/cases/images/<case>/{input.*,expected} --- */
+
+static int code_of(const char *name) {
+    static const struct {
+        const char *name;
+        int code;
+    } codes[] = {{"UP_ERR_IMAGE", UP_ERR_IMAGE},       {"UP_ERR_TOO_LARGE", UP_ERR_TOO_LARGE},
+                 {"UP_ERR_NOT_FOUND", UP_ERR_NOT_FOUND}, {"UP_ERR_IO", UP_ERR_IO},
+                 {"UP_ERR_NOMEM", UP_ERR_NOMEM}};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (strcmp(codes[i].name, name) == 0)
+            return codes[i].code;
+    return 1;
+}
+
+static void test_cases(void) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/images", cases);
+    DIR *d = opendir(dir);
+    CHECKF(d != NULL, "no case folder %s", dir);
+    if (!d)
+        return;
+    int n_cases = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char cdir[1300], path[1600], input[1600] = "", line[512] = "";
+        snprintf(cdir, sizeof cdir, "%s/%s", dir, e->d_name);
+        DIR *cd = opendir(cdir);
+        if (!cd)
+            continue;
+        struct dirent *ce;
+        while ((ce = readdir(cd)))
+            if (strncmp(ce->d_name, "input", 5) == 0)
+                snprintf(input, sizeof input, "%s/%s", cdir, ce->d_name);
+        closedir(cd);
+        snprintf(path, sizeof path, "%s/expected", cdir);
+        FILE *f = fopen(path, "r");
+        if (!f || !input[0] || !fgets(line, sizeof line, f)) {
+            CHECKF(0, "case %s: needs input.* and expected", e->d_name);
+            if (f)
+                fclose(f);
+            continue;
+        }
+        fclose(f);
+        line[strcspn(line, "\n")] = '\0';
+        n_cases++;
+
+        image_limits_t lim = {.max_pixels = 40000000};
+        up_image_t *img = NULL;
+        up_error_t err = {0};
+        int rc = image_load_file(input, &lim, &img, &err);
+        int w, h, bands, depth;
+        char fmt[16], code[32];
+        int off = 0;
+        if (sscanf(line, "ok %d %d %d %d %15s", &w, &h, &bands, &depth, fmt) == 5) {
+            CHECKF(rc == 0 && img && img->width == w && img->height == h && img->bands == bands &&
+                       img->depth == depth && strcmp(img->format, fmt) == 0,
+                   "case %s: rc %d %s", e->d_name, rc, err.msg);
+            image_free(img);
+        } else if (sscanf(line, "error %31s %n", code, &off) == 1) {
+            expect_error(e->d_name, rc, &err, img, code_of(code), off ? line + off : NULL);
+        } else {
+            CHECKF(0, "case %s: bad expected line '%s'", e->d_name, line);
+            image_free(img);
+        }
+    }
+    closedir(d);
+    CHECKF(n_cases >= 5, "only %d image cases", n_cases);
+}
+
+/* ---- threads ----------------------------------------------------------- */
+
+#include <pthread.h>
+
+static void *worker(void *arg) {
+    (void)arg;
+    for (int i = 0; i < 3; i++) {
+        up_image_t *img = NULL, *r = NULL;
+        up_error_t err;
+        if (image_load_file(shared_path(i % 2 ? "logo.png" : "chelsea.png"), NULL, &img, &err))
+            return (void *)1;
+        void *buf;
+        size_t size;
+        image_save_opts_t o = {.format = i % 2 ? "webp" : "jpg"};
+        int bad = image_resize(img, 123, 77, &r, &err) || image_save_buffer(r, &o, &buf, &size, &err);
+        if (!bad)
+            free(buf);
+        image_free(r);
+        image_free(img);
+        if (bad)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void test_threads(void) {
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, worker, NULL);
+    for (int i = 0; i < 4; i++) {
+        void *res;
+        pthread_join(th[i], &res);
+        CHECK(res == NULL);
+    }
+}
+
+static void remove_tmpdir(void) {
+    DIR *d = opendir(tmpdir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            unlink(tmp_path(e->d_name));
+    closedir(d);
+    rmdir(tmpdir);
+}
+
+int main(void) {
+    shared = test_env("UPRES_SHARED_DATA");
+    cases = test_env("UPRES_TEST_CASES");
+    const char *base = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/upres-image-test-XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 2;
+    }
+    CHECK(image_init() == 0);
+    CHECK(image_init() == 0);
+
+    test_shared_images();
+    test_png_16bit();
+    test_png_palette_and_gray();
+    test_jpeg_orientation();
+    test_cmyk();
+    test_icc();
+    test_tiff();
+    test_gif();
+    test_webp_heif();
+    test_round_trips();
+    test_save_options();
+    test_flatten();
+    test_resize();
+    test_broken();
+    test_limits();
+    test_cases();
+    test_threads();
+
+    if (!getenv("KEEP_TMP")) remove_tmpdir();
+    image_shutdown();
+    return test_summary();
+}
