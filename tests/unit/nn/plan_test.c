@@ -1,0 +1,271 @@
+/*
+ * plan_test.c - the planner and executor (src/nn/plan.c).
+ *
+ * Small graphs with random fp32 weights run through nn_net_run on both
+ * backends and are compared with the same graph computed op by op with
+ * nn_op_* on separate planar tensors (no fusion, no views, no reuse). The
+ * graphs hold every trick the planner plays: Split aliases, Conv->PReLU and
+ * Conv->Eltwise/BinaryOp fusion, concat views that grow (a dense block),
+ * a concat that must copy, and buffer reuse along a chain (checked through
+ * the planned size). Shape errors and replanning are covered too.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/model.h"
+#include "nn/nn.h"
+#include "nn/ops.h"
+#include "test.h"
+
+static uint32_t rng = 12345;
+static float frand(void) {
+    rng = rng * 1664525u + 1013904223u;
+    return (float)(rng >> 8) / (float)(1u << 24) * 2.0f - 1.0f;
+}
+
+/* A .bin for the model text: tag 0 + fp32 weights for convs, raw biases and slopes. */
+static void *make_bin(const char *param, size_t *size) {
+    nn_model_t m = {0};
+    up_error_t err;
+    if (nn_param_parse(param, strlen(param), &m, &err)) {
+        fprintf(stderr, "bad test model: %s\n", err.msg);
+        exit(2);
+    }
+    size_t cap = 1 << 20, n = 0;
+    unsigned char *b = malloc(cap);
+#define PUT(ptr, len)                                                                                          \
+    do {                                                                                                       \
+        while (n + (len) > cap)                                                                                \
+            b = realloc(b, cap *= 2);                                                                          \
+        memcpy(b + n, (ptr), (len));                                                                           \
+        n += (len);                                                                                            \
+    } while (0)
+    for (int i = 0; i < m.n_layers; i++) {
+        const nn_layer_t *l = &m.layers[i];
+        if (l->op == NN_OP_CONV) {
+            uint32_t tag = 0;
+            PUT(&tag, 4);
+            for (int k = 0; k < l->p.conv.weight_data_size; k++) {
+                float v = frand() * 0.3f;
+                PUT(&v, 4);
+            }
+            for (int k = 0; l->p.conv.bias_term && k < l->p.conv.n_out; k++) {
+                float v = frand() * 0.1f;
+                PUT(&v, 4);
+            }
+        } else if (l->op == NN_OP_PRELU) {
+            for (int k = 0; k < l->p.prelu.n_slope; k++) {
+                float v = frand() * 0.5f;
+                PUT(&v, 4);
+            }
+        }
+    }
+#undef PUT
+    nn_model_fini(&m);
+    *size = n;
+    return b;
+}
+
+/* The graph computed op by op on planar tensors, one buffer per blob. */
+static float *run_plain(const nn_model_t *m, const float *in, int c, int h, int w, int *oc, int *oh, int *ow) {
+    nn_tensor_t *t = calloc((size_t)m->n_blobs, sizeof *t);
+    int done = 0;
+    /* layers are in file order, which is topological in these test graphs */
+    for (int i = 0; i < m->n_layers; i++) {
+        const nn_layer_t *l = &m->layers[i];
+        int ins[16][3], outs[16][3];
+        for (int k = 0; k < l->n_in; k++) {
+            ins[k][0] = t[l->in[k]].c;
+            ins[k][1] = t[l->in[k]].h;
+            ins[k][2] = t[l->in[k]].w;
+        }
+        if (l->op == NN_OP_INPUT) {
+            outs[0][0] = c, outs[0][1] = h, outs[0][2] = w;
+        } else if (nn_layer_output_shapes(l, (const int(*)[3])ins, l->n_in, outs, NULL)) {
+            goto out;
+        }
+        for (int k = 0; k < l->n_out; k++) {
+            nn_tensor_t *o = &t[l->out[k]];
+            *o = (nn_tensor_t){.c = outs[k][0], .h = outs[k][1], .w = outs[k][2], .layout = NN_LAYOUT_PLANAR};
+            o->data = calloc(nn_tensor_floats(o), sizeof(float));
+        }
+        nn_tensor_t in_t[16];
+        for (int k = 0; k < l->n_in; k++)
+            in_t[k] = t[l->in[k]];
+        const nn_tensor_t *o = &t[l->out[0]];
+        switch (l->op) {
+        case NN_OP_INPUT: memcpy(o->data, in, sizeof(float) * (size_t)c * h * w); break;
+        case NN_OP_SPLIT:
+            for (int k = 0; k < l->n_out; k++)
+                memcpy(t[l->out[k]].data, in_t[0].data, sizeof(float) * nn_tensor_floats(&in_t[0]));
+            break;
+        case NN_OP_CONV: nn_op_conv(&l->p.conv, NULL, &in_t[0], o); break;
+        case NN_OP_PRELU: nn_op_prelu(&l->p.prelu, &in_t[0], o); break;
+        case NN_OP_CONCAT: nn_op_concat(in_t, l->n_in, o); break;
+        case NN_OP_ELTWISE: nn_op_eltwise(&l->p.eltwise, in_t, l->n_in, o); break;
+        case NN_OP_BINARY: nn_op_binary(&l->p.binary, in_t, l->n_in, o); break;
+        case NN_OP_INTERP: nn_op_interp(&l->p.interp, &in_t[0], o); break;
+        case NN_OP_PIXELSHUFFLE: nn_op_pixelshuffle(&l->p.pixelshuffle, &in_t[0], o); break;
+        default: break;
+        }
+    }
+    done = 1;
+out:;
+    float *result = NULL;
+    if (done) {
+        nn_tensor_t *o = &t[m->output_blob];
+        *oc = o->c, *oh = o->h, *ow = o->w;
+        result = o->data;
+        o->data = NULL;
+    }
+    for (int b = 0; b < m->n_blobs; b++)
+        free(t[b].data);
+    free(t);
+    return result;
+}
+
+static void check_graph(const char *name, const char *param, int c, int h, int w) {
+    size_t bin_size;
+    void *bin = make_bin(param, &bin_size);
+    nn_model_t *m = NULL;
+    up_error_t err;
+    CHECKF(nn_model_load_mem(param, strlen(param), bin, bin_size, &m, &err) == 0, "%s: %s", name, err.msg);
+    free(bin);
+    if (!m)
+        return;
+    size_t n_in = (size_t)c * h * w;
+    float *in = malloc(n_in * sizeof(float));
+    for (size_t i = 0; i < n_in; i++)
+        in[i] = frand() * 0.5f + 0.5f;
+    int oc = 0, oh = 0, ow = 0;
+    float *want = run_plain(m, in, c, h, w, &oc, &oh, &ow);
+    CHECK(want != NULL);
+    int sc, sh, sw;
+    CHECK(nn_model_output_shape(m, c, h, w, &sc, &sh, &sw, &err) == 0 && sc == oc && sh == oh && sw == ow);
+    for (int be = NN_BACKEND_REF; want && be <= NN_BACKEND_DNNL; be++) {
+        nn_net_t *net = NULL;
+        CHECKF(nn_net_new(m, (nn_backend_kind_t)be, 2, &net, &err) == 0, "%s", err.msg);
+        if (!net)
+            continue;
+        size_t n_out = (size_t)oc * oh * ow;
+        float *got = malloc(n_out * sizeof(float));
+        /* twice: the second run reuses the plan and must give the same bits */
+        for (int rep = 0; rep < 2; rep++) {
+            CHECKF(nn_net_run(net, in, c, h, w, got, &err) == 0, "%s: %s", name, err.msg);
+            double max_err = 0, max_val = 0;
+            for (size_t i = 0; i < n_out; i++) {
+                double d = fabs((double)got[i] - want[i]);
+                max_err = d > max_err ? d : max_err;
+                max_val = fabs(want[i]) > max_val ? fabs(want[i]) : max_val;
+            }
+            CHECKF(max_err <= 1e-4 * (1 + max_val), "%s on %s: max abs error %g (max value %g)", name,
+                   nn_backend_name((nn_backend_kind_t)be), max_err, max_val);
+        }
+        /* a different shape replans; back again replans again */
+        float *small = calloc((size_t)oc * (oh / 2) * (ow / 2) * 4, sizeof(float));
+        CHECKF(nn_net_run(net, in, c, h / 2, w / 2, small, &err) == 0, "%s replan: %s", name, err.msg);
+        CHECK(nn_net_run(net, in, c, h, w, got, &err) == 0);
+        free(small);
+        free(got);
+        nn_net_free(net);
+    }
+    free(want);
+    free(in);
+    nn_model_free(m);
+}
+
+/* Every planner trick in one graph; a dense block like RRDB's. */
+static const char *dense =
+    "7767517\n"
+    "16 21\n"
+    "Input        data  0 1 data\n"
+    "Split        sp    1 2 data d0 d1\n"
+    "Convolution  c0    1 1 d0 x 0=16 1=3 4=1 5=1 6=432\n"
+    "Split        sx    1 4 x x_a x_b x_c x_d\n"
+    "Convolution  c1    1 1 x_a y 0=16 1=3 4=1 5=1 6=2304 9=2 -23310=1,2.000000e-01\n"
+    "Split        sy    1 2 y y_a y_b\n"
+    "Concat       cat1  2 1 x_b y_a xy\n"
+    "Convolution  c2    1 1 xy z 0=16 1=3 4=1 5=1 6=4608\n"
+    "PReLU        pr    1 1 z zp 0=16\n"
+    "Concat       cat2  3 1 x_c y_b zp xyz\n"
+    "Convolution  c3    1 1 xyz wv 0=16 1=3 4=1 5=1 6=6912\n"
+    "Eltwise      e     2 1 wv x_d s 0=1 -23301=2,2.000000e-01,1.000000e+00\n"
+    "Convolution  c4    1 1 s o 0=12 1=3 4=1 5=1 6=1728\n"
+    "PixelShuffle ps    1 1 o o2 0=2\n"
+    "Interp       up    1 1 d1 d1u 0=1 1=2.000000e+00 2=2.000000e+00\n"
+    "BinaryOp     add   2 1 o2 d1u output 0=0\n";
+
+/* Concats that cannot be views on BLOCK16 (5 channels; the graph input). */
+static const char *copies =
+    "7767517\n"
+    "6 7\n"
+    "Input        data  0 1 data\n"
+    "Split        sp    1 2 data d0 d1\n"
+    "Convolution  a     1 1 d0 av 0=5 1=3 4=1 5=1 6=135 9=1\n"
+    "Concat       cat   2 1 av d1 cv\n"
+    "Convolution  b     1 1 cv bv 0=4 1=1 5=1 6=32\n"
+    "Interp       dn    1 1 bv output 0=3 1=5.000000e-01 2=5.000000e-01\n";
+
+/* A chain of ten convolutions: two buffers must be enough. */
+static void check_reuse(void) {
+    char param[4096];
+    int n = snprintf(param, sizeof param, "7767517\n11 11\nInput data 0 1 data\n");
+    for (int i = 0; i < 10; i++) {
+        char src[16], dst[16];
+        snprintf(src, sizeof src, i ? "b%d" : "data", i - 1);
+        snprintf(dst, sizeof dst, i == 9 ? "output" : "b%d", i);
+        n += snprintf(param + n, sizeof param - (size_t)n, "Convolution c%d 1 1 %s %s 0=16 1=3 4=1 5=1 6=%d\n", i,
+                      src, dst, (i ? 16 : 3) * 16 * 9);
+    }
+    size_t bin_size;
+    void *bin = make_bin(param, &bin_size);
+    nn_model_t *m = NULL;
+    up_error_t err;
+    CHECKF(nn_model_load_mem(param, strlen(param), bin, bin_size, &m, &err) == 0, "%s", err.msg);
+    free(bin);
+    nn_net_t *net = NULL;
+    if (m && nn_net_new(m, NN_BACKEND_REF, 1, &net, &err) == 0) {
+        size_t bytes = 0;
+        CHECK(nn_net_plan_size(net, 3, 32, 32, &bytes, &err) == 0);
+        size_t one = 16 * 32 * 32 * sizeof(float), input = 3 * 32 * 32 * sizeof(float);
+        CHECKF(bytes <= 2 * one + input, "a chain of 10 convs planned %zu bytes, expected at most %zu", bytes,
+               2 * one + input);
+    }
+    nn_net_free(net);
+    nn_model_free(m);
+}
+
+static void check_errors(void) {
+    size_t bin_size;
+    void *bin = make_bin(dense, &bin_size);
+    nn_model_t *m = NULL;
+    up_error_t err;
+    CHECK(nn_model_load_mem(dense, strlen(dense), bin, bin_size, &m, &err) == 0);
+    free(bin);
+    if (!m)
+        return;
+    int oc, oh, ow;
+    /* a 4-channel input does not fit the first conv (3 in) */
+    CHECK(nn_model_output_shape(m, 4, 8, 8, &oc, &oh, &ow, &err) == UP_ERR_FORMAT);
+    CHECKF(strstr(err.msg, "c0") != NULL, "message names the layer: %s", err.msg);
+    CHECK(nn_model_output_shape(m, 3, 0, 8, &oc, &oh, &ow, &err) == UP_ERR_INVALID);
+    nn_net_t *net = NULL;
+    CHECK(nn_net_new(m, NN_BACKEND_REF, 1, &net, &err) == 0);
+    float buf[4 * 8 * 8] = {0}, out[3 * 16 * 16 * 4];
+    CHECK(nn_net_run(net, buf, 4, 8, 8, out, &err) == UP_ERR_FORMAT);
+    CHECK(nn_net_run(net, buf, 3, 8, 8, out, &err) == 0); /* and the net still works */
+    CHECK(nn_model_conv_flops(m, 3, 8, 8) > 0);
+    nn_net_free(net);
+    nn_model_free(m);
+}
+
+int main(void) {
+    check_graph("dense", dense, 3, 20, 24);
+    check_graph("copies", copies, 3, 18, 14);
+    check_reuse();
+    check_errors();
+    return test_summary();
+}
