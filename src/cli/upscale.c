@@ -34,7 +34,7 @@ static void usage(FILE *f) {
           "  -j THREADS  compute threads, or load:proc:save as realesrgan-ncnn-vulkan (default: all cores)\n"
           "  -m DIR      models folder (default: $UPRES_MODELS, else the installed models/)\n"
           "  -b BACKEND  dnnl (default) or ref\n"
-          "  -a ALPHA    alpha channel: resample (Lanczos, default) or model\n"
+          "  -a ALPHA    alpha channel: resample (bicubic, default) or model (the network)\n"
           "  -v          verbose: plan and timing details\n",
           f);
 }

@@ -9,13 +9,17 @@
  *
  * Load runs in three steps, each of which can refuse the input:
  *   1. sniff: libvips picks a loader from the first bytes (never from a file
- *      name, so "x.png" holding a JPEG loads as JPEG); untrusted loaders are
- *      blocked in image_init, so sniffing never reaches ImageMagick or PDF;
+ *      name, so "x.png" holding a JPEG loads as JPEG); only the loaders in
+ *      formats[] are accepted, and libvips' untrusted loaders (ImageMagick,
+ *      PDF, SVG, ...) are also blocked in image_init;
  *   2. header: the loader reads only the header; the pixel limit is checked
  *      here, before any decoding, so a 100000x100000 PNG costs nothing;
  *   3. decode: the whole image is pulled through the colour pipeline into our
- *      own buffer with vips_image_write, sequentially, with fail_on=error, so
- *      a truncated or corrupt file fails inside the load call.
+ *      own buffer with vips_image_write, sequentially, so a truncated or
+ *      corrupt file fails inside the load call. Loaders run with
+ *      fail_on=error, JPEG with fail_on=warning (libjpeg reports a scan cut
+ *      short only as a warning) and a second try when the only warnings
+ *      are harmless ones (see jpeg_benign).
  * Images that need a rotation or a pass to measure their range are copied
  * into memory first, since sequential loads can be read only once.
  *
@@ -49,12 +53,11 @@
 
 #define JPEG_DEFAULT_QUALITY 92
 #define WEBP_DEFAULT_QUALITY 90
-#define N_LOCAL 24 /* VipsImage slots per call; each step below uses one */
 
 /* ---- start-up ---------------------------------------------------------- */
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
-static int init_rc = UP_OK;
+static int init_rc = UP_ERR_BACKEND; /* set by init_vips */
 
 /* libvips and the libraries under it warn through g_log in domain "VIPS";
  * those warnings repeat what the error buffer says, so they go to debug. */
@@ -85,7 +88,6 @@ static void init_vips(void) {
         char *why = vips_error_buffer_copy();
         log_error("image: libvips failed to start: %s", why);
         g_free(why);
-        init_rc = UP_ERR_BACKEND;
         return;
     }
     g_log_set_handler("VIPS", G_LOG_LEVEL_MASK | G_LOG_FLAG_FATAL | G_LOG_FLAG_RECURSION,
@@ -104,6 +106,7 @@ static void init_vips(void) {
      * trusted but turns text files into "images". */
     vips_block_untrusted_set(TRUE);
     vips_operation_block_set("VipsForeignLoadMatrix", TRUE);
+    init_rc = UP_OK;
 }
 
 int image_init(void) {
@@ -112,17 +115,18 @@ int image_init(void) {
 }
 
 void image_shutdown(void) {
-    vips_shutdown();
+    if (init_rc == UP_OK)
+        vips_shutdown();
 }
 
 /* ---- small helpers ----------------------------------------------------- */
 
 /*
  * libvips' error buffer as one line (lines joined with "; ", duplicates
- * dropped, at most dst_size-1 bytes) into dst, and clear it. "unknown
- * reason" when empty.
+ * dropped, at most dst_size-1 bytes) into dst, and clear it. Returns the
+ * length, 0 when libvips said nothing.
  */
-static void vips_reason(char *dst, size_t dst_size) {
+static size_t vips_reason(char *dst, size_t dst_size) {
     char *all = vips_error_buffer_copy(); /* new, and the buffer is cleared */
     size_t n = 0;
     dst[0] = '\0';
@@ -143,14 +147,14 @@ static void vips_reason(char *dst, size_t dst_size) {
         n += (size_t)w;
     }
     g_free(all);
-    if (n == 0)
-        snprintf(dst, dst_size, "unknown reason");
+    return n;
 }
 
 /* Set err from a failed libvips call: "<what>: <libvips' reason>". */
 static int vips_fail(up_error_t *err, int code, const char *what) {
     char why[320];
-    vips_reason(why, sizeof why);
+    if (vips_reason(why, sizeof why) == 0)
+        snprintf(why, sizeof why, "no details from libvips");
     log_debug("image: %s: %s", what, why);
     return up_error_set(err, code, 0, "%s: %s", what, why);
 }
@@ -176,13 +180,12 @@ static int valid_image(const up_image_t *img) {
 
 /* A VipsImage over img's pixels (borrowed: img must outlive it), tagged with
  * the right interpretation; stored in *out, a slot of a local array. */
-static int wrap_image(VipsObject *ctx, const up_image_t *img, VipsImage **out,
-                      up_error_t *err) {
+static int wrap_image(VipsObject *ctx, const up_image_t *img, VipsImage **out, up_error_t *err) {
     VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 1);
     t[0] = vips_image_new_from_memory(img->pixels, image_size(img), img->width, img->height,
                                       img->bands, band_format(img->depth));
-    if (!t[0] || vips_copy(t[0], out, "interpretation",
-                           interpretation(img->bands, img->depth), NULL))
+    if (!t[0] ||
+        vips_copy(t[0], out, "interpretation", interpretation(img->bands, img->depth), NULL))
         return vips_fail(err, UP_ERR_IMAGE, "cannot wrap pixels for libvips");
     return UP_OK;
 }
@@ -192,23 +195,25 @@ static int wrap_image(VipsObject *ctx, const up_image_t *img, VipsImage **out,
  * raised while pixels are produced (a truncated file, a failing decoder)
  * surface here, described as "<what>: <reason>".
  */
-static int materialize(VipsImage *in, const char *what, up_image_t **out, up_error_t *err) {
+static int materialize(VipsObject *ctx, VipsImage *in, const char *what, up_image_t **out,
+                       up_error_t *err) {
     assert(in->BandFmt == VIPS_FORMAT_UCHAR || in->BandFmt == VIPS_FORMAT_USHORT);
     assert(in->Bands >= 1 && in->Bands <= 4);
     int depth = depth_of(in->BandFmt);
     up_image_t *img = image_new(in->Xsize, in->Ysize, in->Bands, depth);
     if (!img)
-        return up_error_set(err, UP_ERR_NOMEM, 0, "cannot allocate a %dx%d image (%d bands, %d-bit)",
-                            in->Xsize, in->Ysize, in->Bands, depth);
-    VipsImage *dst = vips_image_new_from_memory(img->pixels, image_size(img), img->width,
-                                                img->height, img->bands, in->BandFmt);
-    if (!dst || vips_image_write(in, dst)) {
-        if (dst)
-            g_object_unref(dst);
+        return up_error_set(err, UP_ERR_NOMEM, 0,
+                            "cannot allocate a %dx%d image (%d bands, %d-bit)", in->Xsize,
+                            in->Ysize, in->Bands, depth);
+    /* libvips writes straight into our buffer (as vips_image_write_to_memory
+     * does into its own), so pixels are never copied twice */
+    VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 1);
+    t[0] = vips_image_new_from_memory(img->pixels, image_size(img), img->width, img->height,
+                                      img->bands, in->BandFmt);
+    if (!t[0] || vips_image_write(in, t[0])) {
         image_free(img);
         return vips_fail(err, UP_ERR_IMAGE, what);
     }
-    g_object_unref(dst);
     *out = img;
     return UP_OK;
 }
@@ -245,8 +250,7 @@ void image_free(up_image_t *img) {
 }
 
 size_t image_size(const up_image_t *img) {
-    return (size_t)img->width * (size_t)img->height * (size_t)img->bands *
-           (size_t)(img->depth / 8);
+    return (size_t)img->width * (size_t)img->height * (size_t)img->bands * (size_t)(img->depth / 8);
 }
 
 /* ---- load -------------------------------------------------------------- */
@@ -452,7 +456,7 @@ static int convert(VipsObject *ctx, VipsImage *in, const char *decode_what, Vips
     case VIPS_FORMAT_SHORT:
     case VIPS_FORMAT_UINT:
     case VIPS_FORMAT_INT: {
-        /* keep the top 16 bits of the full range; negatives clip to 0 */
+        /* 32-bit: keep the top 16 bits of the range; negatives clip to 0 */
         int shift = in->BandFmt == VIPS_FORMAT_UINT ? 16 : in->BandFmt == VIPS_FORMAT_INT ? 15 : 0;
         if (shift) {
             if (vips_rshift_const1(in, &t[5], shift, NULL))
@@ -512,9 +516,9 @@ static void drop_opaque_alpha(up_image_t *img) {
  * fail_on=error.
  */
 static const char *const jpeg_benign[] = {
-    "extraneous bytes before marker",  "Inconsistent progression sequence",
-    "Unknown Adobe color transform",   "Invalid SOS parameters for sequential JPEG",
-    "unknown JFIF revision number",    "thumbnail image size does not match",
+    "extraneous bytes before marker", "Inconsistent progression sequence",
+    "Unknown Adobe color transform",  "Invalid SOS parameters for sequential JPEG",
+    "unknown JFIF revision number",   "thumbnail image size does not match",
 };
 
 /* 1 when every libjpeg message in msg ("...; VipsJpeg: ...; ...") is benign. */
@@ -546,7 +550,8 @@ static int load_source(VipsSource *src, const image_limits_t *lim, up_image_t **
     if (fi < 0) {
         /* name the format when the bytes say what they meant to be */
         unsigned char head[8];
-        gint64 n = loader ? 0 : (vips_source_rewind(src) ? 0 : vips_source_read(src, head, sizeof head));
+        gint64 n =
+            loader ? 0 : (vips_source_rewind(src) ? 0 : vips_source_read(src, head, sizeof head));
         int mi = n > 0 ? format_index_magic(head, (size_t)n) : -1;
         vips_error_clear();
         if (mi >= 0)
@@ -577,15 +582,15 @@ static int decode_source(VipsSource *src, int fi, VipsFailOn fail_on, const imag
     char what[96];
 
     VipsObject *ctx = VIPS_OBJECT(vips_image_new());
-    VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 4);
+    VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 3);
     int rc;
 
     if (vips_source_rewind(src)) {
         rc = vips_fail(err, UP_ERR_IO, "cannot read the image");
         goto done;
     }
-    t[0] = vips_image_new_from_source(src, "", "access", VIPS_ACCESS_SEQUENTIAL, "fail_on",
-                                      fail_on, NULL);
+    t[0] = vips_image_new_from_source(src, "", "access", VIPS_ACCESS_SEQUENTIAL, "fail_on", fail_on,
+                                      NULL);
     if (!t[0]) {
         snprintf(what, sizeof what, "not a valid %s image", label);
         rc = vips_fail(err, UP_ERR_IMAGE, what);
@@ -609,18 +614,18 @@ static int decode_source(VipsSource *src, int fi, VipsFailOn fail_on, const imag
      * also drops the orientation tag. */
     int orientation = vips_image_get_orientation(t[0]);
     if (orientation > 1 && orientation <= 8) {
-        if (!(t[2] = vips_image_copy_memory(in))) {
+        if (!(t[1] = vips_image_copy_memory(in))) {
             rc = vips_fail(err, UP_ERR_IMAGE, what);
             goto done;
         }
-        if (vips_autorot(t[2], &t[3], NULL)) {
+        if (vips_autorot(t[1], &t[2], NULL)) {
             rc = vips_fail(err, UP_ERR_IMAGE, "cannot apply the EXIF orientation");
             goto done;
         }
-        in = t[3];
+        in = t[2];
     }
 
-    if ((rc = materialize(in, what, out, err)))
+    if ((rc = materialize(ctx, in, what, out, err)))
         goto done;
     const char *name = formats[fi].name;
     if (strcmp(name, "gif") == 0)
@@ -632,7 +637,7 @@ static int decode_source(VipsSource *src, int fi, VipsFailOn fail_on, const imag
             strcmp(compression, "av1") == 0)
             name = "avif";
     }
-    snprintf((*out)->format, sizeof (*out)->format, "%s", name);
+    snprintf((*out)->format, sizeof(*out)->format, "%s", name);
 
 done:
     g_object_unref(ctx);
@@ -672,8 +677,8 @@ int image_load_file(const char *path, const image_limits_t *lim, up_image_t **ou
     return rc;
 }
 
-int image_load_buffer(const void *buf, size_t size, const image_limits_t *lim,
-                      up_image_t **out, up_error_t *err) {
+int image_load_buffer(const void *buf, size_t size, const image_limits_t *lim, up_image_t **out,
+                      up_error_t *err) {
     assert(out);
     *out = NULL;
     int rc = image_init();
@@ -734,8 +739,8 @@ static int encode(const up_image_t *img, const char *fmt, int quality, void **bu
     VipsImage *in = t[0];
     int failed;
     if (strcmp(fmt, "png") == 0) {
-        failed = vips_pngsave_buffer(in, &vbuf, &vsize, "compression", 6, "strip", TRUE,
-                                     "bitdepth", img->depth, NULL);
+        failed = vips_pngsave_buffer(in, &vbuf, &vsize, "compression", 6, "strip", TRUE, "bitdepth",
+                                     img->depth, NULL);
     } else {
         int bands = img->bands;
         if (img->depth == 16) { /* round to 8 bits: v * 255/65535 = v / 257 */
@@ -747,8 +752,10 @@ static int encode(const up_image_t *img, const char *fmt, int quality, void **bu
             in = t[2];
         }
         if (strcmp(fmt, "jpg") == 0 && image_has_alpha(img)) { /* JPEG has no alpha */
-            if (vips_flatten(in, &t[3], "background", vips_array_double_newv(1, 255.0),
-                             "max_alpha", 255.0, NULL)) {
+            VipsArrayDouble *white = vips_array_double_newv(1, 255.0);
+            failed = vips_flatten(in, &t[3], "background", white, "max_alpha", 255.0, NULL);
+            vips_area_unref(VIPS_AREA(white));
+            if (failed) {
                 rc = vips_fail(err, UP_ERR_IMAGE, "cannot flatten the alpha channel");
                 goto done;
             }
@@ -762,12 +769,12 @@ static int encode(const up_image_t *img, const char *fmt, int quality, void **bu
         in = t[4];
         if (strcmp(fmt, "jpg") == 0)
             failed = vips_jpegsave_buffer(in, &vbuf, &vsize, "Q",
-                                          quality ? quality : JPEG_DEFAULT_QUALITY, "strip",
-                                          TRUE, "optimize_coding", TRUE, NULL);
+                                          quality ? quality : JPEG_DEFAULT_QUALITY, "strip", TRUE,
+                                          "optimize_coding", TRUE, NULL);
         else
-            failed = vips_webpsave_buffer(in, &vbuf, &vsize, "Q",
-                                          quality ? quality : WEBP_DEFAULT_QUALITY, "strip",
-                                          TRUE, NULL);
+            failed =
+                vips_webpsave_buffer(in, &vbuf, &vsize, "Q",
+                                     quality ? quality : WEBP_DEFAULT_QUALITY, "strip", TRUE, NULL);
     }
     if (failed) {
         char what[64];
@@ -801,8 +808,7 @@ static int check_save(const up_image_t *img, const char *fmt, const image_save_o
     if (opts && (opts->quality < 0 || opts->quality > 100))
         return up_error_set(err, UP_ERR_INVALID, 0, "quality %d is out of range 1..100",
                             opts->quality);
-    return image_init() ? up_error_set(err, UP_ERR_BACKEND, 0, "libvips is not available")
-                        : UP_OK;
+    return image_init() ? up_error_set(err, UP_ERR_BACKEND, 0, "libvips is not available") : UP_OK;
 }
 
 int image_save_buffer(const up_image_t *img, const image_save_opts_t *opts, void **buf,
@@ -823,8 +829,8 @@ int image_save_buffer(const up_image_t *img, const image_save_opts_t *opts, void
 static int write_file(const char *path, const void *data, size_t size, up_error_t *err) {
     static atomic_uint seq;
     char tmp[PATH_MAX], ebuf[128];
-    int n = snprintf(tmp, sizeof tmp, "%s.tmp-%ld-%u", path, (long)getpid(),
-                     atomic_fetch_add(&seq, 1));
+    int n =
+        snprintf(tmp, sizeof tmp, "%s.tmp-%ld-%u", path, (long)getpid(), atomic_fetch_add(&seq, 1));
     if (n < 0 || (size_t)n >= sizeof tmp)
         return up_error_set(err, UP_ERR_IO, 0, "cannot write the image: path too long");
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
@@ -881,8 +887,7 @@ int image_save_file(const up_image_t *img, const char *path, const image_save_op
 
 /* ---- resize ------------------------------------------------------------ */
 
-int image_resize(const up_image_t *in, int width, int height, up_image_t **out,
-                 up_error_t *err) {
+int image_resize(const up_image_t *in, int width, int height, up_image_t **out, up_error_t *err) {
     assert(out);
     *out = NULL;
     if (!valid_image(in))
@@ -915,8 +920,7 @@ int image_resize(const up_image_t *in, int width, int height, up_image_t **out,
     /* vips_resize rounds its output size; make it exact by cropping or
      * repeating the last row or column (at most a pixel or so). */
     if (x->Xsize > width || x->Ysize > height) {
-        if (vips_crop(x, &t[3], 0, 0, VIPS_MIN(x->Xsize, width), VIPS_MIN(x->Ysize, height),
-                      NULL))
+        if (vips_crop(x, &t[3], 0, 0, VIPS_MIN(x->Xsize, width), VIPS_MIN(x->Ysize, height), NULL))
             goto fail;
         x = t[3];
     }
@@ -936,7 +940,7 @@ int image_resize(const up_image_t *in, int width, int height, up_image_t **out,
             goto fail;
         x = t[7];
     }
-    if ((rc = materialize(x, "cannot resize the image", out, err)))
+    if ((rc = materialize(ctx, x, "cannot resize the image", out, err)))
         goto done;
     memcpy((*out)->format, in->format, sizeof in->format);
     goto done;

@@ -77,15 +77,14 @@ void image_shutdown(void);
  *   UP_ERR_NOMEM      the pixel buffer cannot be allocated
  * The message in err does not name the path: prefix it where that helps.
  */
-int image_load_file(const char *path, const image_limits_t *lim, up_image_t **out,
-                    up_error_t *err);
+int image_load_file(const char *path, const image_limits_t *lim, up_image_t **out, up_error_t *err);
 
 /*
  * Decode an image held in memory (buf is borrowed, only read during the
  * call). Same rules and errors as image_load_file, without NOT_FOUND and IO.
  */
-int image_load_buffer(const void *buf, size_t size, const image_limits_t *lim,
-                      up_image_t **out, up_error_t *err);
+int image_load_buffer(const void *buf, size_t size, const image_limits_t *lim, up_image_t **out,
+                      up_error_t *err);
 
 /*
  * A new image with zeroed pixels and format "". bands 1..4, depth 8 or 16.
@@ -126,14 +125,15 @@ int image_save_file(const up_image_t *img, const char *path, const image_save_op
 
 /*
  * Resample in (borrowed) to exactly width x height into *out (new; same
- * bands, depth and format as in). Shrinking uses libvips' Lanczos3 reduce;
- * enlarging uses libvips' upsizing (vips_resize, interpolating affine); the
- * two axes scale independently. Alpha images are resampled premultiplied,
+ * bands, depth and format as in), through vips_resize with kernel lanczos3,
+ * the two axes scaled independently. An axis that shrinks is filtered with
+ * Lanczos3 (vips_reduce); an axis that grows is interpolated bicubically,
+ * which is what vips_resize does for every kernel in libvips 8.14
+ * (vips_reduce cannot enlarge). Alpha images are resampled premultiplied,
  * so transparent pixels do not bleed colour. Errors: UP_ERR_INVALID (size
  * < 1 or bad image), UP_ERR_NOMEM, UP_ERR_IMAGE (libvips failed).
  */
-int image_resize(const up_image_t *in, int width, int height, up_image_t **out,
-                 up_error_t *err);
+int image_resize(const up_image_t *in, int width, int height, up_image_t **out, up_error_t *err);
 
 /*
  * Output format named by a path's extension, case-insensitive: "png" (.png),

@@ -81,7 +81,7 @@ int upscale_registry_resolve(const upscale_registry_t *reg, const char *name, do
 /* ---- running ------------------------------------------------------------- */
 
 typedef enum {
-    UPSCALE_ALPHA_RESAMPLE = 0, /* Lanczos3, like the rest of a classical resize */
+    UPSCALE_ALPHA_RESAMPLE = 0, /* image_resize: bicubic when enlarging */
     UPSCALE_ALPHA_MODEL = 1,    /* the network, on alpha as a gray image */
 } upscale_alpha_t;
 

