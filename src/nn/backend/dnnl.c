@@ -3,55 +3,68 @@
  * through oneDNN primitives on nChw16c (BLOCK16) tensors.
  *
  * Every convolution runs as a oneDNN convolution primitive with its fused
- * activation and the planner's epilogue as post-ops where the kernel can
- * take them; the rest of the model's ops run as oneDNN primitives too
- * (prelu, sum, binary, resampling, concat), because the layout-generic
- * loops of ops.c walk a BLOCK16 channel with a 64-byte stride and are 10 to
- * 100 times slower there. Whatever oneDNN has no fast kernel for (bicubic
- * and bilinear Interp, PixelShuffle, BinaryOp pow, mixed layouts, a conv
- * with a non-zero pad_value) falls back to nn_op_*.
+ * activation and the planner's epilogue as post-ops where the kernel takes
+ * them; the model's other ops run as oneDNN primitives too (prelu, sum,
+ * binary, resampling, concat), because the layout-generic loops of ops.c
+ * walk a BLOCK16 channel with a 64-byte stride and are 10 to 100 times
+ * slower there. What oneDNN has no fast kernel for (bilinear and bicubic
+ * Interp, PixelShuffle, BinaryOp pow, mixed layouts, a conv with a non-zero
+ * pad_value) falls back to nn_op_*.
  *
  * DESIGN
  *
  * Layouts. Blobs written by a convolution are BLOCK16 (oneDNN's jit kernels
  * want a blocked destination); other blobs are BLOCK16 from 16 channels up
  * and PLANAR below (a 3-channel image in BLOCK16 would carry 13 zero lanes
- * per pixel through PixelShuffle, Interp and the final add). A conv reads
- * a PLANAR input with fewer than 16 channels directly (oneDNN has a jit
- * kernel for nchw sources with few channels); a BLOCK16 input with fewer
- * than 16 channels is described to oneDNN as 16 channels, with zero weights
- * for the padded lanes (which hold zeros), since oneDNN only has a
- * reference kernel for a blocked source of < 16 channels.
+ * per pixel through PixelShuffle, Interp and the final add). A conv reads a
+ * PLANAR input of < 16 channels directly (oneDNN has a jit kernel for nchw
+ * sources with few channels); a BLOCK16 input of < 16 channels is described
+ * to oneDNN as 16 channels with zero weights for the padded lanes (which
+ * hold zeros), as oneDNN has only a reference kernel for a blocked source
+ * of < 16 channels; a PLANAR input of >= 16 channels (only a graph input
+ * could be one) is reordered into a BLOCK16 copy first. Elementwise ops on
+ * BLOCK16 tensors are described with their padded channel count, which
+ * makes them dense, as oneDNN's fast kernels want (see dims_md).
  *
- * Convolution algorithm. Direct convolution by default. Winograd F(4x4,3x3)
- * (oneDNN's only fp32 Winograd on AVX-512) wins only on large spatial sizes
- * with >= 64 channels and loses badly on some tile sizes (its blocking
- * depends on the factorization of the tile count), so it is used where
- * bench/conv.c measured it ahead: see use_winograd(). oneDNN's Winograd
- * accepts no post-op but a plain ReLU, so the activation, PReLU and
- * scale/sum then run as separate in-place primitives on the freshly
- * written (cache-warm) output. The environment variable
- * UPRES_DNNL_CONV_ALG=direct|winograd|auto (read at create) overrides the
- * choice, for benchmarks.
+ * Convolution algorithm (wino_plan). oneDNN's fp32 Winograd F(4x4,3x3)
+ * runs at about twice the "effective" rate of its direct convolution for
+ * every 3x3 stride-1 layer of the reference models, except where its
+ * blocking degenerates: it blocks the 4x4 output tiles in register blocks
+ * of the largest divisor of the tile count below 32, so a 148x148 output
+ * (a 37x37 tile grid: divisor 1) runs at half the direct rate. Such layers
+ * run Winograd on a copy of the input grown by a few zero rows or columns
+ * (148x148 -> 148x149: a 37x38 grid, divisor 19) in the shared scratch,
+ * and the wanted window is copied out. The copies take about a fifth of
+ * the conv's time, which Winograd halves. The output pixels are unchanged:
+ * the extra zeros are what the zero padding would have read, and the extra
+ * outputs are dropped. UPRES_DNNL_CONV_ALG (read at create) overrides
+ * the choice, for benchmarks and tests: "direct", "winograd" (wherever
+ * oneDNN has it, grown where the rule would grow), "winograd-plain" (never
+ * grown) or "auto" (oneDNN's dnnl_convolution_auto, which picks direct for
+ * a batch of one).
  *
  * Epilogue. act -> prelu -> scale * x + sum: act and (without PReLU) the
  * scale and sum are conv post-ops (eltwise, eltwise_linear, binary add with
- * the sum tensor as src1). oneDNN 2.6 has a prelu post-op but only a
- * reference kernel for it, so PReLU runs as an in-place prelu primitive
- * after the conv, followed by a sum primitive for scale/sum.
+ * the sum tensor as src1) where the kernel takes them. oneDNN 2.6's prelu
+ * post-op has only a reference kernel and its Winograd takes no post-op
+ * but a plain ReLU, so the rest runs as in-place eltwise / prelu / sum
+ * primitives on the output right after the conv, while it is in cache.
  *
- * Lifetimes. create: engine, stream, a per-conv weight cache (empty).
+ * Lifetimes. create: engine, stream, an empty weight cache per conv.
  * layer_prepare: builds the primitives with memory objects bound to the
- * tensors' final pointers; the conv weights are reordered into the
- * primitive's format on first use and kept in the per-layer cache, reused
- * by every later prepare whose primitive wants the same format. layer_run:
- * executes, nothing else. One scratchpad buffer (oneDNN user scratchpad
- * mode) is shared by all layers of a plan, since layers run one after
- * another; it grows during prepare and is freed with the last layer state.
+ * tensors' final pointers; conv weights are reordered into the primitive's
+ * format on first use and cached per layer, reused by every later prepare
+ * that wants the same format; a format no live layer uses is dropped when
+ * another one is added (Winograd weights are 4x the size of direct ones).
+ * layer_run: executes, allocating nothing. One scratch buffer (oneDNN's
+ * user scratchpad, and the grown Winograd copies behind it) is shared by
+ * all layers, which run one at a time; it grows during prepare, memory
+ * objects inside it are re-pointed on the next run after it moved, and it
+ * is freed with the last layer state.
  *
- * Threads: oneDNN's OpenMP runtime uses omp_get_max_threads(); prepare and
- * run set it to the net's thread count first. A state (net) is used by one
- * thread at a time.
+ * Threads: oneDNN's OpenMP runtime uses omp_get_max_threads(), which
+ * prepare and run set to the net's thread count first. A state (a net) is
+ * used by one thread at a time.
  */
 #include "nn/backend/backend.h"
 
@@ -74,16 +87,18 @@ typedef struct wcache {
     dnnl_memory_desc_t md;
     void *data;          /* owned, up_aligned_alloc */
     dnnl_memory_t mem;   /* owned, wraps data */
+    int n_users;         /* live layer states using it */
     struct wcache *next; /* owned */
 } wcache_t;
 
 /* Shape-independent data of one Convolution layer. */
 typedef struct conv_static {
     wcache_t *weights; /* reordered copies, most recent first */
-    float *wpad;       /* owned: weights with n_in padded to 16 (BLOCK16 input < 16 ch), or NULL */
+    float *wpad;       /* owned: oihw weights with n_in padded to 16, or NULL */
 } conv_static_t;
 
-typedef enum { ALG_RULE = 0, ALG_DIRECT, ALG_WINOGRAD, ALG_AUTO } alg_choice_t;
+/* UPRES_DNNL_CONV_ALG: unset (the rule), direct, winograd, winograd-plain (never grown), auto */
+typedef enum { ALG_RULE = 0, ALG_DIRECT, ALG_WINOGRAD, ALG_WINOGRAD_PLAIN, ALG_AUTO } alg_choice_t;
 
 typedef struct dnnl_state {
     const nn_model_t *model; /* borrowed */
@@ -91,18 +106,20 @@ typedef struct dnnl_state {
     alg_choice_t alg;        /* UPRES_DNNL_CONV_ALG */
     dnnl_engine_t engine;
     dnnl_stream_t stream;
-    conv_static_t *convs;    /* owned, [model->n_layers], zero for non-conv layers */
-    void *scratch;           /* owned: the shared user scratchpad */
-    size_t scratch_size;     /* bytes */
-    dnnl_memory_t scratch_mem; /* owned, wraps scratch, or NULL */
-    int n_live;              /* layer states not yet released */
+    conv_static_t *convs;      /* owned, [model->n_layers], zero for non-conv layers */
+    void *scratch;             /* owned: the shared scratch buffer */
+    size_t scratch_size;       /* bytes */
+    dnnl_memory_t scratch_mem; /* owned, wraps all of scratch, or NULL */
+    unsigned epoch;            /* bumped whenever scratch moves */
+    int n_live;                /* layer states not yet released */
 } dnnl_state_t;
 
 /* ---- layer state -------------------------------------------------------- */
 
-#define MAX_EXECS 4
+#define MAX_EXECS 8
 #define MAX_ARGS 8
-#define MAX_MEMS 10
+#define MAX_MEMS 16
+#define MAX_BINDS 4
 
 /* One primitive execution with its arguments. */
 typedef struct exec {
@@ -112,15 +129,37 @@ typedef struct exec {
     int scratch_arg;                /* index of the scratchpad argument, or -1 */
 } exec_t;
 
+/* A memory object living in the shared scratch at a fixed offset. */
+typedef struct bind {
+    dnnl_memory_t mem; /* borrowed from mems */
+    size_t off;        /* bytes from the start of the scratch */
+} bind_t;
+
+/* The grown copy of a Winograd conv's input: an image in its top-left corner. */
+typedef struct grown {
+    int on;
+    int n_blocks;   /* channel blocks of 16 */
+    int h, w;       /* the image */
+    int gh, gw;     /* the grown buffer, >= h, w */
+    size_t off;     /* of the buffer in the scratch, bytes */
+} grown_t;
+
 typedef struct lstate {
-    int fallback;        /* 1: run through nn_op_* */
-    int zero_pad;        /* 1: zero out's padded lanes after the primitives */
+    int fallback;   /* 1: run through nn_op_* */
+    int zero_pad;   /* 1: zero out's padded lanes after the primitives */
     int n_execs;
     exec_t execs[MAX_EXECS];
     int n_mems;
     dnnl_memory_t mems[MAX_MEMS]; /* owned */
+    int n_binds;
+    bind_t binds[MAX_BINDS];
+    unsigned epoch; /* the state's epoch the binds point into */
+    grown_t grown;
+    wcache_t *weights;   /* borrowed from the cache (counted in n_users), or NULL */
     float *buf;          /* owned: prelu slopes, a BinaryOp scalar */
-    size_t scratch_size; /* largest scratchpad among execs, bytes */
+    float *src_copy;     /* owned: a conv's input reordered to BLOCK16, or NULL */
+    size_t own_bytes;    /* size of src_copy */
+    size_t scratch_size; /* of the shared scratch this layer needs, bytes */
 } lstate_t;
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -131,12 +170,26 @@ static int fail(up_error_t *err, const nn_layer_t *l, const char *what, dnnl_sta
                         l ? l->name : "-", l ? l->line : 0, what, dnnl_status2str(s));
 }
 
-/* The md of tensor t described with c channels (c >= t->c only for the conv trick). */
-static dnnl_status_t tensor_md(dnnl_memory_desc_t *md, const nn_tensor_t *t, int c) {
-    dnnl_dims_t dims = {1, c, t->h, t->w};
+static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+/*
+ * The md of a 1 x c x h x w tensor in layout. c is the tensor's channel
+ * count or, for BLOCK16, up to its padded count: elementwise ops that keep
+ * zero at zero run on the padded count, which makes the md dense (oneDNN's
+ * sum and binary kernels on a 17-channel nChw16c md are reference loops).
+ */
+static dnnl_status_t dims_md(dnnl_memory_desc_t *md, nn_layout_t layout, int c, int h, int w) {
+    dnnl_dims_t dims = {1, c, h, w};
     return dnnl_memory_desc_init_by_tag(md, 4, dims, dnnl_f32,
-                                        t->layout == NN_LAYOUT_BLOCK16 ? dnnl_nChw16c : dnnl_nchw);
+                                        layout == NN_LAYOUT_BLOCK16 ? dnnl_nChw16c : dnnl_nchw);
 }
+
+static dnnl_status_t tensor_md(dnnl_memory_desc_t *md, const nn_tensor_t *t, int c) {
+    return dims_md(md, t->layout, c, t->h, t->w);
+}
+
+/* Channels of t with the layout's padding. */
+static int padded_c(const nn_tensor_t *t) { return nn_layout_channels(t->layout, t->c); }
 
 static const char *impl_of(const_dnnl_primitive_desc_t pd) {
     const char *s = NULL;
@@ -147,14 +200,25 @@ static const char *impl_of(const_dnnl_primitive_desc_t pd) {
 
 static int is_ref(const_dnnl_primitive_desc_t pd) { return strncmp(impl_of(pd), "ref", 3) == 0; }
 
-/* A new memory object over ptr, owned by ls. */
+/* A new memory object over ptr (NULL: bound later), owned by ls. */
 static dnnl_status_t mem_new(dnnl_state_t *st, lstate_t *ls, const dnnl_memory_desc_t *md, void *ptr,
                              dnnl_memory_t *out) {
     if (ls->n_mems == MAX_MEMS)
         return dnnl_out_of_memory;
-    dnnl_status_t s = dnnl_memory_create(out, md, st->engine, ptr);
+    dnnl_status_t s = dnnl_memory_create(out, md, st->engine, ptr ? ptr : DNNL_MEMORY_NONE);
     if (s == dnnl_success)
         ls->mems[ls->n_mems++] = *out;
+    return s;
+}
+
+/* A new memory object at byte offset off of the shared scratch, bound at run. */
+static dnnl_status_t mem_in_scratch(dnnl_state_t *st, lstate_t *ls, const dnnl_memory_desc_t *md,
+                                    size_t off, dnnl_memory_t *out) {
+    if (ls->n_binds == MAX_BINDS)
+        return dnnl_out_of_memory;
+    dnnl_status_t s = mem_new(st, ls, md, NULL, out);
+    if (s == dnnl_success)
+        ls->binds[ls->n_binds++] = (bind_t){*out, off};
     return s;
 }
 
@@ -175,7 +239,8 @@ static dnnl_status_t attr_new(dnnl_primitive_attr_t *attr, const_dnnl_post_ops_t
 
 /*
  * Append an execution of pd (borrowed; the primitive keeps its own copy) to
- * ls with args[n_args] (memories borrowed).
+ * ls with args[n_args] (memories borrowed). Its scratchpad, if any, is the
+ * start of the shared scratch.
  */
 static dnnl_status_t exec_add(lstate_t *ls, const_dnnl_primitive_desc_t pd, const dnnl_exec_arg_t *args,
                               int n_args) {
@@ -200,6 +265,39 @@ static dnnl_status_t exec_add(lstate_t *ls, const_dnnl_primitive_desc_t pd, cons
     return dnnl_success;
 }
 
+/* Primitive desc of op_desc with the user scratchpad; dnnl_unimplemented for a ref kernel. */
+static dnnl_status_t pd_new(dnnl_state_t *st, const_dnnl_op_desc_t op_desc, int allow_ref,
+                            dnnl_primitive_desc_t *pd) {
+    dnnl_primitive_attr_t attr = NULL;
+    *pd = NULL;
+    dnnl_status_t s = attr_new(&attr, NULL);
+    if (s == dnnl_success)
+        s = dnnl_primitive_desc_create(pd, op_desc, attr, st->engine, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    if (s == dnnl_success && !allow_ref && is_ref(*pd)) {
+        dnnl_primitive_desc_destroy(*pd);
+        *pd = NULL;
+        s = dnnl_unimplemented;
+    }
+    return s;
+}
+
+/* Add a primitive for op_desc with args; see pd_new. */
+static dnnl_status_t add_op(dnnl_state_t *st, lstate_t *ls, const_dnnl_op_desc_t op_desc, int allow_ref,
+                            const dnnl_exec_arg_t *args, int n_args) {
+    dnnl_primitive_desc_t pd;
+    dnnl_status_t s = pd_new(st, op_desc, allow_ref, &pd);
+    if (s == dnnl_success)
+        s = exec_add(ls, pd, args, n_args);
+    dnnl_primitive_desc_destroy(pd);
+    return s;
+}
+
+static void weights_unuse(wcache_t *w) {
+    if (w)
+        w->n_users--;
+}
+
 static void lstate_free(lstate_t *ls) {
     if (!ls)
         return;
@@ -207,91 +305,59 @@ static void lstate_free(lstate_t *ls) {
         dnnl_primitive_destroy(ls->execs[i].prim);
     for (int i = 0; i < ls->n_mems; i++)
         dnnl_memory_destroy(ls->mems[i]);
+    weights_unuse(ls->weights);
     free(ls->buf);
+    up_aligned_free(ls->src_copy);
     free(ls);
 }
 
-/* ---- elementwise steps shared by convs and standalone ops ---------------- */
+/* ---- primitives shared by convs and the other ops ------------------------ */
 
 /* In-place eltwise alg(alpha, beta) over memory m of md. */
 static dnnl_status_t add_eltwise(dnnl_state_t *st, lstate_t *ls, const dnnl_memory_desc_t *md,
                                  dnnl_memory_t m, dnnl_alg_kind_t alg, float alpha, float beta) {
     dnnl_eltwise_desc_t d;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_primitive_desc_t pd = NULL;
     dnnl_status_t s = dnnl_eltwise_forward_desc_init(&d, dnnl_forward_inference, alg, md, alpha, beta);
-    if (s == dnnl_success)
-        s = attr_new(&attr, NULL);
-    if (s == dnnl_success)
-        s = dnnl_primitive_desc_create(&pd, &d, attr, st->engine, NULL);
-    if (s == dnnl_success) {
-        dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, m}, {DNNL_ARG_DST, m}};
-        s = exec_add(ls, pd, args, 2);
-    }
-    dnnl_primitive_desc_destroy(pd);
-    dnnl_primitive_attr_destroy(attr);
-    (void)st;
-    return s;
+    dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, m}, {DNNL_ARG_DST, m}};
+    return s == dnnl_success ? add_op(st, ls, &d, 1, args, 2) : s;
 }
 
 /*
- * Padded per-channel slopes for a prelu over c channels in layout: a buffer
- * of nn_layout_channels(layout, c) floats (zeros in the padding) owned by ls.
- */
-static float *prelu_slopes(lstate_t *ls, const nn_prelu_param_t *p, nn_layout_t layout, int c) {
-    int n = nn_layout_channels(layout, c);
-    float *b = calloc((size_t)n, sizeof *b);
-    if (!b)
-        return NULL;
-    for (int i = 0; i < c; i++)
-        b[i] = p->n_slope > 1 ? p->slope[i] : p->slope[0];
-    free(ls->buf);
-    ls->buf = b;
-    return b;
-}
-
-/*
- * prelu primitive from src to dst (both of md; may be the same memory).
- * Returns dnnl_unimplemented when oneDNN only has its reference kernel,
+ * prelu primitive from src to dst (both of md, which describes t with its
+ * own or its padded channel count; src may be dst), slopes padded with
+ * zeros to md's channel count. dnnl_unimplemented for a reference kernel
  * unless allow_ref.
  */
 static dnnl_status_t add_prelu(dnnl_state_t *st, lstate_t *ls, const nn_prelu_param_t *p,
                                const nn_tensor_t *t, const dnnl_memory_desc_t *md, dnnl_memory_t src,
                                dnnl_memory_t dst, int allow_ref) {
-    float *slopes = prelu_slopes(ls, p, t->layout, t->c);
+    int n = (int)md->dims[1];
+    float *slopes = calloc((size_t)n, sizeof *slopes);
     if (!slopes)
         return dnnl_out_of_memory;
-    dnnl_dims_t wdims = {1, t->c, 1, 1};
+    for (int i = 0; i < t->c && i < n; i++)
+        slopes[i] = p->n_slope > 1 ? p->slope[i] : p->slope[0];
+    free(ls->buf);
+    ls->buf = slopes;
+    /* weights in the data's own tag: oneDNN's jit kernel wants them so */
     dnnl_memory_desc_t wmd;
     dnnl_prelu_desc_t d;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_primitive_desc_t pd = NULL;
     dnnl_memory_t wm = NULL;
-    /* weights in the data's own tag: the jit kernel wants them so */
-    dnnl_status_t s = dnnl_memory_desc_init_by_tag(
-        &wmd, 4, wdims, dnnl_f32, t->layout == NN_LAYOUT_BLOCK16 ? dnnl_nChw16c : dnnl_nchw);
+    dnnl_status_t s = dims_md(&wmd, t->layout, n, 1, 1);
     if (s == dnnl_success)
         s = dnnl_prelu_forward_desc_init(&d, dnnl_forward_inference, md, &wmd);
-    if (s == dnnl_success)
-        s = attr_new(&attr, NULL);
-    if (s == dnnl_success)
-        s = dnnl_primitive_desc_create(&pd, &d, attr, st->engine, NULL);
-    if (s == dnnl_success && !allow_ref && is_ref(pd))
-        s = dnnl_unimplemented;
     if (s == dnnl_success)
         s = mem_new(st, ls, &wmd, slopes, &wm);
     if (s == dnnl_success) {
         dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, dst}};
-        s = exec_add(ls, pd, args, 3);
+        s = add_op(st, ls, &d, allow_ref, args, 3);
     }
-    dnnl_primitive_desc_destroy(pd);
-    dnnl_primitive_attr_destroy(attr);
     return s;
 }
 
 /*
- * dst = sum_k scales[k] * src[k] (a sum primitive; dst may be srcs[0]).
- * dnnl_unimplemented when only a reference kernel exists, unless allow_ref.
+ * dst = sum_k scales[k] * srcs[k] (a sum primitive; dst may be srcs[0]).
+ * dnnl_unimplemented for a reference kernel unless allow_ref.
  */
 static dnnl_status_t add_sum(dnnl_state_t *st, lstate_t *ls, int n, const float *scales,
                              const dnnl_memory_desc_t *mds, const dnnl_memory_t *srcs,
@@ -317,24 +383,28 @@ static dnnl_status_t add_sum(dnnl_state_t *st, lstate_t *ls, int n, const float 
     return s;
 }
 
-/* dst = a alg b (a binary primitive; dst may be a). dnnl_unimplemented for ref kernels. */
+/* dst = a alg b (a binary primitive; dst may be a). dnnl_unimplemented for a ref kernel. */
 static dnnl_status_t add_binary(dnnl_state_t *st, lstate_t *ls, dnnl_alg_kind_t alg,
                                 const dnnl_memory_desc_t *amd, dnnl_memory_t a,
                                 const dnnl_memory_desc_t *bmd, dnnl_memory_t b,
                                 const dnnl_memory_desc_t *dmd, dnnl_memory_t dst) {
     dnnl_binary_desc_t d;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_primitive_desc_t pd = NULL;
     dnnl_status_t s = dnnl_binary_desc_init(&d, alg, amd, bmd, dmd);
+    dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC_0, a}, {DNNL_ARG_SRC_1, b}, {DNNL_ARG_DST, dst}};
+    return s == dnnl_success ? add_op(st, ls, &d, 0, args, 3) : s;
+}
+
+/* A reorder from one memory to another (copying between layouts or windows). */
+static dnnl_status_t add_reorder(dnnl_state_t *st, lstate_t *ls, const dnnl_memory_desc_t *from_md,
+                                 dnnl_memory_t from, const dnnl_memory_desc_t *to_md, dnnl_memory_t to) {
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_status_t s = attr_new(&attr, NULL);
     if (s == dnnl_success)
-        s = attr_new(&attr, NULL);
-    if (s == dnnl_success)
-        s = dnnl_primitive_desc_create(&pd, &d, attr, st->engine, NULL);
-    if (s == dnnl_success && is_ref(pd))
-        s = dnnl_unimplemented;
+        s = dnnl_reorder_primitive_desc_create(&pd, from_md, st->engine, to_md, st->engine, attr);
     if (s == dnnl_success) {
-        dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC_0, a}, {DNNL_ARG_SRC_1, b}, {DNNL_ARG_DST, dst}};
-        s = exec_add(ls, pd, args, 3);
+        dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+        s = exec_add(ls, pd, args, 2);
     }
     dnnl_primitive_desc_destroy(pd);
     dnnl_primitive_attr_destroy(attr);
@@ -363,40 +433,90 @@ static int act_alg(const nn_conv_param_t *p, dnnl_alg_kind_t *alg, float *alpha,
     return 0;
 }
 
+/* oneDNN's Winograd F(4x4,3x3) tiles of an h x w output. */
+static long wino_tiles(int h, int w) { return (long)((h + 3) / 4) * (long)((w + 3) / 4); }
+
+/* Its register block over tiles: the largest divisor of the tile count below 32. */
+static int wino_reg_block(long tiles) {
+    for (int d = 31; d > 1; d--)
+        if (tiles % d == 0)
+            return d;
+    return 1;
+}
+
+enum { WINO_NONE = 0, WINO_PLAIN, WINO_GROWN };
+
 /*
- * Whether a conv should try Winograd first. From bench/conv.c on Zen 5
- * (2 threads, oneDNN 2.6.3): F(4x4,3x3) beats direct by 1.5-2x for
- * 64 -> 64 channels from 200x200 outputs up (296: 663 vs 427 GFLOP/s
- * "effective", 592: 766 vs 405), ties at 148x148 (oneDNN blocks a 37x37
- * tile grid badly) and loses with 32 output channels at the RRDB sizes.
+ * How a conv runs: direct (WINO_NONE), Winograd on its own tensors, or
+ * Winograd on copies grown by *gh rows and *gw columns. Measured with
+ * bench/conv.c on Zen 5, 2 threads, oneDNN 2.6.3, 3x3 convs at 152x152
+ * ("effective" GFLOP/s, Winograd vs direct): 64->64 965 vs 424, 192->64
+ * 824 vs 425, 64..160->32 770-800 vs 410, 48->48 770 vs 427, 64->16 597 vs
+ * 368; but 16->32 and 32->32 405 vs 420. With a register block below 4
+ * (a prime tile grid of 37 or more per side: outputs of 145-148, 161-164,
+ * ... pixels) Winograd drops to 380-400; with 4 (296x296) it still makes
+ * 640. Growing to a register block of 8 or more costs two copies, 0.06 ms
+ * per 64 channels at 148x148 when in cache and 0.2-0.3 ms inside a
+ * network, against 0.7 to 5 ms that Winograd saves on those layers. Small
+ * images (under 64 tiles) are not worth a copy.
  */
-static int use_winograd(const dnnl_state_t *st, const nn_conv_param_t *p, const nn_tensor_t *in,
-                        const nn_tensor_t *out) {
+static int wino_plan(const dnnl_state_t *st, const nn_conv_param_t *p, const nn_tensor_t *src,
+                     const nn_tensor_t *out, int *gh, int *gw) {
+    *gh = *gw = 0;
     if (st->alg == ALG_DIRECT || st->alg == ALG_AUTO)
-        return 0;
+        return WINO_NONE;
     if (p->kernel_w != 3 || p->kernel_h != 3 || p->stride_w != 1 || p->stride_h != 1 ||
-        p->dilation_w != 1 || p->dilation_h != 1 || in->layout != NN_LAYOUT_BLOCK16)
-        return 0;
-    if (st->alg == ALG_WINOGRAD)
-        return 1;
-    return p->n_in % 16 == 0 && p->n_out % 16 == 0 && p->n_in >= 64 && p->n_out >= 64 &&
-           (long)out->h * out->w >= 192L * 192L;
+        p->dilation_w != 1 || p->dilation_h != 1 || src->layout != NN_LAYOUT_BLOCK16 ||
+        out->layout != NN_LAYOUT_BLOCK16 || p->n_in % 16 || p->n_out % 16)
+        return WINO_NONE;
+    if (st->alg == ALG_RULE && p->n_in < 48)
+        return WINO_NONE;
+    long tiles = wino_tiles(out->h, out->w);
+    if (wino_reg_block(tiles) >= 4 || st->alg == ALG_WINOGRAD_PLAIN)
+        return WINO_PLAIN;
+    long best = 0;
+    for (int dh = 0; tiles >= 64 && dh <= 8; dh++)
+        for (int dw = 0; dw <= 8; dw++) {
+            long area = (long)(out->h + dh) * (out->w + dw);
+            if (wino_reg_block(wino_tiles(out->h + dh, out->w + dw)) >= 8 && (!best || area < best)) {
+                best = area;
+                *gh = dh, *gw = dw;
+            }
+        }
+    if (best)
+        return WINO_GROWN;
+    return st->alg == ALG_WINOGRAD ? WINO_PLAIN : WINO_NONE;
+}
+
+/* Drop the cached weight formats of cs that no live layer uses, except keep. */
+static void weights_evict(conv_static_t *cs, const wcache_t *keep) {
+    for (wcache_t **pw = &cs->weights; *pw;) {
+        wcache_t *w = *pw;
+        if (w != keep && w->n_users == 0) {
+            *pw = w->next;
+            dnnl_memory_destroy(w->mem);
+            up_aligned_free(w->data);
+            free(w);
+        } else {
+            pw = &w->next;
+        }
+    }
 }
 
 /*
  * The weights of conv layer li in the format md asks for: from the cache,
- * or reordered now from the model's oihw weights (ic channels, padded with
- * zero weights past n_in) and cached.
+ * or reordered now from the model's oihw weights (ic channels, zero weights
+ * past n_in) and cached. The entry's user count is taken for ls.
  */
 static int conv_weights(dnnl_state_t *st, int li, const nn_layer_t *l, int ic,
-                        const dnnl_memory_desc_t *md, dnnl_memory_t *out, up_error_t *err) {
+                        const dnnl_memory_desc_t *md, lstate_t *ls, dnnl_memory_t *out,
+                        up_error_t *err) {
     conv_static_t *cs = &st->convs[li];
     const nn_conv_param_t *p = &l->p.conv;
-    for (wcache_t *w = cs->weights; w; w = w->next)
-        if (dnnl_memory_desc_equal(&w->md, md)) {
-            *out = w->mem;
-            return 0;
-        }
+    wcache_t *w;
+    for (w = cs->weights; w; w = w->next)
+        if (dnnl_memory_desc_equal(&w->md, md))
+            goto found;
     float *plain = p->weight;
     size_t khw = (size_t)p->kernel_h * p->kernel_w;
     if (ic != p->n_in) {
@@ -415,8 +535,8 @@ static int conv_weights(dnnl_state_t *st, int li, const nn_layer_t *l, int ic,
     dnnl_memory_t pm = NULL;
     dnnl_primitive_desc_t rpd = NULL;
     dnnl_primitive_t r = NULL;
-    wcache_t *w = calloc(1, sizeof *w);
     dnnl_status_t s = dnnl_out_of_memory;
+    w = calloc(1, sizeof *w);
     if (!w)
         goto done;
     w->md = *md;
@@ -452,6 +572,10 @@ done:
     }
     w->next = cs->weights;
     cs->weights = w;
+    weights_evict(cs, w);
+found:
+    w->n_users++;
+    ls->weights = w;
     *out = w->mem;
     return 0;
 }
@@ -498,6 +622,41 @@ static dnnl_status_t conv_pd(dnnl_state_t *st, const nn_conv_param_t *p, const n
     return s;
 }
 
+/*
+ * Pick the conv primitive: the first of algs[n_algs] x fusion levels (from
+ * FUSE_ALL down) that oneDNN has a non-reference kernel for, else the first
+ * reference one. max_fuse caps the fusion. Returns the pd (new) or NULL
+ * with *last the last status; *fuse, *alg_index say what was picked.
+ */
+static dnnl_primitive_desc_t conv_pick(dnnl_state_t *st, const nn_conv_param_t *p,
+                                       const nn_epilogue_t *epi, dnnl_alg_kind_t alg, int max_fuse,
+                                       const dnnl_memory_desc_t *smd, const dnnl_memory_desc_t *wmd,
+                                       const dnnl_memory_desc_t *bmd, const dnnl_memory_desc_t *dmd,
+                                       const dnnl_memory_desc_t *summd, int allow_ref, int *fuse,
+                                       dnnl_status_t *last) {
+    dnnl_primitive_desc_t ref_pd = NULL;
+    int ref_fuse = FUSE_NONE;
+    for (int f = max_fuse; f >= FUSE_NONE; f--) {
+        dnnl_primitive_desc_t cand;
+        *last = conv_pd(st, p, epi, alg, f, smd, wmd, bmd, dmd, summd, &cand);
+        if (*last != dnnl_success)
+            continue;
+        if (!is_ref(cand)) {
+            dnnl_primitive_desc_destroy(ref_pd);
+            *fuse = f;
+            return cand;
+        }
+        if (!ref_pd && allow_ref) {
+            ref_pd = cand, ref_fuse = f;
+        } else {
+            dnnl_primitive_desc_destroy(cand);
+        }
+    }
+    /* nothing better: oneDNN's reference kernel, which is still correct */
+    *fuse = ref_fuse;
+    return ref_pd;
+}
+
 static int conv_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_epilogue_t *epi,
                         const nn_tensor_t *in, const nn_tensor_t *out, lstate_t *ls, up_error_t *err) {
     const nn_conv_param_t *p = &l->p.conv;
@@ -508,13 +667,27 @@ static int conv_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_epilogue
         ls->fallback = 1;
         return 0;
     }
-    int ic = in->layout == NN_LAYOUT_BLOCK16 && in->c < 16 ? 16 : in->c;
-    dnnl_memory_desc_t smd, wmd, bmd, dmd, summd;
+    /* The source as oneDNN sees it (see Layouts at the top of the file). */
+    nn_tensor_t src_t = *in;
+    int reorder_src = in->layout == NN_LAYOUT_PLANAR && in->c >= 16;
+    if (reorder_src)
+        src_t.layout = NN_LAYOUT_BLOCK16;
+    int ic = src_t.layout == NN_LAYOUT_BLOCK16 && in->c < 16 ? 16 : in->c;
+    dnnl_memory_desc_t smd, inmd, wmd, bmd, dmd, pdmd, summd, gsmd, gdmd;
     memset(&summd, 0, sizeof summd);
     dnnl_dims_t wdims = {p->n_out, ic, p->kernel_h, p->kernel_w}, bdims = {p->n_out};
-    dnnl_status_t s = tensor_md(&smd, in, ic);
+    int gh, gw, wino = wino_plan(st, p, &src_t, out, &gh, &gw);
+    dnnl_status_t s = tensor_md(&smd, &src_t, ic);
+    if (s == dnnl_success)
+        s = tensor_md(&inmd, in, in->c);
     if (s == dnnl_success)
         s = tensor_md(&dmd, out, out->c);
+    if (s == dnnl_success)
+        s = tensor_md(&pdmd, out, padded_c(out));
+    if (s == dnnl_success)
+        s = dims_md(&gsmd, NN_LAYOUT_BLOCK16, ic, in->h + gh, in->w + gw);
+    if (s == dnnl_success)
+        s = dims_md(&gdmd, NN_LAYOUT_BLOCK16, out->c, out->h + gh, out->w + gw);
     if (s == dnnl_success)
         s = dnnl_memory_desc_init_by_tag(&wmd, 4, wdims, dnnl_f32, dnnl_format_tag_any);
     if (s == dnnl_success)
@@ -525,63 +698,84 @@ static int conv_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_epilogue
         return fail(err, l, "memory descriptor", s);
     const dnnl_memory_desc_t *bmdp = p->bias ? &bmd : NULL;
 
-    /* Pick algorithm and fusion: the first combination oneDNN has a jit kernel for. */
-    dnnl_alg_kind_t algs[2] = {dnnl_convolution_direct, dnnl_convolution_direct};
-    int n_algs = 1;
-    if (use_winograd(st, p, in, out))
-        algs[0] = dnnl_convolution_winograd, n_algs = 2;
-    dnnl_primitive_desc_t pd = NULL, ref_pd = NULL;
-    int fuse = FUSE_ALL, ref_fuse = FUSE_ALL;
+    /* Winograd as planned if oneDNN takes it, else direct. */
+    dnnl_primitive_desc_t pd = NULL;
+    int fuse = FUSE_NONE;
     dnnl_status_t last = dnnl_unimplemented;
-    for (int a = 0; a < n_algs && !pd; a++) {
-        for (fuse = FUSE_ALL; fuse >= FUSE_NONE; fuse--) {
-            dnnl_primitive_desc_t cand;
-            last = conv_pd(st, p, epi, algs[a], fuse, &smd, &wmd, bmdp, &dmd, &summd, &cand);
-            if (last != dnnl_success)
-                continue;
-            if (!is_ref(cand)) {
-                pd = cand;
-                break;
-            }
-            if (!ref_pd) {
-                ref_pd = cand, ref_fuse = fuse;
-            } else {
-                dnnl_primitive_desc_destroy(cand);
-            }
-        }
+    if (wino == WINO_GROWN)
+        pd = conv_pick(st, p, epi, dnnl_convolution_winograd, FUSE_ACT, &gsmd, &wmd, bmdp, &gdmd, NULL,
+                       0, &fuse, &last);
+    else if (wino == WINO_PLAIN)
+        pd = conv_pick(st, p, epi, dnnl_convolution_winograd, FUSE_ALL, &smd, &wmd, bmdp, &dmd, &summd,
+                       0, &fuse, &last);
+    if (!pd) {
+        dnnl_alg_kind_t alg = st->alg == ALG_AUTO ? dnnl_convolution_auto : dnnl_convolution_direct;
+        wino = WINO_NONE;
+        pd = conv_pick(st, p, epi, alg, FUSE_ALL, &smd, &wmd, bmdp, &dmd, &summd, 1, &fuse, &last);
     }
-    if (!pd && ref_pd) {
-        /* nothing better: oneDNN's reference kernel, which is still correct */
-        pd = ref_pd, fuse = ref_fuse, ref_pd = NULL;
-    }
-    dnnl_primitive_desc_destroy(ref_pd);
     if (!pd)
         return fail(err, l, "convolution primitive", last);
-    log_debug("dnnl: %s '%s' %dx%dx%d -> %dx%dx%d: %s, fused %s", l->type, l->name, in->c, in->h, in->w,
-              out->c, out->h, out->w, impl_of(pd), fuse == FUSE_ALL ? "all" : fuse ? "act" : "none");
+    log_debug("dnnl: %s '%s' %dx%dx%d -> %dx%dx%d: %s%s, fused %s", l->type, l->name, in->c, in->h, in->w,
+              out->c, out->h, out->w, impl_of(pd), wino == WINO_GROWN ? " (grown)" : "",
+              fuse == FUSE_ALL ? "all" : fuse ? "act" : "none");
 
-    dnnl_memory_t src = NULL, dst = NULL, bias = NULL, sum = NULL, wmem = NULL;
-    int rc = conv_weights(st, li, l, ic, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
+    dnnl_memory_t src = NULL, dst = NULL, pdst = NULL, bias = NULL, sum = NULL, wmem = NULL;
+    dnnl_memory_t gsrc = NULL, gsrc_win = NULL, gdst = NULL, gdst_win = NULL;
+    int rc = conv_weights(st, li, l, ic, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), ls,
                           &wmem, err);
     if (rc) {
         dnnl_primitive_desc_destroy(pd);
         return rc;
     }
-    s = mem_new(st, ls, &smd, in->data, &src);
+    if (reorder_src) {
+        ls->own_bytes = dnnl_memory_desc_get_size(&smd);
+        ls->src_copy = up_aligned_alloc(ls->own_bytes, 1);
+        if (!ls->src_copy) {
+            dnnl_primitive_desc_destroy(pd);
+            return up_error_set(err, UP_ERR_NOMEM, l->line, "dnnl backend: out of memory");
+        }
+    }
+    s = mem_new(st, ls, &smd, reorder_src ? (void *)ls->src_copy : in->data, &src);
+    if (s == dnnl_success && reorder_src) {
+        dnnl_memory_t from = NULL;
+        s = mem_new(st, ls, &inmd, in->data, &from);
+        if (s == dnnl_success)
+            s = add_reorder(st, ls, &inmd, from, &smd, src);
+    }
     if (s == dnnl_success)
         s = mem_new(st, ls, &dmd, out->data, &dst);
     if (s == dnnl_success && p->bias)
         s = mem_new(st, ls, &bmd, p->bias, &bias);
     if (s == dnnl_success && epi && epi->sum)
         s = mem_new(st, ls, &summd, epi->sum->data, &sum);
+    size_t gs_size = dnnl_memory_desc_get_size(&gsmd), gd_size = dnnl_memory_desc_get_size(&gdmd);
+    if (s == dnnl_success && wino == WINO_GROWN) {
+        /* the grown copies sit behind every scratchpad, offsets fixed below */
+        dnnl_memory_desc_t swin, dwin;
+        dnnl_dims_t sdims = {1, ic, in->h, in->w}, ddims = {1, out->c, out->h, out->w}, zero = {0};
+        s = dnnl_memory_desc_init_submemory(&swin, &gsmd, sdims, zero);
+        if (s == dnnl_success)
+            s = dnnl_memory_desc_init_submemory(&dwin, &gdmd, ddims, zero);
+        if (s == dnnl_success)
+            s = mem_in_scratch(st, ls, &gsmd, 0, &gsrc);
+        if (s == dnnl_success)
+            s = mem_in_scratch(st, ls, &swin, 0, &gsrc_win);
+        if (s == dnnl_success)
+            s = mem_in_scratch(st, ls, &gdmd, 0, &gdst);
+        if (s == dnnl_success)
+            s = mem_in_scratch(st, ls, &dwin, 0, &gdst_win);
+        if (s == dnnl_success)
+            s = add_reorder(st, ls, &smd, src, &swin, gsrc_win);
+        ls->grown = (grown_t){1, ic / 16, in->h, in->w, in->h + gh, in->w + gw, 0};
+    }
     if (s == dnnl_success) {
         dnnl_exec_arg_t args[MAX_ARGS];
         int n = 0;
-        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, src};
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, wino == WINO_GROWN ? gsrc : src};
         args[n++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, wmem};
         if (bias)
             args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, bias};
-        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DST, dst};
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DST, wino == WINO_GROWN ? gdst : dst};
         if (fuse == FUSE_ALL && epi && !epi->prelu && epi->sum) {
             /* the binary add is the last post-op */
             const_dnnl_primitive_attr_t attr = NULL;
@@ -595,36 +789,89 @@ static int conv_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_epilogue
         s = exec_add(ls, pd, args, n);
     }
     dnnl_primitive_desc_destroy(pd);
+    if (s == dnnl_success && wino == WINO_GROWN) {
+        const dnnl_memory_desc_t *dwin = NULL;
+        s = dnnl_memory_get_memory_desc(gdst_win, &dwin);
+        if (s == dnnl_success)
+            s = add_reorder(st, ls, dwin, gdst_win, &dmd, dst);
+    }
     if (s != dnnl_success)
         return fail(err, l, "convolution primitive", s);
 
-    /* What the post-ops did not take, as in-place primitives on dst. */
+    /*
+     * What the post-ops did not take, as in-place primitives on dst, on its
+     * padded channel count (see dims_md); an activation that does not keep
+     * zero at zero then needs the padded lanes zeroed again.
+     */
     dnnl_alg_kind_t aalg;
     float alpha, beta;
-    if (fuse < FUSE_ACT && act_alg(p, &aalg, &alpha, &beta)) {
-        s = add_eltwise(st, ls, &dmd, dst, aalg, alpha, beta);
+    int sep_act = fuse < FUSE_ACT && act_alg(p, &aalg, &alpha, &beta);
+    int sep_prelu = epi && epi->prelu;
+    int sep_sum = epi && !(fuse == FUSE_ALL && !epi->prelu) && (epi->sum || epi->scale != 1.f);
+    if (sep_act || sep_prelu || sep_sum) {
+        s = mem_new(st, ls, &pdmd, out->data, &pdst);
+        if (s != dnnl_success)
+            return fail(err, l, "memory", s);
+    }
+    if (sep_act) {
+        s = add_eltwise(st, ls, &pdmd, pdst, aalg, alpha, beta);
         if (s != dnnl_success)
             return fail(err, l, "activation primitive", s);
+        ls->zero_pad = aalg == dnnl_eltwise_logistic || aalg == dnnl_eltwise_clip;
     }
-    int sum_done = fuse == FUSE_ALL && epi && !epi->prelu;
-    if (epi && epi->prelu) {
-        s = add_prelu(st, ls, epi->prelu, out, &dmd, dst, dst, 1);
+    if (sep_prelu) {
+        s = add_prelu(st, ls, epi->prelu, out, &pdmd, pdst, pdst, 1);
         if (s != dnnl_success)
             return fail(err, l, "prelu primitive", s);
     }
-    if (epi && !sum_done && (epi->sum || epi->scale != 1.f)) {
-        if (epi->sum) {
-            float scales[2] = {epi->scale, 1.f};
+    if (sep_sum && epi->sum) {
+        float scales[2] = {epi->scale, 1.f};
+        if (epi->sum->layout == out->layout) {
+            dnnl_memory_desc_t mds[2] = {pdmd, pdmd};
+            dnnl_memory_t srcs[2] = {pdst, NULL};
+            s = mem_new(st, ls, &pdmd, epi->sum->data, &srcs[1]);
+            if (s == dnnl_success)
+                s = add_sum(st, ls, 2, scales, mds, srcs, &pdmd, pdst, 1);
+        } else {
             dnnl_memory_desc_t mds[2] = {dmd, summd};
             dnnl_memory_t srcs[2] = {dst, sum};
             s = add_sum(st, ls, 2, scales, mds, srcs, &dmd, dst, 1);
-        } else {
-            s = add_eltwise(st, ls, &dmd, dst, dnnl_eltwise_linear, epi->scale, 0.f);
         }
         if (s != dnnl_success)
             return fail(err, l, "epilogue sum primitive", s);
+    } else if (sep_sum) {
+        s = add_eltwise(st, ls, &pdmd, pdst, dnnl_eltwise_linear, epi->scale, 0.f);
+        if (s != dnnl_success)
+            return fail(err, l, "epilogue scale primitive", s);
+    }
+
+    if (wino == WINO_GROWN) {
+        /* scratch: [scratchpads | grown input | grown output] */
+        size_t off_src = round_up(ls->scratch_size, 4096);
+        size_t off_dst = off_src + round_up(gs_size, 4096);
+        ls->binds[0].off = ls->binds[1].off = off_src;
+        ls->binds[2].off = ls->binds[3].off = off_dst;
+        ls->grown.off = off_src;
+        ls->scratch_size = off_dst + gd_size;
     }
     return 0;
+}
+
+/*
+ * Zero what the copy-in does not write of a grown Winograd input: the
+ * columns right of the image and the rows below it, in every channel
+ * block. Other layers use the same scratch, so this is every run.
+ */
+static void grown_zero_margins(const grown_t *g, void *scratch) {
+    float *base = (float *)((char *)scratch + g->off);
+    size_t plane = (size_t)g->gh * g->gw * 16;
+    for (int b = 0; b < g->n_blocks; b++) {
+        float *blk = base + (size_t)b * plane;
+        if (g->gw > g->w)
+            for (int y = 0; y < g->h; y++)
+                memset(blk + ((size_t)y * g->gw + g->w) * 16, 0, (size_t)(g->gw - g->w) * 16 * sizeof(float));
+        memset(blk + (size_t)g->h * g->gw * 16, 0, (size_t)(g->gh - g->h) * g->gw * 16 * sizeof(float));
+    }
 }
 
 /* ---- the other ops ------------------------------------------------------- */
@@ -674,27 +921,22 @@ static dnnl_alg_kind_t binary_alg(nn_binary_op_t op, int *swap) {
 }
 
 /*
- * Primitives for a non-conv layer. dnnl_unimplemented (or ls->fallback)
- * sends the layer to nn_op_*; other statuses are errors.
+ * Primitives for a non-conv layer. dnnl_unimplemented sends the layer to
+ * nn_op_*; other statuses are errors.
  */
 static dnnl_status_t op_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_tensor_t *in, int n_in,
                                 const nn_tensor_t *out, lstate_t *ls) {
-    nn_layout_t layout = out->layout;
-    if (n_in < 1 || n_in + 2 > MAX_ARGS || !same_layout(in, n_in, layout))
+    if (n_in < 1 || n_in + 2 > MAX_ARGS || n_in + 4 > MAX_MEMS || !same_layout(in, n_in, out->layout))
         return dnnl_unimplemented;
     dnnl_memory_desc_t mds[MAX_ARGS], dmd;
     dnnl_memory_t srcs[MAX_ARGS], dst;
-    dnnl_status_t s = tensor_md(&dmd, out, out->c);
+    /* all but concat keep zero at zero in the padded lanes (see dims_md) */
+    int pad = l->op != NN_OP_CONCAT;
+    dnnl_status_t s = tensor_md(&dmd, out, pad ? padded_c(out) : out->c);
     if (s == dnnl_success)
         s = mem_new(st, ls, &dmd, out->data, &dst);
-    /* Ops that take a view of several inputs (concat) need them all; the others at most two. */
-    int n_bind = l->op == NN_OP_CONCAT || l->op == NN_OP_ELTWISE ? n_in : 1;
-    if (l->op == NN_OP_BINARY && !l->p.binary.with_scalar)
-        n_bind = 2;
-    if (n_bind + 1 > MAX_MEMS - 2)
-        return dnnl_unimplemented;
-    for (int k = 0; k < n_bind && s == dnnl_success; k++) {
-        s = tensor_md(&mds[k], &in[k], in[k].c);
+    for (int k = 0; k < n_in && s == dnnl_success; k++) {
+        s = tensor_md(&mds[k], &in[k], pad ? padded_c(&in[k]) : in[k].c);
         if (s == dnnl_success)
             s = mem_new(st, ls, &mds[k], in[k].data, &srcs[k]);
     }
@@ -705,14 +947,17 @@ static dnnl_status_t op_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_
     case NN_OP_PRELU: return add_prelu(st, ls, &l->p.prelu, out, &dmd, srcs[0], dst, 0);
     case NN_OP_ELTWISE: {
         const nn_eltwise_param_t *p = &l->p.eltwise;
+        if (n_in < 2)
+            return dnnl_unimplemented;
         if (p->op == NN_ELTWISE_SUM) {
             float scales[MAX_ARGS];
             for (int k = 0; k < n_in; k++)
                 scales[k] = p->n_coeffs ? p->coeffs[k] : 1.f;
             return add_sum(st, ls, n_in, scales, mds, srcs, &dmd, dst, 0);
         }
-        if (n_in > MAX_EXECS + 1)
+        if (n_in - 1 > MAX_EXECS)
             return dnnl_unimplemented;
+        /* in ncnn's order: out = in0 op in1, then out = out op in_k */
         dnnl_alg_kind_t alg = p->op == NN_ELTWISE_PROD ? dnnl_binary_mul : dnnl_binary_max;
         s = add_binary(st, ls, alg, &mds[0], srcs[0], &mds[1], srcs[1], &dmd, dst);
         for (int k = 2; k < n_in && s == dnnl_success; k++)
@@ -725,11 +970,12 @@ static dnnl_status_t op_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_
         dnnl_alg_kind_t alg = binary_alg(p->op, &swap);
         if (alg == dnnl_alg_kind_undef)
             return dnnl_unimplemented;
+        ls->zero_pad = 1; /* x / 0 in the padded lanes, or the scalar landing there */
         if (!p->with_scalar) {
+            if (n_in < 2)
+                return dnnl_unimplemented;
             int a = swap, b = 1 - swap;
-            s = add_binary(st, ls, alg, &mds[a], srcs[a], &mds[b], srcs[b], &dmd, dst);
-            ls->zero_pad = 1; /* e.g. x / 0 in the padded lanes */
-            return s;
+            return add_binary(st, ls, alg, &mds[a], srcs[a], &mds[b], srcs[b], &dmd, dst);
         }
         if (swap)
             return dnnl_unimplemented; /* the scalar would be src0 */
@@ -747,7 +993,6 @@ static dnnl_status_t op_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_
             s = mem_new(st, ls, &bmd, ls->buf, &bm);
         if (s == dnnl_success)
             s = add_binary(st, ls, alg, &mds[0], srcs[0], &bmd, bm, &dmd, dst);
-        ls->zero_pad = 1; /* the scalar lands in the padded lanes too */
         return s;
     }
     case NN_OP_INTERP: {
@@ -757,23 +1002,10 @@ static dnnl_status_t op_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_
             !nearest_is_integer(in->w, out->w, p->out_w, p->width_scale))
             return dnnl_unimplemented;
         dnnl_resampling_desc_t d;
-        dnnl_primitive_attr_t attr = NULL;
-        dnnl_primitive_desc_t pd = NULL;
         s = dnnl_resampling_forward_desc_init(&d, dnnl_forward_inference, dnnl_resampling_nearest, NULL,
                                               &mds[0], &dmd);
-        if (s == dnnl_success)
-            s = attr_new(&attr, NULL);
-        if (s == dnnl_success)
-            s = dnnl_primitive_desc_create(&pd, &d, attr, st->engine, NULL);
-        if (s == dnnl_success && is_ref(pd))
-            s = dnnl_unimplemented;
-        if (s == dnnl_success) {
-            dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, srcs[0]}, {DNNL_ARG_DST, dst}};
-            s = exec_add(ls, pd, args, 2);
-        }
-        dnnl_primitive_desc_destroy(pd);
-        dnnl_primitive_attr_destroy(attr);
-        return s;
+        dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, srcs[0]}, {DNNL_ARG_DST, dst}};
+        return s == dnnl_success ? add_op(st, ls, &d, 0, args, 2) : s;
     }
     case NN_OP_CONCAT: {
         if (l->p.concat.axis != 0)
@@ -801,6 +1033,42 @@ static dnnl_status_t op_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_
     return dnnl_unimplemented;
 }
 
+/* ---- the shared scratch --------------------------------------------------- */
+
+static void scratch_free(dnnl_state_t *st) {
+    dnnl_memory_destroy(st->scratch_mem);
+    up_aligned_free(st->scratch);
+    st->scratch_mem = NULL;
+    st->scratch = NULL;
+    st->scratch_size = 0;
+    st->epoch++;
+}
+
+/* Grow the shared scratch to size bytes; *grown receives the growth. */
+static int scratch_reserve(dnnl_state_t *st, size_t size, size_t *grown) {
+    *grown = 0;
+    if (size <= st->scratch_size)
+        return 0;
+    void *p = up_aligned_alloc(size, 1);
+    dnnl_memory_t m = NULL;
+    dnnl_dims_t dims = {(dnnl_dim_t)size};
+    dnnl_memory_desc_t md;
+    if (!p)
+        return UP_ERR_NOMEM;
+    if (dnnl_memory_desc_init_by_tag(&md, 1, dims, dnnl_u8, dnnl_x) != dnnl_success ||
+        dnnl_memory_create(&m, &md, st->engine, p) != dnnl_success) {
+        up_aligned_free(p);
+        return UP_ERR_BACKEND;
+    }
+    size_t old = st->scratch_size;
+    scratch_free(st);
+    st->scratch = p;
+    st->scratch_mem = m;
+    st->scratch_size = size;
+    *grown = size - old;
+    return 0;
+}
+
 /* ---- the vtable ------------------------------------------------------------ */
 
 static void dnnl_destroy(void *state);
@@ -811,11 +1079,14 @@ static int dnnl_create(const nn_model_t *model, int n_threads, void **state, up_
         return up_error_set(err, UP_ERR_NOMEM, 0, "dnnl backend: out of memory");
     st->model = model;
     st->n_threads = n_threads > 0 ? n_threads : 0;
+    st->epoch = 1;
     const char *alg = getenv("UPRES_DNNL_CONV_ALG");
     if (alg && strcmp(alg, "direct") == 0)
         st->alg = ALG_DIRECT;
     else if (alg && strcmp(alg, "winograd") == 0)
         st->alg = ALG_WINOGRAD;
+    else if (alg && strcmp(alg, "winograd-plain") == 0)
+        st->alg = ALG_WINOGRAD_PLAIN;
     else if (alg && strcmp(alg, "auto") == 0)
         st->alg = ALG_AUTO;
     st->convs = calloc((size_t)(model->n_layers > 0 ? model->n_layers : 1), sizeof *st->convs);
@@ -850,8 +1121,7 @@ static void dnnl_destroy(void *state) {
         free(st->convs[i].wpad);
     }
     free(st->convs);
-    dnnl_memory_destroy(st->scratch_mem);
-    up_aligned_free(st->scratch);
+    scratch_free(st);
     if (st->stream)
         dnnl_stream_destroy(st->stream);
     if (st->engine)
@@ -866,41 +1136,12 @@ static nn_layout_t dnnl_blob_layout(void *state, const nn_layer_t *producer, int
     return NN_LAYOUT_PLANAR;
 }
 
-/* Grow the shared scratchpad to size bytes; returns the growth. */
-static int scratch_reserve(dnnl_state_t *st, size_t size, size_t *grown) {
-    *grown = 0;
-    if (size <= st->scratch_size)
-        return 0;
-    void *p = up_aligned_alloc(size, 1);
-    dnnl_memory_t m = NULL;
-    dnnl_dims_t dims = {(dnnl_dim_t)size};
-    dnnl_memory_desc_t md;
-    if (!p)
-        return UP_ERR_NOMEM;
-    if (dnnl_memory_desc_init_by_tag(&md, 1, dims, dnnl_u8, dnnl_x) != dnnl_success ||
-        dnnl_memory_create(&m, &md, st->engine, p) != dnnl_success) {
-        up_aligned_free(p);
-        return UP_ERR_BACKEND;
-    }
-    dnnl_memory_destroy(st->scratch_mem);
-    up_aligned_free(st->scratch);
-    st->scratch = p;
-    st->scratch_mem = m;
-    *grown = size - st->scratch_size;
-    st->scratch_size = size;
-    return 0;
-}
-
 static int dnnl_layer_prepare(void *state, const nn_layer_t *layer, const nn_epilogue_t *epi,
                               const nn_tensor_t *in, int n_in, const nn_tensor_t *out, int n_out,
                               void **lstate, size_t *scratch_bytes, up_error_t *err) {
     dnnl_state_t *st = state;
     *lstate = NULL;
     *scratch_bytes = 0;
-    if (n_out != 1 || n_in < 1)
-        return up_error_set(err, UP_ERR_UNSUPPORTED, layer->line,
-                            "dnnl backend: layer %s '%s' (line %d) has %d inputs and %d outputs",
-                            layer->type, layer->name, layer->line, n_in, n_out);
     switch (layer->op) {
     case NN_OP_CONV:
     case NN_OP_PRELU:
@@ -914,6 +1155,10 @@ static int dnnl_layer_prepare(void *state, const nn_layer_t *layer, const nn_epi
                             "dnnl backend: layer %s '%s' (line %d) cannot run here", layer->type,
                             layer->name, layer->line);
     }
+    if (n_out != 1 || n_in < 1)
+        return up_error_set(err, UP_ERR_UNSUPPORTED, layer->line,
+                            "dnnl backend: layer %s '%s' (line %d) has %d inputs and %d outputs",
+                            layer->type, layer->name, layer->line, n_in, n_out);
     if (st->n_threads > 0)
         omp_set_num_threads(st->n_threads); /* oneDNN blocks its kernels for this count */
     lstate_t *ls = calloc(1, sizeof *ls);
@@ -937,14 +1182,21 @@ static int dnnl_layer_prepare(void *state, const nn_layer_t *layer, const nn_epi
     } else {
         ls->fallback = 1;
     }
-    if (rc == 0 && ls->scratch_size > 0 && scratch_reserve(st, ls->scratch_size, scratch_bytes))
+    if (rc == 0 && scratch_reserve(st, ls->scratch_size, scratch_bytes))
         rc = up_error_set(err, UP_ERR_NOMEM, layer->line,
-                          "dnnl backend: cannot allocate a %zu KB scratchpad for layer '%s'",
+                          "dnnl backend: cannot allocate %zu KB of scratch for layer '%s'",
                           ls->scratch_size >> 10, layer->name);
     if (rc) {
         lstate_free(ls);
         return rc;
     }
+    if (*scratch_bytes)
+        log_debug("dnnl: %s '%s' grows the shared scratch by %zu KB to %zu KB", layer->type, layer->name,
+                  *scratch_bytes >> 10, st->scratch_size >> 10);
+    /* what this layer holds: its share of the scratch, its own copies, its weights */
+    *scratch_bytes += ls->own_bytes;
+    if (ls->weights)
+        *scratch_bytes += dnnl_memory_desc_get_size(&ls->weights->md);
     if (ls->fallback)
         log_debug("dnnl: %s '%s' runs in plain C", layer->type, layer->name);
     st->n_live++;
@@ -969,20 +1221,32 @@ static int dnnl_layer_run(void *state, void *lstate, const nn_layer_t *layer, co
         case NN_OP_BINARY: nn_op_binary(&layer->p.binary, in, n_in, &out[0]); return 0;
         case NN_OP_INTERP: nn_op_interp(&layer->p.interp, &in[0], &out[0]); return 0;
         case NN_OP_PIXELSHUFFLE: nn_op_pixelshuffle(&layer->p.pixelshuffle, &in[0], &out[0]); return 0;
-        default: return up_error_set(err, UP_ERR_UNSUPPORTED, layer->line, "dnnl backend: bad layer");
+        default: break;
         }
+        return up_error_set(err, UP_ERR_UNSUPPORTED, layer->line, "dnnl backend: layer '%s' cannot run",
+                            layer->name);
     }
-    for (int i = 0; i < ls->n_execs; i++) {
+    dnnl_status_t s = dnnl_success;
+    if (ls->n_binds && ls->epoch != st->epoch) {
+        /* the scratch moved since this layer last ran */
+        for (int i = 0; i < ls->n_binds && s == dnnl_success; i++)
+            s = dnnl_memory_set_data_handle(ls->binds[i].mem, (char *)st->scratch + ls->binds[i].off);
+        if (s != dnnl_success)
+            return fail(err, layer, "binding scratch memory", s);
+        ls->epoch = st->epoch;
+    }
+    if (ls->grown.on)
+        grown_zero_margins(&ls->grown, st->scratch);
+    for (int i = 0; i < ls->n_execs && s == dnnl_success; i++) {
         exec_t *e = &ls->execs[i];
         if (e->scratch_arg >= 0)
             e->args[e->scratch_arg].memory = st->scratch_mem;
-        dnnl_status_t s = dnnl_primitive_execute(e->prim, st->stream, e->n_args, e->args);
-        if (s != dnnl_success)
-            return fail(err, layer, "execute", s);
+        s = dnnl_primitive_execute(e->prim, st->stream, e->n_args, e->args);
     }
-    dnnl_status_t s = dnnl_stream_wait(st->stream);
+    if (s == dnnl_success)
+        s = dnnl_stream_wait(st->stream);
     if (s != dnnl_success)
-        return fail(err, layer, "stream wait", s);
+        return fail(err, layer, "execute", s);
     if (ls->zero_pad)
         nn_tensor_zero_padding(&out[0]);
     return 0;
@@ -993,14 +1257,8 @@ static void dnnl_layer_release(void *state, void *lstate) {
     if (!lstate)
         return;
     lstate_free(lstate);
-    if (--st->n_live == 0) {
-        /* the plan is gone: the next one sizes its own scratchpad */
-        dnnl_memory_destroy(st->scratch_mem);
-        up_aligned_free(st->scratch);
-        st->scratch_mem = NULL;
-        st->scratch = NULL;
-        st->scratch_size = 0;
-    }
+    if (--st->n_live == 0)
+        scratch_free(st); /* the plan is gone: the next one sizes its own */
 }
 
 const nn_backend_vtbl_t nn_backend_dnnl = {

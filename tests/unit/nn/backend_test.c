@@ -9,11 +9,13 @@
  * output must also have zeros in its BLOCK16 padding lanes, and outputs
  * are filled with garbage beforehand so an unwritten element shows.
  *
- * Tolerance: max |dnnl - ref| <= tol * max(1, max |ref|). tol is 1e-5 for
- * everything but Winograd, where oneDNN's F(4x4,3x3) transforms
- * (coefficients up to 8 and 1/8 in the input/output transforms) cost about
- * three decimal digits over direct summation; it gets 2e-4, which is still
- * far below what shows in an 8-bit image (4e-3).
+ * Tolerance: max |dnnl - ref| <= tol * max(1, max |ref|), with inputs and
+ * weights scaled so that outputs are O(1). Direct convolution and the other
+ * ops differ from ref only in summation order: observed up to 5e-7, tol
+ * 5e-6. Winograd F(4x4,3x3) adds the rounding of its transforms (whose
+ * coefficients reach 8 and 1/8): observed up to 1.5e-6, tol 2e-5. Both are
+ * far below one step of an 8-bit image (4e-3). Whole models get 5e-5
+ * (observed 7.5e-6 for realesrgan-x4plus, 351 convs).
  *
  * When the real models are present (UPRES_TEST_MODELS), whole networks
  * run through nn_net_run on both backends on a small random input.
@@ -32,8 +34,8 @@
 #include "nn/tensor.h"
 #include "test.h"
 
-#define TOL 1e-5
-#define TOL_WINOGRAD 2e-4
+#define TOL 5e-6
+#define TOL_WINOGRAD 2e-5
 #define MAX_IN 4
 
 /* ---- helpers ---- */
@@ -378,22 +380,37 @@ static void test_conv(void) {
         one_fini(&o);
     }
     /* every algorithm forced, with the model-like epilogues */
-    const char *algs[] = {"direct", "winograd", "auto"};
+    const char *algs[] = {"direct", "winograd", "auto", "winograd-plain"};
     const conv_case_t wino[] = {
         {64, 64, 24, 20, 3, 1, 1, 1},
         {32, 48, 17, 13, 3, 1, 1, 1},
         {17, 32, 9, 9, 3, 1, 1, 1}, /* Winograd wants multiples of 16: falls back */
     };
-    for (int a = 0; a < 3; a++)
+    for (int a = 0; a < 4; a++)
         for (int i = 0; i < 3; i++) {
-            double tol = a == 1 ? TOL_WINOGRAD : TOL;
+            double tol = a == 1 || a == 3 ? TOL_WINOGRAD : TOL;
             conv_case(&wino[i], NN_ACT_NONE, 0, EPI_NONE, 1, algs[a], tol);
             conv_case(&wino[i], NN_ACT_RELU, 0, EPI_SUM_SCALED, 1, algs[a], tol);
             conv_case(&wino[i], NN_ACT_LEAKY, 0, EPI_NONE, 1, algs[a], tol);
             conv_case(&wino[i], NN_ACT_NONE, 0, EPI_PRELU, 1, algs[a], tol);
             conv_case(&wino[i], NN_ACT_SIGMOID, 0, EPI_PRELU_SUM, 0, algs[a], tol);
         }
-    /* a size where the rule picks Winograd by itself */
+    /*
+     * Shapes whose 4x4 tile grid (37 x 2) blocks badly: Winograd runs on a
+     * grown copy. The backend's own rule picks that for these.
+     */
+    const conv_case_t grown[] = {
+        {64, 64, 148, 8, 3, 1, 1, 1},
+        {48, 32, 147, 6, 3, 1, 1, 1},
+    };
+    for (int i = 0; i < 2; i++) {
+        conv_case(&grown[i], NN_ACT_NONE, 0, EPI_NONE, 1, NULL, TOL_WINOGRAD);
+        conv_case(&grown[i], NN_ACT_RELU, 0, EPI_NONE, 0, NULL, TOL_WINOGRAD);
+        conv_case(&grown[i], NN_ACT_LEAKY, 0, EPI_SUM_SCALED, 1, NULL, TOL_WINOGRAD);
+        conv_case(&grown[i], NN_ACT_NONE, 0, EPI_PRELU, 1, NULL, TOL_WINOGRAD);
+        conv_case(&grown[i], NN_ACT_SIGMOID, 0, EPI_PRELU_SUM, 1, NULL, TOL_WINOGRAD);
+    }
+    /* a size where the rule picks plain Winograd */
     if (!small) {
         conv_case_t big = {64, 64, 200, 200, 3, 1, 1, 1};
         conv_case(&big, NN_ACT_LEAKY, 0, EPI_NONE, 1, NULL, TOL_WINOGRAD);
@@ -411,9 +428,9 @@ static void test_conv_reprepare(void) {
     o.layer.p.conv.act_params[0] = 0.2f;
     void *ds = state_new(&nn_backend_dnnl, &o, "winograd");
     void *rs = state_new(&nn_backend_ref, &o, NULL);
-    const int sizes[][2] = {{20, 20}, {33, 17}, {20, 20}, {8, 40}};
+    const int sizes[][2] = {{20, 20}, {33, 17}, {148, 8}, {20, 20}, {8, 40}};
     nn_layout_t blk[MAX_IN] = {NN_LAYOUT_BLOCK16}, pl[MAX_IN] = {NN_LAYOUT_PLANAR};
-    for (int i = 0; ds && rs && i < 4; i++) {
+    for (int i = 0; ds && rs && i < 5; i++) {
         feed_t f = feed_rand(1, 32, sizes[i][0], sizes[i][1], -1.f, 1.f);
         int os[3];
         if (out_shape_of(&o, &f, os) == 0) {
@@ -428,13 +445,17 @@ static void test_conv_reprepare(void) {
         }
         feed_free(&f);
     }
-    /* two prepared at once, run in turn */
+    /*
+     * Two prepared at once and run in turn: the first (grown Winograd, its
+     * copies in the shared scratch) must follow the scratch when the second
+     * grows it.
+     */
     if (ds) {
-        feed_t f1 = feed_rand(1, 32, 12, 12, -1.f, 1.f), f2 = feed_rand(1, 32, 30, 26, -1.f, 1.f);
-        nn_tensor_t in1 = tensor_from(f1.in[0], 32, 12, 12, NN_LAYOUT_BLOCK16);
-        nn_tensor_t in2 = tensor_from(f2.in[0], 32, 30, 26, NN_LAYOUT_BLOCK16);
-        nn_tensor_t out1 = tensor_new(32, 12, 12, NN_LAYOUT_BLOCK16);
-        nn_tensor_t out2 = tensor_new(32, 30, 26, NN_LAYOUT_BLOCK16);
+        feed_t f1 = feed_rand(1, 32, 148, 8, -1.f, 1.f), f2 = feed_rand(1, 32, 64, 60, -1.f, 1.f);
+        nn_tensor_t in1 = tensor_from(f1.in[0], 32, 148, 8, NN_LAYOUT_BLOCK16);
+        nn_tensor_t in2 = tensor_from(f2.in[0], 32, 64, 60, NN_LAYOUT_BLOCK16);
+        nn_tensor_t out1 = tensor_new(32, 148, 8, NN_LAYOUT_BLOCK16);
+        nn_tensor_t out2 = tensor_new(32, 64, 60, NN_LAYOUT_BLOCK16);
         nn_epilogue_t epi = {NULL, 1.f, NULL};
         void *l1 = NULL, *l2 = NULL;
         size_t s1 = 0, s2 = 0;
@@ -448,14 +469,18 @@ static void test_conv_reprepare(void) {
                 rc = nn_backend_dnnl.layer_run(ds, l1, &o.layer, &epi, &in1, 1, &out1, 1, &err);
         }
         CHECKF(rc == 0, "two live layers: %s", err.msg);
-        if (rc == 0) {
-            float *want = run_on(&nn_backend_ref, rs, &o, &f2, pl, NN_LAYOUT_PLANAR,
-                                 (int[3]){32, 30, 26}, NULL, 1);
-            float *got = xmalloc((size_t)32 * 30 * 26 * sizeof *got);
-            nn_tensor_t dst = {got, 32, 30, 26, NN_LAYOUT_PLANAR};
-            nn_tensor_copy(&dst, &out2);
-            double e = want ? rel_err(got, want, (size_t)32 * 30 * 26) : INFINITY;
-            CHECKF(e <= TOL_WINOGRAD, "two live layers: error %.3g", e);
+        CHECKF(s2 > 0, "the second layer did not grow the scratch");
+        const feed_t *fs[2] = {&f1, &f2};
+        const nn_tensor_t *outs[2] = {&out1, &out2};
+        for (int k = 0; rc == 0 && k < 2; k++) {
+            int os[3] = {32, outs[k]->h, outs[k]->w};
+            size_t n = (size_t)os[0] * os[1] * os[2];
+            float *want = run_on(&nn_backend_ref, rs, &o, fs[k], pl, NN_LAYOUT_PLANAR, os, NULL, 1);
+            float *got = xmalloc(n * sizeof *got);
+            nn_tensor_t dst = {got, os[0], os[1], os[2], NN_LAYOUT_PLANAR};
+            nn_tensor_copy(&dst, outs[k]);
+            double e = want ? rel_err(got, want, n) : INFINITY;
+            CHECKF(e <= TOL_WINOGRAD, "two live layers, layer %d: error %.3g", k, e);
             free(got);
             free(want);
         }
@@ -495,7 +520,9 @@ static void test_prelu(void) {
 }
 
 static void test_concat(void) {
-    const int sets[][MAX_IN] = {{16, 16, 32, 0}, {16, 17, 0, 0}, {3, 5, 0, 0}, {17, 3, 16, 0}, {64, 32, 32, 32}};
+    const int sets[][MAX_IN] = {
+        {16, 16, 32, 0}, {16, 17, 0, 0}, {3, 5, 0, 0}, {17, 3, 16, 0}, {64, 32, 32, 32},
+    };
     for (int s = 0; s < 5; s++) {
         one_t o;
         feed_t f = {.scale = 1.f};
@@ -632,7 +659,8 @@ static void test_errors(void) {
     conv_init(&c, 16, 16, 3, 1, 1, 1, 1);
     ds = state_new(&nn_backend_dnnl, &c, NULL);
     if (ds) {
-        nn_tensor_t in = tensor_new(16, 8, 8, NN_LAYOUT_BLOCK16), out = tensor_new(16, 3, 3, NN_LAYOUT_BLOCK16);
+        nn_tensor_t in = tensor_new(16, 8, 8, NN_LAYOUT_BLOCK16);
+        nn_tensor_t out = tensor_new(16, 3, 3, NN_LAYOUT_BLOCK16);
         nn_epilogue_t epi = {NULL, 1.f, NULL};
         void *ls = NULL;
         size_t sb = 0;
@@ -692,7 +720,7 @@ static void test_model(const char *dir, const char *name, int size) {
         if (rc == 0) {
             double e = rel_err(got, want, n);
             /* hundreds of layers in fp32: still far below one 8-bit step */
-            CHECKF(e <= 1e-4, "%s %dx%d: dnnl vs ref error %.3g", name, size, size, e);
+            CHECKF(e <= 5e-5, "%s %dx%d: dnnl vs ref error %.3g", name, size, size, e);
             printf("%s %dx%d: dnnl vs ref max error %.3g\n", name, size, size, e);
         }
         free(in);
@@ -715,10 +743,11 @@ int main(void) {
     test_pixelshuffle();
     test_errors();
     const char *models = getenv("UPRES_TEST_MODELS");
-    if (models && *models && !test_sanitized()) {
-        test_model(models, "realesr-animevideov3-x4", 24);
-        test_model(models, "realesr-animevideov3-x3", 20);
-        test_model(models, "realesrgan-x4plus", 12);
+    if (models && *models) {
+        int small = test_sanitized();
+        test_model(models, "realesr-animevideov3-x4", small ? 12 : 24);
+        test_model(models, "realesr-animevideov3-x3", small ? 10 : 20);
+        test_model(models, "realesrgan-x4plus", small ? 6 : 12);
     }
     return test_summary();
 }
