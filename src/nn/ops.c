@@ -24,6 +24,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -171,8 +172,8 @@ static void conv_accumulate(const nn_conv_param_t *p, const conv_geom_t *g, int 
 }
 
 /*
- * The fallback when no row buffer could be had: each output value summed
- * straight from the input with bounds checks.
+ * The fallback when a per-call row buffer could not be had: each output
+ * value summed straight from the input with bounds checks.
  */
 static void conv_direct_row(const nn_conv_param_t *p, const nn_epilogue_t *epi, const conv_geom_t *g,
                             const nn_tensor_t *in, int oy, const nn_tensor_t *out) {
@@ -204,8 +205,25 @@ static void conv_direct_row(const nn_conv_param_t *p, const nn_epilogue_t *epi, 
     }
 }
 
+/* Floats one thread needs: the padded rows of every input channel, and an accumulator row. */
+static size_t conv_thread_floats(const nn_conv_param_t *p, const nn_tensor_t *in, const nn_tensor_t *out) {
+    size_t pw = (size_t)in->w + (size_t)p->pad_left + (size_t)p->pad_right;
+    return (size_t)p->n_in * (size_t)p->kernel_h * pw + (size_t)out->w;
+}
+
+void nn_conv_scratch_plan(nn_conv_scratch_t *s, const nn_conv_param_t *p, const nn_tensor_t *in,
+                          const nn_tensor_t *out, int n_threads) {
+    s->buf = NULL;
+    s->n_threads = n_threads > 0 ? n_threads : 1;
+    s->per_thread = (conv_thread_floats(p, in, out) + 15) / 16 * 16; /* keep slices 64-byte aligned */
+}
+
+size_t nn_conv_scratch_bytes(const nn_conv_scratch_t *s) {
+    return s->per_thread * (size_t)s->n_threads * sizeof(float);
+}
+
 void nn_op_conv(const nn_conv_param_t *p, const nn_epilogue_t *epi, const nn_tensor_t *in,
-                const nn_tensor_t *out) {
+                const nn_tensor_t *out, const nn_conv_scratch_t *scratch) {
     conv_geom_t g;
     g.kw = p->kernel_w, g.kh = p->kernel_h;
     g.dw = p->dilation_w, g.dh = p->dilation_h;
@@ -218,10 +236,13 @@ void nn_op_conv(const nn_conv_param_t *p, const nn_epilogue_t *epi, const nn_ten
     assert(g.oh == (in->h + p->pad_top + p->pad_bottom - (g.dh * (g.kh - 1) + 1)) / g.sh + 1);
     assert(!epi || !epi->sum ||
            (epi->sum->c == out->c && epi->sum->h == out->h && epi->sum->w == out->w));
+    assert(!scratch || (scratch->buf && scratch->per_thread >= conv_thread_floats(p, in, out)));
 
-#pragma omp parallel
+    int n_threads = scratch ? scratch->n_threads : omp_get_max_threads();
+#pragma omp parallel num_threads(n_threads)
     {
-        float *buf = malloc((g.rows_n + (size_t)g.ow) * sizeof(float));
+        float *buf = scratch ? scratch->buf + scratch->per_thread * (size_t)omp_get_thread_num()
+                             : malloc(conv_thread_floats(p, in, out) * sizeof(float));
 #pragma omp for schedule(static)
         for (int oy = 0; oy < g.oh; oy++) {
             if (!buf) {
@@ -235,7 +256,8 @@ void nn_op_conv(const nn_conv_param_t *p, const nn_epilogue_t *epi, const nn_ten
                 conv_finish_row(p, epi, oc, oy, acc, g.ow, out);
             }
         }
-        free(buf);
+        if (!scratch)
+            free(buf);
     }
     nn_tensor_zero_padding(out);
 }

@@ -24,11 +24,33 @@
 #include "nn/backend/backend.h"
 
 /*
+ * Working memory of nn_op_conv for one layer and shape: a padded copy of the
+ * input rows each thread needs. Made once when a backend prepares the layer,
+ * so that runs do not allocate.
+ */
+typedef struct nn_conv_scratch {
+    float *buf;        /* borrowed: n_threads slices of per_thread floats, 64-byte aligned */
+    size_t per_thread; /* floats */
+    int n_threads;
+} nn_conv_scratch_t;
+
+/*
+ * Size the scratch for p on in -> out with n_threads threads (buf is left
+ * NULL for the caller to point at nn_conv_scratch_bytes of its memory; layers
+ * that run one after another can share one buffer).
+ */
+void nn_conv_scratch_plan(nn_conv_scratch_t *s, const nn_conv_param_t *p, const nn_tensor_t *in,
+                          const nn_tensor_t *out, int n_threads);
+size_t nn_conv_scratch_bytes(const nn_conv_scratch_t *s);
+
+/*
  * Direct convolution with bias, padding (pad_value), stride, dilation, the
- * fused activation, then the planner's epilogue (epi may be NULL).
+ * fused activation, then the planner's epilogue (epi may be NULL). scratch
+ * (borrowed) comes from nn_conv_scratch_init for this layer and shape; NULL
+ * allocates per call (tests, one-off use).
  */
 void nn_op_conv(const nn_conv_param_t *p, const nn_epilogue_t *epi, const nn_tensor_t *in,
-                const nn_tensor_t *out);
+                const nn_tensor_t *out, const nn_conv_scratch_t *scratch);
 
 /* out = x > 0 ? x : slope[c] * x. out may equal in. */
 void nn_op_prelu(const nn_prelu_param_t *p, const nn_tensor_t *in, const nn_tensor_t *out);

@@ -158,6 +158,7 @@ typedef struct lstate {
     wcache_t *weights;   /* borrowed from the cache (counted in n_users), or NULL */
     float *buf;          /* owned: prelu slopes, a BinaryOp scalar */
     float *src_copy;     /* owned: a conv's input reordered to BLOCK16, or NULL */
+    nn_conv_scratch_t conv_scratch; /* a fallback conv's rows; buf owned */
     size_t own_bytes;    /* size of src_copy */
     size_t scratch_size; /* of the shared scratch this layer needs, bytes */
 } lstate_t;
@@ -308,6 +309,7 @@ static void lstate_free(lstate_t *ls) {
     weights_unuse(ls->weights);
     free(ls->buf);
     up_aligned_free(ls->src_copy);
+    up_aligned_free(ls->conv_scratch.buf);
     free(ls);
 }
 
@@ -1182,6 +1184,15 @@ static int dnnl_layer_prepare(void *state, const nn_layer_t *layer, const nn_epi
     } else {
         ls->fallback = 1;
     }
+    if (rc == 0 && ls->fallback && layer->op == NN_OP_CONV) {
+        nn_conv_scratch_plan(&ls->conv_scratch, &layer->p.conv, &in[0], &out[0],
+                             st->n_threads ? st->n_threads : omp_get_max_threads());
+        ls->conv_scratch.buf = up_aligned_alloc(nn_conv_scratch_bytes(&ls->conv_scratch), 1);
+        if (!ls->conv_scratch.buf)
+            rc = up_error_set(err, UP_ERR_NOMEM, layer->line, "dnnl backend: no memory for layer '%s'",
+                              layer->name);
+        ls->own_bytes += nn_conv_scratch_bytes(&ls->conv_scratch);
+    }
     if (rc == 0 && scratch_reserve(st, ls->scratch_size, scratch_bytes))
         rc = up_error_set(err, UP_ERR_NOMEM, layer->line,
                           "dnnl backend: cannot allocate %zu KB of scratch for layer '%s'",
@@ -1214,7 +1225,7 @@ static int dnnl_layer_run(void *state, void *lstate, const nn_layer_t *layer, co
         omp_set_num_threads(st->n_threads);
     if (ls->fallback) {
         switch (layer->op) {
-        case NN_OP_CONV: nn_op_conv(&layer->p.conv, epi, &in[0], &out[0]); return 0;
+        case NN_OP_CONV: nn_op_conv(&layer->p.conv, epi, &in[0], &out[0], &ls->conv_scratch); return 0;
         case NN_OP_PRELU: nn_op_prelu(&layer->p.prelu, &in[0], &out[0]); return 0;
         case NN_OP_CONCAT: nn_op_concat(in, n_in, &out[0]); return 0;
         case NN_OP_ELTWISE: nn_op_eltwise(&layer->p.eltwise, in, n_in, &out[0]); return 0;
