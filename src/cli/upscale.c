@@ -70,7 +70,8 @@ static int is_dir(const char *p) {
 static int upscale_file(job_t *j, const char *in_path, const char *out_path) {
     up_error_t err;
     up_image_t *in = NULL, *out = NULL;
-    int rc = image_load_file(in_path, NULL, &in, &err);
+    image_limits_t lim = {.max_pixels = upscale_max_input_pixels()};
+    int rc = image_load_file(in_path, &lim, &in, &err);
     if (rc == 0) {
         j->label = in_path;
         j->last_pct = -1;

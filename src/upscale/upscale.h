@@ -99,9 +99,17 @@ typedef struct upscale_opts {
 } upscale_opts_t;
 
 #define UPSCALE_DEFAULT_TILE_MEMORY ((size_t)1 << 30)
+#define UPSCALE_DEFAULT_MAX_INPUT_PIXELS 40000000ULL   /* PRODUCT.md: 40 megapixels in */
+#define UPSCALE_DEFAULT_MAX_OUTPUT_PIXELS 400000000ULL /* and at most 400 megapixels out */
 
-/* Defaults: native scale, automatic tiles within 1 GiB, alpha resampled. */
+/*
+ * Defaults: native scale, automatic tiles within 1 GiB, alpha resampled,
+ * output at most UPRES_MAX_OUTPUT_MP megapixels (environment; default 400).
+ */
 void upscale_opts_init(upscale_opts_t *opts);
+
+/* Input pixel limit: UPRES_MAX_INPUT_MP megapixels (environment; default 40; 0 = none). */
+unsigned long long upscale_max_input_pixels(void);
 
 typedef struct upscaler upscaler_t;
 
