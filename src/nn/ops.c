@@ -626,3 +626,21 @@ void nn_op_concat(const nn_tensor_t *in, int n_in, const nn_tensor_t *out) {
     assert(c0 == out->c);
     nn_tensor_zero_padding(out);
 }
+
+/* ---- dispatch ---- */
+
+int nn_op_run(const nn_layer_t *layer, const nn_epilogue_t *epi, const nn_conv_scratch_t *scratch,
+              const nn_tensor_t *in, int n_in, const nn_tensor_t *out, up_error_t *err) {
+    switch (layer->op) {
+    case NN_OP_CONV: nn_op_conv(&layer->p.conv, epi, &in[0], &out[0], scratch); return 0;
+    case NN_OP_PRELU: nn_op_prelu(&layer->p.prelu, &in[0], &out[0]); return 0;
+    case NN_OP_CONCAT: nn_op_concat(in, n_in, &out[0]); return 0;
+    case NN_OP_ELTWISE: nn_op_eltwise(&layer->p.eltwise, in, n_in, &out[0]); return 0;
+    case NN_OP_BINARY: nn_op_binary(&layer->p.binary, in, n_in, &out[0]); return 0;
+    case NN_OP_INTERP: nn_op_interp(&layer->p.interp, &in[0], &out[0]); return 0;
+    case NN_OP_PIXELSHUFFLE: nn_op_pixelshuffle(&layer->p.pixelshuffle, &in[0], &out[0]); return 0;
+    default: break;
+    }
+    return up_error_set(err, UP_ERR_UNSUPPORTED, layer->line, "layer %s '%s' (line %d) cannot run as an op",
+                        layer->type, layer->name, layer->line);
+}

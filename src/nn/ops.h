@@ -74,6 +74,14 @@ void nn_op_pixelshuffle(const nn_pixelshuffle_param_t *p, const nn_tensor_t *in,
 void nn_op_concat(const nn_tensor_t *in, int n_in, const nn_tensor_t *out);
 
 /*
+ * Run one layer with the op above that matches its type: conv with epi and
+ * scratch (both may be NULL), the rest ignore them. UP_ERR_UNSUPPORTED (err
+ * names the layer) for types that never reach a backend (Input, Split).
+ */
+int nn_op_run(const nn_layer_t *layer, const nn_epilogue_t *epi, const nn_conv_scratch_t *scratch,
+              const nn_tensor_t *in, int n_in, const nn_tensor_t *out, up_error_t *err);
+
+/*
  * Output shapes of a layer from its input shapes, each shape {c, h, w}.
  * Checks everything the op needs (channel counts against weights, equal
  * shapes for Eltwise/BinaryOp, positive sizes) and says which layer and why

@@ -1223,20 +1223,8 @@ static int dnnl_layer_run(void *state, void *lstate, const nn_layer_t *layer, co
     (void)n_out;
     if (st->n_threads > 0)
         omp_set_num_threads(st->n_threads);
-    if (ls->fallback) {
-        switch (layer->op) {
-        case NN_OP_CONV: nn_op_conv(&layer->p.conv, epi, &in[0], &out[0], &ls->conv_scratch); return 0;
-        case NN_OP_PRELU: nn_op_prelu(&layer->p.prelu, &in[0], &out[0]); return 0;
-        case NN_OP_CONCAT: nn_op_concat(in, n_in, &out[0]); return 0;
-        case NN_OP_ELTWISE: nn_op_eltwise(&layer->p.eltwise, in, n_in, &out[0]); return 0;
-        case NN_OP_BINARY: nn_op_binary(&layer->p.binary, in, n_in, &out[0]); return 0;
-        case NN_OP_INTERP: nn_op_interp(&layer->p.interp, &in[0], &out[0]); return 0;
-        case NN_OP_PIXELSHUFFLE: nn_op_pixelshuffle(&layer->p.pixelshuffle, &in[0], &out[0]); return 0;
-        default: break;
-        }
-        return up_error_set(err, UP_ERR_UNSUPPORTED, layer->line, "dnnl backend: layer '%s' cannot run",
-                            layer->name);
-    }
+    if (ls->fallback)
+        return nn_op_run(layer, epi, &ls->conv_scratch, in, n_in, &out[0], err);
     dnnl_status_t s = dnnl_success;
     if (ls->n_binds && ls->epoch != st->epoch) {
         /* the scratch moved since this layer last ran */

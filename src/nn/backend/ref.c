@@ -98,24 +98,12 @@ static int ref_layer_run(void *state, void *lstate, const nn_layer_t *layer, con
     (void)n_out;
     if (s->n_threads > 0)
         omp_set_num_threads(s->n_threads); /* this thread's next parallel regions */
-    switch (layer->op) {
-    case NN_OP_CONV: {
-        nn_conv_scratch_t cs = *(const nn_conv_scratch_t *)lstate;
-        cs.buf = s->scratch;
-        nn_op_conv(&layer->p.conv, epi, &in[0], &out[0], &cs);
-        return 0;
+    nn_conv_scratch_t cs;
+    if (layer->op == NN_OP_CONV) {
+        cs = *(const nn_conv_scratch_t *)lstate;
+        cs.buf = s->scratch; /* the shared buffer may have grown since prepare */
     }
-    case NN_OP_PRELU: nn_op_prelu(&layer->p.prelu, &in[0], &out[0]); return 0;
-    case NN_OP_CONCAT: nn_op_concat(in, n_in, &out[0]); return 0;
-    case NN_OP_ELTWISE: nn_op_eltwise(&layer->p.eltwise, in, n_in, &out[0]); return 0;
-    case NN_OP_BINARY: nn_op_binary(&layer->p.binary, in, n_in, &out[0]); return 0;
-    case NN_OP_INTERP: nn_op_interp(&layer->p.interp, &in[0], &out[0]); return 0;
-    case NN_OP_PIXELSHUFFLE: nn_op_pixelshuffle(&layer->p.pixelshuffle, &in[0], &out[0]); return 0;
-    default: break;
-    }
-    return up_error_set(err, UP_ERR_UNSUPPORTED, layer->line,
-                        "ref backend: layer %s '%s' (line %d) cannot run here", layer->type, layer->name,
-                        layer->line);
+    return nn_op_run(layer, epi, layer->op == NN_OP_CONV ? &cs : NULL, in, n_in, &out[0], err);
 }
 
 static void ref_layer_release(void *state, void *lstate) {
