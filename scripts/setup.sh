@@ -5,7 +5,9 @@
 #   2. fetches the model files with `npm pack` (pinned package versions),
 #      extracts only the files listed in docs/models.sha256 and checks every
 #      SHA-256; a second run finds them verified and downloads nothing,
-#   3. configures and builds upres in build/ (skip with --no-build).
+#   3. installs Swagger UI (npm swagger-ui-dist, pinned) into web/vendor for
+#      the server's /api/v1/docs page, only when missing,
+#   4. configures and builds upres in build/ (skip with --no-build).
 #
 # The models folder is $UPRES_MODELS, default <repo>/models; upres finds the
 # same folder by default (see README, "Models").
@@ -26,11 +28,16 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 
 # ---- 1. Debian packages -------------------------------------------------
 packages=(gcc make cmake pkg-config libvips-dev libdnnl-dev libjansson-dev
-          libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev nodejs npm)
+          libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev nodejs npm python3
+          wrk) # wrk: bench/server_load.py
 missing=()
 for p in "${packages[@]}"; do
   # nodejs/npm may come from elsewhere than Debian: a working command is enough
-  case $p in nodejs) command -v node >/dev/null && continue ;; npm) command -v npm >/dev/null && continue ;; esac
+  case $p in
+    nodejs) command -v node >/dev/null && continue ;;
+    npm) command -v npm >/dev/null && continue ;;
+    python3) command -v python3 >/dev/null && continue ;; # the e2e tests' client
+  esac
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -83,7 +90,20 @@ else
   say "models: fetched and verified in $models"
 fi
 
-# ---- 3. build -------------------------------------------------------------------
+# ---- 3. Swagger UI ---------------------------------------------------------------
+# upres serve shows it at /api/v1/docs from web/vendor (gitignored): no CDN.
+swagger_version=5.35.0
+swagger=$repo/web/vendor/node_modules/swagger-ui-dist
+if [ -f "$swagger/package.json" ] && grep -q "\"version\": \"$swagger_version\"" "$swagger/package.json"; then
+  say "Swagger UI: swagger-ui-dist@$swagger_version present"
+else
+  say "fetching swagger-ui-dist@$swagger_version (npm)"
+  mkdir -p "$repo/web/vendor"
+  npm install --silent --no-audit --no-fund --prefix "$repo/web/vendor" "swagger-ui-dist@$swagger_version" >/dev/null \
+    || die "could not install swagger-ui-dist@$swagger_version with npm"
+fi
+
+# ---- 4. build -------------------------------------------------------------------
 if [ $build -eq 1 ]; then
   say "building upres in build/"
   cmake -S "$repo" -B "$repo/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
