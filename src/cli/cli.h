@@ -11,6 +11,7 @@
 int cmd_upscale(int argc, char **argv);
 int cmd_models(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* Print "upres: error: <message>" on one line. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

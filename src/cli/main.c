@@ -22,7 +22,8 @@ static void usage(FILE *f) {
           "commands:\n"
           "  upscale   upscale an image or a folder of images (upres upscale -h)\n"
           "  models    list the installed models and their scales\n"
-          "  bench     measure the engine's speed on this machine\n",
+          "  bench     measure the engine's speed on this machine\n"
+          "  serve     run the HTTP API server on port 8089 (upres serve -h)\n",
           f);
 }
 
@@ -36,6 +37,8 @@ int main(int argc, char **argv) {
         return cmd_upscale(argc - 2, argv + 2);
     if (!strcmp(cmd, "models"))
         return cmd_models(argc - 2, argv + 2);
+    if (!strcmp(cmd, "serve"))
+        return cmd_serve(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {

@@ -18,6 +18,7 @@
 
 #include "cli/cli.h"
 #include "core/log.h"
+#include "core/paths.h"
 #include "image/image.h"
 #include "upscale/upscale.h"
 
@@ -59,11 +60,6 @@ static int on_progress(void *ctx, int pct) {
         fprintf(stderr, "%s: %d%%\n", j->label, pct);
     j->last_pct = pct;
     return 0;
-}
-
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 /* Upscale one file; 0 or prints one error line and returns 1. */
@@ -206,12 +202,12 @@ int cmd_upscale(int argc, char **argv) {
     opts.progress_ctx = &j;
     j.opts = opts;
 
-    if (!is_dir(in_path)) {
+    if (!paths_is_dir(in_path)) {
         failed = upscale_file(&j, in_path, out_path);
     } else {
         DIR *d = opendir(in_path);
         int bad = 0;
-        if (!d || (mkdir(out_path, 0777) != 0 && errno != EEXIST) || !is_dir(out_path)) {
+        if (!d || (mkdir(out_path, 0777) != 0 && errno != EEXIST) || !paths_is_dir(out_path)) {
             cli_error("%s: %s", d ? out_path : in_path, d ? "cannot create the output folder" : strerror(errno));
             bad = 1;
         }
@@ -221,7 +217,7 @@ int cmd_upscale(int argc, char **argv) {
                 continue;
             char src[4096], dst[4096], stem[1024];
             snprintf(src, sizeof src, "%s/%s", in_path, e->d_name);
-            if (is_dir(src))
+            if (paths_is_dir(src))
                 continue;
             snprintf(stem, sizeof stem, "%s", e->d_name);
             char *dot = strrchr(stem, '.');

@@ -7,14 +7,12 @@
  * not run). NAME-xN files form one family NAME with one variant per scale.
  */
 #include <dirent.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/log.h"
+#include "core/paths.h"
 #include "core/xmalloc.h"
 #include "upscale/upscale.h"
 
@@ -22,35 +20,8 @@
 #define UPRES_DEFAULT_MODELS_DIR "models"
 #endif
 
-static int is_dir(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 const char *upscale_models_dir(const char *explicit_dir, char *buf, size_t size) {
-    const char *env = getenv("UPRES_MODELS");
-    if (explicit_dir && *explicit_dir) {
-        snprintf(buf, size, "%s", explicit_dir);
-        return buf;
-    }
-    if (env && *env) {
-        snprintf(buf, size, "%s", env);
-        return buf;
-    }
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = '\0';
-            snprintf(buf, size, "%s/../models", exe);
-            if (is_dir(buf))
-                return buf;
-        }
-    }
-    snprintf(buf, size, "%s", UPRES_DEFAULT_MODELS_DIR);
-    return buf;
+    return paths_find_dir(explicit_dir, "UPRES_MODELS", "../models", UPRES_DEFAULT_MODELS_DIR, buf, size);
 }
 
 static int variant_cmp(const void *a, const void *b) {

@@ -38,29 +38,29 @@ struct upscaler {
     double bytes_per_px; /* network memory per padded input pixel, 0 until measured */
 };
 
-/* A megapixel count from the environment, or def when unset or not a number. */
-static unsigned long long env_megapixels(const char *name, unsigned long long def) {
+/* A pixel count from the environment, or def when unset or not a number. */
+static unsigned long long env_pixels(const char *name, unsigned long long def) {
     const char *v = getenv(name);
     char *end;
     if (!v || !*v)
         return def;
-    double mp = strtod(v, &end);
-    if (*end || !(mp >= 0) || mp > 1e6) {
-        log_warn("%s=%s is not a number of megapixels; using %.0f", name, v, def / 1e6);
+    unsigned long long n = strtoull(v, &end, 10);
+    if (*end || v[0] == '-') {
+        log_warn("%s=%s is not a pixel count; using %llu", name, v, def);
         return def;
     }
-    return (unsigned long long)(mp * 1e6);
+    return n;
 }
 
 void upscale_opts_init(upscale_opts_t *opts) {
     memset(opts, 0, sizeof *opts);
     opts->tile_memory = UPSCALE_DEFAULT_TILE_MEMORY;
     opts->alpha = UPSCALE_ALPHA_RESAMPLE;
-    opts->max_output_pixels = env_megapixels("UPRES_MAX_OUTPUT_MP", UPSCALE_DEFAULT_MAX_OUTPUT_PIXELS);
+    opts->max_output_pixels = env_pixels("UPRES_MAX_OUTPUT_PIXELS", UPSCALE_DEFAULT_MAX_OUTPUT_PIXELS);
 }
 
 unsigned long long upscale_max_input_pixels(void) {
-    return env_megapixels("UPRES_MAX_INPUT_MP", UPSCALE_DEFAULT_MAX_INPUT_PIXELS);
+    return env_pixels("UPRES_MAX_PIXELS", UPSCALE_DEFAULT_MAX_INPUT_PIXELS);
 }
 
 int upscaler_new(const upscale_registry_t *reg, const upscale_variant_t *variant,

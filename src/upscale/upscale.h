@@ -104,11 +104,11 @@ typedef struct upscale_opts {
 
 /*
  * Defaults: native scale, automatic tiles within 1 GiB, alpha resampled,
- * output at most UPRES_MAX_OUTPUT_MP megapixels (environment; default 400).
+ * output at most $UPRES_MAX_OUTPUT_PIXELS pixels (default 400 million).
  */
 void upscale_opts_init(upscale_opts_t *opts);
 
-/* Input pixel limit: UPRES_MAX_INPUT_MP megapixels (environment; default 40; 0 = none). */
+/* Input pixel limit: $UPRES_MAX_PIXELS (default 40 million; 0 = none). */
 unsigned long long upscale_max_input_pixels(void);
 
 typedef struct upscaler upscaler_t;

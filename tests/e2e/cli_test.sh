@@ -75,8 +75,8 @@ expect_error "bad scale" "bad scale" -i "$in64" -o "$tmp/x.png" -s 0
 expect_error "bad scale text" "bad scale" -i "$in64" -o "$tmp/x.png" -s abc
 expect_error "bad format" "bad format" -i "$in64" -o "$tmp/x.png" -f bmp
 expect_error "bad models dir" "models folder" -i "$in64" -o "$tmp/x.png" -m "$tmp/nowhere"
-UPRES_MAX_INPUT_MP=0.001 expect_error "input pixel limit" "megapixels" -i "$in64" -o "$tmp/x.png" -n $fast
-UPRES_MAX_OUTPUT_MP=0.01 expect_error "output pixel limit" "megapixels" -i "$in64" -o "$tmp/x.png" -n $fast
+UPRES_MAX_PIXELS=1000 expect_error "input pixel limit" "megapixels" -i "$in64" -o "$tmp/x.png" -n $fast
+UPRES_MAX_OUTPUT_PIXELS=10000 expect_error "output pixel limit" "megapixels" -i "$in64" -o "$tmp/x.png" -n $fast
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

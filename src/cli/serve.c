@@ -1,0 +1,333 @@
+/*
+ * serve.c - `upres serve`: the HTTP API and the worker threads in one
+ * process, over a SQLite database and files in the data folder.
+ *
+ * Every setting is a flag, and an UPRES_* environment variable when the
+ * flag is absent (flag > environment > default); `upres serve -h` lists them.
+ * The default listen address is 127.0.0.1 (this machine only): pass
+ * --listen 0.0.0.0 to serve the network.
+ *
+ * DESIGN: SIGINT and SIGTERM are blocked before any thread starts, so every
+ * thread inherits the mask and the main thread takes them with sigwait.
+ * Shutdown order: submissions answer 503, the listening socket closes,
+ * the HTTP threads stop (handlers use the queue, so they go first), then
+ * queue_stop lets the running tile finish and puts its job back in the
+ * queue, and the store closes. Exit status 0.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "api/upscale_service.h"
+#include "cli/cli.h"
+#include "core/log.h"
+#include "http/http.h"
+#include "image/image.h"
+#include "queue/queue.h"
+#include "store/store.h"
+#include "upscale/upscale.h"
+
+static void usage(FILE *f) {
+    fputs("usage: upres serve [options]\n"
+          "\n"
+          "The Upscale Service API on http://LISTEN:PORT/api/v1 (docs at /api/v1/docs).\n"
+          "Each option can also be set by the environment variable shown.\n"
+          "\n"
+          "  -l, --listen ADDR        address to listen on (UPRES_LISTEN, default 127.0.0.1;\n"
+          "                           0.0.0.0 for every interface)\n"
+          "  -p, --port N             TCP port (UPRES_PORT, default 8089)\n"
+          "  -d, --data DIR           data folder: database, uploads, results (UPRES_DATA, default ./data)\n"
+          "  -m, --models DIR         models folder (UPRES_MODELS, default <exe>/../models or the source tree's)\n"
+          "      --web DIR            web folder: openapi.json, Swagger UI (UPRES_WEB)\n"
+          "  -w, --workers N          jobs run at once (UPRES_WORKERS, default 1)\n"
+          "  -j, --threads N          threads per worker, 0 = all cores / workers (UPRES_THREADS, default 0)\n"
+          "  -b, --backend NAME       dnnl or ref (UPRES_BACKEND, default dnnl)\n"
+          "      --http-threads N     HTTP thread pool (UPRES_HTTP_THREADS, default 4)\n"
+          "      --max-upload BYTES   request body limit, K/M/G suffixes (UPRES_MAX_UPLOAD, default 50M)\n"
+          "      --max-pixels N       input pixel limit (UPRES_MAX_PIXELS, default 40000000)\n"
+          "      --max-output-pixels N  output pixel limit (UPRES_MAX_OUTPUT_PIXELS, default 400000000)\n"
+          "      --retention SEC      keep results not downloaded this long (UPRES_RETENTION, default 900)\n"
+          "      --sweep-interval SEC how often expired files are deleted (UPRES_SWEEP_INTERVAL, default 10)\n"
+          "      --conn-timeout SEC   idle HTTP connection timeout (UPRES_CONN_TIMEOUT, default 30)\n"
+          "      --max-conns N        open connections in all (UPRES_MAX_CONNS, default 1024)\n"
+          "      --max-conns-per-ip N open connections per client address (UPRES_MAX_CONNS_PER_IP, default 64)\n"
+          "  -v, --verbose            debug log\n"
+          "  -h, --help               this help\n",
+          f);
+}
+
+enum {
+    OPT_WEB = 1000,
+    OPT_HTTP_THREADS,
+    OPT_MAX_UPLOAD,
+    OPT_MAX_PIXELS,
+    OPT_MAX_OUTPUT_PIXELS,
+    OPT_RETENTION,
+    OPT_SWEEP,
+    OPT_CONN_TIMEOUT,
+    OPT_MAX_CONNS,
+    OPT_MAX_CONNS_IP,
+};
+
+/* Parse a non-negative size with an optional K/M/G suffix (decimal). 0 on success. */
+static int parse_size(const char *s, unsigned long long *out) {
+    if (!s || !*s || *s == '-')
+        return -1;
+    char *end;
+    double v = strtod(s, &end);
+    unsigned long long mul = 1;
+    if (*end == 'k' || *end == 'K')
+        mul = 1000ULL, end++;
+    else if (*end == 'm' || *end == 'M')
+        mul = 1000ULL * 1000, end++;
+    else if (*end == 'g' || *end == 'G')
+        mul = 1000ULL * 1000 * 1000, end++;
+    if (*end == 'B' || *end == 'b')
+        end++;
+    if (*end || v < 0 || v > 1e18)
+        return -1;
+    *out = (unsigned long long)(v * (double)mul);
+    return 0;
+}
+
+static int parse_num(const char *s, double lo, double hi, double *out) {
+    if (!s || !*s)
+        return -1;
+    char *end;
+    double v = strtod(s, &end);
+    if (*end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* The flag's value, else the environment's, else NULL. */
+static const char *setting(const char *flag, const char *env) {
+    if (flag)
+        return flag;
+    const char *e = getenv(env);
+    return e && *e ? e : NULL;
+}
+
+int cmd_serve(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"listen", required_argument, 0, 'l'},
+        {"port", required_argument, 0, 'p'},
+        {"data", required_argument, 0, 'd'},
+        {"models", required_argument, 0, 'm'},
+        {"web", required_argument, 0, OPT_WEB},
+        {"workers", required_argument, 0, 'w'},
+        {"threads", required_argument, 0, 'j'},
+        {"backend", required_argument, 0, 'b'},
+        {"http-threads", required_argument, 0, OPT_HTTP_THREADS},
+        {"max-upload", required_argument, 0, OPT_MAX_UPLOAD},
+        {"max-pixels", required_argument, 0, OPT_MAX_PIXELS},
+        {"max-output-pixels", required_argument, 0, OPT_MAX_OUTPUT_PIXELS},
+        {"retention", required_argument, 0, OPT_RETENTION},
+        {"sweep-interval", required_argument, 0, OPT_SWEEP},
+        {"conn-timeout", required_argument, 0, OPT_CONN_TIMEOUT},
+        {"max-conns", required_argument, 0, OPT_MAX_CONNS},
+        {"max-conns-per-ip", required_argument, 0, OPT_MAX_CONNS_IP},
+        {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *o_listen = NULL, *o_port = NULL, *o_data = NULL, *o_models = NULL, *o_web = NULL,
+               *o_workers = NULL, *o_threads = NULL, *o_backend = NULL, *o_http_threads = NULL,
+               *o_max_upload = NULL, *o_max_pixels = NULL, *o_max_out = NULL, *o_retention = NULL,
+               *o_sweep = NULL, *o_timeout = NULL, *o_max_conns = NULL, *o_max_conns_ip = NULL;
+    /* a server logs each request: info by default, UPRES_LOG_LEVEL or -v to change */
+    const char *lvl = getenv("UPRES_LOG_LEVEL");
+    log_set_level(!lvl ? LOG_INFO
+                  : !strcmp(lvl, "error") ? LOG_ERROR
+                  : !strcmp(lvl, "warn") ? LOG_WARN
+                  : !strcmp(lvl, "debug") ? LOG_DEBUG
+                                          : LOG_INFO);
+    int c;
+    optind = 0;
+    while ((c = getopt_long(argc + 1, argv - 1, "l:p:d:m:w:j:b:vh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'l': o_listen = optarg; break;
+        case 'p': o_port = optarg; break;
+        case 'd': o_data = optarg; break;
+        case 'm': o_models = optarg; break;
+        case OPT_WEB: o_web = optarg; break;
+        case 'w': o_workers = optarg; break;
+        case 'j': o_threads = optarg; break;
+        case 'b': o_backend = optarg; break;
+        case OPT_HTTP_THREADS: o_http_threads = optarg; break;
+        case OPT_MAX_UPLOAD: o_max_upload = optarg; break;
+        case OPT_MAX_PIXELS: o_max_pixels = optarg; break;
+        case OPT_MAX_OUTPUT_PIXELS: o_max_out = optarg; break;
+        case OPT_RETENTION: o_retention = optarg; break;
+        case OPT_SWEEP: o_sweep = optarg; break;
+        case OPT_CONN_TIMEOUT: o_timeout = optarg; break;
+        case OPT_MAX_CONNS: o_max_conns = optarg; break;
+        case OPT_MAX_CONNS_IP: o_max_conns_ip = optarg; break;
+        case 'v': log_set_level(LOG_DEBUG); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc + 1) {
+        cli_error("unexpected argument '%s' (try: upres serve -h)", argv[optind - 1]);
+        return 2;
+    }
+
+    http_config_t hc;
+    http_config_init(&hc);
+    queue_config_t qc;
+    queue_config_init(&qc);
+    double v;
+    const char *s;
+
+#define BAD(name, val, what)                                                                                      \
+    do {                                                                                                           \
+        cli_error("bad %s '%s': %s", name, val, what);                                                             \
+        return 2;                                                                                                  \
+    } while (0)
+
+    if ((s = setting(o_listen, "UPRES_LISTEN")))
+        hc.listen_addr = s;
+    if ((s = setting(o_port, "UPRES_PORT"))) {
+        if (parse_num(s, 0, 65535, &v))
+            BAD("port", s, "0 to 65535");
+        hc.port = (int)v;
+    }
+    const char *data_dir = setting(o_data, "UPRES_DATA");
+    if (!data_dir)
+        data_dir = "./data";
+    if ((s = setting(o_workers, "UPRES_WORKERS"))) {
+        if (parse_num(s, 1, 256, &v))
+            BAD("workers", s, "1 to 256");
+        qc.n_workers = (int)v;
+    }
+    if ((s = setting(o_threads, "UPRES_THREADS"))) {
+        if (parse_num(s, 0, 1024, &v))
+            BAD("threads", s, "0 (all cores) to 1024");
+        qc.threads_per_worker = (int)v;
+    }
+    if ((s = setting(o_backend, "UPRES_BACKEND")) && nn_backend_parse(s, &qc.backend))
+        BAD("backend", s, "dnnl or ref");
+    if ((s = setting(o_http_threads, "UPRES_HTTP_THREADS"))) {
+        if (parse_num(s, 1, 256, &v))
+            BAD("http-threads", s, "1 to 256");
+        hc.n_threads = (int)v;
+    }
+    if ((s = setting(o_max_upload, "UPRES_MAX_UPLOAD")) && (parse_size(s, &hc.max_upload) || !hc.max_upload))
+        BAD("max-upload", s, "bytes, with an optional K, M or G suffix");
+    if ((s = setting(o_max_pixels, "UPRES_MAX_PIXELS")) && parse_size(s, &qc.max_input_pixels))
+        BAD("max-pixels", s, "a pixel count (0 = no limit)");
+    if ((s = setting(o_max_out, "UPRES_MAX_OUTPUT_PIXELS")) && parse_size(s, &qc.max_output_pixels))
+        BAD("max-output-pixels", s, "a pixel count (0 = no limit)");
+    if ((s = setting(o_retention, "UPRES_RETENTION"))) {
+        if (parse_num(s, 0, 1e9, &v))
+            BAD("retention", s, "seconds");
+        qc.retention_s = v;
+    }
+    if ((s = setting(o_sweep, "UPRES_SWEEP_INTERVAL"))) {
+        if (parse_num(s, 0.05, 86400, &v))
+            BAD("sweep-interval", s, "seconds, 0.05 or more");
+        qc.sweep_interval_s = v;
+    }
+    if ((s = setting(o_timeout, "UPRES_CONN_TIMEOUT"))) {
+        if (parse_num(s, 1, 86400, &v))
+            BAD("conn-timeout", s, "seconds, 1 or more");
+        hc.conn_timeout_s = (unsigned)v;
+    }
+    if ((s = setting(o_max_conns, "UPRES_MAX_CONNS"))) {
+        if (parse_num(s, 1, 1e6, &v))
+            BAD("max-conns", s, "1 or more");
+        hc.max_conns = (unsigned)v;
+    }
+    if ((s = setting(o_max_conns_ip, "UPRES_MAX_CONNS_PER_IP"))) {
+        if (parse_num(s, 1, 1e6, &v))
+            BAD("max-conns-per-ip", s, "1 or more");
+        hc.max_conns_per_ip = (unsigned)v;
+    }
+#undef BAD
+
+    /* signals first, so that every thread started below inherits the mask */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int status = 1;
+    upscale_registry_t *reg = NULL;
+    store_t *st = NULL;
+    queue_t *q = NULL;
+    http_server_t *srv = NULL;
+    up_error_t err;
+    char models_buf[1024], web_buf[1024];
+    static upscale_service_t svc; /* handlers may run until http_server_stop returns */
+
+    if (mkdir(data_dir, 0755) && errno != EEXIST) {
+        cli_error("cannot create the data folder %s: %s", data_dir, strerror(errno));
+        goto done;
+    }
+    if (image_init()) {
+        cli_error("libvips failed to start");
+        goto done;
+    }
+    const char *models_dir = upscale_models_dir(o_models, models_buf, sizeof models_buf);
+    if (upscale_registry_scan(models_dir, &reg, &err)) {
+        cli_error("%s", err.msg);
+        goto done;
+    }
+    if (reg->n_models == 0)
+        log_warn("serve: no models in %s (run scripts/setup.sh)", models_dir);
+    if (store_open(data_dir, &st, &err)) {
+        cli_error("%s", err.msg);
+        goto done;
+    }
+    qc.data_dir = data_dir;
+    qc.registry = reg;
+    if (queue_start(st, &qc, &q, &err)) {
+        cli_error("%s", err.msg);
+        goto done;
+    }
+    svc.store = st;
+    svc.queue = q;
+    svc.registry = reg;
+    svc.web_dir = upscale_service_web_dir(o_web, web_buf, sizeof web_buf);
+    svc.max_input_pixels = qc.max_input_pixels; /* the API checks at submit what the workers enforce */
+    svc.max_output_pixels = qc.max_output_pixels;
+    atomic_store(&svc.stopping, 0);
+
+    hc.upload_dir = queue_uploads_dir(q);
+    int n_routes;
+    const http_route_t *routes = upscale_service_routes(&n_routes);
+    if (http_server_start(&hc, routes, n_routes, &svc, &srv, &err)) {
+        cli_error("%s", err.msg);
+        goto done;
+    }
+    log_info("serve: listening on http://%s:%d/api/v1 (docs: /api/v1/docs), data %s, models %s, %d model(s)",
+             hc.listen_addr, http_server_port(srv), data_dir, models_dir, reg->n_models);
+
+    int sig = 0;
+    while (sigwait(&sigs, &sig) != 0) {
+    }
+    log_info("serve: %s: stopping (running tile finishes, its job is requeued)", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    atomic_store(&svc.stopping, 1);
+    http_server_quiesce(srv);
+    http_server_stop(srv); /* before queue_stop: handlers use the queue */
+    srv = NULL;
+    queue_stop(q);
+    q = NULL;
+    status = 0;
+    log_info("serve: stopped");
+done:
+    http_server_stop(srv);
+    queue_stop(q);
+    store_close(st);
+    upscale_registry_free(reg);
+    return status;
+}

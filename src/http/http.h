@@ -1,0 +1,141 @@
+/*
+ * http.h - the HTTP server: libmicrohttpd glue, route tables, multipart
+ * uploads streamed to disk, JSON replies, files streamed from disk.
+ *
+ * The server knows nothing of jobs or images: an API dialect (src/api/)
+ * hands it a static table of routes {method, pattern, handler} and its
+ * handlers answer through http_reply_*. Patterns are literal paths whose
+ * segments may be "{name}" (one path segment, read back with
+ * http_request_param). A request whose path matches no route gets 404, one
+ * whose path matches only with another method gets 405; both JSON.
+ *
+ * Uploads: a POST with Content-Type multipart/form-data is parsed while it
+ * arrives. Small text fields are kept (up to HTTP_FIELD_MAX bytes each); the
+ * first file part is written to a new file in the upload folder as it
+ * streams. When the body passes max_upload bytes the file is closed and
+ * removed and the handler is not called: the client gets 413. A handler
+ * that wants the file renames it (http_request_upload_take); otherwise it is
+ * removed when the request ends.
+ *
+ * DESIGN: libmicrohttpd runs its own thread pool (internal polling threads,
+ * epoll where available); a handler runs on one of those threads and may
+ * block briefly (a database read, an image header). The request object
+ * lives from the first callback to MHD's "completed" notification, where
+ * the completion hook runs (with whether the response went out in full),
+ * one log line is written, and everything is freed.
+ */
+#ifndef UPRES_HTTP_HTTP_H
+#define UPRES_HTTP_HTTP_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "core/err.h"
+
+#define HTTP_FIELD_MAX 4096 /* bytes kept of one text form field */
+#define HTTP_MAX_FIELDS 32
+#define HTTP_MAX_PARAMS 4
+
+typedef struct http_request http_request_t;
+
+/* A handler answers the request with exactly one http_reply_* call. */
+typedef void (*http_handler_fn)(http_request_t *req, void *ctx);
+
+typedef struct http_route {
+    const char *method;  /* "GET", "POST", ... */
+    const char *pattern; /* "/api/v1/status/{job_id}" */
+    http_handler_fn handler;
+} http_route_t;
+
+typedef struct http_config {
+    const char *listen_addr;  /* IPv4 or IPv6 literal; NULL = 127.0.0.1 */
+    int port;                 /* 0 = any free port */
+    int n_threads;            /* MHD thread pool size; 0 = 4 */
+    unsigned conn_timeout_s;  /* idle connection timeout; 0 = 30 */
+    unsigned max_conns;       /* 0 = 1024 */
+    unsigned max_conns_per_ip; /* 0 = 64 */
+    const char *upload_dir;   /* where uploads stream to (borrowed, must exist) */
+    unsigned long long max_upload; /* bytes of a request body; 0 = 50 MB */
+} http_config_t;
+
+void http_config_init(http_config_t *cfg);
+
+typedef struct http_server http_server_t;
+
+/*
+ * Start serving routes (n_routes entries, borrowed: static tables) with
+ * handlers called with ctx. *out is new (http_server_stop).
+ * Errors: UP_ERR_INVALID (bad address), UP_ERR_IO (cannot listen).
+ */
+int http_server_start(const http_config_t *cfg, const http_route_t *routes, int n_routes, void *ctx,
+                      http_server_t **out, up_error_t *err);
+
+/* The port actually listened on (useful with port 0). */
+int http_server_port(const http_server_t *srv);
+
+/* Stop accepting new connections; requests under way go on. */
+void http_server_quiesce(http_server_t *srv);
+
+/* Stop: close every connection, join the threads, free. Accepts NULL. */
+void http_server_stop(http_server_t *srv);
+
+/* ---- reading a request (all strings borrowed, valid until the reply is sent) ---- */
+
+const char *http_request_method(const http_request_t *req);
+const char *http_request_path(const http_request_t *req);
+/* A "{name}" segment of the matched pattern, or NULL. */
+const char *http_request_param(const http_request_t *req, const char *name);
+/* A query-string argument, or NULL. */
+const char *http_request_query(const http_request_t *req, const char *name);
+/* A request header, or NULL. */
+const char *http_request_header(const http_request_t *req, const char *name);
+/* A multipart text field, or NULL when absent. */
+const char *http_request_field(const http_request_t *req, const char *name);
+
+/*
+ * The uploaded file part named field, if any: its path on disk, the client's
+ * file name ("" when none) and its size. Returns 0 when present, else -1.
+ */
+int http_request_upload(const http_request_t *req, const char *field, const char **path,
+                        const char **filename, unsigned long long *size);
+
+/* Rename the uploaded file to dest; it is then the caller's. 0 or UP_ERR_IO. */
+int http_request_upload_take(http_request_t *req, const char *dest, up_error_t *err);
+
+/* ---- replying ---- */
+
+/* Reply with status and the JSON body (taken over: its reference is stolen). */
+void http_reply_json(http_request_t *req, unsigned status, json_t *body);
+
+/* Reply {"success": false, "error": "<message>"} with status. */
+void http_reply_error(http_request_t *req, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Reply with a static or borrowed buffer copied into the response. */
+void http_reply_data(http_request_t *req, unsigned status, const char *content_type, const void *data,
+                     size_t size);
+
+/*
+ * Stream the file at path (opened here). attachment_name, when not NULL,
+ * becomes Content-Disposition: attachment; filename="...". Returns 0, or
+ * UP_ERR_NOT_FOUND / UP_ERR_IO without replying (the caller answers).
+ */
+int http_reply_file(http_request_t *req, unsigned status, const char *path, const char *content_type,
+                    const char *attachment_name);
+
+/* Add a header to the response about to be sent (call before http_reply_*). */
+void http_reply_header(http_request_t *req, const char *name, const char *value);
+
+/*
+ * Called once the request ends, on a server thread: ok is 1 when the whole
+ * response was sent. arg is borrowed (a copy of small data may be kept in
+ * http_request_set_tag's buffer).
+ */
+typedef void (*http_complete_fn)(http_request_t *req, int ok, void *ctx);
+void http_request_on_complete(http_request_t *req, http_complete_fn fn);
+
+/* A small string kept with the request for the completion hook. */
+void http_request_set_tag(http_request_t *req, const char *tag);
+const char *http_request_tag(const http_request_t *req);
+
+#endif

@@ -1,0 +1,571 @@
+/*
+ * queue.c - the job engine (see queue.h): worker threads that claim queued
+ * jobs from the store and run the upscale pipeline on them, and a sweeper
+ * thread that deletes files once their retention is over.
+ *
+ * DESIGN
+ *
+ * Threads: n_workers workers and one sweeper, started by queue_start and
+ * joined by queue_stop. They share only the store (thread-safe), the
+ * read-only registry, and `mu`, which guards `seq` (bumped by queue_notify)
+ * and the condition variables. `stopping` is atomic so the progress
+ * callback can read it between tiles without the lock.
+ *
+ * Waking: a worker reads seq, tries to claim, and when the queue is empty
+ * sleeps until seq changes or one second passes (jobs inserted by another
+ * process are found by that poll). Reading seq before the claim means a
+ * notify that lands between the claim and the wait is never lost.
+ *
+ * Models: each worker keeps the upscalers it has loaded, one per variant
+ * file, for its whole life: loading a model costs far more than a small
+ * job, and an upscaler is used by one thread at a time.
+ *
+ * Progress and cancel: the pipeline calls back between tiles. The callback
+ * writes progress to the store when it rose by at least a point and at most
+ * every PROGRESS_WRITE_S (each write is a transaction with an fsync); in
+ * between it reads cancel_requested at most every CANCEL_POLL_S. It stops
+ * the run when the job was cancelled or the queue is stopping.
+ *
+ * Files: the result is written by image_save_file, which writes a
+ * temporary name in results/ and renames it into place, so a crash never
+ * leaves a partial results/<id>.<ext>; stray temporaries from a crash are
+ * removed at start. The input is deleted when the job ends (completed,
+ * failed, cancelled) but kept when it goes back to the queue.
+ */
+#include "queue/queue.h"
+
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/xmalloc.h"
+#include "image/image.h"
+
+#define PROGRESS_WRITE_S 0.25 /* at most 4 progress writes a second per job */
+#define CANCEL_POLL_S 0.05    /* between writes, read the cancel flag at most 20 times a second */
+#define IDLE_POLL_S 1.0       /* a worker with nothing to do looks at the store this often */
+#define SWEEP_BATCH 64
+
+typedef struct model_slot {
+    char file[128]; /* variant file stem */
+    upscaler_t *up;
+} model_slot_t;
+
+typedef struct worker {
+    struct queue *q;
+    int index;
+    pthread_t thread;
+    int started;
+    model_slot_t *models; /* owned */
+    int n_models;
+} worker_t;
+
+struct queue {
+    store_t *st;              /* borrowed */
+    queue_config_t cfg;       /* data_dir points at data_dir below */
+    char data_dir[1024];
+    char uploads[1100];
+    char results[1100];
+    int threads_per_worker;
+
+    pthread_mutex_t mu;
+    pthread_cond_t work_cond;  /* seq changed or stopping */
+    pthread_cond_t sweep_cond; /* stopping */
+    unsigned long long seq;    /* guarded by mu */
+    atomic_int stopping;
+
+    worker_t *workers; /* n_workers, owned */
+    pthread_t sweeper;
+    int sweeper_started;
+};
+
+void queue_config_init(queue_config_t *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->n_workers = 1;
+    cfg->threads_per_worker = 0;
+    cfg->backend = NN_BACKEND_DNNL;
+    cfg->retention_s = 900;
+    cfg->sweep_interval_s = 10;
+    cfg->max_attempts = 3;
+    cfg->max_input_pixels = upscale_max_input_pixels();
+    upscale_opts_t defaults;
+    upscale_opts_init(&defaults);
+    cfg->max_output_pixels = defaults.max_output_pixels;
+}
+
+const char *queue_uploads_dir(const queue_t *q) { return q->uploads; }
+const char *queue_results_dir(const queue_t *q) { return q->results; }
+
+/* ---- helpers ----------------------------------------------------------------- */
+
+/* Delete path; a file already gone is fine. Returns 0 or errno. */
+static int remove_file(const char *path) {
+    if (!path || !*path)
+        return 0;
+    if (unlink(path) == 0 || errno == ENOENT)
+        return 0;
+    int e = errno;
+    char ebuf[128];
+    log_warn("cannot delete %s: %s", path, strerror_r(e, ebuf, sizeof ebuf));
+    return e;
+}
+
+static int make_dir(const char *path, up_error_t *err) {
+    if (mkdir(path, 0777) == 0 || errno == EEXIST) {
+        struct stat sb;
+        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+            return UP_OK;
+    }
+    char ebuf[128];
+    int rc = up_error_set(err, UP_ERR_IO, 0, "cannot create the folder %s: %s", path,
+                          strerror_r(errno ? errno : ENOTDIR, ebuf, sizeof ebuf));
+    log_error("cannot create the folder %s", path);
+    return rc;
+}
+
+/*
+ * Temporary files image_save_file left behind when a process died
+ * mid-write ("<name>.tmp-<pid>-<n>"). Another live process may be writing
+ * one right now (a second server on the same folder), so only files whose
+ * writer is gone, or that are over an hour old (pids are reused, e.g. pid 1
+ * in a container), are removed.
+ */
+static void remove_stale_temporaries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[2048];
+    while ((e = readdir(d))) {
+        const char *tmp = strstr(e->d_name, ".tmp-");
+        if (!tmp)
+            continue;
+        long pid = strtol(tmp + 5, NULL, 10);
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat sb;
+        int writer_gone = pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno == ESRCH);
+        int old = stat(path, &sb) == 0 && now_s() - (double)sb.st_mtime > 3600;
+        if ((writer_gone || old) && remove_file(path) == 0)
+            log_info("removed the partial result %s", path);
+    }
+    closedir(d);
+}
+
+/* Wait on cond for at most seconds (monotonic); mu held. */
+static void timed_wait(pthread_cond_t *cond, pthread_mutex_t *mu, double seconds) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long long ns = (long long)ts.tv_nsec + (long long)(seconds * 1e9);
+    ts.tv_sec += (time_t)(ns / 1000000000LL);
+    ts.tv_nsec = (long)(ns % 1000000000LL);
+    pthread_cond_timedwait(cond, mu, &ts);
+}
+
+/* ---- one job ---------------------------------------------------------------- */
+
+typedef struct progress_ctx {
+    queue_t *q;
+    const char *id;
+    int written;       /* last progress written */
+    double write_t;    /* mono_s of the last write */
+    double poll_t;     /* mono_s of the last cancel check */
+    int cancel;        /* the store said cancel_requested */
+} progress_ctx_t;
+
+static int on_progress(void *ctx, int pct) {
+    progress_ctx_t *p = ctx;
+    if (atomic_load(&p->q->stopping))
+        return 1;
+    double t = mono_s();
+    int cancel = 0;
+    up_error_t err;
+    if (pct > p->written && pct < 100 && t - p->write_t >= PROGRESS_WRITE_S) {
+        if (store_job_progress(p->q->st, p->id, pct, &cancel, &err) == 0) {
+            p->written = pct;
+            p->write_t = p->poll_t = t;
+        } else if (err.code == UP_ERR_INVALID) {
+            cancel = 1; /* the job left processing under us: stop */
+        }
+    } else if (t - p->poll_t >= CANCEL_POLL_S) {
+        job_t *j = xmalloc(sizeof *j);
+        if (store_job_get(p->q->st, p->id, j, &err) == 0)
+            cancel = j->cancel_requested || j->status != JOB_STATUS_PROCESSING;
+        free(j);
+        p->poll_t = t;
+    }
+    if (cancel)
+        p->cancel = 1;
+    return p->cancel;
+}
+
+/* The upscaler for variant, loaded on first use. */
+static int worker_model(worker_t *w, const upscale_variant_t *v, upscaler_t **out, up_error_t *err) {
+    for (int i = 0; i < w->n_models; i++) {
+        if (strcmp(w->models[i].file, v->file) == 0) {
+            *out = w->models[i].up;
+            return UP_OK;
+        }
+    }
+    queue_t *q = w->q;
+    double t0 = mono_s();
+    upscaler_t *up = NULL;
+    int rc = upscaler_new(q->cfg.registry, v, q->cfg.backend, q->threads_per_worker, &up, err);
+    if (rc)
+        return rc;
+    w->models = xrealloc(w->models, (size_t)(w->n_models + 1) * sizeof *w->models);
+    model_slot_t *m = &w->models[w->n_models++];
+    snprintf(m->file, sizeof m->file, "%s", v->file);
+    m->up = up;
+    log_info("worker %d loaded %s (%s, %d threads) in %.2f s", w->index, v->file,
+             nn_backend_name(q->cfg.backend), q->threads_per_worker, mono_s() - t0);
+    *out = up;
+    return UP_OK;
+}
+
+/* The output format: the job's, else the input's if we can write it, else png. */
+static const char *output_format(const job_t *job, const up_image_t *in) {
+    const char *f = job->format[0] ? job->format : in->format;
+    if (strcmp(f, "jpeg") == 0)
+        return "jpg";
+    if (strcmp(f, "png") == 0 || strcmp(f, "jpg") == 0 || strcmp(f, "webp") == 0)
+        return f;
+    return "png";
+}
+
+enum { END_COMPLETED, END_FAILED, END_CANCELLED, END_REQUEUED };
+
+/* Run a claimed job to its end. */
+static void run_job(worker_t *w, job_t *job) {
+    queue_t *q = w->q;
+    store_t *st = q->st;
+    double t0 = mono_s();
+    up_error_t err = {0};
+    up_image_t *in = NULL, *out = NULL;
+    int rc, end = END_FAILED;
+
+    log_info("job %s processing (%s, x%d, attempt %d)", job->id, job->model, job->scale,
+             job->attempts);
+    const upscale_variant_t *v = NULL;
+    upscaler_t *up = NULL;
+    if ((rc = upscale_registry_resolve(q->cfg.registry, job->model, job->scale, &v, &err)) ||
+        (rc = worker_model(w, v, &up, &err)))
+        goto end;
+
+    image_limits_t lim = {.max_pixels = q->cfg.max_input_pixels};
+    if ((rc = image_load_file(job->input_path, &lim, &in, &err))) {
+        if (rc == UP_ERR_NOT_FOUND)
+            up_error_set(&err, rc, 0, "the uploaded input is gone");
+        else
+            up_error_prefix(&err, "input");
+        goto end;
+    }
+
+    progress_ctx_t pc = {.q = q, .id = job->id, .write_t = mono_s(), .poll_t = mono_s()};
+    upscale_opts_t opts;
+    upscale_opts_init(&opts);
+    opts.scale = job->scale;
+    opts.tile = job->tile;
+    if (q->cfg.tile_memory)
+        opts.tile_memory = q->cfg.tile_memory;
+    opts.max_output_pixels = q->cfg.max_output_pixels;
+    opts.progress = on_progress;
+    opts.progress_ctx = &pc;
+    rc = upscaler_run(up, in, &opts, &out, &err);
+    if (rc == UP_ERR_CANCELLED) {
+        /* a cancel request wins over a shutdown: the client asked for it */
+        end = pc.cancel ? END_CANCELLED : END_REQUEUED;
+        goto end;
+    }
+    if (rc)
+        goto end;
+
+    const char *fmt = output_format(job, in);
+    int n = snprintf(job->result_path, sizeof job->result_path, "%s/%s.%s", q->results, job->id, fmt);
+    if (n < 0 || (size_t)n >= sizeof job->result_path) {
+        rc = up_error_set(&err, UP_ERR_IO, 0, "the result path is too long");
+        goto end;
+    }
+    image_save_opts_t so = {.format = fmt, .quality = job->quality};
+    if ((rc = image_save_file(out, job->result_path, &so, &err)))
+        goto end;
+    struct stat sb;
+    if (stat(job->result_path, &sb) != 0) {
+        rc = up_error_set(&err, UP_ERR_IO, 0, "the result file vanished");
+        goto end;
+    }
+    snprintf(job->result_format, sizeof job->result_format, "%s", fmt);
+    job->output_width = out->width;
+    job->output_height = out->height;
+    job->result_bytes = (long long)sb.st_size;
+    if ((rc = store_job_complete(st, job, q->cfg.retention_s, &err))) {
+        /* cancelled or expired under us, or the store failed: drop the result */
+        remove_file(job->result_path);
+        log_warn("job %s: cannot record the result: %s", job->id, err.msg);
+        end = END_CANCELLED;
+        goto input;
+    }
+    end = END_COMPLETED;
+    log_info("job %s completed in %.2f s (%dx%d -> %dx%d, %lld bytes)", job->id, mono_s() - t0,
+             in->width, in->height, out->width, out->height, job->result_bytes);
+    goto input;
+
+end:
+    if (end == END_REQUEUED) {
+        if (store_job_requeue(st, job->id, &err) == 0)
+            log_info("job %s queued again (the server is stopping)", job->id);
+        goto out; /* keep the input: the job runs again */
+    }
+    if (end == END_CANCELLED) {
+        if (store_job_cancelled(st, job->id, q->cfg.retention_s, &err) == 0)
+            log_info("job %s cancelled after %.2f s", job->id, mono_s() - t0);
+    } else {
+        log_warn("job %s failed: %s", job->id, err.msg[0] ? err.msg : up_strerror(rc));
+        store_job_fail(st, job->id, err.msg[0] ? err.msg : up_strerror(rc), q->cfg.retention_s, &err);
+    }
+input:
+    /* upscale-service guide: uploaded inputs are deleted when the job ends */
+    if (remove_file(job->input_path) == 0)
+        store_job_input_deleted(st, job->id, NULL);
+out:
+    image_free(in);
+    image_free(out);
+}
+
+static void *worker_main(void *arg) {
+    worker_t *w = arg;
+    queue_t *q = w->q;
+    job_t *job = xmalloc(sizeof *job);
+    while (!atomic_load(&q->stopping)) {
+        pthread_mutex_lock(&q->mu);
+        unsigned long long seen = q->seq;
+        pthread_mutex_unlock(&q->mu);
+
+        up_error_t err;
+        int rc = store_job_claim(q->st, job, &err);
+        if (rc == 0) {
+            run_job(w, job);
+            continue;
+        }
+        if (rc != UP_ERR_NOT_FOUND)
+            log_error("worker %d: cannot claim a job: %s", w->index, err.msg);
+        pthread_mutex_lock(&q->mu);
+        if (!atomic_load(&q->stopping) && q->seq == seen)
+            timed_wait(&q->work_cond, &q->mu, IDLE_POLL_S);
+        pthread_mutex_unlock(&q->mu);
+    }
+    free(job);
+    return NULL;
+}
+
+/* ---- retention ---------------------------------------------------------------- */
+
+static void sweep(queue_t *q) {
+    job_t *jobs = xmalloc(SWEEP_BATCH * sizeof *jobs);
+    for (;;) {
+        int n = 0;
+        up_error_t err;
+        if (store_jobs_due(q->st, now_s(), jobs, SWEEP_BATCH, &n, &err))
+            break;
+        int n_done = 0;
+        for (int i = 0; i < n; i++) {
+            /* a file we cannot delete stays recorded and is tried again next sweep */
+            if (remove_file(jobs[i].input_path) || remove_file(jobs[i].result_path))
+                continue;
+            if (store_job_expire(q->st, jobs[i].id, &err) == 0) {
+                n_done++;
+                if (jobs[i].status == JOB_STATUS_COMPLETED)
+                    log_info("job %s expired (result not downloaded)", jobs[i].id);
+                else
+                    log_debug("job %s: files deleted (retention)", jobs[i].id);
+            }
+        }
+        if (n < SWEEP_BATCH || n_done == 0 || atomic_load(&q->stopping))
+            break;
+    }
+    free(jobs);
+}
+
+static void *sweeper_main(void *arg) {
+    queue_t *q = arg;
+    pthread_mutex_lock(&q->mu);
+    while (!atomic_load(&q->stopping)) {
+        pthread_mutex_unlock(&q->mu);
+        sweep(q);
+        pthread_mutex_lock(&q->mu);
+        if (!atomic_load(&q->stopping))
+            timed_wait(&q->sweep_cond, &q->mu, q->cfg.sweep_interval_s);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
+}
+
+/* ---- start / stop --------------------------------------------------------------- */
+
+int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_t *err) {
+    assert(st && cfg && out && cfg->data_dir && cfg->registry);
+    *out = NULL;
+    queue_t *q = xcalloc(1, sizeof *q);
+    q->st = st;
+    q->cfg = *cfg;
+    int rc;
+    if (snprintf(q->data_dir, sizeof q->data_dir, "%s", cfg->data_dir) >= (int)sizeof q->data_dir) {
+        free(q);
+        return up_error_set(err, UP_ERR_INVALID, 0, "data folder path too long");
+    }
+    q->cfg.data_dir = q->data_dir;
+    if (q->cfg.n_workers < 1)
+        q->cfg.n_workers = 1;
+    if (q->cfg.max_attempts < 1)
+        q->cfg.max_attempts = 1;
+    if (q->cfg.retention_s < 0)
+        q->cfg.retention_s = 0;
+    if (q->cfg.sweep_interval_s <= 0)
+        q->cfg.sweep_interval_s = 10;
+    q->threads_per_worker = q->cfg.threads_per_worker;
+    if (q->threads_per_worker <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        q->threads_per_worker = n > q->cfg.n_workers ? (int)(n / q->cfg.n_workers) : 1;
+    }
+    snprintf(q->uploads, sizeof q->uploads, "%s/uploads", q->data_dir);
+    snprintf(q->results, sizeof q->results, "%s/results", q->data_dir);
+    if ((rc = make_dir(q->data_dir, err)) || (rc = make_dir(q->uploads, err)) ||
+        (rc = make_dir(q->results, err))) {
+        free(q);
+        return rc;
+    }
+    remove_stale_temporaries(q->results);
+
+    int n_requeued = 0, n_failed = 0;
+    if ((rc = store_jobs_recover(st, q->cfg.max_attempts, q->cfg.retention_s, &n_requeued, &n_failed,
+                                 err))) {
+        free(q);
+        return rc;
+    }
+    if (n_requeued || n_failed)
+        log_info("recovered jobs left processing: %d queued again, %d failed after %d attempts",
+                 n_requeued, n_failed, q->cfg.max_attempts);
+
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->work_cond, &ca);
+    pthread_cond_init(&q->sweep_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    atomic_init(&q->stopping, 0);
+
+    q->workers = xcalloc((size_t)q->cfg.n_workers, sizeof *q->workers);
+    for (int i = 0; i < q->cfg.n_workers; i++) {
+        worker_t *w = &q->workers[i];
+        w->q = q;
+        w->index = i;
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            rc = up_error_set(err, UP_ERR_IO, 0, "cannot start worker thread %d", i);
+            goto fail;
+        }
+        w->started = 1;
+    }
+    if (pthread_create(&q->sweeper, NULL, sweeper_main, q) != 0) {
+        rc = up_error_set(err, UP_ERR_IO, 0, "cannot start the retention sweeper");
+        goto fail;
+    }
+    q->sweeper_started = 1;
+    log_info("job queue: %d worker(s) x %d threads (%s), retention %.0f s", q->cfg.n_workers,
+             q->threads_per_worker, nn_backend_name(q->cfg.backend), q->cfg.retention_s);
+    *out = q;
+    return UP_OK;
+fail:
+    log_error("%s", err ? err->msg : "cannot start the job queue");
+    queue_stop(q);
+    return rc;
+}
+
+void queue_notify(queue_t *q) {
+    if (!q)
+        return;
+    pthread_mutex_lock(&q->mu);
+    q->seq++;
+    pthread_cond_signal(&q->work_cond);
+    pthread_mutex_unlock(&q->mu);
+}
+
+void queue_stop(queue_t *q) {
+    if (!q)
+        return;
+    pthread_mutex_lock(&q->mu);
+    atomic_store(&q->stopping, 1);
+    pthread_cond_broadcast(&q->work_cond);
+    pthread_cond_broadcast(&q->sweep_cond);
+    pthread_mutex_unlock(&q->mu);
+    for (int i = 0; i < q->cfg.n_workers; i++) {
+        worker_t *w = &q->workers[i];
+        if (w->started)
+            pthread_join(w->thread, NULL);
+        for (int k = 0; k < w->n_models; k++)
+            upscaler_free(w->models[k].up);
+        free(w->models);
+    }
+    if (q->sweeper_started)
+        pthread_join(q->sweeper, NULL);
+    free(q->workers);
+    pthread_cond_destroy(&q->work_cond);
+    pthread_cond_destroy(&q->sweep_cond);
+    pthread_mutex_destroy(&q->mu);
+    free(q);
+}
+
+int queue_job_cancel(queue_t *q, const char *id, job_status_t *was, up_error_t *err) {
+    assert(q && id);
+    job_status_t w = JOB_STATUS_QUEUED;
+    int rc = store_job_cancel(q->st, id, &w, err);
+    if (was)
+        *was = w;
+    if (rc == 0 && w == JOB_STATUS_QUEUED) {
+        /* it never ran: its input goes now (a worker that is stopping it deletes it otherwise) */
+        job_t *j = xmalloc(sizeof *j);
+        if (store_job_get(q->st, id, j, NULL) == 0 && j->input_path[0] &&
+            remove_file(j->input_path) == 0)
+            store_job_input_deleted(q->st, id, NULL);
+        free(j);
+        log_info("job %s cancelled while queued", id);
+    } else if (rc == 0) {
+        log_info("job %s: cancel requested, stopping at the next tile", id);
+    }
+    return rc;
+}
+
+int queue_job_downloaded(queue_t *q, const char *id, up_error_t *err) {
+    assert(q && id);
+    job_t *j = xmalloc(sizeof *j);
+    int rc = store_job_get(q->st, id, j, err);
+    if (rc)
+        goto out;
+    if (j->status != JOB_STATUS_COMPLETED) {
+        rc = up_error_set(err, UP_ERR_INVALID, 0, "job %s is %s, not completed", id,
+                          job_status_name(j->status));
+        goto out;
+    }
+    /* upscale-service guide: the file is deleted right after a complete download.
+     * Delete first, record second: a crash in between leaves a record whose file
+     * is gone (the sweeper expires it), never a file no record points at. */
+    if (remove_file(j->result_path)) {
+        rc = up_error_set(err, UP_ERR_IO, 0, "cannot delete the result of job %s", id);
+        goto out;
+    }
+    if ((rc = store_job_downloaded(q->st, id, err)) == 0)
+        log_info("job %s downloaded, result deleted", id);
+out:
+    free(j);
+    return rc;
+}

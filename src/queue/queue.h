@@ -1,0 +1,69 @@
+/*
+ * queue.h - the job engine: a pool of worker threads that take queued jobs
+ * from the store, run the upscale pipeline on them, and store the results;
+ * and a sweeper thread that enforces retention.
+ *
+ * Files (all under the data folder): uploads/<id>.<ext> (the input, written
+ * by the HTTP layer before store_job_insert), results/<id>.<ext> (written to
+ * a temporary name, renamed when complete). The upscale-service guide's data
+ * policy: inputs are deleted when the job ends, a result right after a
+ * complete download, anything else retention_s after the job finished.
+ *
+ * Thread safety: all functions may be called from any thread.
+ */
+#ifndef UPRES_QUEUE_QUEUE_H
+#define UPRES_QUEUE_QUEUE_H
+
+#include "nn/nn.h"
+#include "store/store.h"
+#include "upscale/upscale.h"
+
+typedef struct queue_config {
+    const char *data_dir;      /* borrowed */
+    const upscale_registry_t *registry; /* borrowed, outlives the queue */
+    int n_workers;             /* default 1 */
+    int threads_per_worker;    /* 0 = all cores / n_workers */
+    nn_backend_kind_t backend; /* default NN_BACKEND_DNNL */
+    double retention_s;        /* default 900 (15 minutes) */
+    double sweep_interval_s;   /* default 10 */
+    int max_attempts;          /* default 3 */
+    unsigned long long max_input_pixels;  /* 0 = no limit; default upscale_max_input_pixels() */
+    unsigned long long max_output_pixels; /* 0 = no limit; default as upscale_opts_init */
+    size_t tile_memory;        /* bytes for automatic tiles, 0 = default */
+} queue_config_t;
+
+void queue_config_init(queue_config_t *cfg);
+
+typedef struct queue queue_t;
+
+/*
+ * Recover jobs left processing by a previous process (store_jobs_recover),
+ * then start the workers and the sweeper. *out is new (queue_stop).
+ */
+int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_t *err);
+
+/* Wake a worker: a job was inserted. */
+void queue_notify(queue_t *q);
+
+/*
+ * Stop: no new claims; a running job stops after its current tile and goes
+ * back to the queue (it runs again after restart); threads joined, memory
+ * freed. Accepts NULL.
+ */
+void queue_stop(queue_t *q);
+
+/* Paths the HTTP layer uses: data_dir/uploads and data_dir/results (created by queue_start). */
+const char *queue_uploads_dir(const queue_t *q);
+const char *queue_results_dir(const queue_t *q);
+
+/*
+ * Cancel a job (store_job_cancel, same codes and *was): a queued job is
+ * cancelled at once and its input deleted; a processing one stops at the
+ * worker's next tile. Finished jobs: UP_ERR_INVALID (409).
+ */
+int queue_job_cancel(queue_t *q, const char *id, job_status_t *was, up_error_t *err);
+
+/* The result of a completed job was downloaded in full: delete the file, record it. */
+int queue_job_downloaded(queue_t *q, const char *id, up_error_t *err);
+
+#endif

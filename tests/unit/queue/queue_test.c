@@ -1,0 +1,388 @@
+/*
+ * queue_test.c - the job engine (src/queue/queue.c) with the real fast
+ * model (realesr-animevideov3, x2) on small real images.
+ *
+ * Session 1: jobs complete (result decoded at the right size, input
+ * deleted, result fields recorded), download deletes the result, a text
+ * file fails with a clear error, an unknown model fails, a queued job is
+ * cancelled at once, a processing job stops at the next tile. Session 2
+ * (retention 1 s, sweep 0.2 s): an undownloaded result expires and its file
+ * goes; a job left processing by a dead process with its attempts used is
+ * failed at start. Session 3: stopping while a job processes puts it back in
+ * the queue with its input; a new store and queue on the same folder
+ * complete it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/uuid.h"
+#include "image/image.h"
+#include "queue/queue.h"
+#include "store/store.h"
+#include "test.h"
+
+static upscale_registry_t *reg;
+static const char *data;
+static char root[256];
+static double budget = 60; /* seconds any single wait may take */
+
+#define MODEL "realesr-animevideov3"
+
+static int file_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+static int copy_file(const char *src, const char *dst) {
+    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+    char buf[65536];
+    size_t n;
+    int ok = in && out;
+    while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0)
+        ok = fwrite(buf, 1, n, out) == n;
+    if (in)
+        fclose(in);
+    if (out && fclose(out))
+        ok = 0;
+    return ok ? 0 : -1;
+}
+
+static void sleep_s(double s) {
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
+/* Copy src (relative to the shared data) into uploads/ and queue a job for it. */
+static void submit(store_t *st, queue_t *q, const char *uploads, char id[40], const char *src,
+                   const char *model, int tile, const char *format) {
+    job_t j;
+    memset(&j, 0, sizeof j);
+    uuid_v4(j.id);
+    memcpy(id, j.id, 37);
+    const char *ext = strrchr(src, '.');
+    snprintf(j.input_path, sizeof j.input_path, "%s/%s%s", uploads, j.id, ext ? ext : "");
+    char path[2048];
+    if (src[0] == '/')
+        snprintf(path, sizeof path, "%s", src);
+    else
+        snprintf(path, sizeof path, "%s/%s", data, src);
+    CHECKF(copy_file(path, j.input_path) == 0, "copy %s", path);
+    snprintf(j.model, sizeof j.model, "%s", model);
+    j.scale = 2;
+    j.tile = tile;
+    snprintf(j.format, sizeof j.format, "%s", format);
+    snprintf(j.input_name, sizeof j.input_name, "%s", src);
+    up_error_t err;
+    CHECKF(store_job_insert(st, &j, &err) == 0, "%s", err.msg);
+    queue_notify(q);
+}
+
+/* Poll until the job's status is want (or a finished status, when want < 0). */
+static int wait_for(store_t *st, const char *id, int want, job_t *out) {
+    double t0 = mono_s();
+    up_error_t err;
+    for (;;) {
+        if (store_job_get(st, id, out, &err) != 0)
+            return -1;
+        int s = (int)out->status;
+        if (s == want || (want < 0 && s >= JOB_STATUS_COMPLETED))
+            return s;
+        if (mono_s() - t0 > budget) {
+            fprintf(stderr, "job %s still %s after %.0f s (waiting for %d)\n", id,
+                    job_status_name(out->status), budget, want);
+            return s;
+        }
+        sleep_s(0.01);
+    }
+}
+
+static void config(queue_config_t *cfg, const char *dir) {
+    queue_config_init(cfg);
+    cfg->data_dir = dir;
+    cfg->registry = reg;
+    cfg->threads_per_worker = 1; /* no OpenMP barriers to lose on a busy machine */
+}
+
+static void session_basic(void) {
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/basic", root);
+    up_error_t err;
+    store_t *st = NULL;
+    queue_t *q = NULL;
+    CHECKF(store_open(dir, &st, &err) == 0, "%s", err.msg);
+    queue_config_t cfg;
+    config(&cfg, dir);
+    cfg.n_workers = 2;
+    CHECKF(st && queue_start(st, &cfg, &q, &err) == 0, "%s", err.msg);
+    if (!q) {
+        store_close(st);
+        return;
+    }
+    const char *up = queue_uploads_dir(q);
+    CHECK(file_exists(up) && file_exists(queue_results_dir(q)));
+
+    /* two jobs complete: the input's format kept, and webp asked for */
+    char a[40], b[40], bad[40], nomodel[40];
+    submit(st, q, up, a, "ref/in/chelsea_lr64.png", MODEL, 0, "");
+    submit(st, q, up, b, "ref/in/astronaut_lr64.png", MODEL, 32, "webp");
+    char text[300];
+    snprintf(text, sizeof text, "%s/not-an-image.png", root);
+    FILE *f = fopen(text, "w");
+    if (f) {
+        fputs("hello, this is not an image\n", f);
+        fclose(f);
+    }
+    submit(st, q, up, bad, text, MODEL, 0, "");
+    submit(st, q, up, nomodel, "ref/in/chelsea_lr64.png", "no-such-model", 0, "");
+
+    job_t j;
+    CHECK(wait_for(st, a, JOB_STATUS_COMPLETED, &j) == JOB_STATUS_COMPLETED);
+    char expect[1200];
+    snprintf(expect, sizeof expect, "%s/%s.png", queue_results_dir(q), a);
+    CHECKF(strcmp(j.result_path, expect) == 0, "%s", j.result_path);
+    CHECK(strcmp(j.result_format, "png") == 0 && j.output_width == 128 && j.output_height == 128);
+    CHECK(j.progress == 100 && j.attempts == 1 && j.completed_at >= j.started_at);
+    CHECK(j.expires_at >= j.completed_at + 899);
+    struct stat sb;
+    CHECK(stat(j.result_path, &sb) == 0 && sb.st_size == j.result_bytes && j.result_bytes > 0);
+    up_image_t *img = NULL;
+    CHECKF(image_load_file(j.result_path, NULL, &img, &err) == 0, "%s", err.msg);
+    CHECK(img && img->width == 128 && img->height == 128 && strcmp(img->format, "png") == 0);
+    image_free(img);
+    /* the input goes when the job ends (the record is cleared just after the file) */
+    double t0 = mono_s();
+    while (j.input_path[0] && mono_s() - t0 < 5) {
+        sleep_s(0.01);
+        store_job_get(st, a, &j, &err);
+    }
+    CHECK(j.input_path[0] == '\0');
+    char in_a[1200];
+    snprintf(in_a, sizeof in_a, "%s/%s.png", up, a);
+    CHECK(!file_exists(in_a));
+
+    CHECK(wait_for(st, b, JOB_STATUS_COMPLETED, &j) == JOB_STATUS_COMPLETED);
+    CHECK(strcmp(j.result_format, "webp") == 0 && strstr(j.result_path, ".webp"));
+    CHECK(image_load_file(j.result_path, NULL, &img, &err) == 0 && img && img->width == 128 &&
+          strcmp(img->format, "webp") == 0);
+    image_free(img);
+
+    /* download: the file goes, the record answers expired; a second one is refused */
+    char result_a[1024];
+    store_job_get(st, a, &j, &err);
+    snprintf(result_a, sizeof result_a, "%s", j.result_path);
+    CHECKF(queue_job_downloaded(q, a, &err) == 0, "%s", err.msg);
+    CHECK(!file_exists(result_a));
+    CHECK(store_job_get(st, a, &j, &err) == 0 && j.status == JOB_STATUS_EXPIRED);
+    CHECK(queue_job_downloaded(q, a, &err) == UP_ERR_INVALID);
+    CHECK(queue_job_downloaded(q, "nope", &err) == UP_ERR_NOT_FOUND);
+
+    /* not an image, unknown model: failed with a clear message, input deleted */
+    CHECK(wait_for(st, bad, JOB_STATUS_FAILED, &j) == JOB_STATUS_FAILED);
+    CHECKF(strstr(j.error, "input") && strstr(j.error, "image"), "%s", j.error);
+    CHECK(j.result_path[0] == '\0');
+    CHECK(wait_for(st, nomodel, JOB_STATUS_FAILED, &j) == JOB_STATUS_FAILED);
+    CHECKF(strstr(j.error, "no-such-model") || strstr(j.error, "model"), "%s", j.error);
+    t0 = mono_s();
+    while (j.input_path[0] && mono_s() - t0 < 5) {
+        sleep_s(0.01);
+        store_job_get(st, nomodel, &j, &err);
+    }
+    CHECK(j.input_path[0] == '\0');
+
+    /* cancel: two slow jobs keep both workers busy, a third waits in the queue */
+    char s1[40], s2[40], s3[40];
+    submit(st, q, up, s1, "images/astronaut.png", MODEL, 16, "");
+    submit(st, q, up, s2, "images/camera.png", MODEL, 16, "");
+    CHECK(wait_for(st, s1, JOB_STATUS_PROCESSING, &j) == JOB_STATUS_PROCESSING);
+    CHECK(wait_for(st, s2, JOB_STATUS_PROCESSING, &j) == JOB_STATUS_PROCESSING);
+    submit(st, q, up, s3, "ref/in/chelsea_lr64.png", MODEL, 0, "");
+    job_status_t was = JOB_STATUS_EXPIRED;
+    char in_s3[1200];
+    snprintf(in_s3, sizeof in_s3, "%s/%s.png", up, s3);
+    CHECKF(queue_job_cancel(q, s3, &was, &err) == 0 && was == JOB_STATUS_QUEUED, "%s", err.msg);
+    CHECK(store_job_get(st, s3, &j, &err) == 0 && j.status == JOB_STATUS_CANCELLED);
+    CHECK(j.input_path[0] == '\0' && !file_exists(in_s3));
+
+    CHECKF(queue_job_cancel(q, s1, &was, &err) == 0 && was == JOB_STATUS_PROCESSING, "%s", err.msg);
+    CHECK(store_job_cancel(st, s2, &was, &err) == 0 && was == JOB_STATUS_PROCESSING);
+    CHECK(wait_for(st, s1, JOB_STATUS_CANCELLED, &j) == JOB_STATUS_CANCELLED);
+    CHECK(j.result_path[0] == '\0' && j.progress < 100);
+    CHECK(wait_for(st, s2, JOB_STATUS_CANCELLED, &j) == JOB_STATUS_CANCELLED);
+    CHECK(queue_job_cancel(q, s1, &was, &err) == UP_ERR_INVALID && was == JOB_STATUS_CANCELLED);
+    CHECK(queue_job_cancel(q, b, &was, &err) == UP_ERR_INVALID && was == JOB_STATUS_COMPLETED);
+    CHECK(queue_job_cancel(q, "nope", &was, &err) == UP_ERR_NOT_FOUND);
+
+    queue_stop(q);
+    /* every input is gone (the cancelled jobs' too) and no temporary is left */
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A %s/uploads)\" && test -z \"$(ls %s/results | grep tmp)\"",
+             dir, dir);
+    CHECK(system(cmd) == 0);
+    long long counts[JOB_STATUS_EXPIRED + 1];
+    CHECK(store_job_counts(st, counts, &err) == 0);
+    CHECK(counts[JOB_STATUS_QUEUED] == 0 && counts[JOB_STATUS_PROCESSING] == 0);
+    CHECK(counts[JOB_STATUS_COMPLETED] == 1 && counts[JOB_STATUS_EXPIRED] == 1);
+    CHECK(counts[JOB_STATUS_FAILED] == 2 && counts[JOB_STATUS_CANCELLED] == 3);
+    store_close(st);
+}
+
+static void session_retention(void) {
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/retention", root);
+    up_error_t err;
+    store_t *st = NULL;
+    queue_t *q = NULL;
+    CHECKF(store_open(dir, &st, &err) == 0, "%s", err.msg);
+    if (!st)
+        return;
+
+    /* a job a dead process left processing after its third attempt */
+    char uploads[400], dead_input[600];
+    snprintf(uploads, sizeof uploads, "%s/uploads", dir);
+    mkdir(uploads, 0777);
+    job_t j;
+    memset(&j, 0, sizeof j);
+    uuid_v4(j.id);
+    snprintf(j.model, sizeof j.model, MODEL);
+    j.scale = 2;
+    snprintf(dead_input, sizeof dead_input, "%s/%s.png", uploads, j.id);
+    snprintf(j.input_path, sizeof j.input_path, "%s", dead_input);
+    char src[2048];
+    snprintf(src, sizeof src, "%s/ref/in/chelsea_lr64.png", data);
+    CHECK(copy_file(src, dead_input) == 0);
+    CHECK(store_job_insert(st, &j, &err) == 0);
+    job_t c;
+    for (int i = 0; i < 3; i++) {
+        CHECK(store_job_claim(st, &c, &err) == 0 && strcmp(c.id, j.id) == 0);
+        if (i < 2)
+            CHECK(store_jobs_recover(st, 100, 1, NULL, NULL, &err) == 0);
+    }
+
+    queue_config_t cfg;
+    config(&cfg, dir);
+    cfg.retention_s = 1;
+    cfg.sweep_interval_s = 0.2;
+    CHECKF(queue_start(st, &cfg, &q, &err) == 0, "%s", err.msg);
+    if (!q) {
+        store_close(st);
+        return;
+    }
+    CHECK(store_job_get(st, j.id, &c, &err) == 0 && c.status == JOB_STATUS_FAILED);
+    CHECKF(strstr(c.error, "3 times"), "%s", c.error);
+
+    char a[40];
+    submit(st, q, queue_uploads_dir(q), a, "ref/in/chelsea_lr64.png", MODEL, 0, "jpg");
+    job_t done;
+    CHECK(wait_for(st, a, JOB_STATUS_COMPLETED, &done) == JOB_STATUS_COMPLETED ||
+          done.status == JOB_STATUS_EXPIRED);
+    CHECK(strstr(done.result_path, ".jpg") || done.status == JOB_STATUS_EXPIRED);
+    CHECK(wait_for(st, a, JOB_STATUS_EXPIRED, &c) == JOB_STATUS_EXPIRED);
+    CHECK(c.result_path[0] == '\0' && c.input_path[0] == '\0');
+    if (done.result_path[0])
+        CHECK(!file_exists(done.result_path));
+    /* the dead job's input goes too; its record still says failed */
+    double t0 = mono_s();
+    while (file_exists(dead_input) && mono_s() - t0 < 10)
+        sleep_s(0.05);
+    CHECK(!file_exists(dead_input));
+    CHECK(store_job_get(st, j.id, &c, &err) == 0 && c.status == JOB_STATUS_FAILED);
+    CHECK(queue_job_downloaded(q, a, &err) == UP_ERR_INVALID);
+    queue_stop(q);
+    store_close(st);
+}
+
+static void session_restart(void) {
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/restart", root);
+    up_error_t err;
+    store_t *st = NULL;
+    queue_t *q = NULL;
+    CHECKF(store_open(dir, &st, &err) == 0, "%s", err.msg);
+    queue_config_t cfg;
+    config(&cfg, dir);
+    CHECKF(st && queue_start(st, &cfg, &q, &err) == 0, "%s", err.msg);
+    if (!q) {
+        store_close(st);
+        return;
+    }
+    char a[40], in_a[1200];
+    submit(st, q, queue_uploads_dir(q), a, "ref/in/astronaut_lr128.png", MODEL, 16, "");
+    snprintf(in_a, sizeof in_a, "%s/%s.png", queue_uploads_dir(q), a);
+    job_t j;
+    CHECK(wait_for(st, a, JOB_STATUS_PROCESSING, &j) == JOB_STATUS_PROCESSING);
+    double t0 = mono_s();
+    queue_stop(q);
+    double stop_s = mono_s() - t0;
+    CHECKF(stop_s < 5, "stop took %.2f s", stop_s);
+    CHECK(store_job_get(st, a, &j, &err) == 0);
+    CHECKF(j.status == JOB_STATUS_QUEUED, "%s", job_status_name(j.status));
+    CHECK(j.attempts == 0 && j.progress == 0 && strcmp(j.input_path, in_a) == 0);
+    CHECK(file_exists(in_a));
+    store_close(st);
+
+    /* a partial result from a writer that died, and one a live process is writing */
+    char dead_tmp[600], live_tmp[600];
+    snprintf(dead_tmp, sizeof dead_tmp, "%s/results/x.png.tmp-999999999-0", dir);
+    snprintf(live_tmp, sizeof live_tmp, "%s/results/y.png.tmp-%d-0", dir, (int)getpid());
+    FILE *f1 = fopen(dead_tmp, "w"), *f2 = fopen(live_tmp, "w");
+    CHECK(f1 && f2);
+    if (f1)
+        fclose(f1);
+    if (f2)
+        fclose(f2);
+
+    /* a new process: the job runs again and completes */
+    st = NULL;
+    q = NULL;
+    CHECKF(store_open(dir, &st, &err) == 0, "%s", err.msg);
+    CHECKF(st && queue_start(st, &cfg, &q, &err) == 0, "%s", err.msg);
+    CHECK(!file_exists(dead_tmp) && file_exists(live_tmp));
+    unlink(live_tmp);
+    if (q) {
+        CHECK(wait_for(st, a, JOB_STATUS_COMPLETED, &j) == JOB_STATUS_COMPLETED);
+        CHECK(j.output_width == 256 && j.output_height == 256 && j.attempts == 1);
+        CHECK(file_exists(j.result_path));
+    }
+    queue_stop(q);
+    store_close(st);
+}
+
+int main(void) {
+    data = test_env("UPRES_SHARED_DATA");
+    const char *models = test_env("UPRES_TEST_MODELS");
+    if (test_sanitized())
+        budget = 300;
+    log_set_level(LOG_INFO); /* one line per job transition: the story of a failure */
+    up_error_t err;
+    CHECKF(upscale_registry_scan(models, &reg, &err) == 0, "%s", err.msg);
+    if (!reg)
+        return test_summary();
+    snprintf(root, sizeof root, "/tmp/upres-queue-test-%d", (int)getpid());
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", root, root);
+    CHECK(system(cmd) == 0);
+
+    double t0 = mono_s();
+    session_basic();
+    fprintf(stderr, "basic: %.1f s\n", mono_s() - t0);
+    t0 = mono_s();
+    session_retention();
+    fprintf(stderr, "retention: %.1f s\n", mono_s() - t0);
+    t0 = mono_s();
+    session_restart();
+    fprintf(stderr, "restart: %.1f s\n", mono_s() - t0);
+
+    upscale_registry_free(reg);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    CHECK(system(cmd) == 0);
+    image_shutdown();
+    return test_summary();
+}
