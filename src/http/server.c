@@ -404,6 +404,13 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         snprintf(req->path, sizeof req->path, "%s", url);
         *con_cls = req;
         route(req);
+        /* a declared body over the limit is refused before any of it is read */
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > srv->cfg.max_upload) {
+            req->too_large = 1;
+            http_reply_error(req, 413, "request body too large: the limit is %llu bytes", srv->cfg.max_upload);
+            return MHD_YES;
+        }
         if (req->route && !strcmp(req->method, "POST") && is_multipart(c)) {
             req->pp = MHD_create_post_processor(c, 64 * 1024, upload_iter, req);
             if (!req->pp)
@@ -418,7 +425,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         if (req->too_large || req->bad_body)
             return MHD_YES; /* discard the rest */
         if (req->body_bytes > srv->cfg.max_upload) {
-            /* enforced while streaming: the partial file goes at once */
+            /* enforced while streaming (a body with no or a false length): the
+               partial file goes at once; MHD 0.9.75 sends no answer before the
+               body ends, so the rest is read and dropped, then 413 */
             req->too_large = 1;
             upload_discard(req);
             return MHD_YES;
@@ -434,9 +443,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         close(req->upload_fd);
         req->upload_fd = -1;
     }
-    if (req->too_large)
-        http_reply_error(req, 413, "request body too large: the limit is %llu bytes", srv->cfg.max_upload);
-    else if (req->bad_body)
+    if (req->too_large) {
+        if (!req->replied)
+            http_reply_error(req, 413, "request body too large: the limit is %llu bytes", srv->cfg.max_upload);
+    } else if (req->bad_body)
         http_reply_error(req, 400, "malformed multipart/form-data body");
     else if (req->route)
         req->route->handler(req, srv->ctx);

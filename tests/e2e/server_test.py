@@ -432,6 +432,29 @@ def test_limits():
     if not check(s.start(), "limits server starts"):
         return
     try:
+        # a body declared at 10 GB is refused at once, before it is sent
+        t0 = time.time()
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as sock:
+            sock.sendall(b"POST /api/v1/upscale HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 10000000000\r\n\r\n"
+                         + b"-" * 1000)
+            head = sock.recv(4096)
+        check(head.startswith(b"HTTP/1.1 413") and time.time() - t0 < 5,
+              "a 10 GB Content-Length -> 413 at once", head[:80])
+        # a chunked body (no length) over the limit: nothing of it stays on disk, then 413
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as sock:
+            # (a realistic boundary: libmicrohttpd's post processor refuses one-letter ones)
+            sock.sendall(b"POST /api/v1/upscale HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: multipart/form-data; boundary=----upresChunked\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            part = (b'------upresChunked\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n'
+                    b"Content-Type: image/png\r\n\r\n" + os.urandom(50000) + b"\r\n------upresChunked--\r\n")
+            sock.sendall(b"%x\r\n" % len(part) + part + b"\r\n0\r\n\r\n")
+            head = sock.recv(4096)
+        check(head.startswith(b"HTTP/1.1 413"), "a chunked body over the limit -> 413", head[:80])
+        time.sleep(0.2)
+        left = os.listdir(os.path.join(s.data, "uploads")) if os.path.isdir(os.path.join(s.data, "uploads")) else []
+        check(not left, "chunked 413: partial upload removed", left)
         big = os.urandom(60000)
         r = submit(s.port, data=big, filename="big.png")
         check(r.status == 413 and (r.json() or {}).get("success") is False, "upload over --max-upload -> 413", r)
