@@ -81,16 +81,16 @@ __attribute__((target("avx512f"))) static double fma_peak_avx512(int n_threads) 
         v16 b = a0 + 0.999999f, c = a0 + 1e-7f;
         for (long k = 0; k < iters; k++) {
             /* 12 independent chains cover the FMA latency on two pipes */
-            __asm__("vfmadd132ps %[b], %[c], %[a0]\n\tvfmadd132ps %[b], %[c], %[a1]\n\t"
-                    "vfmadd132ps %[b], %[c], %[a2]\n\tvfmadd132ps %[b], %[c], %[a3]\n\t"
-                    "vfmadd132ps %[b], %[c], %[a4]\n\tvfmadd132ps %[b], %[c], %[a5]\n\t"
-                    "vfmadd132ps %[b], %[c], %[a6]\n\tvfmadd132ps %[b], %[c], %[a7]\n\t"
-                    "vfmadd132ps %[b], %[c], %[a8]\n\tvfmadd132ps %[b], %[c], %[a9]\n\t"
-                    "vfmadd132ps %[b], %[c], %[a10]\n\tvfmadd132ps %[b], %[c], %[a11]"
-                    : [a0] "+v"(a0), [a1] "+v"(a1), [a2] "+v"(a2), [a3] "+v"(a3), [a4] "+v"(a4),
-                      [a5] "+v"(a5), [a6] "+v"(a6), [a7] "+v"(a7), [a8] "+v"(a8), [a9] "+v"(a9),
-                      [a10] "+v"(a10), [a11] "+v"(a11)
-                    : [b] "v"(b), [c] "v"(c));
+            __asm__(
+                "vfmadd132ps %[b], %[c], %[a0]\n\tvfmadd132ps %[b], %[c], %[a1]\n\t"
+                "vfmadd132ps %[b], %[c], %[a2]\n\tvfmadd132ps %[b], %[c], %[a3]\n\t"
+                "vfmadd132ps %[b], %[c], %[a4]\n\tvfmadd132ps %[b], %[c], %[a5]\n\t"
+                "vfmadd132ps %[b], %[c], %[a6]\n\tvfmadd132ps %[b], %[c], %[a7]\n\t"
+                "vfmadd132ps %[b], %[c], %[a8]\n\tvfmadd132ps %[b], %[c], %[a9]\n\t"
+                "vfmadd132ps %[b], %[c], %[a10]\n\tvfmadd132ps %[b], %[c], %[a11]"
+                : [a0] "+v"(a0), [a1] "+v"(a1), [a2] "+v"(a2), [a3] "+v"(a3), [a4] "+v"(a4), [a5] "+v"(a5),
+                  [a6] "+v"(a6), [a7] "+v"(a7), [a8] "+v"(a8), [a9] "+v"(a9), [a10] "+v"(a10), [a11] "+v"(a11)
+                : [b] "v"(b), [c] "v"(c));
         }
         v16 s = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11;
         sink += s[0];

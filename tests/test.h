@@ -14,26 +14,26 @@
 
 static int test_n_pass, test_n_fail;
 
-#define CHECK(cond)                                                                      \
-    do {                                                                                 \
-        if (cond) {                                                                      \
-            test_n_pass++;                                                               \
-        } else {                                                                         \
-            test_n_fail++;                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);   \
-        }                                                                                \
+#define CHECK(cond)                                                                                          \
+    do {                                                                                                     \
+        if (cond) {                                                                                          \
+            test_n_pass++;                                                                                   \
+        } else {                                                                                             \
+            test_n_fail++;                                                                                   \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                         \
+        }                                                                                                    \
     } while (0)
 
-#define CHECKF(cond, ...)                                                                \
-    do {                                                                                 \
-        if (cond) {                                                                      \
-            test_n_pass++;                                                               \
-        } else {                                                                         \
-            test_n_fail++;                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);   \
-            fprintf(stderr, __VA_ARGS__);                                                \
-            fputc('\n', stderr);                                                         \
-        }                                                                                \
+#define CHECKF(cond, ...)                                                                                    \
+    do {                                                                                                     \
+        if (cond) {                                                                                          \
+            test_n_pass++;                                                                                   \
+        } else {                                                                                             \
+            test_n_fail++;                                                                                   \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);                         \
+            fprintf(stderr, __VA_ARGS__);                                                                    \
+            fputc('\n', stderr);                                                                             \
+        }                                                                                                    \
     } while (0)
 
 static inline const char *test_env(const char *name) {

@@ -170,7 +170,8 @@ static void h_upscale(http_request_t *req, void *ctx) {
         return;
     }
     if (rc == UP_ERR_TOO_LARGE) {
-        http_reply_error(req, 422, "image too large: %s (the limit is %llu pixels)", err.msg, svc->max_input_pixels);
+        http_reply_error(req, 422, "image too large: %s (the limit is %llu pixels)", err.msg,
+                         svc->max_input_pixels);
         return;
     }
     if (rc) {
@@ -252,9 +253,7 @@ static void h_status(http_request_t *req, void *ctx) {
     json_t *o = json_pack("{s:s,s:s}", "job_id", job.id, "status", job_status_name(job.status));
     switch (job.status) {
     case JOB_STATUS_QUEUED:
-    case JOB_STATUS_PROCESSING:
-        json_object_set_new(o, "progress", json_integer(job.progress));
-        break;
+    case JOB_STATUS_PROCESSING: json_object_set_new(o, "progress", json_integer(job.progress)); break;
     case JOB_STATUS_COMPLETED: {
         char url[128];
         snprintf(url, sizeof url, "/api/v1/download/%s", job.id);
@@ -270,11 +269,10 @@ static void h_status(http_request_t *req, void *ctx) {
     case JOB_STATUS_FAILED:
         json_object_set_new(o, "error", json_string(job.error[0] ? job.error : "the job failed"));
         break;
-    case JOB_STATUS_CANCELLED:
-        break;
+    case JOB_STATUS_CANCELLED: break;
     case JOB_STATUS_EXPIRED:
-        json_object_set_new(o, "message",
-                            json_string("the files of this job were deleted (downloaded, or retention ended)"));
+        json_object_set_new(
+            o, "message", json_string("the files of this job were deleted (downloaded, or retention ended)"));
         break;
     }
     http_reply_json(req, 200, o);
@@ -309,8 +307,7 @@ static void h_download(http_request_t *req, void *ctx) {
     case JOB_STATUS_EXPIRED:
         http_reply_error(req, 410, "the result of job %s is gone (already downloaded, or expired)", job.id);
         return;
-    case JOB_STATUS_COMPLETED:
-        break;
+    case JOB_STATUS_COMPLETED: break;
     }
     if (!job.result_path[0]) {
         http_reply_error(req, 410, "the result of job %s is gone (already downloaded, or expired)", job.id);
@@ -344,8 +341,9 @@ static void h_cancel(http_request_t *req, void *ctx) {
     }
     if (rc == UP_ERR_INVALID) {
         http_reply_json(req, 409,
-                        json_pack("{s:b,s:s,s:s,s:s+}", "success", 0, "job_id", id, "status", job_status_name(was),
-                                  "error", "the job cannot be cancelled: it is already ", job_status_name(was)));
+                        json_pack("{s:b,s:s,s:s,s:s+}", "success", 0, "job_id", id, "status",
+                                  job_status_name(was), "error",
+                                  "the job cannot be cancelled: it is already ", job_status_name(was)));
         return;
     }
     if (rc) {
@@ -360,12 +358,14 @@ static void h_cancel(http_request_t *req, void *ctx) {
             unlink(job.input_path);
             store_job_input_deleted(svc->store, id, NULL);
         }
-        http_reply_json(req, 200, json_pack("{s:b,s:s,s:s,s:s}", "success", 1, "job_id", id, "status", "cancelled",
-                                            "message", "the job was cancelled"));
+        http_reply_json(req, 200,
+                        json_pack("{s:b,s:s,s:s,s:s}", "success", 1, "job_id", id, "status", "cancelled",
+                                  "message", "the job was cancelled"));
         return;
     }
-    http_reply_json(req, 202, json_pack("{s:b,s:s,s:s,s:s}", "success", 1, "job_id", id, "status", "processing",
-                                        "message", "cancel requested: the job stops after its current tile"));
+    http_reply_json(req, 202,
+                    json_pack("{s:b,s:s,s:s,s:s}", "success", 1, "job_id", id, "status", "processing",
+                              "message", "cancel requested: the job stops after its current tile"));
 }
 
 /* ---- GET /api/v1/models ---------------------------------------------------------- */
@@ -405,8 +405,8 @@ static void h_models(http_request_t *req, void *ctx) {
         for (size_t d = 0; d < sizeof descriptions / sizeof descriptions[0]; d++)
             if (!strcmp(descriptions[d].name, m->name))
                 desc = descriptions[d].description;
-        json_array_append_new(models,
-                              json_pack("{s:s,s:s,s:o}", "name", m->name, "description", desc, "supported_scales", scales));
+        json_array_append_new(models, json_pack("{s:s,s:s,s:o}", "name", m->name, "description", desc,
+                                                "supported_scales", scales));
     }
     http_reply_json(req, 200, json_pack("{s:s,s:o}", "version", UPSCALE_SERVICE_VERSION, "models", models));
 }
@@ -416,8 +416,8 @@ static void h_models(http_request_t *req, void *ctx) {
 static void h_health(http_request_t *req, void *ctx) {
     upscale_service_t *svc = ctx;
     long long counts[JOB_STATUS_EXPIRED + 1] = {0};
-    json_t *o = json_pack("{s:s,s:s,s:I}", "status", atomic_load(&svc->stopping) ? "stopping" : "ok", "version",
-                          UPSCALE_SERVICE_VERSION, "time", (json_int_t)time(NULL));
+    json_t *o = json_pack("{s:s,s:s,s:I}", "status", atomic_load(&svc->stopping) ? "stopping" : "ok",
+                          "version", UPSCALE_SERVICE_VERSION, "time", (json_int_t)time(NULL));
     if (!store_job_counts(svc->store, counts, NULL)) {
         json_t *q = json_object();
         for (int s = 0; s <= JOB_STATUS_EXPIRED; s++)
@@ -439,7 +439,8 @@ static const char docs_page[] =
     "<script src=\"/api/v1/docs/swagger-ui-standalone-preset.js\"></script>\n"
     "<script>\nwindow.onload = function () {\n"
     "  window.ui = SwaggerUIBundle({url: \"/api/v1/openapi.json\", dom_id: \"#swagger-ui\",\n"
-    "    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: \"StandaloneLayout\"});\n"
+    "    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: "
+    "\"StandaloneLayout\"});\n"
     "};\n</script>\n</body>\n</html>\n";
 
 static void h_docs(http_request_t *req, void *ctx) {

@@ -44,12 +44,12 @@ static double now(void) {
     T a0 = SET1(0), a1 = SET1(1), a2 = SET1(2), a3 = SET1(3), a4 = SET1(4), a5 = SET1(5);                    \
     T a6 = SET1(6), a7 = SET1(7), a8 = SET1(8), a9 = SET1(9), a10 = SET1(10), a11 = SET1(11);                \
     for (long i = 0; i < iters; i++) {                                                                       \
-        a0 = FMADD(a0, b, c), a1 = FMADD(a1, b, c), a2 = FMADD(a2, b, c), a3 = FMADD(a3, b, c);             \
-        a4 = FMADD(a4, b, c), a5 = FMADD(a5, b, c), a6 = FMADD(a6, b, c), a7 = FMADD(a7, b, c);             \
-        a8 = FMADD(a8, b, c), a9 = FMADD(a9, b, c), a10 = FMADD(a10, b, c), a11 = FMADD(a11, b, c);         \
+        a0 = FMADD(a0, b, c), a1 = FMADD(a1, b, c), a2 = FMADD(a2, b, c), a3 = FMADD(a3, b, c);              \
+        a4 = FMADD(a4, b, c), a5 = FMADD(a5, b, c), a6 = FMADD(a6, b, c), a7 = FMADD(a7, b, c);              \
+        a8 = FMADD(a8, b, c), a9 = FMADD(a9, b, c), a10 = FMADD(a10, b, c), a11 = FMADD(a11, b, c);          \
     }                                                                                                        \
     float lanes[LANES];                                                                                      \
-    STORE(lanes, a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);                              \
+    STORE(lanes, a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);                               \
     return lanes[0];
 
 __attribute__((target("avx512f"))) static double fma_loop_avx512(long iters) {
@@ -143,25 +143,25 @@ done:
 }
 
 /* Run fn in a child and read back its result bytes. */
-#define IN_CHILD(result, expr)                                                                 \
-    do {                                                                                       \
-        int fds[2];                                                                            \
-        memset(&(result), 0, sizeof(result));                                                  \
-        if (pipe(fds) == 0) {                                                                  \
-            fflush(NULL);                                                                      \
-            pid_t pid = fork();                                                                \
-            if (pid == 0) {                                                                    \
-                close(fds[0]);                                                                 \
-                __typeof__(result) r_ = (expr);                                                \
-                ssize_t w_ = write(fds[1], &r_, sizeof r_);                                    \
-                _exit(w_ == (ssize_t)sizeof r_ ? 0 : 1);                                       \
-            }                                                                                  \
-            close(fds[1]);                                                                     \
-            ssize_t n_ = read(fds[0], &(result), sizeof(result));                              \
-            (void)n_;                                                                          \
-            close(fds[0]);                                                                     \
-            waitpid(pid, NULL, 0);                                                             \
-        }                                                                                      \
+#define IN_CHILD(result, expr)                                                                               \
+    do {                                                                                                     \
+        int fds[2];                                                                                          \
+        memset(&(result), 0, sizeof(result));                                                                \
+        if (pipe(fds) == 0) {                                                                                \
+            fflush(NULL);                                                                                    \
+            pid_t pid = fork();                                                                              \
+            if (pid == 0) {                                                                                  \
+                close(fds[0]);                                                                               \
+                __typeof__(result) r_ = (expr);                                                              \
+                ssize_t w_ = write(fds[1], &r_, sizeof r_);                                                  \
+                _exit(w_ == (ssize_t)sizeof r_ ? 0 : 1);                                                     \
+            }                                                                                                \
+            close(fds[1]);                                                                                   \
+            ssize_t n_ = read(fds[0], &(result), sizeof(result));                                            \
+            (void)n_;                                                                                        \
+            close(fds[0]);                                                                                   \
+            waitpid(pid, NULL, 0);                                                                           \
+        }                                                                                                    \
     } while (0)
 
 int cmd_bench(int argc, char **argv) {
@@ -188,7 +188,8 @@ int cmd_bench(int argc, char **argv) {
             break;
         case 'h':
         default:
-            printf("usage: upres bench [-n MODEL]... [-i IMAGE] [-m MODELDIR] [-r RUNS] [-j MAXTHREADS] [-b BACKEND]\n"
+            printf("usage: upres bench [-n MODEL]... [-i IMAGE] [-m MODELDIR] [-r RUNS] [-j MAXTHREADS] [-b "
+                   "BACKEND]\n"
                    "  defaults: realesrgan-x4plus and realesr-animevideov3-x4 on samples/astronaut_128.png,\n"
                    "  best of 2 runs after a warm-up, 1 and 2 threads, backend dnnl\n");
             return c == 'h' ? 0 : 2;

@@ -33,32 +33,35 @@
 #include "upscale/upscale.h"
 
 static void usage(FILE *f) {
-    fputs("usage: upres serve [options]\n"
-          "\n"
-          "The Upscale Service API on http://LISTEN:PORT/api/v1 (docs at /api/v1/docs).\n"
-          "Each option can also be set by the environment variable shown.\n"
-          "\n"
-          "  -l, --listen ADDR        address to listen on (UPRES_LISTEN, default 127.0.0.1;\n"
-          "                           0.0.0.0 for every interface)\n"
-          "  -p, --port N             TCP port (UPRES_PORT, default 8089)\n"
-          "  -d, --data DIR           data folder: database, uploads, results (UPRES_DATA, default ./data)\n"
-          "  -m, --models DIR         models folder (UPRES_MODELS, default <exe>/../models or the source tree's)\n"
-          "      --web DIR            web folder: openapi.json, Swagger UI (UPRES_WEB)\n"
-          "  -w, --workers N          jobs run at once (UPRES_WORKERS, default 1)\n"
-          "  -j, --threads N          threads per worker, 0 = all cores / workers (UPRES_THREADS, default 0)\n"
-          "  -b, --backend NAME       dnnl or ref (UPRES_BACKEND, default dnnl)\n"
-          "      --http-threads N     HTTP thread pool (UPRES_HTTP_THREADS, default 4)\n"
-          "      --max-upload BYTES   request body limit, K/M/G suffixes (UPRES_MAX_UPLOAD, default 50M)\n"
-          "      --max-pixels N       input pixel limit (UPRES_MAX_PIXELS, default 40000000)\n"
-          "      --max-output-pixels N  output pixel limit (UPRES_MAX_OUTPUT_PIXELS, default 400000000)\n"
-          "      --retention SEC      keep results not downloaded this long (UPRES_RETENTION, default 900)\n"
-          "      --sweep-interval SEC how often expired files are deleted (UPRES_SWEEP_INTERVAL, default 10)\n"
-          "      --conn-timeout SEC   idle HTTP connection timeout (UPRES_CONN_TIMEOUT, default 30)\n"
-          "      --max-conns N        open connections in all (UPRES_MAX_CONNS, default 1024)\n"
-          "      --max-conns-per-ip N open connections per client address (UPRES_MAX_CONNS_PER_IP, default 64)\n"
-          "  -v, --verbose            debug log\n"
-          "  -h, --help               this help\n",
-          f);
+    fputs(
+        "usage: upres serve [options]\n"
+        "\n"
+        "The Upscale Service API on http://LISTEN:PORT/api/v1 (docs at /api/v1/docs).\n"
+        "Each option can also be set by the environment variable shown.\n"
+        "\n"
+        "  -l, --listen ADDR        address to listen on (UPRES_LISTEN, default 127.0.0.1;\n"
+        "                           0.0.0.0 for every interface)\n"
+        "  -p, --port N             TCP port (UPRES_PORT, default 8089)\n"
+        "  -d, --data DIR           data folder: database, uploads, results (UPRES_DATA, default ./data)\n"
+        "  -m, --models DIR         models folder (UPRES_MODELS, default <exe>/../models or the source "
+        "tree's)\n"
+        "      --web DIR            web folder: openapi.json, Swagger UI (UPRES_WEB)\n"
+        "  -w, --workers N          jobs run at once (UPRES_WORKERS, default 1)\n"
+        "  -j, --threads N          threads per worker, 0 = all cores / workers (UPRES_THREADS, default 0)\n"
+        "  -b, --backend NAME       dnnl or ref (UPRES_BACKEND, default dnnl)\n"
+        "      --http-threads N     HTTP thread pool (UPRES_HTTP_THREADS, default 4)\n"
+        "      --max-upload BYTES   request body limit, K/M/G suffixes (UPRES_MAX_UPLOAD, default 50M)\n"
+        "      --max-pixels N       input pixel limit (UPRES_MAX_PIXELS, default 40000000)\n"
+        "      --max-output-pixels N  output pixel limit (UPRES_MAX_OUTPUT_PIXELS, default 400000000)\n"
+        "      --retention SEC      keep results not downloaded this long (UPRES_RETENTION, default 900)\n"
+        "      --sweep-interval SEC how often expired files are deleted (UPRES_SWEEP_INTERVAL, default 10)\n"
+        "      --conn-timeout SEC   idle HTTP connection timeout (UPRES_CONN_TIMEOUT, default 30)\n"
+        "      --max-conns N        open connections in all (UPRES_MAX_CONNS, default 1024)\n"
+        "      --max-conns-per-ip N open connections per client address (UPRES_MAX_CONNS_PER_IP, default "
+        "64)\n"
+        "  -v, --verbose            debug log\n"
+        "  -h, --help               this help\n",
+        f);
 }
 
 enum {
@@ -143,9 +146,9 @@ int cmd_serve(int argc, char **argv) {
                *o_sweep = NULL, *o_timeout = NULL, *o_max_conns = NULL, *o_max_conns_ip = NULL;
     /* a server logs each request: info by default, UPRES_LOG_LEVEL or -v to change */
     const char *lvl = getenv("UPRES_LOG_LEVEL");
-    log_set_level(!lvl ? LOG_INFO
+    log_set_level(!lvl                    ? LOG_INFO
                   : !strcmp(lvl, "error") ? LOG_ERROR
-                  : !strcmp(lvl, "warn") ? LOG_WARN
+                  : !strcmp(lvl, "warn")  ? LOG_WARN
                   : !strcmp(lvl, "debug") ? LOG_DEBUG
                                           : LOG_INFO);
     int c;
@@ -186,10 +189,10 @@ int cmd_serve(int argc, char **argv) {
     double v;
     const char *s;
 
-#define BAD(name, val, what)                                                                                      \
-    do {                                                                                                           \
-        cli_error("bad %s '%s': %s", name, val, what);                                                             \
-        return 2;                                                                                                  \
+#define BAD(name, val, what)                                                                                 \
+    do {                                                                                                     \
+        cli_error("bad %s '%s': %s", name, val, what);                                                       \
+        return 2;                                                                                            \
     } while (0)
 
     if ((s = setting(o_listen, "UPRES_LISTEN")))
@@ -315,7 +318,8 @@ int cmd_serve(int argc, char **argv) {
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0) {
     }
-    log_info("serve: %s: stopping (running tile finishes, its job is requeued)", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    log_info("serve: %s: stopping (running tile finishes, its job is requeued)",
+             sig == SIGINT ? "SIGINT" : "SIGTERM");
     atomic_store(&svc.stopping, 1);
     http_server_quiesce(srv);
     http_server_stop(srv); /* before queue_stop: handlers use the queue */

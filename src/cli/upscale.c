@@ -45,7 +45,7 @@ typedef struct job {
     upscale_opts_t opts;
     const char *format; /* -f, or NULL */
     int quality;
-    const char *label;  /* for progress lines */
+    const char *label; /* for progress lines */
     int last_pct;
     int tty;
 } job_t;
@@ -192,7 +192,8 @@ int cmd_upscale(int argc, char **argv) {
         cli_error("cannot initialise libvips");
         return 1;
     }
-    if (upscale_registry_scan(dir, &reg, &err) || upscale_registry_resolve(reg, model, opts.scale, &variant, &err) ||
+    if (upscale_registry_scan(dir, &reg, &err) ||
+        upscale_registry_resolve(reg, model, opts.scale, &variant, &err) ||
         upscaler_new(reg, variant, backend, threads, &j.up, &err)) {
         cli_error("%s", err.msg);
         upscale_registry_free(reg);
@@ -208,7 +209,8 @@ int cmd_upscale(int argc, char **argv) {
         DIR *d = opendir(in_path);
         int bad = 0;
         if (!d || (mkdir(out_path, 0777) != 0 && errno != EEXIST) || !paths_is_dir(out_path)) {
-            cli_error("%s: %s", d ? out_path : in_path, d ? "cannot create the output folder" : strerror(errno));
+            cli_error("%s: %s", d ? out_path : in_path,
+                      d ? "cannot create the output folder" : strerror(errno));
             bad = 1;
         }
         struct dirent *e;

@@ -11,10 +11,10 @@
 
 #include <stddef.h>
 
-void *xmalloc(size_t size);                /* new; aborts on failure */
-void *xcalloc(size_t n, size_t size);      /* new, zeroed; aborts on failure */
-void *xrealloc(void *p, size_t size);      /* resized; aborts on failure */
-char *xstrdup(const char *s);              /* new copy; aborts on failure */
+void *xmalloc(size_t size);           /* new; aborts on failure */
+void *xcalloc(size_t n, size_t size); /* new, zeroed; aborts on failure */
+void *xrealloc(void *p, size_t size); /* resized; aborts on failure */
+char *xstrdup(const char *s);         /* new copy; aborts on failure */
 
 /* 64-byte aligned allocation for tensors; NULL on failure or overflow (n*size). */
 void *up_aligned_alloc(size_t n, size_t size);

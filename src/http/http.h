@@ -48,13 +48,13 @@ typedef struct http_route {
 } http_route_t;
 
 typedef struct http_config {
-    const char *listen_addr;  /* IPv4 or IPv6 literal; NULL = 127.0.0.1 */
-    int port;                 /* 0 = any free port */
-    int n_threads;            /* MHD thread pool size; 0 = 4 */
-    unsigned conn_timeout_s;  /* idle connection timeout; 0 = 30 */
-    unsigned max_conns;       /* 0 = 1024 */
-    unsigned max_conns_per_ip; /* 0 = 64 */
-    const char *upload_dir;   /* where uploads stream to (borrowed, must exist) */
+    const char *listen_addr;       /* IPv4 or IPv6 literal; NULL = 127.0.0.1 */
+    int port;                      /* 0 = any free port */
+    int n_threads;                 /* MHD thread pool size; 0 = 4 */
+    unsigned conn_timeout_s;       /* idle connection timeout; 0 = 30 */
+    unsigned max_conns;            /* 0 = 1024 */
+    unsigned max_conns_per_ip;     /* 0 = 64 */
+    const char *upload_dir;        /* where uploads stream to (borrowed, must exist) */
     unsigned long long max_upload; /* bytes of a request body; 0 = 50 MB */
 } http_config_t;
 

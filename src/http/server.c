@@ -251,7 +251,8 @@ static void request_free(http_request_t *req) {
     free(req);
 }
 
-static void queue_reply(http_request_t *req, unsigned status, struct MHD_Response *resp, unsigned long long bytes) {
+static void queue_reply(http_request_t *req, unsigned status, struct MHD_Response *resp,
+                        unsigned long long bytes) {
     if (req->replied) {
         MHD_destroy_response(resp);
         return;
@@ -360,8 +361,8 @@ const char *http_request_field(const http_request_t *req, const char *name) {
     return NULL;
 }
 
-int http_request_upload(const http_request_t *req, const char *field, const char **path, const char **filename,
-                        unsigned long long *size) {
+int http_request_upload(const http_request_t *req, const char *field, const char **path,
+                        const char **filename, unsigned long long *size) {
     if (!req->has_upload || !req->upload_path[0] || strcmp(req->upload_field, field))
         return -1;
     if (path)
@@ -408,7 +409,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > srv->cfg.max_upload) {
             req->too_large = 1;
-            http_reply_error(req, 413, "request body too large: the limit is %llu bytes", srv->cfg.max_upload);
+            http_reply_error(req, 413, "request body too large: the limit is %llu bytes",
+                             srv->cfg.max_upload);
             return MHD_YES;
         }
         if (req->route && !strcmp(req->method, "POST") && is_multipart(c)) {
@@ -445,7 +447,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     }
     if (req->too_large) {
         if (!req->replied)
-            http_reply_error(req, 413, "request body too large: the limit is %llu bytes", srv->cfg.max_upload);
+            http_reply_error(req, 413, "request body too large: the limit is %llu bytes",
+                             srv->cfg.max_upload);
     } else if (req->bad_body)
         http_reply_error(req, 400, "malformed multipart/form-data body");
     else if (req->route)
@@ -462,7 +465,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     return MHD_YES;
 }
 
-static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
     (void)cls;
     (void)c;
     http_request_t *req = *con_cls;

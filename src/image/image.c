@@ -61,8 +61,7 @@ static int init_rc = UP_ERR_BACKEND; /* set by init_vips */
 
 /* libvips and the libraries under it warn through g_log in domain "VIPS";
  * those warnings repeat what the error buffer says, so they go to debug. */
-static void vips_log_handler(const gchar *domain, GLogLevelFlags level, const gchar *msg,
-                             gpointer user) {
+static void vips_log_handler(const gchar *domain, GLogLevelFlags level, const gchar *msg, gpointer user) {
     (void)domain;
     (void)level;
     (void)user;
@@ -90,8 +89,8 @@ static void init_vips(void) {
         g_free(why);
         return;
     }
-    g_log_set_handler("VIPS", G_LOG_LEVEL_MASK | G_LOG_FLAG_FATAL | G_LOG_FLAG_RECURSION,
-                      vips_log_handler, NULL);
+    g_log_set_handler("VIPS", G_LOG_LEVEL_MASK | G_LOG_FLAG_FATAL | G_LOG_FLAG_RECURSION, vips_log_handler,
+                      NULL);
     /* Jobs run in parallel already; one libvips thread per call keeps the
      * cores for the network. VIPS_CONCURRENCY overrides, as libvips documents. */
     if (!getenv("VIPS_CONCURRENCY"))
@@ -159,13 +158,9 @@ static int vips_fail(up_error_t *err, int code, const char *what) {
     return up_error_set(err, code, 0, "%s: %s", what, why);
 }
 
-static int depth_of(VipsBandFormat fmt) {
-    return fmt == VIPS_FORMAT_USHORT ? 16 : 8;
-}
+static int depth_of(VipsBandFormat fmt) { return fmt == VIPS_FORMAT_USHORT ? 16 : 8; }
 
-static VipsBandFormat band_format(int depth) {
-    return depth == 16 ? VIPS_FORMAT_USHORT : VIPS_FORMAT_UCHAR;
-}
+static VipsBandFormat band_format(int depth) { return depth == 16 ? VIPS_FORMAT_USHORT : VIPS_FORMAT_UCHAR; }
 
 static VipsInterpretation interpretation(int bands, int depth) {
     if (bands <= 2)
@@ -174,18 +169,17 @@ static VipsInterpretation interpretation(int bands, int depth) {
 }
 
 static int valid_image(const up_image_t *img) {
-    return img && img->pixels && img->width > 0 && img->height > 0 && img->bands >= 1 &&
-           img->bands <= 4 && (img->depth == 8 || img->depth == 16);
+    return img && img->pixels && img->width > 0 && img->height > 0 && img->bands >= 1 && img->bands <= 4 &&
+           (img->depth == 8 || img->depth == 16);
 }
 
 /* A VipsImage over img's pixels (borrowed: img must outlive it), tagged with
  * the right interpretation; stored in *out, a slot of a local array. */
 static int wrap_image(VipsObject *ctx, const up_image_t *img, VipsImage **out, up_error_t *err) {
     VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 1);
-    t[0] = vips_image_new_from_memory(img->pixels, image_size(img), img->width, img->height,
-                                      img->bands, band_format(img->depth));
-    if (!t[0] ||
-        vips_copy(t[0], out, "interpretation", interpretation(img->bands, img->depth), NULL))
+    t[0] = vips_image_new_from_memory(img->pixels, image_size(img), img->width, img->height, img->bands,
+                                      band_format(img->depth));
+    if (!t[0] || vips_copy(t[0], out, "interpretation", interpretation(img->bands, img->depth), NULL))
         return vips_fail(err, UP_ERR_IMAGE, "cannot wrap pixels for libvips");
     return UP_OK;
 }
@@ -195,21 +189,19 @@ static int wrap_image(VipsObject *ctx, const up_image_t *img, VipsImage **out, u
  * raised while pixels are produced (a truncated file, a failing decoder)
  * surface here, described as "<what>: <reason>".
  */
-static int materialize(VipsObject *ctx, VipsImage *in, const char *what, up_image_t **out,
-                       up_error_t *err) {
+static int materialize(VipsObject *ctx, VipsImage *in, const char *what, up_image_t **out, up_error_t *err) {
     assert(in->BandFmt == VIPS_FORMAT_UCHAR || in->BandFmt == VIPS_FORMAT_USHORT);
     assert(in->Bands >= 1 && in->Bands <= 4);
     int depth = depth_of(in->BandFmt);
     up_image_t *img = image_new(in->Xsize, in->Ysize, in->Bands, depth);
     if (!img)
-        return up_error_set(err, UP_ERR_NOMEM, 0,
-                            "cannot allocate a %dx%d image (%d bands, %d-bit)", in->Xsize,
-                            in->Ysize, in->Bands, depth);
+        return up_error_set(err, UP_ERR_NOMEM, 0, "cannot allocate a %dx%d image (%d bands, %d-bit)",
+                            in->Xsize, in->Ysize, in->Bands, depth);
     /* libvips writes straight into our buffer (as vips_image_write_to_memory
      * does into its own), so pixels are never copied twice */
     VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 1);
-    t[0] = vips_image_new_from_memory(img->pixels, image_size(img), img->width, img->height,
-                                      img->bands, in->BandFmt);
+    t[0] = vips_image_new_from_memory(img->pixels, image_size(img), img->width, img->height, img->bands,
+                                      in->BandFmt);
     if (!t[0] || vips_image_write(in, t[0])) {
         image_free(img);
         return vips_fail(err, UP_ERR_IMAGE, what);
@@ -308,10 +300,8 @@ static int is_colour_space(VipsInterpretation interp) {
     case VIPS_INTERPRETATION_YXY:
     case VIPS_INTERPRETATION_RGB16:
     case VIPS_INTERPRETATION_scRGB:
-    case VIPS_INTERPRETATION_HSV:
-        return 1;
-    default:
-        return 0;
+    case VIPS_INTERPRETATION_HSV: return 1;
+    default: return 0;
     }
 }
 
@@ -415,9 +405,9 @@ static int convert(VipsObject *ctx, VipsImage *in, const char *decode_what, Vips
     int cmyk = interp == VIPS_INTERPRETATION_CMYK;
     if (!gray && device && (cmyk || has_foreign_profile(in))) {
         /* CMYK with no profile of its own goes through libvips' built-in one */
-        if (vips_icc_transform(in, &t[1], "srgb", "embedded", TRUE, "input_profile",
-                               cmyk ? "cmyk" : "srgb", "intent", VIPS_INTENT_RELATIVE,
-                               "black_point_compensation", TRUE, "depth", depth, NULL) == 0) {
+        if (vips_icc_transform(in, &t[1], "srgb", "embedded", TRUE, "input_profile", cmyk ? "cmyk" : "srgb",
+                               "intent", VIPS_INTENT_RELATIVE, "black_point_compensation", TRUE, "depth",
+                               depth, NULL) == 0) {
             in = t[1];
             colour_done = 1;
         } else {
@@ -446,8 +436,7 @@ static int convert(VipsObject *ctx, VipsImage *in, const char *decode_what, Vips
 
     switch (in->BandFmt) {
     case VIPS_FORMAT_UCHAR:
-    case VIPS_FORMAT_USHORT:
-        break;
+    case VIPS_FORMAT_USHORT: break;
     case VIPS_FORMAT_CHAR: /* signed: negatives clip to 0 */
         if (vips_cast(in, &t[4], VIPS_FORMAT_UCHAR, NULL))
             return vips_fail(err, UP_ERR_IMAGE, "cannot convert the image to 8 bits");
@@ -477,8 +466,7 @@ static int convert(VipsObject *ctx, VipsImage *in, const char *decode_what, Vips
         if (vips_max(t[7], &max, NULL))
             return vips_fail(err, UP_ERR_IMAGE, decode_what);
         double scale = max <= 1.0 ? 65535.0 : max <= 255.0 ? 257.0 : 1.0;
-        if (vips_linear1(t[7], &t[8], scale, 0.5, NULL) ||
-            vips_cast(t[8], &t[9], VIPS_FORMAT_USHORT, NULL))
+        if (vips_linear1(t[7], &t[8], scale, 0.5, NULL) || vips_cast(t[8], &t[9], VIPS_FORMAT_USHORT, NULL))
             return vips_fail(err, UP_ERR_IMAGE, "cannot convert the image to 16 bits");
         in = t[9];
         break;
@@ -543,20 +531,17 @@ static int decode_source(VipsSource *src, int fi, VipsFailOn fail_on, const imag
                          up_image_t **out, up_error_t *err);
 
 /* Sniff src, then decode it with the format's fail_on policy. */
-static int load_source(VipsSource *src, const image_limits_t *lim, up_image_t **out,
-                       up_error_t *err) {
+static int load_source(VipsSource *src, const image_limits_t *lim, up_image_t **out, up_error_t *err) {
     const char *loader = vips_foreign_find_load_source(src);
     int fi = loader ? format_index(loader) : -1;
     if (fi < 0) {
         /* name the format when the bytes say what they meant to be */
         unsigned char head[8];
-        gint64 n =
-            loader ? 0 : (vips_source_rewind(src) ? 0 : vips_source_read(src, head, sizeof head));
+        gint64 n = loader ? 0 : (vips_source_rewind(src) ? 0 : vips_source_read(src, head, sizeof head));
         int mi = n > 0 ? format_index_magic(head, (size_t)n) : -1;
         vips_error_clear();
         if (mi >= 0)
-            return up_error_set(err, UP_ERR_IMAGE, 0,
-                                "truncated or corrupt %s data: libvips cannot open it",
+            return up_error_set(err, UP_ERR_IMAGE, 0, "truncated or corrupt %s data: libvips cannot open it",
                                 formats[mi].label);
         return up_error_set(err, UP_ERR_IMAGE, 0,
                             "not an image libvips can read (unknown or unsupported format)");
@@ -589,8 +574,7 @@ static int decode_source(VipsSource *src, int fi, VipsFailOn fail_on, const imag
         rc = vips_fail(err, UP_ERR_IO, "cannot read the image");
         goto done;
     }
-    t[0] = vips_image_new_from_source(src, "", "access", VIPS_ACCESS_SEQUENTIAL, "fail_on", fail_on,
-                                      NULL);
+    t[0] = vips_image_new_from_source(src, "", "access", VIPS_ACCESS_SEQUENTIAL, "fail_on", fail_on, NULL);
     if (!t[0]) {
         snprintf(what, sizeof what, "not a valid %s image", label);
         rc = vips_fail(err, UP_ERR_IMAGE, what);
@@ -601,8 +585,8 @@ static int decode_source(VipsSource *src, int fi, VipsFailOn fail_on, const imag
     uint64_t n_pixels = (uint64_t)in->Xsize * (uint64_t)in->Ysize;
     if (lim && lim->max_pixels && n_pixels > lim->max_pixels) {
         rc = up_error_set(err, UP_ERR_TOO_LARGE, 0,
-                          "image is %dx%d (%.1f megapixels), over the limit of %.1f megapixels",
-                          in->Xsize, in->Ysize, n_pixels / 1e6, lim->max_pixels / 1e6);
+                          "image is %dx%d (%.1f megapixels), over the limit of %.1f megapixels", in->Xsize,
+                          in->Ysize, n_pixels / 1e6, lim->max_pixels / 1e6);
         goto done;
     }
 
@@ -644,8 +628,7 @@ done:
     return rc;
 }
 
-int image_load_file(const char *path, const image_limits_t *lim, up_image_t **out,
-                    up_error_t *err) {
+int image_load_file(const char *path, const image_limits_t *lim, up_image_t **out, up_error_t *err) {
     assert(path && out);
     *out = NULL;
     int rc = image_init();
@@ -709,9 +692,7 @@ static const char *output_format(const char *fmt) {
     return NULL;
 }
 
-int image_format_supported_for_output(const char *fmt) {
-    return output_format(fmt) != NULL;
-}
+int image_format_supported_for_output(const char *fmt) { return output_format(fmt) != NULL; }
 
 const char *image_format_from_path(const char *path) {
     if (!path)
@@ -768,13 +749,11 @@ static int encode(const up_image_t *img, const char *fmt, int quality, void **bu
         }
         in = t[4];
         if (strcmp(fmt, "jpg") == 0)
-            failed = vips_jpegsave_buffer(in, &vbuf, &vsize, "Q",
-                                          quality ? quality : JPEG_DEFAULT_QUALITY, "strip", TRUE,
-                                          "optimize_coding", TRUE, NULL);
+            failed = vips_jpegsave_buffer(in, &vbuf, &vsize, "Q", quality ? quality : JPEG_DEFAULT_QUALITY,
+                                          "strip", TRUE, "optimize_coding", TRUE, NULL);
         else
-            failed =
-                vips_webpsave_buffer(in, &vbuf, &vsize, "Q",
-                                     quality ? quality : WEBP_DEFAULT_QUALITY, "strip", TRUE, NULL);
+            failed = vips_webpsave_buffer(in, &vbuf, &vsize, "Q", quality ? quality : WEBP_DEFAULT_QUALITY,
+                                          "strip", TRUE, NULL);
     }
     if (failed) {
         char what[64];
@@ -784,8 +763,7 @@ static int encode(const up_image_t *img, const char *fmt, int quality, void **bu
     }
     /* copy out of glib's allocator so that callers release with free() */
     if (!(*buf = malloc(vsize ? vsize : 1))) {
-        rc = up_error_set(err, UP_ERR_NOMEM, 0, "cannot allocate %zu bytes for the encoded image",
-                          vsize);
+        rc = up_error_set(err, UP_ERR_NOMEM, 0, "cannot allocate %zu bytes for the encoded image", vsize);
         goto done;
     }
     memcpy(*buf, vbuf, vsize);
@@ -803,16 +781,14 @@ static int check_save(const up_image_t *img, const char *fmt, const image_save_o
         return up_error_set(err, UP_ERR_INVALID, 0, "cannot save: not a valid image");
     if (opts && opts->format && !fmt)
         return up_error_set(err, UP_ERR_INVALID, 0,
-                            "cannot write format '%s' (png, jpg and webp are supported)",
-                            opts->format);
+                            "cannot write format '%s' (png, jpg and webp are supported)", opts->format);
     if (opts && (opts->quality < 0 || opts->quality > 100))
-        return up_error_set(err, UP_ERR_INVALID, 0, "quality %d is out of range 1..100",
-                            opts->quality);
+        return up_error_set(err, UP_ERR_INVALID, 0, "quality %d is out of range 1..100", opts->quality);
     return image_init() ? up_error_set(err, UP_ERR_BACKEND, 0, "libvips is not available") : UP_OK;
 }
 
-int image_save_buffer(const up_image_t *img, const image_save_opts_t *opts, void **buf,
-                      size_t *size, up_error_t *err) {
+int image_save_buffer(const up_image_t *img, const image_save_opts_t *opts, void **buf, size_t *size,
+                      up_error_t *err) {
     assert(buf && size);
     *buf = NULL;
     *size = 0;
@@ -829,8 +805,7 @@ int image_save_buffer(const up_image_t *img, const image_save_opts_t *opts, void
 static int write_file(const char *path, const void *data, size_t size, up_error_t *err) {
     static atomic_uint seq;
     char tmp[PATH_MAX], ebuf[128];
-    int n =
-        snprintf(tmp, sizeof tmp, "%s.tmp-%ld-%u", path, (long)getpid(), atomic_fetch_add(&seq, 1));
+    int n = snprintf(tmp, sizeof tmp, "%s.tmp-%ld-%u", path, (long)getpid(), atomic_fetch_add(&seq, 1));
     if (n < 0 || (size_t)n >= sizeof tmp)
         return up_error_set(err, UP_ERR_IO, 0, "cannot write the image: path too long");
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
@@ -861,12 +836,10 @@ fail:;
     if (fd >= 0)
         close(fd);
     unlink(tmp);
-    return up_error_set(err, UP_ERR_IO, 0, "cannot write the image: %s",
-                        strerror_r(e, ebuf, sizeof ebuf));
+    return up_error_set(err, UP_ERR_IO, 0, "cannot write the image: %s", strerror_r(e, ebuf, sizeof ebuf));
 }
 
-int image_save_file(const up_image_t *img, const char *path, const image_save_opts_t *opts,
-                    up_error_t *err) {
+int image_save_file(const up_image_t *img, const char *path, const image_save_opts_t *opts, up_error_t *err) {
     assert(path);
     const char *fmt = opts ? output_format(opts->format) : NULL;
     int rc = check_save(img, fmt, opts, err);
@@ -913,8 +886,8 @@ int image_resize(const up_image_t *in, int width, int height, up_image_t **out, 
             goto fail;
         x = t[1];
     }
-    if (vips_resize(x, &t[2], (double)width / in->width, "vscale", (double)height / in->height,
-                    "kernel", VIPS_KERNEL_LANCZOS3, NULL))
+    if (vips_resize(x, &t[2], (double)width / in->width, "vscale", (double)height / in->height, "kernel",
+                    VIPS_KERNEL_LANCZOS3, NULL))
         goto fail;
     x = t[2];
     /* vips_resize rounds its output size; make it exact by cropping or
@@ -935,8 +908,7 @@ int image_resize(const up_image_t *in, int width, int height, up_image_t **out, 
         x = t[5];
     }
     if (x->BandFmt != band_format(in->depth)) { /* round, clip */
-        if (vips_linear1(x, &t[6], 1.0, 0.5, NULL) ||
-            vips_cast(t[6], &t[7], band_format(in->depth), NULL))
+        if (vips_linear1(x, &t[6], 1.0, 0.5, NULL) || vips_cast(t[6], &t[7], band_format(in->depth), NULL))
             goto fail;
         x = t[7];
     }

@@ -99,9 +99,7 @@ void image_free(up_image_t *img);
 size_t image_size(const up_image_t *img);
 
 /* 1 when the last band is alpha (bands 2 or 4). */
-static inline int image_has_alpha(const up_image_t *img) {
-    return img->bands == 2 || img->bands == 4;
-}
+static inline int image_has_alpha(const up_image_t *img) { return img->bands == 2 || img->bands == 4; }
 
 /*
  * Encode img (borrowed) to *buf (new, release with free()) and *size bytes.
@@ -111,8 +109,8 @@ static inline int image_has_alpha(const up_image_t *img) {
  * Errors: UP_ERR_INVALID (unknown output format, quality out of range, bad
  * image), UP_ERR_IMAGE (the encoder failed), UP_ERR_NOMEM.
  */
-int image_save_buffer(const up_image_t *img, const image_save_opts_t *opts, void **buf,
-                      size_t *size, up_error_t *err);
+int image_save_buffer(const up_image_t *img, const image_save_opts_t *opts, void **buf, size_t *size,
+                      up_error_t *err);
 
 /*
  * Encode img (borrowed) as image_save_buffer does and write it to path. The
@@ -120,8 +118,7 @@ int image_save_buffer(const up_image_t *img, const image_save_opts_t *opts, void
  * place, so path never holds a partial image. Errors: as image_save_buffer,
  * plus UP_ERR_IO when the file cannot be written.
  */
-int image_save_file(const up_image_t *img, const char *path, const image_save_opts_t *opts,
-                    up_error_t *err);
+int image_save_file(const up_image_t *img, const char *path, const image_save_opts_t *opts, up_error_t *err);
 
 /*
  * Resample in (borrowed) to exactly width x height into *out (new; same

@@ -109,8 +109,8 @@ static int read_file(const char *path, char **data, size_t *size, up_error_t *er
     *size = 0;
     if (!f) {
         int e = errno;
-        return up_error_set(err, e == ENOENT ? UP_ERR_NOT_FOUND : UP_ERR_IO, 0, "%s: cannot open: %s",
-                            path, strerror(e));
+        return up_error_set(err, e == ENOENT ? UP_ERR_NOT_FOUND : UP_ERR_IO, 0, "%s: cannot open: %s", path,
+                            strerror(e));
     }
     /* the size is a hint: read until the end, whatever it turns out to be */
     if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)

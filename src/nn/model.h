@@ -45,9 +45,9 @@ typedef enum {
 /* ncnn activation_type values fused into Convolution. */
 typedef enum {
     NN_ACT_NONE = 0,
-    NN_ACT_RELU = 1,    /* plain max(x, 0): ncnn ignores activation_params here */
-    NN_ACT_LEAKY = 2,   /* params[0] = negative slope */
-    NN_ACT_CLIP = 3,    /* params[0] = min, params[1] = max */
+    NN_ACT_RELU = 1,  /* plain max(x, 0): ncnn ignores activation_params here */
+    NN_ACT_LEAKY = 2, /* params[0] = negative slope */
+    NN_ACT_CLIP = 3,  /* params[0] = min, params[1] = max */
     NN_ACT_SIGMOID = 4,
 } nn_act_t;
 
@@ -70,14 +70,14 @@ typedef enum { NN_INTERP_NEAREST = 1, NN_INTERP_BILINEAR = 2, NN_INTERP_BICUBIC 
 #define NN_MAX_COEFFS 16
 
 typedef struct nn_conv_param {
-    int n_out, n_in;          /* channels; n_in derived from weight_data_size */
-    int kernel_w, kernel_h;   /* pixels */
+    int n_out, n_in;        /* channels; n_in derived from weight_data_size */
+    int kernel_w, kernel_h; /* pixels */
     int dilation_w, dilation_h;
     int stride_w, stride_h;
     int pad_left, pad_right, pad_top, pad_bottom; /* pixels, >= 0 */
-    float pad_value;          /* value of the padded border (ncnn 18) */
-    int bias_term;            /* 0 or 1 */
-    int weight_data_size;     /* n_out * n_in * kernel_h * kernel_w */
+    float pad_value;                              /* value of the padded border (ncnn 18) */
+    int bias_term;                                /* 0 or 1 */
+    int weight_data_size;                         /* n_out * n_in * kernel_h * kernel_w */
     nn_act_t act;
     float act_params[2];
     float *weight; /* owned: [n_out][n_in][kernel_h][kernel_w] fp32 */
@@ -119,11 +119,11 @@ typedef struct nn_pixelshuffle_param {
 
 typedef struct nn_layer {
     nn_op_t op;
-    char type[32];  /* ncnn layer type as written */
-    char name[64];  /* ncnn layer name (truncated if longer) */
-    int line;       /* 1-based line in the .param text, for messages */
+    char type[32]; /* ncnn layer type as written */
+    char name[64]; /* ncnn layer name (truncated if longer) */
+    int line;      /* 1-based line in the .param text, for messages */
     int n_in, n_out;
-    int *in, *out;  /* owned: blob indices */
+    int *in, *out; /* owned: blob indices */
     union {
         nn_conv_param_t conv;
         nn_prelu_param_t prelu;
@@ -136,8 +136,8 @@ typedef struct nn_layer {
 } nn_layer_t;
 
 typedef struct nn_blob {
-    char name[64];  /* as in the .param file (truncated if longer) */
-    int producer;   /* layer index that writes it */
+    char name[64]; /* as in the .param file (truncated if longer) */
+    int producer;  /* layer index that writes it */
     int n_consumers;
 } nn_blob_t;
 

@@ -234,8 +234,7 @@ void nn_op_conv(const nn_conv_param_t *p, const nn_epilogue_t *epi, const nn_ten
     assert(in->c == p->n_in && out->c == p->n_out);
     assert(g.ow == (g.pw - (g.dw * (g.kw - 1) + 1)) / g.sw + 1);
     assert(g.oh == (in->h + p->pad_top + p->pad_bottom - (g.dh * (g.kh - 1) + 1)) / g.sh + 1);
-    assert(!epi || !epi->sum ||
-           (epi->sum->c == out->c && epi->sum->h == out->h && epi->sum->w == out->w));
+    assert(!epi || !epi->sum || (epi->sum->c == out->c && epi->sum->h == out->h && epi->sum->w == out->w));
     assert(!scratch || (scratch->buf && scratch->per_thread >= conv_thread_floats(p, in, out)));
 
     int n_threads = scratch ? scratch->n_threads : omp_get_max_threads();

@@ -63,21 +63,21 @@
 #include <string.h>
 
 #define PARAM_MAGIC "7767517"
-#define MAX_COUNT 1000000   /* layers or blobs in one file */
+#define MAX_COUNT 1000000    /* layers or blobs in one file */
 #define MAX_LAYER_BLOBS 4096 /* inputs or outputs of one layer */
 #define MAX_NAME 63          /* bytes, as nn_layer_t/nn_blob_t store them */
 #define MAX_PARAMS 32        /* ncnn NCNN_MAX_PARAM_COUNT: ids 0..31 */
 #define ARRAY_ID_BASE (-23300)
-#define MAX_VALUE_LEN 63     /* bytes in one numeric token */
+#define MAX_VALUE_LEN 63        /* bytes in one numeric token */
 #define MAX_ARRAY NN_MAX_COEFFS /* array values kept; longer ones are only counted */
-#define MAX_GEOM 65536       /* kernel, stride, dilation, pad, sizes, factors */
-#define SHOW 64              /* bytes of a token quoted in a message */
+#define MAX_GEOM 65536          /* kernel, stride, dilation, pad, sizes, factors */
+#define SHOW 64                 /* bytes of a token quoted in a message */
 
-#define TRY(expr)                                                                        \
-    do {                                                                                 \
-        int rc_ = (expr);                                                                \
-        if (rc_)                                                                         \
-            return rc_;                                                                  \
+#define TRY(expr)                                                                                            \
+    do {                                                                                                     \
+        int rc_ = (expr);                                                                                    \
+        if (rc_)                                                                                             \
+            return rc_;                                                                                      \
     } while (0)
 
 /* A token inside the text: not NUL-terminated. */
@@ -94,27 +94,27 @@ typedef enum { PV_NONE = 0, PV_INT, PV_FLOAT, PV_ARRAY } pv_kind_t;
 /* One parameter of the layer being read. */
 typedef struct {
     pv_kind_t kind;
-    tok_t tok;           /* the id=value token, for messages */
-    int i;               /* PV_INT */
-    float f;             /* PV_FLOAT */
-    int n;               /* PV_ARRAY: number of values written */
-    float a[MAX_ARRAY];  /* PV_ARRAY: the first MAX_ARRAY of them */
+    tok_t tok;          /* the id=value token, for messages */
+    int i;              /* PV_INT */
+    float f;            /* PV_FLOAT */
+    int n;              /* PV_ARRAY: number of values written */
+    float a[MAX_ARRAY]; /* PV_ARRAY: the first MAX_ARRAY of them */
 } pval_t;
 
 typedef struct {
     const char *text;
     size_t size;
-    size_t pos;          /* byte offset of the next line */
-    int line;            /* 1-based number of the current line */
+    size_t pos; /* byte offset of the next line */
+    int line;   /* 1-based number of the current line */
     up_error_t *err;
-    locale_t c_locale;   /* "C" numeric locale for strtof_l, or 0 */
+    locale_t c_locale; /* "C" numeric locale for strtof_l, or 0 */
     nn_model_t *m;
     int n_layers_decl, n_blobs_decl; /* counts from line 2 */
     int cap_layers, cap_blobs;
-    int *first_use;      /* [cap_blobs]: line of a blob's first consumer, 0 if none */
-    int *hash;           /* open addressing: blob index + 1, 0 = empty */
-    size_t hash_mask;    /* table size - 1, a power of two minus one */
-    int cur;             /* layer being read (index), -1 outside layers */
+    int *first_use;   /* [cap_blobs]: line of a blob's first consumer, 0 if none */
+    int *hash;        /* open addressing: blob index + 1, 0 = empty */
+    size_t hash_mask; /* table size - 1, a power of two minus one */
+    int cur;          /* layer being read (index), -1 outside layers */
     pval_t pv[MAX_PARAMS];
 } parser_t;
 
@@ -122,9 +122,9 @@ static const struct {
     const char *name;
     nn_op_t op;
 } op_names[] = {
-    {"Input", NN_OP_INPUT},     {"Split", NN_OP_SPLIT},       {"Convolution", NN_OP_CONV},
-    {"PReLU", NN_OP_PRELU},     {"Concat", NN_OP_CONCAT},     {"Eltwise", NN_OP_ELTWISE},
-    {"BinaryOp", NN_OP_BINARY}, {"Interp", NN_OP_INTERP},     {"PixelShuffle", NN_OP_PIXELSHUFFLE},
+    {"Input", NN_OP_INPUT},     {"Split", NN_OP_SPLIT},   {"Convolution", NN_OP_CONV},
+    {"PReLU", NN_OP_PRELU},     {"Concat", NN_OP_CONCAT}, {"Eltwise", NN_OP_ELTWISE},
+    {"BinaryOp", NN_OP_BINARY}, {"Interp", NN_OP_INTERP}, {"PixelShuffle", NN_OP_PIXELSHUFFLE},
 };
 
 /*
@@ -139,15 +139,12 @@ __attribute__((format(printf, 3, 4))) static int fail(parser_t *ps, int code, co
     va_end(ap);
     if (ps->cur >= 0) {
         const nn_layer_t *l = &ps->m->layers[ps->cur];
-        return up_error_set(ps->err, code, ps->line, "line %d: %s '%s': %s", ps->line, l->type,
-                            l->name, why);
+        return up_error_set(ps->err, code, ps->line, "line %d: %s '%s': %s", ps->line, l->type, l->name, why);
     }
     return up_error_set(ps->err, code, ps->line, "line %d: %s", ps->line, why);
 }
 
-static int is_blank(unsigned char c) {
-    return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
-}
+static int is_blank(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
 
 /* The next line as [*s, *e) without its '\n'; 0 at the end of the text. */
 static int next_line(parser_t *ps, const char **s, const char **e) {
@@ -246,8 +243,7 @@ static int parse_float(const parser_t *ps, const char *s, size_t len, float *out
 static int parse_scalar(parser_t *ps, tok_t param, const char *s, size_t len, pval_t *pv) {
     if (looks_float(s, len)) {
         if (parse_float(ps, s, len, &pv->f))
-            return fail(ps, UP_ERR_FORMAT, "malformed or non-finite number in parameter '%.*s'",
-                        TOK(param));
+            return fail(ps, UP_ERR_FORMAT, "malformed or non-finite number in parameter '%.*s'", TOK(param));
         pv->kind = PV_FLOAT;
     } else {
         if (parse_int(s, len, &pv->i))
@@ -270,8 +266,8 @@ static int parse_param(parser_t *ps, tok_t t) {
 
     if (key > ARRAY_ID_BASE) {
         if (key < 0 || key >= MAX_PARAMS)
-            return fail(ps, UP_ERR_FORMAT, "parameter id %d in '%.*s' is out of range 0..%d", key,
-                        TOK(t), MAX_PARAMS - 1);
+            return fail(ps, UP_ERR_FORMAT, "parameter id %d in '%.*s' is out of range 0..%d", key, TOK(t),
+                        MAX_PARAMS - 1);
         ps->pv[key].tok = t;
         return parse_scalar(ps, t, v, (size_t)(end - v), &ps->pv[key]);
     }
@@ -279,8 +275,8 @@ static int parse_param(parser_t *ps, tok_t t) {
     /* Array. key >= INT_MIN, so this cannot overflow. */
     int id = ARRAY_ID_BASE - key;
     if (id >= MAX_PARAMS)
-        return fail(ps, UP_ERR_FORMAT, "array parameter id %d in '%.*s' is out of range 0..%d", id,
-                    TOK(t), MAX_PARAMS - 1);
+        return fail(ps, UP_ERR_FORMAT, "array parameter id %d in '%.*s' is out of range 0..%d", id, TOK(t),
+                    MAX_PARAMS - 1);
     const char *comma = memchr(v, ',', (size_t)(end - v));
     const char *p = comma ? comma : end;
     int n = 0;
@@ -306,8 +302,8 @@ static int parse_param(parser_t *ps, tok_t t) {
         p = e;
     }
     if (got != n)
-        return fail(ps, UP_ERR_FORMAT, "array parameter '%.*s' declares %d values but has %d", TOK(t),
-                    n, got);
+        return fail(ps, UP_ERR_FORMAT, "array parameter '%.*s' declares %d values but has %d", TOK(t), n,
+                    got);
     return 0;
 }
 
@@ -371,8 +367,7 @@ static int get_pad(parser_t *ps, int id, int def, const char *what, int *out) {
     TRY(get_int(ps, id, def, what, out));
     if (*out == -233 || *out == -234)
         return fail(ps, UP_ERR_UNSUPPORTED,
-                    "%s (%d=) is %d, ncnn's automatic SAME padding, which is not supported", what, id,
-                    *out);
+                    "%s (%d=) is %d, ncnn's automatic SAME padding, which is not supported", what, id, *out);
     if (*out < 0)
         return fail(ps, UP_ERR_FORMAT, "%s (%d=) must not be negative, got %d", what, id, *out);
     if (*out > MAX_GEOM)
@@ -440,8 +435,8 @@ static int blob_get(parser_t *ps, tok_t t, int *out) {
         return 0;
     }
     if (m->n_blobs >= ps->n_blobs_decl)
-        return fail(ps, UP_ERR_FORMAT, "blob '%.*s' is one more than the %d blobs declared on line 2",
-                    TOK(t), ps->n_blobs_decl);
+        return fail(ps, UP_ERR_FORMAT, "blob '%.*s' is one more than the %d blobs declared on line 2", TOK(t),
+                    ps->n_blobs_decl);
     if (m->n_blobs == ps->cap_blobs) {
         int cap = ps->cap_blobs ? ps->cap_blobs * 2 : 64;
         if (cap > ps->n_blobs_decl)
@@ -498,8 +493,8 @@ static int read_count(parser_t *ps, const char **cur, const char *end, const cha
     if (rc == 0)
         return fail(ps, UP_ERR_FORMAT, "the line ends before the number of %s blobs", what);
     if (parse_int(t.s, t.len, out) || *out < 0 || *out > MAX_LAYER_BLOBS)
-        return fail(ps, UP_ERR_FORMAT, "number of %s blobs '%.*s' is not an integer in 0..%d", what,
-                    TOK(t), MAX_LAYER_BLOBS);
+        return fail(ps, UP_ERR_FORMAT, "number of %s blobs '%.*s' is not an integer in 0..%d", what, TOK(t),
+                    MAX_LAYER_BLOBS);
     return 0;
 }
 
@@ -589,8 +584,7 @@ static int read_conv(parser_t *ps, nn_layer_t *l) {
         c->act_params[0] = act_params[0];
         c->act_params[1] = act_params[1];
         break;
-    default:
-        break; /* ncnn ignores the params of relu (1) and sigmoid (4) */
+    default: break; /* ncnn ignores the params of relu (1) and sigmoid (4) */
     }
     TRY(check_arity(ps, "input", l->n_in, 1, 1));
     return check_arity(ps, "output", l->n_out, 1, 1);
@@ -620,8 +614,7 @@ static int read_eltwise(parser_t *ps, nn_layer_t *l) {
     TRY(check_arity(ps, "input", l->n_in, 2, INT_MAX));
     TRY(check_arity(ps, "output", l->n_out, 1, 1));
     if (e->n_coeffs != 0 && e->n_coeffs != l->n_in)
-        return fail(ps, UP_ERR_FORMAT, "coeffs (-23301=) has %d values for %d inputs", e->n_coeffs,
-                    l->n_in);
+        return fail(ps, UP_ERR_FORMAT, "coeffs (-23301=) has %d values for %d inputs", e->n_coeffs, l->n_in);
     return 0;
 }
 
@@ -731,8 +724,9 @@ static int parse_layer(parser_t *ps, const char *cur, const char *end) {
         if ((rc = next_token(ps, &cur, end, &t)) < 0)
             return rc;
         if (rc == 0)
-            return fail(ps, UP_ERR_FORMAT, "the line lists %d input and %d output blobs, but ends after %d names",
-                        l->n_in, l->n_out, i);
+            return fail(ps, UP_ERR_FORMAT,
+                        "the line lists %d input and %d output blobs, but ends after %d names", l->n_in,
+                        l->n_out, i);
         TRY(blob_get(ps, t, &b));
         nn_blob_t *blob = &m->blobs[b];
         if (is_in) {

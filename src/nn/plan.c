@@ -60,11 +60,11 @@ typedef struct plan_step {
 } plan_step_t;
 
 typedef struct plan {
-    int c, h, w;          /* input shape this plan is for */
-    int oc, oh, ow;       /* output shape */
+    int c, h, w;    /* input shape this plan is for */
+    int oc, oh, ow; /* output shape */
     plan_step_t *steps;
     int n_steps;
-    float *arena;         /* owned */
+    float *arena; /* owned */
     size_t arena_floats;
     size_t scratch_bytes; /* what the backend keeps besides the arena */
     nn_tensor_t input, output;
@@ -84,8 +84,7 @@ struct nn_net {
  * Topological order of the layers into order[n_layers] and every blob's
  * shape into shapes[n_blobs]. Both arrays are caller-allocated.
  */
-static int infer(const nn_model_t *m, int c, int h, int w, int *order, int (*shapes)[3],
-                 up_error_t *err) {
+static int infer(const nn_model_t *m, int c, int h, int w, int *order, int (*shapes)[3], up_error_t *err) {
     int *pending = xcalloc((size_t)m->n_layers, sizeof *pending); /* unready inputs */
     int *ready = xmalloc((size_t)m->n_layers * sizeof *ready);
     int n_ready = 0, n_order = 0, rc = 0;
@@ -96,7 +95,7 @@ static int infer(const nn_model_t *m, int c, int h, int w, int *order, int (*sha
             ready[n_ready++] = i;
     }
     /* Consumers are found by scanning; graphs have ~1000 layers and plans are rare. */
-    int (*in_shapes)[3] = NULL;
+    int(*in_shapes)[3] = NULL;
     int max_in = 1;
     for (int i = 0; i < m->n_layers; i++)
         if (m->layers[i].n_in > max_in)
@@ -150,8 +149,8 @@ static int infer(const nn_model_t *m, int c, int h, int w, int *order, int (*sha
     }
     if (n_order != m->n_layers)
         rc = up_error_set(err, UP_ERR_FORMAT, 0,
-                          "the graph has a cycle or an unreachable layer (%d of %d layers ordered)",
-                          n_order, m->n_layers);
+                          "the graph has a cycle or an unreachable layer (%d of %d layers ordered)", n_order,
+                          m->n_layers);
 done:
     free(pending);
     free(ready);
@@ -212,23 +211,23 @@ typedef struct value {
 } value_t;
 
 typedef struct group {
-    int extent;          /* channels (logical) */
+    int extent; /* channels (logical) */
     int h, w;
     nn_layout_t layout;
-    int first, last;     /* lifetime in step positions, inclusive */
-    size_t floats;       /* buffer size */
-    size_t offset;       /* in the arena, floats */
+    int first, last; /* lifetime in step positions, inclusive */
+    size_t floats;   /* buffer size */
+    size_t offset;   /* in the arena, floats */
 } group_t;
 
 typedef struct planner {
     const nn_model_t *m;
-    int *value_of;       /* blob -> value blob index (Split outputs map to their root) */
-    value_t *values;     /* indexed by blob; only entries that are values are used */
-    int *fused_into;     /* layer -> index of the conv layer that absorbed it, or -1 */
-    int *epi_prelu;      /* conv layer -> PReLU layer fused into it, or -1 */
-    int *epi_other;      /* conv layer -> value added by a fused Eltwise/BinaryOp, or -1 */
-    float *epi_scale;    /* conv layer -> the conv's coefficient in that sum */
-    int *conv_out;       /* conv layer -> value it finally writes */
+    int *value_of;    /* blob -> value blob index (Split outputs map to their root) */
+    value_t *values;  /* indexed by blob; only entries that are values are used */
+    int *fused_into;  /* layer -> index of the conv layer that absorbed it, or -1 */
+    int *epi_prelu;   /* conv layer -> PReLU layer fused into it, or -1 */
+    int *epi_other;   /* conv layer -> value added by a fused Eltwise/BinaryOp, or -1 */
+    float *epi_scale; /* conv layer -> the conv's coefficient in that sum */
+    int *conv_out;    /* conv layer -> value it finally writes */
     group_t *groups;
     int n_groups;
 } planner_t;
@@ -433,7 +432,8 @@ static void plan_free(nn_net_t *net, plan_t *pl) {
 static nn_tensor_t value_tensor(const planner_t *p, const plan_t *pl, int v) {
     const value_t *x = &p->values[v];
     const group_t *g = &p->groups[x->group];
-    nn_tensor_t t = {.data = pl->arena + g->offset, .c = g->extent, .h = x->h, .w = x->w, .layout = x->layout};
+    nn_tensor_t t = {
+        .data = pl->arena + g->offset, .c = g->extent, .h = x->h, .w = x->w, .layout = x->layout};
     return nn_tensor_channels(&t, x->off, x->c);
 }
 
@@ -552,9 +552,9 @@ static int plan_build(nn_net_t *net, int c, int h, int w, plan_t **out, up_error
     for (int g = 0; g < p.n_groups; g++) {
         group_t *gr = &p.groups[g];
         /* values nobody writes (outputs of fused layers) take no memory */
-        gr->floats = gr->last < 0 ? 0
-                                  : (size_t)nn_layout_channels(gr->layout, gr->extent) * (size_t)gr->h *
-                                        (size_t)gr->w;
+        gr->floats = gr->last < 0
+                         ? 0
+                         : (size_t)nn_layout_channels(gr->layout, gr->extent) * (size_t)gr->h * (size_t)gr->w;
     }
     pl->arena_floats = pack(p.groups, p.n_groups);
     pl->arena = up_aligned_alloc(pl->arena_floats ? pl->arena_floats : 1, sizeof(float));
@@ -591,15 +591,14 @@ static int plan_build(nn_net_t *net, int c, int h, int w, plan_t **out, up_error
             }
         }
         size_t scratch = 0;
-        rc = net->be->layer_prepare(net->be_state, l, l->op == NN_OP_CONV ? &s->epi : NULL, s->in,
-                                    s->n_in, s->out, s->n_out, &s->lstate, &scratch, err);
+        rc = net->be->layer_prepare(net->be_state, l, l->op == NN_OP_CONV ? &s->epi : NULL, s->in, s->n_in,
+                                    s->out, s->n_out, &s->lstate, &scratch, err);
         if (rc)
             goto fail;
         pl->scratch_bytes += scratch;
     }
-    log_debug("plan %s %dx%dx%d: %d steps, %d buffers, arena %zu MB, backend scratch %zu MB",
-              net->be->name, c, h, w, n_steps, p.n_groups, pl->arena_floats * sizeof(float) >> 20,
-              pl->scratch_bytes >> 20);
+    log_debug("plan %s %dx%dx%d: %d steps, %d buffers, arena %zu MB, backend scratch %zu MB", net->be->name,
+              c, h, w, n_steps, p.n_groups, pl->arena_floats * sizeof(float) >> 20, pl->scratch_bytes >> 20);
     *out = pl;
     pl = NULL;
 fail:
@@ -685,8 +684,8 @@ int nn_net_run(nn_net_t *net, const float *in, int c, int h, int w, float *out, 
     for (int i = 0; i < pl->n_steps; i++) {
         plan_step_t *s = &pl->steps[i];
         rc = net->be->layer_run(net->be_state, s->lstate, s->layer,
-                                s->layer->op == NN_OP_CONV ? &s->epi : NULL, s->in, s->n_in, s->out,
-                                s->n_out, err);
+                                s->layer->op == NN_OP_CONV ? &s->epi : NULL, s->in, s->n_in, s->out, s->n_out,
+                                err);
         if (rc)
             return rc;
     }

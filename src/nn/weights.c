@@ -116,8 +116,8 @@ static int read_blob(reader_t *rd, const char *what, size_t n, int tagged, float
         return up_error_set(rd->err, UP_ERR_FORMAT, 0,
                             "layer %s (line %d): %s needs %zu bytes (%zu %s values) at byte offset "
                             "%zu, but only %zu bytes are left",
-                            l->name, l->line, what, bytes, n, value_size == 2 ? "fp16" : "fp32",
-                            rd->pos, left);
+                            l->name, l->line, what, bytes, n, value_size == 2 ? "fp16" : "fp32", rd->pos,
+                            left);
 
     float *v = up_aligned_alloc(n, sizeof *v);
     if (!v)

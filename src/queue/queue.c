@@ -72,8 +72,8 @@ typedef struct worker {
 } worker_t;
 
 struct queue {
-    store_t *st;              /* borrowed */
-    queue_config_t cfg;       /* data_dir points at data_dir below */
+    store_t *st;        /* borrowed */
+    queue_config_t cfg; /* data_dir points at data_dir below */
     char data_dir[1024];
     char uploads[1100];
     char results[1100];
@@ -177,10 +177,10 @@ static void timed_wait(pthread_cond_t *cond, pthread_mutex_t *mu, double seconds
 typedef struct progress_ctx {
     queue_t *q;
     const char *id;
-    int written;       /* last progress written */
-    double write_t;    /* mono_s of the last write */
-    double poll_t;     /* mono_s of the last cancel check */
-    int cancel;        /* the store said cancel_requested */
+    int written;    /* last progress written */
+    double write_t; /* mono_s of the last write */
+    double poll_t;  /* mono_s of the last cancel check */
+    int cancel;     /* the store said cancel_requested */
 } progress_ctx_t;
 
 static int on_progress(void *ctx, int pct) {
@@ -254,8 +254,7 @@ static void run_job(worker_t *w, job_t *job) {
     up_image_t *in = NULL, *out = NULL;
     int rc, end = END_FAILED;
 
-    log_info("job %s processing (%s, x%d, attempt %d)", job->id, job->model, job->scale,
-             job->attempts);
+    log_info("job %s processing (%s, x%d, attempt %d)", job->id, job->model, job->scale, job->attempts);
     const upscale_variant_t *v = NULL;
     upscaler_t *up = NULL;
     if ((rc = upscale_registry_resolve(q->cfg.registry, job->model, job->scale, &v, &err)) ||
@@ -316,8 +315,8 @@ static void run_job(worker_t *w, job_t *job) {
         goto input;
     }
     end = END_COMPLETED;
-    log_info("job %s completed in %.2f s (%dx%d -> %dx%d, %lld bytes)", job->id, mono_s() - t0,
-             in->width, in->height, out->width, out->height, job->result_bytes);
+    log_info("job %s completed in %.2f s (%dx%d -> %dx%d, %lld bytes)", job->id, mono_s() - t0, in->width,
+             in->height, out->width, out->height, job->result_bytes);
     goto input;
 
 end:
@@ -447,14 +446,13 @@ int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_
     remove_stale_temporaries(q->results);
 
     int n_requeued = 0, n_failed = 0;
-    if ((rc = store_jobs_recover(st, q->cfg.max_attempts, q->cfg.retention_s, &n_requeued, &n_failed,
-                                 err))) {
+    if ((rc = store_jobs_recover(st, q->cfg.max_attempts, q->cfg.retention_s, &n_requeued, &n_failed, err))) {
         free(q);
         return rc;
     }
     if (n_requeued || n_failed)
-        log_info("recovered jobs left processing: %d queued again, %d failed after %d attempts",
-                 n_requeued, n_failed, q->cfg.max_attempts);
+        log_info("recovered jobs left processing: %d queued again, %d failed after %d attempts", n_requeued,
+                 n_failed, q->cfg.max_attempts);
 
     pthread_mutex_init(&q->mu, NULL);
     pthread_condattr_t ca;
@@ -534,8 +532,7 @@ int queue_job_cancel(queue_t *q, const char *id, job_status_t *was, up_error_t *
     if (rc == 0 && w == JOB_STATUS_QUEUED) {
         /* it never ran: its input goes now (a worker that is stopping it deletes it otherwise) */
         job_t *j = xmalloc(sizeof *j);
-        if (store_job_get(q->st, id, j, NULL) == 0 && j->input_path[0] &&
-            remove_file(j->input_path) == 0)
+        if (store_job_get(q->st, id, j, NULL) == 0 && j->input_path[0] && remove_file(j->input_path) == 0)
             store_job_input_deleted(q->st, id, NULL);
         free(j);
         log_info("job %s cancelled while queued", id);

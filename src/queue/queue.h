@@ -19,17 +19,17 @@
 #include "upscale/upscale.h"
 
 typedef struct queue_config {
-    const char *data_dir;      /* borrowed */
-    const upscale_registry_t *registry; /* borrowed, outlives the queue */
-    int n_workers;             /* default 1 */
-    int threads_per_worker;    /* 0 = all cores / n_workers */
-    nn_backend_kind_t backend; /* default NN_BACKEND_DNNL */
-    double retention_s;        /* default 900 (15 minutes) */
-    double sweep_interval_s;   /* default 10 */
-    int max_attempts;          /* default 3 */
+    const char *data_dir;                 /* borrowed */
+    const upscale_registry_t *registry;   /* borrowed, outlives the queue */
+    int n_workers;                        /* default 1 */
+    int threads_per_worker;               /* 0 = all cores / n_workers */
+    nn_backend_kind_t backend;            /* default NN_BACKEND_DNNL */
+    double retention_s;                   /* default 900 (15 minutes) */
+    double sweep_interval_s;              /* default 10 */
+    int max_attempts;                     /* default 3 */
     unsigned long long max_input_pixels;  /* 0 = no limit; default upscale_max_input_pixels() */
     unsigned long long max_output_pixels; /* 0 = no limit; default as upscale_opts_init */
-    size_t tile_memory;        /* bytes for automatic tiles, 0 = default */
+    size_t tile_memory;                   /* bytes for automatic tiles, 0 = default */
 } queue_config_t;
 
 void queue_config_init(queue_config_t *cfg);

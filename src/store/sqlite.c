@@ -78,10 +78,10 @@ static const char schema_sql[] =
     "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;";
 
 /* Every read returns these columns in this order (see read_row). */
-#define JOB_COLUMNS                                                                                \
-    "id, status, progress, attempts, cancel_requested, model, scale, format, quality, tile,"     \
-    " input_path, input_name, input_format, input_width, input_height, input_bytes,"            \
-    " result_path, result_format, output_width, output_height, result_bytes,"                   \
+#define JOB_COLUMNS                                                                                          \
+    "id, status, progress, attempts, cancel_requested, model, scale, format, quality, tile,"                 \
+    " input_path, input_name, input_format, input_width, input_height, input_bytes,"                         \
+    " result_path, result_format, output_width, output_height, result_bytes,"                                \
     " created_at, started_at, completed_at, expires_at, error"
 
 /* Prepared statements, made once at open (SQLITE_PREPARE_PERSISTENT). */
@@ -105,7 +105,7 @@ enum {
     S_DOWNLOADED,
     S_EXPIRE,
     S_INPUT_DELETED,
-    S_W_GET_SEQ,   /* writer-side read of a full row by seq (claim) */
+    S_W_GET_SEQ, /* writer-side read of a full row by seq (claim) */
     N_WSTMT
 };
 
@@ -279,8 +279,8 @@ static int job_status(store_t *st, const char *id, job_status_t *status, int *ca
 
 static int open_conn(const char *path, sqlite3 **db, up_error_t *err) {
     /* NOMUTEX: each connection is used under our own mutex */
-    int rc = sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc =
+        sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         int r = up_error_set(err, UP_ERR_IO, 0, "job store: cannot open %s: %s", path,
                              *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
@@ -317,9 +317,9 @@ static int init_schema(sqlite3 *db, const char *path, up_error_t *err) {
     if (version < 0) {
         rc = db_error(db, err, "cannot read the schema version");
     } else if (version > SCHEMA_VERSION) {
-        rc = up_error_set(err, UP_ERR_IO, 0,
-                          "job store: %s has schema version %d, newer than this upres (%d)", path,
-                          version, SCHEMA_VERSION);
+        rc =
+            up_error_set(err, UP_ERR_IO, 0, "job store: %s has schema version %d, newer than this upres (%d)",
+                         path, version, SCHEMA_VERSION);
         log_error("%s", err ? err->msg : "job store: schema too new");
     } else if (version < SCHEMA_VERSION) {
         char sql[64];
@@ -334,11 +334,9 @@ static int init_schema(sqlite3 *db, const char *path, up_error_t *err) {
     return exec_sql(db, "COMMIT", err);
 }
 
-static int prepare_all(sqlite3 *db, const char *const *sql, sqlite3_stmt **stmts, int n,
-                       up_error_t *err) {
+static int prepare_all(sqlite3 *db, const char *const *sql, sqlite3_stmt **stmts, int n, up_error_t *err) {
     for (int i = 0; i < n; i++) {
-        if (sqlite3_prepare_v3(db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &stmts[i], NULL) !=
-            SQLITE_OK)
+        if (sqlite3_prepare_v3(db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &stmts[i], NULL) != SQLITE_OK)
             return db_error(db, err, "cannot prepare a statement");
     }
     return UP_OK;
@@ -354,8 +352,7 @@ int store_open(const char *data_dir, store_t **out, up_error_t *err) {
     if (mkdir(data_dir, 0777) != 0) {
         struct stat sb;
         if (stat(data_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-            rc = up_error_set(err, UP_ERR_IO, 0, "job store: cannot create the data folder %s",
-                              data_dir);
+            rc = up_error_set(err, UP_ERR_IO, 0, "job store: cannot create the data folder %s", data_dir);
             log_error("%s", err ? err->msg : "job store: no data folder");
             goto fail;
         }
@@ -370,11 +367,9 @@ int store_open(const char *data_dir, store_t **out, up_error_t *err) {
     /* WAL is a property of the file: set once, kept by every later open */
     if ((rc = exec_sql(st->w, "PRAGMA journal_mode = WAL", err)) ||
         (rc = exec_sql(st->w, "PRAGMA synchronous = FULL", err)) ||
-        (rc = exec_sql(st->w, "PRAGMA foreign_keys = ON", err)) ||
-        (rc = init_schema(st->w, st->path, err)))
+        (rc = exec_sql(st->w, "PRAGMA foreign_keys = ON", err)) || (rc = init_schema(st->w, st->path, err)))
         goto fail;
-    if ((rc = open_conn(st->path, &st->r, err)) ||
-        (rc = exec_sql(st->r, "PRAGMA synchronous = FULL", err)))
+    if ((rc = open_conn(st->path, &st->r, err)) || (rc = exec_sql(st->r, "PRAGMA synchronous = FULL", err)))
         goto fail;
     if ((rc = prepare_all(st->w, wsql, st->wstmt, N_WSTMT, err)) ||
         (rc = prepare_all(st->r, rsql, st->rstmt, N_RSTMT, err)))
@@ -486,9 +481,9 @@ out:
 
 /* Most writes: one statement on one job, allowed from some statuses only. */
 typedef struct transition {
-    int stmt;                       /* S_* run when allowed */
-    unsigned allowed;               /* bit (1 << status) for each status it applies to */
-    const char *what;               /* for error messages */
+    int stmt;         /* S_* run when allowed */
+    unsigned allowed; /* bit (1 << status) for each status it applies to */
+    const char *what; /* for error messages */
 } transition_t;
 
 /*
@@ -497,8 +492,8 @@ typedef struct transition {
  * has ?1 = id; the caller bound its other parameters before the call (they
  * are cleared on every path).
  */
-static int transition(store_t *st, const char *id, const transition_t *t, job_status_t *was,
-                      int *cancel, up_error_t *err) {
+static int transition(store_t *st, const char *id, const transition_t *t, job_status_t *was, int *cancel,
+                      up_error_t *err) {
     sqlite3_stmt *s = st->wstmt[t->stmt];
     job_status_t status = JOB_STATUS_QUEUED;
     int rc = tx_begin(st, err);
@@ -509,8 +504,8 @@ static int transition(store_t *st, const char *id, const transition_t *t, job_st
     if (was)
         *was = status;
     if (!(t->allowed & (1u << status))) {
-        rc = up_error_set(err, UP_ERR_INVALID, 0, "job %s is %s: cannot %s it", id,
-                          job_status_name(status), t->what);
+        rc = up_error_set(err, UP_ERR_INVALID, 0, "job %s is %s: cannot %s it", id, job_status_name(status),
+                          t->what);
         goto rollback;
     }
     bind_text(s, 1, id);
@@ -561,12 +556,10 @@ int store_job_complete(store_t *st, const job_t *job, double retention_s, up_err
     return rc;
 }
 
-int store_job_fail(store_t *st, const char *id, const char *message, double retention_s,
-                   up_error_t *err) {
+int store_job_fail(store_t *st, const char *id, const char *message, double retention_s, up_error_t *err) {
     assert(st && id);
     /* a queued job may fail too (e.g. its input vanished before a worker took it) */
-    static const transition_t t = {S_FAIL, BIT(JOB_STATUS_PROCESSING) | BIT(JOB_STATUS_QUEUED),
-                                   "fail"};
+    static const transition_t t = {S_FAIL, BIT(JOB_STATUS_PROCESSING) | BIT(JOB_STATUS_QUEUED), "fail"};
     double now = now_s();
     pthread_mutex_lock(&st->wmu);
     sqlite3_stmt *s = st->wstmt[S_FAIL];
@@ -599,8 +592,7 @@ int store_job_cancel(store_t *st, const char *id, job_status_t *was, up_error_t 
         bind_text(s, 1, id);
         rc = exec_stmt(st, S_CANCEL_REQUEST, "cannot cancel a job", err);
     } else {
-        rc = up_error_set(err, UP_ERR_INVALID, 0, "job %s is already %s", id,
-                          job_status_name(status));
+        rc = up_error_set(err, UP_ERR_INVALID, 0, "job %s is already %s", id, job_status_name(status));
     }
     if (rc)
         goto rollback;
@@ -679,11 +671,10 @@ int store_job_downloaded(store_t *st, const char *id, up_error_t *err) {
 
 int store_job_expire(store_t *st, const char *id, up_error_t *err) {
     assert(st && id);
-    static const transition_t t = {
-        S_EXPIRE,
-        BIT(JOB_STATUS_COMPLETED) | BIT(JOB_STATUS_FAILED) | BIT(JOB_STATUS_CANCELLED) |
-            BIT(JOB_STATUS_EXPIRED),
-        "expire"};
+    static const transition_t t = {S_EXPIRE,
+                                   BIT(JOB_STATUS_COMPLETED) | BIT(JOB_STATUS_FAILED) |
+                                       BIT(JOB_STATUS_CANCELLED) | BIT(JOB_STATUS_EXPIRED),
+                                   "expire"};
     pthread_mutex_lock(&st->wmu);
     int rc = transition(st, id, &t, NULL, NULL, err);
     pthread_mutex_unlock(&st->wmu);

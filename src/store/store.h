@@ -30,20 +30,20 @@ typedef enum {
 const char *job_status_name(job_status_t s); /* "queued", "processing", ... */
 
 typedef struct job {
-    char id[40];            /* UUID v4, lower-case, 36 chars */
+    char id[40]; /* UUID v4, lower-case, 36 chars */
     job_status_t status;
-    int progress;           /* 0..100 */
-    int attempts;           /* claims so far */
-    int cancel_requested;   /* set while processing; the worker stops at the next tile */
+    int progress;         /* 0..100 */
+    int attempts;         /* claims so far */
+    int cancel_requested; /* set while processing; the worker stops at the next tile */
     /* settings */
-    char model[128];        /* as the client named it (family or file stem) */
-    int scale;              /* requested output scale */
-    char format[8];         /* requested output format, "" = the input's */
-    int quality;            /* 0 = default */
-    int tile;               /* 0 = automatic */
+    char model[128]; /* as the client named it (family or file stem) */
+    int scale;       /* requested output scale */
+    char format[8];  /* requested output format, "" = the input's */
+    int quality;     /* 0 = default */
+    int tile;        /* 0 = automatic */
     /* input */
-    char input_path[1024];  /* stored upload, "" once deleted */
-    char input_name[256];   /* the client's file name */
+    char input_path[1024]; /* stored upload, "" once deleted */
+    char input_name[256];  /* the client's file name */
     char input_format[8];
     int input_width, input_height;
     long long input_bytes;
@@ -54,7 +54,7 @@ typedef struct job {
     long long result_bytes;
     /* times, Unix seconds; 0 = not yet */
     double created_at, started_at, completed_at, expires_at;
-    char error[512];        /* failed: why */
+    char error[512]; /* failed: why */
 } job_t;
 
 typedef struct store store_t;

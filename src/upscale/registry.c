@@ -47,8 +47,8 @@ static int measure_scale(const char *dir, const char *stem, int *scale, up_error
     if (rc)
         return rc;
     if (oh != ow || oh % 64 || oh < 64)
-        return up_error_set(err, UP_ERR_UNSUPPORTED, 0, "%s: output %dx%d for a 64x64 input is not an integer upscale",
-                            stem, ow, oh);
+        return up_error_set(err, UP_ERR_UNSUPPORTED, 0,
+                            "%s: output %dx%d for a 64x64 input is not an integer upscale", stem, ow, oh);
     *scale = oh / 64;
     return 0;
 }
@@ -56,9 +56,9 @@ static int measure_scale(const char *dir, const char *stem, int *scale, up_error
 int upscale_registry_scan(const char *dir, upscale_registry_t **out, up_error_t *err) {
     DIR *d = opendir(dir);
     if (!d)
-        return up_error_set(err, UP_ERR_NOT_FOUND, 0,
-                            "models folder %s cannot be read (run scripts/setup.sh, or set -m / UPRES_MODELS)",
-                            dir);
+        return up_error_set(
+            err, UP_ERR_NOT_FOUND, 0,
+            "models folder %s cannot be read (run scripts/setup.sh, or set -m / UPRES_MODELS)", dir);
     upscale_registry_t *reg = xcalloc(1, sizeof *reg);
     snprintf(reg->dir, sizeof reg->dir, "%s", dir);
     int cap = 0;

@@ -63,8 +63,8 @@ unsigned long long upscale_max_input_pixels(void) {
     return env_pixels("UPRES_MAX_PIXELS", UPSCALE_DEFAULT_MAX_INPUT_PIXELS);
 }
 
-int upscaler_new(const upscale_registry_t *reg, const upscale_variant_t *variant,
-                 nn_backend_kind_t backend, int n_threads, upscaler_t **out, up_error_t *err) {
+int upscaler_new(const upscale_registry_t *reg, const upscale_variant_t *variant, nn_backend_kind_t backend,
+                 int n_threads, upscaler_t **out, up_error_t *err) {
     char param[2048], bin[2048];
     snprintf(param, sizeof param, "%s/%s.param", reg->dir, variant->file);
     snprintf(bin, sizeof bin, "%s/%s.bin", reg->dir, variant->file);
@@ -129,8 +129,8 @@ static int run_tiles(upscaler_t *up, const tile_io_t *io, int h, int w, int tile
         return rc;
     if (oc != 3 || oh != ph * s || ow != pw * s)
         return up_error_set(err, UP_ERR_UNSUPPORTED, 0,
-                            "model output %dx%dx%d for a %dx%d tile is not a %dx RGB upscale", oc, ow, oh,
-                            pw, ph, s);
+                            "model output %dx%dx%d for a %dx%d tile is not a %dx RGB upscale", oc, ow, oh, pw,
+                            ph, s);
     float *tin = up_aligned_alloc((size_t)3 * (size_t)ph * (size_t)pw, sizeof(float));
     float *tout = up_aligned_alloc((size_t)3 * (size_t)oh * (size_t)ow, sizeof(float));
     if (!tin || !tout) {
@@ -347,8 +347,8 @@ int upscaler_run(upscaler_t *up, const up_image_t *in, const upscale_opts_t *opt
                             in->height);
     if (opts->max_output_pixels && (unsigned long long)(tw * th) > opts->max_output_pixels)
         return up_error_set(err, UP_ERR_TOO_LARGE, 0,
-                            "output %lldx%lld (%.1f megapixels) is over the limit of %.1f megapixels", tw,
-                            th, tw * th / 1e6, opts->max_output_pixels / 1e6);
+                            "output %lldx%lld (%.1f megapixels) is over the limit of %.1f megapixels", tw, th,
+                            tw * th / 1e6, opts->max_output_pixels / 1e6);
     if (nw > INT32_MAX / 4 || nh > INT32_MAX / 4)
         return up_error_set(err, UP_ERR_TOO_LARGE, 0, "output %lldx%lld is too large", nw, nh);
 
@@ -389,7 +389,7 @@ int upscaler_run(upscaler_t *up, const up_image_t *in, const upscale_opts_t *opt
     } else {
         *out = native;
     }
-    snprintf((*out)->format, sizeof (*out)->format, "%s", in->format);
+    snprintf((*out)->format, sizeof(*out)->format, "%s", in->format);
     image_free(alpha);
     image_free(alpha_big);
     return 0;

@@ -89,9 +89,9 @@ typedef enum {
 typedef int (*upscale_progress_fn)(void *ctx, int percent);
 
 typedef struct upscale_opts {
-    double scale;            /* output / input; 0 = the model's native scale */
-    int tile;                /* tile edge in input pixels; 0 = from tile_memory */
-    size_t tile_memory;      /* bytes the network may use when tile == 0 */
+    double scale;       /* output / input; 0 = the model's native scale */
+    int tile;           /* tile edge in input pixels; 0 = from tile_memory */
+    size_t tile_memory; /* bytes the network may use when tile == 0 */
     upscale_alpha_t alpha;
     upscale_progress_fn progress; /* may be NULL */
     void *progress_ctx;
@@ -117,9 +117,9 @@ typedef struct upscaler upscaler_t;
  * Load the variant file (stem in reg->dir) and bind it to backend with
  * n_threads (0 = all cores). *out is new (upscaler_free).
  */
-int upscaler_new(const upscale_registry_t *reg, const upscale_variant_t *variant,
-                 nn_backend_kind_t backend, int n_threads, upscaler_t **out, up_error_t *err);
-void upscaler_free(upscaler_t *up); /* accepts NULL */
+int upscaler_new(const upscale_registry_t *reg, const upscale_variant_t *variant, nn_backend_kind_t backend,
+                 int n_threads, upscaler_t **out, up_error_t *err);
+void upscaler_free(upscaler_t *up);       /* accepts NULL */
 int upscaler_scale(const upscaler_t *up); /* native scale */
 
 /*

@@ -62,11 +62,10 @@ typedef struct nn_backend_vtbl {
      * CONCATs the planner turned into views.
      */
     int (*layer_prepare)(void *state, const nn_layer_t *layer, const nn_epilogue_t *epi,
-                         const nn_tensor_t *in, int n_in, const nn_tensor_t *out, int n_out,
-                         void **lstate, size_t *scratch_bytes, up_error_t *err);
+                         const nn_tensor_t *in, int n_in, const nn_tensor_t *out, int n_out, void **lstate,
+                         size_t *scratch_bytes, up_error_t *err);
     int (*layer_run)(void *state, void *lstate, const nn_layer_t *layer, const nn_epilogue_t *epi,
-                     const nn_tensor_t *in, int n_in, const nn_tensor_t *out, int n_out,
-                     up_error_t *err);
+                     const nn_tensor_t *in, int n_in, const nn_tensor_t *out, int n_out, up_error_t *err);
     void (*layer_release)(void *state, void *lstate);
 } nn_backend_vtbl_t;
 

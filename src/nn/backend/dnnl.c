@@ -138,15 +138,15 @@ typedef struct bind {
 /* The grown copy of a Winograd conv's input: an image in its top-left corner. */
 typedef struct grown {
     int on;
-    int n_blocks;   /* channel blocks of 16 */
-    int h, w;       /* the image */
-    int gh, gw;     /* the grown buffer, >= h, w */
-    size_t off;     /* of the buffer in the scratch, bytes */
+    int n_blocks; /* channel blocks of 16 */
+    int h, w;     /* the image */
+    int gh, gw;   /* the grown buffer, >= h, w */
+    size_t off;   /* of the buffer in the scratch, bytes */
 } grown_t;
 
 typedef struct lstate {
-    int fallback;   /* 1: run through nn_op_* */
-    int zero_pad;   /* 1: zero out's padded lanes after the primitives */
+    int fallback; /* 1: run through nn_op_* */
+    int zero_pad; /* 1: zero out's padded lanes after the primitives */
     int n_execs;
     exec_t execs[MAX_EXECS];
     int n_mems;
@@ -155,12 +155,12 @@ typedef struct lstate {
     bind_t binds[MAX_BINDS];
     unsigned epoch; /* the state's epoch the binds point into */
     grown_t grown;
-    wcache_t *weights;   /* borrowed from the cache (counted in n_users), or NULL */
-    float *buf;          /* owned: prelu slopes, a BinaryOp scalar */
-    float *src_copy;     /* owned: a conv's input reordered to BLOCK16, or NULL */
+    wcache_t *weights;              /* borrowed from the cache (counted in n_users), or NULL */
+    float *buf;                     /* owned: prelu slopes, a BinaryOp scalar */
+    float *src_copy;                /* owned: a conv's input reordered to BLOCK16, or NULL */
     nn_conv_scratch_t conv_scratch; /* a fallback conv's rows; buf owned */
-    size_t own_bytes;    /* size of src_copy */
-    size_t scratch_size; /* of the shared scratch this layer needs, bytes */
+    size_t own_bytes;               /* size of src_copy */
+    size_t scratch_size;            /* of the shared scratch this layer needs, bytes */
 } lstate_t;
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -213,8 +213,8 @@ static dnnl_status_t mem_new(dnnl_state_t *st, lstate_t *ls, const dnnl_memory_d
 }
 
 /* A new memory object at byte offset off of the shared scratch, bound at run. */
-static dnnl_status_t mem_in_scratch(dnnl_state_t *st, lstate_t *ls, const dnnl_memory_desc_t *md,
-                                    size_t off, dnnl_memory_t *out) {
+static dnnl_status_t mem_in_scratch(dnnl_state_t *st, lstate_t *ls, const dnnl_memory_desc_t *md, size_t off,
+                                    dnnl_memory_t *out) {
     if (ls->n_binds == MAX_BINDS)
         return dnnl_out_of_memory;
     dnnl_status_t s = mem_new(st, ls, md, NULL, out);
@@ -387,9 +387,8 @@ static dnnl_status_t add_sum(dnnl_state_t *st, lstate_t *ls, int n, const float 
 
 /* dst = a alg b (a binary primitive; dst may be a). dnnl_unimplemented for a ref kernel. */
 static dnnl_status_t add_binary(dnnl_state_t *st, lstate_t *ls, dnnl_alg_kind_t alg,
-                                const dnnl_memory_desc_t *amd, dnnl_memory_t a,
-                                const dnnl_memory_desc_t *bmd, dnnl_memory_t b,
-                                const dnnl_memory_desc_t *dmd, dnnl_memory_t dst) {
+                                const dnnl_memory_desc_t *amd, dnnl_memory_t a, const dnnl_memory_desc_t *bmd,
+                                dnnl_memory_t b, const dnnl_memory_desc_t *dmd, dnnl_memory_t dst) {
     dnnl_binary_desc_t d;
     dnnl_status_t s = dnnl_binary_desc_init(&d, alg, amd, bmd, dmd);
     dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC_0, a}, {DNNL_ARG_SRC_1, b}, {DNNL_ARG_DST, dst}};
@@ -467,9 +466,9 @@ static int wino_plan(const dnnl_state_t *st, const nn_conv_param_t *p, const nn_
     *gh = *gw = 0;
     if (st->alg == ALG_DIRECT || st->alg == ALG_AUTO)
         return WINO_NONE;
-    if (p->kernel_w != 3 || p->kernel_h != 3 || p->stride_w != 1 || p->stride_h != 1 ||
-        p->dilation_w != 1 || p->dilation_h != 1 || src->layout != NN_LAYOUT_BLOCK16 ||
-        out->layout != NN_LAYOUT_BLOCK16 || p->n_in % 16 || p->n_out % 16)
+    if (p->kernel_w != 3 || p->kernel_h != 3 || p->stride_w != 1 || p->stride_h != 1 || p->dilation_w != 1 ||
+        p->dilation_h != 1 || src->layout != NN_LAYOUT_BLOCK16 || out->layout != NN_LAYOUT_BLOCK16 ||
+        p->n_in % 16 || p->n_out % 16)
         return WINO_NONE;
     if (st->alg == ALG_RULE && p->n_in < 48)
         return WINO_NONE;
@@ -510,9 +509,8 @@ static void weights_evict(conv_static_t *cs, const wcache_t *keep) {
  * or reordered now from the model's oihw weights (ic channels, zero weights
  * past n_in) and cached. The entry's user count is taken for ls.
  */
-static int conv_weights(dnnl_state_t *st, int li, const nn_layer_t *l, int ic,
-                        const dnnl_memory_desc_t *md, lstate_t *ls, dnnl_memory_t *out,
-                        up_error_t *err) {
+static int conv_weights(dnnl_state_t *st, int li, const nn_layer_t *l, int ic, const dnnl_memory_desc_t *md,
+                        lstate_t *ls, dnnl_memory_t *out, up_error_t *err) {
     conv_static_t *cs = &st->convs[li];
     const nn_conv_param_t *p = &l->p.conv;
     wcache_t *w;
@@ -603,8 +601,8 @@ static dnnl_status_t conv_pd(dnnl_state_t *st, const nn_conv_param_t *p, const n
     dnnl_alg_kind_t aalg;
     float alpha, beta;
     *pd = NULL;
-    dnnl_status_t s = dnnl_dilated_convolution_forward_desc_init(
-        &d, dnnl_forward_inference, alg, smd, wmd, bmd, dmd, strides, dil, pad_l, pad_r);
+    dnnl_status_t s = dnnl_dilated_convolution_forward_desc_init(&d, dnnl_forward_inference, alg, smd, wmd,
+                                                                 bmd, dmd, strides, dil, pad_l, pad_r);
     if (s == dnnl_success)
         s = dnnl_post_ops_create(&po);
     if (s == dnnl_success && fuse >= FUSE_ACT && act_alg(p, &aalg, &alpha, &beta))
@@ -630,12 +628,11 @@ static dnnl_status_t conv_pd(dnnl_state_t *st, const nn_conv_param_t *p, const n
  * reference one. max_fuse caps the fusion. Returns the pd (new) or NULL
  * with *last the last status; *fuse, *alg_index say what was picked.
  */
-static dnnl_primitive_desc_t conv_pick(dnnl_state_t *st, const nn_conv_param_t *p,
-                                       const nn_epilogue_t *epi, dnnl_alg_kind_t alg, int max_fuse,
-                                       const dnnl_memory_desc_t *smd, const dnnl_memory_desc_t *wmd,
-                                       const dnnl_memory_desc_t *bmd, const dnnl_memory_desc_t *dmd,
-                                       const dnnl_memory_desc_t *summd, int allow_ref, int *fuse,
-                                       dnnl_status_t *last) {
+static dnnl_primitive_desc_t conv_pick(dnnl_state_t *st, const nn_conv_param_t *p, const nn_epilogue_t *epi,
+                                       dnnl_alg_kind_t alg, int max_fuse, const dnnl_memory_desc_t *smd,
+                                       const dnnl_memory_desc_t *wmd, const dnnl_memory_desc_t *bmd,
+                                       const dnnl_memory_desc_t *dmd, const dnnl_memory_desc_t *summd,
+                                       int allow_ref, int *fuse, dnnl_status_t *last) {
     dnnl_primitive_desc_t ref_pd = NULL;
     int ref_fuse = FUSE_NONE;
     for (int f = max_fuse; f >= FUSE_NONE; f--) {
@@ -705,11 +702,11 @@ static int conv_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_epilogue
     int fuse = FUSE_NONE;
     dnnl_status_t last = dnnl_unimplemented;
     if (wino == WINO_GROWN)
-        pd = conv_pick(st, p, epi, dnnl_convolution_winograd, FUSE_ACT, &gsmd, &wmd, bmdp, &gdmd, NULL,
-                       0, &fuse, &last);
+        pd = conv_pick(st, p, epi, dnnl_convolution_winograd, FUSE_ACT, &gsmd, &wmd, bmdp, &gdmd, NULL, 0,
+                       &fuse, &last);
     else if (wino == WINO_PLAIN)
-        pd = conv_pick(st, p, epi, dnnl_convolution_winograd, FUSE_ALL, &smd, &wmd, bmdp, &dmd, &summd,
-                       0, &fuse, &last);
+        pd = conv_pick(st, p, epi, dnnl_convolution_winograd, FUSE_ALL, &smd, &wmd, bmdp, &dmd, &summd, 0,
+                       &fuse, &last);
     if (!pd) {
         dnnl_alg_kind_t alg = st->alg == ALG_AUTO ? dnnl_convolution_auto : dnnl_convolution_direct;
         wino = WINO_NONE;
@@ -719,7 +716,9 @@ static int conv_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_epilogue
         return fail(err, l, "convolution primitive", last);
     log_debug("dnnl: %s '%s' %dx%dx%d -> %dx%dx%d: %s%s, fused %s", l->type, l->name, in->c, in->h, in->w,
               out->c, out->h, out->w, impl_of(pd), wino == WINO_GROWN ? " (grown)" : "",
-              fuse == FUSE_ALL ? "all" : fuse ? "act" : "none");
+              fuse == FUSE_ALL ? "all"
+              : fuse           ? "act"
+                               : "none");
 
     dnnl_memory_t src = NULL, dst = NULL, pdst = NULL, bias = NULL, sum = NULL, wmem = NULL;
     dnnl_memory_t gsrc = NULL, gsrc_win = NULL, gdst = NULL, gdst_win = NULL;
@@ -1154,13 +1153,13 @@ static int dnnl_layer_prepare(void *state, const nn_layer_t *layer, const nn_epi
     case NN_OP_PIXELSHUFFLE: break;
     default:
         return up_error_set(err, UP_ERR_UNSUPPORTED, layer->line,
-                            "dnnl backend: layer %s '%s' (line %d) cannot run here", layer->type,
-                            layer->name, layer->line);
+                            "dnnl backend: layer %s '%s' (line %d) cannot run here", layer->type, layer->name,
+                            layer->line);
     }
     if (n_out != 1 || n_in < 1)
         return up_error_set(err, UP_ERR_UNSUPPORTED, layer->line,
-                            "dnnl backend: layer %s '%s' (line %d) has %d inputs and %d outputs",
-                            layer->type, layer->name, layer->line, n_in, n_out);
+                            "dnnl backend: layer %s '%s' (line %d) has %d inputs and %d outputs", layer->type,
+                            layer->name, layer->line, n_in, n_out);
     if (st->n_threads > 0)
         omp_set_num_threads(st->n_threads); /* oneDNN blocks its kernels for this count */
     lstate_t *ls = calloc(1, sizeof *ls);

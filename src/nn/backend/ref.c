@@ -17,9 +17,9 @@
 #include "nn/ops.h"
 
 typedef struct ref_state {
-    int n_threads;        /* OpenMP team size for the ops; 0 = OpenMP's default */
-    float *scratch;       /* owned: shared by every convolution */
-    size_t scratch_size;  /* bytes */
+    int n_threads;       /* OpenMP team size for the ops; 0 = OpenMP's default */
+    float *scratch;      /* owned: shared by every convolution */
+    size_t scratch_size; /* bytes */
 } ref_state_t;
 
 static int ref_create(const nn_model_t *model, int n_threads, void **state, up_error_t *err) {
@@ -67,8 +67,8 @@ static int ref_layer_prepare(void *state, const nn_layer_t *layer, const nn_epil
             if (!bigger) {
                 free(cs);
                 return up_error_set(err, UP_ERR_NOMEM, layer->line,
-                                    "ref backend: cannot allocate %zu KB of scratch for layer '%s'", need >> 10,
-                                    layer->name);
+                                    "ref backend: cannot allocate %zu KB of scratch for layer '%s'",
+                                    need >> 10, layer->name);
             }
             up_aligned_free(s->scratch);
             *scratch_bytes = need - s->scratch_size;

@@ -50,14 +50,12 @@ static double now_s(void) {
 
 static unsigned sample(const up_image_t *img, int x, int y, int b) {
     size_t i = ((size_t)y * img->width + x) * img->bands + b;
-    return img->depth == 16 ? ((const uint16_t *)img->pixels)[i]
-                            : ((const uint8_t *)img->pixels)[i];
+    return img->depth == 16 ? ((const uint16_t *)img->pixels)[i] : ((const uint8_t *)img->pixels)[i];
 }
 
 /* PSNR of two images of the same shape, on their own scale (255 or 65535). */
 static double psnr(const up_image_t *a, const up_image_t *b) {
-    if (a->width != b->width || a->height != b->height || a->bands != b->bands ||
-        a->depth != b->depth)
+    if (a->width != b->width || a->height != b->height || a->bands != b->bands || a->depth != b->depth)
         return -1;
     double peak = a->depth == 16 ? 65535.0 : 255.0, se = 0;
     size_t n = (size_t)a->width * a->height * a->bands;
@@ -72,15 +70,15 @@ static double psnr(const up_image_t *a, const up_image_t *b) {
 }
 
 static int same_pixels(const up_image_t *a, const up_image_t *b) {
-    return a->width == b->width && a->height == b->height && a->bands == b->bands &&
-           a->depth == b->depth && memcmp(a->pixels, b->pixels, image_size(a)) == 0;
+    return a->width == b->width && a->height == b->height && a->bands == b->bands && a->depth == b->depth &&
+           memcmp(a->pixels, b->pixels, image_size(a)) == 0;
 }
 
 /* Equal where it shows: alpha everywhere, colour where alpha > 0 (lossless
  * WebP may rewrite the colour of fully transparent pixels). */
 static int same_visible(const up_image_t *a, const up_image_t *b) {
-    if (a->width != b->width || a->height != b->height || a->bands != 4 || b->bands != 4 ||
-        a->depth != 8 || b->depth != 8)
+    if (a->width != b->width || a->height != b->height || a->bands != 4 || b->bands != 4 || a->depth != 8 ||
+        b->depth != 8)
         return 0;
     const uint8_t *p = a->pixels, *q = b->pixels;
     for (size_t i = 0; i < (size_t)a->width * a->height * 4; i += 4)
@@ -156,8 +154,7 @@ static const char *vips_save(VipsImage *v, const char *name, const char *opts) {
 
 /* astronaut with camera as its alpha: RGBA with real transparency (new ref) */
 static VipsImage *vips_rgba(void) {
-    VipsImage *a = vips_load(shared_path("astronaut.png")),
-              *c = vips_load(shared_path("camera.png"));
+    VipsImage *a = vips_load(shared_path("astronaut.png")), *c = vips_load(shared_path("camera.png"));
     VipsImage *j = NULL;
     if (a && c && vips_bandjoin2(a, c, &j, NULL))
         j = NULL;
@@ -168,9 +165,7 @@ static VipsImage *vips_rgba(void) {
     return j;
 }
 
-static int has_loader(const char *nickname) {
-    return vips_type_find("VipsOperation", nickname) != 0;
-}
+static int has_loader(const char *nickname) { return vips_type_find("VipsOperation", nickname) != 0; }
 
 /* ---- the shared photos ------------------------------------------------- */
 
@@ -188,12 +183,10 @@ static void test_shared_images(void) {
             continue;
         CHECKF(img->width == imgs[i].w && img->height == imgs[i].h && img->bands == imgs[i].bands &&
                    img->depth == 8,
-               "%s: %dx%d %d bands %d-bit", imgs[i].name, img->width, img->height, img->bands,
-               img->depth);
+               "%s: %dx%d %d bands %d-bit", imgs[i].name, img->width, img->height, img->bands, img->depth);
         CHECK(strcmp(img->format, "png") == 0);
         up_image_t *ref = vips_decode(shared_path(imgs[i].name));
-        CHECKF(ref && same_pixels(img, ref), "%s: pixels differ from libvips' decode",
-               imgs[i].name);
+        CHECKF(ref && same_pixels(img, ref), "%s: pixels differ from libvips' decode", imgs[i].name);
         image_free(ref);
 
         /* the same bytes from memory */
@@ -219,14 +212,12 @@ static void test_shared_images(void) {
 /* ---- formats and colour made at test time ------------------------------ */
 
 static void test_png_16bit(void) {
-    VipsImage *a = vips_load(shared_path("astronaut.png")),
-              *c = vips_load(shared_path("camera.png"));
+    VipsImage *a = vips_load(shared_path("astronaut.png")), *c = vips_load(shared_path("camera.png"));
     VipsImage *a16, *a16u, *a16t, *c16, *c16t, *ca, *ca16, *ca16t, *alpha;
     if (!a || !c)
         return;
     /* v * 257 maps 0..255 onto 0..65535 exactly */
-    CHECK(vips_linear1(a, &a16, 257, 0, NULL) == 0 &&
-          vips_cast(a16, &a16u, VIPS_FORMAT_USHORT, NULL) == 0 &&
+    CHECK(vips_linear1(a, &a16, 257, 0, NULL) == 0 && vips_cast(a16, &a16u, VIPS_FORMAT_USHORT, NULL) == 0 &&
           vips_copy(a16u, &a16t, "interpretation", VIPS_INTERPRETATION_RGB16, NULL) == 0);
     const char *p = vips_save(a16t, "rgb16.png", "[bitdepth=16]");
     up_image_t *img = p ? load(p) : NULL;
@@ -264,10 +255,8 @@ static void test_png_16bit(void) {
     image_free(ref);
 
     /* 16-bit gray with alpha stays 2 bands, 16 bits */
-    CHECK(vips_linear1(c, &c16, 257, 0, NULL) == 0 &&
-          vips_cast(c16, &c16t, VIPS_FORMAT_USHORT, NULL) == 0);
-    CHECK(vips_linear1(c, &ca, -1, 255, NULL) == 0 &&
-          vips_cast(ca, &alpha, VIPS_FORMAT_UCHAR, NULL) == 0);
+    CHECK(vips_linear1(c, &c16, 257, 0, NULL) == 0 && vips_cast(c16, &c16t, VIPS_FORMAT_USHORT, NULL) == 0);
+    CHECK(vips_linear1(c, &ca, -1, 255, NULL) == 0 && vips_cast(ca, &alpha, VIPS_FORMAT_UCHAR, NULL) == 0);
     CHECK(vips_bandjoin2(c, alpha, &ca16, NULL) == 0);
     VipsImage *ga16, *ga16u;
     CHECK(vips_linear1(ca16, &ga16, 257, 0, NULL) == 0 &&
@@ -301,8 +290,7 @@ static void test_png_palette_and_gray(void) {
     const char *p = vips_save(logo, "rgba_pal.png", "[palette,Q=100,effort=1]");
     up_image_t *img = p ? load(p) : NULL;
     up_image_t *ref = from_vips(logo);
-    CHECKF(img && img->bands == 4 && img->depth == 8, "palette RGBA: %d bands",
-           img ? img->bands : 0);
+    CHECKF(img && img->bands == 4 && img->depth == 8, "palette RGBA: %d bands", img ? img->bands : 0);
     CHECKF(img && ref && psnr(img, ref) > 20, "palette psnr %.1f", img && ref ? psnr(img, ref) : 0);
     image_free(img);
     image_free(ref);
@@ -338,8 +326,8 @@ static void test_jpeg_orientation(void) {
     vips_image_set_int(tagged, VIPS_META_ORIENTATION, 6);
     const char *p = vips_save(tagged, "orient6.jpg", "[Q=95]");
     up_image_t *img = p ? load(p) : NULL;
-    CHECKF(img && img->width == 300 && img->height == 451, "orientation 6: %dx%d",
-           img ? img->width : 0, img ? img->height : 0);
+    CHECKF(img && img->width == 300 && img->height == 451, "orientation 6: %dx%d", img ? img->width : 0,
+           img ? img->height : 0);
     CHECK(img && strcmp(img->format, "jpg") == 0);
     /* orientation 6 = rotate 90 degrees clockwise to display */
     VipsImage *raw = p ? vips_load(p) : NULL, *rot;
@@ -357,8 +345,7 @@ static void test_jpeg_orientation(void) {
         up_image_t *again = load(q);
         CHECK(again && again->width == 300 && again->height == 451);
         VipsImage *v = vips_load(q);
-        CHECK(v && vips_image_get_orientation(v) == 1 &&
-              !vips_image_get_typeof(v, VIPS_META_EXIF_NAME));
+        CHECK(v && vips_image_get_orientation(v) == 1 && !vips_image_get_typeof(v, VIPS_META_EXIF_NAME));
         if (v)
             g_object_unref(v);
         image_free(again);
@@ -393,8 +380,7 @@ static void test_cmyk(void) {
     const char *p = vips_save(cmyk, "cmyk_icc.jpg", "[Q=95]");
     up_image_t *img = p ? load(p) : NULL;
     CHECK(img && img->bands == 3 && img->depth == 8 && img->width == 512);
-    CHECKF(img && ref && psnr(img, ref) > 25, "CMYK+ICC psnr %.1f",
-           img && ref ? psnr(img, ref) : 0);
+    CHECKF(img && ref && psnr(img, ref) > 25, "CMYK+ICC psnr %.1f", img && ref ? psnr(img, ref) : 0);
     image_free(img);
     /* without a profile: libvips' built-in CMYK profile */
     CHECK(vips_copy(cmyk, &bare, NULL) == 0);
@@ -453,8 +439,7 @@ static void test_icc(void) {
     /* 16-bit RGBA with a profile: alpha passes through untouched */
     VipsImage *c = vips_load(shared_path("camera.png")), *c16, *a16, *rgba16;
     if (c && vips_linear1(c, &c16, 257, 0, NULL) == 0 &&
-        vips_cast(c16, &a16, VIPS_FORMAT_USHORT, NULL) == 0 &&
-        vips_bandjoin2(t16, a16, &rgba16, NULL) == 0) {
+        vips_cast(c16, &a16, VIPS_FORMAT_USHORT, NULL) == 0 && vips_bandjoin2(t16, a16, &rgba16, NULL) == 0) {
         p = vips_save(rgba16, "p3_rgba16.png", "[bitdepth=16]");
         img = p ? load(p) : NULL;
         up_image_t *c8 = load(shared_path("camera.png"));
@@ -462,8 +447,7 @@ static void test_icc(void) {
         if (img && c8 && ref) {
             CHECK(sample(img, 100, 100, 3) == sample(c8, 100, 100, 0) * 257);
             CHECKF(abs((int)sample(img, 100, 100, 1) - (int)sample(ref, 100, 100, 1) * 257) < 400,
-                   "P3 RGBA16 green %u vs %u", sample(img, 100, 100, 1),
-                   sample(ref, 100, 100, 1) * 257);
+                   "P3 RGBA16 green %u vs %u", sample(img, 100, 100, 1), sample(ref, 100, 100, 1) * 257);
         }
         image_free(img);
         image_free(c8);
@@ -509,8 +493,7 @@ static void test_tiff(void) {
         CHECK(img && img->depth == 16 && img->bands == 1);
         if (img && c8)
             CHECKF(abs((int)sample(img, 50, 60, 0) - (int)sample(c8, 50, 60, 0) * 257) <= 1,
-                   "float gray tiff: %u vs %u", sample(img, 50, 60, 0),
-                   sample(c8, 50, 60, 0) * 257);
+                   "float gray tiff: %u vs %u", sample(img, 50, 60, 0), sample(c8, 50, 60, 0) * 257);
         image_free(img);
         image_free(c8);
         g_object_unref(gf);
@@ -525,8 +508,8 @@ static void test_tiff(void) {
     img = p ? load(p) : NULL;
     CHECK(img && img->depth == 16 && img->bands == 3);
     if (img && ref)
-        CHECKF(sample(img, 7, 9, 2) == sample(ref, 7, 9, 2) * 257, "u32 tiff: %u vs %u",
-               sample(img, 7, 9, 2), sample(ref, 7, 9, 2) * 257);
+        CHECKF(sample(img, 7, 9, 2) == sample(ref, 7, 9, 2) * 257, "u32 tiff: %u vs %u", sample(img, 7, 9, 2),
+               sample(ref, 7, 9, 2) * 257);
     image_free(img);
 
     /* CIELAB becomes sRGB */
@@ -620,15 +603,13 @@ static void test_webp_heif(void) {
         p = vips_save(crop, "a.avif", "[Q=90]");
         img = p ? load(p) : NULL;
         CHECK(img && img->width == 128 && img->bands == 3 && strcmp(img->format, "avif") == 0);
-        CHECKF(img && cref && psnr(img, cref) > 30, "avif psnr %.1f",
-               img && cref ? psnr(img, cref) : 0);
+        CHECKF(img && cref && psnr(img, cref) > 30, "avif psnr %.1f", img && cref ? psnr(img, cref) : 0);
         image_free(img);
         p = vips_save(crop, "a.heic", "[Q=90,compression=hevc]");
         if (p) {
             img = load(p);
             CHECK(img && strcmp(img->format, "heif") == 0);
-            CHECKF(img && cref && psnr(img, cref) > 30, "heic psnr %.1f",
-                   img && cref ? psnr(img, cref) : 0);
+            CHECKF(img && cref && psnr(img, cref) > 30, "heic psnr %.1f", img && cref ? psnr(img, cref) : 0);
             image_free(img);
         } else {
             printf("note: this libvips cannot write HEVC HEIF; skipped\n");
@@ -675,8 +656,8 @@ static void test_round_trips(void) {
                 int want = img->bands <= 2 ? img->bands + 2 : img->bands;
                 if (alpha_opaque(img))
                     want--;
-                CHECKF(back->bands == want || back->bands == img->bands,
-                       "%s: webp %d bands, from %d", names[i], back->bands, img->bands);
+                CHECKF(back->bands == want || back->bands == img->bands, "%s: webp %d bands, from %d",
+                       names[i], back->bands, img->bands);
                 if (back->bands == img->bands)
                     CHECKF(psnr(back, img) > 30, "%s webp psnr %.1f", names[i], psnr(back, img));
             }
@@ -844,10 +825,9 @@ static up_image_t *ref_shrink(const up_image_t *in, int w, int h) {
             }
             for (int b = 0; b < in->bands; b++) {
                 double v = floor(sum[b] / ws + 0.5);
-                ((uint8_t *)out->pixels)[((size_t)y * w + x) * in->bands + b] =
-                    (uint8_t)(v < 0     ? 0
-                              : v > 255 ? 255
-                                        : v);
+                ((uint8_t *)out->pixels)[((size_t)y * w + x) * in->bands + b] = (uint8_t)(v < 0     ? 0
+                                                                                          : v > 255 ? 255
+                                                                                                    : v);
             }
         }
     free(tmp);
@@ -858,8 +838,7 @@ static void test_resize(void) {
     up_image_t *ch = load(shared_path("chelsea.png"));
     if (!ch)
         return;
-    static const int sizes[][2] = {{1353, 900}, {677, 450}, {150, 100},
-                                   {451, 1},    {1000, 77}, {3, 2000}};
+    static const int sizes[][2] = {{1353, 900}, {677, 450}, {150, 100}, {451, 1}, {1000, 77}, {3, 2000}};
     VipsImage *v = vips_load(shared_path("chelsea.png"));
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         int w = sizes[i][0], h = sizes[i][1];
@@ -872,8 +851,8 @@ static void test_resize(void) {
         /* libvips' own Lanczos3 resize of the same image */
         VipsImage *vr;
         if (r && v &&
-            vips_resize(v, &vr, (double)w / 451, "vscale", (double)h / 300, "kernel",
-                        VIPS_KERNEL_LANCZOS3, NULL) == 0) {
+            vips_resize(v, &vr, (double)w / 451, "vscale", (double)h / 300, "kernel", VIPS_KERNEL_LANCZOS3,
+                        NULL) == 0) {
             if (vr->Xsize == w && vr->Ysize == h) {
                 up_image_t *ref = from_vips(vr);
                 CHECKF(ref && psnr(r, ref) > 45, "%dx%d vs vips_resize: %.1f dB", w, h,
@@ -909,8 +888,7 @@ static void test_resize(void) {
         int ok = 1;
         for (int y = 0; y < 3; y++)
             for (int x = 0; x < 7; x++)
-                ok &= sample(r, x, y, 0) == 10 && sample(r, x, y, 1) == 128 &&
-                      sample(r, x, y, 2) == 250;
+                ok &= sample(r, x, y, 0) == 10 && sample(r, x, y, 1) == 128 && sample(r, x, y, 2) == 250;
         CHECK(ok);
     }
     image_free(r);
@@ -959,16 +937,13 @@ static void test_resize(void) {
 
 /* ---- broken input ------------------------------------------------------ */
 
-static int one_line(const char *s) {
-    return s[0] && !strchr(s, '\n');
-}
+static int one_line(const char *s) { return s[0] && !strchr(s, '\n'); }
 
 static void expect_error(const char *what, int rc, const up_error_t *err, up_image_t *img, int code,
                          const char *needle) {
     CHECKF(rc == code && img == NULL, "%s: rc %d (%s), want %d", what, rc, err->msg, code);
     CHECKF(one_line(err->msg), "%s: message not one line: %s", what, err->msg);
-    CHECKF(!needle || strcasestr(err->msg, needle), "%s: message '%s' lacks '%s'", what, err->msg,
-           needle);
+    CHECKF(!needle || strcasestr(err->msg, needle), "%s: message '%s' lacks '%s'", what, err->msg, needle);
     image_free(img);
 }
 
@@ -1138,8 +1113,7 @@ static void *worker(void *arg) {
         void *buf;
         size_t size;
         image_save_opts_t o = {.format = i % 2 ? "webp" : "jpg"};
-        int bad =
-            image_resize(img, 123, 77, &r, &err) || image_save_buffer(r, &o, &buf, &size, &err);
+        int bad = image_resize(img, 123, 77, &r, &err) || image_save_buffer(r, &o, &buf, &size, &err);
         if (!bad)
             free(buf);
         image_free(r);

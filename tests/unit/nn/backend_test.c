@@ -136,10 +136,10 @@ static void one_fini(one_t *o) {
 typedef struct feed {
     int n_in;
     int shape[MAX_IN][3];
-    float *in[MAX_IN];        /* planar */
+    float *in[MAX_IN]; /* planar */
     const nn_prelu_param_t *prelu;
-    float scale;              /* epilogue scale, 1 when unused */
-    float *sum;               /* planar, of the output shape, or NULL */
+    float scale; /* epilogue scale, 1 when unused */
+    float *sum;  /* planar, of the output shape, or NULL */
 } feed_t;
 
 /*
@@ -205,7 +205,7 @@ static double rel_err(const float *a, const float *b, size_t n) {
 }
 
 static int out_shape_of(one_t *o, const feed_t *f, int out[3]) {
-    int (*out_shapes)[3] = (int(*)[3])out;
+    int(*out_shapes)[3] = (int(*)[3])out;
     up_error_t err = {0};
     int rc = nn_layer_output_shapes(&o->layer, (const int(*)[3])f->shape, f->n_in, out_shapes, &err);
     CHECKF(rc == 0, "output shape: %s", err.msg);
@@ -251,9 +251,8 @@ static double compare(const char *what, one_t *o, const feed_t *f, const char *a
             lay[k] = variant ? NN_LAYOUT_BLOCK16 : NN_LAYOUT_PLANAR;
         float *got = run_on(&nn_backend_dnnl, ds, o, f, lay, out_layout, os, NULL, 2);
         double e = got ? rel_err(got, want, n) : INFINITY;
-        CHECKF(e <= tol, "%s (input %s, output %s): error %.3g > %.3g", what,
-               variant ? "BLOCK16" : "PLANAR", out_layout == NN_LAYOUT_BLOCK16 ? "BLOCK16" : "PLANAR", e,
-               tol);
+        CHECKF(e <= tol, "%s (input %s, output %s): error %.3g > %.3g", what, variant ? "BLOCK16" : "PLANAR",
+               out_layout == NN_LAYOUT_BLOCK16 ? "BLOCK16" : "PLANAR", e, tol);
         if (e > worst)
             worst = e;
         free(got);
@@ -320,8 +319,8 @@ static void conv_case(const conv_case_t *c, int act, int relu_slope, int epi, in
         if (epi == EPI_SUM || epi == EPI_SUM_SCALED || epi == EPI_PRELU_SUM)
             f.sum = rand_buf((size_t)os[0] * os[1] * os[2], -1.f, 1.f);
         char what[200];
-        snprintf(what, sizeof what, "conv %d->%d %dx%d k%d s%d d%d p%d act %s%s epi %s bias %d alg %s",
-                 c->ic, c->oc, c->h, c->w, c->k, c->stride, c->dil, c->pad, act_names[act],
+        snprintf(what, sizeof what, "conv %d->%d %dx%d k%d s%d d%d p%d act %s%s epi %s bias %d alg %s", c->ic,
+                 c->oc, c->h, c->w, c->k, c->stride, c->dil, c->pad, act_names[act],
                  relu_slope ? "(slope)" : "", epi_names[epi], bias, alg ? alg : "rule");
         compare(what, &o, &f, alg, tol);
     }
@@ -333,17 +332,15 @@ static void conv_case(const conv_case_t *c, int act, int relu_slope, int epi, in
 static void test_conv(void) {
     int small = test_sanitized();
     const conv_case_t shapes[] = {
-        {3, 16, 19, 23, 3, 1, 1, 1},  /* planar image in */
-        {3, 48, 12, 9, 3, 1, 1, 1},   /* 3 -> 48 */
-        {17, 48, 10, 11, 3, 1, 1, 1}, /* odd channels */
-        {48, 17, 9, 13, 3, 1, 1, 1},
-        {64, 3, 11, 10, 3, 1, 1, 1},  /* realesrgan's last conv */
-        {16, 32, 9, 9, 1, 1, 1, 0},   /* 1x1 */
-        {32, 32, 15, 14, 3, 2, 1, 1}, /* stride 2 */
-        {16, 16, 12, 12, 3, 1, 2, 2}, /* dilation 2 */
-        {8, 24, 13, 11, 5, 1, 1, 2},  /* 5x5 */
-        {64, 64, 21, 18, 3, 1, 1, 1},
-        {96, 32, 14, 15, 3, 1, 1, 1}, /* RRDB dense conv */
+        {3, 16, 19, 23, 3, 1, 1, 1},                                /* planar image in */
+        {3, 48, 12, 9, 3, 1, 1, 1},                                 /* 3 -> 48 */
+        {17, 48, 10, 11, 3, 1, 1, 1},                               /* odd channels */
+        {48, 17, 9, 13, 3, 1, 1, 1},  {64, 3, 11, 10, 3, 1, 1, 1},  /* realesrgan's last conv */
+        {16, 32, 9, 9, 1, 1, 1, 0},                                 /* 1x1 */
+        {32, 32, 15, 14, 3, 2, 1, 1},                               /* stride 2 */
+        {16, 16, 12, 12, 3, 1, 2, 2},                               /* dilation 2 */
+        {8, 24, 13, 11, 5, 1, 1, 2},                                /* 5x5 */
+        {64, 64, 21, 18, 3, 1, 1, 1}, {96, 32, 14, 15, 3, 1, 1, 1}, /* RRDB dense conv */
     };
     int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
     /* every shape plain, with bias and without */

@@ -24,13 +24,13 @@
 /* ---- helpers ---- */
 
 /* snprintf a path into a char array; a test setup problem if it does not fit */
-#define PATHF(buf, ...)                                                                  \
-    do {                                                                                 \
-        int n_ = snprintf(buf, sizeof buf, __VA_ARGS__);                                 \
-        if (n_ < 0 || (size_t)n_ >= sizeof buf) {                                        \
-            fprintf(stderr, "test: path too long\n");                                   \
-            exit(2);                                                                     \
-        }                                                                                \
+#define PATHF(buf, ...)                                                                                      \
+    do {                                                                                                     \
+        int n_ = snprintf(buf, sizeof buf, __VA_ARGS__);                                                     \
+        if (n_ < 0 || (size_t)n_ >= sizeof buf) {                                                            \
+            fprintf(stderr, "test: path too long\n");                                                        \
+            exit(2);                                                                                         \
+        }                                                                                                    \
     } while (0)
 
 static char *read_all(const char *path, size_t *size) {
@@ -152,9 +152,9 @@ static int code_from_name(const char *s) {
     static const struct {
         const char *name;
         int code;
-    } codes[] = {{"NOMEM", UP_ERR_NOMEM},       {"IO", UP_ERR_IO},
-                 {"FORMAT", UP_ERR_FORMAT},     {"UNSUPPORTED", UP_ERR_UNSUPPORTED},
-                 {"INVALID", UP_ERR_INVALID},   {"TOO_LARGE", UP_ERR_TOO_LARGE},
+    } codes[] = {{"NOMEM", UP_ERR_NOMEM},        {"IO", UP_ERR_IO},
+                 {"FORMAT", UP_ERR_FORMAT},      {"UNSUPPORTED", UP_ERR_UNSUPPORTED},
+                 {"INVALID", UP_ERR_INVALID},    {"TOO_LARGE", UP_ERR_TOO_LARGE},
                  {"NOT_FOUND", UP_ERR_NOT_FOUND}};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         if (strcmp(s, codes[i].name) == 0)
@@ -235,9 +235,7 @@ static void run_case(const char *dir, const char *name) {
     nn_model_free(m);
 }
 
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static void test_cases(void) {
     char dir[1024];
@@ -331,8 +329,7 @@ static void test_defaults(void) {
     CHECKF(rc == 0, "%s", err.msg);
     if (rc)
         return;
-    const nn_conv_param_t *c0 = &m.layers[2].p.conv, *c1 = &m.layers[3].p.conv,
-                          *c2 = &m.layers[4].p.conv;
+    const nn_conv_param_t *c0 = &m.layers[2].p.conv, *c1 = &m.layers[3].p.conv, *c2 = &m.layers[4].p.conv;
     CHECK(c0->kernel_w == 3 && c0->kernel_h == 3 && c0->n_in == 3);
     CHECK(c0->dilation_w == 1 && c0->dilation_h == 1 && c0->stride_w == 1 && c0->stride_h == 1);
     CHECK(c0->pad_left == 2 && c0->pad_right == 2 && c0->pad_top == 2 && c0->pad_bottom == 2);
@@ -401,12 +398,9 @@ typedef struct {
 } real_model_t;
 
 static const real_model_t real_models[] = {
-    {"realesrgan-x4plus", 999, 1782},
-    {"realesrgan-x4fast", 72, 73},
-    {"realesrgan-x4plus-anime", 268, 473},
-    {"realesr-animevideov3-x2", 41, 42},
-    {"realesr-animevideov3-x3", 41, 42},
-    {"realesr-animevideov3-x4", 40, 41},
+    {"realesrgan-x4plus", 999, 1782},      {"realesrgan-x4fast", 72, 73},
+    {"realesrgan-x4plus-anime", 268, 473}, {"realesr-animevideov3-x2", 41, 42},
+    {"realesr-animevideov3-x3", 41, 42},   {"realesr-animevideov3-x4", 40, 41},
 };
 
 static nn_model_t *load_real(const char *name, unsigned char **bin, size_t *bin_size) {
@@ -427,8 +421,7 @@ static nn_model_t *load_real(const char *name, unsigned char **bin, size_t *bin_
  * Weights against the raw bytes: the first layer with weights starts at
  * offset 0, the last one ends at the end of the file.
  */
-static void check_real_weights(const char *name, const nn_model_t *m, const unsigned char *bin,
-                               size_t size) {
+static void check_real_weights(const char *name, const nn_model_t *m, const unsigned char *bin, size_t size) {
     const nn_layer_t *first = NULL, *last = NULL;
     for (int i = 0; i < m->n_layers; i++) {
         if (m->layers[i].op == NN_OP_CONV || m->layers[i].op == NN_OP_PRELU) {
@@ -480,8 +473,8 @@ static void test_real_models(void) {
             free(bin);
             continue;
         }
-        CHECKF(m->n_layers == rm->n_layers && m->n_blobs == rm->n_blobs, "%s: %d layers %d blobs",
-               rm->name, m->n_layers, m->n_blobs);
+        CHECKF(m->n_layers == rm->n_layers && m->n_blobs == rm->n_blobs, "%s: %d layers %d blobs", rm->name,
+               m->n_layers, m->n_blobs);
         CHECK(strcmp(m->blobs[m->input_blob].name, "data") == 0);
         CHECK(strcmp(m->blobs[m->output_blob].name, "output") == 0);
         CHECK(m->layers[0].op == NN_OP_INPUT);

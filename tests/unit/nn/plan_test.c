@@ -36,12 +36,12 @@ static void *make_bin(const char *param, size_t *size) {
     }
     size_t cap = 1 << 20, n = 0;
     unsigned char *b = malloc(cap);
-#define PUT(ptr, len)                                                                                          \
-    do {                                                                                                       \
-        while (n + (len) > cap)                                                                                \
-            b = realloc(b, cap *= 2);                                                                          \
-        memcpy(b + n, (ptr), (len));                                                                           \
-        n += (len);                                                                                            \
+#define PUT(ptr, len)                                                                                        \
+    do {                                                                                                     \
+        while (n + (len) > cap)                                                                              \
+            b = realloc(b, cap *= 2);                                                                        \
+        memcpy(b + n, (ptr), (len));                                                                         \
+        n += (len);                                                                                          \
     } while (0)
     for (int i = 0; i < m.n_layers; i++) {
         const nn_layer_t *l = &m.layers[i];
@@ -70,7 +70,8 @@ static void *make_bin(const char *param, size_t *size) {
 }
 
 /* The graph computed op by op on planar tensors, one buffer per blob. */
-static float *run_plain(const nn_model_t *m, const float *in, int c, int h, int w, int *oc, int *oh, int *ow) {
+static float *run_plain(const nn_model_t *m, const float *in, int c, int h, int w, int *oc, int *oh,
+                        int *ow) {
     nn_tensor_t *t = calloc((size_t)m->n_blobs, sizeof *t);
     int done = 0;
     /* layers are in file order, which is topological in these test graphs */
@@ -178,36 +179,34 @@ static void check_graph(const char *name, const char *param, int c, int h, int w
 }
 
 /* Every planner trick in one graph; a dense block like RRDB's. */
-static const char *dense =
-    "7767517\n"
-    "16 21\n"
-    "Input        data  0 1 data\n"
-    "Split        sp    1 2 data d0 d1\n"
-    "Convolution  c0    1 1 d0 x 0=16 1=3 4=1 5=1 6=432\n"
-    "Split        sx    1 4 x x_a x_b x_c x_d\n"
-    "Convolution  c1    1 1 x_a y 0=16 1=3 4=1 5=1 6=2304 9=2 -23310=1,2.000000e-01\n"
-    "Split        sy    1 2 y y_a y_b\n"
-    "Concat       cat1  2 1 x_b y_a xy\n"
-    "Convolution  c2    1 1 xy z 0=16 1=3 4=1 5=1 6=4608\n"
-    "PReLU        pr    1 1 z zp 0=16\n"
-    "Concat       cat2  3 1 x_c y_b zp xyz\n"
-    "Convolution  c3    1 1 xyz wv 0=16 1=3 4=1 5=1 6=6912\n"
-    "Eltwise      e     2 1 wv x_d s 0=1 -23301=2,2.000000e-01,1.000000e+00\n"
-    "Convolution  c4    1 1 s o 0=12 1=3 4=1 5=1 6=1728\n"
-    "PixelShuffle ps    1 1 o o2 0=2\n"
-    "Interp       up    1 1 d1 d1u 0=1 1=2.000000e+00 2=2.000000e+00\n"
-    "BinaryOp     add   2 1 o2 d1u output 0=0\n";
+static const char *dense = "7767517\n"
+                           "16 21\n"
+                           "Input        data  0 1 data\n"
+                           "Split        sp    1 2 data d0 d1\n"
+                           "Convolution  c0    1 1 d0 x 0=16 1=3 4=1 5=1 6=432\n"
+                           "Split        sx    1 4 x x_a x_b x_c x_d\n"
+                           "Convolution  c1    1 1 x_a y 0=16 1=3 4=1 5=1 6=2304 9=2 -23310=1,2.000000e-01\n"
+                           "Split        sy    1 2 y y_a y_b\n"
+                           "Concat       cat1  2 1 x_b y_a xy\n"
+                           "Convolution  c2    1 1 xy z 0=16 1=3 4=1 5=1 6=4608\n"
+                           "PReLU        pr    1 1 z zp 0=16\n"
+                           "Concat       cat2  3 1 x_c y_b zp xyz\n"
+                           "Convolution  c3    1 1 xyz wv 0=16 1=3 4=1 5=1 6=6912\n"
+                           "Eltwise      e     2 1 wv x_d s 0=1 -23301=2,2.000000e-01,1.000000e+00\n"
+                           "Convolution  c4    1 1 s o 0=12 1=3 4=1 5=1 6=1728\n"
+                           "PixelShuffle ps    1 1 o o2 0=2\n"
+                           "Interp       up    1 1 d1 d1u 0=1 1=2.000000e+00 2=2.000000e+00\n"
+                           "BinaryOp     add   2 1 o2 d1u output 0=0\n";
 
 /* Concats that cannot be views on BLOCK16 (5 channels; the graph input). */
-static const char *copies =
-    "7767517\n"
-    "6 7\n"
-    "Input        data  0 1 data\n"
-    "Split        sp    1 2 data d0 d1\n"
-    "Convolution  a     1 1 d0 av 0=5 1=3 4=1 5=1 6=135 9=1\n"
-    "Concat       cat   2 1 av d1 cv\n"
-    "Convolution  b     1 1 cv bv 0=4 1=1 5=1 6=32\n"
-    "Interp       dn    1 1 bv output 0=3 1=5.000000e-01 2=5.000000e-01\n";
+static const char *copies = "7767517\n"
+                            "6 7\n"
+                            "Input        data  0 1 data\n"
+                            "Split        sp    1 2 data d0 d1\n"
+                            "Convolution  a     1 1 d0 av 0=5 1=3 4=1 5=1 6=135 9=1\n"
+                            "Concat       cat   2 1 av d1 cv\n"
+                            "Convolution  b     1 1 cv bv 0=4 1=1 5=1 6=32\n"
+                            "Interp       dn    1 1 bv output 0=3 1=5.000000e-01 2=5.000000e-01\n";
 
 /* A chain of ten convolutions: two buffers must be enough. */
 static void check_reuse(void) {
@@ -217,8 +216,9 @@ static void check_reuse(void) {
         char src[16], dst[16];
         snprintf(src, sizeof src, i ? "b%d" : "data", i - 1);
         snprintf(dst, sizeof dst, i == 9 ? "output" : "b%d", i);
-        n += snprintf(param + n, sizeof param - (size_t)n, "Convolution c%d 1 1 %s %s 0=16 1=3 4=1 5=1 6=%d\n", i,
-                      src, dst, (i ? 16 : 3) * 16 * 9);
+        n +=
+            snprintf(param + n, sizeof param - (size_t)n, "Convolution c%d 1 1 %s %s 0=16 1=3 4=1 5=1 6=%d\n",
+                     i, src, dst, (i ? 16 : 3) * 16 * 9);
     }
     size_t bin_size;
     void *bin = make_bin(param, &bin_size);

@@ -249,8 +249,8 @@ static void test_counts(store_t *st, const long long *expect) {
     up_error_t err;
     CHECK(store_job_counts(st, counts, &err) == 0);
     for (int i = 0; i <= JOB_STATUS_EXPIRED; i++)
-        CHECKF(counts[i] == expect[i], "%s: %lld, expected %lld", job_status_name((job_status_t)i),
-               counts[i], expect[i]);
+        CHECKF(counts[i] == expect[i], "%s: %lld, expected %lld", job_status_name((job_status_t)i), counts[i],
+               expect[i]);
 }
 
 /* ---- concurrent claims -------------------------------------------------------- */
@@ -336,7 +336,8 @@ int main(void) {
     snprintf(dir, sizeof dir, "/tmp/upres-store-test-%d", (int)getpid());
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {}
+    if (system(cmd)) {
+    }
 
     test_uuid();
 
@@ -373,6 +374,7 @@ int main(void) {
     /* a path where the database cannot be created */
     CHECK(store_open("/proc/upres-no-such-dir", &st, &err) == UP_ERR_IO && st == NULL);
 
-    if (system(cmd)) {}
+    if (system(cmd)) {
+    }
     return test_summary();
 }

@@ -100,7 +100,8 @@ static void test_gray_alpha_depth(void) {
             image_resize(alpha_in, 96, 80, &alpha_big, &err);
             for (size_t i = 0; i < 96 * 80; i++) {
                 same &= !memcmp((uint8_t *)out->pixels + i * 4, (uint8_t *)out_rgb->pixels + i * 3, 3);
-                a_err += fabs((double)((uint8_t *)out->pixels)[i * 4 + 3] - ((uint8_t *)alpha_big->pixels)[i]);
+                a_err +=
+                    fabs((double)((uint8_t *)out->pixels)[i * 4 + 3] - ((uint8_t *)alpha_big->pixels)[i]);
             }
             CHECKF(same, "alpha mode %d: colour differs from the RGB run", mode);
             CHECKF(a_err / (96 * 80) < 6.0, "alpha mode %d: mean alpha error %.2f", mode, a_err / (96 * 80));
@@ -234,14 +235,16 @@ static void test_registry(const char *models) {
     /* a folder with one good model under a new name and one broken file */
     char dir[] = "/tmp/upres-reg-XXXXXX", cmd[4096];
     CHECK(mkdtemp(dir) != NULL);
-    snprintf(cmd, sizeof cmd,
-             "cp %s/realesrgan-x4fast.param %s/mine-x4.param && cp %s/realesrgan-x4fast.bin %s/mine-x4.bin && "
-             "echo broken > %s/bad.param && : > %s/bad.bin",
-             models, dir, models, dir, dir, dir);
+    snprintf(
+        cmd, sizeof cmd,
+        "cp %s/realesrgan-x4fast.param %s/mine-x4.param && cp %s/realesrgan-x4fast.bin %s/mine-x4.bin && "
+        "echo broken > %s/bad.param && : > %s/bad.bin",
+        models, dir, models, dir, dir, dir);
     CHECK(system(cmd) == 0);
     upscale_registry_t *r2 = NULL;
     CHECK(upscale_registry_scan(dir, &r2, &err) == 0);
-    CHECK(r2 && r2->n_models == 1 && !strcmp(r2->models[0].name, "mine") && r2->models[0].variants[0].scale == 4);
+    CHECK(r2 && r2->n_models == 1 && !strcmp(r2->models[0].name, "mine") &&
+          r2->models[0].variants[0].scale == 4);
     upscale_registry_free(r2);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);

@@ -23,8 +23,9 @@
 #include "test.h"
 #include "upscale/upscale.h"
 
-static const char *models[] = {"realesrgan-x4plus",       "realesrgan-x4fast",       "realesrgan-x4plus-anime",
-                               "realesr-animevideov3-x2", "realesr-animevideov3-x3", "realesr-animevideov3-x4"};
+static const char *models[] = {"realesrgan-x4plus",       "realesrgan-x4fast",
+                               "realesrgan-x4plus-anime", "realesr-animevideov3-x2",
+                               "realesr-animevideov3-x3", "realesr-animevideov3-x4"};
 static const char *inputs[] = {"astronaut_lr64", "chelsea_lr64", "astronaut_lr128"};
 
 static int heavy(const char *model) { return strstr(model, "x4plus") != NULL; }
@@ -115,12 +116,13 @@ static void check_model(const upscale_registry_t *reg, const char *data, const c
         close(fd);
         image_save_opts_t so = {.format = "png"};
         double p_png = -1;
-        if (rc == 0 && image_save_file(out, tmp, &so, &err) == 0 && image_load_file(tmp, NULL, &back, &err) == 0)
+        if (rc == 0 && image_save_file(out, tmp, &so, &err) == 0 &&
+            image_load_file(tmp, NULL, &back, &err) == 0)
             p_png = psnr_u8(back, ref_png);
         unlink(tmp);
         CHECKF(p_png >= 50.0, "%s %s %s: PNG PSNR %.2f dB", nn_backend_name(be), model, inputs[i], p_png);
-        printf("%-5s %-24s %-16s float %6.2f dB  png %6.2f dB\n", nn_backend_name(be), model, inputs[i], p_f32,
-               p_png);
+        printf("%-5s %-24s %-16s float %6.2f dB  png %6.2f dB\n", nn_backend_name(be), model, inputs[i],
+               p_f32, p_png);
         fflush(stdout);
         free(ref);
         free(planes);
