@@ -20,6 +20,10 @@ const char *up_strerror(int code) {
     case UP_ERR_CANCELLED: return "cancelled";
     case UP_ERR_NOT_FOUND: return "not found";
     case UP_ERR_BACKEND: return "compute backend error";
+    case UP_ERR_REVOKED: return "revoked";
+    case UP_ERR_QUOTA: return "quota exceeded";
+    case UP_ERR_CREDITS: return "insufficient credits";
+    case UP_ERR_EXPIRED: return "expired";
     }
     return "unknown error";
 }

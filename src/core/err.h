@@ -24,6 +24,10 @@ enum {
     UP_ERR_CANCELLED = -8,   /* the caller asked to stop */
     UP_ERR_NOT_FOUND = -9,   /* a named thing (model, file) does not exist */
     UP_ERR_BACKEND = -10,    /* the compute backend failed (oneDNN status) */
+    UP_ERR_REVOKED = -11,    /* an API key was revoked */
+    UP_ERR_QUOTA = -12,      /* a key's monthly quota is used up */
+    UP_ERR_CREDITS = -13,    /* a key's credit balance is too low */
+    UP_ERR_EXPIRED = -14,    /* a signed link (or other dated thing) is past its time */
 };
 
 /* Static English name of a code; never NULL. */

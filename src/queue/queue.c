@@ -270,6 +270,15 @@ static void run_job(worker_t *w, job_t *job) {
         goto end;
     }
 
+    /* claimed -> processing: the model and the input are ready */
+    int cancel = 0;
+    if ((rc = store_job_start(st, job->id, &cancel, &err)))
+        goto end;
+    if (cancel) {
+        end = END_CANCELLED;
+        goto end;
+    }
+
     progress_ctx_t pc = {.q = q, .id = job->id, .write_t = mono_s(), .poll_t = mono_s()};
     upscale_opts_t opts;
     upscale_opts_init(&opts);

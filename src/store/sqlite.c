@@ -9,29 +9,44 @@
  * before anything is read and a transaction never has to be retried halfway
  * (a deferred transaction that reads and then writes can fail with
  * SQLITE_BUSY_SNAPSHOT, which the busy handler does not retry). The reader
- * connection answers store_job_get and store_job_counts: in WAL mode readers
- * never wait for the writer, so polling clients (GET /status) are not held
- * up behind a commit's fsync. Another process on the same file (a second
- * server, `upres worker`) is serialised by SQLite's own locks; busy_timeout
- * makes it wait rather than fail.
+ * connection answers store_job_get, store_jobs_list, store_job_counts and
+ * the key reads: in WAL mode readers never wait for the writer, so polling
+ * clients (GET /status) are not held up behind a commit's fsync. Another
+ * process on the same file (a second server, `upres worker`) is serialised
+ * by SQLite's own locks; busy_timeout makes it wait rather than fail.
  *
  * Durability: journal_mode=WAL, synchronous=FULL. With NORMAL a WAL commit
  * survives a crash of the process (kill -9) but not a power cut; FULL also
  * fsyncs the WAL at every commit, so a job answered 202 is on disk. A job
- * makes few writes (insert, claim, progress at most a few per second,
- * complete), so the extra fsync costs little.
+ * makes few writes (insert, claim, start, progress at most a few per
+ * second, complete), so the extra fsync costs little.
  *
  * Order: claim takes the queued job with the smallest (created_at, seq);
- * seq is the rowid, which is insertion order.
+ * seq is the rowid, which is insertion order (AUTOINCREMENT: never reused,
+ * so a listing cursor stays valid).
  *
- * Schema version: PRAGMA user_version (SCHEMA_VERSION below). A database
- * made by a newer upres is refused rather than misread.
+ * Charges: a job row carries its own charge (credits, refunded); there is
+ * no ledger table. A key's usage in a period is the sum of the credits of
+ * its jobs made in the period and not refunded. store_job_insert_charged
+ * reads the key, sums the usage, takes the credits off the balance and
+ * inserts the job in one BEGIN IMMEDIATE transaction, so concurrent
+ * charges (threads, processes) serialise on the write lock and a balance
+ * never goes below zero. A refund is the update `refunded = 1 WHERE
+ * refunded = 0`, run in the transaction that ends the job: only the
+ * transaction that flips the flag gives the credits back, so a charge is
+ * refunded at most once.
+ *
+ * Schema version: PRAGMA user_version (SCHEMA_VERSION below). Version 1
+ * (jobs only) is migrated in place to version 2 (accounts) at open, in the
+ * transaction that checks the version. A database made by a newer upres is
+ * refused rather than misread.
  */
 #include "store/store.h"
 
 #include <assert.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,9 +56,30 @@
 #include "core/log.h"
 #include "core/xmalloc.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define BUSY_TIMEOUT_MS 10000
 
+/* Version 2 additions shared by a new database and the migration from version 1. */
+#define ACCOUNTS_SQL                                                                                         \
+    "CREATE TABLE IF NOT EXISTS keys ("                                                                      \
+    " id TEXT NOT NULL PRIMARY KEY,"                                                                         \
+    " name TEXT NOT NULL DEFAULT '',"                                                                        \
+    " prefix TEXT NOT NULL DEFAULT '',"                                                                      \
+    " hash BLOB NOT NULL UNIQUE CHECK (length(hash) = 32),"                                                  \
+    " tier TEXT NOT NULL DEFAULT '',"                                                                        \
+    " quota INTEGER NOT NULL DEFAULT -1,"                                                                    \
+    " credits INTEGER NOT NULL DEFAULT -1,"                                                                  \
+    " created_at REAL NOT NULL DEFAULT 0,"                                                                   \
+    " last_used_at REAL NOT NULL DEFAULT 0,"                                                                 \
+    " revoked_at REAL NOT NULL DEFAULT 0"                                                                    \
+    ");"                                                                                                     \
+    "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, seq);"
+
+/*
+ * The whole schema, for a new database. The account columns of jobs come
+ * last, where the migration's ALTER TABLE puts them, so that a migrated
+ * table and a new one are the same.
+ */
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS jobs ("
     " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -72,17 +108,37 @@ static const char schema_sql[] =
     " started_at REAL NOT NULL DEFAULT 0,"
     " completed_at REAL NOT NULL DEFAULT 0,"
     " expires_at REAL NOT NULL DEFAULT 0,"
-    " error TEXT NOT NULL DEFAULT ''"
+    " error TEXT NOT NULL DEFAULT '',"
+    " model_alias TEXT NOT NULL DEFAULT '',"
+    " owner TEXT NOT NULL DEFAULT ''," /* api key id, '' = anonymous */
+    " tier TEXT NOT NULL DEFAULT '',"
+    " credits INTEGER NOT NULL DEFAULT 0," /* charged at insert */
+    " refunded INTEGER NOT NULL DEFAULT 0" /* 1 once the charge was given back */
     ");"
     "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, created_at, seq);"
-    "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;";
+    "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;" ACCOUNTS_SQL;
 
-/* Every read returns these columns in this order (see read_row). */
+/* Version 1 (jobs only) -> 2: the jobs made before carry no owner and no charge. */
+static const char migrate_v2_sql[] =
+    "ALTER TABLE jobs ADD COLUMN model_alias TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE jobs ADD COLUMN tier TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE jobs ADD COLUMN credits INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN refunded INTEGER NOT NULL DEFAULT 0;" ACCOUNTS_SQL;
+
+/* Every job read returns these columns in this order (see read_row). */
 #define JOB_COLUMNS                                                                                          \
-    "id, status, progress, attempts, cancel_requested, model, scale, format, quality, tile,"                 \
-    " input_path, input_name, input_format, input_width, input_height, input_bytes,"                         \
+    "seq, id, status, progress, attempts, cancel_requested, model, model_alias, scale, format, quality,"     \
+    " tile, input_path, input_name, input_format, input_width, input_height, input_bytes,"                   \
     " result_path, result_format, output_width, output_height, result_bytes,"                                \
-    " created_at, started_at, completed_at, expires_at, error"
+    " created_at, started_at, completed_at, expires_at, error, owner, tier, credits, refunded"
+
+/* Every key read returns these columns in this order (see read_key). */
+#define KEY_COLUMNS "id, name, prefix, hash, tier, quota, credits, created_at, last_used_at, revoked_at"
+
+/* A key's usage: ?1 = key id, ?2 = period start. Refunded charges do not count. */
+#define USAGE_SQL                                                                                            \
+    "SELECT coalesce(sum(credits), 0) FROM jobs WHERE owner = ?1 AND created_at >= ?2 AND refunded = 0"
 
 /* Prepared statements, made once at open (SQLITE_PREPARE_PERSISTENT). */
 enum {
@@ -93,6 +149,7 @@ enum {
     S_STATUS,      /* status, cancel_requested, attempts of one id */
     S_NEXT_QUEUED, /* seq of the oldest queued job */
     S_CLAIM,
+    S_START,
     S_PROGRESS,
     S_COMPLETE,
     S_FAIL,
@@ -100,29 +157,53 @@ enum {
     S_CANCEL_REQUEST,
     S_CANCELLED,
     S_REQUEUE,
+    S_RECOVER_REFUND,
     S_RECOVER_FAIL,
     S_RECOVER_REQUEUE,
     S_DOWNLOADED,
     S_EXPIRE,
     S_INPUT_DELETED,
     S_W_GET_SEQ, /* writer-side read of a full row by seq (claim) */
+    S_REFUND_MARK,
+    S_REFUND_CREDIT,
+    S_KEY_STATE, /* quota, credits, revoked_at of one key */
+    S_USAGE,
+    S_KEY_DEBIT,
+    S_KEY_INSERT,
+    S_KEY_REVOKE,
+    S_KEY_TOUCH,
     N_WSTMT
 };
 
-enum { R_GET, R_DUE, R_COUNTS, N_RSTMT };
+enum {
+    R_GET,
+    R_DUE,
+    R_COUNTS,
+    R_LIST,
+    R_KEY_BY_HASH,
+    R_KEY_BY_ID,
+    R_KEY_BY_PREFIX,
+    R_KEY_LIST,
+    R_USAGE,
+    N_RSTMT
+};
 
+/* Status numbers are job_status_t: "IN (1, 6)" is a job a worker holds (processing, claimed). */
 static const char *const wsql[N_WSTMT] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
     [S_INSERT] = "INSERT INTO jobs (id, status, progress, attempts, cancel_requested, model, scale,"
                  " format, quality, tile, input_path, input_name, input_format, input_width,"
-                 " input_height, input_bytes, created_at)"
-                 " VALUES (?1, 0, 0, 0, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 " input_height, input_bytes, created_at, model_alias, owner, tier, credits)"
+                 " VALUES (?1, 0, 0, 0, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
+                 " ?14, ?15, ?16, ?17)",
     [S_STATUS] = "SELECT status, cancel_requested, attempts FROM jobs WHERE id = ?1",
     [S_NEXT_QUEUED] = "SELECT seq FROM jobs WHERE status = 0 ORDER BY created_at, seq LIMIT 1",
-    [S_CLAIM] = "UPDATE jobs SET status = 1, attempts = attempts + 1, started_at = ?2, progress = 0,"
+    [S_CLAIM] = "UPDATE jobs SET status = 6, attempts = attempts + 1, started_at = ?2, progress = 0,"
                 " cancel_requested = 0 WHERE seq = ?1 AND status = 0",
+    /* a job cancelled while claimed stays claimed: store_job_cancelled then refunds it */
+    [S_START] = "UPDATE jobs SET status = 1 WHERE id = ?1 AND cancel_requested = 0",
     [S_PROGRESS] = "UPDATE jobs SET progress = ?2 WHERE id = ?1",
     [S_COMPLETE] = "UPDATE jobs SET status = 2, progress = 100, result_path = ?2, result_format = ?3,"
                    " output_width = ?4, output_height = ?5, result_bytes = ?6, completed_at = ?7,"
@@ -136,18 +217,42 @@ static const char *const wsql[N_WSTMT] = {
                     " cancel_requested = 0 WHERE id = ?1",
     [S_REQUEUE] = "UPDATE jobs SET status = 0, progress = 0, started_at = 0,"
                   " attempts = max(attempts - 1, 0), cancel_requested = 0 WHERE id = ?1",
+    /*
+     * Recovery refunds set-wise: first every owner that keeps a balance gets
+     * back the unrefunded charges of its jobs about to fail, then
+     * S_RECOVER_FAIL fails those jobs and marks the charges refunded. Same
+     * rule as S_REFUND_MARK / S_REFUND_CREDIT, in this order.
+     */
+    [S_RECOVER_REFUND] = "UPDATE keys SET credits = credits + (SELECT sum(credits) FROM jobs"
+                         " WHERE owner = keys.id AND status IN (1, 6) AND attempts >= ?1"
+                         " AND credits > 0 AND refunded = 0)"
+                         " WHERE credits >= 0 AND id IN (SELECT owner FROM jobs WHERE status IN (1, 6)"
+                         " AND attempts >= ?1 AND credits > 0 AND refunded = 0)",
     [S_RECOVER_FAIL] =
         "UPDATE jobs SET status = 3, completed_at = ?2, expires_at = ?2 + ?3, cancel_requested = 0,"
+        " refunded = max(refunded, credits > 0),"
         " error = 'the server stopped while processing this job ' || attempts || ' times'"
-        " WHERE status = 1 AND attempts >= ?1",
+        " WHERE status IN (1, 6) AND attempts >= ?1",
     [S_RECOVER_REQUEUE] = "UPDATE jobs SET status = 0, progress = 0, started_at = 0,"
-                          " cancel_requested = 0 WHERE status = 1",
+                          " cancel_requested = 0 WHERE status IN (1, 6)",
     [S_DOWNLOADED] = "UPDATE jobs SET status = 5, result_path = '' WHERE id = ?1",
     /* failed and cancelled jobs keep their status (and error): only a result expires */
     [S_EXPIRE] = "UPDATE jobs SET input_path = '', result_path = '',"
                  " status = CASE WHEN status = 2 THEN 5 ELSE status END WHERE id = ?1",
     [S_INPUT_DELETED] = "UPDATE jobs SET input_path = '' WHERE id = ?1",
     [S_W_GET_SEQ] = "SELECT " JOB_COLUMNS " FROM jobs WHERE seq = ?1",
+    /* the one place a charge is marked refunded: a second refund changes no row */
+    [S_REFUND_MARK] = "UPDATE jobs SET refunded = 1 WHERE id = ?1 AND credits > 0 AND refunded = 0",
+    /* a revoked key gets its credits back too; a key without a balance has nothing to get back */
+    [S_REFUND_CREDIT] = "UPDATE keys SET credits = credits + (SELECT credits FROM jobs WHERE id = ?1)"
+                        " WHERE id = (SELECT owner FROM jobs WHERE id = ?1) AND credits >= 0",
+    [S_KEY_STATE] = "SELECT quota, credits, revoked_at FROM keys WHERE id = ?1",
+    [S_USAGE] = USAGE_SQL,
+    [S_KEY_DEBIT] = "UPDATE keys SET credits = credits - ?2 WHERE id = ?1 AND credits >= 0",
+    [S_KEY_INSERT] = "INSERT INTO keys (id, name, prefix, hash, tier, quota, credits, created_at)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [S_KEY_REVOKE] = "UPDATE keys SET revoked_at = ?2 WHERE id = ?1",
+    [S_KEY_TOUCH] = "UPDATE keys SET last_used_at = max(last_used_at, ?2) WHERE id = ?1",
 };
 
 static const char *const rsql[N_RSTMT] = {
@@ -156,6 +261,23 @@ static const char *const rsql[N_RSTMT] = {
               " AND expires_at <= ?1 AND (input_path <> '' OR result_path <> '')"
               " ORDER BY expires_at LIMIT ?2",
     [R_COUNTS] = "SELECT status, count(*) FROM jobs GROUP BY status",
+    /*
+     * One statement for every filter: a condition whose parameter says "no
+     * bound" is true. The cursor is always bound (INT64_MAX for none) so
+     * that jobs_owner(owner, seq) gives a range scan from it.
+     */
+    [R_LIST] = "SELECT " JOB_COLUMNS " FROM jobs WHERE owner = ?1 AND seq < ?6"
+               " AND (?2 = 0 OR ((1 << status) & ?2) != 0)"
+               " AND (?3 IS NULL OR model = ?3)"
+               " AND (?4 = 0 OR created_at < ?4)"
+               " AND (?5 = 0 OR created_at > ?5)"
+               " ORDER BY seq DESC LIMIT ?7",
+    [R_KEY_BY_HASH] = "SELECT " KEY_COLUMNS " FROM keys WHERE hash = ?1",
+    [R_KEY_BY_ID] = "SELECT " KEY_COLUMNS " FROM keys WHERE id = ?1",
+    /* substr, not LIKE: LIKE folds ASCII case, and a key's characters are case-sensitive */
+    [R_KEY_BY_PREFIX] = "SELECT " KEY_COLUMNS " FROM keys WHERE substr(prefix, 1, length(?1)) = ?1 LIMIT 2",
+    [R_KEY_LIST] = "SELECT " KEY_COLUMNS " FROM keys ORDER BY created_at, rowid",
+    [R_USAGE] = USAGE_SQL,
 };
 
 struct store {
@@ -167,14 +289,18 @@ struct store {
     char path[1024];
 };
 
+#define BIT(s) (1u << (s))
+
 const char *job_status_name(job_status_t s) {
     switch (s) {
     case JOB_STATUS_QUEUED: return "queued";
+    case JOB_STATUS_CLAIMED: return "claimed";
     case JOB_STATUS_PROCESSING: return "processing";
     case JOB_STATUS_COMPLETED: return "completed";
     case JOB_STATUS_FAILED: return "failed";
     case JOB_STATUS_CANCELLED: return "cancelled";
     case JOB_STATUS_EXPIRED: return "expired";
+    case JOB_STATUS_COUNT: break;
     }
     return "unknown";
 }
@@ -194,12 +320,14 @@ static void copy_text(char *dst, size_t size, sqlite3_stmt *s, int col) {
 static void read_row(sqlite3_stmt *s, job_t *j) {
     memset(j, 0, sizeof *j);
     int c = 0;
+    j->seq = sqlite3_column_int64(s, c++);
     copy_text(j->id, sizeof j->id, s, c++);
     j->status = (job_status_t)sqlite3_column_int(s, c++);
     j->progress = sqlite3_column_int(s, c++);
     j->attempts = sqlite3_column_int(s, c++);
     j->cancel_requested = sqlite3_column_int(s, c++);
     copy_text(j->model, sizeof j->model, s, c++);
+    copy_text(j->model_alias, sizeof j->model_alias, s, c++);
     j->scale = sqlite3_column_int(s, c++);
     copy_text(j->format, sizeof j->format, s, c++);
     j->quality = sqlite3_column_int(s, c++);
@@ -220,6 +348,28 @@ static void read_row(sqlite3_stmt *s, job_t *j) {
     j->completed_at = sqlite3_column_double(s, c++);
     j->expires_at = sqlite3_column_double(s, c++);
     copy_text(j->error, sizeof j->error, s, c++);
+    copy_text(j->owner, sizeof j->owner, s, c++);
+    copy_text(j->tier, sizeof j->tier, s, c++);
+    j->credits = sqlite3_column_int64(s, c++);
+    j->refunded = sqlite3_column_int(s, c++);
+}
+
+static void read_key(sqlite3_stmt *s, api_key_t *k) {
+    memset(k, 0, sizeof *k);
+    int c = 0;
+    copy_text(k->id, sizeof k->id, s, c++);
+    copy_text(k->name, sizeof k->name, s, c++);
+    copy_text(k->prefix, sizeof k->prefix, s, c++);
+    const void *hash = sqlite3_column_blob(s, c);
+    if (hash && sqlite3_column_bytes(s, c) == (int)sizeof k->hash)
+        memcpy(k->hash, hash, sizeof k->hash);
+    c++;
+    copy_text(k->tier, sizeof k->tier, s, c++);
+    k->quota = sqlite3_column_int64(s, c++);
+    k->credits = sqlite3_column_int64(s, c++);
+    k->created_at = sqlite3_column_double(s, c++);
+    k->last_used_at = sqlite3_column_double(s, c++);
+    k->revoked_at = sqlite3_column_double(s, c++);
 }
 
 static void done(sqlite3_stmt *s) {
@@ -257,6 +407,15 @@ static void tx_rollback(store_t *st) {
         exec_stmt(st, S_ROLLBACK, "cannot roll back", NULL);
 }
 
+/* Commit when rc is 0, else roll back; returns the outcome. */
+static int tx_end(store_t *st, int rc, up_error_t *err) {
+    if (rc) {
+        tx_rollback(st);
+        return rc;
+    }
+    return tx_commit(st, err);
+}
+
 /* Inside a write transaction: status of id, or UP_ERR_NOT_FOUND. */
 static int job_status(store_t *st, const char *id, job_status_t *status, int *cancel, up_error_t *err) {
     sqlite3_stmt *s = st->wstmt[S_STATUS];
@@ -273,6 +432,20 @@ static int job_status(store_t *st, const char *id, job_status_t *status, int *ca
     if (rc == SQLITE_DONE)
         return up_error_set(err, UP_ERR_NOT_FOUND, 0, "no job %s", id);
     return db_error(st->w, err, "cannot read a job");
+}
+
+/*
+ * Inside a write transaction: give job id's charge back to its owner's
+ * balance, at most once (see DESIGN). A free or already refunded job, or
+ * an owner that keeps no balance, changes nothing on the key.
+ */
+static int refund(store_t *st, const char *id, up_error_t *err) {
+    bind_text(st->wstmt[S_REFUND_MARK], 1, id);
+    int rc = exec_stmt(st, S_REFUND_MARK, "cannot refund a job", err);
+    if (rc || sqlite3_changes(st->w) == 0)
+        return rc;
+    bind_text(st->wstmt[S_REFUND_CREDIT], 1, id);
+    return exec_stmt(st, S_REFUND_CREDIT, "cannot refund a job", err);
 }
 
 /* ---- open / close -------------------------------------------------------- */
@@ -303,7 +476,11 @@ static int exec_sql(sqlite3 *db, const char *sql, up_error_t *err) {
     return UP_OK;
 }
 
-/* Create the schema, or check that the existing one is one we know. */
+/*
+ * Create the schema, migrate an older one in place, or check that the
+ * existing one is one we know; all in one transaction, so a failed
+ * migration leaves the file as it was.
+ */
 static int init_schema(sqlite3 *db, const char *path, up_error_t *err) {
     int rc = exec_sql(db, "BEGIN IMMEDIATE", err);
     if (rc)
@@ -322,9 +499,16 @@ static int init_schema(sqlite3 *db, const char *path, up_error_t *err) {
                          path, version, SCHEMA_VERSION);
         log_error("%s", err ? err->msg : "job store: schema too new");
     } else if (version < SCHEMA_VERSION) {
+        if (version == 0) {
+            rc = exec_sql(db, schema_sql, err);
+        } else {
+            assert(version == 1);
+            log_info("job store: %s: migrating schema version 1 to %d", path, SCHEMA_VERSION);
+            rc = exec_sql(db, migrate_v2_sql, err);
+        }
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
-        if (!(rc = exec_sql(db, schema_sql, err)))
+        if (!rc)
             rc = exec_sql(db, sql, err);
     }
     if (rc) {
@@ -395,16 +579,18 @@ void store_close(store_t *st) {
     free(st);
 }
 
-/* ---- writes ---------------------------------------------------------------- */
+/* ---- inserting jobs ------------------------------------------------------------ */
 
-int store_job_insert(store_t *st, const job_t *job, up_error_t *err) {
-    assert(st && job);
+static int check_new_job(const job_t *job, up_error_t *err) {
     if (!job->id[0])
         return up_error_set(err, UP_ERR_INVALID, 0, "job store: a job needs an id");
-    pthread_mutex_lock(&st->wmu);
-    int rc = tx_begin(st, err);
-    if (rc)
-        goto out;
+    if (job->credits < 0)
+        return up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s: negative charge", job->id);
+    return UP_OK;
+}
+
+/* Inside a write transaction: insert job, queued. UP_ERR_INVALID for a duplicate id. */
+static int insert_row(store_t *st, const job_t *job, up_error_t *err) {
     sqlite3_stmt *s = st->wstmt[S_INSERT];
     bind_text(s, 1, job->id);
     bind_text(s, 2, job->model);
@@ -419,23 +605,117 @@ int store_job_insert(store_t *st, const job_t *job, up_error_t *err) {
     sqlite3_bind_int(s, 11, job->input_height);
     sqlite3_bind_int64(s, 12, job->input_bytes);
     sqlite3_bind_double(s, 13, job->created_at > 0 ? job->created_at : now_s());
+    bind_text(s, 14, job->model_alias);
+    bind_text(s, 15, job->owner);
+    bind_text(s, 16, job->tier);
+    sqlite3_bind_int64(s, 17, job->credits);
     int src = sqlite3_step(s);
     done(s);
-    if (src == SQLITE_CONSTRAINT_UNIQUE || src == SQLITE_CONSTRAINT_PRIMARYKEY) {
-        rc = up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s already exists", job->id);
-        tx_rollback(st);
-        goto out;
-    }
-    if (src != SQLITE_DONE) {
-        rc = db_error(st->w, err, "cannot insert a job");
-        tx_rollback(st);
-        goto out;
-    }
-    rc = tx_commit(st, err);
-out:
+    if (src == SQLITE_CONSTRAINT_UNIQUE || src == SQLITE_CONSTRAINT_PRIMARYKEY)
+        return up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s already exists", job->id);
+    if (src != SQLITE_DONE)
+        return db_error(st->w, err, "cannot insert a job");
+    return UP_OK;
+}
+
+int store_job_insert(store_t *st, const job_t *job, up_error_t *err) {
+    assert(st && job);
+    int rc = check_new_job(job, err);
+    if (rc)
+        return rc;
+    /* a charge recorded without being taken would be refunded into a balance it never left */
+    if (job->credits != 0)
+        return up_error_set(err, UP_ERR_INVALID, 0,
+                            "job store: job %s: a charged job goes in with store_job_insert_charged",
+                            job->id);
+    pthread_mutex_lock(&st->wmu);
+    if (!(rc = tx_begin(st, err)))
+        rc = tx_end(st, insert_row(st, job, err), err);
     pthread_mutex_unlock(&st->wmu);
     return rc;
 }
+
+/* Inside a write transaction: key id's quota, balance and revocation time. UP_ERR_NOT_FOUND. */
+static int key_state(store_t *st, const char *id, long long *quota, long long *credits, double *revoked_at,
+                     up_error_t *err) {
+    sqlite3_stmt *s = st->wstmt[S_KEY_STATE];
+    bind_text(s, 1, id);
+    int src = sqlite3_step(s);
+    if (src == SQLITE_ROW) {
+        *quota = sqlite3_column_int64(s, 0);
+        *credits = sqlite3_column_int64(s, 1);
+        *revoked_at = sqlite3_column_double(s, 2);
+    }
+    done(s);
+    if (src == SQLITE_DONE)
+        return up_error_set(err, UP_ERR_NOT_FOUND, 0, "no key %s", id);
+    if (src != SQLITE_ROW)
+        return db_error(st->w, err, "cannot read a key");
+    return UP_OK;
+}
+
+/*
+ * Inside a write transaction: check that key job->owner may be charged
+ * job->credits (*c gets the figures) and take them off its balance.
+ */
+static int charge(store_t *st, const job_t *job, double period_start, store_charge_t *c, up_error_t *err) {
+    double revoked_at = 0;
+    int rc = key_state(st, job->owner, &c->quota, &c->credits, &revoked_at, err);
+    if (rc)
+        return rc;
+    sqlite3_stmt *s = st->wstmt[S_USAGE];
+    bind_text(s, 1, job->owner);
+    sqlite3_bind_double(s, 2, period_start);
+    int src = sqlite3_step(s);
+    if (src == SQLITE_ROW)
+        c->used = sqlite3_column_int64(s, 0);
+    done(s);
+    if (src != SQLITE_ROW)
+        return db_error(st->w, err, "cannot sum a key's usage");
+
+    long long need = job->credits;
+    if (revoked_at > 0)
+        return up_error_set(err, UP_ERR_REVOKED, 0, "key %s is revoked", job->owner);
+    if (c->quota >= 0 && c->used + need > c->quota) {
+        if (c->used >= c->quota)
+            return up_error_set(err, UP_ERR_QUOTA, 0, "monthly quota of %lld credits used up (%lld used)",
+                                c->quota, c->used);
+        return up_error_set(err, UP_ERR_QUOTA, 0,
+                            "monthly quota of %lld credits too low for this job (%lld used, %lld needed)",
+                            c->quota, c->used, need);
+    }
+    if (c->credits >= 0 && c->credits < need)
+        return up_error_set(err, UP_ERR_CREDITS, 0, "insufficient credits: %lld left, %lld needed",
+                            c->credits, need);
+    if (c->credits < 0 || need == 0)
+        return UP_OK;
+    s = st->wstmt[S_KEY_DEBIT];
+    bind_text(s, 1, job->owner);
+    sqlite3_bind_int64(s, 2, need);
+    return exec_stmt(st, S_KEY_DEBIT, "cannot charge a key", err);
+}
+
+int store_job_insert_charged(store_t *st, const job_t *job, double period_start, store_charge_t *charge_out,
+                             up_error_t *err) {
+    assert(st && job);
+    store_charge_t c = {.quota = -1, .used = 0, .credits = -1};
+    int rc = check_new_job(job, err);
+    if (rc)
+        goto out;
+    pthread_mutex_lock(&st->wmu);
+    if (!(rc = tx_begin(st, err))) {
+        if (!(rc = charge(st, job, period_start, &c, err)))
+            rc = insert_row(st, job, err);
+        rc = tx_end(st, rc, err);
+    }
+    pthread_mutex_unlock(&st->wmu);
+out:
+    if (charge_out)
+        *charge_out = c;
+    return rc;
+}
+
+/* ---- job transitions ----------------------------------------------------------- */
 
 int store_job_claim(store_t *st, job_t *out, up_error_t *err) {
     assert(st && out);
@@ -449,31 +729,27 @@ int store_job_claim(store_t *st, job_t *out, up_error_t *err) {
     done(s);
     if (src == SQLITE_DONE) {
         rc = up_error_set(err, UP_ERR_NOT_FOUND, 0, "no queued job");
-        goto rollback;
+        goto end;
     }
     if (src != SQLITE_ROW) {
         rc = db_error(st->w, err, "cannot find a queued job");
-        goto rollback;
+        goto end;
     }
     s = st->wstmt[S_CLAIM];
     sqlite3_bind_int64(s, 1, seq);
     sqlite3_bind_double(s, 2, now_s());
     if ((rc = exec_stmt(st, S_CLAIM, "cannot claim a job", err)))
-        goto rollback;
+        goto end;
     s = st->wstmt[S_W_GET_SEQ];
     sqlite3_bind_int64(s, 1, seq);
     src = sqlite3_step(s);
     if (src == SQLITE_ROW)
         read_row(s, out);
     done(s);
-    if (src != SQLITE_ROW) {
+    if (src != SQLITE_ROW)
         rc = db_error(st->w, err, "cannot read the claimed job");
-        goto rollback;
-    }
-    rc = tx_commit(st, err);
-    goto out;
-rollback:
-    tx_rollback(st);
+end:
+    rc = tx_end(st, rc, err);
 out:
     pthread_mutex_unlock(&st->wmu);
     return rc;
@@ -481,16 +757,17 @@ out:
 
 /* Most writes: one statement on one job, allowed from some statuses only. */
 typedef struct transition {
-    int stmt;         /* S_* run when allowed */
-    unsigned allowed; /* bit (1 << status) for each status it applies to */
-    const char *what; /* for error messages */
+    int stmt;             /* S_* run when allowed */
+    unsigned allowed;     /* bit (1 << status) for each status it applies to */
+    unsigned refund_from; /* statuses from which the job's charge is refunded in the same transaction */
+    const char *what;     /* for error messages */
 } transition_t;
 
 /*
  * Run transition t on id: UP_ERR_NOT_FOUND for an unknown id, UP_ERR_INVALID
  * (with *was set) when the job's status is not in t->allowed. The statement
  * has ?1 = id; the caller bound its other parameters before the call (they
- * are cleared on every path).
+ * are cleared on every path). *cancel gets cancel_requested as it was before.
  */
 static int transition(store_t *st, const char *id, const transition_t *t, job_status_t *was, int *cancel,
                       up_error_t *err) {
@@ -500,30 +777,42 @@ static int transition(store_t *st, const char *id, const transition_t *t, job_st
     if (rc)
         goto fail;
     if ((rc = job_status(st, id, &status, cancel, err)))
-        goto rollback;
+        goto end;
     if (was)
         *was = status;
-    if (!(t->allowed & (1u << status))) {
+    if (!(t->allowed & BIT(status))) {
         rc = up_error_set(err, UP_ERR_INVALID, 0, "job %s is %s: cannot %s it", id, job_status_name(status),
                           t->what);
-        goto rollback;
+        goto end;
     }
     bind_text(s, 1, id);
     if ((rc = exec_stmt(st, t->stmt, t->what, err)))
-        goto rollback;
-    return tx_commit(st, err);
-rollback:
-    tx_rollback(st);
+        goto end;
+    if (t->refund_from & BIT(status))
+        rc = refund(st, id, err);
+end:
+    rc = tx_end(st, rc, err);
 fail:
     done(s);
     return rc;
 }
 
-#define BIT(s) (1u << (s))
+int store_job_start(store_t *st, const char *id, int *cancel, up_error_t *err) {
+    assert(st && id);
+    static const transition_t t = {.stmt = S_START, .allowed = BIT(JOB_STATUS_CLAIMED), .what = "start"};
+    int c = 0;
+    pthread_mutex_lock(&st->wmu);
+    int rc = transition(st, id, &t, NULL, &c, err);
+    pthread_mutex_unlock(&st->wmu);
+    if (cancel)
+        *cancel = c;
+    return rc;
+}
 
 int store_job_progress(store_t *st, const char *id, int progress, int *cancel, up_error_t *err) {
     assert(st && id);
-    static const transition_t t = {S_PROGRESS, BIT(JOB_STATUS_PROCESSING), "report progress of"};
+    static const transition_t t = {
+        .stmt = S_PROGRESS, .allowed = BIT(JOB_STATUS_PROCESSING), .what = "report progress of"};
     if (progress < 0)
         progress = 0;
     if (progress > 100)
@@ -540,7 +829,8 @@ int store_job_progress(store_t *st, const char *id, int progress, int *cancel, u
 
 int store_job_complete(store_t *st, const job_t *job, double retention_s, up_error_t *err) {
     assert(st && job);
-    static const transition_t t = {S_COMPLETE, BIT(JOB_STATUS_PROCESSING), "complete"};
+    static const transition_t t = {
+        .stmt = S_COMPLETE, .allowed = BIT(JOB_STATUS_PROCESSING), .what = "complete"};
     double now = now_s();
     pthread_mutex_lock(&st->wmu);
     sqlite3_stmt *s = st->wstmt[S_COMPLETE];
@@ -559,7 +849,8 @@ int store_job_complete(store_t *st, const job_t *job, double retention_s, up_err
 int store_job_fail(store_t *st, const char *id, const char *message, double retention_s, up_error_t *err) {
     assert(st && id);
     /* a queued job may fail too (e.g. its input vanished before a worker took it) */
-    static const transition_t t = {S_FAIL, BIT(JOB_STATUS_PROCESSING) | BIT(JOB_STATUS_QUEUED), "fail"};
+    enum { LIVE = BIT(JOB_STATUS_QUEUED) | BIT(JOB_STATUS_CLAIMED) | BIT(JOB_STATUS_PROCESSING) };
+    static const transition_t t = {.stmt = S_FAIL, .allowed = LIVE, .refund_from = LIVE, .what = "fail"};
     double now = now_s();
     pthread_mutex_lock(&st->wmu);
     sqlite3_stmt *s = st->wstmt[S_FAIL];
@@ -579,27 +870,24 @@ int store_job_cancel(store_t *st, const char *id, job_status_t *was, up_error_t 
     if (rc)
         goto out;
     if ((rc = job_status(st, id, &status, NULL, err)))
-        goto rollback;
+        goto end;
     if (was)
         *was = status;
     if (status == JOB_STATUS_QUEUED) {
         sqlite3_stmt *s = st->wstmt[S_CANCEL_QUEUED];
         bind_text(s, 1, id);
         sqlite3_bind_double(s, 2, now_s());
-        rc = exec_stmt(st, S_CANCEL_QUEUED, "cannot cancel a job", err);
-    } else if (status == JOB_STATUS_PROCESSING) {
+        if (!(rc = exec_stmt(st, S_CANCEL_QUEUED, "cannot cancel a job", err)))
+            rc = refund(st, id, err);
+    } else if (status == JOB_STATUS_CLAIMED || status == JOB_STATUS_PROCESSING) {
         sqlite3_stmt *s = st->wstmt[S_CANCEL_REQUEST];
         bind_text(s, 1, id);
         rc = exec_stmt(st, S_CANCEL_REQUEST, "cannot cancel a job", err);
     } else {
         rc = up_error_set(err, UP_ERR_INVALID, 0, "job %s is already %s", id, job_status_name(status));
     }
-    if (rc)
-        goto rollback;
-    rc = tx_commit(st, err);
-    goto out;
-rollback:
-    tx_rollback(st);
+end:
+    rc = tx_end(st, rc, err);
 out:
     pthread_mutex_unlock(&st->wmu);
     return rc;
@@ -607,7 +895,11 @@ out:
 
 int store_job_cancelled(store_t *st, const char *id, double retention_s, up_error_t *err) {
     assert(st && id);
-    static const transition_t t = {S_CANCELLED, BIT(JOB_STATUS_PROCESSING), "mark cancelled"};
+    /* still claimed: the job never ran, so it costs nothing */
+    static const transition_t t = {.stmt = S_CANCELLED,
+                                   .allowed = BIT(JOB_STATUS_CLAIMED) | BIT(JOB_STATUS_PROCESSING),
+                                   .refund_from = BIT(JOB_STATUS_CLAIMED),
+                                   .what = "mark cancelled"};
     pthread_mutex_lock(&st->wmu);
     sqlite3_stmt *s = st->wstmt[S_CANCELLED];
     sqlite3_bind_double(s, 2, now_s());
@@ -619,7 +911,9 @@ int store_job_cancelled(store_t *st, const char *id, double retention_s, up_erro
 
 int store_job_requeue(store_t *st, const char *id, up_error_t *err) {
     assert(st && id);
-    static const transition_t t = {S_REQUEUE, BIT(JOB_STATUS_PROCESSING), "requeue"};
+    static const transition_t t = {.stmt = S_REQUEUE,
+                                   .allowed = BIT(JOB_STATUS_CLAIMED) | BIT(JOB_STATUS_PROCESSING),
+                                   .what = "requeue"};
     pthread_mutex_lock(&st->wmu);
     int rc = transition(st, id, &t, NULL, NULL, err);
     pthread_mutex_unlock(&st->wmu);
@@ -634,21 +928,22 @@ int store_jobs_recover(store_t *st, int max_attempts, double retention_s, int *n
     int rc = tx_begin(st, err);
     if (rc)
         goto out;
+    /* refund before failing: S_RECOVER_REFUND finds the jobs by the status S_RECOVER_FAIL changes */
+    sqlite3_bind_int(st->wstmt[S_RECOVER_REFUND], 1, max_attempts);
+    if ((rc = exec_stmt(st, S_RECOVER_REFUND, "cannot recover jobs", err)))
+        goto end;
     sqlite3_stmt *s = st->wstmt[S_RECOVER_FAIL];
     sqlite3_bind_int(s, 1, max_attempts);
     sqlite3_bind_double(s, 2, now_s());
     sqlite3_bind_double(s, 3, retention_s);
     if ((rc = exec_stmt(st, S_RECOVER_FAIL, "cannot recover jobs", err)))
-        goto rollback;
+        goto end;
     failed = sqlite3_changes(st->w);
     if ((rc = exec_stmt(st, S_RECOVER_REQUEUE, "cannot recover jobs", err)))
-        goto rollback;
+        goto end;
     requeued = sqlite3_changes(st->w);
-    if ((rc = tx_commit(st, err)))
-        goto out;
-    goto out;
-rollback:
-    tx_rollback(st);
+end:
+    rc = tx_end(st, rc, err);
 out:
     pthread_mutex_unlock(&st->wmu);
     if (rc)
@@ -662,7 +957,8 @@ out:
 
 int store_job_downloaded(store_t *st, const char *id, up_error_t *err) {
     assert(st && id);
-    static const transition_t t = {S_DOWNLOADED, BIT(JOB_STATUS_COMPLETED), "download"};
+    static const transition_t t = {
+        .stmt = S_DOWNLOADED, .allowed = BIT(JOB_STATUS_COMPLETED), .what = "download"};
     pthread_mutex_lock(&st->wmu);
     int rc = transition(st, id, &t, NULL, NULL, err);
     pthread_mutex_unlock(&st->wmu);
@@ -671,10 +967,10 @@ int store_job_downloaded(store_t *st, const char *id, up_error_t *err) {
 
 int store_job_expire(store_t *st, const char *id, up_error_t *err) {
     assert(st && id);
-    static const transition_t t = {S_EXPIRE,
-                                   BIT(JOB_STATUS_COMPLETED) | BIT(JOB_STATUS_FAILED) |
-                                       BIT(JOB_STATUS_CANCELLED) | BIT(JOB_STATUS_EXPIRED),
-                                   "expire"};
+    static const transition_t t = {.stmt = S_EXPIRE,
+                                   .allowed = BIT(JOB_STATUS_COMPLETED) | BIT(JOB_STATUS_FAILED) |
+                                              BIT(JOB_STATUS_CANCELLED) | BIT(JOB_STATUS_EXPIRED),
+                                   .what = "expire"};
     pthread_mutex_lock(&st->wmu);
     int rc = transition(st, id, &t, NULL, NULL, err);
     pthread_mutex_unlock(&st->wmu);
@@ -683,14 +979,15 @@ int store_job_expire(store_t *st, const char *id, up_error_t *err) {
 
 int store_job_input_deleted(store_t *st, const char *id, up_error_t *err) {
     assert(st && id);
-    static const transition_t t = {S_INPUT_DELETED, 0x3fu, "clear the input of"};
+    static const transition_t t = {
+        .stmt = S_INPUT_DELETED, .allowed = BIT(JOB_STATUS_COUNT) - 1, .what = "clear the input of"};
     pthread_mutex_lock(&st->wmu);
     int rc = transition(st, id, &t, NULL, NULL, err);
     pthread_mutex_unlock(&st->wmu);
     return rc;
 }
 
-/* ---- reads ------------------------------------------------------------------ */
+/* ---- job reads ------------------------------------------------------------------ */
 
 int store_job_get(store_t *st, const char *id, job_t *out, up_error_t *err) {
     assert(st && id && out);
@@ -709,6 +1006,18 @@ int store_job_get(store_t *st, const char *id, job_t *out, up_error_t *err) {
     return rc;
 }
 
+/* On the reader: up to max rows of rstmt k (bound by the caller) into jobs[]. */
+static int read_jobs(store_t *st, int k, job_t *jobs, int max, int *n, const char *what, up_error_t *err) {
+    sqlite3_stmt *s = st->rstmt[k];
+    int src = SQLITE_DONE, rc = UP_OK;
+    while (*n < max && (src = sqlite3_step(s)) == SQLITE_ROW)
+        read_row(s, &jobs[(*n)++]);
+    if (*n < max && src != SQLITE_DONE)
+        rc = db_error(st->r, err, what);
+    done(s);
+    return rc;
+}
+
 int store_jobs_due(store_t *st, double now, job_t *jobs, int max, int *n, up_error_t *err) {
     assert(st && n && (jobs || max <= 0));
     *n = 0;
@@ -718,30 +1027,228 @@ int store_jobs_due(store_t *st, double now, job_t *jobs, int max, int *n, up_err
     sqlite3_stmt *s = st->rstmt[R_DUE];
     sqlite3_bind_double(s, 1, now);
     sqlite3_bind_int(s, 2, max);
-    int src, rc = UP_OK;
-    while ((src = sqlite3_step(s)) == SQLITE_ROW && *n < max)
-        read_row(s, &jobs[(*n)++]);
-    if (src != SQLITE_ROW && src != SQLITE_DONE)
-        rc = db_error(st->r, err, "cannot list expired jobs");
-    done(s);
+    int rc = read_jobs(st, R_DUE, jobs, max, n, "cannot list expired jobs", err);
+    pthread_mutex_unlock(&st->rmu);
+    return rc;
+}
+
+int store_jobs_list(store_t *st, const store_job_filter_t *f, job_t *jobs, int max, int *n, up_error_t *err) {
+    assert(st && f && n && (jobs || max <= 0));
+    *n = 0;
+    if (!f->owner)
+        return up_error_set(err, UP_ERR_INVALID, 0, "job store: listing jobs needs an owner");
+    if (max <= 0)
+        return UP_OK;
+    pthread_mutex_lock(&st->rmu);
+    sqlite3_stmt *s = st->rstmt[R_LIST];
+    bind_text(s, 1, f->owner);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)f->status_mask);
+    if (f->model)
+        bind_text(s, 3, f->model);
+    else
+        sqlite3_bind_null(s, 3);
+    sqlite3_bind_double(s, 4, f->before);
+    sqlite3_bind_double(s, 5, f->after);
+    sqlite3_bind_int64(s, 6, f->below_seq > 0 ? f->below_seq : INT64_MAX);
+    sqlite3_bind_int(s, 7, max);
+    int rc = read_jobs(st, R_LIST, jobs, max, n, "cannot list jobs", err);
     pthread_mutex_unlock(&st->rmu);
     return rc;
 }
 
 int store_job_counts(store_t *st, long long *counts, up_error_t *err) {
     assert(st && counts);
-    for (int i = 0; i <= JOB_STATUS_EXPIRED; i++)
+    for (int i = 0; i < JOB_STATUS_COUNT; i++)
         counts[i] = 0;
     pthread_mutex_lock(&st->rmu);
     sqlite3_stmt *s = st->rstmt[R_COUNTS];
     int src, rc = UP_OK;
     while ((src = sqlite3_step(s)) == SQLITE_ROW) {
         int status = sqlite3_column_int(s, 0);
-        if (status >= 0 && status <= JOB_STATUS_EXPIRED)
+        if (status >= 0 && status < JOB_STATUS_COUNT)
             counts[status] = sqlite3_column_int64(s, 1);
     }
     if (src != SQLITE_DONE)
         rc = db_error(st->r, err, "cannot count jobs");
+    done(s);
+    pthread_mutex_unlock(&st->rmu);
+    return rc;
+}
+
+/* ---- keys --------------------------------------------------------------------- */
+
+int store_key_insert(store_t *st, const api_key_t *key, up_error_t *err) {
+    assert(st && key);
+    if (!key->id[0])
+        return up_error_set(err, UP_ERR_INVALID, 0, "job store: a key needs an id");
+    if (key->quota < -1 || key->credits < -1)
+        return up_error_set(err, UP_ERR_INVALID, 0, "job store: key %s: quota and credits are -1 or more",
+                            key->id);
+    pthread_mutex_lock(&st->wmu);
+    int rc = tx_begin(st, err);
+    if (rc)
+        goto out;
+    sqlite3_stmt *s = st->wstmt[S_KEY_INSERT];
+    bind_text(s, 1, key->id);
+    bind_text(s, 2, key->name);
+    bind_text(s, 3, key->prefix);
+    sqlite3_bind_blob(s, 4, key->hash, sizeof key->hash, SQLITE_TRANSIENT);
+    bind_text(s, 5, key->tier);
+    sqlite3_bind_int64(s, 6, key->quota);
+    sqlite3_bind_int64(s, 7, key->credits);
+    sqlite3_bind_double(s, 8, key->created_at > 0 ? key->created_at : now_s());
+    int src = sqlite3_step(s);
+    done(s);
+    if (src == SQLITE_CONSTRAINT_UNIQUE || src == SQLITE_CONSTRAINT_PRIMARYKEY)
+        rc = up_error_set(err, UP_ERR_INVALID, 0, "job store: key %s: a key with this id or hash exists",
+                          key->id);
+    else if (src != SQLITE_DONE)
+        rc = db_error(st->w, err, "cannot insert a key");
+    rc = tx_end(st, rc, err);
+out:
+    pthread_mutex_unlock(&st->wmu);
+    return rc;
+}
+
+/*
+ * On the reader: the first row of rstmt k (bound by the caller) into *out;
+ * *found = 0 when it has none. With more != NULL, *more = 1 when there is a
+ * second row.
+ */
+static int read_key_row(store_t *st, int k, api_key_t *out, int *found, int *more, up_error_t *err) {
+    sqlite3_stmt *s = st->rstmt[k];
+    int rc = UP_OK, src = sqlite3_step(s);
+    *found = src == SQLITE_ROW;
+    if (*found) {
+        read_key(s, out);
+        if (more)
+            *more = (src = sqlite3_step(s)) == SQLITE_ROW;
+    }
+    if (src != SQLITE_ROW && src != SQLITE_DONE)
+        rc = db_error(st->r, err, "cannot read a key");
+    done(s);
+    return rc;
+}
+
+int store_key_by_hash(store_t *st, const unsigned char hash[32], api_key_t *out, up_error_t *err) {
+    assert(st && hash && out);
+    int found = 0;
+    pthread_mutex_lock(&st->rmu);
+    sqlite3_bind_blob(st->rstmt[R_KEY_BY_HASH], 1, hash, 32, SQLITE_TRANSIENT);
+    int rc = read_key_row(st, R_KEY_BY_HASH, out, &found, NULL, err);
+    pthread_mutex_unlock(&st->rmu);
+    if (!rc && !found)
+        rc = up_error_set(err, UP_ERR_NOT_FOUND, 0, "no such key");
+    return rc;
+}
+
+int store_key_find(store_t *st, const char *ref, api_key_t *out, up_error_t *err) {
+    assert(st && ref && out);
+    if (!*ref)
+        return up_error_set(err, UP_ERR_NOT_FOUND, 0, "no key \"\"");
+    api_key_t k;
+    int found = 0, more = 0;
+    pthread_mutex_lock(&st->rmu);
+    bind_text(st->rstmt[R_KEY_BY_ID], 1, ref);
+    int rc = read_key_row(st, R_KEY_BY_ID, &k, &found, NULL, err);
+    if (!rc && !found) {
+        bind_text(st->rstmt[R_KEY_BY_PREFIX], 1, ref);
+        rc = read_key_row(st, R_KEY_BY_PREFIX, &k, &found, &more, err);
+    }
+    pthread_mutex_unlock(&st->rmu);
+    if (rc)
+        return rc;
+    if (!found)
+        return up_error_set(err, UP_ERR_NOT_FOUND, 0, "no key %s", ref);
+    if (more)
+        return up_error_set(err, UP_ERR_INVALID, 0, "key %s is ambiguous: more than one key starts with it",
+                            ref);
+    *out = k;
+    return UP_OK;
+}
+
+/* With no keys, *keys is NULL and *n 0 (free(NULL) is fine). On error too. */
+int store_key_list(store_t *st, api_key_t **keys, int *n, up_error_t *err) {
+    assert(st && keys && n);
+    api_key_t *a = NULL;
+    int len = 0, cap = 0, src, rc = UP_OK;
+    pthread_mutex_lock(&st->rmu);
+    sqlite3_stmt *s = st->rstmt[R_KEY_LIST];
+    while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? 2 * cap : 16;
+            a = xrealloc(a, (size_t)cap * sizeof *a);
+        }
+        read_key(s, &a[len++]);
+    }
+    if (src != SQLITE_DONE) {
+        rc = db_error(st->r, err, "cannot list keys");
+        free(a);
+        a = NULL;
+        len = 0;
+    }
+    done(s);
+    pthread_mutex_unlock(&st->rmu);
+    *keys = a;
+    *n = len;
+    return rc;
+}
+
+int store_key_revoke(store_t *st, const char *id, up_error_t *err) {
+    assert(st && id);
+    long long quota, credits;
+    double revoked_at = 0;
+    pthread_mutex_lock(&st->wmu);
+    int rc = tx_begin(st, err);
+    if (rc)
+        goto out;
+    if ((rc = key_state(st, id, &quota, &credits, &revoked_at, err)))
+        goto end;
+    if (revoked_at > 0) {
+        rc = up_error_set(err, UP_ERR_INVALID, 0, "key %s is already revoked", id);
+        goto end;
+    }
+    sqlite3_stmt *s = st->wstmt[S_KEY_REVOKE];
+    bind_text(s, 1, id);
+    sqlite3_bind_double(s, 2, now_s());
+    rc = exec_stmt(st, S_KEY_REVOKE, "cannot revoke a key", err);
+end:
+    rc = tx_end(st, rc, err);
+out:
+    pthread_mutex_unlock(&st->wmu);
+    return rc;
+}
+
+int store_key_touch(store_t *st, const char *id, double t, up_error_t *err) {
+    assert(st && id);
+    pthread_mutex_lock(&st->wmu);
+    int rc = tx_begin(st, err);
+    if (rc)
+        goto out;
+    sqlite3_stmt *s = st->wstmt[S_KEY_TOUCH];
+    bind_text(s, 1, id);
+    sqlite3_bind_double(s, 2, t);
+    if (!(rc = exec_stmt(st, S_KEY_TOUCH, "cannot record a key's use", err)) && sqlite3_changes(st->w) == 0)
+        rc = up_error_set(err, UP_ERR_NOT_FOUND, 0, "no key %s", id);
+    rc = tx_end(st, rc, err);
+out:
+    pthread_mutex_unlock(&st->wmu);
+    return rc;
+}
+
+/* An unknown id has used nothing: 0, not UP_ERR_NOT_FOUND. */
+int store_key_usage(store_t *st, const char *id, double period_start, long long *used, up_error_t *err) {
+    assert(st && id && used);
+    *used = 0;
+    pthread_mutex_lock(&st->rmu);
+    sqlite3_stmt *s = st->rstmt[R_USAGE];
+    bind_text(s, 1, id);
+    sqlite3_bind_double(s, 2, period_start);
+    int rc = UP_OK, src = sqlite3_step(s);
+    if (src == SQLITE_ROW)
+        *used = sqlite3_column_int64(s, 0);
+    else
+        rc = db_error(st->r, err, "cannot sum a key's usage");
     done(s);
     pthread_mutex_unlock(&st->rmu);
     return rc;

@@ -8,10 +8,20 @@
  * serialises access). Times are Unix seconds as doubles.
  *
  * Lifecycle (PRODUCT.md "What a job is"):
- *   queued -> processing -> completed | failed | cancelled -> expired
- * claim moves the oldest queued job to processing and counts an attempt;
- * a job found processing at start-up (the process died) goes back to queued,
- * or to failed once it has used its attempts.
+ *   queued -> claimed -> processing -> completed | failed | cancelled -> expired
+ * claim moves the oldest queued job to claimed (a worker has it) and counts
+ * an attempt; store_job_start moves it on to processing once the worker has
+ * its model and input. A job found claimed or processing at start-up (the
+ * process died) goes back to queued, or to failed once it has used its
+ * attempts.
+ *
+ * Accounts: API keys live here too (only a SHA-256 of each key is kept),
+ * and every job made with a key is charged in the same transaction that
+ * inserts it (store_job_insert_charged): the key's monthly quota and its
+ * credit balance are checked and the charge recorded, or nothing happens.
+ * A charged job that fails, or is cancelled before it started (queued or
+ * claimed), is refunded in the transaction that ends it; a charge is
+ * refunded at most once.
  */
 #ifndef UPRES_STORE_STORE_H
 #define UPRES_STORE_STORE_H
@@ -25,18 +35,22 @@ typedef enum {
     JOB_STATUS_FAILED = 3,
     JOB_STATUS_CANCELLED = 4,
     JOB_STATUS_EXPIRED = 5,
+    JOB_STATUS_CLAIMED = 6, /* a worker took it and is loading its model and input */
+    JOB_STATUS_COUNT = 7,
 } job_status_t;
 
-const char *job_status_name(job_status_t s); /* "queued", "processing", ... */
+const char *job_status_name(job_status_t s); /* "queued", "claimed", "processing", ... */
 
 typedef struct job {
-    char id[40]; /* UUID v4, lower-case, 36 chars */
+    long long seq; /* insertion order, set by the store (read only): newest has the largest */
+    char id[40];   /* UUID v4, lower-case, 36 chars */
     job_status_t status;
     int progress;         /* 0..100 */
     int attempts;         /* claims so far */
     int cancel_requested; /* set while processing; the worker stops at the next tile */
     /* settings */
-    char model[128]; /* as the client named it (family or file stem) */
+    char model[128];       /* the model run: a registry family or file stem */
+    char model_alias[64];  /* the name the client used when it differs ("wavespeed-ai/real-esrgan"), else "" */
     int scale;       /* requested output scale */
     char format[8];  /* requested output format, "" = the input's */
     int quality;     /* 0 = default */
@@ -55,6 +69,11 @@ typedef struct job {
     /* times, Unix seconds; 0 = not yet */
     double created_at, started_at, completed_at, expires_at;
     char error[512]; /* failed: why */
+    /* account */
+    char owner[40];  /* the API key id that made it, "" = anonymous */
+    char tier[32];   /* the key's tier when it was made, "" = none */
+    long long credits; /* credits charged (0 = free) */
+    int refunded;    /* the charge was given back (read only) */
 } job_t;
 
 typedef struct store store_t;
@@ -63,17 +82,44 @@ typedef struct store store_t;
 int store_open(const char *data_dir, store_t **out, up_error_t *err);
 void store_close(store_t *st); /* accepts NULL */
 
-/* Insert a new queued job (id, settings, input filled by the caller). */
+/* Insert a new queued job (id, settings, input, owner filled by the caller); no charge. */
 int store_job_insert(store_t *st, const job_t *job, up_error_t *err);
+
+/* What a charge found; filled on success and on refusal. */
+typedef struct store_charge {
+    long long quota;   /* the key's monthly quota in credits, -1 = none */
+    long long used;    /* credits charged since period_start, refunds excluded, before this job */
+    long long credits; /* the key's balance before this job, -1 = no balance kept */
+} store_charge_t;
+
+/*
+ * Insert job (as store_job_insert) owned by job->owner and charge it
+ * job->credits, all in one transaction. Refused, with nothing written:
+ *   UP_ERR_NOT_FOUND  no key job->owner
+ *   UP_ERR_REVOKED    the key is revoked
+ *   UP_ERR_QUOTA      used + job->credits would pass the key's quota
+ *   UP_ERR_CREDITS    the key's balance is below job->credits
+ * period_start is the Unix time the quota period (calendar month) began.
+ * *charge (may be NULL) gets the figures.
+ */
+int store_job_insert_charged(store_t *st, const job_t *job, double period_start, store_charge_t *charge,
+                             up_error_t *err);
 
 /* Read job id into *out; UP_ERR_NOT_FOUND when there is none. */
 int store_job_get(store_t *st, const char *id, job_t *out, up_error_t *err);
 
 /*
- * Take the oldest queued job: status processing, attempts + 1, started_at
+ * Take the oldest queued job: status claimed, attempts + 1, started_at
  * now, progress 0. UP_ERR_NOT_FOUND when the queue is empty.
  */
 int store_job_claim(store_t *st, job_t *out, up_error_t *err);
+
+/*
+ * claimed -> processing: the worker has its model and input. Returns the
+ * job's cancel_requested through *cancel (may be NULL). UP_ERR_INVALID
+ * (with the status in the message) from any other status.
+ */
+int store_job_start(store_t *st, const char *id, int *cancel, up_error_t *err);
 
 /* Progress of a processing job. Returns cancel_requested through *cancel (may be NULL). */
 int store_job_progress(store_t *st, const char *id, int progress, int *cancel, up_error_t *err);
@@ -81,27 +127,34 @@ int store_job_progress(store_t *st, const char *id, int progress, int *cancel, u
 /* A processing job completed: result fields from job; expires_at = now + retention. */
 int store_job_complete(store_t *st, const job_t *job, double retention_s, up_error_t *err);
 
-/* A job failed with message; expires_at = now + retention. Allowed from processing and queued. */
+/*
+ * A job failed with message; expires_at = now + retention. Allowed from
+ * queued, claimed and processing. Its charge is refunded.
+ */
 int store_job_fail(store_t *st, const char *id, const char *message, double retention_s, up_error_t *err);
 
 /*
  * Cancel: queued -> cancelled at once (*was = QUEUED; expires_at = now, so
- * the sweeper deletes its input at the next sweep if nobody did); processing ->
- * cancel_requested (*was = PROCESSING; the worker finishes the cancel with
- * store_job_cancelled); anything else: UP_ERR_INVALID with *was set (409).
+ * the sweeper deletes its input at the next sweep if nobody did; its charge
+ * is refunded); claimed or processing -> cancel_requested (*was set; the
+ * worker finishes the cancel with store_job_cancelled); anything else:
+ * UP_ERR_INVALID with *was set (409).
  */
 int store_job_cancel(store_t *st, const char *id, job_status_t *was, up_error_t *err);
 
-/* The worker stopped a cancel-requested job. */
+/*
+ * The worker stopped a cancel-requested job (claimed or processing). A job
+ * still claimed had not started: its charge is refunded.
+ */
 int store_job_cancelled(store_t *st, const char *id, double retention_s, up_error_t *err);
 
-/* Put a processing job back in the queue (graceful shutdown), attempts unchanged minus this one. */
+/* Put a claimed or processing job back in the queue (graceful shutdown), attempts minus this one. */
 int store_job_requeue(store_t *st, const char *id, up_error_t *err);
 
 /*
- * At start-up: every processing job goes back to queued, or to failed
- * ("the server stopped while processing it N times") once attempts >=
- * max_attempts. *n_requeued / *n_failed may be NULL.
+ * At start-up: every claimed or processing job goes back to queued, or to
+ * failed ("the server stopped while processing it N times", refunded) once
+ * attempts >= max_attempts. *n_requeued / *n_failed may be NULL.
  */
 int store_jobs_recover(store_t *st, int max_attempts, double retention_s, int *n_requeued, int *n_failed,
                        up_error_t *err);
@@ -125,7 +178,60 @@ int store_job_expire(store_t *st, const char *id, up_error_t *err);
 /* Clear input_path once the input file is deleted (the job ended). */
 int store_job_input_deleted(store_t *st, const char *id, up_error_t *err);
 
-/* Number of jobs in each status, for /health. counts[JOB_STATUS_EXPIRED + 1]. */
+/* Number of jobs in each status, for /health. counts[JOB_STATUS_COUNT]. */
 int store_job_counts(store_t *st, long long *counts, up_error_t *err);
+
+/* ---- listing one owner's jobs (GET /v1/jobs) ---------------------------------- */
+
+typedef struct store_job_filter {
+    const char *owner;    /* the key id whose jobs are listed; required */
+    unsigned status_mask; /* bit (1 << status) per status wanted; 0 = all */
+    const char *model;    /* only jobs running this model (job_t.model); NULL = all */
+    double before, after; /* created_at < before, created_at > after; 0 = no bound */
+    long long below_seq;  /* only seq < below_seq (the cursor); 0 = from the newest */
+} store_job_filter_t;
+
+/*
+ * Up to max jobs matching f, newest first (seq descending), into jobs[];
+ * *n = count. Paging: pass the last job's seq as the next below_seq; new
+ * jobs have larger seqs, so pages never shift while jobs arrive.
+ */
+int store_jobs_list(store_t *st, const store_job_filter_t *f, job_t *jobs, int max, int *n, up_error_t *err);
+
+/* ---- API keys ------------------------------------------------------------------ */
+
+typedef struct api_key {
+    char id[40];             /* UUID v4 */
+    char name[128];          /* the operator's label */
+    char prefix[24];         /* the key's first characters, for display ("upres_AbCdEfGh") */
+    unsigned char hash[32];  /* SHA-256 of the whole key */
+    char tier[32];           /* tier name ("basic") */
+    long long quota;         /* credits per calendar month, -1 = no quota */
+    long long credits;       /* balance, -1 = none kept (unlimited) */
+    double created_at;       /* Unix seconds */
+    double last_used_at;     /* 0 = never */
+    double revoked_at;       /* 0 = active */
+} api_key_t;
+
+/* Insert a new key (every field but last_used_at/revoked_at filled). UP_ERR_INVALID for a duplicate id or hash. */
+int store_key_insert(store_t *st, const api_key_t *key, up_error_t *err);
+
+/* The key whose hash is hash (revoked ones too: the caller checks revoked_at). UP_ERR_NOT_FOUND if none. */
+int store_key_by_hash(store_t *st, const unsigned char hash[32], api_key_t *out, up_error_t *err);
+
+/* The key with this id, or the one key whose prefix starts with ref. UP_ERR_NOT_FOUND; UP_ERR_INVALID when ref is ambiguous. */
+int store_key_find(store_t *st, const char *ref, api_key_t *out, up_error_t *err);
+
+/* Every key, oldest first. *keys is new (free()), *n its count. */
+int store_key_list(store_t *st, api_key_t **keys, int *n, up_error_t *err);
+
+/* Revoke key id now. UP_ERR_NOT_FOUND; UP_ERR_INVALID when already revoked. */
+int store_key_revoke(store_t *st, const char *id, up_error_t *err);
+
+/* Record a use of key id at time t (last_used_at). */
+int store_key_touch(store_t *st, const char *id, double t, up_error_t *err);
+
+/* Credits charged to key id since period_start, refunds excluded. */
+int store_key_usage(store_t *st, const char *id, double period_start, long long *used, up_error_t *err);
 
 #endif

@@ -226,7 +226,7 @@ static void session_basic(void) {
     snprintf(cmd, sizeof cmd, "test -z \"$(ls -A %s/uploads)\" && test -z \"$(ls %s/results | grep tmp)\"",
              dir, dir);
     CHECK(system(cmd) == 0);
-    long long counts[JOB_STATUS_EXPIRED + 1];
+    long long counts[JOB_STATUS_COUNT];
     CHECK(store_job_counts(st, counts, &err) == 0);
     CHECK(counts[JOB_STATUS_QUEUED] == 0 && counts[JOB_STATUS_PROCESSING] == 0);
     CHECK(counts[JOB_STATUS_COMPLETED] == 1 && counts[JOB_STATUS_EXPIRED] == 1);

@@ -2,17 +2,29 @@
  * store_test.c - the SQLite job store (src/store/sqlite.c).
  *
  * Every transition and its refusals: insert (and a duplicate id), get of an
- * unknown id, claim in creation order, progress, complete, fail, cancel of a
- * queued job, of a processing job (then cancelled) and of a finished job
- * (409 with *was), requeue, recover (requeued, then failed once attempts are
- * used), downloaded, due and expire, counts; claims from several threads at
- * once (each job claimed exactly once); everything still there after
- * closing and reopening the database. Also uuid_v4's form.
+ * unknown id, claim in creation order (to claimed), start (to processing),
+ * progress, complete, fail, cancel of a queued job, of a claimed job, of a
+ * processing job (then cancelled) and of a finished job (409 with *was),
+ * requeue, recover of claimed and processing jobs (requeued, then failed
+ * once attempts are used), downloaded, due and expire, counts; claims from
+ * several threads at once (each job claimed exactly once); everything still
+ * there after closing and reopening the database. Also uuid_v4's form.
+ *
+ * Accounts: keys (insert, by hash, find by id and by prefix, list, revoke,
+ * touch); charged inserts (quota and credit refusals with their figures,
+ * unlimited keys, balances); refunds, exactly once, where a charge is given
+ * back (fail, cancel while queued or claimed, recover) and not where it is
+ * kept (cancelled while processing, completed); charged inserts from many
+ * threads on two handles against one balance and one quota; listing an
+ * owner's jobs (filters, newest first, paging while jobs arrive); and the
+ * in-place migration of a version-1 database.
  */
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -90,15 +102,26 @@ static void test_transitions(store_t *st) {
 
     double t = now_s();
     CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "job-a") == 0);
-    CHECK(got.status == JOB_STATUS_PROCESSING && got.attempts == 1 && got.started_at >= t - 1);
+    CHECK(got.status == JOB_STATUS_CLAIMED && got.attempts == 1 && got.started_at >= t - 1);
+    CHECK(got.seq > 0 && status_of(st, "job-a") == JOB_STATUS_CLAIMED);
     job_t b, c, d;
     CHECK(store_job_claim(st, &b, &err) == 0 && strcmp(b.id, "job-b") == 0);
     CHECK(store_job_claim(st, &c, &err) == 0 && strcmp(c.id, "job-c") == 0);
     CHECK(store_job_claim(st, &d, &err) == 0 && strcmp(d.id, "job-d") == 0);
     CHECK(store_job_claim(st, &got, &err) == UP_ERR_NOT_FOUND);
 
-    /* progress, clamped; cancel flag reported */
+    /* claimed: no progress or result until the worker starts it */
     int cancel = -1;
+    CHECK(store_job_progress(st, "job-a", 1, NULL, &err) == UP_ERR_INVALID);
+    CHECK(store_job_start(st, "job-a", &cancel, &err) == 0 && cancel == 0);
+    CHECK(status_of(st, "job-a") == JOB_STATUS_PROCESSING);
+    CHECK(store_job_start(st, "job-a", &cancel, &err) == UP_ERR_INVALID);
+    CHECKF(strstr(err.msg, "processing") != NULL, "%s", err.msg);
+    CHECK(store_job_start(st, "nope", NULL, &err) == UP_ERR_NOT_FOUND);
+    CHECK(store_job_start(st, "job-c", NULL, &err) == 0);
+
+    /* progress, clamped; cancel flag reported */
+    cancel = -1;
     CHECK(store_job_progress(st, "job-a", 42, &cancel, &err) == 0 && cancel == 0);
     CHECK(store_job_get(st, "job-a", &got, &err) == 0 && got.progress == 42);
     CHECK(store_job_progress(st, "job-a", 250, NULL, &err) == 0);
@@ -122,7 +145,7 @@ static void test_transitions(store_t *st) {
     CHECK(store_job_complete(st, &j, 60, &err) == UP_ERR_INVALID); /* not processing any more */
     CHECK(store_job_progress(st, "job-a", 5, NULL, &err) == UP_ERR_INVALID);
 
-    /* fail b */
+    /* fail b (still claimed) */
     CHECK(store_job_fail(st, "job-b", "input: not a decodable image", 60, &err) == 0);
     CHECK(store_job_get(st, "job-b", &got, &err) == 0 && got.status == JOB_STATUS_FAILED);
     CHECK(strcmp(got.error, "input: not a decodable image") == 0 && got.expires_at > 0);
@@ -153,18 +176,27 @@ static void test_transitions(store_t *st) {
     CHECK(status_of(st, "job-e") == JOB_STATUS_CANCELLED);
     CHECK(store_job_claim(st, &got, &err) == UP_ERR_NOT_FOUND);
 
-    /* requeue d (graceful stop): back to queued, this attempt not counted */
+    /* requeue d (graceful stop, still claimed): back to queued, this attempt not counted */
     CHECK(store_job_requeue(st, "job-d", &err) == 0);
     CHECK(store_job_get(st, "job-d", &got, &err) == 0);
     CHECK(got.status == JOB_STATUS_QUEUED && got.attempts == 0 && got.started_at == 0);
     CHECK(store_job_requeue(st, "job-d", &err) == UP_ERR_INVALID);
     CHECK(store_job_requeue(st, "nope", &err) == UP_ERR_NOT_FOUND);
 
-    /* recover: a processing job goes back to queued until it used 3 attempts */
+    /* requeue from processing */
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "job-d") == 0 && got.attempts == 1);
+    CHECK(store_job_start(st, "job-d", NULL, &err) == 0);
+    CHECK(store_job_requeue(st, "job-d", &err) == 0);
+    CHECK(store_job_get(st, "job-d", &got, &err) == 0);
+    CHECK(got.status == JOB_STATUS_QUEUED && got.attempts == 0 && got.started_at == 0);
+
+    /* recover: a claimed or processing job goes back to queued until it used 3 attempts */
     int n_re = -1, n_fail = -1;
     for (int attempt = 1; attempt <= 3; attempt++) {
         CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "job-d") == 0);
         CHECK(got.attempts == attempt);
+        if (attempt == 2) /* processing; the others stay claimed */
+            CHECK(store_job_start(st, "job-d", NULL, &err) == 0);
         CHECK(store_jobs_recover(st, 3, 60, &n_re, &n_fail, &err) == 0);
         if (attempt < 3) {
             CHECK(n_re == 1 && n_fail == 0);
@@ -201,9 +233,11 @@ static void test_due(store_t *st) {
     make_job(&j, "job-g", 3001.0);
     CHECK(store_job_insert(st, &j, &err) == 0);
     CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "job-f") == 0);
+    CHECK(store_job_start(st, "job-f", NULL, &err) == 0);
     snprintf(got.result_path, sizeof got.result_path, "/x/job-f.png");
     CHECK(store_job_complete(st, &got, 0, &err) == 0);
     CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "job-g") == 0);
+    CHECK(store_job_start(st, "job-g", NULL, &err) == 0);
     snprintf(got.result_path, sizeof got.result_path, "/x/job-g.png");
     CHECK(store_job_complete(st, &got, 3600, &err) == 0);
 
@@ -245,10 +279,10 @@ static void test_due(store_t *st) {
 }
 
 static void test_counts(store_t *st, const long long *expect) {
-    long long counts[JOB_STATUS_EXPIRED + 1];
+    long long counts[JOB_STATUS_COUNT];
     up_error_t err;
     CHECK(store_job_counts(st, counts, &err) == 0);
-    for (int i = 0; i <= JOB_STATUS_EXPIRED; i++)
+    for (int i = 0; i < JOB_STATUS_COUNT; i++)
         CHECKF(counts[i] == expect[i], "%s: %lld, expected %lld", job_status_name((job_status_t)i), counts[i],
                expect[i]);
 }
@@ -332,6 +366,730 @@ out:
     store_close(b);
 }
 
+/* ---- claimed ----------------------------------------------------------------- */
+
+/* A store of its own in dir/name, for tests that claim (claim takes the oldest queued job of all). */
+static store_t *open_sub(const char *name) {
+    char sub[300];
+    snprintf(sub, sizeof sub, "%s/%s", dir, name);
+    store_t *st = NULL;
+    up_error_t err;
+    CHECKF(store_open(sub, &st, &err) == 0, "%s: %s", name, err.msg);
+    return st;
+}
+
+static void test_claimed(void) {
+    store_t *st = open_sub("claimed");
+    if (!st)
+        return;
+    up_error_t err;
+    job_t j, got;
+    job_status_t was = JOB_STATUS_COUNT;
+    int cancel = -1;
+
+    make_job(&j, "cl-1", 1.0);
+    CHECK(store_job_insert(st, &j, &err) == 0);
+    CHECK(store_job_start(st, "cl-1", &cancel, &err) == UP_ERR_INVALID); /* queued */
+    CHECKF(strstr(err.msg, "queued") != NULL, "%s", err.msg);
+    CHECK(store_job_cancelled(st, "cl-1", 60, &err) == UP_ERR_INVALID);
+    CHECK(store_job_requeue(st, "cl-1", &err) == UP_ERR_INVALID);
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "cl-1") == 0);
+    CHECK(got.status == JOB_STATUS_CLAIMED && strcmp(job_status_name(got.status), "claimed") == 0);
+    CHECK(store_job_complete(st, &got, 60, &err) == UP_ERR_INVALID);
+    CHECK(store_job_progress(st, "cl-1", 5, NULL, &err) == UP_ERR_INVALID);
+    CHECK(store_job_downloaded(st, "cl-1", &err) == UP_ERR_INVALID);
+    CHECK(store_job_expire(st, "cl-1", &err) == UP_ERR_INVALID);
+    CHECK(store_job_input_deleted(st, "cl-1", &err) == 0); /* any status */
+    CHECK(store_job_get(st, "cl-1", &got, &err) == 0 && got.input_path[0] == '\0');
+    CHECK(store_job_start(st, "cl-1", &cancel, &err) == 0 && cancel == 0);
+    CHECK(status_of(st, "cl-1") == JOB_STATUS_PROCESSING);
+
+    /* cancel while claimed: requested; start leaves it claimed and says so; the worker ends it */
+    make_job(&j, "cl-2", 2.0);
+    CHECK(store_job_insert(st, &j, &err) == 0);
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "cl-2") == 0);
+    CHECK(store_job_cancel(st, "cl-2", &was, &err) == 0 && was == JOB_STATUS_CLAIMED);
+    CHECK(store_job_get(st, "cl-2", &got, &err) == 0);
+    CHECK(got.status == JOB_STATUS_CLAIMED && got.cancel_requested == 1);
+    cancel = 0;
+    CHECK(store_job_start(st, "cl-2", &cancel, &err) == 0 && cancel == 1);
+    CHECK(status_of(st, "cl-2") == JOB_STATUS_CLAIMED);
+    CHECK(store_job_cancelled(st, "cl-2", 60, &err) == 0);
+    CHECK(store_job_get(st, "cl-2", &got, &err) == 0);
+    CHECK(got.status == JOB_STATUS_CANCELLED && got.cancel_requested == 0 && got.completed_at > 0);
+
+    /* a claimed job fails; counts include claimed */
+    make_job(&j, "cl-3", 3.0);
+    CHECK(store_job_insert(st, &j, &err) == 0);
+    make_job(&j, "cl-4", 4.0);
+    CHECK(store_job_insert(st, &j, &err) == 0);
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "cl-3") == 0);
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "cl-4") == 0);
+    CHECK(store_job_fail(st, "cl-3", "no model", 60, &err) == 0);
+    CHECK(status_of(st, "cl-3") == JOB_STATUS_FAILED);
+    long long counts[JOB_STATUS_COUNT];
+    CHECK(store_job_counts(st, counts, &err) == 0);
+    CHECK(counts[JOB_STATUS_CLAIMED] == 1 && counts[JOB_STATUS_PROCESSING] == 1);
+    CHECK(counts[JOB_STATUS_CANCELLED] == 1 && counts[JOB_STATUS_FAILED] == 1);
+
+    /* recover: both the claimed (cl-4) and the processing (cl-1) job go back */
+    int n_re = -1, n_fail = -1;
+    CHECK(store_jobs_recover(st, 3, 60, &n_re, &n_fail, &err) == 0 && n_re == 2 && n_fail == 0);
+    CHECK(status_of(st, "cl-1") == JOB_STATUS_QUEUED && status_of(st, "cl-4") == JOB_STATUS_QUEUED);
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "cl-1") == 0 && got.attempts == 2);
+    CHECK(store_jobs_recover(st, 2, 60, &n_re, &n_fail, &err) == 0 && n_re == 0 && n_fail == 1);
+    CHECK(status_of(st, "cl-1") == JOB_STATUS_FAILED);
+    store_close(st);
+}
+
+/* ---- keys -------------------------------------------------------------------- */
+
+static void make_key(api_key_t *k, const char *id, const char *prefix, int hash_byte, long long quota,
+                     long long credits, double created_at) {
+    memset(k, 0, sizeof *k);
+    snprintf(k->id, sizeof k->id, "%s", id);
+    snprintf(k->name, sizeof k->name, "key %s", id);
+    snprintf(k->prefix, sizeof k->prefix, "%s", prefix);
+    memset(k->hash, hash_byte, sizeof k->hash);
+    k->hash[31] = 0; /* a zero byte inside: a blob, not a string */
+    snprintf(k->tier, sizeof k->tier, "basic");
+    k->quota = quota;
+    k->credits = credits;
+    k->created_at = created_at;
+}
+
+static long long balance(store_t *st, const char *id) {
+    api_key_t k;
+    up_error_t err;
+    if (store_key_find(st, id, &k, &err))
+        return -100;
+    return k.credits;
+}
+
+static void test_keys(void) {
+    store_t *st = open_sub("keys");
+    if (!st)
+        return;
+    up_error_t err;
+    api_key_t k, got, *keys = (api_key_t *)&k;
+    int n = -1;
+
+    CHECK(store_key_list(st, &keys, &n, &err) == 0 && n == 0 && keys == NULL);
+    free(keys);
+
+    make_key(&k, "k1", "upres_AbCdEfGh", 1, 100, 50, 300.0);
+    CHECKF(store_key_insert(st, &k, &err) == 0, "%s", err.msg);
+    CHECK(store_key_insert(st, &k, &err) == UP_ERR_INVALID); /* same id */
+    make_key(&k, "k1-other", "upres_AbCdEfGh", 1, 100, 50, 300.0);
+    CHECK(store_key_insert(st, &k, &err) == UP_ERR_INVALID); /* same hash */
+    make_key(&k, "k2", "upres_AbCdXyZw", 2, -1, -1, 200.0);
+    CHECK(store_key_insert(st, &k, &err) == 0);
+    make_key(&k, "k3", "upres_Qrstuvwx", 3, 10, -1, 100.0);
+    CHECK(store_key_insert(st, &k, &err) == 0);
+    make_key(&k, "", "upres_x", 4, -1, -1, 1.0);
+    CHECK(store_key_insert(st, &k, &err) == UP_ERR_INVALID);
+    make_key(&k, "k5", "upres_x", 5, -2, -1, 1.0);
+    CHECK(store_key_insert(st, &k, &err) == UP_ERR_INVALID);
+
+    /* by hash: every field back */
+    unsigned char h[32];
+    memset(h, 1, sizeof h);
+    h[31] = 0;
+    CHECK(store_key_by_hash(st, h, &got, &err) == 0);
+    CHECK(strcmp(got.id, "k1") == 0 && strcmp(got.name, "key k1") == 0);
+    CHECK(strcmp(got.prefix, "upres_AbCdEfGh") == 0 && strcmp(got.tier, "basic") == 0);
+    CHECK(memcmp(got.hash, h, 32) == 0 && got.quota == 100 && got.credits == 50);
+    CHECK(got.created_at == 300.0 && got.last_used_at == 0 && got.revoked_at == 0);
+    h[0] = 9;
+    CHECK(store_key_by_hash(st, h, &got, &err) == UP_ERR_NOT_FOUND);
+
+    /* find: exact id first, else one key by prefix */
+    CHECK(store_key_find(st, "k2", &got, &err) == 0 && strcmp(got.id, "k2") == 0);
+    CHECK(store_key_find(st, "upres_Q", &got, &err) == 0 && strcmp(got.id, "k3") == 0);
+    CHECK(store_key_find(st, "upres_AbCdE", &got, &err) == 0 && strcmp(got.id, "k1") == 0);
+    CHECK(store_key_find(st, "upres_AbCdXyZw", &got, &err) == 0 && strcmp(got.id, "k2") == 0);
+    CHECK(store_key_find(st, "upres_AbCd", &got, &err) == UP_ERR_INVALID);
+    CHECKF(strstr(err.msg, "ambiguous") != NULL, "%s", err.msg);
+    CHECK(store_key_find(st, "upres_", &got, &err) == UP_ERR_INVALID);
+    CHECK(store_key_find(st, "upres_abcde", &got, &err) == UP_ERR_NOT_FOUND); /* case matters */
+    CHECK(store_key_find(st, "upres_%", &got, &err) == UP_ERR_NOT_FOUND);     /* no wildcards */
+    CHECK(store_key_find(st, "upres_Q_", &got, &err) == UP_ERR_NOT_FOUND);
+    CHECK(store_key_find(st, "k", &got, &err) == UP_ERR_NOT_FOUND); /* ids match only whole */
+    CHECK(store_key_find(st, "", &got, &err) == UP_ERR_NOT_FOUND);
+
+    /* list: oldest first */
+    keys = NULL;
+    CHECK(store_key_list(st, &keys, &n, &err) == 0 && n == 3 && keys);
+    if (keys && n == 3) {
+        CHECK(strcmp(keys[0].id, "k3") == 0 && strcmp(keys[1].id, "k2") == 0 &&
+              strcmp(keys[2].id, "k1") == 0);
+        CHECK(keys[2].credits == 50 && keys[1].quota == -1 && keys[0].hash[0] == 3);
+    }
+    free(keys);
+
+    /* revoke: once */
+    double t = now_s();
+    CHECK(store_key_revoke(st, "k2", &err) == 0);
+    CHECK(store_key_revoke(st, "k2", &err) == UP_ERR_INVALID);
+    CHECK(store_key_revoke(st, "nope", &err) == UP_ERR_NOT_FOUND);
+    CHECK(store_key_find(st, "k2", &got, &err) == 0 && got.revoked_at >= t - 1);
+    memset(h, 2, sizeof h);
+    h[31] = 0;
+    CHECK(store_key_by_hash(st, h, &got, &err) == 0 && got.revoked_at > 0); /* still found */
+
+    /* touch: the latest use is kept */
+    CHECK(store_key_touch(st, "k1", 1234.5, &err) == 0);
+    CHECK(store_key_find(st, "k1", &got, &err) == 0 && got.last_used_at == 1234.5);
+    CHECK(store_key_touch(st, "k1", 1000.0, &err) == 0);
+    CHECK(store_key_find(st, "k1", &got, &err) == 0 && got.last_used_at == 1234.5);
+    CHECK(store_key_touch(st, "nope", 1.0, &err) == UP_ERR_NOT_FOUND);
+
+    /* usage: nothing charged yet; an unknown key has used nothing */
+    long long used = -1;
+    CHECK(store_key_usage(st, "k1", 0, &used, &err) == 0 && used == 0);
+    CHECK(store_key_usage(st, "nope", 0, &used, &err) == 0 && used == 0);
+    store_close(st);
+}
+
+/* ---- charges and refunds ------------------------------------------------------- */
+
+static int insert_charged(store_t *st, const char *id, const char *owner, long long credits,
+                          double created_at, store_charge_t *c, up_error_t *err) {
+    job_t j;
+    make_job(&j, id, created_at);
+    snprintf(j.owner, sizeof j.owner, "%s", owner);
+    snprintf(j.tier, sizeof j.tier, "pro");
+    j.credits = credits;
+    return store_job_insert_charged(st, &j, 0, c, err);
+}
+
+static int refunded(store_t *st, const char *id) {
+    job_t j;
+    up_error_t err;
+    if (store_job_get(st, id, &j, &err))
+        return -1;
+    return j.refunded;
+}
+
+static void test_charges(void) {
+    store_t *st = open_sub("charges");
+    if (!st)
+        return;
+    up_error_t err;
+    store_charge_t c;
+    api_key_t k;
+    job_t got;
+    long long used = -1;
+
+    /* quota: 10 a month, no balance */
+    make_key(&k, "quota", "upres_quota", 1, 10, -1, 1.0);
+    CHECK(store_key_insert(st, &k, &err) == 0);
+    CHECKF(insert_charged(st, "q1", "quota", 4, 0, &c, &err) == 0, "%s", err.msg);
+    CHECK(c.quota == 10 && c.used == 0 && c.credits == -1);
+    CHECK(store_job_get(st, "q1", &got, &err) == 0);
+    CHECK(strcmp(got.owner, "quota") == 0 && strcmp(got.tier, "pro") == 0 && got.credits == 4);
+    CHECK(got.refunded == 0 && got.status == JOB_STATUS_QUEUED);
+    CHECK(insert_charged(st, "q2", "quota", 4, 0, &c, &err) == 0 && c.used == 4);
+    memset(&c, 0, sizeof c);
+    CHECK(insert_charged(st, "q3", "quota", 4, 0, &c, &err) == UP_ERR_QUOTA);
+    CHECK(c.quota == 10 && c.used == 8 && c.credits == -1);
+    CHECK(store_job_get(st, "q3", &got, &err) == UP_ERR_NOT_FOUND); /* nothing written */
+    CHECK(insert_charged(st, "q3", "quota", 2, 0, &c, &err) == 0 && c.used == 8);
+    CHECK(insert_charged(st, "q4", "quota", 1, 0, &c, &err) == UP_ERR_QUOTA);
+    CHECKF(strcmp(err.msg, "monthly quota of 10 credits used up (10 used)") == 0, "%s", err.msg);
+    CHECK(c.used == 10);
+    CHECK(insert_charged(st, "q4", "quota", 0, 0, &c, &err) == 0); /* a free job passes a full quota */
+    CHECK(store_key_usage(st, "quota", 0, &used, &err) == 0 && used == 10);
+    CHECK(store_key_usage(st, "quota", now_s() + 60, &used, &err) == 0 && used == 0); /* a later period */
+    /* the quota period: jobs made before it do not count */
+    CHECK(insert_charged(st, "q5", "quota", 1, 0, &c, &err) == UP_ERR_QUOTA);
+    job_t j;
+    make_job(&j, "q5", 0);
+    snprintf(j.owner, sizeof j.owner, "quota");
+    j.credits = 5;
+    CHECK(store_job_insert_charged(st, &j, now_s() + 60, &c, &err) == 0 && c.used == 0);
+
+    /* balance: 3 credits, no quota */
+    make_key(&k, "bal", "upres_bal", 2, -1, 3, 2.0);
+    CHECK(store_key_insert(st, &k, &err) == 0);
+    CHECK(insert_charged(st, "b1", "bal", 1, 0, &c, &err) == 0 && c.credits == 3 && c.quota == -1);
+    CHECK(balance(st, "bal") == 2);
+    CHECK(insert_charged(st, "b2", "bal", 2, 0, &c, &err) == 0 && c.credits == 2);
+    CHECK(balance(st, "bal") == 0);
+    CHECK(insert_charged(st, "b3", "bal", 1, 0, &c, &err) == UP_ERR_CREDITS);
+    CHECKF(strcmp(err.msg, "insufficient credits: 0 left, 1 needed") == 0, "%s", err.msg);
+    CHECK(c.credits == 0 && c.used == 3);
+    CHECK(store_job_get(st, "b3", &got, &err) == UP_ERR_NOT_FOUND && balance(st, "bal") == 0);
+
+    /* both: the quota is checked first, then the balance */
+    make_key(&k, "both", "upres_both", 3, 5, 2, 3.0);
+    CHECK(store_key_insert(st, &k, &err) == 0);
+    CHECK(insert_charged(st, "x1", "both", 6, 0, &c, &err) == UP_ERR_QUOTA);
+    CHECK(insert_charged(st, "x1", "both", 3, 0, &c, &err) == UP_ERR_CREDITS);
+    CHECK(insert_charged(st, "x1", "both", 2, 0, &c, &err) == 0 && balance(st, "both") == 0);
+
+    /* unlimited: always charged, the balance stays -1, usage still counted */
+    make_key(&k, "free", "upres_free", 4, -1, -1, 4.0);
+    CHECK(store_key_insert(st, &k, &err) == 0);
+    for (int i = 0; i < 5; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "f%d", i);
+        CHECK(insert_charged(st, id, "free", 1000, 0, &c, &err) == 0 && c.credits == -1 && c.quota == -1);
+    }
+    CHECK(balance(st, "free") == -1);
+    CHECK(store_key_usage(st, "free", 0, &used, &err) == 0 && used == 5000);
+
+    /* unknown and revoked keys; a duplicate id charges nothing */
+    CHECK(insert_charged(st, "n1", "nope", 1, 0, &c, &err) == UP_ERR_NOT_FOUND);
+    CHECK(insert_charged(st, "n1", "", 1, 0, &c, &err) == UP_ERR_NOT_FOUND);
+    make_key(&k, "gone", "upres_gone", 5, -1, 5, 5.0);
+    CHECK(store_key_insert(st, &k, &err) == 0);
+    CHECK(insert_charged(st, "g1", "gone", 2, 0, &c, &err) == 0 && balance(st, "gone") == 3);
+    CHECK(insert_charged(st, "g1", "gone", 2, 0, &c, &err) == UP_ERR_INVALID && balance(st, "gone") == 3);
+    CHECK(store_key_revoke(st, "gone", &err) == 0);
+    CHECK(insert_charged(st, "g2", "gone", 1, 0, &c, &err) == UP_ERR_REVOKED && balance(st, "gone") == 3);
+    CHECK(store_job_get(st, "g2", &got, &err) == UP_ERR_NOT_FOUND);
+    CHECK(insert_charged(st, "n2", "bal", -1, 0, &c, &err) == UP_ERR_INVALID);
+    /* a revoked key still gets a refund */
+    CHECK(store_job_fail(st, "g1", "input vanished", 60, &err) == 0 && balance(st, "gone") == 5);
+
+    /* refunds on a key with 10 credits */
+    make_key(&k, "r", "upres_r", 6, -1, 10, 6.0);
+    CHECK(store_key_insert(st, &k, &err) == 0);
+    job_status_t was;
+    /* failed while queued: refunded once */
+    CHECK(insert_charged(st, "r1", "r", 1, 0, &c, &err) == 0 && balance(st, "r") == 9);
+    CHECK(store_job_fail(st, "r1", "bad input", 60, &err) == 0 && balance(st, "r") == 10);
+    CHECK(refunded(st, "r1") == 1);
+    CHECK(store_job_fail(st, "r1", "again", 60, &err) == UP_ERR_INVALID && balance(st, "r") == 10);
+    CHECK(store_job_cancel(st, "r1", &was, &err) == UP_ERR_INVALID && balance(st, "r") == 10);
+    /* cancelled while queued */
+    CHECK(insert_charged(st, "r2", "r", 2, 0, &c, &err) == 0 && balance(st, "r") == 8);
+    CHECK(store_job_cancel(st, "r2", &was, &err) == 0 && was == JOB_STATUS_QUEUED);
+    CHECK(balance(st, "r") == 10 && refunded(st, "r2") == 1);
+    /* the jobs below are the oldest, so claim takes them in this order */
+    CHECK(insert_charged(st, "r3", "r", 3, 1.0, &c, &err) == 0 && balance(st, "r") == 7);
+    CHECK(insert_charged(st, "r4", "r", 3, 2.0, &c, &err) == 0 && balance(st, "r") == 4);
+    CHECK(insert_charged(st, "r5", "r", 2, 3.0, &c, &err) == 0 && balance(st, "r") == 2);
+    CHECK(insert_charged(st, "r6", "r", 1, 4.0, &c, &err) == 0 && balance(st, "r") == 1);
+    CHECK(insert_charged(st, "r7", "r", 1, 5.0, &c, &err) == 0 && balance(st, "r") == 0);
+    /* cancelled while claimed: refunded when the worker ends it, not before */
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r3") == 0);
+    CHECK(store_job_cancel(st, "r3", &was, &err) == 0 && was == JOB_STATUS_CLAIMED);
+    CHECK(balance(st, "r") == 0);
+    CHECK(store_job_cancelled(st, "r3", 60, &err) == 0 && balance(st, "r") == 3 && refunded(st, "r3") == 1);
+    /* cancelled while processing: kept */
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r4") == 0);
+    CHECK(store_job_start(st, "r4", NULL, &err) == 0);
+    CHECK(store_job_cancel(st, "r4", &was, &err) == 0 && was == JOB_STATUS_PROCESSING);
+    CHECK(store_job_cancelled(st, "r4", 60, &err) == 0 && balance(st, "r") == 3 && refunded(st, "r4") == 0);
+    /* completed: kept */
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r5") == 0);
+    CHECK(store_job_start(st, "r5", NULL, &err) == 0);
+    CHECK(store_job_complete(st, &got, 60, &err) == 0 && balance(st, "r") == 3 && refunded(st, "r5") == 0);
+    /* failed while processing, failed while claimed: refunded */
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r6") == 0);
+    CHECK(store_job_start(st, "r6", NULL, &err) == 0);
+    CHECK(store_job_fail(st, "r6", "out of memory", 60, &err) == 0 && balance(st, "r") == 4);
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r7") == 0);
+    CHECK(store_job_fail(st, "r7", "no model", 60, &err) == 0 && balance(st, "r") == 5);
+    CHECK(refunded(st, "r6") == 1 && refunded(st, "r7") == 1);
+    CHECK(store_job_fail(st, "r7", "no model", 60, &err) == UP_ERR_INVALID && balance(st, "r") == 5);
+
+    /* recover: requeued jobs keep their charge; failed ones get it back, once */
+    CHECK(insert_charged(st, "r8", "r", 2, 6.0, &c, &err) == 0);
+    CHECK(insert_charged(st, "r9", "r", 1, 7.0, &c, &err) == 0);
+    CHECK(insert_charged(st, "r10", "r", 1, 8.0, &c, &err) == 0 && balance(st, "r") == 1);
+    make_job(&j, "f-old", 5.5); /* a job of the unlimited key, claimed too */
+    snprintf(j.owner, sizeof j.owner, "free");
+    j.credits = 7;
+    CHECK(store_job_insert_charged(st, &j, 0, &c, &err) == 0);
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "f-old") == 0);
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r8") == 0);
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r9") == 0);
+    CHECK(store_job_start(st, "r9", NULL, &err) == 0);
+    int n_re = -1, n_fail = -1;
+    CHECK(store_jobs_recover(st, 2, 60, &n_re, &n_fail, &err) == 0 && n_re == 3 && n_fail == 0);
+    CHECK(balance(st, "r") == 1 && refunded(st, "r8") == 0);
+    /* the second attempt of f-old, r8 and r9, the first of r10 */
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "f-old") == 0 && got.attempts == 2);
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r8") == 0 && got.attempts == 2);
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r9") == 0 && got.attempts == 2);
+    CHECK(store_job_start(st, "r9", NULL, &err) == 0);
+    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r10") == 0 && got.attempts == 1);
+    CHECK(store_jobs_recover(st, 2, 60, &n_re, &n_fail, &err) == 0 && n_re == 1 && n_fail == 3);
+    CHECKF(balance(st, "r") == 4, "%lld", balance(st, "r"));
+    CHECK(refunded(st, "r8") == 1 && refunded(st, "r9") == 1 && refunded(st, "r10") == 0);
+    CHECK(refunded(st, "f-old") == 1 && balance(st, "free") == -1);
+    CHECK(store_job_get(st, "r8", &got, &err) == 0 && got.status == JOB_STATUS_FAILED);
+    CHECK(store_jobs_recover(st, 2, 60, &n_re, &n_fail, &err) == 0 && n_re == 0 && n_fail == 0);
+    CHECK(balance(st, "r") == 4);
+    CHECK(store_job_fail(st, "r10", "x", 60, &err) == 0 && balance(st, "r") == 5);
+
+    /* usage counts only what was kept: r4 (3) and r5 (2) */
+    CHECK(store_key_usage(st, "r", 0, &used, &err) == 0);
+    CHECKF(used == 5, "%lld", used);
+    CHECK(store_key_usage(st, "free", 0, &used, &err) == 0 && used == 5000);
+    store_close(st);
+}
+
+/* ---- charges from many threads --------------------------------------------------- */
+
+#define N_CHARGE_THREADS 8
+#define N_CHARGE_TRIES 25
+
+typedef struct charger {
+    store_t *st;
+    const char *owner;
+    int ith;
+    int n_ok, n_refused, n_other;
+    int refusal; /* the UP_ERR_* expected */
+} charger_t;
+
+static void *charge_race(void *arg) {
+    charger_t *c = arg;
+    up_error_t err;
+    for (int i = 0; i < N_CHARGE_TRIES; i++) {
+        char id[40];
+        snprintf(id, sizeof id, "%s-%d-%d", c->owner, c->ith, i);
+        int rc = insert_charged(c->st, id, c->owner, 1, 0, NULL, &err);
+        if (rc == 0)
+            c->n_ok++;
+        else if (rc == c->refusal)
+            c->n_refused++;
+        else
+            c->n_other++;
+    }
+    return NULL;
+}
+
+static void run_charge_race(store_t *a, store_t *b, const char *owner, int refusal) {
+    static charger_t chargers[N_CHARGE_THREADS];
+    pthread_t th[N_CHARGE_THREADS];
+    for (int i = 0; i < N_CHARGE_THREADS; i++) {
+        chargers[i] = (charger_t){.st = i % 2 ? b : a, .owner = owner, .ith = i, .refusal = refusal};
+        pthread_create(&th[i], NULL, charge_race, &chargers[i]);
+    }
+    int ok = 0, refused = 0, other = 0;
+    for (int i = 0; i < N_CHARGE_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        ok += chargers[i].n_ok;
+        refused += chargers[i].n_refused;
+        other += chargers[i].n_other;
+    }
+    CHECKF(ok == 10 && refused == N_CHARGE_THREADS * N_CHARGE_TRIES - 10 && other == 0,
+           "%s: %d charged, %d refused, %d other", owner, ok, refused, other);
+    long long used = -1;
+    up_error_t err;
+    CHECK(store_key_usage(a, owner, 0, &used, &err) == 0 && used == 10);
+}
+
+static void test_charge_race(void) {
+    store_t *a = open_sub("charge-race"), *b = open_sub("charge-race");
+    if (!a || !b)
+        goto out;
+    up_error_t err;
+    api_key_t k;
+    make_key(&k, "c10", "upres_c10", 1, -1, 10, 1.0);
+    CHECK(store_key_insert(a, &k, &err) == 0);
+    make_key(&k, "q10", "upres_q10", 2, 10, -1, 2.0);
+    CHECK(store_key_insert(a, &k, &err) == 0);
+    run_charge_race(a, b, "c10", UP_ERR_CREDITS);
+    CHECK(balance(a, "c10") == 0 && balance(b, "c10") == 0);
+    run_charge_race(a, b, "q10", UP_ERR_QUOTA);
+    CHECK(balance(a, "q10") == -1);
+    long long counts[JOB_STATUS_COUNT];
+    CHECK(store_job_counts(b, counts, &err) == 0 && counts[JOB_STATUS_QUEUED] == 20);
+out:
+    store_close(a);
+    store_close(b);
+}
+
+/* ---- listing --------------------------------------------------------------------- */
+
+static int insert_owned(store_t *st, const char *id, const char *owner, const char *model,
+                        double created_at) {
+    job_t j;
+    up_error_t err;
+    make_job(&j, id, created_at);
+    snprintf(j.owner, sizeof j.owner, "%s", owner);
+    snprintf(j.model, sizeof j.model, "%s", model);
+    snprintf(j.model_alias, sizeof j.model_alias, "vendor/%s", model);
+    snprintf(j.tier, sizeof j.tier, "basic");
+    return store_job_insert(st, &j, &err);
+}
+
+/* Run f into jobs[]; n, or -1 on an error. Checks owner and order on the way. */
+static int list(store_t *st, const store_job_filter_t *f, job_t *jobs, int max) {
+    int n = -1;
+    up_error_t err;
+    if (store_jobs_list(st, f, jobs, max, &n, &err))
+        return -1;
+    for (int i = 0; i < n; i++) {
+        CHECK(strcmp(jobs[i].owner, f->owner) == 0);
+        if (i > 0)
+            CHECK(jobs[i].seq < jobs[i - 1].seq);
+    }
+    return n;
+}
+
+static void test_list(void) {
+    store_t *st = open_sub("list");
+    if (!st)
+        return;
+    up_error_t err;
+    job_t jobs[64], got;
+    job_status_t was;
+    char id[16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(id, sizeof id, "a%d", i);
+        CHECK(insert_owned(st, id, "alice", i % 2 ? "m2" : "m1", 1000.0 + i) == 0);
+        if (i < 5) {
+            snprintf(id, sizeof id, "b%d", i);
+            CHECK(insert_owned(st, id, "bob", "m1", 1000.0 + i) == 0);
+        }
+    }
+    CHECK(store_job_cancel(st, "a3", &was, &err) == 0);
+    CHECK(store_job_fail(st, "a5", "x", 60, &err) == 0);
+    CHECK(store_job_get(st, "a9", &got, &err) == 0);
+    CHECK(strcmp(got.model_alias, "vendor/m2") == 0 && strcmp(got.owner, "alice") == 0);
+    CHECK(strcmp(got.tier, "basic") == 0 && got.credits == 0 && got.refunded == 0);
+    CHECK(store_job_fail(st, "a9", "x", 60, &err) == 0); /* a free job: nothing to give back */
+    CHECK(store_job_get(st, "a9", &got, &err) == 0 && got.refunded == 0);
+    /* only store_job_insert_charged records a charge */
+    make_job(&got, "a-charged", 0);
+    got.credits = 1;
+    CHECK(store_job_insert(st, &got, &err) == UP_ERR_INVALID);
+    CHECK(store_job_get(st, "a9", &got, &err) == 0);
+
+    store_job_filter_t f = {.owner = "alice"};
+    int n = list(st, &f, jobs, 64);
+    CHECK(n == 10 && strcmp(jobs[0].id, "a9") == 0 && strcmp(jobs[9].id, "a0") == 0);
+    CHECK(n > 0 && jobs[0].seq == got.seq && memcmp(&jobs[0], &got, sizeof got) == 0);
+    f.owner = "bob";
+    CHECK(list(st, &f, jobs, 64) == 5 && strcmp(jobs[0].id, "b4") == 0);
+    f.owner = "carol";
+    CHECK(list(st, &f, jobs, 64) == 0);
+    f.owner = "";
+    CHECK(list(st, &f, jobs, 64) == 0);
+
+    f = (store_job_filter_t){.owner = "alice",
+                             .status_mask = 1u << JOB_STATUS_CANCELLED | 1u << JOB_STATUS_FAILED};
+    n = list(st, &f, jobs, 64);
+    CHECK(n == 3 && strcmp(jobs[0].id, "a9") == 0 && strcmp(jobs[1].id, "a5") == 0 &&
+          strcmp(jobs[2].id, "a3") == 0);
+    f.status_mask = 1u << JOB_STATUS_QUEUED;
+    CHECK(list(st, &f, jobs, 64) == 7);
+    f.status_mask = 1u << JOB_STATUS_COMPLETED;
+    CHECK(list(st, &f, jobs, 64) == 0);
+
+    f = (store_job_filter_t){.owner = "alice", .model = "m1"};
+    n = list(st, &f, jobs, 64);
+    CHECK(n == 5 && strcmp(jobs[0].id, "a8") == 0);
+    f.model = "m";
+    CHECK(list(st, &f, jobs, 64) == 0);
+    f = (store_job_filter_t){.owner = "alice", .model = "m2", .status_mask = 1u << JOB_STATUS_QUEUED};
+    CHECK(list(st, &f, jobs, 64) == 2); /* a1, a7 (a3 cancelled, a5 and a9 failed) */
+
+    f = (store_job_filter_t){.owner = "alice", .before = 1005.0};
+    n = list(st, &f, jobs, 64);
+    CHECK(n == 5 && strcmp(jobs[0].id, "a4") == 0);
+    f = (store_job_filter_t){.owner = "alice", .after = 1005.0};
+    n = list(st, &f, jobs, 64);
+    CHECK(n == 4 && strcmp(jobs[3].id, "a6") == 0);
+    f = (store_job_filter_t){.owner = "alice", .after = 1002.0, .before = 1006.0};
+    n = list(st, &f, jobs, 64);
+    CHECK(n == 3 && strcmp(jobs[0].id, "a5") == 0 && strcmp(jobs[2].id, "a3") == 0);
+
+    /* max */
+    f = (store_job_filter_t){.owner = "alice"};
+    CHECK(list(st, &f, jobs, 2) == 2 && strcmp(jobs[1].id, "a8") == 0);
+    n = -1;
+    CHECK(store_jobs_list(st, &f, jobs, 0, &n, &err) == 0 && n == 0);
+    f.owner = NULL;
+    CHECK(store_jobs_list(st, &f, jobs, 8, &n, &err) == UP_ERR_INVALID);
+
+    /* paging by seq while new jobs arrive: each old job once, no new one */
+    int seen[10] = {0}, n_new = 0, pages = 0;
+    f = (store_job_filter_t){.owner = "alice"};
+    for (;;) {
+        n = list(st, &f, jobs, 4);
+        if (n <= 0)
+            break;
+        pages++;
+        for (int i = 0; i < n; i++) {
+            if (jobs[i].id[0] == 'a' && jobs[i].id[1] != 'n')
+                seen[atoi(jobs[i].id + 1)]++;
+            else
+                n_new++;
+        }
+        f.below_seq = jobs[n - 1].seq;
+        snprintf(id, sizeof id, "an%d", pages);
+        CHECK(insert_owned(st, id, "alice", "m1", 999.0) == 0); /* older created_at, newer seq */
+    }
+    CHECKF(pages == 3 && n_new == 0, "%d pages, %d new", pages, n_new);
+    for (int i = 0; i < 10; i++)
+        CHECKF(seen[i] == 1, "a%d seen %d times", i, seen[i]);
+    f = (store_job_filter_t){.owner = "alice"};
+    CHECK(list(st, &f, jobs, 64) == 13 && strcmp(jobs[0].id, "an3") == 0);
+    store_close(st);
+}
+
+/* ---- migration from schema version 1 ------------------------------------------- */
+
+/* The schema of the previous release (user_version 1), as it made it. */
+static const char v1_schema[] =
+    "CREATE TABLE IF NOT EXISTS jobs ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " id TEXT NOT NULL UNIQUE,"
+    " status INTEGER NOT NULL DEFAULT 0,"
+    " progress INTEGER NOT NULL DEFAULT 0,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " cancel_requested INTEGER NOT NULL DEFAULT 0,"
+    " model TEXT NOT NULL DEFAULT '',"
+    " scale INTEGER NOT NULL DEFAULT 0,"
+    " format TEXT NOT NULL DEFAULT '',"
+    " quality INTEGER NOT NULL DEFAULT 0,"
+    " tile INTEGER NOT NULL DEFAULT 0,"
+    " input_path TEXT NOT NULL DEFAULT '',"
+    " input_name TEXT NOT NULL DEFAULT '',"
+    " input_format TEXT NOT NULL DEFAULT '',"
+    " input_width INTEGER NOT NULL DEFAULT 0,"
+    " input_height INTEGER NOT NULL DEFAULT 0,"
+    " input_bytes INTEGER NOT NULL DEFAULT 0,"
+    " result_path TEXT NOT NULL DEFAULT '',"
+    " result_format TEXT NOT NULL DEFAULT '',"
+    " output_width INTEGER NOT NULL DEFAULT 0,"
+    " output_height INTEGER NOT NULL DEFAULT 0,"
+    " result_bytes INTEGER NOT NULL DEFAULT 0,"
+    " created_at REAL NOT NULL DEFAULT 0,"
+    " started_at REAL NOT NULL DEFAULT 0,"
+    " completed_at REAL NOT NULL DEFAULT 0,"
+    " expires_at REAL NOT NULL DEFAULT 0,"
+    " error TEXT NOT NULL DEFAULT ''"
+    ");"
+    "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, created_at, seq);"
+    "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;";
+
+/* Run sql on the database in folder sub (made if needed) with the plain sqlite3 API; 0 on success. */
+static int raw_exec(const char *sub, const char *sql) {
+    char path[400];
+    snprintf(path, sizeof path, "%s/%s", dir, sub);
+    mkdir(path, 0777);
+    snprintf(path, sizeof path, "%s/%s/upres.db", dir, sub);
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open(path, &db);
+    char *msg = NULL;
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "%s: %s\n", path, msg ? msg : sqlite3_errmsg(db));
+    sqlite3_free(msg);
+    sqlite3_close(db);
+    return rc;
+}
+
+/* A description of the schema of the database in folder sub: every table's columns, every index. */
+static void schema_of(const char *sub, char *out, size_t size) {
+    char path[400];
+    snprintf(path, sizeof path, "%s/%s/upres.db", dir, sub);
+    out[0] = '\0';
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    const char *sql = "SELECT m.type || ' ' || m.name || ': ' || coalesce((SELECT group_concat(c.name || ' '"
+                      " || c.type || ' ' || c.\"notnull\" || ' ' || coalesce(c.dflt_value, 'NULL') || ' '"
+                      " || c.pk, ', ') FROM pragma_table_info(m.name) c), '')"
+                      " FROM sqlite_master m WHERE m.type = 'table' OR m.type = 'index' ORDER BY m.name";
+    if (sqlite3_open(path, &db) == SQLITE_OK && sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK) {
+        size_t len = 0;
+        while (sqlite3_step(s) == SQLITE_ROW && len < size) {
+            int w = snprintf(out + len, size - len, "%s\n", (const char *)sqlite3_column_text(s, 0));
+            len += w > 0 ? (size_t)w : 0;
+        }
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+}
+
+static int user_version(const char *sub) {
+    char path[400];
+    snprintf(path, sizeof path, "%s/%s/upres.db", dir, sub);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    int v = -1;
+    if (sqlite3_open(path, &db) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+static void test_migrate_v1(void) {
+    char sql[4096];
+    snprintf(sql, sizeof sql,
+             "%s INSERT INTO jobs (id, status, attempts, model, scale, format, input_path, input_name,"
+             " input_format, input_width, input_height, input_bytes, result_path, result_format,"
+             " output_width, output_height, result_bytes, created_at, started_at, completed_at, expires_at)"
+             " VALUES ('old-1', 2, 1, 'realesrgan-x4plus', 4, 'png', '', 'cat.png', 'png', 10, 20, 300,"
+             " '/x/old-1.png', 'png', 40, 80, 5000, 1000.5, 1001, 1002, 99999);"
+             " PRAGMA user_version = 1;",
+             v1_schema);
+    CHECK(raw_exec("v1", sql) == 0);
+    CHECK(user_version("v1") == 1);
+
+    store_t *st = open_sub("v1");
+    if (!st)
+        return;
+    up_error_t err;
+    job_t got;
+    CHECK(store_job_get(st, "old-1", &got, &err) == 0);
+    CHECK(got.seq == 1 && got.status == JOB_STATUS_COMPLETED && got.attempts == 1);
+    CHECK(strcmp(got.model, "realesrgan-x4plus") == 0 && got.scale == 4 && got.created_at == 1000.5);
+    CHECK(strcmp(got.result_path, "/x/old-1.png") == 0 && got.output_width == 40 && got.result_bytes == 5000);
+    CHECK(got.model_alias[0] == '\0' && got.owner[0] == '\0' && got.tier[0] == '\0');
+    CHECK(got.credits == 0 && got.refunded == 0);
+
+    /* the new parts work on the migrated file */
+    api_key_t k;
+    make_key(&k, "k1", "upres_k1", 7, 5, 5, 1.0);
+    CHECK(store_key_insert(st, &k, &err) == 0);
+    store_charge_t c;
+    CHECKF(insert_charged(st, "new-1", "k1", 2, 0, &c, &err) == 0, "%s", err.msg);
+    CHECK(store_job_get(st, "new-1", &got, &err) == 0 && got.seq == 2 && got.credits == 2);
+    store_job_filter_t f = {.owner = "k1"};
+    job_t jobs[4];
+    int n = -1;
+    CHECK(store_jobs_list(st, &f, jobs, 4, &n, &err) == 0 && n == 1);
+    f.owner = "";
+    CHECK(store_jobs_list(st, &f, jobs, 4, &n, &err) == 0 && n == 1 && strcmp(jobs[0].id, "old-1") == 0);
+    store_close(st);
+    CHECK(user_version("v1") == 2);
+
+    /* migrated and new databases have the same schema */
+    store_t *fresh = open_sub("v2-fresh");
+    store_close(fresh);
+    char a[8192], b[8192];
+    schema_of("v1", a, sizeof a);
+    schema_of("v2-fresh", b, sizeof b);
+    CHECKF(a[0] && strcmp(a, b) == 0, "migrated:\n%s\nnew:\n%s", a, b);
+    CHECK(strstr(b, "index jobs_owner") != NULL && strstr(b, "table keys: id TEXT 1 NULL 1") != NULL);
+
+    /* reopening a migrated file changes nothing */
+    st = open_sub("v1");
+    CHECK(st && store_job_get(st, "new-1", &got, &err) == 0);
+    store_close(st);
+
+    /* a database from a newer upres is refused */
+    CHECK(raw_exec("v9", "CREATE TABLE t (x); PRAGMA user_version = 9;") == 0);
+    char sub[300];
+    snprintf(sub, sizeof sub, "%s/v9", dir);
+    st = NULL;
+    CHECK(store_open(sub, &st, &err) == UP_ERR_IO && st == NULL);
+    CHECKF(strstr(err.msg, "newer") != NULL, "%s", err.msg);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/upres-store-test-%d", (int)getpid());
     char cmd[512];
@@ -349,7 +1107,7 @@ int main(void) {
     test_transitions(st);
     test_due(st);
     /* a=expired b=failed c=cancelled d=failed e=cancelled f=expired g=completed h=queued */
-    const long long expect[] = {1, 0, 1, 2, 2, 2};
+    const long long expect[JOB_STATUS_COUNT] = {1, 0, 1, 2, 2, 2, 0};
     test_counts(st, expect);
 
     /* persistence: close, reopen, everything as it was */
@@ -370,6 +1128,12 @@ int main(void) {
     store_close(NULL);
 
     test_claim_race();
+    test_claimed();
+    test_keys();
+    test_charges();
+    test_charge_race();
+    test_list();
+    test_migrate_v1();
 
     /* a path where the database cannot be created */
     CHECK(store_open("/proc/upres-no-such-dir", &st, &err) == UP_ERR_IO && st == NULL);
