@@ -407,7 +407,7 @@ static int fail_from_curl(CURL *c, CURLcode cc, const transfer_t *t, const char 
                             o->max_redirects);
     case CURLE_HTTP_RETURNED_ERROR:
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        return up_error_set(err, UP_ERR_INVALID, 0, "the server answered %ld", status);
+        return up_error_set(err, UP_ERR_IO, 0, "the server answered %ld", status);
     case CURLE_FILESIZE_EXCEEDED:
         return up_error_set(err, UP_ERR_TOO_LARGE, 0,
                             "the image at the URL is larger than the limit of %zu bytes", o->max_bytes);
@@ -504,7 +504,7 @@ int fetch_url(const char *url, const fetch_opts_t *opts, void **body, size_t *si
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     if (status < 200 || status > 299) {
         /* A 3xx without Location, or 1xx: not an image. */
-        rc = up_error_set(err, UP_ERR_INVALID, 0, "the server answered %ld", status);
+        rc = up_error_set(err, UP_ERR_IO, 0, "the server answered %ld", status);
         goto fail;
     }
     curl_easy_cleanup(c);

@@ -65,11 +65,13 @@ int fetch_global_init(void);
  *   UP_ERR_INVALID   malformed URL, a scheme other than http/https (also
  *                    after a redirect), a refused address ("refused:
  *                    169.254.169.254 is a link-local address"), too many
- *                    redirects, a final HTTP status outside 2xx ("the server
- *                    answered 404"), or a malformed allow list
+ *                    redirects, or a malformed allow list: the request
+ *                    itself is at fault
  *   UP_ERR_TOO_LARGE the body is over max_bytes (by Content-Length or counted)
  *   UP_ERR_IO        DNS failure, connection refused or failed, timeout,
- *                    TLS or other transfer failure (the message says which)
+ *                    a final HTTP status outside 2xx ("the server answered
+ *                    404"), TLS or other transfer failure (the message says
+ *                    which): the other end is at fault
  *   UP_ERR_NOMEM     the body buffer could not be grown
  */
 int fetch_url(const char *url, const fetch_opts_t *o, void **body, size_t *size, up_error_t *err);

@@ -15,7 +15,8 @@
  * streams. When the body passes max_upload bytes the file is closed and
  * removed and the handler is not called: the client gets 413. A handler
  * that wants the file renames it (http_request_upload_take); otherwise it is
- * removed when the request ends.
+ * removed when the request ends. Any other body (JSON) is kept in memory up
+ * to max_body bytes (413 beyond) and read with http_request_body.
  *
  * DESIGN: libmicrohttpd runs its own thread pool (internal polling threads,
  * epoll where available); a handler runs on one of those threads and may
@@ -56,6 +57,7 @@ typedef struct http_config {
     unsigned max_conns_per_ip;     /* 0 = 64 */
     const char *upload_dir;        /* where uploads stream to (borrowed, must exist) */
     unsigned long long max_upload; /* bytes of a request body; 0 = 50 MB */
+    size_t max_body;               /* bytes of a body kept in memory (not multipart); 0 = 1 MB */
 } http_config_t;
 
 void http_config_init(http_config_t *cfg);
@@ -93,6 +95,12 @@ const char *http_request_header(const http_request_t *req, const char *name);
 const char *http_request_field(const http_request_t *req, const char *name);
 
 /*
+ * The body of a request that is not multipart/form-data (NUL-terminated,
+ * *size bytes), or NULL when it had none.
+ */
+const char *http_request_body(const http_request_t *req, size_t *size);
+
+/*
  * The uploaded file part named field, if any: its path on disk, the client's
  * file name ("" when none) and its size. Returns 0 when present, else -1.
  */
@@ -107,9 +115,17 @@ int http_request_upload_take(http_request_t *req, const char *dest, up_error_t *
 /* Reply with status and the JSON body (taken over: its reference is stolen). */
 void http_reply_json(http_request_t *req, unsigned status, json_t *body);
 
-/* Reply {"success": false, "error": "<message>"} with status. */
+/* Reply {"success": false, "error": "<message>", "code": "<CODE>"} with status; CODE follows from status. */
 void http_reply_error(http_request_t *req, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/*
+ * Reply {"success": false, "error": "<message>", "code": "<code>"} with
+ * status: code is a machine-readable name (PicShapes' "INSUFFICIENT_CREDITS").
+ * extra, when not NULL, is merged into the body (taken over).
+ */
+void http_reply_error_code(http_request_t *req, unsigned status, const char *code, json_t *extra,
+                           const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* Reply with a static or borrowed buffer copied into the response. */
 void http_reply_data(http_request_t *req, unsigned status, const char *content_type, const void *data,

@@ -65,6 +65,8 @@ struct http_request {
     int bad_body; /* the post processor refused the body */
     int n_fields;
     field_t fields[HTTP_MAX_FIELDS];
+    char *body; /* a body that is not multipart, NUL-terminated; NULL when none */
+    size_t body_size, body_cap;
     /* the upload */
     int upload_fd; /* -1 when none open */
     int has_upload;
@@ -91,6 +93,7 @@ void http_config_init(http_config_t *cfg) {
     cfg->max_conns = 1024;
     cfg->max_conns_per_ip = 64;
     cfg->max_upload = 50ULL * 1000 * 1000;
+    cfg->max_body = 1000 * 1000;
 }
 
 static double ms_since(const struct timespec *t0) {
@@ -244,6 +247,7 @@ static void request_free(http_request_t *req) {
     upload_discard(req);
     for (int i = 0; i < req->n_fields; i++)
         free(req->fields[i].value);
+    free(req->body);
     for (int i = 0; i < req->n_headers; i++) {
         free(req->header_name[i]);
         free(req->header_value[i]);
@@ -288,13 +292,48 @@ void http_reply_json(http_request_t *req, unsigned status, json_t *body) {
     free(text);
 }
 
+/* The machine-readable code of an error reply that names none. */
+static const char *status_code_name(unsigned status) {
+    switch (status) {
+    case 400: return "INVALID_REQUEST";
+    case 401: return "UNAUTHORIZED";
+    case 403: return "FORBIDDEN";
+    case 404: return "NOT_FOUND";
+    case 405: return "METHOD_NOT_ALLOWED";
+    case 409: return "CONFLICT";
+    case 410: return "GONE";
+    case 413: return "TOO_LARGE";
+    case 415: return "UNSUPPORTED_IMAGE";
+    case 422: return "UNPROCESSABLE";
+    case 429: return "RATE_LIMITED";
+    case 503: return "UNAVAILABLE";
+    }
+    return status >= 500 ? "INTERNAL" : "ERROR";
+}
+
 void http_reply_error(http_request_t *req, unsigned status, const char *fmt, ...) {
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    http_reply_json(req, status, json_pack("{s:b,s:s}", "success", 0, "error", msg));
+    http_reply_json(req, status,
+                    json_pack("{s:b,s:s,s:s}", "success", 0, "error", msg, "code", status_code_name(status)));
+}
+
+void http_reply_error_code(http_request_t *req, unsigned status, const char *code, json_t *extra,
+                           const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *o = json_pack("{s:b,s:s,s:s}", "success", 0, "error", msg, "code", code);
+    if (extra) {
+        json_object_update(o, extra);
+        json_decref(extra);
+    }
+    http_reply_json(req, status, o);
 }
 
 int http_reply_file(http_request_t *req, unsigned status, const char *path, const char *content_type,
@@ -359,6 +398,29 @@ const char *http_request_field(const http_request_t *req, const char *name) {
         if (!strcmp(req->fields[i].name, name))
             return req->fields[i].value;
     return NULL;
+}
+
+const char *http_request_body(const http_request_t *req, size_t *size) {
+    if (size)
+        *size = req->body ? req->body_size : 0;
+    return req->body;
+}
+
+/* Keep n more bytes of a body that is not multipart; 0, or -1 when over the limit. */
+static int body_append(http_request_t *req, const char *data, size_t n) {
+    if (req->body_size + n > req->srv->cfg.max_body)
+        return -1;
+    if (req->body_size + n + 1 > req->body_cap) {
+        size_t cap = req->body_cap ? req->body_cap : 4096;
+        while (cap < req->body_size + n + 1)
+            cap *= 2;
+        req->body = xrealloc(req->body, cap);
+        req->body_cap = cap;
+    }
+    memcpy(req->body + req->body_size, data, n);
+    req->body_size += n;
+    req->body[req->body_size] = '\0';
+    return 0;
 }
 
 int http_request_upload(const http_request_t *req, const char *field, const char **path,
@@ -434,9 +496,16 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             upload_discard(req);
             return MHD_YES;
         }
-        if (req->pp && MHD_post_process(req->pp, upload_data, n) != MHD_YES) {
-            req->bad_body = 1;
-            upload_discard(req);
+        if (req->pp) {
+            if (MHD_post_process(req->pp, upload_data, n) != MHD_YES) {
+                req->bad_body = 1;
+                upload_discard(req);
+            }
+        } else if (req->route && body_append(req, upload_data, n)) {
+            req->too_large = 1; /* a JSON body is small: this one is not */
+            free(req->body);
+            req->body = NULL;
+            req->body_size = req->body_cap = 0;
         }
         return MHD_YES;
     }
@@ -448,7 +517,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     if (req->too_large) {
         if (!req->replied)
             http_reply_error(req, 413, "request body too large: the limit is %llu bytes",
-                             srv->cfg.max_upload);
+                             req->pp || req->has_upload ? srv->cfg.max_upload
+                                                        : (unsigned long long)srv->cfg.max_body);
     } else if (req->bad_body)
         http_reply_error(req, 400, "malformed multipart/form-data body");
     else if (req->route)
@@ -499,6 +569,8 @@ int http_server_start(const http_config_t *cfg_in, const http_route_t *routes, i
         cfg.max_conns_per_ip = def.max_conns_per_ip;
     if (!cfg.max_upload)
         cfg.max_upload = def.max_upload;
+    if (!cfg.max_body)
+        cfg.max_body = def.max_body;
     if (cfg.port < 0 || cfg.port > 65535)
         return up_error_set(err, UP_ERR_INVALID, 0, "bad port %d", cfg.port);
 

@@ -497,7 +497,7 @@ static void test_transfers(void) {
 
     /* HTTP errors. */
     rc = get(port, "/missing", &o, &body, &size, &err);
-    CHECKF(rc == UP_ERR_INVALID && strcmp(err.msg, "the server answered 404") == 0, "/missing: %d %s", rc,
+    CHECKF(rc == UP_ERR_IO && strcmp(err.msg, "the server answered 404") == 0, "/missing: %d %s", rc,
            err.msg);
 
     /* Connection refused (nobody listens there): an I/O error, not a refusal. */
