@@ -29,6 +29,7 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 # ---- 1. Debian packages -------------------------------------------------
 packages=(gcc make cmake pkg-config libvips-dev libdnnl-dev libjansson-dev
           libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev nodejs npm python3
+          python3-yaml python3-jsonschema # the e2e tests validate replies against ../shared/specs
           wrk) # wrk: bench/server_load.py
 missing=()
 for p in "${packages[@]}"; do
@@ -36,7 +37,7 @@ for p in "${packages[@]}"; do
   case $p in
     nodejs) command -v node >/dev/null && continue ;;
     npm) command -v npm >/dev/null && continue ;;
-    python3) command -v python3 >/dev/null && continue ;; # the e2e tests' client
+    python3) [ -x /usr/bin/python3 ] && continue ;; # the e2e tests' client (CMake prefers /usr/bin)
   esac
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

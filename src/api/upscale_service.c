@@ -5,10 +5,12 @@
  * ../shared/specs/upscale-service.api.md, then upscale-service.guide.md.
  *
  * It sits between the HTTP layer (src/http) and the job engine
- * (src/store, src/queue): a submission is validated here (parameters, then
- * the image itself, so that clients get 400/415/422 at once instead of a
- * failed job), its upload moved to uploads/<id>.<ext>, the job inserted,
- * and a worker woken. Everything else reads or changes job records.
+ * (src/store, src/queue): a submission's parameters are validated here,
+ * then api_submit (api.c) checks the image itself, so that clients get
+ * 400/415/422 at once instead of a failed job, and stores and queues it.
+ * Everything else reads or changes job records. No key is needed unless
+ * the server requires keys; a key that is sent is checked and charged
+ * (api_auth), and hides other keys' jobs.
  *
  * Models: /models reports each model's native scales (what the registry
  * measured from its graph: realesrgan-x4plus [4], realesr-animevideov3
@@ -29,6 +31,7 @@
 #include <unistd.h>
 
 #include "api/upscale_service.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/uuid.h"
@@ -44,46 +47,6 @@
 
 const char *upscale_service_web_dir(const char *explicit_dir, char *buf, size_t size) {
     return paths_find_dir(explicit_dir, "UPRES_WEB", "../web", UPRES_DEFAULT_WEB_DIR, buf, size);
-}
-
-/* Parse a whole decimal integer; 0 on success. */
-static int parse_int(const char *s, long *out) {
-    if (!s)
-        return -1;
-    while (isspace((unsigned char)*s))
-        s++;
-    if (!*s)
-        return -1;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    while (isspace((unsigned char)*end))
-        end++;
-    if (errno || *end)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static const char *content_type_for(const char *fmt) {
-    if (!strcmp(fmt, "png"))
-        return "image/png";
-    if (!strcmp(fmt, "jpg") || !strcmp(fmt, "jpeg"))
-        return "image/jpeg";
-    if (!strcmp(fmt, "webp"))
-        return "image/webp";
-    return "application/octet-stream";
-}
-
-/* "png", "jpg" or "webp" for a client's format name, else NULL. */
-static const char *output_format(const char *s) {
-    if (!strcasecmp(s, "png"))
-        return "png";
-    if (!strcasecmp(s, "jpg") || !strcasecmp(s, "jpeg"))
-        return "jpg";
-    if (!strcasecmp(s, "webp"))
-        return "webp";
-    return NULL;
 }
 
 /* The download's file name: the client's name without folder and extension, "_x<scale>.<ext>". */
@@ -108,6 +71,11 @@ static void attachment_name(const job_t *job, char *out, size_t size) {
     snprintf(out, size, "%s_x%d.%s", stem, job->scale, ext);
 }
 
+/* The spec's status names: a claimed job (a worker is loading it) is already "processing". */
+static const char *status_name(job_status_t s) {
+    return s == JOB_STATUS_CLAIMED ? "processing" : job_status_name(s);
+}
+
 static json_t *size_obj(int w, int h) { return json_pack("{s:i,s:i}", "width", w, "height", h); }
 
 /* ---- POST /api/v1/upscale ---------------------------------------------------- */
@@ -120,107 +88,60 @@ static void models_list(const upscale_registry_t *reg, char *out, size_t size) {
 }
 
 static void h_upscale(http_request_t *req, void *ctx) {
-    upscale_service_t *svc = ctx;
-    if (atomic_load(&svc->stopping)) {
-        http_reply_error(req, 503, "the server is shutting down: try again shortly");
+    api_t *api = ctx;
+    api_key_t key;
+    int auth = api_auth(api, req, api->require_keys, &key);
+    if (auth < 0)
         return;
-    }
     const char *upath, *uname;
     unsigned long long usize;
     if (http_request_upload(req, "image", &upath, &uname, &usize)) {
-        http_reply_error(req, 400, "missing the 'image' file field (multipart/form-data)");
+        http_reply_error_code(req, 400, "INVALID_REQUEST", NULL,
+                              "missing the 'image' file field (multipart/form-data)");
         return;
     }
     long scale = 4;
     const char *s = http_request_field(req, "scale");
-    if (s && *s && (parse_int(s, &scale) || scale < 2 || scale > 4)) {
-        http_reply_error(req, 400, "invalid scale '%s': allowed values are 2, 3, 4", s);
+    if (s && *s && (api_parse_int(s, &scale) || scale < 2 || scale > 4)) {
+        http_reply_error_code(req, 400, "INVALID_REQUEST", NULL,
+                              "invalid scale '%s': allowed values are 2, 3, 4", s);
         return;
     }
     const char *model = http_request_field(req, "model_name");
     if (!model || !*model)
         model = UPSCALE_DEFAULT_MODEL;
-    if (!upscale_registry_find(svc->registry, model)) {
+    if (!upscale_registry_find(api->registry, model)) {
         char names[1024];
-        models_list(svc->registry, names, sizeof names);
-        http_reply_error(req, 400, "unknown model_name '%s': available models are %s", model,
-                         names[0] ? names : "(none installed)");
+        models_list(api->registry, names, sizeof names);
+        http_reply_error_code(req, 400, "INVALID_REQUEST", NULL,
+                              "unknown model_name '%s': available models are %s", model,
+                              names[0] ? names : "(none installed)");
         return;
     }
     const char *fmt = NULL;
     const char *f = http_request_field(req, "format");
-    if (f && *f && !(fmt = output_format(f))) {
-        http_reply_error(req, 400, "invalid format '%s': allowed values are png, jpg, webp", f);
+    if (f && *f && !(fmt = api_output_format(f))) {
+        http_reply_error_code(req, 400, "INVALID_REQUEST", NULL,
+                              "invalid format '%s': allowed values are png, jpg, webp", f);
         return;
     }
     long tile = 0;
     const char *t = http_request_field(req, "tile_size");
-    if (t && *t && (parse_int(t, &tile) || tile < 0 || (tile > 0 && tile < 16) || tile > 8192)) {
-        http_reply_error(req, 400, "invalid tile_size '%s': 0 (automatic) or 16 to 8192", t);
-        return;
-    }
-
-    /* the image itself: 415 when it is not one, 422 when it is too big */
-    image_limits_t lim = {.max_pixels = svc->max_input_pixels};
-    up_image_t *img = NULL;
-    up_error_t err;
-    int rc = image_load_file(upath, &lim, &img, &err);
-    if (rc == UP_ERR_IMAGE || rc == UP_ERR_FORMAT || rc == UP_ERR_UNSUPPORTED) {
-        http_reply_error(req, 415, "not a supported image (PNG, JPG, WEBP): %s", err.msg);
-        return;
-    }
-    if (rc == UP_ERR_TOO_LARGE) {
-        http_reply_error(req, 422, "image too large: %s (the limit is %llu pixels)", err.msg,
-                         svc->max_input_pixels);
-        return;
-    }
-    if (rc) {
-        http_reply_error(req, rc == UP_ERR_NOMEM ? 503 : 500, "cannot read the image: %s", err.msg);
+    if (t && *t && (api_parse_int(t, &tile) || tile < 0 || (tile > 0 && tile < 16) || tile > 8192)) {
+        http_reply_error_code(req, 400, "INVALID_REQUEST", NULL,
+                              "invalid tile_size '%s': 0 (automatic) or 16 to 8192", t);
         return;
     }
     job_t job;
     memset(&job, 0, sizeof job);
-    job.input_width = img->width;
-    job.input_height = img->height;
-    snprintf(job.input_format, sizeof job.input_format, "%s", img->format);
-    image_free(img);
-    unsigned long long out_px = (unsigned long long)job.input_width * (unsigned long long)job.input_height *
-                                (unsigned long long)(scale * scale);
-    if (svc->max_output_pixels && out_px > svc->max_output_pixels) {
-        http_reply_error(req, 422, "output too large: %dx%d at scale %ld is %llu pixels, the limit is %llu",
-                         job.input_width, job.input_height, scale, out_px, svc->max_output_pixels);
-        return;
-    }
-    if (!fmt)
-        fmt = image_format_supported_for_output(job.input_format) ? output_format(job.input_format) : "png";
-    if (!fmt)
-        fmt = "png";
-
-    uuid_v4(job.id);
-    char dest[sizeof job.input_path];
-    snprintf(dest, sizeof dest, "%.900s/%s.%s", queue_uploads_dir(svc->queue), job.id,
-             job.input_format[0] ? job.input_format : "bin");
-    if (http_request_upload_take(req, dest, &err)) {
-        log_error("upscale-service: %s", err.msg);
-        http_reply_error(req, 500, "cannot store the upload");
-        return;
-    }
-    job.status = JOB_STATUS_QUEUED;
     snprintf(job.model, sizeof job.model, "%s", model);
     job.scale = (int)scale;
-    snprintf(job.format, sizeof job.format, "%s", fmt);
+    if (fmt)
+        snprintf(job.format, sizeof job.format, "%s", fmt);
     job.tile = (int)tile;
-    memcpy(job.input_path, dest, sizeof dest);
-    snprintf(job.input_name, sizeof job.input_name, "%s", uname && *uname ? uname : "image");
-    job.input_bytes = (long long)usize;
-    job.created_at = (double)time(NULL);
-    if (store_job_insert(svc->store, &job, &err)) {
-        log_error("upscale-service: inserting job %s: %s", job.id, err.msg);
-        unlink(dest);
-        http_reply_error(req, 500, "cannot record the job");
+    api_input_t in = {.path = upath, .size = (size_t)usize, .name = uname};
+    if (api_submit(api, req, auth == 1 ? &key : NULL, &in, &job))
         return;
-    }
-    queue_notify(svc->queue);
     char url[128];
     snprintf(url, sizeof url, "/api/v1/status/%s", job.id);
     http_reply_json(req, 202, json_pack("{s:b,s:s,s:s}", "success", 1, "job_id", job.id, "status_url", url));
@@ -228,31 +149,40 @@ static void h_upscale(http_request_t *req, void *ctx) {
 
 /* ---- GET /api/v1/status/{job_id} ------------------------------------------------ */
 
-/* 0 with the job in *job, else the reply was sent. */
-static int get_job(upscale_service_t *svc, http_request_t *req, job_t *job) {
+/*
+ * Authenticate (a key when one is sent, or when keys are required) and read
+ * the job named in the path. A job made with another key is not found for a
+ * caller that presents a key. 0 with the job in *job, else the reply was sent.
+ */
+static int get_job(api_t *api, http_request_t *req, job_t *job) {
+    api_key_t key;
+    int auth = api_auth(api, req, api->require_keys, &key);
+    if (auth < 0)
+        return -1;
     const char *id = http_request_param(req, "job_id");
     up_error_t err;
-    int rc = store_job_get(svc->store, id, job, &err);
-    if (rc == UP_ERR_NOT_FOUND) {
-        http_reply_error(req, 404, "no job with id '%s'", id);
+    int rc = store_job_get(api->store, id, job, &err);
+    if (rc == UP_ERR_NOT_FOUND || (!rc && auth == 1 && job->owner[0] && strcmp(job->owner, key.id))) {
+        http_reply_error_code(req, 404, "NOT_FOUND", NULL, "no job with id '%s'", id);
         return -1;
     }
     if (rc) {
         log_error("upscale-service: reading job %s: %s", id, err.msg);
-        http_reply_error(req, 500, "cannot read the job");
+        http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot read the job");
         return -1;
     }
     return 0;
 }
 
 static void h_status(http_request_t *req, void *ctx) {
-    upscale_service_t *svc = ctx;
+    api_t *api = ctx;
     job_t job;
-    if (get_job(svc, req, &job))
+    if (get_job(api, req, &job))
         return;
-    json_t *o = json_pack("{s:s,s:s}", "job_id", job.id, "status", job_status_name(job.status));
+    json_t *o = json_pack("{s:s,s:s}", "job_id", job.id, "status", status_name(job.status));
     switch (job.status) {
     case JOB_STATUS_QUEUED:
+    case JOB_STATUS_CLAIMED:
     case JOB_STATUS_PROCESSING: json_object_set_new(o, "progress", json_integer(job.progress)); break;
     case JOB_STATUS_COMPLETED: {
         char url[128];
@@ -274,6 +204,7 @@ static void h_status(http_request_t *req, void *ctx) {
         json_object_set_new(
             o, "message", json_string("the files of this job were deleted (downloaded, or retention ended)"));
         break;
+    case JOB_STATUS_COUNT: break;
     }
     http_reply_json(req, 200, o);
 }
@@ -281,24 +212,26 @@ static void h_status(http_request_t *req, void *ctx) {
 /* ---- GET /api/v1/download/{job_id} ---------------------------------------------- */
 
 static void download_done(http_request_t *req, int ok, void *ctx) {
-    upscale_service_t *svc = ctx;
+    api_t *api = ctx;
     /* upscale-service guide: delete after a complete download */
     if (!ok || strcmp(http_request_method(req), "GET"))
         return;
     up_error_t err;
-    if (queue_job_downloaded(svc->queue, http_request_tag(req), &err))
+    if (queue_job_downloaded(api->queue, http_request_tag(req), &err))
         log_warn("upscale-service: job %s downloaded, but: %s", http_request_tag(req), err.msg);
 }
 
 static void h_download(http_request_t *req, void *ctx) {
-    upscale_service_t *svc = ctx;
+    api_t *api = ctx;
     job_t job;
-    if (get_job(svc, req, &job))
+    if (get_job(api, req, &job))
         return;
     switch (job.status) {
     case JOB_STATUS_QUEUED:
+    case JOB_STATUS_CLAIMED:
     case JOB_STATUS_PROCESSING:
-        http_reply_error(req, 409, "job %s is %s: not completed yet", job.id, job_status_name(job.status));
+    case JOB_STATUS_COUNT:
+        http_reply_error(req, 409, "job %s is %s: not completed yet", job.id, status_name(job.status));
         return;
     case JOB_STATUS_FAILED:
     case JOB_STATUS_CANCELLED:
@@ -317,7 +250,7 @@ static void h_download(http_request_t *req, void *ctx) {
     attachment_name(&job, name, sizeof name);
     http_request_set_tag(req, job.id);
     http_request_on_complete(req, download_done);
-    int rc = http_reply_file(req, 200, job.result_path, content_type_for(job.result_format), name);
+    int rc = http_reply_file(req, 200, job.result_path, api_content_type(job.result_format), name);
     if (rc == UP_ERR_NOT_FOUND) {
         http_request_on_complete(req, NULL);
         http_reply_error(req, 410, "the result of job %s is gone (already downloaded, or expired)", job.id);
@@ -330,41 +263,33 @@ static void h_download(http_request_t *req, void *ctx) {
 /* ---- POST /api/v1/cancel/{job_id} ----------------------------------------------- */
 
 static void h_cancel(http_request_t *req, void *ctx) {
-    upscale_service_t *svc = ctx;
-    const char *id = http_request_param(req, "job_id");
+    api_t *api = ctx;
+    job_t job;
+    if (get_job(api, req, &job))
+        return;
     job_status_t was = JOB_STATUS_QUEUED;
     up_error_t err;
-    int rc = store_job_cancel(svc->store, id, &was, &err);
-    if (rc == UP_ERR_NOT_FOUND) {
-        http_reply_error(req, 404, "no job with id '%s'", id);
-        return;
-    }
+    int rc = queue_job_cancel(api->queue, job.id, &was, &err);
     if (rc == UP_ERR_INVALID) {
         http_reply_json(req, 409,
-                        json_pack("{s:b,s:s,s:s,s:s+}", "success", 0, "job_id", id, "status",
-                                  job_status_name(was), "error",
-                                  "the job cannot be cancelled: it is already ", job_status_name(was)));
+                        json_pack("{s:b,s:s,s:s,s:s+}", "success", 0, "job_id", job.id, "status",
+                                  status_name(was), "error", "the job cannot be cancelled: it is already ",
+                                  status_name(was)));
         return;
     }
     if (rc) {
-        log_error("upscale-service: cancelling %s: %s", id, err.msg);
-        http_reply_error(req, 500, "cannot cancel the job");
+        log_error("upscale-service: cancelling %s: %s", job.id, err.msg);
+        http_reply_error(req, rc == UP_ERR_NOT_FOUND ? 404 : 500, "cannot cancel the job");
         return;
     }
     if (was == JOB_STATUS_QUEUED) {
-        /* no worker holds it: its upload can go now (the job ended) */
-        job_t job;
-        if (!store_job_get(svc->store, id, &job, NULL) && job.input_path[0]) {
-            unlink(job.input_path);
-            store_job_input_deleted(svc->store, id, NULL);
-        }
         http_reply_json(req, 200,
-                        json_pack("{s:b,s:s,s:s,s:s}", "success", 1, "job_id", id, "status", "cancelled",
+                        json_pack("{s:b,s:s,s:s,s:s}", "success", 1, "job_id", job.id, "status", "cancelled",
                                   "message", "the job was cancelled"));
         return;
     }
     http_reply_json(req, 202,
-                    json_pack("{s:b,s:s,s:s,s:s}", "success", 1, "job_id", id, "status", "processing",
+                    json_pack("{s:b,s:s,s:s,s:s}", "success", 1, "job_id", job.id, "status", "processing",
                               "message", "cancel requested: the job stops after its current tile"));
 }
 
@@ -380,15 +305,15 @@ static const struct {
 };
 
 static void h_models(http_request_t *req, void *ctx) {
-    upscale_service_t *svc = ctx;
+    api_t *api = ctx;
     long want = 0;
     const char *s = http_request_query(req, "scale");
-    if (s && (parse_int(s, &want) || want < 1 || want > 16)) {
+    if (s && (api_parse_int(s, &want) || want < 1 || want > 16)) {
         http_reply_error(req, 400, "invalid scale '%s': a whole number such as 2, 3 or 4", s);
         return;
     }
     json_t *models = json_array();
-    const upscale_registry_t *reg = svc->registry;
+    const upscale_registry_t *reg = api->registry;
     for (int i = 0; i < reg->n_models; i++) {
         const upscale_model_info_t *m = &reg->models[i];
         json_t *scales = json_array();
@@ -405,26 +330,29 @@ static void h_models(http_request_t *req, void *ctx) {
         for (size_t d = 0; d < sizeof descriptions / sizeof descriptions[0]; d++)
             if (!strcmp(descriptions[d].name, m->name))
                 desc = descriptions[d].description;
-        json_array_append_new(models, json_pack("{s:s,s:s,s:o}", "name", m->name, "description", desc,
-                                                "supported_scales", scales));
+        /* PicShapes' availability fields: every worker here can run every installed model */
+        int workers = atomic_load(&api->stopping) ? 0 : api->n_workers;
+        json_array_append_new(models, json_pack("{s:s,s:s,s:o,s:b,s:i}", "name", m->name, "description", desc,
+                                                "supported_scales", scales, "available", workers > 0,
+                                                "worker_count", workers));
     }
-    http_reply_json(req, 200, json_pack("{s:s,s:o}", "version", UPSCALE_SERVICE_VERSION, "models", models));
+    http_reply_json(req, 200, json_pack("{s:s,s:o}", "version", API_VERSION, "models", models));
 }
 
 /* ---- GET /api/v1/health ---------------------------------------------------------- */
 
 static void h_health(http_request_t *req, void *ctx) {
-    upscale_service_t *svc = ctx;
-    long long counts[JOB_STATUS_EXPIRED + 1] = {0};
-    json_t *o = json_pack("{s:s,s:s,s:I}", "status", atomic_load(&svc->stopping) ? "stopping" : "ok",
-                          "version", UPSCALE_SERVICE_VERSION, "time", (json_int_t)time(NULL));
-    if (!store_job_counts(svc->store, counts, NULL)) {
+    api_t *api = ctx;
+    long long counts[JOB_STATUS_COUNT] = {0};
+    json_t *o = json_pack("{s:s,s:s,s:I}", "status", atomic_load(&api->stopping) ? "stopping" : "ok",
+                          "version", API_VERSION, "time", (json_int_t)time(NULL));
+    if (!store_job_counts(api->store, counts, NULL)) {
         json_t *q = json_object();
-        for (int s = 0; s <= JOB_STATUS_EXPIRED; s++)
+        for (int s = 0; s < JOB_STATUS_COUNT; s++)
             json_object_set_new(q, job_status_name((job_status_t)s), json_integer(counts[s]));
         json_object_set_new(o, "jobs", q);
     }
-    http_reply_json(req, atomic_load(&svc->stopping) ? 503 : 200, o);
+    http_reply_json(req, atomic_load(&api->stopping) ? 503 : 200, o);
 }
 
 /* ---- docs: Swagger UI (npm swagger-ui-dist, installed by scripts/setup.sh) and OpenAPI ---- */
@@ -466,7 +394,7 @@ static const char *asset_type(const char *name) {
 }
 
 static void h_docs_asset(http_request_t *req, void *ctx) {
-    upscale_service_t *svc = ctx;
+    api_t *api = ctx;
     const char *file = http_request_param(req, "file");
     int ok = file[0] != '.';
     for (const char *p = file; *p && ok; p++)
@@ -476,17 +404,17 @@ static void h_docs_asset(http_request_t *req, void *ctx) {
         return;
     }
     char path[2048];
-    snprintf(path, sizeof path, "%s/%s/%s", svc->web_dir, SWAGGER_DIR, file);
+    snprintf(path, sizeof path, "%s/%s/%s", api->web_dir, SWAGGER_DIR, file);
     if (http_reply_file(req, 200, path, asset_type(file), NULL))
         http_reply_error(req, 404, "no such file: %s (Swagger UI is installed by scripts/setup.sh)", file);
 }
 
 static void h_openapi(http_request_t *req, void *ctx) {
-    upscale_service_t *svc = ctx;
+    api_t *api = ctx;
     char path[2048];
-    snprintf(path, sizeof path, "%s/openapi.json", svc->web_dir);
+    snprintf(path, sizeof path, "%s/openapi.json", api->web_dir);
     if (http_reply_file(req, 200, path, "application/json", NULL))
-        http_reply_error(req, 404, "openapi.json not found in %s", svc->web_dir);
+        http_reply_error(req, 404, "openapi.json not found in %s", api->web_dir);
 }
 
 static const http_route_t routes[] = {

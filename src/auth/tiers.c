@@ -115,7 +115,7 @@ int tiers_load(const char *path, tiers_t *t, up_error_t *err) {
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
         if (json_error_code(&jerr) == json_error_cannot_open_file)
-            return up_error_set(err, UP_ERR_IO, 0, "%s: %s", path, jerr.text);
+            return up_error_set(err, UP_ERR_IO, 0, "tier table: %s", jerr.text); /* jansson names the file */
         return up_error_set(err, UP_ERR_FORMAT, jerr.line, "%s:%d: %s", path, jerr.line, jerr.text);
     }
     memset(&out, 0, sizeof out);

@@ -12,6 +12,10 @@ int cmd_upscale(int argc, char **argv);
 int cmd_models(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_keys(int argc, char **argv);
+
+/* The flag's value when given, else the environment variable's when set and not empty, else NULL. */
+const char *cli_setting(const char *flag, const char *env);
 
 /* Print "upres: error: <message>" on one line. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -3,6 +3,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -16,6 +17,13 @@ void cli_error(const char *fmt, ...) {
     fputc('\n', stderr);
 }
 
+const char *cli_setting(const char *flag, const char *env) {
+    if (flag)
+        return flag;
+    const char *e = getenv(env);
+    return e && *e ? e : NULL;
+}
+
 static void usage(FILE *f) {
     fputs("usage: upres COMMAND [options]\n"
           "\n"
@@ -23,7 +31,8 @@ static void usage(FILE *f) {
           "  upscale   upscale an image or a folder of images (upres upscale -h)\n"
           "  models    list the installed models and their scales\n"
           "  bench     measure the engine's speed on this machine\n"
-          "  serve     run the HTTP API server on port 8089 (upres serve -h)\n",
+          "  serve     run the HTTP API server on port 8089 (upres serve -h)\n"
+          "  keys      create, list and revoke API keys (upres keys -h)\n",
           f);
 }
 
@@ -39,6 +48,8 @@ int main(int argc, char **argv) {
         return cmd_models(argc - 2, argv + 2);
     if (!strcmp(cmd, "serve"))
         return cmd_serve(argc - 2, argv + 2);
+    if (!strcmp(cmd, "keys"))
+        return cmd_keys(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {

@@ -24,6 +24,8 @@
 #include <sys/stat.h>
 
 #include "api/upscale_service.h"
+#include "auth/auth.h"
+#include "http/fetch.h"
 #include "cli/cli.h"
 #include "core/log.h"
 #include "http/http.h"
@@ -59,6 +61,21 @@ static void usage(FILE *f) {
         "      --max-conns N        open connections in all (UPRES_MAX_CONNS, default 1024)\n"
         "      --max-conns-per-ip N open connections per client address (UPRES_MAX_CONNS_PER_IP, default "
         "64)\n"
+        "      --max-body BYTES     JSON request body limit (UPRES_MAX_BODY, default 1M)\n"
+        "\n"
+        "Accounts (API keys: upres keys -h):\n"
+        "      --require-keys       the Upscale Service endpoints need a key too (UPRES_REQUIRE_KEYS=1)\n"
+        "      --rate-per-minute N  requests per key per minute, 0 = no limit (UPRES_RATE_PER_MINUTE, "
+        "default 60)\n"
+        "      --rate-per-day N     requests per key per day, 0 = no limit (UPRES_RATE_PER_DAY, default "
+        "1000)\n"
+        "      --tiers FILE         tier table, JSON as GET /api/v1/tiers answers (UPRES_TIERS)\n"
+        "      --public-url URL     base of result links (UPRES_PUBLIC_URL, default http://<Host header>)\n"
+        "      --result-url-ttl SEC how long a result link is valid (UPRES_RESULT_URL_TTL, default 3600)\n"
+        "      --fetch-timeout SEC  image_url fetch time limit (UPRES_FETCH_TIMEOUT, default 30)\n"
+        "      --fetch-max-bytes N  image_url size limit (UPRES_FETCH_MAX_BYTES, default: --max-upload)\n"
+        "      --fetch-allow CIDRS  ranges image_url may reach although not public, e.g. 10.0.0.0/8\n"
+        "                           (UPRES_FETCH_ALLOW, default none)\n"
         "  -v, --verbose            debug log\n"
         "  -h, --help               this help\n",
         f);
@@ -75,6 +92,16 @@ enum {
     OPT_CONN_TIMEOUT,
     OPT_MAX_CONNS,
     OPT_MAX_CONNS_IP,
+    OPT_MAX_BODY,
+    OPT_REQUIRE_KEYS,
+    OPT_RATE_MINUTE,
+    OPT_RATE_DAY,
+    OPT_TIERS,
+    OPT_PUBLIC_URL,
+    OPT_RESULT_TTL,
+    OPT_FETCH_TIMEOUT,
+    OPT_FETCH_MAX,
+    OPT_FETCH_ALLOW,
 };
 
 /* Parse a non-negative size with an optional K/M/G suffix (decimal). 0 on success. */
@@ -109,14 +136,6 @@ static int parse_num(const char *s, double lo, double hi, double *out) {
     return 0;
 }
 
-/* The flag's value, else the environment's, else NULL. */
-static const char *setting(const char *flag, const char *env) {
-    if (flag)
-        return flag;
-    const char *e = getenv(env);
-    return e && *e ? e : NULL;
-}
-
 int cmd_serve(int argc, char **argv) {
     static const struct option longopts[] = {
         {"listen", required_argument, 0, 'l'},
@@ -136,6 +155,16 @@ int cmd_serve(int argc, char **argv) {
         {"conn-timeout", required_argument, 0, OPT_CONN_TIMEOUT},
         {"max-conns", required_argument, 0, OPT_MAX_CONNS},
         {"max-conns-per-ip", required_argument, 0, OPT_MAX_CONNS_IP},
+        {"max-body", required_argument, 0, OPT_MAX_BODY},
+        {"require-keys", no_argument, 0, OPT_REQUIRE_KEYS},
+        {"rate-per-minute", required_argument, 0, OPT_RATE_MINUTE},
+        {"rate-per-day", required_argument, 0, OPT_RATE_DAY},
+        {"tiers", required_argument, 0, OPT_TIERS},
+        {"public-url", required_argument, 0, OPT_PUBLIC_URL},
+        {"result-url-ttl", required_argument, 0, OPT_RESULT_TTL},
+        {"fetch-timeout", required_argument, 0, OPT_FETCH_TIMEOUT},
+        {"fetch-max-bytes", required_argument, 0, OPT_FETCH_MAX},
+        {"fetch-allow", required_argument, 0, OPT_FETCH_ALLOW},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -143,7 +172,10 @@ int cmd_serve(int argc, char **argv) {
     const char *o_listen = NULL, *o_port = NULL, *o_data = NULL, *o_models = NULL, *o_web = NULL,
                *o_workers = NULL, *o_threads = NULL, *o_backend = NULL, *o_http_threads = NULL,
                *o_max_upload = NULL, *o_max_pixels = NULL, *o_max_out = NULL, *o_retention = NULL,
-               *o_sweep = NULL, *o_timeout = NULL, *o_max_conns = NULL, *o_max_conns_ip = NULL;
+               *o_sweep = NULL, *o_timeout = NULL, *o_max_conns = NULL, *o_max_conns_ip = NULL,
+               *o_max_body = NULL, *o_require_keys = NULL, *o_rate_minute = NULL, *o_rate_day = NULL,
+               *o_tiers = NULL, *o_public_url = NULL, *o_result_ttl = NULL, *o_fetch_timeout = NULL,
+               *o_fetch_max = NULL, *o_fetch_allow = NULL;
     /* a server logs each request: info by default, UPRES_LOG_LEVEL or -v to change */
     const char *lvl = getenv("UPRES_LOG_LEVEL");
     log_set_level(!lvl                    ? LOG_INFO
@@ -172,6 +204,16 @@ int cmd_serve(int argc, char **argv) {
         case OPT_CONN_TIMEOUT: o_timeout = optarg; break;
         case OPT_MAX_CONNS: o_max_conns = optarg; break;
         case OPT_MAX_CONNS_IP: o_max_conns_ip = optarg; break;
+        case OPT_MAX_BODY: o_max_body = optarg; break;
+        case OPT_REQUIRE_KEYS: o_require_keys = "1"; break;
+        case OPT_RATE_MINUTE: o_rate_minute = optarg; break;
+        case OPT_RATE_DAY: o_rate_day = optarg; break;
+        case OPT_TIERS: o_tiers = optarg; break;
+        case OPT_PUBLIC_URL: o_public_url = optarg; break;
+        case OPT_RESULT_TTL: o_result_ttl = optarg; break;
+        case OPT_FETCH_TIMEOUT: o_fetch_timeout = optarg; break;
+        case OPT_FETCH_MAX: o_fetch_max = optarg; break;
+        case OPT_FETCH_ALLOW: o_fetch_allow = optarg; break;
         case 'v': log_set_level(LOG_DEBUG); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -187,6 +229,7 @@ int cmd_serve(int argc, char **argv) {
     queue_config_t qc;
     queue_config_init(&qc);
     double v;
+    up_error_t err;
     const char *s;
 
 #define BAD(name, val, what)                                                                                 \
@@ -195,63 +238,116 @@ int cmd_serve(int argc, char **argv) {
         return 2;                                                                                            \
     } while (0)
 
-    if ((s = setting(o_listen, "UPRES_LISTEN")))
+    if ((s = cli_setting(o_listen, "UPRES_LISTEN")))
         hc.listen_addr = s;
-    if ((s = setting(o_port, "UPRES_PORT"))) {
+    if ((s = cli_setting(o_port, "UPRES_PORT"))) {
         if (parse_num(s, 0, 65535, &v))
             BAD("port", s, "0 to 65535");
         hc.port = (int)v;
     }
-    const char *data_dir = setting(o_data, "UPRES_DATA");
+    const char *data_dir = cli_setting(o_data, "UPRES_DATA");
     if (!data_dir)
         data_dir = "./data";
-    if ((s = setting(o_workers, "UPRES_WORKERS"))) {
+    if ((s = cli_setting(o_workers, "UPRES_WORKERS"))) {
         if (parse_num(s, 1, 256, &v))
             BAD("workers", s, "1 to 256");
         qc.n_workers = (int)v;
     }
-    if ((s = setting(o_threads, "UPRES_THREADS"))) {
+    if ((s = cli_setting(o_threads, "UPRES_THREADS"))) {
         if (parse_num(s, 0, 1024, &v))
             BAD("threads", s, "0 (all cores) to 1024");
         qc.threads_per_worker = (int)v;
     }
-    if ((s = setting(o_backend, "UPRES_BACKEND")) && nn_backend_parse(s, &qc.backend))
+    if ((s = cli_setting(o_backend, "UPRES_BACKEND")) && nn_backend_parse(s, &qc.backend))
         BAD("backend", s, "dnnl or ref");
-    if ((s = setting(o_http_threads, "UPRES_HTTP_THREADS"))) {
+    if ((s = cli_setting(o_http_threads, "UPRES_HTTP_THREADS"))) {
         if (parse_num(s, 1, 256, &v))
             BAD("http-threads", s, "1 to 256");
         hc.n_threads = (int)v;
     }
-    if ((s = setting(o_max_upload, "UPRES_MAX_UPLOAD")) && (parse_size(s, &hc.max_upload) || !hc.max_upload))
+    if ((s = cli_setting(o_max_upload, "UPRES_MAX_UPLOAD")) &&
+        (parse_size(s, &hc.max_upload) || !hc.max_upload))
         BAD("max-upload", s, "bytes, with an optional K, M or G suffix");
-    if ((s = setting(o_max_pixels, "UPRES_MAX_PIXELS")) && parse_size(s, &qc.max_input_pixels))
+    if ((s = cli_setting(o_max_pixels, "UPRES_MAX_PIXELS")) && parse_size(s, &qc.max_input_pixels))
         BAD("max-pixels", s, "a pixel count (0 = no limit)");
-    if ((s = setting(o_max_out, "UPRES_MAX_OUTPUT_PIXELS")) && parse_size(s, &qc.max_output_pixels))
+    if ((s = cli_setting(o_max_out, "UPRES_MAX_OUTPUT_PIXELS")) && parse_size(s, &qc.max_output_pixels))
         BAD("max-output-pixels", s, "a pixel count (0 = no limit)");
-    if ((s = setting(o_retention, "UPRES_RETENTION"))) {
+    if ((s = cli_setting(o_retention, "UPRES_RETENTION"))) {
         if (parse_num(s, 0, 1e9, &v))
             BAD("retention", s, "seconds");
         qc.retention_s = v;
     }
-    if ((s = setting(o_sweep, "UPRES_SWEEP_INTERVAL"))) {
+    if ((s = cli_setting(o_sweep, "UPRES_SWEEP_INTERVAL"))) {
         if (parse_num(s, 0.05, 86400, &v))
             BAD("sweep-interval", s, "seconds, 0.05 or more");
         qc.sweep_interval_s = v;
     }
-    if ((s = setting(o_timeout, "UPRES_CONN_TIMEOUT"))) {
+    if ((s = cli_setting(o_timeout, "UPRES_CONN_TIMEOUT"))) {
         if (parse_num(s, 1, 86400, &v))
             BAD("conn-timeout", s, "seconds, 1 or more");
         hc.conn_timeout_s = (unsigned)v;
     }
-    if ((s = setting(o_max_conns, "UPRES_MAX_CONNS"))) {
+    if ((s = cli_setting(o_max_conns, "UPRES_MAX_CONNS"))) {
         if (parse_num(s, 1, 1e6, &v))
             BAD("max-conns", s, "1 or more");
         hc.max_conns = (unsigned)v;
     }
-    if ((s = setting(o_max_conns_ip, "UPRES_MAX_CONNS_PER_IP"))) {
+    if ((s = cli_setting(o_max_conns_ip, "UPRES_MAX_CONNS_PER_IP"))) {
         if (parse_num(s, 1, 1e6, &v))
             BAD("max-conns-per-ip", s, "1 or more");
         hc.max_conns_per_ip = (unsigned)v;
+    }
+    if ((s = cli_setting(o_max_body, "UPRES_MAX_BODY"))) {
+        unsigned long long b;
+        if (parse_size(s, &b) || b < 1024 || b > (1ULL << 30))
+            BAD("max-body", s, "bytes from 1K to 1G");
+        hc.max_body = (size_t)b;
+    }
+
+    /* accounts: handlers may run until http_server_stop returns, so api outlives them */
+    static api_t api;
+    api_init(&api);
+    if ((s = cli_setting(o_require_keys, "UPRES_REQUIRE_KEYS")))
+        api.require_keys = strcmp(s, "0") != 0;
+    int per_minute = 60, per_day = 1000;
+    if ((s = cli_setting(o_rate_minute, "UPRES_RATE_PER_MINUTE"))) {
+        if (parse_num(s, 0, 1e9, &v))
+            BAD("rate-per-minute", s, "0 (no limit) or more");
+        per_minute = (int)v;
+    }
+    if ((s = cli_setting(o_rate_day, "UPRES_RATE_PER_DAY"))) {
+        if (parse_num(s, 0, 1e9, &v))
+            BAD("rate-per-day", s, "0 (no limit) or more");
+        per_day = (int)v;
+    }
+    if ((s = cli_setting(o_tiers, "UPRES_TIERS")) && tiers_load(s, &api.tiers, &err)) {
+        cli_error("%s", err.msg);
+        return 2;
+    }
+    api.public_url = cli_setting(o_public_url, "UPRES_PUBLIC_URL");
+    if (api.public_url && strncmp(api.public_url, "http://", 7) && strncmp(api.public_url, "https://", 8))
+        BAD("public-url", api.public_url, "an http:// or https:// URL");
+    if ((s = cli_setting(o_result_ttl, "UPRES_RESULT_URL_TTL"))) {
+        if (parse_num(s, 1, 1e8, &v))
+            BAD("result-url-ttl", s, "seconds, 1 or more");
+        api.result_url_ttl = v;
+    }
+    if ((s = cli_setting(o_fetch_timeout, "UPRES_FETCH_TIMEOUT"))) {
+        if (parse_num(s, 0.1, 3600, &v))
+            BAD("fetch-timeout", s, "seconds from 0.1 to 3600");
+        api.fetch.timeout_s = v;
+    }
+    api.fetch.max_bytes = (size_t)hc.max_upload;
+    if ((s = cli_setting(o_fetch_max, "UPRES_FETCH_MAX_BYTES"))) {
+        unsigned long long b;
+        if (parse_size(s, &b) || !b)
+            BAD("fetch-max-bytes", s, "bytes, with an optional K, M or G suffix");
+        api.fetch.max_bytes = (size_t)b;
+    }
+    if ((s = cli_setting(o_fetch_allow, "UPRES_FETCH_ALLOW"))) {
+        if (fetch_allow_validate(s, &err))
+            BAD("fetch-allow", s, err.msg);
+        api.fetch.allow = s;
     }
 #undef BAD
 
@@ -268,9 +364,8 @@ int cmd_serve(int argc, char **argv) {
     store_t *st = NULL;
     queue_t *q = NULL;
     http_server_t *srv = NULL;
-    up_error_t err;
     char models_buf[1024], web_buf[1024];
-    static upscale_service_t svc; /* handlers may run until http_server_stop returns */
+    http_route_t *routes = NULL;
 
     if (mkdir(data_dir, 0755) && errno != EEXIST) {
         cli_error("cannot create the data folder %s: %s", data_dir, strerror(errno));
@@ -297,18 +392,25 @@ int cmd_serve(int argc, char **argv) {
         cli_error("%s", err.msg);
         goto done;
     }
-    svc.store = st;
-    svc.queue = q;
-    svc.registry = reg;
-    svc.web_dir = upscale_service_web_dir(o_web, web_buf, sizeof web_buf);
-    svc.max_input_pixels = qc.max_input_pixels; /* the API checks at submit what the workers enforce */
-    svc.max_output_pixels = qc.max_output_pixels;
-    atomic_store(&svc.stopping, 0);
+    if (auth_secret_load(data_dir, api.secret, &err)) {
+        cli_error("%s", err.msg);
+        goto done;
+    }
+    api.store = st;
+    api.queue = q;
+    api.registry = reg;
+    api.web_dir = upscale_service_web_dir(o_web, web_buf, sizeof web_buf);
+    api.max_input_pixels = qc.max_input_pixels; /* the API checks at submit what the workers enforce */
+    api.max_output_pixels = qc.max_output_pixels;
+    api.n_workers = qc.n_workers;
+    api.rate = ratelimit_new(per_minute, per_day);
+    api.rate_per_minute = per_minute;
+    api.rate_per_day = per_day;
 
     hc.upload_dir = queue_uploads_dir(q);
     int n_routes;
-    const http_route_t *routes = upscale_service_routes(&n_routes);
-    if (http_server_start(&hc, routes, n_routes, &svc, &srv, &err)) {
+    routes = api_routes(&n_routes);
+    if (http_server_start(&hc, routes, n_routes, &api, &srv, &err)) {
         cli_error("%s", err.msg);
         goto done;
     }
@@ -320,7 +422,7 @@ int cmd_serve(int argc, char **argv) {
     }
     log_info("serve: %s: stopping (running tile finishes, its job is requeued)",
              sig == SIGINT ? "SIGINT" : "SIGTERM");
-    atomic_store(&svc.stopping, 1);
+    atomic_store(&api.stopping, 1);
     http_server_quiesce(srv);
     http_server_stop(srv); /* before queue_stop: handlers use the queue */
     srv = NULL;
@@ -330,6 +432,8 @@ int cmd_serve(int argc, char **argv) {
     log_info("serve: stopped");
 done:
     http_server_stop(srv);
+    free(routes);
+    ratelimit_free(api.rate);
     queue_stop(q);
     store_close(st);
     upscale_registry_free(reg);

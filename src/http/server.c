@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/fileio.h"
 #include "core/log.h"
 #include "core/xmalloc.h"
 #include "http/http.h"
@@ -198,19 +199,10 @@ static enum MHD_Result upload_iter(void *cls, enum MHD_ValueKind kind, const cha
         }
         if (req->upload_fd < 0)
             return MHD_YES; /* a second part with the same name after the first closed */
-        const char *q = data;
-        size_t left = size;
-        while (left > 0) {
-            ssize_t w = write(req->upload_fd, q, left);
-            if (w < 0) {
-                if (errno == EINTR)
-                    continue;
-                log_error("http: writing %s: %s", req->upload_path, strerror(errno));
-                upload_discard(req);
-                return MHD_NO;
-            }
-            q += w;
-            left -= (size_t)w;
+        if (write_all(req->upload_fd, data, size)) {
+            log_error("http: writing %s: %s", req->upload_path, strerror(errno));
+            upload_discard(req);
+            return MHD_NO;
         }
         req->upload_size += size;
         return MHD_YES;

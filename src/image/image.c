@@ -48,6 +48,7 @@
 
 #include <vips/vips.h>
 
+#include "core/fileio.h"
 #include "core/log.h"
 #include "core/xmalloc.h"
 
@@ -812,17 +813,8 @@ static int write_file(const char *path, const void *data, size_t size, up_error_
     if (fd < 0)
         return up_error_set(err, UP_ERR_IO, 0, "cannot write the image: %s",
                             strerror_r(errno, ebuf, sizeof ebuf));
-    const char *p = data;
-    size_t left = size;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            goto fail;
-        p += w;
-        left -= (size_t)w;
-    }
+    if (write_all(fd, data, size))
+        goto fail;
     if (close(fd)) {
         fd = -1;
         goto fail;

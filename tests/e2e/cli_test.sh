@@ -78,5 +78,82 @@ expect_error "bad models dir" "models folder" -i "$in64" -o "$tmp/x.png" -m "$tm
 UPRES_MAX_PIXELS=1000 expect_error "input pixel limit" "megapixels" -i "$in64" -o "$tmp/x.png" -n $fast
 UPRES_MAX_OUTPUT_PIXELS=10000 expect_error "output pixel limit" "megapixels" -i "$in64" -o "$tmp/x.png" -n $fast
 
+# keys: create, list, revoke on a temporary data folder; the database keeps no key
+unset UPRES_DATA UPRES_TIERS
+kd=$tmp/keys-data
+keys_err() { # what exit-status pattern args...: one "upres: error:" line
+  local what=$1 want=$2 pat=$3; shift 3
+  "$upres" keys "$@" >"$tmp/o" 2>"$tmp/e"
+  local rc=$?
+  check "keys $what: exit $want (got $rc)" test $rc = "$want"
+  check "keys $what: one error line (got: $(cat "$tmp/e"))" test "$(grep -c '^upres: error: ' "$tmp/e")" = 1
+  check "keys $what: says '$pat'" grep -qi "$pat" "$tmp/e"
+}
+"$upres" keys -h >"$tmp/o" 2>&1
+check "keys -h exits 0 with usage" grep -q "usage: upres keys" "$tmp/o"
+"$upres" keys >/dev/null 2>&1
+check "keys alone exits 2" test $? = 2
+mkdir -p "$kd"
+check "keys list, none yet" test "$("$upres" keys list -d "$kd" 2>&1)" = \
+  "no API keys (create one: upres keys create --name NAME)"
+check "keys list --json, none yet" test "$("$upres" keys list -d "$kd" --json 2>&1)" = "[]"
+
+"$upres" keys create --name "first key" -d "$kd" >"$tmp/k1" 2>"$tmp/e" || bad "keys create: $(cat "$tmp/e")"
+k1=$(head -1 "$tmp/k1")
+check "keys create: key alone on the first line (got: $k1)" grep -Eq '^upres_[A-Za-z0-9_-]{43}$' <<<"$k1"
+check "keys create: shown once" grep -q "shown only once" "$tmp/k1"
+UPRES_DATA=$kd "$upres" keys create --name second --tier pro --credits 5 --quota 100 >"$tmp/k2" 2>"$tmp/e" \
+  || bad "keys create pro (UPRES_DATA): $(cat "$tmp/e")"
+k2=$(head -1 "$tmp/k2")
+check "keys create: another key" test "${#k2}" = 49 -a "$k2" != "$k1"
+
+"$upres" keys list -d "$kd" >"$tmp/list" 2>"$tmp/e" || bad "keys list: $(cat "$tmp/e")"
+check "keys list: header" grep -q "^ID .*PREFIX .*NAME .*LAST USED .*STATUS$" "$tmp/list"
+check "keys list: first key, no quota, unlimited, never used" \
+  grep -q "${k1:0:14} .*first key .*basic .* - .* 0 .*unlimited .*never .*active" "$tmp/list"
+check "keys list: second key" grep -q "${k2:0:14} .*second .*pro .* 100 .* 0 .* 5 .*active" "$tmp/list"
+check "keys list: no full key" test "$(grep -cF -e "$k1" -e "$k2" "$tmp/list")" = 0
+"$upres" keys list -d "$kd" --json >"$tmp/list.json" 2>"$tmp/e" || bad "keys list --json: $(cat "$tmp/e")"
+check "keys list --json: fields (got: $(cat "$tmp/list.json"))" /usr/bin/python3 -c '
+import json, re, sys
+a = json.load(open(sys.argv[1]))
+t = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+assert [k["name"] for k in a] == ["first key", "second"]
+assert [k["prefix"] for k in a] == [sys.argv[2][:14], sys.argv[3][:14]]
+assert a[0]["tier"] == "basic" and a[0]["quota"] is None and a[0]["credits"] is None
+assert a[1]["tier"] == "pro" and a[1]["quota"] == 100 and a[1]["credits"] == 5
+for k in a:
+    assert len(k["id"]) == 36 and k["used"] == 0 and t.match(k["created_at"])
+    assert k["last_used_at"] is None and k["revoked"] is False and k["revoked_at"] is None
+assert sys.argv[2] not in open(sys.argv[1]).read()
+' "$tmp/list.json" "$k1" "$k2"
+
+"$upres" keys revoke "${k1:0:14}" -d "$kd" >"$tmp/o" 2>"$tmp/e"
+check "keys revoke by prefix (got: $(cat "$tmp/o" "$tmp/e"))" grep -q "^revoked .*${k1:0:14}.*first key" "$tmp/o"
+check "keys list: first revoked" grep -q "${k1:0:14} .*first key .*revoked$" <("$upres" keys list -d "$kd")
+check "keys list: second active" grep -q "${k2:0:14} .*second .*active$" <("$upres" keys list -d "$kd")
+check "keys list --json: revoked_at" /usr/bin/python3 -c '
+import json, sys
+a = json.loads(sys.stdin.read())
+assert a[0]["revoked"] is True and a[0]["revoked_at"].endswith("Z") and a[1]["revoked"] is False
+' < <("$upres" keys list -d "$kd" --json)
+keys_err "revoke again" 1 "already revoked" revoke "${k1:0:14}" -d "$kd"
+keys_err "revoke unknown" 1 "no API key matches" revoke 00000000-0000-4000-8000-000000000000 -d "$kd"
+keys_err "revoke too short" 2 "match any key" revoke upres_ -d "$kd"
+keys_err "bad tier" 2 "unknown tier 'gold' (tiers: basic, pro, premium)" create --name x --tier gold -d "$kd"
+keys_err "negative quota" 2 "bad quota" create --name x --quota -1 -d "$kd"
+keys_err "quota not a number" 2 "bad quota" create --name x --quota abc -d "$kd"
+keys_err "negative credits" 2 "bad credits" create --name x --credits -5 -d "$kd"
+keys_err "missing name" 2 "needs --name" create -d "$kd"
+keys_err "empty name" 2 "bad name" create --name "" -d "$kd"
+keys_err "extra argument" 2 "unexpected argument" list extra -d "$kd"
+keys_err "unknown option" 2 "unknown option" list --nope -d "$kd"
+keys_err "unknown subcommand" 2 "unknown keys command" frobnicate
+check "keys errors made no key" test "$("$upres" keys list -d "$kd" --json | grep -c '"id"')" = 2
+for f in "$kd"/upres.db*; do
+  check "no key in $(basename "$f")" test "$(grep -caF -e "$k1" -e "$k2" "$f")" = 0
+done
+check "the database exists" test -s "$kd/upres.db"
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

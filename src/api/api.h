@@ -1,0 +1,136 @@
+/*
+ * api.h - what every API dialect shares: the server context handed to all
+ * handlers, authentication with API keys and rate limits, the one path by
+ * which a job is submitted (checked, charged, stored, queued), and the
+ * small formatting helpers (times, result links) the dialects agree on.
+ *
+ * Dialects (one file each, one static route table each):
+ *   upscale_service.c  /api/v1/{upscale,status,download,cancel,models,health,docs}
+ *   upres_v1.c         /v1/jobs, /v1/results/{id} (upres.ai)
+ *   accounts.c         /api/v1/users/me[/credits], /api/v1/tiers, /api/v1/jobs/{id}[/result] (PicShapes)
+ *
+ * Error bodies are {"success": false, "error": "...", "code": "..."} in
+ * every dialect: each spec's Error schema is a subset of that.
+ */
+#ifndef UPRES_API_API_H
+#define UPRES_API_API_H
+
+#include <stdatomic.h>
+
+#include "auth/auth.h"
+#include "http/fetch.h"
+#include "http/http.h"
+#include "queue/queue.h"
+#include "store/store.h"
+#include "upscale/upscale.h"
+
+#define API_VERSION "1.0.0"
+
+/* The context of every handler; pointers are borrowed and outlive the server. */
+typedef struct api {
+    store_t *store;
+    queue_t *queue;
+    const upscale_registry_t *registry;
+    const char *web_dir;                  /* web/: openapi.json, vendor/ (Swagger UI) */
+    unsigned long long max_input_pixels;  /* 0 = no limit */
+    unsigned long long max_output_pixels; /* 0 = no limit */
+    int n_workers;                        /* worker threads, for model availability */
+    atomic_int stopping;                  /* set at shutdown: submissions get 503 */
+    /* accounts */
+    int require_keys;    /* the Upscale Service endpoints need a key too */
+    ratelimit_t *rate;   /* per-key request limits (NULL = none) */
+    int rate_per_minute; /* the limits rate was made with, for messages */
+    int rate_per_day;
+    tiers_t tiers;            /* tier table */
+    unsigned char secret[32]; /* signs result links (data_dir/secret.key) */
+    double result_url_ttl;    /* seconds a result link is valid; default 3600 */
+    const char *public_url;   /* "https://host[:port]" for links; NULL = from the request's Host */
+    fetch_opts_t fetch;       /* image_url fetching */
+} api_t;
+
+/* Set the defaults of everything above that has one (tiers, 3600 s, fetch). */
+void api_init(api_t *api);
+
+/* Every dialect's routes in one table (new: free()), *n its length. */
+http_route_t *api_routes(int *n);
+
+/* The dialects' tables (borrowed, static). */
+const http_route_t *upscale_service_routes(int *n_routes);
+const http_route_t *upres_v1_routes(int *n_routes);
+const http_route_t *accounts_routes(int *n_routes);
+
+/* ---- authentication --------------------------------------------------------------- */
+
+/*
+ * Authenticate the request's "Authorization: Bearer upres_..." and count it
+ * against its key's rate limits.
+ *   returns 1: a valid key; *key filled
+ *   returns 0: no Authorization header and required is 0 (anonymous)
+ *   returns -1: the reply was sent: 401 (missing when required, malformed,
+ *               unknown or revoked key), 429 (rate limit, with Retry-After
+ *               and retry_after), 500 (store failure)
+ * A header that is present is always checked, required or not.
+ */
+int api_auth(api_t *api, http_request_t *req, int required, api_key_t *key);
+
+/* ---- submission ------------------------------------------------------------------- */
+
+/* Where a submission's image is. */
+typedef struct api_input {
+    const char *path; /* an upload on disk, taken over (http_request_upload_take) ... */
+    const void *data; /* ... or bytes in memory (a fetched image_url), written to uploads/ */
+    size_t size;
+    const char *name; /* the client's file name ("" = none) */
+    int from_url;     /* bytes from image_url: an undecodable body is 422, not 415 */
+} api_input_t;
+
+/*
+ * Check and queue a job: the image is decoded (415 or 422 when it is not a
+ * supported image, 422 over the pixel limits), the output size checked
+ * against the key's tier (400 TIER_LIMIT_EXCEEDED), the file stored as
+ * uploads/<id>.<ext>, and the job inserted: charged to key when key is not
+ * NULL (402 QUOTA_EXCEEDED with quota and used, 402 INSUFFICIENT_CREDITS
+ * with credits and credits_needed), then a worker woken.
+ *
+ * job carries the settings (model, model_alias, scale, format, tile); the
+ * rest is filled here. Returns 0 (nothing replied: the caller answers with
+ * the job), or -1 when the error reply was sent and nothing was stored.
+ */
+int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_input_t *in, job_t *job);
+
+/* 503 when the server is stopping (returns -1 after replying), else 0. */
+int api_refuse_if_stopping(api_t *api, http_request_t *req);
+
+/* ---- formatting --------------------------------------------------------------------- */
+
+/* RFC 3339 UTC with milliseconds: "2026-11-22T07:45:12.345Z" (buf >= 32 bytes). */
+const char *api_time(double t, char *buf, size_t size);
+
+/*
+ * t rounded to the millisecond, the precision of every time we show: a job's
+ * created_at is stored rounded, so that a client that passes it back (as
+ * before/after) names exactly that instant.
+ */
+double api_time_ms(double t);
+
+/* Parse an RFC 3339 date-time ("2026-11-22T07:45:12Z", fraction and offset optional). 0 or -1. */
+int api_time_parse(const char *s, double *t);
+
+/*
+ * The signed link to a completed job's result: <base>/v1/results/<id>?expires=E&sig=S,
+ * valid result_url_ttl seconds but never past the job's expires_at. base is
+ * public_url, else http://<Host header>. Returns 0, or -1 when the job has
+ * no result to link (not completed, file gone, or already past expiry).
+ */
+int api_result_url(api_t *api, http_request_t *req, const job_t *job, char *out, size_t size);
+
+/* "png", "jpg" or "webp" for a client's output format name (any case, "jpeg" too), else NULL. */
+const char *api_output_format(const char *name);
+
+/* The Content-Type of a result format ("png" -> "image/png"). */
+const char *api_content_type(const char *format);
+
+/* A whole decimal integer (surrounding spaces allowed); 0 or -1. */
+int api_parse_int(const char *s, long *out);
+
+#endif

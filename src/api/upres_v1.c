@@ -1,0 +1,456 @@
+/*
+ * upres_v1.c - the upres.ai dialect: POST/GET /v1/jobs, GET /v1/jobs/{id},
+ * and GET /v1/results/{id}, where the signed result links point. Contract:
+ * ../shared/specs/upres-ai.openapi.json (paths there are relative to /v1).
+ *
+ * Every /v1/jobs call needs a Bearer key (api_auth) and sees only that
+ * key's jobs (another key's job is 404, never 403, so ids leak nothing).
+ * A job is made from JSON {"image_url", "model", "scale"} (the URL fetched
+ * now, through the SSRF-safe fetcher, so that a refusal is this request's
+ * 400/422) or from multipart {image, model, scale}. The spec's model names
+ * are aliases of ours; the job keeps the name the client used.
+ *
+ * Statuses: the spec has four. queued and claimed are "pending", a
+ * cancelled job is "failed" (with its reason), and an expired one is still
+ * "completed" but without a result_url. Absent values are left out rather
+ * than sent as null.
+ *
+ * Paging: newest first by the store's insertion sequence; the cursor is the
+ * sequence of the last job returned, so pages never shift while new jobs
+ * arrive. It is opaque to clients ("c1." + base64url), not an offset.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/api.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/uuid.h"
+
+#define LIST_MAX 100
+#define LIST_DEFAULT 20
+#define DEFAULT_MODEL "wavespeed-ai/real-esrgan"
+
+/* upres-ai spec's model names -> ours */
+static const struct {
+    const char *alias, *model;
+} aliases[] = {
+    {"wavespeed-ai/real-esrgan", "realesrgan-x4plus"},
+    {"wavespeed-ai/image-upscaler", "realesrgan-x4fast"},
+};
+
+/* Our model for a client's name (an alias or one of ours), or NULL. */
+static const char *resolve_model(const api_t *api, const char *name) {
+    for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
+        if (!strcmp(aliases[i].alias, name))
+            return aliases[i].model;
+    return upscale_registry_find(api->registry, name) ? name : NULL;
+}
+
+static void bad_request(http_request_t *req, const char *fmt, const char *arg) {
+    http_reply_error_code(req, 400, "INVALID_REQUEST", NULL, fmt, arg);
+}
+
+static void unknown_model(api_t *api, http_request_t *req, const char *name) {
+    char names[1024];
+    size_t n = (size_t)snprintf(names, sizeof names, "%s, %s", aliases[0].alias, aliases[1].alias);
+    for (int i = 0; i < api->registry->n_models && n < sizeof names; i++)
+        n += (size_t)snprintf(names + n, sizeof names - n, ", %s", api->registry->models[i].name);
+    http_reply_error_code(req, 400, "INVALID_REQUEST", NULL, "unknown model '%s': available models are %s",
+                          name, names);
+}
+
+/* The spec's status for a job. */
+static const char *v1_status(job_status_t s) {
+    switch (s) {
+    case JOB_STATUS_QUEUED:
+    case JOB_STATUS_CLAIMED: return "pending";
+    case JOB_STATUS_PROCESSING: return "processing";
+    case JOB_STATUS_COMPLETED:
+    case JOB_STATUS_EXPIRED: return "completed";
+    case JOB_STATUS_FAILED:
+    case JOB_STATUS_CANCELLED:
+    case JOB_STATUS_COUNT: break;
+    }
+    return "failed";
+}
+
+/* The store statuses behind a spec status (a status_mask), or 0 for an unknown name. */
+static unsigned status_mask(const char *name) {
+    if (!strcmp(name, "pending"))
+        return 1u << JOB_STATUS_QUEUED | 1u << JOB_STATUS_CLAIMED;
+    if (!strcmp(name, "processing"))
+        return 1u << JOB_STATUS_PROCESSING;
+    if (!strcmp(name, "completed"))
+        return 1u << JOB_STATUS_COMPLETED | 1u << JOB_STATUS_EXPIRED;
+    if (!strcmp(name, "failed"))
+        return 1u << JOB_STATUS_FAILED | 1u << JOB_STATUS_CANCELLED;
+    return 0;
+}
+
+/* The Job schema. New reference. */
+static json_t *job_json(api_t *api, http_request_t *req, const job_t *j) {
+    char t[40];
+    json_t *o = json_pack("{s:s,s:s,s:s,s:i,s:s}", "id", j->id, "status", v1_status(j->status), "model",
+                          j->model_alias[0] ? j->model_alias : j->model, "scale", j->scale,
+                          "original_filename", j->input_name);
+    json_object_set_new(o, "created_at", json_string(api_time(j->created_at, t, sizeof t)));
+    double updated = j->created_at;
+    if (j->started_at > updated)
+        updated = j->started_at;
+    if (j->completed_at > updated)
+        updated = j->completed_at;
+    json_object_set_new(o, "updated_at", json_string(api_time(updated, t, sizeof t)));
+    json_object_set_new(o, "progress", json_integer(j->status == JOB_STATUS_COMPLETED ? 100 : j->progress));
+    char url[1024];
+    if (!api_result_url(api, req, j, url, sizeof url))
+        json_object_set_new(o, "result_url", json_string(url));
+    if (j->status == JOB_STATUS_FAILED)
+        json_object_set_new(o, "error", json_string(j->error[0] ? j->error : "the job failed"));
+    else if (j->status == JOB_STATUS_CANCELLED)
+        json_object_set_new(o, "error", json_string("the job was cancelled"));
+    if (j->output_width > 0) {
+        json_object_set_new(o, "output_width", json_integer(j->output_width));
+        json_object_set_new(o, "output_height", json_integer(j->output_height));
+    }
+    if (j->credits > 0)
+        json_object_set_new(o, "credits_charged", json_integer(j->refunded ? 0 : j->credits));
+    return o;
+}
+
+/* The last path segment of a URL, without query or fragment ("photo.jpg"), into out. */
+static void url_file_name(const char *url, char *out, size_t size) {
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    const char *path = strchr(p, '/');
+    out[0] = '\0';
+    if (!path)
+        return;
+    size_t end = strcspn(path, "?#");
+    const char *seg = path;
+    for (size_t i = 0; i < end; i++)
+        if (path[i] == '/')
+            seg = path + i + 1;
+    size_t n = (size_t)(path + end - seg);
+    if (n >= size)
+        n = size - 1;
+    memcpy(out, seg, n);
+    out[n] = '\0';
+}
+
+/* ---- POST /v1/jobs ------------------------------------------------------------------ */
+
+/* Fetch image_url and submit it. */
+static int submit_url(api_t *api, http_request_t *req, const api_key_t *key, const char *url, job_t *job) {
+    void *body = NULL;
+    size_t size = 0;
+    up_error_t err;
+    int rc = fetch_url(url, &api->fetch, &body, &size, &err);
+    if (rc == UP_ERR_INVALID) {
+        http_reply_error_code(req, 400, "URL_REFUSED", NULL, "image_url refused: %s", err.msg);
+        return -1;
+    }
+    if (rc == UP_ERR_NOMEM) {
+        http_reply_error_code(req, 503, "UNAVAILABLE", NULL, "cannot fetch image_url now: %s", err.msg);
+        return -1;
+    }
+    if (rc) {
+        http_reply_error_code(req, 422, "URL_FETCH_FAILED", NULL, "cannot fetch image_url: %s", err.msg);
+        return -1;
+    }
+    char name[256];
+    url_file_name(url, name, sizeof name);
+    api_input_t in = {.data = body, .size = size, .name = name, .from_url = 1};
+    rc = api_submit(api, req, key, &in, job);
+    free(body);
+    return rc;
+}
+
+/* Settings common to both bodies; 0, or -1 after replying. */
+static int job_settings(api_t *api, http_request_t *req, const char *model, long scale, job_t *job) {
+    if (scale < 2 || scale > 8) {
+        http_reply_error_code(req, 400, "INVALID_REQUEST", NULL,
+                              "invalid scale %ld: a whole number from 2 to 8", scale);
+        return -1;
+    }
+    const char *ours = resolve_model(api, model);
+    if (!ours) {
+        unknown_model(api, req, model);
+        return -1;
+    }
+    if (!upscale_registry_find(api->registry, ours)) {
+        http_reply_error_code(req, 503, "MODEL_UNAVAILABLE", NULL,
+                              "model '%s' (%s) is not installed on this server", model, ours);
+        return -1;
+    }
+    memset(job, 0, sizeof *job);
+    snprintf(job->model, sizeof job->model, "%s", ours);
+    if (strcmp(ours, model))
+        snprintf(job->model_alias, sizeof job->model_alias, "%s", model);
+    job->scale = (int)scale;
+    return 0;
+}
+
+/* multipart: image (file), model, scale. 0, or -1 after replying. */
+static int create_from_upload(api_t *api, http_request_t *req, const api_key_t *key, job_t *job) {
+    const char *upath, *uname;
+    unsigned long long usize;
+    if (http_request_upload(req, "image", &upath, &uname, &usize)) {
+        bad_request(req, "%s", "missing the 'image' file field (multipart/form-data)");
+        return -1;
+    }
+    const char *model = http_request_field(req, "model");
+    const char *s = http_request_field(req, "scale");
+    long scale = 4;
+    if (s && *s && api_parse_int(s, &scale)) {
+        bad_request(req, "invalid scale '%s': a whole number from 2 to 8", s);
+        return -1;
+    }
+    if (job_settings(api, req, model && *model ? model : DEFAULT_MODEL, scale, job))
+        return -1;
+    api_input_t in = {.path = upath, .size = (size_t)usize, .name = uname};
+    return api_submit(api, req, key, &in, job);
+}
+
+/* JSON: {"image_url", "model", "scale"}. 0, or -1 after replying. */
+static int create_from_json(api_t *api, http_request_t *req, const api_key_t *key, const char *body, size_t n,
+                            job_t *job) {
+    json_error_t jerr;
+    json_t *o = json_loadb(body, n, 0, &jerr);
+    int rc = -1;
+    json_t *url = json_object_get(o, "image_url"), *model = json_object_get(o, "model"),
+           *scale = json_object_get(o, "scale");
+    if (!json_is_object(o))
+        bad_request(req, "the body is not a JSON object: %s",
+                    o ? "expected {\"image_url\": ...}" : jerr.text);
+    else if (!json_is_string(url) || !*json_string_value(url))
+        bad_request(req, "%s",
+                    "missing image_url (a string), or send multipart/form-data with an 'image' file");
+    else if (model && !json_is_string(model))
+        bad_request(req, "%s", "model must be a string");
+    else if (scale && !json_is_integer(scale))
+        bad_request(req, "%s", "scale must be a whole number from 2 to 8");
+    else if (!job_settings(api, req, model ? json_string_value(model) : DEFAULT_MODEL,
+                           scale ? (long)json_integer_value(scale) : 4, job))
+        rc = submit_url(api, req, key, json_string_value(url), job);
+    json_decref(o);
+    return rc;
+}
+
+static void h_create(http_request_t *req, void *ctx) {
+    api_t *api = ctx;
+    api_key_t key;
+    if (api_auth(api, req, 1, &key) < 0 || api_refuse_if_stopping(api, req))
+        return;
+    const char *ct = http_request_header(req, "Content-Type");
+    size_t n;
+    const char *body = http_request_body(req, &n);
+    job_t job;
+    int rc;
+    if (ct && !strncasecmp(ct, "multipart/form-data", 19))
+        rc = create_from_upload(api, req, &key, &job);
+    else if (body)
+        rc = create_from_json(api, req, &key, body, n, &job);
+    else {
+        bad_request(
+            req, "%s",
+            "missing image: send JSON {\"image_url\": ...} or multipart/form-data with an 'image' file");
+        rc = -1;
+    }
+    if (!rc)
+        http_reply_json(req, 201, job_json(api, req, &job));
+}
+
+/* ---- GET /v1/jobs -------------------------------------------------------------------- */
+
+static void b64url(const unsigned char *in, size_t n, char *out) {
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v =
+            (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+        out[o++] = tab[v >> 18 & 63];
+        out[o++] = tab[v >> 12 & 63];
+        if (i + 1 < n)
+            out[o++] = tab[v >> 6 & 63];
+        if (i + 2 < n)
+            out[o++] = tab[v & 63];
+    }
+    out[o] = '\0';
+}
+
+/* The cursor for the page after the job with sequence seq. */
+static void cursor_make(long long seq, char *out, size_t size) {
+    char plain[32], enc[48];
+    int n = snprintf(plain, sizeof plain, "seq:%lld", seq);
+    b64url((const unsigned char *)plain, (size_t)n, enc);
+    snprintf(out, size, "c1.%s", enc);
+}
+
+/* A cursor's sequence; 0 or -1 when it is not one of ours. */
+static int cursor_parse(const char *c, long long *seq) {
+    if (strncmp(c, "c1.", 3) || strlen(c) > 40)
+        return -1;
+    c += 3;
+    unsigned char plain[32];
+    size_t n = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    for (; *c; c++) {
+        const char *tab = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        const char *p = strchr(tab, *c);
+        if (!p)
+            return -1;
+        acc = acc << 6 | (unsigned)(p - tab);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (n >= sizeof plain - 1)
+                return -1;
+            plain[n++] = (unsigned char)(acc >> bits & 255);
+        }
+    }
+    plain[n] = '\0';
+    char *end;
+    if (strncmp((char *)plain, "seq:", 4) || !isdigit(plain[4]))
+        return -1;
+    long long v = strtoll((char *)plain + 4, &end, 10);
+    if (*end || v <= 0)
+        return -1;
+    *seq = v;
+    return 0;
+}
+
+static void h_list(http_request_t *req, void *ctx) {
+    api_t *api = ctx;
+    api_key_t key;
+    if (api_auth(api, req, 1, &key) < 0)
+        return;
+    store_job_filter_t f = {.owner = key.id};
+    const char *v;
+    long limit = LIST_DEFAULT;
+    if ((v = http_request_query(req, "status")) && !(f.status_mask = status_mask(v))) {
+        bad_request(req, "invalid status '%s': one of pending, processing, completed, failed", v);
+        return;
+    }
+    if ((v = http_request_query(req, "model")) && !(f.model = resolve_model(api, v)))
+        f.model = v; /* a model no longer installed still names its old jobs */
+    if ((v = http_request_query(req, "before")) && api_time_parse(v, &f.before)) {
+        bad_request(req, "invalid before '%s': an ISO 8601 date-time such as 2026-01-31T12:00:00Z", v);
+        return;
+    }
+    if ((v = http_request_query(req, "after")) && api_time_parse(v, &f.after)) {
+        bad_request(req, "invalid after '%s': an ISO 8601 date-time such as 2026-01-31T12:00:00Z", v);
+        return;
+    }
+    if ((v = http_request_query(req, "limit")) &&
+        (api_parse_int(v, &limit) || limit < 1 || limit > LIST_MAX)) {
+        bad_request(req, "invalid limit '%s': a whole number from 1 to 100", v);
+        return;
+    }
+    if ((v = http_request_query(req, "cursor")) && *v && cursor_parse(v, &f.below_seq)) {
+        bad_request(req, "invalid cursor '%s': pass next_cursor from the previous page unchanged", v);
+        return;
+    }
+    job_t *jobs = calloc(LIST_MAX + 1, sizeof *jobs);
+    if (!jobs) {
+        http_reply_error_code(req, 503, "UNAVAILABLE", NULL, "out of memory");
+        return;
+    }
+    int n = 0;
+    up_error_t err;
+    if (store_jobs_list(api->store, &f, jobs, (int)limit + 1, &n, &err)) {
+        free(jobs);
+        http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot list jobs");
+        return;
+    }
+    int more = n > limit;
+    if (more)
+        n = (int)limit;
+    json_t *data = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(data, job_json(api, req, &jobs[i]));
+    json_t *o = json_pack("{s:o,s:b}", "data", data, "has_more", more);
+    if (more) {
+        char c[64];
+        cursor_make(jobs[n - 1].seq, c, sizeof c);
+        json_object_set_new(o, "next_cursor", json_string(c));
+    }
+    free(jobs);
+    http_reply_json(req, 200, o);
+}
+
+/* ---- GET /v1/jobs/{id} ----------------------------------------------------------------- */
+
+static void h_get(http_request_t *req, void *ctx) {
+    api_t *api = ctx;
+    api_key_t key;
+    if (api_auth(api, req, 1, &key) < 0)
+        return;
+    const char *id = http_request_param(req, "id");
+    job_t job;
+    up_error_t err;
+    int rc = uuid_valid(id) ? store_job_get(api->store, id, &job, &err) : UP_ERR_NOT_FOUND;
+    if (rc == UP_ERR_NOT_FOUND || (!rc && strcmp(job.owner, key.id))) {
+        http_reply_error_code(req, 404, "NOT_FOUND", NULL, "Job not found.");
+        return;
+    }
+    if (rc) {
+        http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot read the job");
+        return;
+    }
+    http_reply_json(req, 200, job_json(api, req, &job));
+}
+
+/* ---- GET /v1/results/{id}?expires=&sig= -------------------------------------------------- */
+
+static void h_result(http_request_t *req, void *ctx) {
+    api_t *api = ctx;
+    const char *id = http_request_param(req, "id");
+    const char *e = http_request_query(req, "expires"), *sig = http_request_query(req, "sig");
+    char *end = NULL;
+    long long expires = e ? strtoll(e, &end, 10) : 0;
+    if (!e || !sig || !*e || *end) {
+        http_reply_error_code(req, 403, "FORBIDDEN", NULL, "This link is not valid: it lacks its signature.");
+        return;
+    }
+    int rc = auth_verify(api->secret, id, expires, sig, now_s());
+    if (rc == UP_ERR_EXPIRED) {
+        http_reply_error_code(req, 403, "LINK_EXPIRED", NULL,
+                              "This link has expired: get a fresh result_url from GET /v1/jobs/{id}.");
+        return;
+    }
+    if (rc) {
+        http_reply_error_code(req, 403, "FORBIDDEN", NULL,
+                              "This link is not valid (its signature does not match).");
+        return;
+    }
+    job_t job;
+    up_error_t err;
+    if ((rc = store_job_get(api->store, id, &job, &err))) {
+        http_reply_error_code(req, rc == UP_ERR_NOT_FOUND ? 404 : 500,
+                              rc == UP_ERR_NOT_FOUND ? "NOT_FOUND" : "INTERNAL", NULL, "%s",
+                              rc == UP_ERR_NOT_FOUND ? "Job not found." : "cannot read the job");
+        return;
+    }
+    if (job.status != JOB_STATUS_COMPLETED || !job.result_path[0] ||
+        http_reply_file(req, 200, job.result_path, api_content_type(job.result_format), NULL))
+        http_reply_error_code(req, 410, "GONE", NULL,
+                              "the result of job %s is gone (downloaded and deleted, or its retention ended)",
+                              job.id);
+}
+
+static const http_route_t routes[] = {
+    {"POST", "/v1/jobs", h_create},
+    {"GET", "/v1/jobs", h_list},
+    {"GET", "/v1/jobs/{id}", h_get},
+    {"GET", "/v1/results/{id}", h_result},
+};
+
+const http_route_t *upres_v1_routes(int *n_routes) {
+    *n_routes = (int)(sizeof routes / sizeof routes[0]);
+    return routes;
+}
