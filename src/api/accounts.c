@@ -64,12 +64,11 @@ static void h_me(http_request_t *req, void *ctx) {
         http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot read the account's usage");
         return;
     }
-    json_t *o =
-        json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "id", key.id, "display_name", key.name, "role", "user", "tier",
-                  key.tier, "api_key_prefix", key.prefix, "used_this_month", (json_int_t)used);
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "id", key.id, "display_name", key.name, "role", "user",
+                          "tier", key.tier, "api_key_prefix", key.prefix, "used", (json_int_t)used);
     set_credits(o, &key);
     if (key.quota >= 0)
-        json_object_set_new(o, "monthly_quota", json_integer(key.quota));
+        json_object_set_new(o, "quota", json_integer(key.quota));
     set_time(o, "created_at", key.created_at);
     set_time(o, "last_login_at", key.last_used_at);
     http_reply_json(req, 200, o);

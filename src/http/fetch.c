@@ -375,7 +375,10 @@ static int url_check(const char *url, char *host, size_t host_size, up_error_t *
                           "the image URL scheme \"%.20s\" is not allowed; use http or https", scheme);
         goto done;
     }
-    if (curl_url_get(u, CURLUPART_HOST, &h, 0) != CURLUE_OK || !h || !*h) {
+    /* libcurl reads "http:///x.png" as host "x.png": an empty authority is no host */
+    const char *auth = strstr(url, "://");
+    if (!auth || auth[3] == '/' || auth[3] == '\0' || curl_url_get(u, CURLUPART_HOST, &h, 0) != CURLUE_OK ||
+        !h || !*h) {
         rc = up_error_set(err, UP_ERR_INVALID, 0, "the image URL has no host");
         goto done;
     }

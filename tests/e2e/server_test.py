@@ -9,187 +9,31 @@ and talks HTTP to 127.0.0.1 as a client would (standard library only: a
 hand-built multipart body over http.client). Every wait is bounded in count
 and time. Prints "N passed, N failed" and exits non-zero on any failure.
 """
-import http.client
-import json
 import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
-import zlib
 import struct
 
-UPRES = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/upres"
-SHARED = os.environ.get("UPRES_SHARED_DATA", os.path.join(os.path.dirname(__file__), "../../../shared/data"))
-MODELS = os.environ.get("UPRES_TEST_MODELS", os.path.join(os.path.dirname(__file__), "../../models"))
-SLOW = 4 if os.environ.get("UPRES_SANITIZE") in ("1", "ON", "true") else 1
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from client import (SHARED, SLOW, UPRES, Server, check, make_tmp, multipart, png, request,  # noqa: E402
+                    status, submit, tally, wait_status)
+
 SMALL = os.path.join(SHARED, "ref/in/chelsea_lr64.png")
 SMALL2 = os.path.join(SHARED, "ref/in/astronaut_lr64.png")
 LARGE = os.path.join(SHARED, "images/chelsea.png")
 LARGER = os.path.join(SHARED, "images/astronaut.png")
 
-passed = 0
-failed = 0
-TMP = tempfile.mkdtemp(prefix="upres-server-test-")
+TMP = make_tmp("upres-server-test-")
 
 
-def check(cond, what, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("ok   %s" % what)
-    else:
-        failed += 1
-        print("FAIL %s %s" % (what, detail))
-    return cond
-
-
-# ---- a tiny HTTP client -------------------------------------------------------------
-
-
-class Resp:
-    def __init__(self, status, headers, body):
-        self.status, self.headers, self.body = status, headers, body
-
-    def json(self):
-        try:
-            return json.loads(self.body.decode("utf-8"))
-        except Exception:
-            return None
-
-    def __repr__(self):
-        return "<%d %r>" % (self.status, self.body[:300])
-
-
-def request(port, method, path, body=None, headers=None, timeout=60):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        data = r.read()
-        return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, data)
-    finally:
-        conn.close()
-
-
-def multipart(fields, files):
-    """fields: {name: value}; files: {name: (filename, bytes, content_type)} -> (body, content_type)."""
-    boundary = "----upres" + uuid.uuid4().hex
-    out = []
-    for name, value in fields.items():
-        out.append(("--%s\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n%s\r\n" % (boundary, name, value)).encode())
-    for name, (filename, data, ctype) in files.items():
-        out.append(("--%s\r\nContent-Disposition: form-data; name=\"%s\"; filename=\"%s\"\r\n"
-                    "Content-Type: %s\r\n\r\n" % (boundary, name, filename, ctype)).encode())
-        out.append(data)
-        out.append(b"\r\n")
-    out.append(("--%s--\r\n" % boundary).encode())
-    return b"".join(out), "multipart/form-data; boundary=" + boundary
-
-
-def submit(port, path=None, data=None, filename=None, **fields):
-    if data is None:
-        with open(path, "rb") as f:
-            data = f.read()
-    filename = filename or (os.path.basename(path) if path else "image.png")
-    files = {"image": (filename, data, "application/octet-stream")}
-    body, ctype = multipart({k: str(v) for k, v in fields.items()}, files)
-    return request(port, "POST", "/api/v1/upscale", body, {"Content-Type": ctype})
-
-
-def status(port, job_id):
-    return request(port, "GET", "/api/v1/status/" + job_id).json() or {}
-
-
-def wait_status(port, job_id, want, timeout):
-    """Poll until status is in want (a tuple) or timeout seconds pass. Returns the last status object."""
-    deadline = time.time() + timeout * SLOW
-    st = {}
-    for _ in range(int(timeout * SLOW / 0.05) + 1):
-        st = status(port, job_id)
-        if st.get("status") in want or time.time() > deadline:
-            return st
-        time.sleep(0.05)
-    return st
-
-
-def png(width, height):
-    """A valid gray PNG of width x height built by hand."""
-    raw = b"".join(b"\x00" + bytes([(x * 7 + y) & 255 for x in range(width)]) for y in range(height))
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-
-
-# ---- the server ---------------------------------------------------------------------
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-class Server:
-    def __init__(self, name, *args, data=None, env=None):
-        self.name = name
-        self.args = list(args)
-        self.env = env or {}
-        self.data = data or os.path.join(TMP, name + "-data")
-        self.proc = None
-        self.port = None
-        self.log = os.path.join(TMP, name + ".log")
-
-    def start(self):
-        self.port = free_port()
-        env = dict(os.environ, UPRES_MODELS=MODELS, **self.env)
-        logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            [UPRES, "serve", "--listen", "127.0.0.1", "--port", str(self.port), "--data", self.data,
-             "--threads", "2"] + self.args, stdout=logf, stderr=logf, env=env)
-        logf.close()
-        deadline = time.time() + 30 * SLOW
-        for _ in range(600 * SLOW):
-            if self.proc.poll() is not None:
-                break
-            try:
-                if request(self.port, "GET", "/api/v1/health", timeout=2).status == 200:
-                    return True
-            except OSError:
-                pass
-            if time.time() > deadline:
-                break
-            time.sleep(0.05)
-        print("server %s did not start; log:\n%s" % (self.name, self.tail()))
-        return False
-
-    def tail(self):
-        try:
-            with open(self.log, "rb") as f:
-                return f.read()[-3000:].decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def stop(self, sig=signal.SIGTERM, timeout=60):
-        if not self.proc or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=timeout * SLOW)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            return None
+def main_data():
+    return os.path.join(TMP, "main-data")
 
 
 # ---- the tests ------------------------------------------------------------------------
@@ -284,10 +128,6 @@ def test_bad_requests(p):
     check(r.status == 415, "truncated PNG -> 415", r)
     leftovers = [f for f in os.listdir(os.path.join(main_data(), "uploads")) if f.startswith(".upload")]
     check(not leftovers, "refused uploads leave no files", leftovers)
-
-
-def main_data():
-    return os.path.join(TMP, "main-data")
 
 
 def cycle(p, path, model, scale, fmt=None, expect_type="image/png"):
@@ -568,7 +408,7 @@ def main():
         except Exception as e:  # noqa: BLE001
             check(False, t.__name__ + " raised", repr(e))
         print("  (%s: %.1fs)" % (t.__name__, time.time() - t1))
-    if failed:
+    if tally.failed:
         for name in ("main", "limits", "retention", "restart"):
             p = os.path.join(TMP, name + ".log")
             if os.path.exists(p):
@@ -577,8 +417,8 @@ def main():
                     print(f.read()[-2000:].decode("utf-8", "replace"))
     else:
         shutil.rmtree(TMP, ignore_errors=True)
-    print("%d passed, %d failed (%.1fs)" % (passed, failed, time.time() - t0))
-    return 1 if failed else 0
+    print("%d passed, %d failed (%.1fs)" % (tally.passed, tally.failed, time.time() - t0))
+    return 1 if tally.failed else 0
 
 
 if __name__ == "__main__":

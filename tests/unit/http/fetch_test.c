@@ -462,8 +462,8 @@ static void test_transfers(void) {
     CHECKF(rc == UP_ERR_INVALID, "gopher: %d %s", rc, err.msg);
 
     /* Malformed URLs. */
-    static const char *bad_urls[] = {"",        "not a url",   "127.0.0.1/ok",
-                                     "http://", "http://[::1", "http://exa mple.com/"};
+    static const char *bad_urls[] = {
+        "", "not a url", "127.0.0.1/ok", "http://", "http:///x.png", "http://[::1", "http://exa mple.com/"};
     for (size_t i = 0; i < sizeof bad_urls / sizeof bad_urls[0]; i++) {
         memset(&err, 0, sizeof err);
         rc = fetch_url(bad_urls[i], &o, &body, &size, &err);

@@ -1,0 +1,253 @@
+"""client.py - what the end-to-end tests and the server benchmark share.
+
+A check() that counts passes and failures, a bounded HTTP client (standard
+library only: http.client and a hand-built multipart body), a hand-made
+PNG, and Server: `upres serve` on a free loopback port with its own data
+folder, plus the `upres` command line on that same folder.
+
+Paths: UPRES is argv[1] (default build/upres), SHARED the test images
+(UPRES_SHARED_DATA), MODELS the models folder (UPRES_TEST_MODELS). SLOW
+multiplies every time limit when UPRES_SANITIZE says the build is
+instrumented. Every wait here is bounded in count and time.
+"""
+import http.client
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+UPRES = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(REPO, "build", "upres")
+SHARED = os.environ.get("UPRES_SHARED_DATA", os.path.join(REPO, "../shared/data"))
+MODELS = os.environ.get("UPRES_TEST_MODELS", os.path.join(REPO, "models"))
+SLOW = 4 if os.environ.get("UPRES_SANITIZE") in ("1", "ON", "true") else 1
+
+TMP = None  # the scratch folder of this run: make_tmp() sets it
+
+
+def make_tmp(prefix="upres-e2e-"):
+    """Make this run's scratch folder (servers' data and logs go there) and return it."""
+    global TMP
+    TMP = tempfile.mkdtemp(prefix=prefix)
+    return TMP
+
+
+# ---- counting checks ------------------------------------------------------------------
+
+
+class Tally:
+    passed = 0
+    failed = 0
+
+
+tally = Tally()
+
+
+def check(cond, what, detail=""):
+    if cond:
+        tally.passed += 1
+        print("ok   %s" % what)
+    else:
+        tally.failed += 1
+        print("FAIL %s %s" % (what, detail))
+    return cond
+
+
+# ---- a tiny HTTP client -------------------------------------------------------------
+
+
+class Resp:
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self):
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except Exception:
+            return None
+
+    def __repr__(self):
+        return "<%d %r>" % (self.status, self.body[:300])
+
+
+def request(port, method, path, body=None, headers=None, timeout=60):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, data)
+    finally:
+        conn.close()
+
+
+def multipart(fields, files):
+    """fields: {name: value}; files: {name: (filename, bytes, content_type)} -> (body, content_type)."""
+    boundary = "----upres" + uuid.uuid4().hex
+    out = []
+    for name, value in fields.items():
+        out.append(("--%s\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n%s\r\n" % (boundary, name, value)).encode())
+    for name, (filename, data, ctype) in files.items():
+        out.append(("--%s\r\nContent-Disposition: form-data; name=\"%s\"; filename=\"%s\"\r\n"
+                    "Content-Type: %s\r\n\r\n" % (boundary, name, filename, ctype)).encode())
+        out.append(data)
+        out.append(b"\r\n")
+    out.append(("--%s--\r\n" % boundary).encode())
+    return b"".join(out), "multipart/form-data; boundary=" + boundary
+
+
+def submit(port, path=None, data=None, filename=None, headers=None, **fields):
+    """POST /api/v1/upscale with the file at path (or data) and fields."""
+    if data is None:
+        with open(path, "rb") as f:
+            data = f.read()
+    filename = filename or (os.path.basename(path) if path else "image.png")
+    files = {"image": (filename, data, "application/octet-stream")}
+    body, ctype = multipart({k: str(v) for k, v in fields.items()}, files)
+    return request(port, "POST", "/api/v1/upscale", body, dict(headers or {}, **{"Content-Type": ctype}))
+
+
+def status(port, job_id):
+    return request(port, "GET", "/api/v1/status/" + job_id).json() or {}
+
+
+def wait_status(port, job_id, want, timeout):
+    """Poll until status is in want (a tuple) or timeout seconds pass. Returns the last status object."""
+    deadline = time.time() + timeout * SLOW
+    st = {}
+    for _ in range(int(timeout * SLOW / 0.05) + 1):
+        st = status(port, job_id)
+        if st.get("status") in want or time.time() > deadline:
+            return st
+        time.sleep(0.05)
+    return st
+
+
+def png(width, height):
+    """A valid gray PNG of width x height built by hand."""
+    raw = b"".join(b"\x00" + bytes([(x * 7 + y) & 255 for x in range(width)]) for y in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def png_size(data):
+    """(width, height) of PNG bytes, or None when they are not a PNG."""
+    if len(data) < 24 or not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+# ---- the server ---------------------------------------------------------------------
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Server:
+    """`upres serve` on 127.0.0.1:<free port>: .port, .data (its data folder), .log.
+
+    args are added to the command line, env to the environment; threads=None
+    leaves --threads to the server's default.
+    """
+
+    def __init__(self, name, *args, data=None, env=None, threads=2):
+        if TMP is None:
+            make_tmp()
+        self.name = name
+        self.args = list(args)
+        self.env = env or {}
+        self.threads = threads
+        self.data = data or os.path.join(TMP, name + "-data")
+        self.proc = None
+        self.port = None
+        self.log = os.path.join(TMP, name + ".log")
+
+    def start(self):
+        self.port = free_port()
+        env = dict(os.environ, UPRES_MODELS=MODELS, **self.env)
+        cmd = [UPRES, "serve", "--listen", "127.0.0.1", "--port", str(self.port), "--data", self.data]
+        if self.threads is not None:
+            cmd += ["--threads", str(self.threads)]
+        logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(cmd + self.args, stdout=logf, stderr=logf, env=env)
+        logf.close()
+        deadline = time.time() + 30 * SLOW
+        for _ in range(600 * SLOW):
+            if self.proc.poll() is not None:
+                break
+            try:
+                # 401: the server answers, but wants a key there (--require-keys)
+                if request(self.port, "GET", "/api/v1/health", timeout=2).status in (200, 401):
+                    return True
+            except OSError:
+                pass
+            if time.time() > deadline:
+                break
+            time.sleep(0.05)
+        print("server %s did not start; log:\n%s" % (self.name, self.tail()))
+        return False
+
+    def tail(self, n=3000):
+        try:
+            with open(self.log, "rb") as f:
+                return f.read()[-n:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout * SLOW)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            return None
+
+    # ---- the command line on the same data folder ----
+
+    def cli(self, *args, timeout=60):
+        """Run `upres ARGS --data DATA`; returns the CompletedProcess (text)."""
+        env = dict(os.environ, UPRES_MODELS=MODELS, **self.env)
+        return subprocess.run([UPRES] + list(args) + ["--data", self.data], capture_output=True, text=True,
+                              env=env, timeout=timeout * SLOW)
+
+    def key_create(self, name, quota=None, tier=None, credits=None):
+        """`upres keys create`: the new key (first line of stdout), or None (the output is printed)."""
+        args = ["keys", "create", "--name", name]
+        for flag, v in (("--quota", quota), ("--tier", tier), ("--credits", credits)):
+            if v is not None:
+                args += [flag, str(v)]
+        p = self.cli(*args)
+        first = p.stdout.split("\n", 1)[0].strip()
+        if p.returncode != 0 or not first:
+            print("keys create %s: rc %d\n%s%s" % (name, p.returncode, p.stdout, p.stderr))
+            return None
+        return first
+
+    def keys_list(self):
+        """`upres keys list --json` parsed, or None."""
+        p = self.cli("keys", "list", "--json")
+        try:
+            return json.loads(p.stdout)
+        except ValueError:
+            print("keys list --json: rc %d\n%s%s" % (p.returncode, p.stdout, p.stderr))
+            return None
