@@ -6,6 +6,9 @@ submits a long job (a photo with realesrgan-x4plus, small tiles), and while
 it runs measures with wrk (Debian package `wrk`, installed by
 scripts/setup.sh):
   GET /api/v1/health and GET /api/v1/status/{id}: requests/s, p50, p99
+  the same status read with an API key, and GET /v1/jobs/{id} (key
+  required): what checking a key (SHA-256, a store read, the rate limiter,
+  here with no limits) costs per request, as a ratio to the anonymous read
 Then, on the idle server, the time from POST /upscale returning to the job
 being seen as processing (median of 10 small jobs, polling every 2 ms).
 
@@ -23,8 +26,8 @@ photo = sys.argv[2] if len(sys.argv) > 2 else os.path.join(REPO, "samples", "ast
 small = os.path.join(REPO, "samples", "astronaut_128.png")
 
 
-def submit(port, path, **fields):
-    r = client.submit(port, path, **fields)
+def submit(port, path, headers=None, **fields):
+    r = client.submit(port, path, headers=headers, **fields)
     if r.status != 202:
         sys.exit(f"server_load: submit -> {r}")
     return r.json()["job_id"]
@@ -34,8 +37,9 @@ def status(port, job):
     return client.status(port, job)
 
 
-def wrk(url):
-    out = subprocess.run(["wrk", "-t2", "-c16", "-d5s", "--latency", url], capture_output=True, text=True,
+def wrk(url, key=None):
+    auth = ["-H", f"Authorization: Bearer {key}"] if key else []
+    out = subprocess.run(["wrk", "-t2", "-c16", "-d5s", "--latency"] + auth + [url], capture_output=True, text=True,
                          timeout=60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
@@ -50,22 +54,33 @@ def main():
     if not shutil.which("wrk"):
         sys.exit("server_load: wrk is not installed (scripts/setup.sh installs it)")
     client.make_tmp("upres-load-")
-    server = Server("load", threads=None)  # the server's own thread count: this measures it
+    # the server's own thread count: this measures it; no rate limits, so that wrk measures the key check
+    server = Server("load", "--rate-per-minute", "0", "--rate-per-day", "0", threads=None)
     try:
         if not server.start():
             sys.exit("server_load: the server did not start")
         port = server.port
         base = f"http://127.0.0.1:{port}/api/v1"
-        job = submit(port, photo, scale=4, model_name="realesrgan-x4plus", tile_size=32)
+        key = server.key_create("bench")
+        if not key:
+            sys.exit("server_load: cannot create an API key")
+        job = submit(port, photo, headers={"Authorization": f"Bearer {key}"}, scale=4,
+                     model_name="realesrgan-x4plus", tile_size=32)
         for _ in range(500):
             if status(port, job).get("status") == "processing":
                 break
             time.sleep(0.01)
         print(f"while a job runs ({os.path.basename(photo)}, realesrgan-x4plus, 32-px tiles), wrk -t2 -c16 -d5s:")
         print(f"{'endpoint':28} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9}")
-        for name, url in (("GET /api/v1/health", base + "/health"), ("GET /api/v1/status/{id}", f"{base}/status/{job}")):
-            rps, p50, p99 = wrk(url)
-            print(f"{name:28} {rps:10.0f} {p50:9.2f} {p99:9.2f}")
+        anon = None
+        for name, url, k in (("GET /api/v1/health", base + "/health", None),
+                             ("GET /api/v1/status/{id}", f"{base}/status/{job}", None),
+                             ("  the same, with a key", f"{base}/status/{job}", key),
+                             ("GET /v1/jobs/{id} (key)", f"http://127.0.0.1:{port}/v1/jobs/{job}", key)):
+            rps, p50, p99 = wrk(url, k)
+            anon = rps if name.startswith("GET /api/v1/status") else anon
+            ratio = f"  {rps / anon:.2f} x the anonymous status read" if k and anon else ""
+            print(f"{name:28} {rps:10.0f} {p50:9.2f} {p99:9.2f}{ratio}")
         still = status(port, job).get("status")
         print(f"(the job was {still} when the load ended)")
         request(port, "POST", f"/api/v1/cancel/{job}", timeout=10)

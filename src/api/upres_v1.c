@@ -6,8 +6,9 @@
  * Every /v1/jobs call needs a Bearer key (api_auth) and sees only that
  * key's jobs (another key's job is 404, never 403, so ids leak nothing).
  * A job is made from JSON {"image_url", "model", "scale"} (the URL fetched
- * now, through the SSRF-safe fetcher, so that a refusal is this request's
- * 400/422) or from multipart {image, model, scale}. The spec's model names
+ * before the reply, through the SSRF-safe fetcher, so that a refusal is this
+ * request's 400/422; on a background thread, so that a slow URL holds no
+ * HTTP thread) or from multipart {image, model, scale}. The spec's model names
  * are aliases of ours; the job keeps the name the client used.
  *
  * Statuses: the spec has four. queued and claimed are "pending", a
@@ -29,6 +30,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/uuid.h"
+#include "core/xmalloc.h"
 
 #define LIST_MAX 100
 #define LIST_DEFAULT 20
@@ -143,7 +145,7 @@ static void url_file_name(const char *url, char *out, size_t size) {
 
 /* ---- POST /v1/jobs ------------------------------------------------------------------ */
 
-/* Fetch image_url and submit it. */
+/* Fetch image_url and submit it. 0, or -1 after replying. */
 static int submit_url(api_t *api, http_request_t *req, const api_key_t *key, const char *url, job_t *job) {
     void *body = NULL;
     size_t size = 0;
@@ -215,14 +217,34 @@ static int create_from_upload(api_t *api, http_request_t *req, const api_key_t *
     return api_submit(api, req, key, &in, job);
 }
 
-/* JSON: {"image_url", "model", "scale"}. 0, or -1 after replying. */
-static int create_from_json(api_t *api, http_request_t *req, const api_key_t *key, const char *body, size_t n,
-                            job_t *job) {
+/* A JSON submission on its way to a background thread (http_request_defer). */
+typedef struct url_job {
+    api_key_t key;
+    job_t job;  /* the settings */
+    char url[]; /* image_url */
+} url_job_t;
+
+/* On a background thread: fetch image_url (up to --fetch-timeout), submit it, answer. */
+static void fetch_and_submit(http_request_t *req, void *ctx, void *arg) {
+    api_t *api = ctx;
+    url_job_t *u = arg;
+    if (!api_refuse_if_stopping(api, req) && !submit_url(api, req, &u->key, u->url, &u->job))
+        http_reply_json(req, 201, job_json(api, req, &u->job));
+    free(u);
+}
+
+/*
+ * JSON: {"image_url", "model", "scale"}. Checked here, fetched on a
+ * background thread, so that a slow URL holds no HTTP thread. Replies, or
+ * leaves the reply to that thread.
+ */
+static void create_from_json(api_t *api, http_request_t *req, const api_key_t *key, const char *body,
+                             size_t n) {
     json_error_t jerr;
     json_t *o = json_loadb(body, n, 0, &jerr);
-    int rc = -1;
     json_t *url = json_object_get(o, "image_url"), *model = json_object_get(o, "model"),
            *scale = json_object_get(o, "scale");
+    job_t job;
     if (!json_is_object(o))
         bad_request(req, "the body is not a JSON object: %s",
                     o ? "expected {\"image_url\": ...}" : jerr.text);
@@ -234,10 +256,20 @@ static int create_from_json(api_t *api, http_request_t *req, const api_key_t *ke
     else if (scale && !json_is_integer(scale))
         bad_request(req, "%s", "scale must be a whole number from 2 to 8");
     else if (!job_settings(api, req, model ? json_string_value(model) : DEFAULT_MODEL,
-                           scale ? (long)json_integer_value(scale) : 4, job))
-        rc = submit_url(api, req, key, json_string_value(url), job);
+                           scale ? (long)json_integer_value(scale) : 4, &job)) {
+        const char *s = json_string_value(url);
+        url_job_t *u = xmalloc(sizeof *u + strlen(s) + 1);
+        u->key = *key;
+        u->job = job;
+        strcpy(u->url, s);
+        if (http_request_defer(req, fetch_and_submit, u)) {
+            free(u);
+            http_reply_header(req, "Retry-After", "1");
+            http_reply_error_code(req, 503, "UNAVAILABLE", NULL,
+                                  "too many image_url fetches under way: retry in a second");
+        }
+    }
     json_decref(o);
-    return rc;
 }
 
 static void h_create(http_request_t *req, void *ctx) {
@@ -249,19 +281,16 @@ static void h_create(http_request_t *req, void *ctx) {
     size_t n;
     const char *body = http_request_body(req, &n);
     job_t job;
-    int rc;
-    if (ct && !strncasecmp(ct, "multipart/form-data", 19))
-        rc = create_from_upload(api, req, &key, &job);
-    else if (body)
-        rc = create_from_json(api, req, &key, body, n, &job);
-    else {
+    if (ct && !strncasecmp(ct, "multipart/form-data", 19)) {
+        if (!create_from_upload(api, req, &key, &job))
+            http_reply_json(req, 201, job_json(api, req, &job));
+    } else if (body) {
+        create_from_json(api, req, &key, body, n);
+    } else {
         bad_request(
             req, "%s",
             "missing image: send JSON {\"image_url\": ...} or multipart/form-data with an 'image' file");
-        rc = -1;
     }
-    if (!rc)
-        http_reply_json(req, 201, job_json(api, req, &job));
 }
 
 /* ---- GET /v1/jobs -------------------------------------------------------------------- */
@@ -355,7 +384,7 @@ static void h_list(http_request_t *req, void *ctx) {
         bad_request(req, "invalid cursor '%s': pass next_cursor from the previous page unchanged", v);
         return;
     }
-    job_t *jobs = calloc(LIST_MAX + 1, sizeof *jobs);
+    job_t *jobs = calloc((size_t)limit + 1, sizeof *jobs); /* one more tells whether there are more */
     if (!jobs) {
         http_reply_error_code(req, 503, "UNAVAILABLE", NULL, "out of memory");
         return;

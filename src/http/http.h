@@ -20,7 +20,10 @@
  *
  * DESIGN: libmicrohttpd runs its own thread pool (internal polling threads,
  * epoll where available); a handler runs on one of those threads and may
- * block briefly (a database read, an image header). The request object
+ * block briefly (a database read, an image header). Slow work (fetching a
+ * client's URL) goes to the server's background threads with
+ * http_request_defer: the connection is suspended, the HTTP thread serves
+ * others meanwhile, and the reply goes out when the work is done. The request object
  * lives from the first callback to MHD's "completed" notification, where
  * the completion hook runs (with whether the response went out in full),
  * one log line is written, and everything is freed.
@@ -58,6 +61,7 @@ typedef struct http_config {
     const char *upload_dir;        /* where uploads stream to (borrowed, must exist) */
     unsigned long long max_upload; /* bytes of a request body; 0 = 50 MB */
     size_t max_body;               /* bytes of a body kept in memory (not multipart); 0 = 1 MB */
+    int n_defer_threads;           /* background threads for http_request_defer; 0 = 8 */
 } http_config_t;
 
 void http_config_init(http_config_t *cfg);
@@ -109,6 +113,18 @@ int http_request_upload(const http_request_t *req, const char *field, const char
 
 /* Rename the uploaded file to dest; it is then the caller's. 0 or UP_ERR_IO. */
 int http_request_upload_take(http_request_t *req, const char *dest, up_error_t *err);
+
+/*
+ * Finish req on a background thread: fn(req, ctx, arg) runs there and
+ * replies with exactly one http_reply_* call, as a handler does (a missing
+ * reply becomes 500). The calling handler returns at once without
+ * replying; the request's body, fields and upload stay valid for fn. arg
+ * is fn's (fn frees it). Returns 0, or -1 when the background queue is full
+ * (4 requests per thread wait at most): nothing changed, the handler
+ * replies itself (503).
+ */
+typedef void (*http_defer_fn)(http_request_t *req, void *ctx, void *arg);
+int http_request_defer(http_request_t *req, http_defer_fn fn, void *arg);
 
 /* ---- replying ---- */
 

@@ -9,12 +9,23 @@
  * post processor, which calls upload_iter) and once more with no data,
  * when the handler runs and the response is queued. All of a request's
  * callbacks run on the same MHD thread, so the request needs no lock.
+ *
+ * Deferred requests: http_request_defer suspends the connection and queues
+ * the request for the background threads. While suspended, MHD does not
+ * touch the connection, so the background thread owns the request; its
+ * reply is built but not queued (MHD_queue_response belongs to the access
+ * callback), then the connection is resumed, MHD calls the access callback
+ * again, and that call queues the kept reply. The resume is the hand-over
+ * (MHD takes a lock in it). At stop, the background threads finish what is
+ * queued and exit before the daemon stops, so no connection is left
+ * suspended (which MHD_stop_daemon does not allow).
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,8 +43,22 @@
 
 #define MAX_HEADERS 8
 
+typedef struct deferred {
+    http_request_t *req;
+    http_defer_fn fn;
+    void *arg;
+} deferred_t;
+
 struct http_server {
     struct MHD_Daemon *daemon;
+    /* background work (http_request_defer): a bounded ring under dmu */
+    pthread_mutex_t dmu;
+    pthread_cond_t dcv;
+    pthread_t *dthreads;
+    int n_dthreads;
+    deferred_t *dq;
+    int dq_cap, dq_head, dq_len;
+    int dstop;
     const http_route_t *routes; /* borrowed static table */
     int n_routes;
     void *ctx;
@@ -83,6 +108,9 @@ struct http_request {
     char *header_name[MAX_HEADERS], *header_value[MAX_HEADERS];
     http_complete_fn on_complete;
     char tag[128];
+    /* deferred: set by the handler's thread, cleared when the kept reply is queued */
+    int deferred;
+    struct MHD_Response *kept; /* the background thread's reply, queued after the resume */
 };
 
 void http_config_init(http_config_t *cfg) {
@@ -95,6 +123,7 @@ void http_config_init(http_config_t *cfg) {
     cfg->max_conns_per_ip = 64;
     cfg->max_upload = 50ULL * 1000 * 1000;
     cfg->max_body = 1000 * 1000;
+    cfg->n_defer_threads = 8;
 }
 
 static double ms_since(const struct timespec *t0) {
@@ -234,6 +263,8 @@ static enum MHD_Result upload_iter(void *cls, enum MHD_ValueKind kind, const cha
 static void request_free(http_request_t *req) {
     if (!req)
         return;
+    if (req->kept)
+        MHD_destroy_response(req->kept);
     if (req->pp)
         MHD_destroy_post_processor(req->pp);
     upload_discard(req);
@@ -255,8 +286,12 @@ static void queue_reply(http_request_t *req, unsigned status, struct MHD_Respons
     }
     for (int i = 0; i < req->n_headers; i++)
         MHD_add_response_header(resp, req->header_name[i], req->header_value[i]);
-    MHD_queue_response(req->conn, status, resp);
-    MHD_destroy_response(resp);
+    if (req->deferred)
+        req->kept = resp; /* a background thread: queued by the access callback after the resume */
+    else {
+        MHD_queue_response(req->conn, status, resp);
+        MHD_destroy_response(resp);
+    }
     req->replied = 1;
     req->status = status;
     req->reply_bytes = bytes;
@@ -438,6 +473,60 @@ int http_request_upload_take(http_request_t *req, const char *dest, up_error_t *
     return 0;
 }
 
+/* ---- deferred work ------------------------------------------------------------- */
+
+int http_request_defer(http_request_t *req, http_defer_fn fn, void *arg) {
+    http_server_t *srv = req->srv;
+    if (req->replied || req->deferred)
+        return -1;
+    pthread_mutex_lock(&srv->dmu);
+    if (srv->dstop || srv->dq_len == srv->dq_cap) {
+        pthread_mutex_unlock(&srv->dmu);
+        return -1;
+    }
+    req->deferred = 1;
+    MHD_suspend_connection(req->conn); /* we are in the access callback, as MHD requires */
+    srv->dq[(srv->dq_head + srv->dq_len++) % srv->dq_cap] = (deferred_t){req, fn, arg};
+    pthread_cond_signal(&srv->dcv);
+    pthread_mutex_unlock(&srv->dmu);
+    return 0;
+}
+
+static void *defer_main(void *p) {
+    http_server_t *srv = p;
+    pthread_mutex_lock(&srv->dmu);
+    for (;;) {
+        while (!srv->dq_len && !srv->dstop)
+            pthread_cond_wait(&srv->dcv, &srv->dmu);
+        if (!srv->dq_len)
+            break; /* stopping, and nothing left: every deferred request was answered */
+        deferred_t d = srv->dq[srv->dq_head];
+        srv->dq_head = (srv->dq_head + 1) % srv->dq_cap;
+        srv->dq_len--;
+        pthread_mutex_unlock(&srv->dmu);
+        d.fn(d.req, srv->ctx, d.arg);
+        if (!d.req->replied) {
+            log_error("http: %s %s: the deferred handler sent no reply", d.req->method, d.req->path);
+            http_reply_error(d.req, 500, "internal error");
+        }
+        MHD_resume_connection(d.req->conn);
+        pthread_mutex_lock(&srv->dmu);
+    }
+    pthread_mutex_unlock(&srv->dmu);
+    return NULL;
+}
+
+/* Finish the queued work and join the background threads. */
+static void defer_stop(http_server_t *srv) {
+    pthread_mutex_lock(&srv->dmu);
+    srv->dstop = 1;
+    pthread_cond_broadcast(&srv->dcv);
+    pthread_mutex_unlock(&srv->dmu);
+    for (int i = 0; i < srv->n_dthreads; i++)
+        pthread_join(srv->dthreads[i], NULL);
+    srv->n_dthreads = 0;
+}
+
 static int is_multipart(struct MHD_Connection *c) {
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     return ct && !strncasecmp(ct, "multipart/form-data", 19);
@@ -472,6 +561,17 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             if (!req->pp)
                 req->bad_body = 1;
         }
+        return MHD_YES;
+    }
+    if (req->deferred) {
+        /* called again after the resume: the background thread's reply goes out */
+        req->deferred = 0;
+        if (req->kept) {
+            MHD_queue_response(c, req->status, req->kept);
+            MHD_destroy_response(req->kept);
+            req->kept = NULL;
+        }
+        upload_discard(req);
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -513,9 +613,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
                                                         : (unsigned long long)srv->cfg.max_body);
     } else if (req->bad_body)
         http_reply_error(req, 400, "malformed multipart/form-data body");
-    else if (req->route)
+    else if (req->route) {
         req->route->handler(req, srv->ctx);
-    else if (req->method_mismatch)
+        if (req->deferred)
+            return MHD_YES; /* suspended: a background thread has it now */
+    } else if (req->method_mismatch)
         http_reply_error(req, 405, "method %s not allowed on %s", req->method, req->path);
     else
         http_reply_error(req, 404, "no such endpoint: %s %s", req->method, req->path);
@@ -563,12 +665,15 @@ int http_server_start(const http_config_t *cfg_in, const http_route_t *routes, i
         cfg.max_upload = def.max_upload;
     if (!cfg.max_body)
         cfg.max_body = def.max_body;
+    if (cfg.n_defer_threads <= 0)
+        cfg.n_defer_threads = def.n_defer_threads;
     if (cfg.port < 0 || cfg.port > 65535)
         return up_error_set(err, UP_ERR_INVALID, 0, "bad port %d", cfg.port);
 
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
     if (inet_pton(AF_INET, cfg.listen_addr, &v4->sin_addr) == 1) {
@@ -591,6 +696,18 @@ int http_server_start(const http_config_t *cfg_in, const http_route_t *routes, i
     cfg.upload_dir = srv->upload_dir;
     cfg.listen_addr = NULL; /* not kept */
     srv->cfg = cfg;
+    pthread_mutex_init(&srv->dmu, NULL);
+    pthread_cond_init(&srv->dcv, NULL);
+    srv->dq_cap = 4 * cfg.n_defer_threads;
+    srv->dq = xcalloc((size_t)srv->dq_cap, sizeof *srv->dq);
+    srv->dthreads = xcalloc((size_t)cfg.n_defer_threads, sizeof *srv->dthreads);
+    for (; srv->n_dthreads < cfg.n_defer_threads; srv->n_dthreads++)
+        if (pthread_create(&srv->dthreads[srv->n_dthreads], NULL, defer_main, srv))
+            break; /* fewer threads still work; none means every defer waits for one that never comes */
+    if (srv->n_dthreads == 0) {
+        http_server_stop(srv);
+        return up_error_set(err, UP_ERR_IO, 0, "cannot start the HTTP background threads");
+    }
 
     srv->daemon = MHD_start_daemon(
         flags, (uint16_t)cfg.port, NULL, NULL, on_access, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -599,7 +716,7 @@ int http_server_start(const http_config_t *cfg_in, const http_route_t *routes, i
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)cfg.max_conns_per_ip, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, srv, MHD_OPTION_END);
     if (!srv->daemon) {
-        free(srv);
+        http_server_stop(srv);
         return up_error_set(err, UP_ERR_IO, 0, "cannot listen on %s port %d (in use, or not allowed)",
                             cfg_in->listen_addr ? cfg_in->listen_addr : def.listen_addr, cfg.port);
     }
@@ -622,7 +739,12 @@ void http_server_quiesce(http_server_t *srv) {
 void http_server_stop(http_server_t *srv) {
     if (!srv)
         return;
+    defer_stop(srv); /* first: every suspended connection is resumed before the daemon stops */
     if (srv->daemon)
         MHD_stop_daemon(srv->daemon);
+    pthread_mutex_destroy(&srv->dmu);
+    pthread_cond_destroy(&srv->dcv);
+    free(srv->dq);
+    free(srv->dthreads);
     free(srv);
 }

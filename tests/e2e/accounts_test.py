@@ -322,6 +322,7 @@ class Fixture:
 
     def __init__(self):
         self.hits = 0
+        self.release = threading.Event()  # /hold answers once this is set
         fixture = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -367,6 +368,9 @@ class Fixture:
                             self.send(200, read(SMALL))
                     elif p in ("/big", "/big-nolen"):
                         self.send(200, b"\x89PNG\r\n\x1a\n" + os.urandom(Fixture.BIG), length=(p == "/big"))
+                    elif p == "/hold":  # no answer until the test releases it (at most 30 s)
+                        fixture.release.wait(30)
+                        self.send(200, read(SMALL))
                     elif p == "/slow":  # no answer for 8 s
                         time.sleep(8)
                         self.send(200, read(SMALL))
@@ -1235,6 +1239,43 @@ def test_picshapes(s, ctx):
 # ---- main ------------------------------------------------------------------------------------------
 
 
+def test_fetch_background(fx, ctx):
+    """A slow image_url holds no HTTP thread: with one HTTP thread, other requests are answered while the
+    image server holds its answer back, and the held fetch then completes."""
+    s = start("onethread", "--http-threads", "1", "--fetch-allow", "127.0.0.0/8", "--fetch-timeout", "30",
+              *NO_RATE)
+    if not s:
+        return
+    k = mk(s, "held")
+    done = {}
+
+    def held_post():
+        done["r"] = create_url(s.port, k, {"image_url": fx.url("/hold"), "model": FAST, "scale": 2})
+
+    fx.release.clear()
+    hits = fx.hits
+    t = threading.Thread(target=held_post, daemon=True)
+    t.start()
+    for _ in range(200):  # until the fetch has reached the image server (at most 10 s)
+        if fx.hits > hits:
+            break
+        time.sleep(0.05)
+    # were the fetch on the only HTTP thread, these would wait for the release, which comes after them
+    try:
+        health = request(s.port, "GET", "/api/v1/health", timeout=10 * SLOW).status
+        listed = call(s.port, "GET", "/v1/jobs", k, timeout=10 * SLOW).status
+    except OSError as e:
+        health = listed = repr(e)
+    check(health == 200 and listed == 200 and t.is_alive(),
+          "one HTTP thread: /health and GET /v1/jobs answer while an image_url fetch is held",
+          "health %s, list %s" % (health, listed))
+    fx.release.set()
+    t.join(timeout=30 * SLOW)
+    check(not t.is_alive() and "r" in done and done["r"].status == 201,
+          "the held fetch then completes: 201", done.get("r"))
+    s.stop()
+
+
 def run(t, *args):
     t1 = time.time()
     try:
@@ -1271,6 +1312,7 @@ def main():
             run(test_paging, s, ctx)
             run(test_picshapes, s, ctx)
             s.stop()
+        run(test_fetch_background, fx, ctx)
         run(rate_finish, ctx)
     finally:
         for s in SERVERS:
