@@ -189,6 +189,7 @@ static int job_settings(api_t *api, http_request_t *req, const char *model, long
         return -1;
     }
     memset(job, 0, sizeof *job);
+    job->keep_s = api->result_url_ttl; /* upres-ai spec: result URLs are valid for 1 hour */
     snprintf(job->model, sizeof job->model, "%s", ours);
     if (strcmp(ours, model))
         snprintf(job->model_alias, sizeof job->model_alias, "%s", model);

@@ -112,8 +112,9 @@ static const char schema_sql[] =
     " model_alias TEXT NOT NULL DEFAULT '',"
     " owner TEXT NOT NULL DEFAULT ''," /* api key id, '' = anonymous */
     " tier TEXT NOT NULL DEFAULT '',"
-    " credits INTEGER NOT NULL DEFAULT 0," /* charged at insert */
-    " refunded INTEGER NOT NULL DEFAULT 0" /* 1 once the charge was given back */
+    " credits INTEGER NOT NULL DEFAULT 0,"  /* charged at insert */
+    " refunded INTEGER NOT NULL DEFAULT 0," /* 1 once the charge was given back */
+    " keep_s REAL NOT NULL DEFAULT 0"       /* the result is kept at least this long; 0 = the retention */
     ");"
     "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, created_at, seq);"
     "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;" ACCOUNTS_SQL;
@@ -124,14 +125,15 @@ static const char migrate_v2_sql[] =
     "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE jobs ADD COLUMN tier TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE jobs ADD COLUMN credits INTEGER NOT NULL DEFAULT 0;"
-    "ALTER TABLE jobs ADD COLUMN refunded INTEGER NOT NULL DEFAULT 0;" ACCOUNTS_SQL;
+    "ALTER TABLE jobs ADD COLUMN refunded INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN keep_s REAL NOT NULL DEFAULT 0;" ACCOUNTS_SQL;
 
 /* Every job read returns these columns in this order (see read_row). */
 #define JOB_COLUMNS                                                                                          \
     "seq, id, status, progress, attempts, cancel_requested, model, model_alias, scale, format, quality,"     \
     " tile, input_path, input_name, input_format, input_width, input_height, input_bytes,"                   \
     " result_path, result_format, output_width, output_height, result_bytes,"                                \
-    " created_at, started_at, completed_at, expires_at, error, owner, tier, credits, refunded"
+    " created_at, started_at, completed_at, expires_at, error, owner, tier, credits, refunded, keep_s"
 
 /* Every key read returns these columns in this order (see read_key). */
 #define KEY_COLUMNS "id, name, prefix, hash, tier, quota, credits, created_at, last_used_at, revoked_at"
@@ -195,9 +197,9 @@ static const char *const wsql[N_WSTMT] = {
     [S_ROLLBACK] = "ROLLBACK",
     [S_INSERT] = "INSERT INTO jobs (id, status, progress, attempts, cancel_requested, model, scale,"
                  " format, quality, tile, input_path, input_name, input_format, input_width,"
-                 " input_height, input_bytes, created_at, model_alias, owner, tier, credits)"
+                 " input_height, input_bytes, created_at, model_alias, owner, tier, credits, keep_s)"
                  " VALUES (?1, 0, 0, 0, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
-                 " ?14, ?15, ?16, ?17)",
+                 " ?14, ?15, ?16, ?17, ?18)",
     [S_STATUS] = "SELECT status, cancel_requested, attempts FROM jobs WHERE id = ?1",
     [S_NEXT_QUEUED] = "SELECT seq FROM jobs WHERE status = 0 ORDER BY created_at, seq LIMIT 1",
     [S_CLAIM] = "UPDATE jobs SET status = 6, attempts = attempts + 1, started_at = ?2, progress = 0,"
@@ -207,7 +209,7 @@ static const char *const wsql[N_WSTMT] = {
     [S_PROGRESS] = "UPDATE jobs SET progress = ?2 WHERE id = ?1",
     [S_COMPLETE] = "UPDATE jobs SET status = 2, progress = 100, result_path = ?2, result_format = ?3,"
                    " output_width = ?4, output_height = ?5, result_bytes = ?6, completed_at = ?7,"
-                   " expires_at = ?8, cancel_requested = 0 WHERE id = ?1",
+                   " expires_at = max(?8, ?7 + keep_s), cancel_requested = 0 WHERE id = ?1",
     [S_FAIL] = "UPDATE jobs SET status = 3, error = ?2, completed_at = ?3, expires_at = ?4,"
                " cancel_requested = 0 WHERE id = ?1",
     /* nothing to keep: the input is due for deletion at once */
@@ -352,6 +354,7 @@ static void read_row(sqlite3_stmt *s, job_t *j) {
     copy_text(j->tier, sizeof j->tier, s, c++);
     j->credits = sqlite3_column_int64(s, c++);
     j->refunded = sqlite3_column_int(s, c++);
+    j->keep_s = sqlite3_column_double(s, c++);
 }
 
 static void read_key(sqlite3_stmt *s, api_key_t *k) {
@@ -609,6 +612,7 @@ static int insert_row(store_t *st, const job_t *job, up_error_t *err) {
     bind_text(s, 15, job->owner);
     bind_text(s, 16, job->tier);
     sqlite3_bind_int64(s, 17, job->credits);
+    sqlite3_bind_double(s, 18, job->keep_s > 0 ? job->keep_s : 0);
     int src = sqlite3_step(s);
     done(s);
     if (src == SQLITE_CONSTRAINT_UNIQUE || src == SQLITE_CONSTRAINT_PRIMARYKEY)

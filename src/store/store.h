@@ -49,12 +49,12 @@ typedef struct job {
     int attempts;         /* claims so far */
     int cancel_requested; /* set while processing; the worker stops at the next tile */
     /* settings */
-    char model[128];       /* the model run: a registry family or file stem */
-    char model_alias[64];  /* the name the client used when it differs ("wavespeed-ai/real-esrgan"), else "" */
-    int scale;       /* requested output scale */
-    char format[8];  /* requested output format, "" = the input's */
-    int quality;     /* 0 = default */
-    int tile;        /* 0 = automatic */
+    char model[128];      /* the model run: a registry family or file stem */
+    char model_alias[64]; /* the name the client used when it differs ("wavespeed-ai/real-esrgan"), else "" */
+    int scale;            /* requested output scale */
+    char format[8];       /* requested output format, "" = the input's */
+    int quality;          /* 0 = default */
+    int tile;             /* 0 = automatic */
     /* input */
     char input_path[1024]; /* stored upload, "" once deleted */
     char input_name[256];  /* the client's file name */
@@ -70,10 +70,12 @@ typedef struct job {
     double created_at, started_at, completed_at, expires_at;
     char error[512]; /* failed: why */
     /* account */
-    char owner[40];  /* the API key id that made it, "" = anonymous */
-    char tier[32];   /* the key's tier when it was made, "" = none */
+    char owner[40];    /* the API key id that made it, "" = anonymous */
+    char tier[32];     /* the key's tier when it was made, "" = none */
     long long credits; /* credits charged (0 = free) */
-    int refunded;    /* the charge was given back (read only) */
+    int refunded;      /* the charge was given back (read only) */
+    double keep_s;     /* keep the result at least this long after completion, seconds (0 = the retention):
+                          a dialect that promises a result for a time (upres.ai: links valid 1 hour) */
 } job_t;
 
 typedef struct store store_t;
@@ -124,7 +126,7 @@ int store_job_start(store_t *st, const char *id, int *cancel, up_error_t *err);
 /* Progress of a processing job. Returns cancel_requested through *cancel (may be NULL). */
 int store_job_progress(store_t *st, const char *id, int progress, int *cancel, up_error_t *err);
 
-/* A processing job completed: result fields from job; expires_at = now + retention. */
+/* A processing job completed: result fields from job; expires_at = now + max(retention, its keep_s). */
 int store_job_complete(store_t *st, const job_t *job, double retention_s, up_error_t *err);
 
 /*
@@ -201,25 +203,27 @@ int store_jobs_list(store_t *st, const store_job_filter_t *f, job_t *jobs, int m
 /* ---- API keys ------------------------------------------------------------------ */
 
 typedef struct api_key {
-    char id[40];             /* UUID v4 */
-    char name[128];          /* the operator's label */
-    char prefix[24];         /* the key's first characters, for display ("upres_AbCdEfGh") */
-    unsigned char hash[32];  /* SHA-256 of the whole key */
-    char tier[32];           /* tier name ("basic") */
-    long long quota;         /* credits per calendar month, -1 = no quota */
-    long long credits;       /* balance, -1 = none kept (unlimited) */
-    double created_at;       /* Unix seconds */
-    double last_used_at;     /* 0 = never */
-    double revoked_at;       /* 0 = active */
+    char id[40];            /* UUID v4 */
+    char name[128];         /* the operator's label */
+    char prefix[24];        /* the key's first characters, for display ("upres_AbCdEfGh") */
+    unsigned char hash[32]; /* SHA-256 of the whole key */
+    char tier[32];          /* tier name ("basic") */
+    long long quota;        /* credits per calendar month, -1 = no quota */
+    long long credits;      /* balance, -1 = none kept (unlimited) */
+    double created_at;      /* Unix seconds */
+    double last_used_at;    /* 0 = never */
+    double revoked_at;      /* 0 = active */
 } api_key_t;
 
-/* Insert a new key (every field but last_used_at/revoked_at filled). UP_ERR_INVALID for a duplicate id or hash. */
+/* Insert a new key (every field but last_used_at/revoked_at filled). UP_ERR_INVALID for a duplicate id or
+ * hash. */
 int store_key_insert(store_t *st, const api_key_t *key, up_error_t *err);
 
 /* The key whose hash is hash (revoked ones too: the caller checks revoked_at). UP_ERR_NOT_FOUND if none. */
 int store_key_by_hash(store_t *st, const unsigned char hash[32], api_key_t *out, up_error_t *err);
 
-/* The key with this id, or the one key whose prefix starts with ref. UP_ERR_NOT_FOUND; UP_ERR_INVALID when ref is ambiguous. */
+/* The key with this id, or the one key whose prefix starts with ref. UP_ERR_NOT_FOUND; UP_ERR_INVALID when
+ * ref is ambiguous. */
 int store_key_find(store_t *st, const char *ref, api_key_t *out, up_error_t *err);
 
 /* Every key, oldest first. *keys is new (free()), *n its count. */

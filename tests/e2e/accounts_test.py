@@ -1118,6 +1118,9 @@ def test_signed(s, ctx):
         return
     ida, exa, sga = ma.groups()
     idb = mb.group(1)
+    # upres-ai spec: valid for 1 hour, although this server keeps Upscale Service results 900 s (the default)
+    left = int(exa) - time.time()
+    check(3600 - 120 * SLOW < left <= 3600, "a result link is valid about an hour (retention 900 s)", "%.0f s" % left)
     sig2 = sga[:-1] + ("0" if sga[-1] != "0" else "1")
     sig3 = ("f" if sga[0] != "f" else "e") + sga[1:]
     for what, path in (("a hex digit of sig changed (last)", "/v1/results/%s?expires=%s&sig=%s" % (ida, exa, sig2)),

@@ -466,6 +466,34 @@ static long long balance(store_t *st, const char *id) {
     return k.credits;
 }
 
+/* keep_s: a job that promises its result for a time keeps it at least that long, whatever the retention. */
+static void test_keep(void) {
+    store_t *st = open_sub("keep");
+    if (!st)
+        return;
+    up_error_t err;
+    job_t j, got;
+    static const struct {
+        const char *id;
+        double keep_s, retention_s, want; /* want: expires_at - completed_at */
+    } cases[] = {{"keep-a", 3600, 900, 3600}, {"keep-b", 60, 900, 900}, {"keep-c", 0, 900, 900}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        make_job(&j, cases[i].id, (double)i + 1);
+        j.keep_s = cases[i].keep_s;
+        CHECK(store_job_insert(st, &j, &err) == 0);
+        CHECK(store_job_claim(st, &got, &err) == 0 && !strcmp(got.id, cases[i].id) &&
+              got.keep_s == cases[i].keep_s);
+        CHECK(store_job_start(st, got.id, NULL, &err) == 0);
+        snprintf(got.result_path, sizeof got.result_path, "%s/results/%s.png", dir, got.id);
+        CHECK(store_job_complete(st, &got, cases[i].retention_s, &err) == 0);
+        CHECK(store_job_get(st, got.id, &got, &err) == 0);
+        double kept = got.expires_at - got.completed_at;
+        CHECKF(kept > cases[i].want - 0.01 && kept < cases[i].want + 0.01, "%s: kept %.3f s, want %.0f",
+               got.id, kept, cases[i].want);
+    }
+    store_close(st);
+}
+
 static void test_keys(void) {
     store_t *st = open_sub("keys");
     if (!st)
@@ -1129,6 +1157,7 @@ int main(void) {
 
     test_claim_race();
     test_claimed();
+    test_keep();
     test_keys();
     test_charges();
     test_charge_race();
