@@ -104,15 +104,20 @@ static void h_tiers(http_request_t *req, void *ctx) {
 
 /* ---- jobs -------------------------------------------------------------------------- */
 
-/* Authenticate when a key is sent (the spec needs none here), then read the job. 0 or -1 after replying. */
+/*
+ * Authenticate when a key is sent (the spec needs none here: job ids are
+ * unguessable), then read the job. As on the Upscale Service, a caller that
+ * sends a key does not see another key's job. 0 or -1 after replying.
+ */
 static int read_job(api_t *api, http_request_t *req, job_t *job) {
     api_key_t key;
-    if (api_auth(api, req, 0, &key) < 0)
+    int auth = api_auth(api, req, 0, &key);
+    if (auth < 0)
         return -1;
     const char *id = http_request_param(req, "id");
     up_error_t err;
     int rc = uuid_valid(id) ? store_job_get(api->store, id, job, &err) : UP_ERR_NOT_FOUND;
-    if (rc == UP_ERR_NOT_FOUND) {
+    if (rc == UP_ERR_NOT_FOUND || (!rc && auth == 1 && job->owner[0] && strcmp(job->owner, key.id))) {
         http_reply_error_code(req, 404, "NOT_FOUND", NULL, "Job not found.");
         return -1;
     }

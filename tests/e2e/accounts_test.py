@@ -1213,6 +1213,9 @@ def test_picshapes(s, ctx):
             check(fetch_result(p, j["result_url"]).status == 200, "jobs/{id}/result's link downloads")
         r = call(p, "GET", "/api/v1/jobs/" + done["id"], ctx.get("create_key"))
         check(r.status == 200, "jobs/{id} with the owner's key -> 200", r)
+        for path in ("/api/v1/jobs/" + done["id"], "/api/v1/jobs/%s/result" % done["id"]):
+            r = call(p, "GET", path, ku)
+            check(is_err(r, 404, "NOT_FOUND"), "GET %s with another key -> 404 (as on the Upscale Service)" % path, r)
         r = call(p, "GET", "/api/v1/jobs/" + done["id"], unknown_key())
         check(is_err(r, 401, "UNAUTHORIZED"), "jobs/{id} with an unknown key -> 401", r)
     for path in ("/api/v1/jobs/" + str(uuid.uuid4()), "/api/v1/jobs/%s/result" % uuid.uuid4(),
