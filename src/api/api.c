@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/base64url.h"
 #include "core/clock.h"
 #include "core/fileio.h"
 #include "core/log.h"
@@ -158,6 +159,29 @@ static int write_new_file(const char *path, const void *data, size_t size) {
         unlink(path);
         return -1;
     }
+    return 0;
+}
+
+void api_cursor_make(long long seq, char *out, size_t size) {
+    char plain[32], enc[BASE64URL_LEN(sizeof plain) + 1];
+    int n = snprintf(plain, sizeof plain, "seq:%lld", seq);
+    base64url_encode((const unsigned char *)plain, (size_t)n, enc);
+    snprintf(out, size, "c1.%s", enc);
+}
+
+int api_cursor_parse(const char *cursor, long long *seq) {
+    unsigned char plain[32];
+    size_t n;
+    if (strncmp(cursor, "c1.", 3) || base64url_decode(cursor + 3, plain, sizeof plain - 1, &n))
+        return -1;
+    plain[n] = '\0';
+    const char *digits = (const char *)plain + 4;
+    if (n < 5 || memcmp(plain, "seq:", 4) || strspn(digits, "0123456789") != n - 4 || n - 4 > 18)
+        return -1;
+    long long v = strtoll(digits, NULL, 10);
+    if (v <= 0)
+        return -1;
+    *seq = v;
     return 0;
 }
 

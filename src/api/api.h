@@ -124,6 +124,14 @@ int api_time_parse(const char *s, double *t);
  */
 int api_result_url(api_t *api, http_request_t *req, const job_t *job, char *out, size_t size);
 
+/*
+ * Paging cursors (GET /v1/jobs): the position after the job with sequence
+ * seq, as an opaque string ("c1." + base64url; out >= 40 bytes), and back.
+ * Parsing is strict: 0, or -1 for anything api_cursor_make did not write.
+ */
+void api_cursor_make(long long seq, char *out, size_t size);
+int api_cursor_parse(const char *cursor, long long *seq);
+
 /* "png", "jpg" or "webp" for a client's output format name (any case, "jpeg" too), else NULL. */
 const char *api_output_format(const char *name);
 

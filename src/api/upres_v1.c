@@ -20,7 +20,6 @@
  * sequence of the last job returned, so pages never shift while new jobs
  * arrive. It is opaque to clients ("c1." + base64url), not an offset.
  */
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,64 +295,6 @@ static void h_create(http_request_t *req, void *ctx) {
 
 /* ---- GET /v1/jobs -------------------------------------------------------------------- */
 
-static void b64url(const unsigned char *in, size_t n, char *out) {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v =
-            (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
-        out[o++] = tab[v >> 18 & 63];
-        out[o++] = tab[v >> 12 & 63];
-        if (i + 1 < n)
-            out[o++] = tab[v >> 6 & 63];
-        if (i + 2 < n)
-            out[o++] = tab[v & 63];
-    }
-    out[o] = '\0';
-}
-
-/* The cursor for the page after the job with sequence seq. */
-static void cursor_make(long long seq, char *out, size_t size) {
-    char plain[32], enc[48];
-    int n = snprintf(plain, sizeof plain, "seq:%lld", seq);
-    b64url((const unsigned char *)plain, (size_t)n, enc);
-    snprintf(out, size, "c1.%s", enc);
-}
-
-/* A cursor's sequence; 0 or -1 when it is not one of ours. */
-static int cursor_parse(const char *c, long long *seq) {
-    if (strncmp(c, "c1.", 3) || strlen(c) > 40)
-        return -1;
-    c += 3;
-    unsigned char plain[32];
-    size_t n = 0;
-    unsigned acc = 0;
-    int bits = 0;
-    for (; *c; c++) {
-        const char *tab = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        const char *p = strchr(tab, *c);
-        if (!p)
-            return -1;
-        acc = acc << 6 | (unsigned)(p - tab);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (n >= sizeof plain - 1)
-                return -1;
-            plain[n++] = (unsigned char)(acc >> bits & 255);
-        }
-    }
-    plain[n] = '\0';
-    char *end;
-    if (strncmp((char *)plain, "seq:", 4) || !isdigit(plain[4]))
-        return -1;
-    long long v = strtoll((char *)plain + 4, &end, 10);
-    if (*end || v <= 0)
-        return -1;
-    *seq = v;
-    return 0;
-}
-
 static void h_list(http_request_t *req, void *ctx) {
     api_t *api = ctx;
     api_key_t key;
@@ -381,7 +322,7 @@ static void h_list(http_request_t *req, void *ctx) {
         bad_request(req, "invalid limit '%s': a whole number from 1 to 100", v);
         return;
     }
-    if ((v = http_request_query(req, "cursor")) && *v && cursor_parse(v, &f.below_seq)) {
+    if ((v = http_request_query(req, "cursor")) && *v && api_cursor_parse(v, &f.below_seq)) {
         bad_request(req, "invalid cursor '%s': pass next_cursor from the previous page unchanged", v);
         return;
     }
@@ -406,7 +347,7 @@ static void h_list(http_request_t *req, void *ctx) {
     json_t *o = json_pack("{s:o,s:b}", "data", data, "has_more", more);
     if (more) {
         char c[64];
-        cursor_make(jobs[n - 1].seq, c, sizeof c);
+        api_cursor_make(jobs[n - 1].seq, c, sizeof c);
         json_object_set_new(o, "next_cursor", json_string(c));
     }
     free(jobs);

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/base64url.h"
 #include "core/log.h"
 
 #define KEY_RANDOM_SIZE 32
@@ -24,31 +25,6 @@
 
 _Static_assert(PREFIX_LEN + (KEY_RANDOM_SIZE * 8 + 5) / 6 == AUTH_KEY_LEN, "key length");
 _Static_assert(AUTH_KEY_DISPLAY_LEN <= AUTH_KEY_LEN, "display length");
-
-static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/* RFC 4648 section 5 base64url of in[0..n), no padding; out gets ceil(n*8/6) chars and a NUL. */
-static void base64url_encode(const unsigned char *in, size_t n, char *out) {
-    size_t i = 0;
-    for (; i + 3 <= n; i += 3) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
-        *out++ = b64url[v >> 18];
-        *out++ = b64url[(v >> 12) & 63];
-        *out++ = b64url[(v >> 6) & 63];
-        *out++ = b64url[v & 63];
-    }
-    if (n - i == 1) {
-        unsigned v = (unsigned)in[i] << 16;
-        *out++ = b64url[v >> 18];
-        *out++ = b64url[(v >> 12) & 63];
-    } else if (n - i == 2) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8;
-        *out++ = b64url[v >> 18];
-        *out++ = b64url[(v >> 12) & 63];
-        *out++ = b64url[(v >> 6) & 63];
-    }
-    *out = '\0';
-}
 
 int auth_key_generate(char *key, unsigned char hash[32], char *display) {
     unsigned char raw[KEY_RANDOM_SIZE];

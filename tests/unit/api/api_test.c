@@ -1,7 +1,8 @@
 /*
  * api_test.c - the pure helpers the API dialects share (src/api/api.c):
  * RFC 3339 formatting and parsing (the times in every reply and the
- * before/after filters of GET /v1/jobs) and integer parsing. The handlers
+ * before/after filters of GET /v1/jobs), integer parsing, and the paging
+ * cursor's round trip and refusals. The handlers
  * themselves are driven over HTTP by tests/e2e/accounts_test.py.
  */
 #include <math.h>
@@ -78,9 +79,36 @@ static void test_parse_int(void) {
     CHECK(api_parse_int(NULL, &v) != 0);
 }
 
+static void test_cursor(void) {
+    char c[64];
+    long long seq = 0;
+    static const long long seqs[] = {1, 9, 10, 4095, 123456789, 999999999999999999LL};
+    for (size_t i = 0; i < sizeof seqs / sizeof seqs[0]; i++) {
+        api_cursor_make(seqs[i], c, sizeof c);
+        CHECKF(!strncmp(c, "c1.", 3) && api_cursor_parse(c, &seq) == 0 && seq == seqs[i],
+               "%lld -> '%s' -> %lld", seqs[i], c, seq);
+    }
+    static const char *bad[] = {"",
+                                "1",
+                                "c1.",
+                                "c2.c2VxOjE",                          /* another version */
+                                "c1.c2VxOjE=",                         /* padding */
+                                "c1.c2VxOg",                           /* "seq:" without digits */
+                                "c1.c2VxOjA",                          /* "seq:0" */
+                                "c1.c2VxOi0x",                         /* "seq:-1" */
+                                "c1.c2VxOjF4",                         /* "seq:1x" */
+                                "c1.c2VxOiAx",                         /* "seq: 1" */
+                                "c1.b2ZmOjE",                          /* "off:1" */
+                                "c1.c2VxOjEyMzQ1Njc4OTAxMjM0NTY3ODkw", /* 20 digits */
+                                "c1.!!!!"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECKF(api_cursor_parse(bad[i], &seq) != 0, "cursor '%s' refused", bad[i]);
+}
+
 int main(void) {
     test_time_format();
     test_time_parse();
     test_parse_int();
+    test_cursor();
     return test_summary();
 }
