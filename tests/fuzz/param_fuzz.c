@@ -1,6 +1,7 @@
 /*
  * param_fuzz.c - libFuzzer target for the ncnn model reader (param.c,
- * weights.c). Not built by CMake; build and run by hand:
+ * weights.c). ctest runs it through driver.c (fuzz/param, seeded with
+ * tests/cases/param). For coverage-guided fuzzing, build and run by hand:
  *
  *   clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
  *       tests/fuzz/param_fuzz.c src/nn/param.c src/nn/weights.c src/nn/model.c \
