@@ -1,13 +1,15 @@
 /*
- * keys.c - `upres keys create | list | revoke`: the operator's side of API
- * keys, straight on the store in the data folder (the server need not run).
+ * keys.c - `upres keys create | list | revoke | update`: the operator's side
+ * of API keys, straight on the store in the data folder (the server need
+ * not run).
  *
  * A new key is printed once, alone on the first line of stdout, so that a
  * script can take it with `head -1`; the store keeps only its SHA-256 and
  * its first characters (the prefix), which is all `list` can show. Settings
  * follow `upres serve`: flag > UPRES_* environment > default, so the same
  * UPRES_DATA and UPRES_TIERS reach both. Exit status as cli.h says: 0, 1 for
- * a store failure or a key that cannot be revoked, 2 for a usage error.
+ * a store failure or a key that cannot be revoked or changed, 2 for a usage
+ * error.
  */
 #include <getopt.h>
 #include <jansson.h>
@@ -28,13 +30,18 @@ static void usage(FILE *f) {
     fputs("usage: upres keys create --name NAME [--tier NAME] [--quota N] [--credits N] [options]\n"
           "       upres keys list [--json] [options]\n"
           "       upres keys revoke ID_OR_PREFIX [options]\n"
+          "       upres keys update ID_OR_PREFIX [--tier NAME] [--quota N|none] [--credits N|unlimited]\n"
+          "                         [--add-credits [+-]N] [options]\n"
           "\n"
           "API keys for the server, kept in the data folder's database (only their SHA-256).\n"
           "\n"
           "  -n, --name NAME      create: a label for the key (required, 1 to 127 bytes)\n"
-          "      --tier NAME      create: the key's tier (default basic; see --tiers)\n"
-          "      --quota N        create: credits per calendar month (default: no quota)\n"
-          "      --credits N      create: starting credit balance (default: unlimited)\n"
+          "      --tier NAME      create, update: the key's tier (default basic; see --tiers)\n"
+          "      --quota N        create: credits per calendar month (default: no quota);\n"
+          "                       update: the new quota, or none\n"
+          "      --credits N      create: starting credit balance (default: unlimited);\n"
+          "                       update: the new balance, or unlimited\n"
+          "      --add-credits N  update: add +N to the balance or take -N off it (never below 0)\n"
           "      --json           list: a JSON array instead of a table\n"
           "  -d, --data DIR       data folder (UPRES_DATA, default ./data)\n"
           "      --tiers FILE     tier table, JSON as GET /api/v1/tiers (UPRES_TIERS, default built in)\n"
@@ -42,10 +49,10 @@ static void usage(FILE *f) {
           f);
 }
 
-enum { OPT_TIER = 1000, OPT_QUOTA, OPT_CREDITS, OPT_JSON, OPT_TIERS };
+enum { OPT_TIER = 1000, OPT_QUOTA, OPT_CREDITS, OPT_ADD_CREDITS, OPT_JSON, OPT_TIERS };
 
 typedef struct opts {
-    const char *name, *tier, *quota, *credits, *data, *tiers;
+    const char *name, *tier, *quota, *credits, *add_credits, *data, *tiers;
     int json;
 } opts_t;
 
@@ -60,6 +67,7 @@ static int parse(const char *sub, int argc, char **argv, opts_t *o, int *first) 
         {"tier", required_argument, 0, OPT_TIER},
         {"quota", required_argument, 0, OPT_QUOTA},
         {"credits", required_argument, 0, OPT_CREDITS},
+        {"add-credits", required_argument, 0, OPT_ADD_CREDITS},
         {"json", no_argument, 0, OPT_JSON},
         {"data", required_argument, 0, 'd'},
         {"tiers", required_argument, 0, OPT_TIERS},
@@ -75,6 +83,7 @@ static int parse(const char *sub, int argc, char **argv, opts_t *o, int *first) 
         case OPT_TIER: o->tier = optarg; break;
         case OPT_QUOTA: o->quota = optarg; break;
         case OPT_CREDITS: o->credits = optarg; break;
+        case OPT_ADD_CREDITS: o->add_credits = optarg; break;
         case OPT_JSON: o->json = 1; break;
         case 'd': o->data = optarg; break;
         case OPT_TIERS: o->tiers = optarg; break;
@@ -98,6 +107,27 @@ static int parse_count(const char *s, long long *out) {
         return -1;
     *out = strtoll(s, NULL, 10);
     return *out <= 1000000000000000LL ? 0 : -1;
+}
+
+/* A quota or balance: a count (parse_count), or word ("none", "unlimited") for -1. 0 on success. */
+static int parse_limit(const char *s, const char *word, long long *out) {
+    if (!strcmp(s, word)) {
+        *out = -1;
+        return 0;
+    }
+    return parse_count(s, out);
+}
+
+/* A change to a balance: an optional sign and a count, not 0. 0 on success. */
+static int parse_delta(const char *s, long long *out) {
+    int neg = *s == '-';
+    if (*s == '+' || *s == '-')
+        s++;
+    if (parse_count(s, out) || *out == 0)
+        return -1;
+    if (neg)
+        *out = -*out;
+    return 0;
 }
 
 /* t (Unix seconds) as UTC in strftime format fmt; "" for 0. */
@@ -139,6 +169,42 @@ static int name_ok(const char *s, size_t size) {
     return n > 0 && n < size && utf8;
 }
 
+/* 0 when tier is in the tier table (--tiers, UPRES_TIERS or the built-in one), else the exit status. */
+static int check_tier(const opts_t *o, const char *tier) {
+    tiers_t tiers;
+    up_error_t err;
+    const char *tiers_path = cli_setting(o->tiers, "UPRES_TIERS");
+    if (!tiers_path)
+        tiers_default(&tiers);
+    else if (tiers_load(tiers_path, &tiers, &err)) {
+        cli_error("%s", err.msg);
+        return 1;
+    }
+    if (!tiers_find(&tiers, tier)) {
+        char list[TIERS_MAX * 34] = "";
+        for (int i = 0; i < tiers.n; i++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
+                     tiers.tier[i].name);
+        cli_error("unknown tier '%s' (tiers: %s)", tier, list);
+        return 2;
+    }
+    _Static_assert(sizeof((api_key_t *)0)->tier >= sizeof tiers.tier[0].name, "a key holds any tier's name");
+    return 0;
+}
+
+/* A key's settings as "field: value" lines (never the key itself: the store does not have it). */
+static void print_key(const api_key_t *k) {
+    printf("id:       %s\nname:     %s\ntier:     %s\n", k->id, k->name, k->tier);
+    if (k->quota < 0)
+        printf("quota:    none\n");
+    else
+        printf("quota:    %lld credits a month\n", k->quota);
+    if (k->credits < 0)
+        printf("credits:  unlimited\n");
+    else
+        printf("credits:  %lld\n", k->credits);
+}
+
 static int keys_create(const opts_t *o) {
     api_key_t k = {.quota = -1, .credits = -1};
     if (!o->name) {
@@ -157,26 +223,12 @@ static int keys_create(const opts_t *o) {
         cli_error("bad credits '%s': a starting balance, 0 or more", o->credits);
         return 2;
     }
-    tiers_t tiers;
-    up_error_t err;
-    const char *tiers_path = cli_setting(o->tiers, "UPRES_TIERS");
-    if (!tiers_path)
-        tiers_default(&tiers);
-    else if (tiers_load(tiers_path, &tiers, &err)) {
-        cli_error("%s", err.msg);
-        return 1;
-    }
     const char *tier = o->tier ? o->tier : "basic";
-    if (!tiers_find(&tiers, tier)) {
-        char list[TIERS_MAX * 34] = "";
-        for (int i = 0; i < tiers.n; i++)
-            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
-                     tiers.tier[i].name);
-        cli_error("unknown tier '%s' (tiers: %s)", tier, list);
-        return 2;
-    }
-    _Static_assert(sizeof k.tier >= sizeof tiers.tier[0].name, "a key holds any tier's name");
+    int status = check_tier(o, tier);
+    if (status)
+        return status;
 
+    up_error_t err;
     char key[AUTH_KEY_LEN + 1];
     if (auth_key_generate(key, k.hash, k.prefix)) {
         cli_error("the random generator failed: no key made");
@@ -187,7 +239,7 @@ static int keys_create(const opts_t *o) {
     snprintf(k.tier, sizeof k.tier, "%s", tier);
     k.created_at = now_s();
     store_t *st = NULL;
-    int status = open_store(o, 0, &st);
+    status = open_store(o, 0, &st);
     if (!status && store_key_insert(st, &k, &err)) {
         cli_error("%s", err.msg);
         status = 1;
@@ -195,15 +247,7 @@ static int keys_create(const opts_t *o) {
     store_close(st);
     if (!status) {
         printf("%s\n\n", key);
-        printf("id:       %s\nname:     %s\ntier:     %s\n", k.id, k.name, k.tier);
-        if (k.quota < 0)
-            printf("quota:    none\n");
-        else
-            printf("quota:    %lld credits a month\n", k.quota);
-        if (k.credits < 0)
-            printf("credits:  unlimited\n");
-        else
-            printf("credits:  %lld\n", k.credits);
+        print_key(&k);
         printf("\nStore this key now: it is shown only once (upres keeps only its SHA-256).\n");
         if (fflush(stdout) != 0) {
             cli_error("could not print the new key: revoke it (upres keys revoke %s)", k.id);
@@ -325,16 +369,16 @@ static int keys_list(const opts_t *o, store_t *st) {
     return status;
 }
 
-static int keys_revoke(const char *ref, store_t *st) {
-    api_key_t k;
+/* The key ref names: the whole key (by its hash), an id or a prefix. 0, or 1 after an error line. */
+static int find_key(store_t *st, const char *ref, api_key_t *k) {
     up_error_t err;
     int rc;
     if (auth_key_wellformed(ref)) { /* the whole key, e.g. one found leaked */
         unsigned char hash[32];
         auth_key_hash(ref, hash);
-        rc = store_key_by_hash(st, hash, &k, &err);
+        rc = store_key_by_hash(st, hash, k, &err);
     } else {
-        rc = store_key_find(st, ref, &k, &err);
+        rc = store_key_find(st, ref, k, &err);
     }
     if (rc == UP_ERR_NOT_FOUND) {
         cli_error("no API key matches '%s'", ref);
@@ -344,6 +388,15 @@ static int keys_revoke(const char *ref, store_t *st) {
         cli_error("%s", err.msg);
         return 1;
     }
+    return 0;
+}
+
+static int keys_revoke(const char *ref, store_t *st) {
+    api_key_t k;
+    up_error_t err;
+    int rc;
+    if (find_key(st, ref, &k))
+        return 1;
     if (k.revoked_at > 0 || (rc = store_key_revoke(st, k.id, &err)) == UP_ERR_INVALID) {
         cli_error("API key %s (%s…, %s) is already revoked", k.id, k.prefix, k.name);
         return 1;
@@ -353,6 +406,50 @@ static int keys_revoke(const char *ref, store_t *st) {
         return 1;
     }
     printf("revoked %s (%s…, %s)\n", k.id, k.prefix, k.name);
+    return 0;
+}
+
+/*
+ * The change o asks of keys update into *ch (its tier still to be checked).
+ * 0, or the exit status after an error line.
+ */
+static int parse_change(const opts_t *o, store_key_change_t *ch) {
+    *ch = (store_key_change_t){.tier = o->tier};
+    if (!o->tier && !o->quota && !o->credits && !o->add_credits) {
+        cli_error("keys update needs a change: --tier, --quota, --credits or --add-credits");
+        return 2;
+    }
+    if (o->credits && o->add_credits) {
+        cli_error("--credits sets the balance and --add-credits changes it: give one of them");
+        return 2;
+    }
+    if (o->quota && parse_limit(o->quota, "none", &ch->quota)) {
+        cli_error("bad quota '%s': credits per month, 0 or more, or none", o->quota);
+        return 2;
+    }
+    if (o->credits && parse_limit(o->credits, "unlimited", &ch->credits)) {
+        cli_error("bad credits '%s': a balance, 0 or more, or unlimited", o->credits);
+        return 2;
+    }
+    if (o->add_credits && parse_delta(o->add_credits, &ch->add_credits)) {
+        cli_error("bad add-credits '%s': credits to add (+N) or take off (-N), not 0", o->add_credits);
+        return 2;
+    }
+    ch->set_quota = o->quota != NULL;
+    ch->set_credits = o->credits != NULL;
+    return o->tier ? check_tier(o, o->tier) : 0;
+}
+
+static int keys_update(const char *ref, const store_key_change_t *ch, store_t *st) {
+    api_key_t k;
+    up_error_t err;
+    if (find_key(st, ref, &k))
+        return 1;
+    if (store_key_update(st, k.id, ch, &k, &err)) {
+        cli_error("%s", err.msg);
+        return 1;
+    }
+    print_key(&k);
     return 0;
 }
 
@@ -367,26 +464,34 @@ int cmd_keys(int argc, char **argv) {
         return 0;
     }
     int is_create = !strcmp(sub, "create"), is_list = !strcmp(sub, "list"),
-        is_revoke = !strcmp(sub, "revoke");
-    if (!is_create && !is_list && !is_revoke) {
-        cli_error("unknown keys command '%s': create, list or revoke (try: upres keys -h)", sub);
+        is_revoke = !strcmp(sub, "revoke"), is_update = !strcmp(sub, "update");
+    if (!is_create && !is_list && !is_revoke && !is_update) {
+        cli_error("unknown keys command '%s': create, list, revoke or update (try: upres keys -h)", sub);
         return 2;
     }
     opts_t o = {0};
     int first, rc = parse(sub, argc, argv, &o, &first);
     if (rc >= 0)
         return rc;
-    int n_args = argc - first, want = is_revoke ? 1 : 0;
+    int n_args = argc - first, want = is_revoke || is_update ? 1 : 0;
     if (n_args > want) {
         cli_error("unexpected argument '%s' (try: upres keys -h)", argv[first + want]);
         return 2;
     }
     if (n_args < want) {
-        cli_error("keys revoke needs a key's id or prefix (see: upres keys list)");
+        cli_error("keys %s needs a key's id or prefix (see: upres keys list)", sub);
         return 2;
     }
-    if ((o.name || o.tier || o.quota || o.credits || o.tiers) && !is_create) {
-        cli_error("--name, --tier, --quota, --credits and --tiers are for keys create");
+    if (o.name && !is_create) {
+        cli_error("--name is for keys create");
+        return 2;
+    }
+    if ((o.tier || o.quota || o.credits || o.tiers) && !is_create && !is_update) {
+        cli_error("--tier, --quota, --credits and --tiers are for keys create and update");
+        return 2;
+    }
+    if (o.add_credits && !is_update) {
+        cli_error("--add-credits is for keys update");
         return 2;
     }
     if (o.json && !is_list) {
@@ -395,7 +500,10 @@ int cmd_keys(int argc, char **argv) {
     }
     if (is_create)
         return keys_create(&o);
-    const char *ref = is_revoke ? argv[first] : NULL;
+    store_key_change_t ch = {0};
+    if (is_update && (rc = parse_change(&o, &ch)))
+        return rc;
+    const char *ref = want ? argv[first] : NULL;
     if (ref && strlen(ref) <= strlen(AUTH_KEY_PREFIX) && !strncmp(ref, AUTH_KEY_PREFIX, strlen(ref))) {
         /* "" or "upres_" starts every prefix: with one key it would name that key */
         cli_error("'%s' would match any key: give a key's id or prefix (see: upres keys list)", ref);
@@ -404,7 +512,12 @@ int cmd_keys(int argc, char **argv) {
     store_t *st = NULL;
     if (open_store(&o, 1, &st))
         return 1;
-    rc = is_list ? keys_list(&o, st) : keys_revoke(ref, st);
+    if (is_list)
+        rc = keys_list(&o, st);
+    else if (is_revoke)
+        rc = keys_revoke(ref, st);
+    else
+        rc = keys_update(ref, &ch, st);
     store_close(st);
     return rc;
 }

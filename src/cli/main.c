@@ -32,7 +32,7 @@ static void usage(FILE *f) {
           "  models    list the installed models and their scales\n"
           "  bench     measure the engine's speed on this machine\n"
           "  serve     run the HTTP API server on port 8089 (upres serve -h)\n"
-          "  keys      create, list and revoke API keys (upres keys -h)\n",
+          "  keys      create, list, update and revoke API keys (upres keys -h)\n",
           f);
 }
 

@@ -34,7 +34,9 @@
  * never goes below zero. A refund is the update `refunded = 1 WHERE
  * refunded = 0`, run in the transaction that ends the job: only the
  * transaction that flips the flag gives the credits back, so a charge is
- * refunded at most once.
+ * refunded at most once. An operator's top-up (store_key_update) is the
+ * update `credits = credits + N`, also under BEGIN IMMEDIATE, so a top-up
+ * and a concurrent charge never lose each other's change.
  *
  * Schema version: PRAGMA user_version (SCHEMA_VERSION below). Version 1
  * (jobs only) is migrated in place to version 2 (accounts) at open, in the
@@ -44,6 +46,7 @@
 #include "store/store.h"
 
 #include <assert.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdint.h>
@@ -73,7 +76,8 @@
     " last_used_at REAL NOT NULL DEFAULT 0,"                                                                 \
     " revoked_at REAL NOT NULL DEFAULT 0"                                                                    \
     ");"                                                                                                     \
-    "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, seq);"
+    "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, seq);"                                             \
+    "CREATE INDEX IF NOT EXISTS jobs_owner_time ON jobs(owner, created_at);"
 
 /*
  * The whole schema, for a new database. The account columns of jobs come
@@ -138,7 +142,11 @@ static const char migrate_v2_sql[] =
 /* Every key read returns these columns in this order (see read_key). */
 #define KEY_COLUMNS "id, name, prefix, hash, tier, quota, credits, created_at, last_used_at, revoked_at"
 
-/* A key's usage: ?1 = key id, ?2 = period start. Refunded charges do not count. */
+/*
+ * A key's usage: ?1 = key id, ?2 = period start. Refunded charges do not
+ * count. jobs_owner_time makes it a range scan over the period's jobs
+ * rather than a read of every job the key ever made.
+ */
 #define USAGE_SQL                                                                                            \
     "SELECT coalesce(sum(credits), 0) FROM jobs WHERE owner = ?1 AND created_at >= ?2 AND refunded = 0"
 
@@ -174,6 +182,8 @@ enum {
     S_KEY_INSERT,
     S_KEY_REVOKE,
     S_KEY_TOUCH,
+    S_KEY_UPDATE,
+    S_W_KEY_BY_ID, /* writer-side read of a key (store_key_update's result) */
     N_WSTMT
 };
 
@@ -255,6 +265,10 @@ static const char *const wsql[N_WSTMT] = {
                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [S_KEY_REVOKE] = "UPDATE keys SET revoked_at = ?2 WHERE id = ?1",
     [S_KEY_TOUCH] = "UPDATE keys SET last_used_at = max(last_used_at, ?2) WHERE id = ?1",
+    /* ?2 NULL keeps the tier; ?3 / ?5 say whether quota / credits are set; ?7 is added to the balance */
+    [S_KEY_UPDATE] = "UPDATE keys SET tier = coalesce(?2, tier), quota = CASE WHEN ?3 THEN ?4 ELSE quota END,"
+                     " credits = CASE WHEN ?5 THEN ?6 ELSE credits + ?7 END WHERE id = ?1",
+    [S_W_KEY_BY_ID] = "SELECT " KEY_COLUMNS " FROM keys WHERE id = ?1",
 };
 
 static const char *const rsql[N_RSTMT] = {
@@ -1216,6 +1230,77 @@ int store_key_revoke(store_t *st, const char *id, up_error_t *err) {
     bind_text(s, 1, id);
     sqlite3_bind_double(s, 2, now_s());
     rc = exec_stmt(st, S_KEY_REVOKE, "cannot revoke a key", err);
+end:
+    rc = tx_end(st, rc, err);
+out:
+    pthread_mutex_unlock(&st->wmu);
+    return rc;
+}
+
+/* Before any transaction: the refusals that need only ch (see store.h). */
+static int check_key_change(const char *id, const store_key_change_t *ch, up_error_t *err) {
+    const size_t tier_size = sizeof((api_key_t *)0)->tier;
+    if (ch->tier && (!ch->tier[0] || strlen(ch->tier) >= tier_size))
+        return up_error_set(err, UP_ERR_INVALID, 0, "key %s: a tier name is 1 to %zu bytes", id,
+                            tier_size - 1);
+    if (ch->set_quota && ch->quota < -1)
+        return up_error_set(err, UP_ERR_INVALID, 0, "key %s: quota %lld: -1 (none) or more", id, ch->quota);
+    if (ch->set_credits && ch->credits < -1)
+        return up_error_set(err, UP_ERR_INVALID, 0, "key %s: credits %lld: -1 (unlimited) or more", id,
+                            ch->credits);
+    if (ch->set_credits && ch->add_credits)
+        return up_error_set(err, UP_ERR_INVALID, 0, "key %s: set the credits or add to them, not both", id);
+    return UP_OK;
+}
+
+int store_key_update(store_t *st, const char *id, const store_key_change_t *ch, api_key_t *out,
+                     up_error_t *err) {
+    assert(st && id && ch);
+    int rc = check_key_change(id, ch, err);
+    if (rc)
+        return rc;
+    long long quota, credits, add = ch->add_credits;
+    double revoked_at = 0;
+    pthread_mutex_lock(&st->wmu);
+    if ((rc = tx_begin(st, err)))
+        goto out;
+    if ((rc = key_state(st, id, &quota, &credits, &revoked_at, err)))
+        goto end;
+    if (revoked_at > 0) {
+        rc = up_error_set(err, UP_ERR_INVALID, 0, "key %s is revoked: it cannot be changed", id);
+        goto end;
+    }
+    if (add && credits < 0) {
+        rc = up_error_set(err, UP_ERR_INVALID, 0,
+                          "key %s has unlimited credits: there is no balance to add %lld to", id, add);
+        goto end;
+    }
+    if (add && (add < 0 ? credits + add < 0 : credits > LLONG_MAX - add)) {
+        rc = up_error_set(err, UP_ERR_INVALID, 0, "key %s: adding %lld to a balance of %lld would take it %s",
+                          id, add, credits, add < 0 ? "below 0" : "out of range");
+        goto end;
+    }
+    sqlite3_stmt *s = st->wstmt[S_KEY_UPDATE];
+    bind_text(s, 1, id);
+    if (ch->tier)
+        bind_text(s, 2, ch->tier);
+    else
+        sqlite3_bind_null(s, 2);
+    sqlite3_bind_int(s, 3, ch->set_quota != 0);
+    sqlite3_bind_int64(s, 4, ch->quota);
+    sqlite3_bind_int(s, 5, ch->set_credits != 0);
+    sqlite3_bind_int64(s, 6, ch->credits);
+    sqlite3_bind_int64(s, 7, add);
+    if ((rc = exec_stmt(st, S_KEY_UPDATE, "cannot update a key", err)) || !out)
+        goto end;
+    s = st->wstmt[S_W_KEY_BY_ID];
+    bind_text(s, 1, id);
+    int src = sqlite3_step(s);
+    if (src == SQLITE_ROW)
+        read_key(s, out);
+    done(s);
+    if (src != SQLITE_ROW)
+        rc = db_error(st->w, err, "cannot read the updated key");
 end:
     rc = tx_end(st, rc, err);
 out:

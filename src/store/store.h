@@ -232,6 +232,30 @@ int store_key_list(store_t *st, api_key_t **keys, int *n, up_error_t *err);
 /* Revoke key id now. UP_ERR_NOT_FOUND; UP_ERR_INVALID when already revoked. */
 int store_key_revoke(store_t *st, const char *id, up_error_t *err);
 
+/* What store_key_update changes; a field left at its zero value changes nothing. */
+typedef struct store_key_change {
+    const char *tier;  /* new tier name (1 to 31 bytes; the caller checks it is a tier), NULL = unchanged */
+    int set_quota;     /* 1: quota = quota (-1 = none) */
+    long long quota;   /* credits per calendar month, -1 = no quota */
+    int set_credits;   /* 1: credits = credits (-1 = unlimited) */
+    long long credits; /* new balance, -1 = none kept (unlimited) */
+    long long add_credits; /* added to a kept balance (may be negative, never below 0); 0 = none */
+} store_key_change_t;
+
+/*
+ * Change key id as ch says, in one transaction. add_credits is added in
+ * the database (credits = credits + N), so a concurrent charge or top-up
+ * is never lost. Refused, with nothing written:
+ *   UP_ERR_NOT_FOUND  no key id
+ *   UP_ERR_INVALID    the key is revoked; quota or credits below -1; an
+ *                     empty or too long tier; set_credits together with
+ *                     add_credits; add_credits on an unlimited balance or
+ *                     one it would take below 0 (the message gives both)
+ * *out (may be NULL) gets the key as the change left it.
+ */
+int store_key_update(store_t *st, const char *id, const store_key_change_t *ch, api_key_t *out,
+                     up_error_t *err);
+
 /* Record a use of key id at time t (last_used_at). */
 int store_key_touch(store_t *st, const char *id, double t, up_error_t *err);
 

@@ -78,7 +78,7 @@ expect_error "bad models dir" "models folder" -i "$in64" -o "$tmp/x.png" -m "$tm
 UPRES_MAX_PIXELS=1000 expect_error "input pixel limit" "megapixels" -i "$in64" -o "$tmp/x.png" -n $fast
 UPRES_MAX_OUTPUT_PIXELS=10000 expect_error "output pixel limit" "megapixels" -i "$in64" -o "$tmp/x.png" -n $fast
 
-# keys: create, list, revoke on a temporary data folder; the database keeps no key
+# keys: create, list, revoke, update on a temporary data folder; the database keeps no key
 unset UPRES_DATA UPRES_TIERS
 kd=$tmp/keys-data
 keys_err() { # what exit-status pattern args...: one "upres: error:" line
@@ -149,6 +149,45 @@ keys_err "empty name" 2 "bad name" create --name "" -d "$kd"
 keys_err "extra argument" 2 "unexpected argument" list extra -d "$kd"
 keys_err "unknown option" 2 "unknown option" list --nope -d "$kd"
 keys_err "unknown subcommand" 2 "unknown keys command" frobnicate
+
+# keys update: the second key (pro, quota 100, 5 credits) changes; the revoked first one cannot
+kj() { "$upres" keys list -d "$kd" --json | /usr/bin/python3 -c "import json, sys; print(json.dumps(json.load(sys.stdin)[1][sys.argv[1]]))" "$1"; }
+"$upres" keys update "${k2:0:14}" --add-credits 5 -d "$kd" >"$tmp/o" 2>"$tmp/e" || bad "keys update --add-credits: $(cat "$tmp/e")"
+check "keys update --add-credits 5: list --json shows 10 (got $(kj credits))" test "$(kj credits)" = 10
+check "keys update prints the new state (got: $(cat "$tmp/o"))" grep -q "^credits:  10$" "$tmp/o"
+check "keys update prints field lines" grep -q "^tier:     pro$" "$tmp/o"
+check "keys update prints no key" test "$(grep -cF -e "$k2" -e upres_ "$tmp/o")" = 0
+"$upres" keys update "$k2" --add-credits -3 -d "$kd" >/dev/null 2>"$tmp/e" || bad "keys update by whole key: $(cat "$tmp/e")"
+check "keys update --add-credits -3: 7 (got $(kj credits))" test "$(kj credits)" = 7
+keys_err "update below 0" 1 "below 0" update "${k2:0:14}" --add-credits -8 -d "$kd"
+check "keys update below 0 changed nothing" test "$(kj credits)" = 7
+"$upres" keys update "${k2:0:14}" --credits unlimited -d "$kd" >"$tmp/o" 2>"$tmp/e" || bad "keys update --credits unlimited: $(cat "$tmp/e")"
+check "keys update --credits unlimited: null (got $(kj credits))" test "$(kj credits)" = null
+check "keys update --credits unlimited: printed" grep -q "^credits:  unlimited$" "$tmp/o"
+"$upres" keys update "${k2:0:14}" --quota 7 -d "$kd" >"$tmp/o" 2>"$tmp/e" || bad "keys update --quota 7: $(cat "$tmp/e")"
+check "keys update --quota 7 (got $(kj quota))" test "$(kj quota)" = 7
+check "keys update --quota 7: printed" grep -q "^quota:    7 credits a month$" "$tmp/o"
+"$upres" keys update "${k2:0:14}" --quota none -d "$kd" >/dev/null 2>"$tmp/e" || bad "keys update --quota none: $(cat "$tmp/e")"
+check "keys update --quota none: null (got $(kj quota))" test "$(kj quota)" = null
+"$upres" keys update "${k2:0:14}" --tier basic -d "$kd" >/dev/null 2>"$tmp/e" || bad "keys update --tier basic: $(cat "$tmp/e")"
+check "keys update --tier basic (got $(kj tier))" test "$(kj tier)" = '"basic"'
+"$upres" keys update "${k2:0:14}" --tier pro --credits 3 -d "$kd" >/dev/null 2>"$tmp/e" || bad "keys update --tier pro: $(cat "$tmp/e")"
+check "keys update --tier pro (got $(kj tier))" test "$(kj tier)" = '"pro"'
+check "keys update --credits 3 (got $(kj credits))" test "$(kj credits)" = 3
+keys_err "update revoked" 1 "revoked" update "${k1:0:14}" --add-credits 5 -d "$kd"
+"$upres" keys update "${k2:0:14}" --credits unlimited -d "$kd" >/dev/null 2>&1 || bad "keys update back to unlimited"
+keys_err "update add to unlimited" 1 "unlimited" update "${k2:0:14}" --add-credits 5 -d "$kd"
+check "keys update refused: still unlimited" test "$(kj credits)" = null
+keys_err "update no change" 2 "needs a change" update "${k2:0:14}" -d "$kd"
+keys_err "update bad tier" 2 "unknown tier 'gold'" update "${k2:0:14}" --tier gold -d "$kd"
+keys_err "update credits and add-credits" 2 "one of them" update "${k2:0:14}" --credits 5 --add-credits 5 -d "$kd"
+keys_err "update bad add-credits" 2 "bad add-credits" update "${k2:0:14}" --add-credits 0 -d "$kd"
+keys_err "update bad quota" 2 "bad quota" update "${k2:0:14}" --quota -2 -d "$kd"
+keys_err "update too short" 2 "match any key" update upres_ --quota 1 -d "$kd"
+keys_err "update empty ref" 2 "match any key" update "" --quota 1 -d "$kd"
+keys_err "update unknown" 1 "no API key matches" update 00000000-0000-4000-8000-000000000000 --quota 1 -d "$kd"
+keys_err "update without a key" 2 "needs a key's id" update -d "$kd"
+keys_err "add-credits for create" 2 "is for keys update" create --name x --add-credits 1 -d "$kd"
 check "keys errors made no key" test "$("$upres" keys list -d "$kd" --json | grep -c '"id"')" = 2
 for f in "$kd"/upres.db*; do
   check "no key in $(basename "$f")" test "$(grep -caF -e "$k1" -e "$k2" "$f")" = 0

@@ -11,14 +11,16 @@
  * there after closing and reopening the database. Also uuid_v4's form.
  *
  * Accounts: keys (insert, by hash, find by id and by prefix, list, revoke,
- * touch); charged inserts (quota and credit refusals with their figures,
+ * touch, update and its refusals); charged inserts (quota and credit refusals with their figures,
  * unlimited keys, balances); refunds, exactly once, where a charge is given
  * back (fail, cancel while queued or claimed, recover) and not where it is
  * kept (cancelled while processing, completed); charged inserts from many
- * threads on two handles against one balance and one quota; listing an
+ * threads on two handles against one balance and one quota, and against
+ * top-ups made at the same time (neither change lost); listing an
  * owner's jobs (filters, newest first, paging while jobs arrive); and the
  * in-place migration of a version-1 database.
  */
+#include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -770,6 +772,7 @@ typedef struct charger {
     store_t *st;
     const char *owner;
     int ith;
+    int n_tries; /* insert attempts */
     int n_ok, n_refused, n_other;
     int refusal; /* the UP_ERR_* expected */
 } charger_t;
@@ -777,7 +780,7 @@ typedef struct charger {
 static void *charge_race(void *arg) {
     charger_t *c = arg;
     up_error_t err;
-    for (int i = 0; i < N_CHARGE_TRIES; i++) {
+    for (int i = 0; i < c->n_tries; i++) {
         char id[40];
         snprintf(id, sizeof id, "%s-%d-%d", c->owner, c->ith, i);
         int rc = insert_charged(c->st, id, c->owner, 1, 0, NULL, &err);
@@ -795,7 +798,8 @@ static void run_charge_race(store_t *a, store_t *b, const char *owner, int refus
     static charger_t chargers[N_CHARGE_THREADS];
     pthread_t th[N_CHARGE_THREADS];
     for (int i = 0; i < N_CHARGE_THREADS; i++) {
-        chargers[i] = (charger_t){.st = i % 2 ? b : a, .owner = owner, .ith = i, .refusal = refusal};
+        chargers[i] = (charger_t){
+            .st = i % 2 ? b : a, .owner = owner, .ith = i, .n_tries = N_CHARGE_TRIES, .refusal = refusal};
         pthread_create(&th[i], NULL, charge_race, &chargers[i]);
     }
     int ok = 0, refused = 0, other = 0;
@@ -828,6 +832,165 @@ static void test_charge_race(void) {
     CHECK(balance(a, "q10") == -1);
     long long counts[JOB_STATUS_COUNT];
     CHECK(store_job_counts(b, counts, &err) == 0 && counts[JOB_STATUS_QUEUED] == 20);
+out:
+    store_close(a);
+    store_close(b);
+}
+
+/* ---- changing a key ------------------------------------------------------------ */
+
+static void test_key_update(void) {
+    store_t *st = open_sub("key-update");
+    if (!st)
+        return;
+    up_error_t err;
+    api_key_t k, got;
+    store_key_change_t ch;
+    make_key(&k, "u1", "upres_u1", 1, 100, 5, 1.0);
+    CHECK(store_key_insert(st, &k, &err) == 0);
+    make_key(&k, "unl", "upres_unl", 2, -1, -1, 2.0);
+    CHECK(store_key_insert(st, &k, &err) == 0);
+    make_key(&k, "gone", "upres_gone", 3, -1, 10, 3.0);
+    CHECK(store_key_insert(st, &k, &err) == 0);
+    CHECK(store_key_revoke(st, "gone", &err) == 0);
+
+    /* set tier, quota and credits; *out is the key after the change, the rest kept */
+    ch = (store_key_change_t){.tier = "pro", .set_quota = 1, .quota = 7};
+    memset(&got, 0, sizeof got);
+    CHECKF(store_key_update(st, "u1", &ch, &got, &err) == 0, "%s", err.msg);
+    CHECK(strcmp(got.id, "u1") == 0 && strcmp(got.tier, "pro") == 0 && got.quota == 7 && got.credits == 5);
+    CHECK(strcmp(got.name, "key u1") == 0 && strcmp(got.prefix, "upres_u1") == 0 && got.hash[0] == 1);
+    CHECK(got.created_at == 1.0 && got.revoked_at == 0);
+    CHECK(store_key_find(st, "u1", &k, &err) == 0 && memcmp(&k, &got, sizeof k) == 0);
+    ch = (store_key_change_t){.set_quota = 1, .quota = -1, .set_credits = 1, .credits = 40};
+    CHECK(store_key_update(st, "u1", &ch, NULL, &err) == 0); /* out may be NULL */
+    CHECK(store_key_find(st, "u1", &k, &err) == 0 && k.quota == -1 && k.credits == 40);
+    CHECK(strcmp(k.tier, "pro") == 0);
+    ch = (store_key_change_t){.set_credits = 1, .credits = -1};
+    CHECK(store_key_update(st, "unl", &ch, &got, &err) == 0 && got.credits == -1 && got.quota == -1);
+    ch = (store_key_change_t){.set_credits = 1, .credits = 0};
+    CHECK(store_key_update(st, "unl", &ch, &got, &err) == 0 && got.credits == 0);
+    ch = (store_key_change_t){.set_credits = 1, .credits = -1};
+    CHECK(store_key_update(st, "unl", &ch, &got, &err) == 0 && got.credits == -1);
+    ch = (store_key_change_t){0}; /* no change: the key as it is */
+    CHECK(store_key_update(st, "u1", &ch, &got, &err) == 0 && got.credits == 40 && got.quota == -1);
+
+    /* add to a balance, take off it down to 0, never below */
+    ch = (store_key_change_t){.add_credits = 5};
+    CHECK(store_key_update(st, "u1", &ch, &got, &err) == 0 && got.credits == 45);
+    ch = (store_key_change_t){.add_credits = -15, .tier = "basic"};
+    CHECK(store_key_update(st, "u1", &ch, &got, &err) == 0 && got.credits == 30);
+    CHECK(strcmp(got.tier, "basic") == 0);
+    ch = (store_key_change_t){.add_credits = -31, .tier = "premium"};
+    CHECK(store_key_update(st, "u1", &ch, &got, &err) == UP_ERR_INVALID);
+    CHECKF(strstr(err.msg, "30") && strstr(err.msg, "-31") && strstr(err.msg, "below 0"), "%s", err.msg);
+    CHECK(store_key_find(st, "u1", &k, &err) == 0 && k.credits == 30 && strcmp(k.tier, "basic") == 0);
+    ch = (store_key_change_t){.add_credits = -30};
+    CHECK(store_key_update(st, "u1", &ch, &got, &err) == 0 && got.credits == 0);
+    ch = (store_key_change_t){.add_credits = -1};
+    CHECK(store_key_update(st, "u1", &ch, &got, &err) == UP_ERR_INVALID);
+    ch = (store_key_change_t){.add_credits = LLONG_MAX};
+    CHECK(store_key_update(st, "u1", &ch, &got, &err) == 0 && got.credits == LLONG_MAX);
+    CHECK(store_key_update(st, "u1", &ch, &got, &err) == UP_ERR_INVALID); /* would overflow */
+    CHECK(balance(st, "u1") == LLONG_MAX);
+
+    /* refusals, each leaving the key as it was */
+    ch = (store_key_change_t){.tier = "pro"};
+    CHECK(store_key_update(st, "nope", &ch, &got, &err) == UP_ERR_NOT_FOUND);
+    CHECK(store_key_update(st, "gone", &ch, &got, &err) == UP_ERR_INVALID);
+    CHECKF(strstr(err.msg, "revoked") != NULL, "%s", err.msg);
+    ch = (store_key_change_t){.add_credits = 1};
+    CHECK(store_key_update(st, "gone", &ch, &got, &err) == UP_ERR_INVALID);
+    CHECK(balance(st, "gone") == 10);
+    CHECK(store_key_update(st, "unl", &ch, &got, &err) == UP_ERR_INVALID); /* no balance to add to */
+    CHECKF(strstr(err.msg, "unlimited") != NULL, "%s", err.msg);
+    CHECK(balance(st, "unl") == -1);
+    ch = (store_key_change_t){.set_credits = 1, .credits = 5, .add_credits = 1};
+    CHECK(store_key_update(st, "unl", &ch, &got, &err) == UP_ERR_INVALID);
+    ch = (store_key_change_t){.set_quota = 1, .quota = -2};
+    CHECK(store_key_update(st, "unl", &ch, &got, &err) == UP_ERR_INVALID);
+    ch = (store_key_change_t){.set_credits = 1, .credits = -2};
+    CHECK(store_key_update(st, "unl", &ch, &got, &err) == UP_ERR_INVALID);
+    ch = (store_key_change_t){.tier = ""};
+    CHECK(store_key_update(st, "unl", &ch, &got, &err) == UP_ERR_INVALID);
+    ch = (store_key_change_t){.tier = "a-tier-name-of-thirty-two-bytes!"};
+    CHECK(store_key_update(st, "unl", &ch, &got, &err) == UP_ERR_INVALID);
+    CHECK(store_key_find(st, "unl", &k, &err) == 0 && k.quota == -1 && k.credits == -1);
+    CHECK(strcmp(k.tier, "basic") == 0);
+
+    /* a charge sees the new balance and quota */
+    ch = (store_key_change_t){.set_credits = 1, .credits = 2, .set_quota = 1, .quota = 3};
+    CHECK(store_key_update(st, "unl", &ch, &got, &err) == 0);
+    CHECK(insert_charged(st, "up-1", "unl", 2, 0, NULL, &err) == 0 && balance(st, "unl") == 0);
+    CHECK(insert_charged(st, "up-2", "unl", 1, 0, NULL, &err) == UP_ERR_CREDITS);
+    ch = (store_key_change_t){.add_credits = 10};
+    CHECK(store_key_update(st, "unl", &ch, &got, &err) == 0 && got.credits == 10);
+    CHECK(insert_charged(st, "up-3", "unl", 2, 0, NULL, &err) == UP_ERR_QUOTA);
+    CHECK(insert_charged(st, "up-4", "unl", 1, 0, NULL, &err) == 0 && balance(st, "unl") == 9);
+    store_close(st);
+}
+
+/* Charged inserts and top-ups at once on one balance: neither may lose the other's change. */
+#define N_TOPUP_THREADS 4
+#define N_TOPUPS 50
+
+typedef struct topper {
+    store_t *st;
+    int n_ok, n_other;
+} topper_t;
+
+static void *topup_race(void *arg) {
+    topper_t *t = arg;
+    up_error_t err;
+    store_key_change_t ch = {.add_credits = 1};
+    for (int i = 0; i < N_TOPUPS; i++) {
+        if (store_key_update(t->st, "topped", &ch, NULL, &err) == 0)
+            t->n_ok++;
+        else
+            t->n_other++;
+    }
+    return NULL;
+}
+
+static void test_topup_race(void) {
+    store_t *a = open_sub("topup-race"), *b = open_sub("topup-race");
+    if (!a || !b)
+        goto out;
+    up_error_t err;
+    api_key_t k;
+    make_key(&k, "topped", "upres_topped", 1, -1, 100, 1.0);
+    CHECK(store_key_insert(a, &k, &err) == 0);
+    /* 4 x 50 insert attempts (cost 1) against 4 x 50 top-ups of 1, from 100 credits */
+    enum { N_CHARGERS = 4 };
+    static charger_t chargers[N_CHARGERS];
+    static topper_t toppers[N_TOPUP_THREADS];
+    pthread_t th[N_CHARGERS + N_TOPUP_THREADS];
+    for (int i = 0; i < N_CHARGERS; i++) {
+        chargers[i] = (charger_t){
+            .st = i % 2 ? b : a, .owner = "topped", .ith = i, .n_tries = 50, .refusal = UP_ERR_CREDITS};
+        pthread_create(&th[i], NULL, charge_race, &chargers[i]);
+    }
+    for (int i = 0; i < N_TOPUP_THREADS; i++) {
+        toppers[i] = (topper_t){.st = i % 2 ? a : b};
+        pthread_create(&th[N_CHARGERS + i], NULL, topup_race, &toppers[i]);
+    }
+    for (int i = 0; i < N_CHARGERS + N_TOPUP_THREADS; i++)
+        pthread_join(th[i], NULL);
+    int ok = 0, refused = 0, other = 0, topped = 0, topup_failed = 0;
+    for (int i = 0; i < N_CHARGERS; i++) {
+        ok += chargers[i].n_ok;
+        refused += chargers[i].n_refused;
+        other += chargers[i].n_other;
+    }
+    for (int i = 0; i < N_TOPUP_THREADS; i++) {
+        topped += toppers[i].n_ok;
+        topup_failed += toppers[i].n_other;
+    }
+    CHECKF(ok + refused == 200 && other == 0, "%d charged, %d refused, %d other", ok, refused, other);
+    CHECKF(topped == 200 && topup_failed == 0, "%d top-ups, %d failed", topped, topup_failed);
+    long long left = balance(a, "topped"), used = -1;
+    CHECKF(left == 100 + 200 - ok, "balance %lld after %d charges (want %d)", left, ok, 100 + 200 - ok);
+    CHECK(store_key_usage(b, "topped", 0, &used, &err) == 0 && used == ok);
 out:
     store_close(a);
     store_close(b);
@@ -1161,6 +1324,8 @@ int main(void) {
     test_keys();
     test_charges();
     test_charge_race();
+    test_key_update();
+    test_topup_race();
     test_list();
     test_migrate_v1();
 
