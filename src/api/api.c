@@ -319,6 +319,95 @@ int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_
     return 0;
 }
 
+/* The last path segment of a URL, without query or fragment ("photo.jpg"), into out. */
+static void url_file_name(const char *url, char *out, size_t size) {
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    const char *path = strchr(p, '/');
+    out[0] = '\0';
+    if (!path)
+        return;
+    size_t end = strcspn(path, "?#");
+    const char *seg = path;
+    for (size_t i = 0; i < end; i++)
+        if (path[i] == '/')
+            seg = path + i + 1;
+    size_t n = (size_t)(path + end - seg);
+    if (n >= size)
+        n = size - 1;
+    memcpy(out, seg, n);
+    out[n] = '\0';
+}
+
+/* Fetch image_url and submit it. 0, or -1 after replying. */
+static int submit_url(api_t *api, http_request_t *req, const api_key_t *key, const char *url, job_t *job) {
+    void *body = NULL;
+    size_t size = 0;
+    up_error_t err;
+    int rc = fetch_url(url, &api->fetch, &body, &size, &err);
+    if (rc == UP_ERR_INVALID) {
+        http_reply_error_code(req, 400, "URL_REFUSED", NULL, "image_url refused: %s", err.msg);
+        return -1;
+    }
+    if (rc == UP_ERR_NOMEM) {
+        http_reply_error_code(req, 503, "UNAVAILABLE", NULL, "cannot fetch image_url now: %s", err.msg);
+        return -1;
+    }
+    if (rc) {
+        http_reply_error_code(req, 422, "URL_FETCH_FAILED", NULL, "cannot fetch image_url: %s", err.msg);
+        return -1;
+    }
+    char name[256];
+    url_file_name(url, name, sizeof name);
+    api_input_t in = {.data = body, .size = size, .name = name, .from_url = 1};
+    rc = api_submit(api, req, key, &in, job);
+    free(body);
+    return rc;
+}
+
+/* A submission on its way to a background thread. */
+typedef struct pending {
+    api_key_t key;
+    int has_key;
+    api_input_t in; /* an upload: its strings point into the request, which outlives this */
+    job_t job;
+    api_submitted_fn done;
+    char url[]; /* image_url, "" for an upload */
+} pending_t;
+
+static void submit_later(http_request_t *req, void *ctx, void *arg) {
+    api_t *api = ctx;
+    pending_t *p = arg;
+    const api_key_t *key = p->has_key ? &p->key : NULL;
+    int rc = p->url[0] ? (api_refuse_if_stopping(api, req) || submit_url(api, req, key, p->url, &p->job))
+                       : api_submit(api, req, key, &p->in, &p->job);
+    if (!rc)
+        p->done(api, req, &p->job);
+    free(p);
+}
+
+int api_submit_async(api_t *api, http_request_t *req, const api_key_t *key, const api_input_t *in,
+                     const char *url, const job_t *job, api_submitted_fn done) {
+    (void)api; /* the background thread gets it back as the server's handler context */
+    size_t ulen = url ? strlen(url) : 0;
+    pending_t *p = xmalloc(sizeof *p + ulen + 1);
+    p->has_key = key != NULL;
+    if (key)
+        p->key = *key;
+    if (in)
+        p->in = *in;
+    p->job = *job;
+    p->done = done;
+    memcpy(p->url, url ? url : "", ulen + 1);
+    if (http_request_defer(req, submit_later, p) == 0)
+        return 0;
+    free(p);
+    http_reply_header(req, "Retry-After", "1");
+    http_reply_error_code(req, 503, "UNAVAILABLE", NULL,
+                          "the server is busy with other submissions: retry in a second");
+    return -1;
+}
+
 /* ---- formatting ----------------------------------------------------------------- */
 
 double api_time_ms(double t) { return (double)llround(t * 1000.0) / 1000.0; }

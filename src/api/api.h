@@ -98,6 +98,24 @@ typedef struct api_input {
  */
 int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_input_t *in, job_t *job);
 
+/* The dialect's answer once its job is queued (201 with the job, 202 with a status URL). */
+typedef void (*api_submitted_fn)(api_t *api, http_request_t *req, const job_t *job);
+
+/*
+ * api_submit on one of the HTTP layer's background threads
+ * (http_request_defer), so that decoding a large image or fetching a URL
+ * holds no HTTP thread. The image is in->path (an upload), or url (in NULL)
+ * is fetched first: its refusals are 400 URL_REFUSED (a malformed URL, a
+ * scheme other than http/https, an address that is not public, too many
+ * redirects) or 422 URL_FETCH_FAILED (unreachable, an HTTP error, too
+ * large, too slow). Then done() answers, or the error reply is sent.
+ * job and *key are copied. Returns 0 (the reply comes from the background
+ * thread), or -1 after replying 503 with Retry-After when every background
+ * thread is busy and the queue is full.
+ */
+int api_submit_async(api_t *api, http_request_t *req, const api_key_t *key, const api_input_t *in,
+                     const char *url, const job_t *job, api_submitted_fn done);
+
 /* 503 when the server is stopping (returns -1 after replying), else 0. */
 int api_refuse_if_stopping(api_t *api, http_request_t *req);
 

@@ -7,8 +7,9 @@
  * key's jobs (another key's job is 404, never 403, so ids leak nothing).
  * A job is made from JSON {"image_url", "model", "scale"} (the URL fetched
  * before the reply, through the SSRF-safe fetcher, so that a refusal is this
- * request's 400/422; on a background thread, so that a slow URL holds no
- * HTTP thread) or from multipart {image, model, scale}. The spec's model names
+ * request's 400/422) or from multipart {image, model, scale}; either way on
+ * a background thread (api_submit_async), so that a slow URL or a large
+ * image holds no HTTP thread. The spec's model names
  * are aliases of ours; the job keeps the name the client used.
  *
  * Statuses: the spec has four. queued and claimed are "pending", a
@@ -29,7 +30,6 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/uuid.h"
-#include "core/xmalloc.h"
 
 #define LIST_MAX 100
 #define LIST_DEFAULT 20
@@ -122,53 +122,7 @@ static json_t *job_json(api_t *api, http_request_t *req, const job_t *j) {
     return o;
 }
 
-/* The last path segment of a URL, without query or fragment ("photo.jpg"), into out. */
-static void url_file_name(const char *url, char *out, size_t size) {
-    const char *p = strstr(url, "://");
-    p = p ? p + 3 : url;
-    const char *path = strchr(p, '/');
-    out[0] = '\0';
-    if (!path)
-        return;
-    size_t end = strcspn(path, "?#");
-    const char *seg = path;
-    for (size_t i = 0; i < end; i++)
-        if (path[i] == '/')
-            seg = path + i + 1;
-    size_t n = (size_t)(path + end - seg);
-    if (n >= size)
-        n = size - 1;
-    memcpy(out, seg, n);
-    out[n] = '\0';
-}
-
 /* ---- POST /v1/jobs ------------------------------------------------------------------ */
-
-/* Fetch image_url and submit it. 0, or -1 after replying. */
-static int submit_url(api_t *api, http_request_t *req, const api_key_t *key, const char *url, job_t *job) {
-    void *body = NULL;
-    size_t size = 0;
-    up_error_t err;
-    int rc = fetch_url(url, &api->fetch, &body, &size, &err);
-    if (rc == UP_ERR_INVALID) {
-        http_reply_error_code(req, 400, "URL_REFUSED", NULL, "image_url refused: %s", err.msg);
-        return -1;
-    }
-    if (rc == UP_ERR_NOMEM) {
-        http_reply_error_code(req, 503, "UNAVAILABLE", NULL, "cannot fetch image_url now: %s", err.msg);
-        return -1;
-    }
-    if (rc) {
-        http_reply_error_code(req, 422, "URL_FETCH_FAILED", NULL, "cannot fetch image_url: %s", err.msg);
-        return -1;
-    }
-    char name[256];
-    url_file_name(url, name, sizeof name);
-    api_input_t in = {.data = body, .size = size, .name = name, .from_url = 1};
-    rc = api_submit(api, req, key, &in, job);
-    free(body);
-    return rc;
-}
 
 /* Settings common to both bodies; 0, or -1 after replying. */
 static int job_settings(api_t *api, http_request_t *req, const char *model, long scale, job_t *job) {
@@ -196,48 +150,31 @@ static int job_settings(api_t *api, http_request_t *req, const char *model, long
     return 0;
 }
 
-/* multipart: image (file), model, scale. 0, or -1 after replying. */
-static int create_from_upload(api_t *api, http_request_t *req, const api_key_t *key, job_t *job) {
+static void reply_created(api_t *api, http_request_t *req, const job_t *job) {
+    http_reply_json(req, 201, job_json(api, req, job));
+}
+
+/* multipart: image (file), model, scale. Replies, now or from the background thread. */
+static void create_from_upload(api_t *api, http_request_t *req, const api_key_t *key) {
     const char *upath, *uname;
     unsigned long long usize;
     if (http_request_upload(req, "image", &upath, &uname, &usize)) {
         bad_request(req, "%s", "missing the 'image' file field (multipart/form-data)");
-        return -1;
+        return;
     }
     const char *model = http_request_field(req, "model");
     const char *s = http_request_field(req, "scale");
     long scale = 4;
-    if (s && *s && api_parse_int(s, &scale)) {
+    job_t job;
+    if (s && *s && api_parse_int(s, &scale))
         bad_request(req, "invalid scale '%s': a whole number from 2 to 8", s);
-        return -1;
+    else if (!job_settings(api, req, model && *model ? model : DEFAULT_MODEL, scale, &job)) {
+        api_input_t in = {.path = upath, .size = (size_t)usize, .name = uname};
+        api_submit_async(api, req, key, &in, NULL, &job, reply_created);
     }
-    if (job_settings(api, req, model && *model ? model : DEFAULT_MODEL, scale, job))
-        return -1;
-    api_input_t in = {.path = upath, .size = (size_t)usize, .name = uname};
-    return api_submit(api, req, key, &in, job);
 }
 
-/* A JSON submission on its way to a background thread (http_request_defer). */
-typedef struct url_job {
-    api_key_t key;
-    job_t job;  /* the settings */
-    char url[]; /* image_url */
-} url_job_t;
-
-/* On a background thread: fetch image_url (up to --fetch-timeout), submit it, answer. */
-static void fetch_and_submit(http_request_t *req, void *ctx, void *arg) {
-    api_t *api = ctx;
-    url_job_t *u = arg;
-    if (!api_refuse_if_stopping(api, req) && !submit_url(api, req, &u->key, u->url, &u->job))
-        http_reply_json(req, 201, job_json(api, req, &u->job));
-    free(u);
-}
-
-/*
- * JSON: {"image_url", "model", "scale"}. Checked here, fetched on a
- * background thread, so that a slow URL holds no HTTP thread. Replies, or
- * leaves the reply to that thread.
- */
+/* JSON: {"image_url", "model", "scale"}. Replies, now or from the background thread. */
 static void create_from_json(api_t *api, http_request_t *req, const api_key_t *key, const char *body,
                              size_t n) {
     json_error_t jerr;
@@ -256,19 +193,8 @@ static void create_from_json(api_t *api, http_request_t *req, const api_key_t *k
     else if (scale && !json_is_integer(scale))
         bad_request(req, "%s", "scale must be a whole number from 2 to 8");
     else if (!job_settings(api, req, model ? json_string_value(model) : DEFAULT_MODEL,
-                           scale ? (long)json_integer_value(scale) : 4, &job)) {
-        const char *s = json_string_value(url);
-        url_job_t *u = xmalloc(sizeof *u + strlen(s) + 1);
-        u->key = *key;
-        u->job = job;
-        strcpy(u->url, s);
-        if (http_request_defer(req, fetch_and_submit, u)) {
-            free(u);
-            http_reply_header(req, "Retry-After", "1");
-            http_reply_error_code(req, 503, "UNAVAILABLE", NULL,
-                                  "too many image_url fetches under way: retry in a second");
-        }
-    }
+                           scale ? (long)json_integer_value(scale) : 4, &job))
+        api_submit_async(api, req, key, NULL, json_string_value(url), &job, reply_created);
     json_decref(o);
 }
 
@@ -280,17 +206,14 @@ static void h_create(http_request_t *req, void *ctx) {
     const char *ct = http_request_header(req, "Content-Type");
     size_t n;
     const char *body = http_request_body(req, &n);
-    job_t job;
-    if (ct && !strncasecmp(ct, "multipart/form-data", 19)) {
-        if (!create_from_upload(api, req, &key, &job))
-            http_reply_json(req, 201, job_json(api, req, &job));
-    } else if (body) {
+    if (ct && !strncasecmp(ct, "multipart/form-data", 19))
+        create_from_upload(api, req, &key);
+    else if (body)
         create_from_json(api, req, &key, body, n);
-    } else {
+    else
         bad_request(
             req, "%s",
             "missing image: send JSON {\"image_url\": ...} or multipart/form-data with an 'image' file");
-    }
 }
 
 /* ---- GET /v1/jobs -------------------------------------------------------------------- */

@@ -6,8 +6,9 @@
  *
  * It sits between the HTTP layer (src/http) and the job engine
  * (src/store, src/queue): a submission's parameters are validated here,
- * then api_submit (api.c) checks the image itself, so that clients get
- * 400/415/422 at once instead of a failed job, and stores and queues it.
+ * then api_submit_async (api.c) checks the image itself on a background
+ * thread, so that clients get 400/415/422 in the reply instead of a failed
+ * job, and stores and queues it.
  * Everything else reads or changes job records. No key is needed unless
  * the server requires keys; a key that is sent is checked and charged
  * (api_auth), and hides other keys' jobs.
@@ -87,6 +88,13 @@ static void models_list(const upscale_registry_t *reg, char *out, size_t size) {
         n += (size_t)snprintf(out + n, size - n, "%s%s", i ? ", " : "", reg->models[i].name);
 }
 
+static void reply_accepted(api_t *api, http_request_t *req, const job_t *job) {
+    (void)api;
+    char url[128];
+    snprintf(url, sizeof url, "/api/v1/status/%s", job->id);
+    http_reply_json(req, 202, json_pack("{s:b,s:s,s:s}", "success", 1, "job_id", job->id, "status_url", url));
+}
+
 static void h_upscale(http_request_t *req, void *ctx) {
     api_t *api = ctx;
     api_key_t key;
@@ -140,11 +148,7 @@ static void h_upscale(http_request_t *req, void *ctx) {
         snprintf(job.format, sizeof job.format, "%s", fmt);
     job.tile = (int)tile;
     api_input_t in = {.path = upath, .size = (size_t)usize, .name = uname};
-    if (api_submit(api, req, auth == 1 ? &key : NULL, &in, &job))
-        return;
-    char url[128];
-    snprintf(url, sizeof url, "/api/v1/status/%s", job.id);
-    http_reply_json(req, 202, json_pack("{s:b,s:s,s:s}", "success", 1, "job_id", job.id, "status_url", url));
+    api_submit_async(api, req, auth == 1 ? &key : NULL, &in, NULL, &job, reply_accepted);
 }
 
 /* ---- GET /api/v1/status/{job_id} ------------------------------------------------ */

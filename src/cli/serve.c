@@ -74,8 +74,9 @@ static void usage(FILE *f) {
         "      --result-url-ttl SEC how long a result link is valid (UPRES_RESULT_URL_TTL, default 3600)\n"
         "      --fetch-timeout SEC  image_url fetch time limit (UPRES_FETCH_TIMEOUT, default 30)\n"
         "      --fetch-max-bytes N  image_url size limit (UPRES_FETCH_MAX_BYTES, default: --max-upload)\n"
-        "      --fetch-threads N    image_url fetches at once, each on its own thread; 4 per thread may\n"
-        "                           wait, more get 503 (UPRES_FETCH_THREADS, default 8)\n"
+        "      --submit-threads N   submissions checked at once (image decode, image_url fetch) on\n"
+        "                           background threads; 4 per thread may wait, more get 503\n"
+        "                           (UPRES_SUBMIT_THREADS, default 8)\n"
         "      --fetch-allow CIDRS  ranges image_url may reach although not public, e.g. 10.0.0.0/8\n"
         "                           (UPRES_FETCH_ALLOW, default none)\n"
         "  -v, --verbose            debug log\n"
@@ -104,7 +105,7 @@ enum {
     OPT_FETCH_TIMEOUT,
     OPT_FETCH_MAX,
     OPT_FETCH_ALLOW,
-    OPT_FETCH_THREADS,
+    OPT_SUBMIT_THREADS,
 };
 
 /* Parse a non-negative size with an optional K/M/G suffix (decimal). 0 on success. */
@@ -168,7 +169,7 @@ int cmd_serve(int argc, char **argv) {
         {"fetch-timeout", required_argument, 0, OPT_FETCH_TIMEOUT},
         {"fetch-max-bytes", required_argument, 0, OPT_FETCH_MAX},
         {"fetch-allow", required_argument, 0, OPT_FETCH_ALLOW},
-        {"fetch-threads", required_argument, 0, OPT_FETCH_THREADS},
+        {"submit-threads", required_argument, 0, OPT_SUBMIT_THREADS},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -179,7 +180,7 @@ int cmd_serve(int argc, char **argv) {
                *o_sweep = NULL, *o_timeout = NULL, *o_max_conns = NULL, *o_max_conns_ip = NULL,
                *o_max_body = NULL, *o_require_keys = NULL, *o_rate_minute = NULL, *o_rate_day = NULL,
                *o_tiers = NULL, *o_public_url = NULL, *o_result_ttl = NULL, *o_fetch_timeout = NULL,
-               *o_fetch_max = NULL, *o_fetch_allow = NULL, *o_fetch_threads = NULL;
+               *o_fetch_max = NULL, *o_fetch_allow = NULL, *o_submit_threads = NULL;
     /* a server logs each request: info by default, UPRES_LOG_LEVEL or -v to change */
     const char *lvl = getenv("UPRES_LOG_LEVEL");
     log_set_level(!lvl                    ? LOG_INFO
@@ -218,7 +219,7 @@ int cmd_serve(int argc, char **argv) {
         case OPT_FETCH_TIMEOUT: o_fetch_timeout = optarg; break;
         case OPT_FETCH_MAX: o_fetch_max = optarg; break;
         case OPT_FETCH_ALLOW: o_fetch_allow = optarg; break;
-        case OPT_FETCH_THREADS: o_fetch_threads = optarg; break;
+        case OPT_SUBMIT_THREADS: o_submit_threads = optarg; break;
         case 'v': log_set_level(LOG_DEBUG); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -349,9 +350,9 @@ int cmd_serve(int argc, char **argv) {
             BAD("fetch-max-bytes", s, "bytes, with an optional K, M or G suffix");
         api.fetch.max_bytes = (size_t)b;
     }
-    if ((s = cli_setting(o_fetch_threads, "UPRES_FETCH_THREADS"))) {
+    if ((s = cli_setting(o_submit_threads, "UPRES_SUBMIT_THREADS"))) {
         if (parse_num(s, 1, 256, &v))
-            BAD("fetch-threads", s, "1 to 256");
+            BAD("submit-threads", s, "1 to 256");
         hc.n_defer_threads = (int)v;
     }
     if ((s = cli_setting(o_fetch_allow, "UPRES_FETCH_ALLOW"))) {

@@ -20,8 +20,8 @@
  *
  * DESIGN: libmicrohttpd runs its own thread pool (internal polling threads,
  * epoll where available); a handler runs on one of those threads and may
- * block briefly (a database read, an image header). Slow work (fetching a
- * client's URL) goes to the server's background threads with
+ * block briefly (a database read). Slow work (decoding an upload, fetching
+ * a client's URL) goes to the server's background threads with
  * http_request_defer: the connection is suspended, the HTTP thread serves
  * others meanwhile, and the reply goes out when the work is done. The request object
  * lives from the first callback to MHD's "completed" notification, where
