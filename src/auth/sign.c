@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/fileio.h"
 #include "core/log.h"
 
 #define SECRET_SIZE 32
@@ -99,17 +100,9 @@ static int write_new_secret(const char *data_dir, char *tmp, size_t tmp_size, up
         up_error_set(err, UP_ERR_IO, 0, "%s: cannot chmod: %s", tmp, strerror(errno));
         goto fail;
     }
-    size_t put = 0;
-    while (put < SECRET_SIZE) {
-        ssize_t n = write(fd, bytes + put, SECRET_SIZE - put);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            up_error_set(err, UP_ERR_IO, 0, "%s: cannot write: %s", tmp,
-                         n < 0 ? strerror(errno) : "no progress");
-            goto fail;
-        }
-        put += (size_t)n;
+    if (write_all(fd, bytes, SECRET_SIZE)) {
+        up_error_set(err, UP_ERR_IO, 0, "%s: cannot write: %s", tmp, strerror(errno));
+        goto fail;
     }
     if (fsync(fd) != 0) {
         up_error_set(err, UP_ERR_IO, 0, "%s: cannot fsync: %s", tmp, strerror(errno));
