@@ -63,8 +63,9 @@ static void usage(FILE *f) {
         "64)\n"
         "      --max-body BYTES     JSON request body limit (UPRES_MAX_BODY, default 1M)\n"
         "      --submit-threads N   submissions checked at once (image decode, image_url fetch) on\n"
-        "                           background threads; 4 per thread may wait, more get 503\n"
-        "                           (UPRES_SUBMIT_THREADS, default 8)\n"
+        "                           background threads (UPRES_SUBMIT_THREADS, default 8)\n"
+        "      --submit-queue N     submissions that may wait for a submit thread; more get 503\n"
+        "                           (UPRES_SUBMIT_QUEUE, default 256)\n"
         "\n"
         "Accounts (API keys: upres keys -h):\n"
         "      --require-keys       the Upscale Service endpoints need a key too (UPRES_REQUIRE_KEYS=1)\n"
@@ -106,6 +107,7 @@ enum {
     OPT_FETCH_MAX,
     OPT_FETCH_ALLOW,
     OPT_SUBMIT_THREADS,
+    OPT_SUBMIT_QUEUE,
 };
 
 /* Parse a non-negative size with an optional K/M/G suffix (decimal). 0 on success. */
@@ -170,6 +172,7 @@ int cmd_serve(int argc, char **argv) {
         {"fetch-max-bytes", required_argument, 0, OPT_FETCH_MAX},
         {"fetch-allow", required_argument, 0, OPT_FETCH_ALLOW},
         {"submit-threads", required_argument, 0, OPT_SUBMIT_THREADS},
+        {"submit-queue", required_argument, 0, OPT_SUBMIT_QUEUE},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -180,7 +183,8 @@ int cmd_serve(int argc, char **argv) {
                *o_sweep = NULL, *o_timeout = NULL, *o_max_conns = NULL, *o_max_conns_ip = NULL,
                *o_max_body = NULL, *o_require_keys = NULL, *o_rate_minute = NULL, *o_rate_day = NULL,
                *o_tiers = NULL, *o_public_url = NULL, *o_result_ttl = NULL, *o_fetch_timeout = NULL,
-               *o_fetch_max = NULL, *o_fetch_allow = NULL, *o_submit_threads = NULL;
+               *o_fetch_max = NULL, *o_fetch_allow = NULL, *o_submit_threads = NULL,
+               *o_submit_queue = NULL;
     /* a server logs each request: info by default, UPRES_LOG_LEVEL or -v to change */
     const char *lvl = getenv("UPRES_LOG_LEVEL");
     log_set_level(!lvl                    ? LOG_INFO
@@ -220,6 +224,7 @@ int cmd_serve(int argc, char **argv) {
         case OPT_FETCH_MAX: o_fetch_max = optarg; break;
         case OPT_FETCH_ALLOW: o_fetch_allow = optarg; break;
         case OPT_SUBMIT_THREADS: o_submit_threads = optarg; break;
+        case OPT_SUBMIT_QUEUE: o_submit_queue = optarg; break;
         case 'v': log_set_level(LOG_DEBUG); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -354,6 +359,11 @@ int cmd_serve(int argc, char **argv) {
         if (parse_num(s, 1, 256, &v))
             BAD("submit-threads", s, "1 to 256");
         hc.n_defer_threads = (int)v;
+    }
+    if ((s = cli_setting(o_submit_queue, "UPRES_SUBMIT_QUEUE"))) {
+        if (parse_num(s, 1, 65536, &v))
+            BAD("submit-queue", s, "1 to 65536");
+        hc.defer_queue = (int)v;
     }
     if ((s = cli_setting(o_fetch_allow, "UPRES_FETCH_ALLOW"))) {
         if (fetch_allow_validate(s, &err))

@@ -62,6 +62,7 @@ typedef struct http_config {
     unsigned long long max_upload; /* bytes of a request body; 0 = 50 MB */
     size_t max_body;               /* bytes of a body kept in memory (not multipart); 0 = 1 MB */
     int n_defer_threads;           /* background threads for http_request_defer; 0 = 8 */
+    int defer_queue;               /* deferred requests that may wait for one; 0 = 256 */
 } http_config_t;
 
 void http_config_init(http_config_t *cfg);

@@ -124,6 +124,7 @@ void http_config_init(http_config_t *cfg) {
     cfg->max_upload = 50ULL * 1000 * 1000;
     cfg->max_body = 1000 * 1000;
     cfg->n_defer_threads = 8;
+    cfg->defer_queue = 256;
 }
 
 static double ms_since(const struct timespec *t0) {
@@ -667,6 +668,8 @@ int http_server_start(const http_config_t *cfg_in, const http_route_t *routes, i
         cfg.max_body = def.max_body;
     if (cfg.n_defer_threads <= 0)
         cfg.n_defer_threads = def.n_defer_threads;
+    if (cfg.defer_queue <= 0)
+        cfg.defer_queue = def.defer_queue;
     if (cfg.port < 0 || cfg.port > 65535)
         return up_error_set(err, UP_ERR_INVALID, 0, "bad port %d", cfg.port);
 
@@ -698,7 +701,7 @@ int http_server_start(const http_config_t *cfg_in, const http_route_t *routes, i
     srv->cfg = cfg;
     pthread_mutex_init(&srv->dmu, NULL);
     pthread_cond_init(&srv->dcv, NULL);
-    srv->dq_cap = 4 * cfg.n_defer_threads;
+    srv->dq_cap = cfg.defer_queue;
     srv->dq = xcalloc((size_t)srv->dq_cap, sizeof *srv->dq);
     srv->dthreads = xcalloc((size_t)cfg.n_defer_threads, sizeof *srv->dthreads);
     for (; srv->n_dthreads < cfg.n_defer_threads; srv->n_dthreads++)

@@ -1247,21 +1247,22 @@ def test_picshapes(s, ctx):
 
 def test_fetch_background(fx, ctx):
     """A slow image_url holds no HTTP thread: with one HTTP thread, other requests are answered while the
-    image server holds its answer back, and the held fetch then completes."""
-    s = start("onethread", "--http-threads", "1", "--fetch-allow", "127.0.0.0/8", "--fetch-timeout", "30",
-              *NO_RATE)
+    image server holds its answer back, and the held fetch then completes. With one submit thread and room
+    for one waiting submission, a third submission meanwhile gets 503 with Retry-After."""
+    s = start("onethread", "--http-threads", "1", "--submit-threads", "1", "--submit-queue", "1",
+              "--fetch-allow", "127.0.0.0/8", "--fetch-timeout", "30", *NO_RATE)
     if not s:
         return
     k = mk(s, "held")
     done = {}
 
-    def held_post():
-        done["r"] = create_url(s.port, k, {"image_url": fx.url("/hold"), "model": FAST, "scale": 2})
+    def held_post(i):
+        done[i] = create_url(s.port, k, {"image_url": fx.url("/hold"), "model": FAST, "scale": 2})
 
     fx.release.clear()
     hits = fx.hits
-    t = threading.Thread(target=held_post, daemon=True)
-    t.start()
+    first = threading.Thread(target=held_post, args=(0,), daemon=True)
+    first.start()
     for _ in range(200):  # until the fetch has reached the image server (at most 10 s)
         if fx.hits > hits:
             break
@@ -1272,13 +1273,27 @@ def test_fetch_background(fx, ctx):
         listed = call(s.port, "GET", "/v1/jobs", k, timeout=10 * SLOW).status
     except OSError as e:
         health = listed = repr(e)
-    check(health == 200 and listed == 200 and t.is_alive(),
+    check(health == 200 and listed == 200 and first.is_alive(),
           "one HTTP thread: /health and GET /v1/jobs answer while an image_url fetch is held",
           "health %s, list %s" % (health, listed))
+    # the submit thread is held: of two more submissions, one waits and the other is refused at once
+    more = [threading.Thread(target=held_post, args=(i,), daemon=True) for i in (1, 2)]
+    for t in more:
+        t.start()
+    for _ in range(int(200 * SLOW)):  # until one of them is answered (at most 10 s x SLOW)
+        if 1 in done or 2 in done:
+            break
+        time.sleep(0.05)
+    refused = [done[i] for i in (1, 2) if i in done]
+    r = refused[0] if len(refused) == 1 else None
+    check(r is not None and is_err(r, 503, "UNAVAILABLE") and r.headers.get("retry-after") == "1",
+          "--submit-queue 1: with the one submit thread busy and one waiting, a third -> 503, Retry-After 1",
+          refused)
     fx.release.set()
-    t.join(timeout=30 * SLOW)
-    check(not t.is_alive() and "r" in done and done["r"].status == 201,
-          "the held fetch then completes: 201", done.get("r"))
+    for t in [first] + more:
+        t.join(timeout=30 * SLOW)
+    codes = sorted(done[i].status if i in done else 0 for i in (0, 1, 2))
+    check(codes == [201, 201, 503], "the held fetch and the waiting one then complete: 201, 201", codes)
     s.stop()
 
 

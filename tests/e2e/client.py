@@ -8,7 +8,9 @@ folder, plus the `upres` command line on that same folder.
 Paths: UPRES is argv[1] (default build/upres), SHARED the test images
 (UPRES_SHARED_DATA), MODELS the models folder (UPRES_TEST_MODELS). SLOW
 multiplies every time limit when UPRES_SANITIZE says the build is
-instrumented. Every wait here is bounded in count and time.
+instrumented. Every wait here is bounded in count and time. With
+UPRES_TEST_QUIET=1 (as ctest runs them) only failed checks are printed, so
+that a failure is near the top of a long log rather than lost in it.
 """
 import http.client
 import json
@@ -29,6 +31,7 @@ UPRES = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(REPO
 SHARED = os.environ.get("UPRES_SHARED_DATA", os.path.join(REPO, "../shared/data"))
 MODELS = os.environ.get("UPRES_TEST_MODELS", os.path.join(REPO, "models"))
 SLOW = 4 if os.environ.get("UPRES_SANITIZE") in ("1", "ON", "true") else 1
+QUIET = os.environ.get("UPRES_TEST_QUIET") == "1"
 
 TMP = None  # the scratch folder of this run: make_tmp() sets it
 
@@ -54,7 +57,8 @@ tally = Tally()
 def check(cond, what, detail=""):
     if cond:
         tally.passed += 1
-        print("ok   %s" % what)
+        if not QUIET:
+            print("ok   %s" % what)
     else:
         tally.failed += 1
         print("FAIL %s %s" % (what, detail))
