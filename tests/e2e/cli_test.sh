@@ -194,5 +194,20 @@ for f in "$kd"/upres.db*; do
 done
 check "the database exists" test -s "$kd/upres.db"
 
+# serve: a bad setting is refused before anything starts (exit 2, one error line naming it)
+serve_err() { # what pattern args...
+  local what=$1 pat=$2; shift 2
+  timeout 20 "$upres" serve -d "$tmp/serve-data" --port 0 "$@" >"$tmp/o" 2>"$tmp/e"
+  local rc=$?
+  check "serve $what: exit 2 (got $rc)" test $rc = 2
+  check "serve $what: one error line (got: $(cat "$tmp/e"))" test "$(grep -c '^upres: error: ' "$tmp/e")" = 1
+  check "serve $what: says '$pat'" grep -qi "$pat" "$tmp/e"
+}
+serve_err "--submit-queue 0" "bad submit-queue '0'" --submit-queue 0
+serve_err "--submit-queue x" "bad submit-queue 'x'" --submit-queue x
+serve_err "--submit-threads 0" "bad submit-threads '0'" --submit-threads 0
+UPRES_SUBMIT_QUEUE=70000 serve_err "UPRES_SUBMIT_QUEUE=70000" "bad submit-queue '70000'"
+check "serve: a refused setting made no data folder" test ! -e "$tmp/serve-data"
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
