@@ -121,7 +121,7 @@ int http_request_upload_take(http_request_t *req, const char *dest, up_error_t *
  * reply becomes 500). The calling handler returns at once without
  * replying; the request's body, fields and upload stay valid for fn. arg
  * is fn's (fn frees it). Returns 0, or -1 when the background queue is full
- * (4 requests per thread wait at most): nothing changed, the handler
+ * (cfg.defer_queue requests wait at most): nothing changed, the handler
  * replies itself (503).
  */
 typedef void (*http_defer_fn)(http_request_t *req, void *ctx, void *arg);
