@@ -1,7 +1,11 @@
 /*
- * log.c - see log.h.
+ * log.c - see log.h. The message is escaped (text_log_escape) before it is
+ * written: log lines quote client text (paths, names, libvips messages), and
+ * a newline or other control byte in it must never start a forged line.
  */
 #include "core/log.h"
+
+#include "core/text.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,13 +29,12 @@ void log_msg(log_level_t level, const char *fmt, ...) {
     int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s ", tm.tm_year + 1900,
                      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
                      names[level]);
+    char msg[1536];
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof line - 2)
-        len = sizeof line - 2;
+    size_t len = (size_t)n + text_log_escape(line + n, sizeof line - (size_t)n - 1, msg);
     line[len++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
