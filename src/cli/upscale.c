@@ -3,12 +3,15 @@
  *
  * Flags follow realesrgan-ncnn-vulkan where they overlap (-i -o -n -s -t -f
  * -j -m -v; -j takes N or its load:proc:save form, of which proc is used),
- * plus -b backend, -q quality and -a alpha mode. A folder as -i upscales
+ * plus -b backend, -q quality, -a alpha mode, and --colour / --strip-metadata
+ * for what the output says about its colours and origin (the input's ICC
+ * profile, EXIF and XMP are kept by default). A folder as -i upscales
  * every image in it into the -o folder (created when missing), going on
  * after a failed file and exiting non-zero at the end if any failed.
  */
 #include <dirent.h>
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +39,12 @@ static void usage(FILE *f) {
           "  -m DIR      models folder (default: $UPRES_MODELS, else the installed models/)\n"
           "  -b BACKEND  dnnl (default) or ref\n"
           "  -a ALPHA    alpha channel: resample (bicubic, default) or model (the network)\n"
+          "  --colour MODE      keep (default): the output keeps the input's colour values and ICC\n"
+          "                     profile (Adobe RGB, Display P3, ... stay wide-gamut); srgb: convert\n"
+          "                     to sRGB and write no profile. CMYK and Lab inputs always become sRGB\n"
+          "  --strip-metadata   write no metadata at all: no ICC profile, EXIF or XMP (colours are\n"
+          "                     converted to sRGB first); by default EXIF and XMP are copied, with\n"
+          "                     the orientation reset since it is applied\n"
           "  -v          verbose: plan and timing details\n",
           f);
 }
@@ -45,6 +54,8 @@ typedef struct job {
     upscale_opts_t opts;
     const char *format; /* -f, or NULL */
     int quality;
+    int srgb;          /* --colour srgb */
+    int strip;         /* --strip-metadata */
     const char *label; /* for progress lines */
     int last_pct;
     int tty;
@@ -74,7 +85,8 @@ static int upscale_file(job_t *j, const char *in_path, const char *out_path) {
         rc = upscaler_run(j->up, in, &j->opts, &out, &err);
     }
     if (rc == 0) {
-        image_save_opts_t so = {.format = j->format, .quality = j->quality};
+        image_save_opts_t so = {
+            .format = j->format, .quality = j->quality, .srgb = j->srgb, .strip = j->strip};
         rc = image_save_file(out, out_path, &so, &err);
     }
     image_free(in);
@@ -102,14 +114,30 @@ int cmd_upscale(int argc, char **argv) {
     const char *in_path = NULL, *out_path = NULL, *model = UPSCALE_DEFAULT_MODEL, *dir_opt = NULL;
     const char *format = NULL;
     nn_backend_kind_t backend = NN_BACKEND_DNNL;
-    int threads = 0, quality = 0, c;
+    int threads = 0, quality = 0, srgb = 0, strip = 0, c;
     upscale_opts_t opts;
     upscale_opts_init(&opts);
     char *end;
 
+    enum { OPT_COLOUR = 256, OPT_STRIP };
+    static const struct option long_opts[] = {{"colour", required_argument, NULL, OPT_COLOUR},
+                                              {"color", required_argument, NULL, OPT_COLOUR},
+                                              {"strip-metadata", no_argument, NULL, OPT_STRIP},
+                                              {NULL, 0, NULL, 0}};
     optind = 0;
-    while ((c = getopt(argc + 1, argv - 1, "i:o:n:s:t:f:q:j:m:b:a:g:vxh")) != -1) {
+    while ((c = getopt_long(argc + 1, argv - 1, "i:o:n:s:t:f:q:j:m:b:a:g:vxh", long_opts, NULL)) != -1) {
         switch (c) {
+        case OPT_COLOUR:
+            if (!strcmp(optarg, "srgb"))
+                srgb = 1;
+            else if (!strcmp(optarg, "keep"))
+                srgb = 0;
+            else {
+                cli_error("bad colour mode '%s': keep or srgb", optarg);
+                return 2;
+            }
+            break;
+        case OPT_STRIP: strip = 1; break;
         case 'i': in_path = optarg; break;
         case 'o': out_path = optarg; break;
         case 'n': model = optarg; break;
@@ -185,7 +213,7 @@ int cmd_upscale(int argc, char **argv) {
     const char *dir = upscale_models_dir(dir_opt, buf, sizeof buf);
     upscale_registry_t *reg = NULL;
     const upscale_variant_t *variant = NULL;
-    job_t j = {.format = format, .quality = quality, .tty = isatty(2)};
+    job_t j = {.format = format, .quality = quality, .srgb = srgb, .strip = strip, .tty = isatty(2)};
     int failed = 0;
 
     if (image_init()) {

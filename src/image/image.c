@@ -2,8 +2,9 @@
  * image.c - safe image load, save and resize over libvips (see image.h).
  *
  * Sits between the bytes a user sent and the upscale pipeline: it turns any
- * readable image into an up_image_t (interleaved sRGB or gray, 8 or 16 bits)
- * and back into PNG, JPEG or WebP, and resamples with libvips' kernels.
+ * readable image into an up_image_t (interleaved RGB or gray, 8 or 16 bits,
+ * in its own ICC profile or sRGB, with its EXIF and XMP) and back into PNG,
+ * JPEG or WebP, and resamples with libvips' kernels.
  *
  * DESIGN
  *
@@ -12,8 +13,9 @@
  *      name, so "x.png" holding a JPEG loads as JPEG); only the loaders in
  *      formats[] are accepted, and libvips' untrusted loaders (ImageMagick,
  *      PDF, SVG, ...) are also blocked in image_init;
- *   2. header: the loader reads only the header; the pixel limit is checked
- *      here, before any decoding, so a 100000x100000 PNG costs nothing;
+ *   2. header: the loader reads only the header; the pixel and frame limits
+ *      are checked here, before any decoding, so a 100000x100000 PNG or a
+ *      10000-frame GIF costs nothing;
  *   3. decode: the whole image is pulled through the colour pipeline into our
  *      own buffer with vips_image_write, sequentially, so a truncated or
  *      corrupt file fails inside the load call. Loaders run with
@@ -22,6 +24,18 @@
  *      are harmless ones (see jpeg_benign).
  * Images that need a rotation or a pass to measure their range are copied
  * into memory first, since sequential loads can be read only once.
+ *
+ * Colour: the network works on whatever values it is given, so RGB and gray
+ * images keep their values and their profile (checked at load by building
+ * the transform to sRGB, which image_to_srgb and the savers run later when
+ * asked). Only spaces the network cannot take (CMYK, Lab, ...) are
+ * converted at load.
+ *
+ * EXIF on save: libvips rebuilds the EXIF block from the image's
+ * "exif-ifdN-*" fields and drops every tag without one, and only its loaders
+ * make those fields. So the saver hands the block to libvips' JPEG loader
+ * (spliced into a 1x1 JPEG as an APP1 segment, header only) and copies the
+ * fields it makes, all but the orientation.
  *
  * Every VipsImage lives in a vips_object_local_array of one context object
  * per call; unreffing the context frees them all on every path.
@@ -232,6 +246,7 @@ up_image_t *image_new(int width, int height, int bands, int depth) {
     img->height = height;
     img->bands = bands;
     img->depth = depth;
+    img->n_frames = 1;
     return img;
 }
 
@@ -239,7 +254,44 @@ void image_free(up_image_t *img) {
     if (!img)
         return;
     free(img->pixels);
+    free(img->icc);
+    free(img->exif);
+    free(img->xmp);
     free(img);
+}
+
+/* A malloc()ed copy of size bytes at p into *out (NULL when p is NULL or size 0). */
+static int blob_dup(const void *p, size_t size, void **out) {
+    *out = NULL;
+    if (!p || size == 0)
+        return UP_OK;
+    if (!(*out = malloc(size)))
+        return UP_ERR_NOMEM;
+    memcpy(*out, p, size);
+    return UP_OK;
+}
+
+int image_copy_metadata(up_image_t *dst, const up_image_t *src) {
+    assert(dst && src);
+    void *icc, *exif = NULL, *xmp = NULL;
+    if (blob_dup(src->icc, src->icc_size, &icc) || blob_dup(src->exif, src->exif_size, &exif) ||
+        blob_dup(src->xmp, src->xmp_size, &xmp))
+        goto fail;
+    free(dst->icc);
+    free(dst->exif);
+    free(dst->xmp);
+    dst->icc = icc;
+    dst->icc_size = icc ? src->icc_size : 0;
+    dst->exif = exif;
+    dst->exif_size = exif ? src->exif_size : 0;
+    dst->xmp = xmp;
+    dst->xmp_size = xmp ? src->xmp_size : 0;
+    return UP_OK;
+fail:
+    free(icc);
+    free(exif);
+    free(xmp);
+    return UP_ERR_NOMEM;
 }
 
 size_t image_size(const up_image_t *img) {
@@ -357,27 +409,32 @@ static int icc_is_srgb(const uint8_t *p, size_t n) {
     return 0;
 }
 
-/* 1 when in carries an ICC profile that is not plain sRGB. */
-static int has_foreign_profile(VipsImage *in) {
-    const void *data;
-    size_t size;
-    if (!vips_image_get_typeof(in, VIPS_META_ICC_NAME) ||
-        vips_image_get_blob(in, VIPS_META_ICC_NAME, &data, &size))
-        return 0;
-    return !icc_is_srgb(data, size);
+/* in's ICC profile (borrowed from in) into *data and *size; 0 when it has none. */
+static int get_profile(VipsImage *in, const void **data, size_t *size) {
+    return vips_image_get_typeof(in, VIPS_META_ICC_NAME) &&
+           vips_image_get_blob(in, VIPS_META_ICC_NAME, data, size) == 0 && *size > 0;
+}
+
+/* The ICC data colour space of a profile ("RGB ", "GRAY", "CMYK", ...), or "". */
+static void icc_space(const void *icc, size_t size, char space[5]) {
+    memset(space, 0, 5);
+    if (icc && size >= 20)
+        memcpy(space, (const char *)icc + 16, 4);
 }
 
 /*
  * Convert in (any coding, band format and colour space) to what up_image_t
- * holds: sRGB or gray, 1..4 bands with alpha last, uchar or ushort. The
+ * holds: RGB or gray, 1..4 bands with alpha last, uchar or ushort. The
  * result goes to *out (borrowed: it lives in ctx, as do all intermediate
- * images). decode_what
- * describes a decode failure, which can happen here when in has to be
- * measured first.
+ * images). *keep_icc is set to 1 when the values are left in the profile
+ * embedded in in, which the caller then keeps; 0 when they are sRGB (or
+ * gray). decode_what describes a decode failure, which can happen here when
+ * in has to be measured first.
  */
-static int convert(VipsObject *ctx, VipsImage *in, const char *decode_what, VipsImage **out,
+static int convert(VipsObject *ctx, VipsImage *in, const char *decode_what, VipsImage **out, int *keep_icc,
                    up_error_t *err) {
     VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 12);
+    *keep_icc = 0;
 
     if (in->Coding != VIPS_CODING_NONE) {
         if (vips_image_decode(in, &t[0]))
@@ -394,26 +451,42 @@ static int convert(VipsObject *ctx, VipsImage *in, const char *decode_what, Vips
                (!is_colour_space(interp) && in->Bands <= 2);
     int colour_done = 0;
 
-    /* A profile describes device values: 8/16-bit RGB or CMYK. Float and
-     * Lab-like images already say what their numbers mean (and libvips
-     * attaches profiles to them that do not apply). Gray profiles are left
-     * alone: libvips has no built-in gray sRGB to convert to, and going
-     * through RGB would turn gray images into colour. */
-    int device = (in->BandFmt == VIPS_FORMAT_UCHAR || in->BandFmt == VIPS_FORMAT_USHORT) &&
-                 (interp == VIPS_INTERPRETATION_sRGB || interp == VIPS_INTERPRETATION_RGB ||
-                  interp == VIPS_INTERPRETATION_RGB16 || interp == VIPS_INTERPRETATION_CMYK ||
-                  interp == VIPS_INTERPRETATION_MULTIBAND);
+    /* A profile describes device values: 8/16-bit RGB, gray or CMYK. Float
+     * and Lab-like images already say what their numbers mean (and libvips
+     * attaches profiles to them that do not apply). */
+    int integer = in->BandFmt == VIPS_FORMAT_UCHAR || in->BandFmt == VIPS_FORMAT_USHORT;
+    int device = integer && (interp == VIPS_INTERPRETATION_sRGB || interp == VIPS_INTERPRETATION_RGB ||
+                             interp == VIPS_INTERPRETATION_RGB16 || interp == VIPS_INTERPRETATION_CMYK ||
+                             interp == VIPS_INTERPRETATION_MULTIBAND);
     int cmyk = interp == VIPS_INTERPRETATION_CMYK;
-    if (!gray && device && (cmyk || has_foreign_profile(in))) {
+    const void *icc;
+    size_t icc_size;
+    if (!gray && device && cmyk) {
         /* CMYK with no profile of its own goes through libvips' built-in one */
-        if (vips_icc_transform(in, &t[1], "srgb", "embedded", TRUE, "input_profile", cmyk ? "cmyk" : "srgb",
-                               "intent", VIPS_INTENT_RELATIVE, "black_point_compensation", TRUE, "depth",
-                               depth, NULL) == 0) {
+        if (vips_icc_transform(in, &t[1], "srgb", "embedded", TRUE, "input_profile", "cmyk", "intent",
+                               VIPS_INTENT_RELATIVE, "black_point_compensation", TRUE, "depth", depth,
+                               NULL) == 0) {
             in = t[1];
             colour_done = 1;
         } else {
             char why[320];
             vips_reason(why, sizeof why);
+            log_debug("image: ignoring an unusable ICC profile: %s", why);
+        }
+    } else if ((gray ? integer : device) && get_profile(in, &icc, &icc_size)) {
+        /* RGB or gray: the values stay as they are, in their profile, when
+         * it is one libvips can convert from later (RGB for colour, gray
+         * for gray: building the transform checks both, without running it) */
+        char space[5];
+        icc_space(icc, icc_size, space);
+        if (strcmp(space, gray ? "GRAY" : "RGB ") == 0 &&
+            vips_icc_transform(in, &t[1], "srgb", "embedded", TRUE, "intent", VIPS_INTENT_RELATIVE, NULL) ==
+                0) {
+            *keep_icc = 1;
+        } else {
+            char why[320];
+            if (vips_reason(why, sizeof why) == 0)
+                snprintf(why, sizeof why, "a '%s' profile on a %s image", space, gray ? "gray" : "colour");
             log_debug("image: ignoring an unusable ICC profile: %s", why);
         }
     }
@@ -531,6 +604,92 @@ static int is_benign_jpeg_warning(const char *msg) {
 static int decode_source(VipsSource *src, int fi, VipsFailOn fail_on, const image_limits_t *lim,
                          up_image_t **out, up_error_t *err);
 
+static uint16_t get16(const uint8_t *p, int le) {
+    return le ? (uint16_t)(p[0] | p[1] << 8) : (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static uint32_t get32(const uint8_t *p, int le) {
+    return le ? (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24 : be32(p);
+}
+
+/*
+ * Set the Orientation tag (0x0112) of IFD0 to 1 in an EXIF block (the
+ * user's bytes: every offset is checked), once the loader has applied it.
+ *
+ *   "Exif\0\0" (optional), then TIFF: "II" or "MM", 42, offset of IFD0;
+ *   IFD: entry count (2 bytes), 12-byte entries: tag, type, count, value
+ *   (a SHORT value sits in the first 2 bytes of the 4-byte value field)
+ */
+static void exif_reset_orientation(uint8_t *p, size_t n) {
+    if (n >= 6 && memcmp(p, "Exif\0\0", 6) == 0)
+        p += 6, n -= 6;
+    if (n < 8 || (memcmp(p, "II*\0", 4) != 0 && memcmp(p, "MM\0*", 4) != 0))
+        return;
+    int le = p[0] == 'I';
+    uint32_t ifd = get32(p + 4, le);
+    if (ifd > n - 2)
+        return;
+    uint32_t count = get16(p + ifd, le);
+    if (count > (n - ifd - 2) / 12)
+        return;
+    for (uint32_t i = 0; i < count; i++) {
+        uint8_t *e = p + ifd + 2 + 12 * (size_t)i;
+        if (get16(e, le) == 0x0112 && get16(e + 2, le) == 3 && get32(e + 4, le) == 1) {
+            e[8] = le ? 1 : 0;
+            e[9] = le ? 0 : 1;
+        }
+    }
+}
+
+/* Set tiff:Orientation to 1 in an XMP packet, as an attribute
+ * (tiff:Orientation="6") or an element (<tiff:Orientation>6<). */
+static void xmp_reset_orientation(uint8_t *p, size_t n) {
+    static const char key[] = "tiff:Orientation";
+    const size_t k = sizeof key - 1;
+    uint8_t *hit, *end = p + n;
+    while ((hit = memmem(p, (size_t)(end - p), key, k))) {
+        uint8_t *v = hit + k;
+        while (v < end && (*v == ' ' || *v == '=' || *v == '"' || *v == '\'' || *v == '>'))
+            v++;
+        if (v < end && *v >= '2' && *v <= '8' && (v + 1 == end || v[1] < '0' || v[1] > '9'))
+            *v = '1';
+        p = hit + k;
+    }
+}
+
+/* Copy a blob field of v (NULL/0 when absent) into a new buffer. */
+static int take_blob(VipsImage *v, const char *name, void **out, size_t *size) {
+    const void *data;
+    *out = NULL;
+    *size = 0;
+    if (!vips_image_get_typeof(v, name) || vips_image_get_blob(v, name, &data, size) || *size == 0) {
+        *size = 0;
+        return UP_OK;
+    }
+    if (blob_dup(data, *size, out)) {
+        *size = 0;
+        return UP_ERR_NOMEM;
+    }
+    return UP_OK;
+}
+
+/*
+ * Copy the loaded image's ICC profile (only when the values were kept in
+ * it), EXIF and XMP into img, with their orientation reset: it has been
+ * applied.
+ */
+static int take_metadata(VipsImage *v, int keep_icc, up_image_t *img, up_error_t *err) {
+    if ((keep_icc && take_blob(v, VIPS_META_ICC_NAME, &img->icc, &img->icc_size)) ||
+        take_blob(v, VIPS_META_EXIF_NAME, &img->exif, &img->exif_size) ||
+        take_blob(v, VIPS_META_XMP_NAME, &img->xmp, &img->xmp_size))
+        return up_error_set(err, UP_ERR_NOMEM, 0, "cannot allocate the image's metadata");
+    if (img->exif)
+        exif_reset_orientation(img->exif, img->exif_size);
+    if (img->xmp)
+        xmp_reset_orientation(img->xmp, img->xmp_size);
+    return UP_OK;
+}
+
 /* Sniff src, then decode it with the format's fail_on policy. */
 static int load_source(VipsSource *src, const image_limits_t *lim, up_image_t **out, up_error_t *err) {
     const char *loader = vips_foreign_find_load_source(src);
@@ -590,9 +749,18 @@ static int decode_source(VipsSource *src, int fi, VipsFailOn fail_on, const imag
                           in->Ysize, n_pixels / 1e6, lim->max_pixels / 1e6);
         goto done;
     }
+    /* "n-pages" comes from the header (GIF and WebP frames, TIFF pages, HEIF
+     * images); the loader decodes only the first one */
+    int n_frames = vips_image_get_n_pages(in);
+    if (lim && lim->max_frames > 0 && n_frames > lim->max_frames) {
+        rc = up_error_set(err, UP_ERR_TOO_LARGE, 0, "the image has %d frames; the limit is %d frame%s",
+                          n_frames, lim->max_frames, lim->max_frames == 1 ? "" : "s");
+        goto done;
+    }
 
     snprintf(what, sizeof what, "truncated or corrupt %s data", label);
-    if ((rc = convert(ctx, in, what, &in, err))) /* in: borrowed from ctx */
+    int keep_icc;
+    if ((rc = convert(ctx, in, what, &in, &keep_icc, err))) /* in: borrowed from ctx */
         goto done;
 
     /* Rotating needs the whole image: decode into memory first. autorot
@@ -612,6 +780,12 @@ static int decode_source(VipsSource *src, int fi, VipsFailOn fail_on, const imag
 
     if ((rc = materialize(ctx, in, what, out, err)))
         goto done;
+    (*out)->n_frames = n_frames;
+    if ((rc = take_metadata(t[0], keep_icc, *out, err))) {
+        image_free(*out);
+        *out = NULL;
+        goto done;
+    }
     const char *name = formats[fi].name;
     if (strcmp(name, "gif") == 0)
         drop_opaque_alpha(*out);
@@ -678,7 +852,7 @@ int image_load_buffer(const void *buf, size_t size, const image_limits_t *lim, u
     return rc;
 }
 
-/* ---- save -------------------------------------------------------------- */
+/* ---- output formats ---------------------------------------------------- */
 
 /* The canonical name for an output format, or NULL when we cannot write it. */
 static const char *output_format(const char *fmt) {
@@ -708,23 +882,202 @@ const char *image_format_from_path(const char *path) {
     return output_format(dot);
 }
 
+/* ---- colour ------------------------------------------------------------ */
+
+/*
+ * in (img's values, wrapped) converted from img->icc to sRGB into *out
+ * (borrowed from ctx): same bands and depth; gray stays gray (through
+ * sRGB, then back to one band with sRGB's tone curve), alpha passes through.
+ */
+static int srgb_from_profile(VipsObject *ctx, VipsImage *in, const up_image_t *img, VipsImage **out,
+                             up_error_t *err) {
+    VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 5);
+    assert(img->icc && img->icc_size > 0);
+    if (vips_copy(in, &t[0], NULL))
+        return vips_fail(err, UP_ERR_IMAGE, "cannot prepare the image");
+    vips_image_set_blob_copy(t[0], VIPS_META_ICC_NAME, img->icc, img->icc_size);
+    if (vips_icc_transform(t[0], &t[1], "srgb", "embedded", TRUE, "intent", VIPS_INTENT_RELATIVE,
+                           "black_point_compensation", TRUE, "depth", img->depth, NULL))
+        return vips_fail(err, UP_ERR_IMAGE, "cannot convert the image from its ICC profile to sRGB");
+    VipsImage *x = t[1];
+    if (img->bands <= 2) {
+        if (vips_colourspace(x, &t[2],
+                             img->depth == 16 ? VIPS_INTERPRETATION_GREY16 : VIPS_INTERPRETATION_B_W, NULL))
+            return vips_fail(err, UP_ERR_IMAGE, "cannot convert the image to sRGB gray");
+        x = t[2];
+    }
+    if (x->BandFmt != band_format(img->depth)) {
+        if (vips_cast(x, &t[3], band_format(img->depth), NULL))
+            return vips_fail(err, UP_ERR_IMAGE, "cannot convert the image to sRGB");
+        x = t[3];
+    }
+    if (x->Bands != img->bands)
+        return up_error_set(err, UP_ERR_IMAGE, 0, "converting to sRGB gave %d bands, not %d", x->Bands,
+                            img->bands);
+    *out = x;
+    return UP_OK;
+}
+
+/* 1 when img's values are in a profile other than sRGB. */
+static int has_foreign_profile(const up_image_t *img) {
+    return img->icc && img->icc_size > 0 && !icc_is_srgb(img->icc, img->icc_size);
+}
+
+int image_to_srgb(up_image_t *img, up_error_t *err) {
+    if (!valid_image(img))
+        return up_error_set(err, UP_ERR_INVALID, 0, "cannot convert: not a valid image");
+    int rc = UP_OK;
+    if (has_foreign_profile(img)) {
+        if (image_init())
+            return up_error_set(err, UP_ERR_BACKEND, 0, "libvips is not available");
+        VipsObject *ctx = VIPS_OBJECT(vips_image_new());
+        VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 1);
+        VipsImage *x;
+        up_image_t *conv = NULL;
+        if (!(rc = wrap_image(ctx, img, &t[0], err)) && !(rc = srgb_from_profile(ctx, t[0], img, &x, err)) &&
+            !(rc = materialize(ctx, x, "cannot convert the image to sRGB", &conv, err))) {
+            free(img->pixels); /* same shape: only the buffer changes hands */
+            img->pixels = conv->pixels;
+            conv->pixels = NULL;
+        }
+        image_free(conv);
+        g_object_unref(ctx);
+        if (rc)
+            return rc;
+    }
+    free(img->icc);
+    img->icc = NULL;
+    img->icc_size = 0;
+    return UP_OK;
+}
+
+/* ---- save -------------------------------------------------------------- */
+
+/* vips_image_map callback: copy the EXIF tag fields ("exif-ifdN-Name") of
+ * a parsed header to the image a (the orientation stays out: it is 1). */
+static void *copy_exif_field(VipsImage *from, const char *name, GValue *value, void *a) {
+    (void)from;
+    if (strncmp(name, "exif-ifd", 8) == 0 && strcmp(name, "exif-ifd0-Orientation") != 0)
+        vips_image_set((VipsImage *)a, name, value);
+    return NULL;
+}
+
+/*
+ * Attach img's EXIF block to v, the image about to be saved, with the tag
+ * fields libvips' savers rebuild it from (see DESIGN). A block libvips
+ * cannot parse, or one over JPEG's 64 KB segment, is left out: the image
+ * is still written, without EXIF.
+ */
+static void attach_exif(VipsImage *v, const up_image_t *img) {
+    const uint8_t *x = img->exif;
+    size_t n = img->exif_size, prefix = n >= 6 && memcmp(x, "Exif\0\0", 6) == 0 ? 0 : 6;
+    if (n + prefix > 65533) {
+        log_debug("image: EXIF of %zu bytes is over 64 KB; not written", n);
+        return;
+    }
+    VipsObject *ctx = VIPS_OBJECT(vips_image_new());
+    VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 3);
+    void *jpg = NULL;
+    size_t jpg_size = 0;
+    uint8_t *spliced = NULL;
+    if (vips_black(&t[0], 1, 1, NULL) || vips_cast(t[0], &t[1], VIPS_FORMAT_UCHAR, NULL) ||
+        vips_jpegsave_buffer(t[1], &jpg, &jpg_size, "strip", TRUE, NULL) || jpg_size < 4)
+        goto fail;
+    /* SOI, then APP1 "Exif\0\0" + block, then the rest of the 1x1 JPEG */
+    size_t seg = 2 + prefix + n, total = jpg_size + 2 + seg;
+    spliced = xmalloc(total);
+    uint8_t *p = spliced;
+    memcpy(p, jpg, 2);
+    p += 2;
+    *p++ = 0xff;
+    *p++ = 0xe1;
+    *p++ = (uint8_t)(seg >> 8);
+    *p++ = (uint8_t)(seg & 0xff);
+    memcpy(p, "Exif\0\0", prefix);
+    p += prefix;
+    memcpy(p, x, n);
+    p += n;
+    memcpy(p, (const uint8_t *)jpg + 2, jpg_size - 2);
+    if (!(t[2] = vips_image_new_from_buffer(spliced, total, "", NULL)) ||
+        !vips_image_get_typeof(t[2], VIPS_META_EXIF_NAME))
+        goto fail;
+    vips_image_map(t[2], copy_exif_field, v);
+    vips_image_set_blob_copy(v, VIPS_META_EXIF_NAME, x, n);
+    goto done;
+fail:;
+    char why[320];
+    if (vips_reason(why, sizeof why) == 0)
+        snprintf(why, sizeof why, "libvips does not read it");
+    log_debug("image: EXIF not written: %s", why);
+done:
+    g_object_unref(ctx); /* before spliced: t[2] reads from it */
+    free(spliced);
+    g_free(jpg);
+}
+
+static uint32_t le32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/*
+ * Remove the EXIF chunk from a WebP file in place (*size shrinks): libvips
+ * 8.14 writes a small one of its own even when told to strip. The bytes
+ * are libwebp's output, still every length is checked.
+ *
+ *   "RIFF", file size - 8 (LE32), "WEBP", then chunks: fourcc, payload
+ *   size (LE32), payload padded to an even length. VP8X's first payload
+ *   byte holds the feature flags; 0x08 says an EXIF chunk follows.
+ */
+static void webp_drop_exif(uint8_t *p, size_t *size) {
+    size_t n = *size, off = 12;
+    if (n < 12 || memcmp(p, "RIFF", 4) != 0 || memcmp(p + 8, "WEBP", 4) != 0)
+        return;
+    while (off + 8 <= n) {
+        size_t len = le32(p + off + 4), chunk = 8 + len + (len & 1);
+        if (chunk > n - off)
+            return;
+        if (memcmp(p + off, "VP8X", 4) == 0 && len >= 1)
+            p[off + 8] &= (uint8_t)~0x08;
+        if (memcmp(p + off, "EXIF", 4) == 0) {
+            memmove(p + off, p + off + chunk, n - off - chunk);
+            n -= chunk;
+            uint32_t riff = (uint32_t)(n - 8);
+            for (int i = 0; i < 4; i++)
+                p[4 + i] = (uint8_t)(riff >> (8 * i));
+            continue;
+        }
+        off += chunk;
+    }
+    *size = n;
+}
+
 /* Encode img as fmt ("png", "jpg" or "webp") into *buf (new, free()). */
-static int encode(const up_image_t *img, const char *fmt, int quality, void **buf, size_t *size,
-                  up_error_t *err) {
+static int encode(const up_image_t *img, const char *fmt, const image_save_opts_t *opts, void **buf,
+                  size_t *size, up_error_t *err) {
     VipsObject *ctx = VIPS_OBJECT(vips_image_new());
     VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 6);
     void *vbuf = NULL;
     size_t vsize = 0;
+    int quality = opts ? opts->quality : 0, strip = opts && opts->strip;
     int rc = wrap_image(ctx, img, &t[0], err);
     if (rc)
         goto done;
     VipsImage *in = t[0];
-    int failed;
-    if (strcmp(fmt, "png") == 0) {
-        failed = vips_pngsave_buffer(in, &vbuf, &vsize, "compression", 6, "strip", TRUE, "bitdepth",
-                                     img->depth, NULL);
-    } else {
-        int bands = img->bands;
+
+    /* The profile goes into the file when asked for and when the file can
+     * carry it: WebP is always RGB, so a gray profile cannot go there. */
+    int gray_out = img->bands <= 2 && strcmp(fmt, "webp") != 0;
+    char space[5];
+    icc_space(img->icc, img->icc_size, space);
+    int fits = strcmp(space, gray_out ? "GRAY" : "RGB ") == 0;
+    int write_icc = img->icc && !strip && !(opts && opts->srgb) && fits;
+    if (img->icc && !write_icc && has_foreign_profile(img)) {
+        if ((rc = srgb_from_profile(ctx, in, img, &in, err)))
+            goto done;
+    }
+
+    int bands = img->bands, depth = img->depth, failed;
+    if (strcmp(fmt, "png") != 0) {
         if (img->depth == 16) { /* round to 8 bits: v * 255/65535 = v / 257 */
             if (vips_linear1(in, &t[1], 1.0 / 257.0, 0.5, NULL) ||
                 vips_cast(t[1], &t[2], VIPS_FORMAT_UCHAR, NULL)) {
@@ -732,6 +1085,7 @@ static int encode(const up_image_t *img, const char *fmt, int quality, void **bu
                 goto done;
             }
             in = t[2];
+            depth = 8;
         }
         if (strcmp(fmt, "jpg") == 0 && image_has_alpha(img)) { /* JPEG has no alpha */
             VipsArrayDouble *white = vips_array_double_newv(1, 255.0);
@@ -744,18 +1098,36 @@ static int encode(const up_image_t *img, const char *fmt, int quality, void **bu
             in = t[3];
             bands--;
         }
-        if (vips_copy(in, &t[4], "interpretation", interpretation(bands, 8), NULL)) {
-            rc = vips_fail(err, UP_ERR_IMAGE, "cannot prepare the image");
-            goto done;
-        }
-        in = t[4];
-        if (strcmp(fmt, "jpg") == 0)
-            failed = vips_jpegsave_buffer(in, &vbuf, &vsize, "Q", quality ? quality : JPEG_DEFAULT_QUALITY,
-                                          "strip", TRUE, "optimize_coding", TRUE, NULL);
-        else
-            failed = vips_webpsave_buffer(in, &vbuf, &vsize, "Q", quality ? quality : WEBP_DEFAULT_QUALITY,
-                                          "strip", TRUE, NULL);
     }
+    /* a fresh header: exactly the metadata chosen here, nothing inherited */
+    if (vips_copy(in, &t[4], "interpretation", interpretation(bands, depth), NULL)) {
+        rc = vips_fail(err, UP_ERR_IMAGE, "cannot prepare the image");
+        goto done;
+    }
+    in = t[4];
+    vips_image_remove(in, VIPS_META_ICC_NAME);
+    vips_image_remove(in, VIPS_META_EXIF_NAME);
+    vips_image_remove(in, VIPS_META_XMP_NAME);
+    if (write_icc)
+        vips_image_set_blob_copy(in, VIPS_META_ICC_NAME, img->icc, img->icc_size);
+    if (!strip && img->exif)
+        attach_exif(in, img);
+    if (!strip && img->xmp)
+        vips_image_set_blob_copy(in, VIPS_META_XMP_NAME, img->xmp, img->xmp_size);
+    /* no metadata at all: libvips' strip, as before metadata was kept */
+    int bare = !vips_image_get_typeof(in, VIPS_META_ICC_NAME) &&
+               !vips_image_get_typeof(in, VIPS_META_EXIF_NAME) &&
+               !vips_image_get_typeof(in, VIPS_META_XMP_NAME);
+
+    if (strcmp(fmt, "png") == 0)
+        failed =
+            vips_pngsave_buffer(in, &vbuf, &vsize, "compression", 6, "strip", bare, "bitdepth", depth, NULL);
+    else if (strcmp(fmt, "jpg") == 0)
+        failed = vips_jpegsave_buffer(in, &vbuf, &vsize, "Q", quality ? quality : JPEG_DEFAULT_QUALITY,
+                                      "strip", bare, "optimize_coding", TRUE, NULL);
+    else
+        failed = vips_webpsave_buffer(in, &vbuf, &vsize, "Q", quality ? quality : WEBP_DEFAULT_QUALITY,
+                                      "strip", bare, NULL);
     if (failed) {
         char what[64];
         snprintf(what, sizeof what, "cannot encode the image as %s", fmt);
@@ -769,6 +1141,8 @@ static int encode(const up_image_t *img, const char *fmt, int quality, void **bu
     }
     memcpy(*buf, vbuf, vsize);
     *size = vsize;
+    if (strcmp(fmt, "webp") == 0 && !vips_image_get_typeof(in, VIPS_META_EXIF_NAME))
+        webp_drop_exif(*buf, size);
 done:
     g_free(vbuf);
     g_object_unref(ctx);
@@ -799,7 +1173,7 @@ int image_save_buffer(const up_image_t *img, const image_save_opts_t *opts, void
         return rc;
     if (!fmt)
         fmt = output_format(img->format);
-    return encode(img, fmt ? fmt : "png", opts ? opts->quality : 0, buf, size, err);
+    return encode(img, fmt ? fmt : "png", opts, buf, size, err);
 }
 
 /* Write size bytes to path through a temporary file in the same folder. */
@@ -843,7 +1217,7 @@ int image_save_file(const up_image_t *img, const char *path, const image_save_op
         fmt = output_format(img->format);
     void *buf;
     size_t size;
-    if ((rc = encode(img, fmt ? fmt : "png", opts ? opts->quality : 0, &buf, &size, err)))
+    if ((rc = encode(img, fmt ? fmt : "png", opts, &buf, &size, err)))
         return rc;
     rc = write_file(path, buf, size, err);
     free(buf);
@@ -907,6 +1281,11 @@ int image_resize(const up_image_t *in, int width, int height, up_image_t **out, 
     if ((rc = materialize(ctx, x, "cannot resize the image", out, err)))
         goto done;
     memcpy((*out)->format, in->format, sizeof in->format);
+    if (image_copy_metadata(*out, in)) {
+        image_free(*out);
+        *out = NULL;
+        rc = up_error_set(err, UP_ERR_NOMEM, 0, "cannot allocate the image's metadata");
+    }
     goto done;
 fail:
     rc = vips_fail(err, UP_ERR_IMAGE, "cannot resize the image");

@@ -3,19 +3,31 @@
  *
  * This is the only part of upres that talks to libvips. Everything above it
  * (the upscale pipeline, the HTTP layer) sees images as plain interleaved
- * 8- or 16-bit pixel buffers in sRGB, whatever the file looked like:
+ * 8- or 16-bit pixel buffers, whatever the file looked like:
  *
  *   - any format this libvips build reads and trusts (JPEG, PNG, WebP, TIFF,
  *     GIF first frame, HEIF/AVIF); libvips' "untrusted" loaders (ImageMagick,
  *     PDF, SVG, JPEG-XL, JPEG 2000, PPM, FITS, ...) are blocked for safety;
  *   - EXIF orientation applied, so width and height are as the image is seen;
- *   - embedded ICC profiles converted to sRGB, CMYK / Lab / other spaces
- *     converted to sRGB; grayscale stays grayscale; palettes become RGB(A);
- *     alpha is kept as the last band;
+ *   - colour: RGB and gray images keep their own values and their embedded
+ *     ICC profile (up_image_t.icc), so a wide-gamut Adobe RGB or Display P3
+ *     photo is not clipped to sRGB; images without a profile are sRGB.
+ *     CMYK / Lab / other spaces are converted to sRGB (icc NULL). Gray stays
+ *     gray; palettes become RGB(A); alpha is kept as the last band;
+ *   - EXIF and XMP are kept (up_image_t.exif, .xmp), with their orientation
+ *     reset to 1 since it has been applied;
  *   - 8-bit stays 8-bit, 16-bit stays 16-bit, anything else (float, 32-bit
  *     integer, 1-bit) becomes 8 or 16 bits;
+ *   - multi-frame images (animated GIF/WebP, multi-page TIFF, HEIF
+ *     collections): the frame count is read from the header and checked
+ *     against a limit; only the first frame is decoded;
  *   - truncated or corrupt files are errors, never half images, and the
- *     pixel limit is enforced from the header before anything is decoded.
+ *     pixel and frame limits are enforced from the header before anything
+ *     is decoded.
+ *
+ * Saving writes the image's ICC profile, EXIF and XMP back (PNG, JPEG and
+ * WebP all carry them), or converts to sRGB and writes no profile when asked
+ * to (image_save_opts_t.srgb), or writes no metadata at all (.strip).
  *
  * Every function that takes an up_error_t fills it (when not NULL) with a
  * one-line message fit to show to a user, and returns the same code.
@@ -39,16 +51,33 @@ typedef struct up_image {
     int depth;         /* bits per sample: 8 (uint8_t) or 16 (uint16_t) */
     void *pixels;      /* owned, malloc()ed: width*height*bands samples, interleaved, row-major */
     char format[8];    /* source format: "png","jpg","webp","tiff","gif","heif","avif", or "" */
+    int n_frames;      /* frames (pages) in the source, of which only the first is decoded; 1 for a
+                          still image and for image_new */
+    /* Metadata, each owned and malloc()ed, NULL (size 0) when absent: */
+    void *icc;        /* the ICC profile the pixel values are in (RGB profile for 3-4 bands, gray
+                         for 1-2); NULL = sRGB */
+    size_t icc_size;  /* bytes */
+    void *exif;       /* EXIF block as libvips holds it (usually "Exif\0\0" then the TIFF
+                         structure); its orientation, if any, is 1 */
+    size_t exif_size; /* bytes */
+    void *xmp;        /* XMP packet (XML, not NUL-terminated); its tiff:Orientation is 1 */
+    size_t xmp_size;  /* bytes */
 } up_image_t;
 
 typedef struct image_limits {
     uint64_t max_pixels; /* width*height of the decoded image; 0 = no limit */
+    int max_frames;      /* frames (pages) in the file; 0 = no limit */
 } image_limits_t;
 
 typedef struct image_save_opts {
     const char *format; /* "png", "jpg" (or "jpeg"), "webp"; NULL = from the path's
                            extension, else the image's source format if writable, else png */
     int quality;        /* 1..100 for jpg/webp; 0 = default (jpg 92, webp 90); ignored for png */
+    int srgb;           /* 1: convert the values from img->icc to sRGB and write no ICC profile
+                           (EXIF and XMP are still written); 0: write the values and img->icc as
+                           they are */
+    int strip;          /* 1: write no metadata at all (no ICC, EXIF or XMP); implies srgb, so
+                           that colours stay right */
 } image_save_opts_t;
 
 /*
@@ -73,7 +102,9 @@ void image_shutdown(void);
  *   UP_ERR_NOT_FOUND  the file does not exist
  *   UP_ERR_IO         it cannot be opened or read, or is not a regular file
  *   UP_ERR_IMAGE      empty, not an image, an unsupported format, truncated or corrupt
- *   UP_ERR_TOO_LARGE  width*height over lim->max_pixels (refused before decoding)
+ *   UP_ERR_TOO_LARGE  width*height over lim->max_pixels, or more frames than
+ *                     lim->max_frames (refused before decoding; the message, e.g.
+ *                     "the image has 1000 frames; the limit is 100 frames", stands alone)
  *   UP_ERR_NOMEM      the pixel buffer cannot be allocated
  * The message in err does not name the path: prefix it where that helps.
  */
@@ -87,13 +118,32 @@ int image_load_buffer(const void *buf, size_t size, const image_limits_t *lim, u
                       up_error_t *err);
 
 /*
- * A new image with zeroed pixels and format "". bands 1..4, depth 8 or 16.
- * Returns NULL on a bad argument, on size overflow or when out of memory.
+ * A new image with zeroed pixels, format "", n_frames 1 and no metadata
+ * (sRGB). bands 1..4, depth 8 or 16. Returns NULL on a bad argument, on
+ * size overflow or when out of memory.
  */
 up_image_t *image_new(int width, int height, int bands, int depth);
 
-/* Free an image and its pixels; accepts NULL. */
+/* Free an image, its pixels and its metadata; accepts NULL. */
 void image_free(up_image_t *img);
+
+/*
+ * Replace dst's ICC profile, EXIF and XMP with copies of src's (borrowed),
+ * for an image made from src's values (an upscaled or resized copy). dst's
+ * old metadata is freed. Returns 0, or UP_ERR_NOMEM (dst then keeps its old
+ * metadata).
+ */
+int image_copy_metadata(up_image_t *dst, const up_image_t *src);
+
+/*
+ * Convert img's values, in place, from its ICC profile to sRGB (gray stays
+ * gray, in sRGB's tone curve; same bands, depth and alpha), then free the
+ * profile (icc NULL). A no-op for an image without a profile; an sRGB
+ * profile is dropped without touching the values. EXIF and XMP are kept.
+ * Errors: UP_ERR_INVALID (bad image), UP_ERR_IMAGE (libvips cannot use the
+ * profile; img is unchanged), UP_ERR_NOMEM.
+ */
+int image_to_srgb(up_image_t *img, up_error_t *err);
 
 /* Bytes of img->pixels: width*height*bands*depth/8. */
 size_t image_size(const up_image_t *img);
@@ -104,8 +154,12 @@ static inline int image_has_alpha(const up_image_t *img) { return img->bands == 
 /*
  * Encode img (borrowed) to *buf (new, release with free()) and *size bytes.
  * png keeps depth and alpha; jpg flattens alpha onto white and writes 8 bits;
- * webp keeps alpha and writes 8 bits. No metadata is written (no EXIF, no
- * orientation, no ICC profile): pixels are sRGB. opts may be NULL.
+ * webp keeps alpha and writes 8 bits. Metadata: img->icc, img->exif (with
+ * orientation 1, EXIF over 64 KB dropped) and img->xmp are written unless
+ * opts says srgb (values converted to sRGB, no ICC profile) or strip (no
+ * metadata, values converted to sRGB). A profile the format cannot carry
+ * (a gray profile in WebP, which is always RGB) is converted to sRGB
+ * instead. opts may be NULL.
  * Errors: UP_ERR_INVALID (unknown output format, quality out of range, bad
  * image), UP_ERR_IMAGE (the encoder failed), UP_ERR_NOMEM.
  */
@@ -122,7 +176,7 @@ int image_save_file(const up_image_t *img, const char *path, const image_save_op
 
 /*
  * Resample in (borrowed) to exactly width x height into *out (new; same
- * bands, depth and format as in), through vips_resize with kernel lanczos3,
+ * bands, depth, format and metadata as in), through vips_resize with kernel lanczos3,
  * the two axes scaled independently. An axis that shrinks is filtered with
  * Lanczos3 (vips_reduce); an axis that grows is interpolated bicubically,
  * which is what vips_resize does for every kernel in libvips 8.14

@@ -2,9 +2,11 @@
  * image_test.c - tests for src/image/image.c: load, save, resize.
  *
  * The odd inputs (16-bit, palette, EXIF orientation, CMYK, TIFF, GIF, WebP,
- * ICC profiles, HEIF/AVIF) are made at test time from the shared photos with
- * libvips itself, in a temporary folder; the broken ones live in
- * tests/cases/images/<case>/ as `input.*` plus an `expected` line:
+ * ICC profiles, EXIF and XMP, animations, HEIF/AVIF) are made at test time
+ * from the shared photos with libvips itself, in a temporary folder, with
+ * the Adobe RGB (1998) profile of tests/cases/image/ (made by the script
+ * there); the broken ones live in tests/cases/images/<case>/ as `input.*`
+ * plus an `expected` line:
  *
  *   ok <width> <height> <bands> <depth> <format>
  *   error <CODE> <text the message must contain>
@@ -345,7 +347,7 @@ static void test_jpeg_orientation(void) {
         up_image_t *again = load(q);
         CHECK(again && again->width == 300 && again->height == 451);
         VipsImage *v = vips_load(q);
-        CHECK(v && vips_image_get_orientation(v) == 1 && !vips_image_get_typeof(v, VIPS_META_EXIF_NAME));
+        CHECK(v && vips_image_get_orientation(v) == 1);
         if (v)
             g_object_unref(v);
         image_free(again);
@@ -381,6 +383,7 @@ static void test_cmyk(void) {
     up_image_t *img = p ? load(p) : NULL;
     CHECK(img && img->bands == 3 && img->depth == 8 && img->width == 512);
     CHECKF(img && ref && psnr(img, ref) > 25, "CMYK+ICC psnr %.1f", img && ref ? psnr(img, ref) : 0);
+    CHECK(img && img->icc == NULL); /* converted: the values are sRGB now */
     image_free(img);
     /* without a profile: libvips' built-in CMYK profile */
     CHECK(vips_copy(cmyk, &bare, NULL) == 0);
@@ -398,7 +401,8 @@ static void test_cmyk(void) {
 
 static void test_icc(void) {
     /* astronaut's colours re-encoded in Display P3, with that profile: the
-     * loader must convert back to sRGB, close to the original */
+     * loader keeps the file's values and profile; image_to_srgb converts
+     * back to sRGB, close to the original */
     VipsImage *a = vips_load(shared_path("astronaut.png")), *p3, *p3_16, *t16;
     if (!a)
         return;
@@ -411,9 +415,13 @@ static void test_icc(void) {
     const char *p = vips_save(p3, "p3.png", NULL);
     up_image_t *img = p ? load(p) : NULL, *ref = load(shared_path("astronaut.png"));
     up_image_t *raw = p ? vips_decode(p) : NULL;
-    CHECK(img && img->bands == 3 && img->depth == 8);
+    CHECK(img && img->bands == 3 && img->depth == 8 && img->icc && img->icc_size > 0);
+    CHECKF(img && raw && same_pixels(img, raw), "P3: values not the file's own");
+    up_error_t err;
+    CHECK(img && image_to_srgb(img, &err) == 0 && img->icc == NULL && img->icc_size == 0);
     double d_conv = img && ref ? psnr(img, ref) : 0, d_raw = raw && ref ? psnr(raw, ref) : 0;
-    CHECKF(d_conv > 38 && d_conv > d_raw + 8, "P3: converted %.1f dB, raw %.1f dB", d_conv, d_raw);
+    CHECKF(d_conv > 38 && d_conv > d_raw + 4, "P3: converted %.1f dB, raw %.1f dB", d_conv, d_raw);
+    CHECK(img && image_to_srgb(img, &err) == 0); /* no profile: a no-op */
     image_free(img);
     image_free(raw);
 
@@ -422,7 +430,8 @@ static void test_icc(void) {
     CHECK(vips_copy(p3_16, &t16, "interpretation", VIPS_INTERPRETATION_RGB16, NULL) == 0);
     p = vips_save(t16, "p3_16.png", "[bitdepth=16]");
     img = p ? load(p) : NULL;
-    CHECK(img && img->depth == 16 && img->bands == 3);
+    CHECK(img && img->depth == 16 && img->bands == 3 && img->icc);
+    CHECK(img && image_to_srgb(img, &err) == 0 && img->depth == 16 && img->bands == 3 && !img->icc);
     if (img && ref) {
         double se = 0;
         for (int y = 0; y < 512; y += 3)
@@ -443,7 +452,8 @@ static void test_icc(void) {
         p = vips_save(rgba16, "p3_rgba16.png", "[bitdepth=16]");
         img = p ? load(p) : NULL;
         up_image_t *c8 = load(shared_path("camera.png"));
-        CHECK(img && img->depth == 16 && img->bands == 4);
+        CHECK(img && img->depth == 16 && img->bands == 4 && img->icc);
+        CHECK(img && image_to_srgb(img, &err) == 0 && img->bands == 4 && img->depth == 16);
         if (img && c8 && ref) {
             CHECK(sample(img, 100, 100, 3) == sample(c8, 100, 100, 0) * 257);
             CHECKF(abs((int)sample(img, 100, 100, 1) - (int)sample(ref, 100, 100, 1) * 257) < 400,
@@ -622,6 +632,290 @@ static void test_webp_heif(void) {
     g_object_unref(crop);
     g_object_unref(a);
     g_object_unref(logo);
+}
+
+/* ---- colour profiles and metadata kept --------------------------------- */
+
+/* The bytes of tests/cases/image/NAME (new, g_free), or NULL. */
+static gchar *fixture(const char *name, gsize *size) {
+    char path[1024];
+    gchar *data = NULL;
+    snprintf(path, sizeof path, "%s/image/%s", cases, name);
+    CHECKF(g_file_get_contents(path, &data, size, NULL), "cannot read fixture %s", path);
+    return data;
+}
+
+/* 1 when the file's (or buffer's) ICC profile is exactly icc/n; 0 when it
+ * differs; -1 when it has none. */
+static int file_icc_is(VipsImage *v, const void *icc, size_t n) {
+    const void *d;
+    size_t dn;
+    if (!v || !vips_image_get_typeof(v, VIPS_META_ICC_NAME) ||
+        vips_image_get_blob(v, VIPS_META_ICC_NAME, &d, &dn))
+        return -1;
+    return dn == n && memcmp(d, icc, n) == 0;
+}
+
+/* Largest difference between two same-shaped images, on their own scale. */
+static int max_diff(const up_image_t *a, const up_image_t *b) {
+    int worst = 0;
+    for (int y = 0; y < a->height; y++)
+        for (int x = 0; x < a->width; x++)
+            for (int c = 0; c < a->bands; c++) {
+                int d = abs((int)sample(a, x, y, c) - (int)sample(b, x, y, c));
+                worst = d > worst ? d : worst;
+            }
+    return worst;
+}
+
+static void test_adobe_rgb(void) {
+    gsize icc_n = 0;
+    gchar *icc = fixture("adobe-rgb-1998.icc", &icc_n);
+    VipsImage *a = vips_load(shared_path("astronaut.png")), *ad = NULL;
+    char prof[1100];
+    snprintf(prof, sizeof prof, "%s/image/adobe-rgb-1998.icc", cases);
+    /* astronaut's sRGB colours re-encoded in Adobe RGB, the profile embedded */
+    if (!icc || !a || vips_icc_transform(a, &ad, prof, "input_profile", "srgb", "embedded", FALSE, NULL)) {
+        CHECKF(0, "cannot make the Adobe RGB image: %s", vips_error_buffer());
+        vips_error_clear();
+        goto done;
+    }
+    CHECK(file_icc_is(ad, icc, icc_n) == 1);
+    const char *p = vips_save(ad, "adobe.png", NULL);
+    up_image_t *img = p ? load(p) : NULL, *raw = p ? vips_decode(p) : NULL;
+    up_image_t *ref = load(shared_path("astronaut.png"));
+    if (!img || !raw || !ref)
+        goto free_images;
+
+    /* the network gets the file's own values, and the profile they are in */
+    CHECKF(same_pixels(img, raw), "Adobe RGB: values were converted on load");
+    CHECKF(img->icc && img->icc_size == icc_n && memcmp(img->icc, icc, icc_n) == 0,
+           "Adobe RGB: profile not kept (%zu bytes)", img->icc_size);
+    /* libvips' own conversion of the file to sRGB, for comparison */
+    VipsImage *vraw = vips_load(p), *vsrgb = NULL;
+    up_image_t *conv_ref = NULL;
+    if (vraw && vips_icc_transform(vraw, &vsrgb, "srgb", "embedded", TRUE, "intent", VIPS_INTENT_RELATIVE,
+                                   "black_point_compensation", TRUE, NULL) == 0)
+        conv_ref = from_vips(vsrgb);
+    int d_raw = max_diff(raw, ref);
+    printf("adobe rgb: file values vs sRGB original: max diff %d, %.1f dB\n", d_raw, psnr(raw, ref));
+    CHECKF(d_raw >= 20, "Adobe RGB values too close to sRGB (%d) for the test to mean anything", d_raw);
+
+    /* saved as PNG, JPEG, WebP: the same profile bytes and the same values */
+    static const char *fmts[] = {"png", "jpg", "webp"};
+    for (int f = 0; f < 3; f++) {
+        image_save_opts_t o = {.format = fmts[f], .quality = 100};
+        void *buf = NULL;
+        size_t size = 0;
+        up_error_t err;
+        CHECKF(image_save_buffer(img, &o, &buf, &size, &err) == 0, "%s: %s", fmts[f], err.msg);
+        VipsImage *v = buf ? vips_image_new_from_buffer(buf, size, "", NULL) : NULL;
+        CHECKF(file_icc_is(v, icc, icc_n) == 1, "%s: profile not written as is (%d)", fmts[f],
+               file_icc_is(v, icc, icc_n));
+        up_image_t *back = NULL;
+        CHECK(image_load_buffer(buf, size, NULL, &back, &err) == 0);
+        if (back && back->bands == 3) {
+            double d = psnr(back, raw);
+            printf("adobe rgb: %s with profile, values vs file: %.1f dB\n", fmts[f], d);
+            CHECKF(f == 0 ? d == INFINITY : d > 35, "%s: values changed (%.1f dB)", fmts[f], d);
+            CHECK(back->icc && back->icc_size == icc_n);
+        }
+        image_free(back);
+        if (v)
+            g_object_unref(v);
+        free(buf);
+
+        /* srgb: converted (close to libvips' own conversion), no profile; strip: the same, no metadata */
+        for (int mode = 0; mode < 2; mode++) {
+            o = (image_save_opts_t){.format = fmts[f], .quality = 100, .srgb = mode == 0, .strip = mode == 1};
+            CHECK(image_save_buffer(img, &o, &buf, &size, &err) == 0);
+            v = buf ? vips_image_new_from_buffer(buf, size, "", NULL) : NULL;
+            CHECKF(file_icc_is(v, icc, icc_n) == -1, "%s %s: a profile was written", fmts[f],
+                   mode ? "strip" : "srgb");
+            back = NULL;
+            CHECK(image_load_buffer(buf, size, NULL, &back, &err) == 0);
+            if (back && conv_ref && back->bands == 3) {
+                double d = psnr(back, conv_ref), d_ref = psnr(back, ref);
+                printf("adobe rgb: %s %s vs libvips' conversion %.1f dB, vs sRGB original %.1f dB\n", fmts[f],
+                       mode ? "strip" : "srgb", d, d_ref);
+                CHECKF(d > (f == 0 ? 50 : 35) && d_ref > 35, "%s %s: not converted (%.1f dB, %.1f dB)",
+                       fmts[f], mode ? "strip" : "srgb", d, d_ref);
+            }
+            CHECK(back && back->icc == NULL && back->exif == NULL && back->xmp == NULL);
+            image_free(back);
+            if (v)
+                g_object_unref(v);
+            free(buf);
+        }
+    }
+    /* in place */
+    up_error_t err;
+    CHECK(image_to_srgb(img, &err) == 0 && img->icc == NULL);
+    CHECKF(conv_ref && psnr(img, conv_ref) > 50, "image_to_srgb vs libvips: %.1f dB",
+           conv_ref ? psnr(img, conv_ref) : 0);
+    image_free(conv_ref);
+    if (vsrgb)
+        g_object_unref(vsrgb);
+    if (vraw)
+        g_object_unref(vraw);
+
+    /* an sRGB profile: kept as is, and dropped without touching the values */
+    up_image_t *s = load(shared_path("astronaut.png")), *s2 = load(shared_path("astronaut.png"));
+    VipsImage *sv = vips_load(shared_path("astronaut.png")), *sp = NULL;
+    if (s && s2 && sv &&
+        vips_icc_transform(sv, &sp, "srgb", "input_profile", "srgb", "embedded", FALSE, NULL) == 0) {
+        const char *q = vips_save(sp, "srgb_tagged.png", NULL);
+        image_free(s);
+        s = q ? load(q) : NULL;
+        CHECK(s && s->icc && same_pixels(s, s2));
+        CHECK(s && image_to_srgb(s, &err) == 0 && !s->icc && same_pixels(s, s2));
+        g_object_unref(sp);
+    }
+    if (sv)
+        g_object_unref(sv);
+    image_free(s);
+    image_free(s2);
+
+    /* image_copy_metadata */
+    up_image_t *c = image_new(4, 4, 3, 8), *d = image_new(4, 4, 3, 8);
+    c->icc = malloc(icc_n);
+    memcpy(c->icc, icc, icc_n);
+    c->icc_size = icc_n;
+    c->xmp = strdup("<x/>");
+    c->xmp_size = 4;
+    CHECK(image_copy_metadata(d, c) == 0 && d->icc != c->icc && d->icc_size == icc_n &&
+          memcmp(d->icc, icc, icc_n) == 0 && d->xmp_size == 4 && !d->exif && d->exif_size == 0);
+    CHECK(image_copy_metadata(d, d) == 0 && d->icc_size == icc_n && memcmp(d->icc, icc, icc_n) == 0);
+    image_free(c);
+    image_free(d);
+
+free_images:
+    image_free(img);
+    image_free(raw);
+    image_free(ref);
+done:
+    if (ad)
+        g_object_unref(ad);
+    if (a)
+        g_object_unref(a);
+    g_free(icc);
+}
+
+static void test_gray_profile(void) {
+    gsize icc_n = 0;
+    gchar *icc = fixture("gray-gamma-2.2.icc", &icc_n);
+    VipsImage *c = vips_load(shared_path("camera.png")), *cp = NULL;
+    if (!icc || !c || vips_copy(c, &cp, NULL))
+        goto done;
+    vips_image_set_blob_copy(cp, VIPS_META_ICC_NAME, icc, icc_n);
+    const char *p = vips_save(cp, "gray_icc.png", NULL);
+    up_image_t *img = p ? load(p) : NULL, *ref = load(shared_path("camera.png"));
+    CHECKF(img && img->bands == 1 && img->icc && img->icc_size == icc_n && memcmp(img->icc, icc, icc_n) == 0,
+           "gray profile not kept");
+    CHECK(img && ref && same_pixels(img, ref));
+    for (int f = 0; img && f < 2; f++) {
+        /* PNG carries the gray profile; WebP is RGB only: converted, no profile */
+        image_save_opts_t o = {.format = f ? "webp" : "png", .quality = 100};
+        void *buf = NULL;
+        size_t size = 0;
+        up_error_t err;
+        CHECK(image_save_buffer(img, &o, &buf, &size, &err) == 0);
+        VipsImage *v = buf ? vips_image_new_from_buffer(buf, size, "", NULL) : NULL;
+        CHECKF(file_icc_is(v, icc, icc_n) == (f ? -1 : 1), "gray %s: profile %d", o.format,
+               file_icc_is(v, icc, icc_n));
+        if (v)
+            g_object_unref(v);
+        free(buf);
+    }
+    up_error_t err;
+    if (img && ref) {
+        CHECK(image_to_srgb(img, &err) == 0 && img->bands == 1 && img->depth == 8 && !img->icc);
+        int d = max_diff(img, ref);
+        printf("gray profile: gamma 2.2 to sRGB moves values by up to %d levels\n", d);
+        CHECKF(d > 0 && d < 40, "gray to sRGB: max diff %d", d);
+    }
+    image_free(img);
+    image_free(ref);
+done:
+    if (cp)
+        g_object_unref(cp);
+    if (c)
+        g_object_unref(c);
+    g_free(icc);
+}
+
+/* The value of a string field of v ("" when absent). */
+static const char *field(VipsImage *v, const char *name) {
+    const char *s = NULL;
+    if (v && vips_image_get_typeof(v, name) && vips_image_get_string(v, name, &s) == 0 && s)
+        return s;
+    return "";
+}
+
+static void test_exif_xmp(void) {
+    static const char xmp[] = "<?xpacket begin='' id='W5M0MpCehiHzreSzNTczkc9d'?>"
+                              "<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF "
+                              "xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax-ns#'>"
+                              "<rdf:Description xmlns:tiff='http://ns.adobe.com/tiff/1.0/' "
+                              "xmlns:dc='http://purl.org/dc/elements/1.1/' tiff:Orientation=\"6\">"
+                              "<dc:rights>Copyright Test Rights Holder</dc:rights>"
+                              "</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end='w'?>";
+    VipsImage *ch = vips_load(shared_path("chelsea.png")), *tagged;
+    if (!ch || vips_copy(ch, &tagged, NULL))
+        return;
+    vips_image_set_int(tagged, VIPS_META_ORIENTATION, 6);
+    vips_image_set_string(tagged, "exif-ifd0-Copyright", "Copyright Test Person");
+    vips_image_set_string(tagged, "exif-ifd0-Artist", "Ann Artist");
+    vips_image_set_string(tagged, "exif-ifd2-DateTimeOriginal", "2021:06:01 12:34:56");
+    vips_image_set_blob_copy(tagged, VIPS_META_XMP_NAME, xmp, sizeof xmp - 1);
+    const char *p = vips_save(tagged, "exif6.jpg", "[Q=95]");
+    up_image_t *img = p ? load(p) : NULL;
+    CHECK(img && img->width == 300 && img->height == 451 && img->exif && img->xmp);
+    if (img && img->xmp)
+        CHECK(memmem(img->xmp, img->xmp_size, "tiff:Orientation=\"1\"", 20) != NULL);
+    static const char *fmts[] = {"jpg", "png", "webp"};
+    for (int f = 0; img && f < 3; f++) {
+        char name[32];
+        snprintf(name, sizeof name, "exif_out.%s", fmts[f]);
+        const char *q = tmp_path(name);
+        up_error_t err;
+        CHECKF(image_save_file(img, q, NULL, &err) == 0, "%s: %s", fmts[f], err.msg);
+        VipsImage *v = vips_load(q);
+        CHECKF(strstr(field(v, "exif-ifd0-Copyright"), "Copyright Test Person") &&
+                   strstr(field(v, "exif-ifd0-Artist"), "Ann Artist") &&
+                   strstr(field(v, "exif-ifd2-DateTimeOriginal"), "2021:06:01 12:34:56"),
+               "%s: EXIF lost: copyright '%s', artist '%s', date '%s'", fmts[f],
+               field(v, "exif-ifd0-Copyright"), field(v, "exif-ifd0-Artist"),
+               field(v, "exif-ifd2-DateTimeOriginal"));
+        CHECKF(v && vips_image_get_orientation(v) == 1, "%s: orientation %d", fmts[f],
+               v ? vips_image_get_orientation(v) : -1);
+        const void *x;
+        size_t xn;
+        int has_xmp = v && vips_image_get_typeof(v, VIPS_META_XMP_NAME) &&
+                      vips_image_get_blob(v, VIPS_META_XMP_NAME, &x, &xn) == 0;
+        CHECKF(has_xmp && memmem(x, xn, "Copyright Test Rights Holder", 28) &&
+                   memmem(x, xn, "tiff:Orientation=\"1\"", 20),
+               "%s: XMP lost or still rotated", fmts[f]);
+        /* loaded again: not rotated a second time */
+        up_image_t *again = load(q);
+        CHECKF(again && again->width == 300 && again->height == 451, "%s: rotated again", fmts[f]);
+        image_free(again);
+        if (v)
+            g_object_unref(v);
+        /* strip: no metadata at all */
+        image_save_opts_t o = {.strip = 1};
+        CHECK(image_save_file(img, q, &o, &err) == 0);
+        v = vips_load(q);
+        CHECKF(v && !vips_image_get_typeof(v, VIPS_META_EXIF_NAME) &&
+                   !vips_image_get_typeof(v, VIPS_META_XMP_NAME) &&
+                   !vips_image_get_typeof(v, VIPS_META_ICC_NAME),
+               "%s: strip wrote metadata", fmts[f]);
+        if (v)
+            g_object_unref(v);
+    }
+    image_free(img);
+    g_object_unref(tagged);
+    g_object_unref(ch);
 }
 
 /* ---- save -------------------------------------------------------------- */
@@ -1025,6 +1319,91 @@ static void test_limits(void) {
     CHECKF(dt < 1.0, "bomb refused in %.3f s", dt);
 }
 
+/* ---- frames ------------------------------------------------------------ */
+
+/* An n-frame animation of w x h frames (frame i a gray level), saved as name. */
+static const char *animation(const char *name, int n, int w, int h) {
+    VipsImage *strip = NULL, *anim = NULL, **frames = calloc((size_t)n, sizeof *frames);
+    const char *p = NULL;
+    int ok = 1;
+    for (int i = 0; i < n && ok; i++) {
+        VipsImage *b, *l;
+        ok = vips_black(&b, w, h, "bands", 3, NULL) == 0 &&
+             vips_linear1(b, &l, 1, (i * 37) % 256, NULL) == 0 &&
+             vips_cast(l, &frames[i], VIPS_FORMAT_UCHAR, NULL) == 0;
+        g_object_unref(b);
+        g_object_unref(l);
+    }
+    if (ok && vips_arrayjoin(frames, &strip, n, "across", 1, NULL) == 0 &&
+        vips_copy(strip, &anim, "interpretation", VIPS_INTERPRETATION_sRGB, NULL) == 0) {
+        vips_image_set_int(anim, VIPS_META_PAGE_HEIGHT, h);
+        p = vips_save(anim, name, NULL);
+    }
+    for (int i = 0; i < n; i++)
+        if (frames[i])
+            g_object_unref(frames[i]);
+    free(frames);
+    if (strip)
+        g_object_unref(strip);
+    if (anim)
+        g_object_unref(anim);
+    CHECKF(p != NULL, "cannot make %s", name);
+    return p;
+}
+
+static void test_frames(void) {
+    up_image_t *img = NULL;
+    up_error_t err;
+    static const char *names[] = {"three.gif", "three.webp"};
+    for (int i = 0; i < 2; i++) {
+        const char *p = animation(names[i], 3, 40, 30);
+        if (!p)
+            continue;
+        img = load(p);
+        CHECKF(img && img->n_frames == 3 && img->width == 40 && img->height == 30, "%s: %d frames, %dx%d",
+               names[i], img ? img->n_frames : 0, img ? img->width : 0, img ? img->height : 0);
+        if (img) /* the first frame: black (lossy WebP: nearly) */
+            CHECKF(sample(img, 5, 5, 0) < 8 && sample(img, 39, 29, 1) < 8, "%s: first frame %u", names[i],
+                   sample(img, 5, 5, 0));
+        image_free(img);
+        image_limits_t lim = {.max_frames = 3};
+        CHECK(image_load_file(p, &lim, &img, &err) == 0 && img && img->n_frames == 3);
+        image_free(img);
+        lim.max_frames = 2;
+        int rc = image_load_file(p, &lim, &img, &err);
+        expect_error(names[i], rc, &err, img, UP_ERR_TOO_LARGE,
+                     "the image has 3 frames; the limit is 2 frames");
+    }
+    img = load(shared_path("chelsea.png"));
+    CHECK(img && img->n_frames == 1);
+    image_free(img);
+    up_image_t *n = image_new(2, 2, 3, 8);
+    CHECK(n && n->n_frames == 1 && !n->icc && !n->exif && !n->xmp);
+    image_free(n);
+
+    /* 1000 frames refused from the header: no decoding */
+    int many = test_sanitized() ? 300 : 1000;
+    const char *p = animation("many.gif", many, 64, 64);
+    if (!p)
+        return;
+    image_limits_t lim = {.max_frames = 100};
+    double t0 = now_s();
+    int rc = image_load_file(p, &lim, &img, &err);
+    double t_refuse = now_s() - t0;
+    char want[80];
+    snprintf(want, sizeof want, "the image has %d frames; the limit is 100 frames", many);
+    expect_error("many frames", rc, &err, img, UP_ERR_TOO_LARGE, want);
+    CHECKF(strcmp(err.msg, want) == 0, "message '%s'", err.msg);
+    t0 = now_s();
+    img = load(p);
+    double t_load = now_s() - t0;
+    CHECK(img && img->n_frames == many && img->width == 64 && img->height == 64);
+    image_free(img);
+    printf("frames: %d-frame GIF refused in %.1f ms, loaded (first frame) in %.1f ms\n", many, t_refuse * 1e3,
+           t_load * 1e3);
+    CHECKF(t_refuse < 0.5, "refused in %.3f s", t_refuse);
+}
+
 /* ---- data-driven cases: tests/cases/images/<case>/{input.*,expected} --- */
 
 static int code_of(const char *name) {
@@ -1168,12 +1547,16 @@ int main(void) {
     test_tiff();
     test_gif();
     test_webp_heif();
+    test_adobe_rgb();
+    test_gray_profile();
+    test_exif_xmp();
     test_round_trips();
     test_save_options();
     test_flatten();
     test_resize();
     test_broken();
     test_limits();
+    test_frames();
     test_cases();
     test_threads();
 
