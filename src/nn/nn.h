@@ -12,11 +12,13 @@
  * channel 1, ...), row-major, values as the network sees them (0..1 RGB).
  *
  * Thread safety: a model is immutable after load and may be shared by many
- * nets; a net is used by one thread at a time.
+ * nets; a net is used by one thread at a time (only the flag given to
+ * nn_net_set_abort, below, may be set by another thread while it runs).
  */
 #ifndef UPRES_NN_NN_H
 #define UPRES_NN_NN_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "core/err.h"
@@ -80,5 +82,15 @@ int nn_net_plan_size(nn_net_t *net, int c, int h, int w, size_t *bytes, up_error
  * sized). Plans on the first call for a shape.
  */
 int nn_net_run(nn_net_t *net, const float *in, int c, int h, int w, float *out, up_error_t *err);
+
+/*
+ * Make nn_net_run stop early while *flag is non-zero: it is read (one
+ * relaxed atomic load) before every step of the plan, and while planning
+ * before preparing each step, and a set flag makes the run return
+ * UP_ERR_CANCELLED within one layer's time, with out left unwritten. flag
+ * is borrowed and may be set from any thread; it must stay valid until it
+ * is replaced or cleared (NULL, the default: never stop).
+ */
+void nn_net_set_abort(nn_net_t *net, const atomic_int *flag);
 
 #endif

@@ -32,7 +32,12 @@
  *              tensor pointers.
  *
  * A run copies the caller's input in, executes the steps, and copies the
- * output out to planar. Nothing is allocated during a run.
+ * output out to planar. Nothing is allocated during a run. Before each
+ * step the run reads the net's abort flag (nn_net_set_abort) and stops
+ * with UP_ERR_CANCELLED when it is set: a shutdown or a cancel waits for
+ * one layer, not for a whole tile (seconds on big tiles), and the output
+ * is only written once every step has run. Planning reads it too, before
+ * preparing each step; a plan stopped half way is freed, not kept.
  *
  * Threads: a net is used by one thread at a time; the backends use OpenMP
  * with the net's thread count, set before every run.
@@ -75,7 +80,8 @@ struct nn_net {
     const nn_backend_vtbl_t *be;
     void *be_state;
     int n_threads;
-    plan_t *plan; /* for the last input shape, or NULL */
+    plan_t *plan;            /* for the last input shape, or NULL */
+    const atomic_int *abort; /* borrowed; non-zero: stop before the next step; may be NULL */
 };
 
 /* ---- passes 1 and 2: order and shapes ---------------------------------- */
@@ -577,6 +583,11 @@ static int plan_build(nn_net_t *net, int c, int h, int w, plan_t **out, up_error
         plan_step_t *s = &pl->steps[i];
         const nn_layer_t *l = s->layer;
         int li = (int)(l - m->layers);
+        /* preparing (oneDNN primitives, weight reorders) takes seconds on a busy machine */
+        if (net->abort && atomic_load_explicit(net->abort, memory_order_relaxed)) {
+            rc = up_error_set(err, UP_ERR_CANCELLED, 0, "stopped while planning (step %d of %d)", i, n_steps);
+            goto fail;
+        }
         for (int k = 0; k < l->n_in; k++)
             s->in[k] = value_tensor(&p, pl, root(&p, l->in[k]));
         for (int k = 0; k < l->n_out; k++)
@@ -673,6 +684,8 @@ int nn_net_plan_size(nn_net_t *net, int c, int h, int w, size_t *bytes, up_error
     return rc;
 }
 
+void nn_net_set_abort(nn_net_t *net, const atomic_int *flag) { net->abort = flag; }
+
 int nn_net_run(nn_net_t *net, const float *in, int c, int h, int w, float *out, up_error_t *err) {
     int rc = ensure_plan(net, c, h, w, err);
     if (rc)
@@ -681,8 +694,13 @@ int nn_net_run(nn_net_t *net, const float *in, int c, int h, int w, float *out, 
     omp_set_num_threads(net->n_threads);
     nn_tensor_t src = {.data = (float *)in, .c = c, .h = h, .w = w, .layout = NN_LAYOUT_PLANAR};
     nn_tensor_copy(&pl->input, &src);
+    const atomic_int *flag = net->abort;
     for (int i = 0; i < pl->n_steps; i++) {
         plan_step_t *s = &pl->steps[i];
+        /* relaxed: the flag orders nothing, it only has to be seen soon */
+        if (flag && atomic_load_explicit(flag, memory_order_relaxed))
+            return up_error_set(err, UP_ERR_CANCELLED, 0, "stopped before step %d of %d (%s)", i, pl->n_steps,
+                                s->layer->name);
         rc = net->be->layer_run(net->be_state, s->lstate, s->layer,
                                 s->layer->op == NN_OP_CONV ? &s->epi : NULL, s->in, s->n_in, s->out, s->n_out,
                                 err);

@@ -8,8 +8,9 @@
  * Threads: n_workers workers and one sweeper, started by queue_start and
  * joined by queue_stop. They share only the store (thread-safe), the
  * read-only registry, and `mu`, which guards `seq` (bumped by queue_notify)
- * and the condition variables. `stopping` is atomic so the progress
- * callback can read it between tiles without the lock.
+ * and the condition variables, and each worker's `running` (the id of the
+ * job it runs). `stopping` is atomic so the progress callback can read it
+ * between tiles without the lock.
  *
  * Waking: a worker reads seq, tries to claim, and when the queue is empty
  * sleeps until seq changes or one second passes (jobs inserted by another
@@ -25,6 +26,16 @@
  * every PROGRESS_WRITE_S (each write is a transaction with an fsync); in
  * between it reads cancel_requested at most every CANCEL_POLL_S. It stops
  * the run when the job was cancelled or the queue is stopping.
+ *
+ * Stopping inside a tile: a tile of a big model takes seconds, longer than
+ * a container runtime waits after SIGTERM. Each worker has an atomic
+ * `abort` that the network reads between layers (upscale_opts_t.abort):
+ * queue_stop sets every worker's, and queue_job_cancel sets the one of the
+ * worker running that job (with `cancelled`, so the job ends cancelled
+ * rather than requeued). Both are set under mu, and a worker resets them
+ * under mu when it registers a job as running, so a stop or a cancel that
+ * races with a job's start is never lost. A cancel made by another process
+ * on the same store is still seen by the poll, between tiles.
  *
  * Files: the result is written by image_save_file, which writes a
  * temporary name in results/ and renames it into place, so a crash never
@@ -69,6 +80,9 @@ typedef struct worker {
     int started;
     model_slot_t *models; /* owned */
     int n_models;
+    char running[40];     /* id of the job being run, "" when none; guarded by q->mu */
+    atomic_int abort;     /* non-zero: the running job stops between two layers */
+    atomic_int cancelled; /* abort was set by queue_job_cancel, not by queue_stop */
 } worker_t;
 
 struct queue {
@@ -209,6 +223,20 @@ static int on_progress(void *ctx, int pct) {
     return p->cancel;
 }
 
+/*
+ * Register id (NULL: none) as the job w runs, with fresh abort flags: set
+ * already when the queue is stopping. queue_stop and queue_job_cancel find
+ * the job here.
+ */
+static void set_running(worker_t *w, const char *id) {
+    queue_t *q = w->q;
+    pthread_mutex_lock(&q->mu);
+    snprintf(w->running, sizeof w->running, "%s", id ? id : "");
+    atomic_store(&w->cancelled, 0);
+    atomic_store(&w->abort, atomic_load(&q->stopping));
+    pthread_mutex_unlock(&q->mu);
+}
+
 /* The upscaler for variant, loaded on first use. */
 static int worker_model(worker_t *w, const upscale_variant_t *v, upscaler_t **out, up_error_t *err) {
     for (int i = 0; i < w->n_models; i++) {
@@ -270,7 +298,9 @@ static void run_job(worker_t *w, job_t *job) {
         goto end;
     }
 
-    /* claimed -> processing: the model and the input are ready */
+    /* claimed -> processing: the model and the input are ready. Registered first: a
+     * cancel between the two is then either seen by store_job_start or sets abort. */
+    set_running(w, job->id);
     int cancel = 0;
     if ((rc = store_job_start(st, job->id, &cancel, &err)))
         goto end;
@@ -289,10 +319,18 @@ static void run_job(worker_t *w, job_t *job) {
     opts.max_output_pixels = q->cfg.max_output_pixels;
     opts.progress = on_progress;
     opts.progress_ctx = &pc;
+    opts.abort = &w->abort;
     rc = upscaler_run(up, in, &opts, &out, &err);
     if (rc == UP_ERR_CANCELLED) {
-        /* a cancel request wins over a shutdown: the client asked for it */
-        end = pc.cancel ? END_CANCELLED : END_REQUEUED;
+        /* a cancel request wins over a shutdown: the client asked for it. A stop inside
+         * a tile may come before the poll saw a cancel made elsewhere: look once more. */
+        int cancelled = pc.cancel || atomic_load(&w->cancelled);
+        if (!cancelled) {
+            job_t *j = xmalloc(sizeof *j);
+            cancelled = store_job_get(st, job->id, j, NULL) == 0 && j->cancel_requested;
+            free(j);
+        }
+        end = cancelled ? END_CANCELLED : END_REQUEUED;
         goto end;
     }
     if (rc)
@@ -304,7 +342,10 @@ static void run_job(worker_t *w, job_t *job) {
         rc = up_error_set(&err, UP_ERR_IO, 0, "the result path is too long");
         goto end;
     }
-    image_save_opts_t so = {.format = fmt, .quality = job->quality};
+    /* colour: the job's choice, else the server's (the input's own profile unless told sRGB) */
+    int keep = job->colour[0] ? strcmp(job->colour, "keep") == 0 : !q->cfg.colour_srgb;
+    image_save_opts_t so = {
+        .format = fmt, .quality = job->quality, .srgb = !keep, .strip = q->cfg.strip_metadata};
     if ((rc = image_save_file(out, job->result_path, &so, &err)))
         goto end;
     struct stat sb;
@@ -346,6 +387,7 @@ input:
     if (remove_file(job->input_path) == 0)
         store_job_input_deleted(st, job->id, NULL);
 out:
+    set_running(w, NULL);
     image_free(in);
     image_free(out);
 }
@@ -477,6 +519,8 @@ int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_
         worker_t *w = &q->workers[i];
         w->q = q;
         w->index = i;
+        atomic_init(&w->abort, 0);
+        atomic_init(&w->cancelled, 0);
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             rc = up_error_set(err, UP_ERR_IO, 0, "cannot start worker thread %d", i);
             goto fail;
@@ -512,6 +556,9 @@ void queue_stop(queue_t *q) {
         return;
     pthread_mutex_lock(&q->mu);
     atomic_store(&q->stopping, 1);
+    /* running jobs stop between two layers, not after their tile (seconds), and are requeued */
+    for (int i = 0; i < q->cfg.n_workers; i++)
+        atomic_store(&q->workers[i].abort, 1);
     pthread_cond_broadcast(&q->work_cond);
     pthread_cond_broadcast(&q->sweep_cond);
     pthread_mutex_unlock(&q->mu);
@@ -546,7 +593,20 @@ int queue_job_cancel(queue_t *q, const char *id, job_status_t *was, up_error_t *
         free(j);
         log_info("job %s cancelled while queued", id);
     } else if (rc == 0) {
-        log_info("job %s: cancel requested, stopping at the next tile", id);
+        /* run by a worker of ours: it stops between two layers; else (another process
+         * runs it, or it is between claim and start) the next poll or start sees it */
+        int here = 0;
+        pthread_mutex_lock(&q->mu);
+        for (int i = 0; i < q->cfg.n_workers && !here; i++) {
+            worker_t *wk = &q->workers[i];
+            if (strcmp(wk->running, id) == 0) {
+                atomic_store(&wk->cancelled, 1);
+                atomic_store(&wk->abort, 1);
+                here = 1;
+            }
+        }
+        pthread_mutex_unlock(&q->mu);
+        log_info("job %s: cancel requested, %s", id, here ? "stopping now" : "stopping at the next tile");
     }
     return rc;
 }

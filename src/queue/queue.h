@@ -30,6 +30,11 @@ typedef struct queue_config {
     unsigned long long max_input_pixels;  /* 0 = no limit; default upscale_max_input_pixels() */
     unsigned long long max_output_pixels; /* 0 = no limit; default as upscale_opts_init */
     size_t tile_memory;                   /* bytes for automatic tiles, 0 = default */
+    int colour_srgb;    /* results are converted to sRGB; 0 (default) = they keep the input's ICC profile
+                           and values (the network ran on them). A job's own "colour" ("srgb", "keep")
+                           wins over this */
+    int strip_metadata; /* results carry no ICC, EXIF or XMP (colours converted to sRGB); 0 (default)
+                           = EXIF and XMP are copied from the input */
 } queue_config_t;
 
 void queue_config_init(queue_config_t *cfg);
@@ -46,9 +51,10 @@ int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_
 void queue_notify(queue_t *q);
 
 /*
- * Stop: no new claims; a running job stops after its current tile and goes
- * back to the queue (it runs again after restart); threads joined, memory
- * freed. Accepts NULL.
+ * Stop: no new claims; a running job stops between two layers of the
+ * network (within a fraction of a second, not after its tile) and goes back
+ * to the queue (it runs again after restart); threads joined, memory freed.
+ * Accepts NULL.
  */
 void queue_stop(queue_t *q);
 
@@ -58,8 +64,10 @@ const char *queue_results_dir(const queue_t *q);
 
 /*
  * Cancel a job (store_job_cancel, same codes and *was): a queued job is
- * cancelled at once and its input deleted; a processing one stops at the
- * worker's next tile. Finished jobs: UP_ERR_INVALID (409).
+ * cancelled at once and its input deleted; a processing one stops between
+ * two layers when one of this queue's workers runs it, else (another
+ * process on the same store runs it) at that worker's next tile. Finished
+ * jobs: UP_ERR_INVALID (409).
  */
 int queue_job_cancel(queue_t *q, const char *id, job_status_t *was, up_error_t *err);
 

@@ -20,6 +20,11 @@
  * One tile loop (run_tiles) serves both float planes (tests, reference
  * comparisons) and images, through a source that fills a padded float tile
  * and a sink that takes the cropped output.
+ *
+ * Stopping: the progress callback runs between tiles; opts->abort is handed
+ * to the net for the length of the loop, so that a set flag stops the tile
+ * between two layers (a tile of a big model takes seconds). A stopped tile
+ * is not stitched in, and upscaler_run frees its partial output.
  */
 #include <math.h>
 #include <stdint.h>
@@ -123,6 +128,7 @@ static int run_tiles(upscaler_t *up, const tile_io_t *io, int h, int w, int tile
     int ph = th + 2 * P, pw = tw + 2 * P;
     int ny = (h + th - 1) / th, nx = (w + tw - 1) / tw;
     int oc, oh, ow, rc;
+    const atomic_int *abort_flag = opts ? opts->abort : NULL;
 
     rc = nn_model_output_shape(up->model, 3, ph, pw, &oc, &oh, &ow, err);
     if (rc)
@@ -137,11 +143,16 @@ static int run_tiles(upscaler_t *up, const tile_io_t *io, int h, int w, int tile
         rc = up_error_set(err, UP_ERR_NOMEM, 0, "cannot allocate tile buffers for %dx%d tiles", tw, th);
         goto done;
     }
+    nn_net_set_abort(up->net, abort_flag); /* cleared at done: the flag is only borrowed for this call */
     for (int ty = 0; ty < ny; ty++) {
         for (int tx = 0; tx < nx; tx++) {
             int k = first + ty * nx + tx;
             if (opts && opts->progress && opts->progress(opts->progress_ctx, total ? k * 100 / total : 0)) {
                 rc = up_error_set(err, UP_ERR_CANCELLED, 0, "cancelled after %d of %d tiles", k, total);
+                goto done;
+            }
+            if (abort_flag && atomic_load(abort_flag)) {
+                rc = up_error_set(err, UP_ERR_CANCELLED, 0, "stopped after %d of %d tiles", k, total);
                 goto done;
             }
             /* the last tile is moved back inside rather than shrunk */
@@ -157,6 +168,7 @@ static int run_tiles(upscaler_t *up, const tile_io_t *io, int h, int w, int tile
     if (opts && opts->progress && first + nx * ny == total)
         opts->progress(opts->progress_ctx, 100);
 done:
+    nn_net_set_abort(up->net, NULL);
     up_aligned_free(tin);
     up_aligned_free(tout);
     return rc;
@@ -390,6 +402,15 @@ int upscaler_run(upscaler_t *up, const up_image_t *in, const upscale_opts_t *opt
         *out = native;
     }
     snprintf((*out)->format, sizeof(*out)->format, "%s", in->format);
+    /* the network ran on the input's own values: the output is in the same
+     * colour profile, and is the same picture for EXIF and XMP */
+    if (image_copy_metadata(*out, in)) {
+        image_free(*out);
+        *out = NULL;
+        native = NULL;
+        rc = up_error_set(err, UP_ERR_NOMEM, 0, "cannot copy the image's metadata");
+        goto fail;
+    }
     image_free(alpha);
     image_free(alpha_big);
     return 0;

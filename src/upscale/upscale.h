@@ -20,6 +20,7 @@
 #ifndef UPRES_UPSCALE_UPSCALE_H
 #define UPRES_UPSCALE_UPSCALE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "core/err.h"
@@ -85,7 +86,10 @@ typedef enum {
     UPSCALE_ALPHA_MODEL = 1,    /* the network, on alpha as a gray image */
 } upscale_alpha_t;
 
-/* Called between tiles; return non-zero to cancel (the call then fails with UP_ERR_CANCELLED). */
+/*
+ * Called between tiles; return non-zero to cancel (the call then fails with
+ * UP_ERR_CANCELLED). To stop inside a tile, set upscale_opts_t.abort.
+ */
 typedef int (*upscale_progress_fn)(void *ctx, int percent);
 
 typedef struct upscale_opts {
@@ -95,6 +99,7 @@ typedef struct upscale_opts {
     upscale_alpha_t alpha;
     upscale_progress_fn progress; /* may be NULL */
     void *progress_ctx;
+    const atomic_int *abort; /* borrowed, may be NULL; non-zero: stop between layers (UP_ERR_CANCELLED) */
     unsigned long long max_output_pixels; /* 0 = no limit */
 } upscale_opts_t;
 
@@ -127,8 +132,9 @@ int upscaler_scale(const upscaler_t *up); /* native scale */
  * in 0..1; out (planar c x h*s x w*s, s native, caller-sized) receives the
  * network output after reflect-101 padding and cropping, unclamped, tile by
  * tile (tile as in upscale_opts_t; 0 = one tile). first/total are the tile
- * counts for progress across several calls. Returns 0, UP_ERR_CANCELLED, or
- * an engine error.
+ * counts for progress across several calls. Returns 0, UP_ERR_CANCELLED (the
+ * progress callback said so, or opts->abort was set: then out is partly
+ * written), or an engine error.
  */
 int upscaler_run_planes(upscaler_t *up, const float *in, int c, int h, int w, float *out, int tile,
                         const upscale_opts_t *opts, int first, int total, up_error_t *err);
@@ -138,7 +144,9 @@ int upscaler_choose_tile(upscaler_t *up, int h, int w, const upscale_opts_t *opt
 
 /*
  * Upscale a decoded image. *out is new (image_free): same bands and depth
- * as in, size round(w*scale) x round(h*scale).
+ * as in, size round(w*scale) x round(h*scale), with in's format, ICC
+ * profile, EXIF and XMP (the network runs on in's values as they are, in
+ * whatever profile they are in).
  */
 int upscaler_run(upscaler_t *up, const up_image_t *in, const upscale_opts_t *opts, up_image_t **out,
                  up_error_t *err);

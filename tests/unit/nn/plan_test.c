@@ -7,14 +7,22 @@
  * graphs hold every trick the planner plays: Split aliases, Conv->PReLU and
  * Conv->Eltwise/BinaryOp fusion, concat views that grow (a dense block),
  * a concat that must copy, and buffer reuse along a chain (checked through
- * the planned size). Shape errors and replanning are covered too.
+ * the planned size). Shape errors and replanning are covered too, and the
+ * abort flag (nn_net_set_abort): set while a shape is planned, planning
+ * stops; set before a run, the run stops at once with UP_ERR_CANCELLED and
+ * leaves the output alone; set by another thread
+ * during a run, it stops between two layers; cleared, the next run gives
+ * the same result as a run that never had a flag.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "core/clock.h"
 #include "nn/model.h"
 #include "nn/nn.h"
 #include "nn/ops.h"
@@ -240,6 +248,123 @@ static void check_reuse(void) {
     nn_model_free(m);
 }
 
+/* Sets *flag once delay_s seconds have passed since start (mono_s). */
+typedef struct setter {
+    atomic_int *flag;
+    double start, delay_s;
+} setter_t;
+
+static void *set_later(void *arg) {
+    setter_t *st = arg;
+    while (mono_s() - st->start < st->delay_s)
+        usleep(1000);
+    atomic_store(st->flag, 1);
+    return NULL;
+}
+
+#define ABORT_CONVS 30
+
+/* The abort flag: before a run, during a run (another thread), cleared. */
+static void check_abort(void) {
+    char param[8192];
+    int n = snprintf(param, sizeof param, "7767517\n%d %d\nInput data 0 1 data\n", ABORT_CONVS + 1,
+                     ABORT_CONVS + 1);
+    for (int i = 0; i < ABORT_CONVS; i++) {
+        char src[16], dst[16];
+        snprintf(src, sizeof src, i ? "b%d" : "data", i - 1);
+        snprintf(dst, sizeof dst, i == ABORT_CONVS - 1 ? "output" : "b%d", i);
+        n += snprintf(param + n, sizeof param - (size_t)n,
+                      "Convolution c%d 1 1 %s %s 0=%d 1=3 4=1 5=1 6=%d\n", i, src, dst,
+                      i == ABORT_CONVS - 1 ? 3 : 16, (i ? 16 : 3) * (i == ABORT_CONVS - 1 ? 3 : 16) * 9);
+    }
+    size_t bin_size;
+    void *bin = make_bin(param, &bin_size);
+    nn_model_t *m = NULL;
+    nn_net_t *net = NULL;
+    up_error_t err;
+    CHECKF(nn_model_load_mem(param, strlen(param), bin, bin_size, &m, &err) == 0, "%s", err.msg);
+    free(bin);
+    if (!m || nn_net_new(m, NN_BACKEND_REF, 1, &net, &err) != 0) {
+        CHECK(0);
+        nn_model_free(m);
+        return;
+    }
+    /* a run of about 0.2 s (ref, 1 thread): room for another thread to wake */
+    const int C = 3, H = test_sanitized() ? 64 : 192, W = H;
+    size_t n_out = (size_t)C * H * W;
+    float *in = malloc(n_out * sizeof *in), *a = malloc(n_out * sizeof *a), *b = malloc(n_out * sizeof *b);
+    for (size_t i = 0; i < n_out; i++)
+        in[i] = (frand() + 1.0f) * 0.5f;
+    atomic_int flag;
+    atomic_init(&flag, 1);
+
+    /* set while the shape is new: planning stops, and no half plan is kept */
+    nn_net_set_abort(net, &flag);
+    CHECK(nn_net_run(net, in, C, H, W, a, &err) == UP_ERR_CANCELLED);
+    CHECKF(strstr(err.msg, "planning") != NULL, "%s", err.msg);
+    nn_net_set_abort(net, NULL);
+
+    /* no flag: the reference result, and its time (planned by a first run) */
+    CHECKF(nn_net_run(net, in, C, H, W, a, &err) == 0, "%s", err.msg);
+    double t0 = mono_s();
+    CHECKF(nn_net_run(net, in, C, H, W, a, &err) == 0, "%s", err.msg);
+    double t_full = mono_s() - t0;
+
+    /* a flag that is not set costs nothing and changes nothing */
+    atomic_store(&flag, 0);
+    nn_net_set_abort(net, &flag);
+    t0 = mono_s();
+    CHECKF(nn_net_run(net, in, C, H, W, b, &err) == 0, "%s", err.msg);
+    double t_watched = mono_s() - t0;
+    CHECK(!memcmp(a, b, n_out * sizeof *a));
+
+    /* set before the run: stops before the first layer, the output untouched */
+    atomic_store(&flag, 1);
+    memset(b, 0x7f, n_out * sizeof *b);
+    float sentinel = b[0];
+    t0 = mono_s();
+    CHECK(nn_net_run(net, in, C, H, W, b, &err) == UP_ERR_CANCELLED);
+    double t_set = mono_s() - t0;
+    CHECKF(strstr(err.msg, "step 0 of") != NULL, "%s", err.msg);
+    int untouched = 1;
+    for (size_t i = 0; i < n_out; i++)
+        untouched &= b[i] == sentinel || (isnan(b[i]) && isnan(sentinel));
+    CHECK(untouched);
+    CHECKF(t_set < t_full / 4, "a set flag took %.3f s, a full run %.3f s", t_set, t_full);
+
+    /* set by another thread a quarter into the run: stops between two layers */
+    atomic_store(&flag, 0);
+    setter_t st = {.flag = &flag, .start = mono_s(), .delay_s = t_full / 4};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, set_later, &st) == 0);
+    int rc = nn_net_run(net, in, C, H, W, b, &err);
+    double t_mid = mono_s() - st.start;
+    pthread_join(th, NULL);
+    int step = -1, n_steps = -1;
+    const char *at = strstr(err.msg, "step ");
+    if (at)
+        sscanf(at, "step %d of %d", &step, &n_steps);
+    CHECKF(rc == UP_ERR_CANCELLED && step > 0 && step < n_steps && n_steps == ABORT_CONVS,
+           "rc %d: %s (stopped at step %d of %d)", rc, rc ? err.msg : "ran to the end", step, n_steps);
+    CHECKF(t_mid < t_full * 0.75, "stopped after %.3f s of a %.3f s run", t_mid, t_full);
+
+    /* cleared: the net is whole again */
+    atomic_store(&flag, 0);
+    CHECKF(nn_net_run(net, in, C, H, W, b, &err) == 0, "%s", err.msg);
+    CHECK(!memcmp(a, b, n_out * sizeof *a));
+    nn_net_set_abort(net, NULL);
+    atomic_store(&flag, 1);
+    CHECKF(nn_net_run(net, in, C, H, W, b, &err) == 0, "%s", err.msg);
+    printf("abort: full run %.3f s (%.3f s watched by a clear flag), set flag %.6f s, set mid-run: stopped "
+           "at step %d of %d after %.3f s\n",
+           t_full, t_watched, t_set, step, n_steps, t_mid);
+    free(in);
+    free(a);
+    free(b);
+    nn_net_free(net);
+    nn_model_free(m);
+}
+
 static void check_errors(void) {
     size_t bin_size;
     void *bin = make_bin(dense, &bin_size);
@@ -269,5 +394,6 @@ int main(void) {
     check_graph("copies", copies, 3, 18, 14);
     check_reuse();
     check_errors();
+    check_abort();
     return test_summary();
 }

@@ -5,17 +5,22 @@
  * real images: gray stays gray, alpha is kept (both alpha modes), 16-bit
  * stays 16-bit and agrees with the 8-bit result, non-native scales give the
  * exact size, progress rises to 100 and cancelling stops between tiles,
+ * the abort flag (upscale_opts_t.abort) stops inside a tile and is not kept
+ * by the upscaler after the call,
  * output is deterministic, tile 0 picks tiles from the memory budget, the
- * output limit is enforced; and the model registry (families, exact file
+ * output limit is enforced, the output carries the input's ICC profile,
+ * EXIF and XMP; and the model registry (families, exact file
  * names, unknown names, broken files skipped).
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "image/image.h"
 #include "test.h"
 #include "upscale/upscale.h"
@@ -219,6 +224,129 @@ done:
     upscaler_free(up);
 }
 
+typedef struct setter {
+    atomic_int *flag;
+    double start, delay_s;
+} setter_t;
+
+static void *set_later(void *arg) {
+    setter_t *st = arg;
+    while (mono_s() - st->start < st->delay_s)
+        usleep(1000);
+    atomic_store(st->flag, 1);
+    return NULL;
+}
+
+/* opts.abort: set before, set during one tile by another thread, and left set after the call. */
+static void test_abort(void) {
+    upscaler_t *up = open_model("realesrgan-x4fast", 0);
+    up_image_t *photo = load("images/chelsea.png");
+    if (!up || !photo)
+        goto done;
+    up_image_t *in = crop(photo, 100, 40, 192, 192), *a = NULL, *b = NULL;
+    up_error_t err;
+    upscale_opts_t opts;
+    upscale_opts_init(&opts);
+    atomic_int flag;
+    atomic_init(&flag, 0);
+    opts.tile = 0; /* one tile, planned by a first run */
+    CHECKF(upscaler_run(up, in, &opts, &a, &err) == 0, "%s", err.msg);
+    image_free(a);
+    double t0 = mono_s();
+    CHECKF(upscaler_run(up, in, &opts, &a, &err) == 0, "%s", err.msg);
+    double t_full = mono_s() - t0;
+
+    /* a clear flag changes nothing */
+    opts.abort = &flag;
+    CHECKF(upscaler_run(up, in, &opts, &b, &err) == 0, "%s", err.msg);
+    CHECK(a && b && !memcmp(a->pixels, b->pixels, image_size(a)));
+    image_free(b);
+    b = NULL;
+
+    /* set before the call: nothing runs, no image */
+    atomic_store(&flag, 1);
+    CHECK(upscaler_run(up, in, &opts, &b, &err) == UP_ERR_CANCELLED);
+    CHECKF(b == NULL && strstr(err.msg, "stopped") != NULL, "%s", err.msg);
+
+    /* set a quarter into the only tile: the network stops between two layers */
+    atomic_store(&flag, 0);
+    setter_t st = {.flag = &flag, .start = mono_s(), .delay_s = t_full / 4};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, set_later, &st) == 0);
+    int rc = upscaler_run(up, in, &opts, &b, &err);
+    double t_mid = mono_s() - st.start;
+    pthread_join(th, NULL);
+    CHECKF(rc == UP_ERR_CANCELLED && b == NULL && strstr(err.msg, "before step") != NULL, "rc %d: %s", rc,
+           rc ? err.msg : "ran to the end");
+    CHECKF(t_mid < t_full * 0.75, "stopped after %.3f s of a %.3f s tile", t_mid, t_full);
+    printf("abort: a 212x212 tile of x4fast takes %.3f s; set after %.3f s, stopped after %.3f s (%s)\n",
+           t_full, st.delay_s, t_mid, err.msg);
+
+    /* the flag is borrowed for one call only: still set, but not passed, it stops nothing */
+    opts.abort = NULL;
+    CHECKF(upscaler_run(up, in, &opts, &b, &err) == 0, "%s", err.msg);
+    CHECK(a && b && !memcmp(a->pixels, b->pixels, image_size(a)));
+    image_free(a);
+    image_free(b);
+    image_free(in);
+done:
+    image_free(photo);
+    upscaler_free(up);
+}
+
+/* The output carries the input's ICC profile, EXIF and XMP, and its values
+ * are those of the same input without them: the network ran on the input's
+ * own values (an Adobe RGB photo stays Adobe RGB). */
+static void test_metadata(void) {
+    upscaler_t *up = open_model("realesr-animevideov3", 2);
+    up_image_t *photo = load("images/chelsea.png");
+    char path[2048];
+    snprintf(path, sizeof path, "%s/image/adobe-rgb-1998.icc", test_env("UPRES_TEST_CASES"));
+    FILE *f = fopen(path, "rb");
+    CHECKF(f != NULL, "cannot open %s", path);
+    static uint8_t icc[4096];
+    size_t icc_n = f ? fread(icc, 1, sizeof icc, f) : 0;
+    if (f)
+        fclose(f);
+    static const char exif[] = "Exif\0\0II*\0\10\0\0\0\0\0", xmp[] = "<x:xmpmeta xmlns:x='adobe:ns:meta/'/>";
+    if (!up || !photo || icc_n < 128)
+        goto done;
+    up_image_t *plain = crop(photo, 100, 100, 48, 40), *tagged = crop(photo, 100, 100, 48, 40);
+    up_image_t src = {.icc = icc,
+                      .icc_size = icc_n,
+                      .exif = (void *)exif,
+                      .exif_size = sizeof exif - 1,
+                      .xmp = (void *)xmp,
+                      .xmp_size = sizeof xmp - 1};
+    CHECK(image_copy_metadata(tagged, &src) == 0);
+    up_error_t err;
+    upscale_opts_t opts;
+    upscale_opts_init(&opts);
+    for (int i = 0; i < 2; i++) {
+        opts.scale = i ? 1.5 : 0; /* native, then through the final resize */
+        up_image_t *a = NULL, *b = NULL;
+        CHECKF(upscaler_run(up, plain, &opts, &a, &err) == 0, "%s", err.msg);
+        CHECKF(upscaler_run(up, tagged, &opts, &b, &err) == 0, "%s", err.msg);
+        if (a && b) {
+            CHECK(a->icc == NULL && a->exif == NULL && a->xmp == NULL);
+            CHECKF(b->icc && b->icc != tagged->icc && b->icc_size == icc_n && !memcmp(b->icc, icc, icc_n),
+                   "scale %g: the ICC profile is not the input's", opts.scale);
+            CHECK(b->exif_size == sizeof exif - 1 && !memcmp(b->exif, exif, b->exif_size));
+            CHECK(b->xmp_size == sizeof xmp - 1 && !memcmp(b->xmp, xmp, b->xmp_size));
+            CHECKF(a->width == b->width && a->height == b->height &&
+                       !memcmp(a->pixels, b->pixels, image_size(a)),
+                   "scale %g: the profile changed the values", opts.scale);
+        }
+        image_free(a);
+        image_free(b);
+    }
+    image_free(plain);
+    image_free(tagged);
+done:
+    image_free(photo);
+    upscaler_free(up);
+}
+
 static void test_registry(const char *models) {
     const upscale_model_info_t *m = upscale_registry_find(reg, "realesr-animevideov3");
     CHECK(m && m->n_variants == 3 && m->variants[0].scale == 2 && m->variants[2].scale == 4);
@@ -262,6 +390,8 @@ int main(void) {
     test_registry(models);
     test_gray_alpha_depth();
     test_scales_tiles_progress();
+    test_abort();
+    test_metadata();
     upscale_registry_free(reg);
     return test_summary();
 }
