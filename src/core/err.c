@@ -24,6 +24,7 @@ const char *up_strerror(int code) {
     case UP_ERR_QUOTA: return "quota exceeded";
     case UP_ERR_CREDITS: return "insufficient credits";
     case UP_ERR_EXPIRED: return "expired";
+    case UP_ERR_CONFLICT: return "conflict";
     }
     return "unknown error";
 }

@@ -28,6 +28,7 @@ enum {
     UP_ERR_QUOTA = -12,      /* a key's monthly quota is used up */
     UP_ERR_CREDITS = -13,    /* a key's credit balance is too low */
     UP_ERR_EXPIRED = -14,    /* a signed link (or other dated thing) is past its time */
+    UP_ERR_CONFLICT = -15,   /* a record under this key exists already (Idempotency-Key) */
 };
 
 /* Static English name of a code; never NULL. */

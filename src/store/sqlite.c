@@ -39,7 +39,8 @@
  * and a concurrent charge never lose each other's change.
  *
  * Schema version: PRAGMA user_version (SCHEMA_VERSION below). Version 1
- * (jobs only) is migrated in place to version 2 (accounts) at open, in the
+ * (jobs only) and 2 (accounts) are migrated in place to version 3
+ * (Idempotency-Key answers, a job's colour setting) at open, in the
  * transaction that checks the version. A database made by a newer upres is
  * refused rather than misread.
  */
@@ -57,9 +58,11 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "core/xmalloc.h"
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
+#define IDEM_KEEP_S 86400.0 /* an Idempotency-Key's answer is replayed for 24 hours */
 #define BUSY_TIMEOUT_MS 10000
 
 /* Version 2 additions shared by a new database and the migration from version 1. */
@@ -78,6 +81,24 @@
     ");"                                                                                                     \
     "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, seq);"                                             \
     "CREATE INDEX IF NOT EXISTS jobs_owner_time ON jobs(owner, created_at);"
+
+/*
+ * Version 3 additions shared by a new database and the migrations: the
+ * answers of submissions made with an Idempotency-Key (one per key and
+ * scope, inserted in the job's own transaction), and a job's colour setting.
+ */
+#define IDEMPOTENCY_SQL                                                                                      \
+    "CREATE TABLE IF NOT EXISTS idempotency ("                                                               \
+    " scope TEXT NOT NULL," /* the API key id that sent it, '' = anonymous */                               \
+    " key TEXT NOT NULL,"                                                                                    \
+    " request_hash BLOB NOT NULL CHECK (length(request_hash) = 32),"                                         \
+    " status INTEGER NOT NULL,"                                                                              \
+    " body TEXT NOT NULL,"                                                                                   \
+    " job_id TEXT NOT NULL,"                                                                                 \
+    " created_at REAL NOT NULL,"                                                                             \
+    " PRIMARY KEY (scope, key)"                                                                              \
+    ");"                                                                                                     \
+    "CREATE INDEX IF NOT EXISTS idempotency_time ON idempotency(created_at);"
 
 /*
  * The whole schema, for a new database. The account columns of jobs come
@@ -118,10 +139,12 @@ static const char schema_sql[] =
     " tier TEXT NOT NULL DEFAULT '',"
     " credits INTEGER NOT NULL DEFAULT 0,"  /* charged at insert */
     " refunded INTEGER NOT NULL DEFAULT 0," /* 1 once the charge was given back */
-    " keep_s REAL NOT NULL DEFAULT 0"       /* the result is kept at least this long; 0 = the retention */
+    " keep_s REAL NOT NULL DEFAULT 0,"      /* the result is kept at least this long; 0 = the retention */
+    " colour TEXT NOT NULL DEFAULT ''"      /* '' = the server's default, 'srgb', 'keep' */
     ");"
     "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, created_at, seq);"
-    "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;" ACCOUNTS_SQL;
+    "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;" ACCOUNTS_SQL
+    IDEMPOTENCY_SQL;
 
 /* Version 1 (jobs only) -> 2: the jobs made before carry no owner and no charge. */
 static const char migrate_v2_sql[] =
@@ -132,12 +155,15 @@ static const char migrate_v2_sql[] =
     "ALTER TABLE jobs ADD COLUMN refunded INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE jobs ADD COLUMN keep_s REAL NOT NULL DEFAULT 0;" ACCOUNTS_SQL;
 
+/* Version 2 -> 3. */
+static const char migrate_v3_sql[] = "ALTER TABLE jobs ADD COLUMN colour TEXT NOT NULL DEFAULT '';" IDEMPOTENCY_SQL;
+
 /* Every job read returns these columns in this order (see read_row). */
 #define JOB_COLUMNS                                                                                          \
     "seq, id, status, progress, attempts, cancel_requested, model, model_alias, scale, format, quality,"     \
     " tile, input_path, input_name, input_format, input_width, input_height, input_bytes,"                   \
     " result_path, result_format, output_width, output_height, result_bytes,"                                \
-    " created_at, started_at, completed_at, expires_at, error, owner, tier, credits, refunded, keep_s"
+    " created_at, started_at, completed_at, expires_at, error, owner, tier, credits, refunded, keep_s, colour"
 
 /* Every key read returns these columns in this order (see read_key). */
 #define KEY_COLUMNS "id, name, prefix, hash, tier, quota, credits, created_at, last_used_at, revoked_at"
@@ -184,6 +210,8 @@ enum {
     S_KEY_TOUCH,
     S_KEY_UPDATE,
     S_W_KEY_BY_ID, /* writer-side read of a key (store_key_update's result) */
+    S_IDEM_PURGE,
+    S_IDEM_INSERT,
     N_WSTMT
 };
 
@@ -197,6 +225,7 @@ enum {
     R_KEY_BY_PREFIX,
     R_KEY_LIST,
     R_USAGE,
+    R_IDEM_GET,
     N_RSTMT
 };
 
@@ -207,9 +236,9 @@ static const char *const wsql[N_WSTMT] = {
     [S_ROLLBACK] = "ROLLBACK",
     [S_INSERT] = "INSERT INTO jobs (id, status, progress, attempts, cancel_requested, model, scale,"
                  " format, quality, tile, input_path, input_name, input_format, input_width,"
-                 " input_height, input_bytes, created_at, model_alias, owner, tier, credits, keep_s)"
+                 " input_height, input_bytes, created_at, model_alias, owner, tier, credits, keep_s, colour)"
                  " VALUES (?1, 0, 0, 0, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
-                 " ?14, ?15, ?16, ?17, ?18)",
+                 " ?14, ?15, ?16, ?17, ?18, ?19)",
     [S_STATUS] = "SELECT status, cancel_requested, attempts FROM jobs WHERE id = ?1",
     [S_NEXT_QUEUED] = "SELECT seq FROM jobs WHERE status = 0 ORDER BY created_at, seq LIMIT 1",
     [S_CLAIM] = "UPDATE jobs SET status = 6, attempts = attempts + 1, started_at = ?2, progress = 0,"
@@ -269,6 +298,9 @@ static const char *const wsql[N_WSTMT] = {
     [S_KEY_UPDATE] = "UPDATE keys SET tier = coalesce(?2, tier), quota = CASE WHEN ?3 THEN ?4 ELSE quota END,"
                      " credits = CASE WHEN ?5 THEN ?6 ELSE credits + ?7 END WHERE id = ?1",
     [S_W_KEY_BY_ID] = "SELECT " KEY_COLUMNS " FROM keys WHERE id = ?1",
+    [S_IDEM_PURGE] = "DELETE FROM idempotency WHERE created_at < ?1",
+    [S_IDEM_INSERT] = "INSERT INTO idempotency (scope, key, request_hash, status, body, job_id, created_at)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
 };
 
 static const char *const rsql[N_RSTMT] = {
@@ -294,6 +326,8 @@ static const char *const rsql[N_RSTMT] = {
     [R_KEY_BY_PREFIX] = "SELECT " KEY_COLUMNS " FROM keys WHERE substr(prefix, 1, length(?1)) = ?1 LIMIT 2",
     [R_KEY_LIST] = "SELECT " KEY_COLUMNS " FROM keys ORDER BY created_at, rowid",
     [R_USAGE] = USAGE_SQL,
+    [R_IDEM_GET] = "SELECT request_hash, status, body, job_id, created_at FROM idempotency"
+                   " WHERE scope = ?1 AND key = ?2 AND created_at >= ?3",
 };
 
 struct store {
@@ -328,9 +362,10 @@ static int db_error(sqlite3 *db, up_error_t *err, const char *what) {
     return rc;
 }
 
+/* A text column into dst: valid UTF-8 and cut on a character boundary, whatever an older upres stored. */
 static void copy_text(char *dst, size_t size, sqlite3_stmt *s, int col) {
-    const unsigned char *t = sqlite3_column_text(s, col);
-    snprintf(dst, size, "%s", t ? (const char *)t : "");
+    const char *t = (const char *)sqlite3_column_text(s, col);
+    text_utf8_copy(dst, size, t ? t : "", t ? (size_t)sqlite3_column_bytes(s, col) : 0);
 }
 
 static void read_row(sqlite3_stmt *s, job_t *j) {
@@ -369,6 +404,7 @@ static void read_row(sqlite3_stmt *s, job_t *j) {
     j->credits = sqlite3_column_int64(s, c++);
     j->refunded = sqlite3_column_int(s, c++);
     j->keep_s = sqlite3_column_double(s, c++);
+    copy_text(j->colour, sizeof j->colour, s, c++);
 }
 
 static void read_key(sqlite3_stmt *s, api_key_t *k) {
@@ -519,9 +555,12 @@ static int init_schema(sqlite3 *db, const char *path, up_error_t *err) {
         if (version == 0) {
             rc = exec_sql(db, schema_sql, err);
         } else {
-            assert(version == 1);
-            log_info("job store: %s: migrating schema version 1 to %d", path, SCHEMA_VERSION);
-            rc = exec_sql(db, migrate_v2_sql, err);
+            assert(version == 1 || version == 2);
+            log_info("job store: %s: migrating schema version %d to %d", path, version, SCHEMA_VERSION);
+            if (version == 1)
+                rc = exec_sql(db, migrate_v2_sql, err);
+            if (!rc)
+                rc = exec_sql(db, migrate_v3_sql, err);
         }
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
@@ -627,6 +666,7 @@ static int insert_row(store_t *st, const job_t *job, up_error_t *err) {
     bind_text(s, 16, job->tier);
     sqlite3_bind_int64(s, 17, job->credits);
     sqlite3_bind_double(s, 18, job->keep_s > 0 ? job->keep_s : 0);
+    bind_text(s, 19, job->colour);
     int src = sqlite3_step(s);
     done(s);
     if (src == SQLITE_CONSTRAINT_UNIQUE || src == SQLITE_CONSTRAINT_PRIMARYKEY)
@@ -637,20 +677,7 @@ static int insert_row(store_t *st, const job_t *job, up_error_t *err) {
 }
 
 int store_job_insert(store_t *st, const job_t *job, up_error_t *err) {
-    assert(st && job);
-    int rc = check_new_job(job, err);
-    if (rc)
-        return rc;
-    /* a charge recorded without being taken would be refunded into a balance it never left */
-    if (job->credits != 0)
-        return up_error_set(err, UP_ERR_INVALID, 0,
-                            "job store: job %s: a charged job goes in with store_job_insert_charged",
-                            job->id);
-    pthread_mutex_lock(&st->wmu);
-    if (!(rc = tx_begin(st, err)))
-        rc = tx_end(st, insert_row(st, job, err), err);
-    pthread_mutex_unlock(&st->wmu);
-    return rc;
+    return store_job_submit(st, job, -1, NULL, NULL, err);
 }
 
 /* Inside a write transaction: key id's quota, balance and revocation time. UP_ERR_NOT_FOUND. */
@@ -713,23 +740,91 @@ static int charge(store_t *st, const job_t *job, double period_start, store_char
     return exec_stmt(st, S_KEY_DEBIT, "cannot charge a key", err);
 }
 
-int store_job_insert_charged(store_t *st, const job_t *job, double period_start, store_charge_t *charge_out,
-                             up_error_t *err) {
+/* Inside a write transaction: record idem's answer (answers older than IDEM_KEEP_S go first). */
+static int idem_insert(store_t *st, const store_idem_t *idem, double now, up_error_t *err) {
+    sqlite3_bind_double(st->wstmt[S_IDEM_PURGE], 1, now - IDEM_KEEP_S);
+    int rc = exec_stmt(st, S_IDEM_PURGE, "cannot purge idempotency keys", err);
+    if (rc)
+        return rc;
+    sqlite3_stmt *s = st->wstmt[S_IDEM_INSERT];
+    bind_text(s, 1, idem->scope);
+    bind_text(s, 2, idem->key);
+    sqlite3_bind_blob(s, 3, idem->hash, sizeof idem->hash, SQLITE_STATIC);
+    sqlite3_bind_int(s, 4, idem->status);
+    bind_text(s, 5, idem->body ? idem->body : "");
+    bind_text(s, 6, idem->job_id);
+    sqlite3_bind_double(s, 7, now);
+    int src = sqlite3_step(s);
+    done(s);
+    if (src == SQLITE_CONSTRAINT_PRIMARYKEY || src == SQLITE_CONSTRAINT_UNIQUE)
+        return up_error_set(err, UP_ERR_CONFLICT, 0, "idempotency key '%s' is taken", idem->key);
+    if (src != SQLITE_DONE)
+        return db_error(st->w, err, "cannot record an idempotency key");
+    return UP_OK;
+}
+
+int store_job_submit(store_t *st, const job_t *job, double period_start, const store_idem_t *idem,
+                     store_charge_t *charge_out, up_error_t *err) {
     assert(st && job);
     store_charge_t c = {.quota = -1, .used = 0, .credits = -1};
+    int charged = period_start >= 0;
     int rc = check_new_job(job, err);
     if (rc)
         goto out;
+    /* a charge recorded without being taken would be refunded into a balance it never left */
+    if (!charged && job->credits != 0) {
+        rc = up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s: a charged job needs its owner and period",
+                          job->id);
+        goto out;
+    }
     pthread_mutex_lock(&st->wmu);
     if (!(rc = tx_begin(st, err))) {
-        if (!(rc = charge(st, job, period_start, &c, err)))
+        if (charged)
+            rc = charge(st, job, period_start, &c, err);
+        if (!rc)
             rc = insert_row(st, job, err);
+        if (!rc && idem)
+            rc = idem_insert(st, idem, now_s(), err);
         rc = tx_end(st, rc, err);
     }
     pthread_mutex_unlock(&st->wmu);
 out:
     if (charge_out)
         *charge_out = c;
+    return rc;
+}
+
+int store_job_insert_charged(store_t *st, const job_t *job, double period_start, store_charge_t *charge_out,
+                             up_error_t *err) {
+    return store_job_submit(st, job, period_start, NULL, charge_out, err);
+}
+
+int store_idem_get(store_t *st, const char *scope, const char *key, store_idem_t *out, up_error_t *err) {
+    assert(st && scope && key && out);
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&st->rmu);
+    sqlite3_stmt *s = st->rstmt[R_IDEM_GET];
+    bind_text(s, 1, scope);
+    bind_text(s, 2, key);
+    sqlite3_bind_double(s, 3, now_s() - IDEM_KEEP_S);
+    int src = sqlite3_step(s), rc = UP_OK;
+    if (src == SQLITE_ROW) {
+        snprintf(out->scope, sizeof out->scope, "%s", scope);
+        snprintf(out->key, sizeof out->key, "%s", key);
+        const void *h = sqlite3_column_blob(s, 0);
+        if (h && sqlite3_column_bytes(s, 0) == (int)sizeof out->hash)
+            memcpy(out->hash, h, sizeof out->hash);
+        out->status = sqlite3_column_int(s, 1);
+        const char *body = (const char *)sqlite3_column_text(s, 2);
+        out->body = xstrdup(body ? body : "");
+        copy_text(out->job_id, sizeof out->job_id, s, 3);
+        out->created_at = sqlite3_column_double(s, 4);
+    } else if (src == SQLITE_DONE)
+        rc = up_error_set(err, UP_ERR_NOT_FOUND, 0, "no idempotency key '%s'", key);
+    else
+        rc = db_error(st->r, err, "cannot read an idempotency key");
+    done(s);
+    pthread_mutex_unlock(&st->rmu);
     return rc;
 }
 

@@ -47,7 +47,7 @@ typedef struct job {
     job_status_t status;
     int progress;         /* 0..100 */
     int attempts;         /* claims so far */
-    int cancel_requested; /* set while processing; the worker stops at the next tile */
+    int cancel_requested; /* set while processing; the worker stops between layers (or tiles) */
     /* settings */
     char model[128];      /* the model run: a registry family or file stem */
     char model_alias[64]; /* the name the client used when it differs ("wavespeed-ai/real-esrgan"), else "" */
@@ -76,6 +76,7 @@ typedef struct job {
     int refunded;      /* the charge was given back (read only) */
     double keep_s;     /* keep the result at least this long after completion, seconds (0 = the retention):
                           a dialect that promises a result for a time (upres.ai: links valid 1 hour) */
+    char colour[8];    /* "" = the server's default, "srgb" (convert), "keep" (the input's own profile) */
 } job_t;
 
 typedef struct store store_t;
@@ -106,6 +107,34 @@ typedef struct store_charge {
  */
 int store_job_insert_charged(store_t *st, const job_t *job, double period_start, store_charge_t *charge,
                              up_error_t *err);
+
+/*
+ * The answer a submission made with an Idempotency-Key got, kept 24 hours
+ * so that a retry gets the same answer instead of a second job and charge.
+ */
+typedef struct store_idem {
+    char scope[40];         /* the API key id that sent it, "" = anonymous */
+    char key[256];          /* the client's Idempotency-Key */
+    unsigned char hash[32]; /* what the request asked (http_request_digest) */
+    int status;             /* the HTTP status of the answer */
+    char *body;             /* its JSON text: borrowed by store_job_submit, new (free()) from store_idem_get */
+    char job_id[40];
+    double created_at; /* read only */
+} store_idem_t;
+
+/*
+ * Insert job queued, in one transaction with:
+ *   - its charge to job->owner, when period_start >= 0 (refusals
+ *     as store_job_insert_charged; a job with credits needs both);
+ *   - idem's answer, when idem is not NULL: UP_ERR_CONFLICT, with nothing
+ *     written, when scope and key are taken (a concurrent retry won).
+ * Answers older than 24 hours are deleted in the same transaction.
+ */
+int store_job_submit(store_t *st, const job_t *job, double period_start, const store_idem_t *idem,
+                     store_charge_t *charge, up_error_t *err);
+
+/* The answer recorded under scope and key in the last 24 hours into *out (out->body new); UP_ERR_NOT_FOUND. */
+int store_idem_get(store_t *st, const char *scope, const char *key, store_idem_t *out, up_error_t *err);
 
 /* Read job id into *out; UP_ERR_NOT_FOUND when there is none. */
 int store_job_get(store_t *st, const char *id, job_t *out, up_error_t *err);

@@ -469,6 +469,64 @@ static long long balance(store_t *st, const char *id) {
 }
 
 /* keep_s: a job that promises its result for a time keeps it at least that long, whatever the retention. */
+/*
+ * Idempotency-Key answers go in with their job, in its transaction: a taken
+ * key refuses the whole submission (no job, no charge), keys are per scope,
+ * and the answer reads back as stored.
+ */
+static void test_idempotency(void) {
+    store_t *st = open_sub("idem");
+    if (!st)
+        return;
+    up_error_t err;
+    api_key_t k;
+    make_key(&k, "ik", "upres_ik", 9, -1, 10, 1.0);
+    CHECK(store_key_insert(st, &k, &err) == 0);
+    job_t a, b;
+    make_job(&a, "idem-a", 10);
+    snprintf(a.owner, sizeof a.owner, "ik");
+    a.credits = 1;
+    b = a;
+    snprintf(b.id, sizeof b.id, "idem-b");
+    store_idem_t rec = {.scope = "ik", .key = "order-1", .status = 201, .body = "{\"id\":\"idem-a\"}",
+                        .job_id = "idem-a"};
+    memset(rec.hash, 7, sizeof rec.hash);
+    store_charge_t c;
+    CHECKF(store_job_submit(st, &a, 0, &rec, &c, &err) == 0, "%s", err.msg);
+    snprintf(rec.job_id, sizeof rec.job_id, "idem-b");
+    CHECK(store_job_submit(st, &b, 0, &rec, &c, &err) == UP_ERR_CONFLICT);
+    job_t got;
+    CHECK(store_job_get(st, "idem-b", &got, &err) == UP_ERR_NOT_FOUND); /* nothing of the loser stored */
+    api_key_t after;
+    CHECK(store_key_find(st, "ik", &after, &err) == 0 && after.credits == 9); /* charged once */
+    store_idem_t out;
+    CHECK(store_idem_get(st, "ik", "order-1", &out, &err) == 0 && out.status == 201 &&
+          strcmp(out.body, "{\"id\":\"idem-a\"}") == 0 && strcmp(out.job_id, "idem-a") == 0 &&
+          out.hash[0] == 7 && out.hash[31] == 7);
+    free(out.body);
+    CHECK(store_idem_get(st, "", "order-1", &out, &err) == UP_ERR_NOT_FOUND); /* scoped */
+    snprintf(rec.scope, sizeof rec.scope, "%s", "");
+    CHECK(store_job_submit(st, &b, 0, &rec, &c, &err) == 0); /* the same key name in another scope */
+    store_close(st);
+}
+
+/* Text a client sent reads back as valid UTF-8 (an older upres stored names as they came). */
+static void test_text_columns(void) {
+    store_t *st = open_sub("utf8");
+    if (!st)
+        return;
+    up_error_t err;
+    job_t j, got;
+    make_job(&j, "utf8-1", 10);
+    snprintf(j.input_name, sizeof j.input_name, "%s", "\xff\xfe.png");
+    snprintf(j.model_alias, sizeof j.model_alias, "%s", "cut \xc3");
+    CHECK(store_job_insert(st, &j, &err) == 0);
+    CHECK(store_job_get(st, "utf8-1", &got, &err) == 0);
+    CHECK(strcmp(got.input_name, "\xef\xbf\xbd\xef\xbf\xbd.png") == 0);
+    CHECK(strcmp(got.model_alias, "cut \xef\xbf\xbd") == 0);
+    store_close(st);
+}
+
 static void test_keep(void) {
     store_t *st = open_sub("keep");
     if (!st)
@@ -1256,7 +1314,7 @@ static void test_migrate_v1(void) {
     f.owner = "";
     CHECK(store_jobs_list(st, &f, jobs, 4, &n, &err) == 0 && n == 1 && strcmp(jobs[0].id, "old-1") == 0);
     store_close(st);
-    CHECK(user_version("v1") == 2);
+    CHECK(user_version("v1") == 3);
 
     /* migrated and new databases have the same schema */
     store_t *fresh = open_sub("v2-fresh");
@@ -1321,6 +1379,8 @@ int main(void) {
     test_claim_race();
     test_claimed();
     test_keep();
+    test_idempotency();
+    test_text_columns();
     test_keys();
     test_charges();
     test_charge_race();
