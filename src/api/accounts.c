@@ -106,10 +106,10 @@ static void h_tiers(http_request_t *req, void *ctx) {
 
 /*
  * Authenticate when a key is sent (the spec needs none here: job ids are
- * unguessable), then read the job. As on the Upscale Service, a caller that
- * sends a key does not see another key's job. 0 or -1 after replying.
+ * unguessable), then read the job, for action (api_job_access: a caller
+ * that sends a key does not see another key's job). 0 or -1 after replying.
  */
-static int read_job(api_t *api, http_request_t *req, job_t *job) {
+static int read_job(api_t *api, http_request_t *req, api_job_action_t action, job_t *job) {
     api_key_t key;
     int auth = api_auth(api, req, 0, &key);
     if (auth < 0)
@@ -117,21 +117,22 @@ static int read_job(api_t *api, http_request_t *req, job_t *job) {
     const char *id = http_request_param(req, "id");
     up_error_t err;
     int rc = uuid_valid(id) ? store_job_get(api->store, id, job, &err) : UP_ERR_NOT_FOUND;
-    if (rc == UP_ERR_NOT_FOUND || (!rc && auth == 1 && job->owner[0] && strcmp(job->owner, key.id))) {
+    if (rc == UP_ERR_NOT_FOUND) {
         http_reply_error_code(req, 404, "NOT_FOUND", NULL, "Job not found.");
         return -1;
     }
     if (rc) {
+        log_error("accounts: reading job %s: %s", id, err.msg);
         http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot read the job");
         return -1;
     }
-    return 0;
+    return api_job_access(req, job, auth == 1 ? &key : NULL, 0, action);
 }
 
 static void h_job(http_request_t *req, void *ctx) {
     api_t *api = ctx;
     job_t j;
-    if (read_job(api, req, &j))
+    if (read_job(api, req, API_JOB_STATUS, &j))
         return;
     int w = j.output_width > 0 ? j.output_width : j.input_width * j.scale;
     int h = j.output_height > 0 ? j.output_height : j.input_height * j.scale;
@@ -156,7 +157,7 @@ static void h_job(http_request_t *req, void *ctx) {
 static void h_job_result(http_request_t *req, void *ctx) {
     api_t *api = ctx;
     job_t j;
-    if (read_job(api, req, &j))
+    if (read_job(api, req, API_JOB_RESULT, &j))
         return;
     char url[1024];
     switch (j.status) {

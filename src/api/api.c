@@ -15,10 +15,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,19 +28,79 @@
 #include "core/clock.h"
 #include "core/fileio.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "core/uuid.h"
 #include "core/xmalloc.h"
 #include "image/image.h"
 
 #define KEY_TOUCH_S 60.0 /* last_used_at is written at most once a minute per key */
 
+/* image_url fetches under way per key or client address (api->fetch_per_key); a few entries at a time. */
+typedef struct api_fetch_counts {
+    pthread_mutex_t mu;
+    int n, cap;
+    struct {
+        char who[72]; /* "key:<id>" or "ip:<address>" */
+        int n;
+    } *e;
+} api_fetch_counts_t;
+
 void api_init(api_t *api) {
     memset(api, 0, sizeof *api);
     tiers_default(&api->tiers);
     api->result_url_ttl = 3600;
     api->n_workers = 1;
+    api->max_frames = 100;
     fetch_opts_init(&api->fetch);
+    api->fetch_per_key = 2;
+    api->fetching = xcalloc(1, sizeof *api->fetching);
+    pthread_mutex_init(&api->fetching->mu, NULL);
     atomic_store(&api->stopping, 0);
+}
+
+void api_fini(api_t *api) {
+    if (!api->fetching)
+        return;
+    pthread_mutex_destroy(&api->fetching->mu);
+    free(api->fetching->e);
+    free(api->fetching);
+    api->fetching = NULL;
+}
+
+/* Count one more fetch for who: 0, or -1 when who has fetch_per_key under way already. */
+static int fetch_take(api_t *api, const char *who) {
+    api_fetch_counts_t *f = api->fetching;
+    int rc = 0, i;
+    pthread_mutex_lock(&f->mu);
+    for (i = 0; i < f->n && strcmp(f->e[i].who, who); i++)
+        ;
+    if (i == f->n) {
+        if (f->n == f->cap) {
+            f->cap = f->cap ? 2 * f->cap : 16;
+            f->e = xrealloc(f->e, sizeof *f->e * (size_t)f->cap);
+        }
+        snprintf(f->e[i].who, sizeof f->e[i].who, "%s", who);
+        f->e[i].n = 0;
+        f->n++;
+    }
+    if (f->e[i].n >= api->fetch_per_key)
+        rc = -1;
+    else
+        f->e[i].n++;
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}
+
+static void fetch_give(api_t *api, const char *who) {
+    api_fetch_counts_t *f = api->fetching;
+    pthread_mutex_lock(&f->mu);
+    for (int i = 0; i < f->n; i++)
+        if (!strcmp(f->e[i].who, who)) {
+            if (--f->e[i].n <= 0)
+                f->e[i] = f->e[--f->n]; /* none left: the entry goes */
+            break;
+        }
+    pthread_mutex_unlock(&f->mu);
 }
 
 http_route_t *api_routes(int *n) {
@@ -139,24 +201,45 @@ int api_auth(api_t *api, http_request_t *req, int required, api_key_t *key) {
     return 1;
 }
 
+/* ---- who may do what with a job --------------------------------------------------- */
+
+int api_job_access(http_request_t *req, const job_t *job, const api_key_t *caller, int owner_only,
+                   api_job_action_t action) {
+    int mine = caller && job->owner[0] && !strcmp(job->owner, caller->id);
+    int keyed = job->owner[0] != 0;
+    /* another key's job is not found, never forbidden: ids leak nothing */
+    if ((caller && keyed && !mine) || (owner_only && !mine)) {
+        http_reply_error_code(req, 404, "NOT_FOUND", NULL, "Job not found.");
+        return -1;
+    }
+    if (action == API_JOB_DESTROY && keyed && !caller) {
+        http_reply_header(req, "WWW-Authenticate", "Bearer");
+        http_reply_error_code(req, 401, "UNAUTHORIZED", NULL,
+                              "this job was made with an API key: send that key (Authorization: Bearer "
+                              "upres_...) to cancel it or to download and delete its result");
+        return -1;
+    }
+    return 0;
+}
+
+int api_download_deletes(const job_t *job) { return job->keep_s <= 0; }
+
 /* ---- submission ----------------------------------------------------------------- */
 
-/* Write size bytes to a new file at path (not there before). 0 or -1 (logged). */
+/* Write size bytes to a new file at path (not there before). 0, or -1 with errno set and nothing left. */
 static int write_new_file(const char *path, const void *data, size_t size) {
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        log_error("api: cannot create %s: %s", path, strerror(errno));
+    if (fd < 0)
         return -1;
+    int failed = write_all(fd, data, size) != 0;
+    int e = errno;
+    if (close(fd) && !failed) {
+        failed = 1;
+        e = errno;
     }
-    if (write_all(fd, data, size)) {
-        log_error("api: writing %s: %s", path, strerror(errno));
-        close(fd);
+    if (failed) {
         unlink(path);
-        return -1;
-    }
-    if (close(fd)) {
-        log_error("api: writing %s: %s", path, strerror(errno));
-        unlink(path);
+        errno = e;
         return -1;
     }
     return 0;
@@ -185,6 +268,20 @@ int api_cursor_parse(const char *cursor, long long *seq) {
     return 0;
 }
 
+int api_colour_setting(http_request_t *req, const char *value, job_t *job) {
+    job->colour[0] = '\0';
+    if (!value || !*value)
+        return 0;
+    if (strcasecmp(value, "srgb") && strcasecmp(value, "keep")) {
+        http_reply_error_code(req, 400, "INVALID_REQUEST", NULL,
+                              "invalid colour '%s': srgb (convert to sRGB) or keep (the input's own profile)",
+                              value);
+        return -1;
+    }
+    snprintf(job->colour, sizeof job->colour, "%s", strcasecmp(value, "srgb") ? "keep" : "srgb");
+    return 0;
+}
+
 const char *api_output_format(const char *s) {
     if (!strcasecmp(s, "png"))
         return "png";
@@ -205,11 +302,79 @@ const char *api_content_type(const char *fmt) {
     return "application/octet-stream";
 }
 
-int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_input_t *in, job_t *job) {
+/* An Idempotency-Key header: 0 with *key set (NULL when none), or -1 after replying 400. */
+static int idem_header(http_request_t *req, const char **key) {
+    const char *k = http_request_header(req, "Idempotency-Key");
+    *key = NULL;
+    if (!k)
+        return 0;
+    size_t n = strlen(k);
+    int ok = n >= 1 && n <= 255;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = k[i] >= 0x21 && k[i] <= 0x7E;
+    if (!ok) {
+        http_reply_error_code(req, 400, "INVALID_REQUEST", NULL,
+                              "invalid Idempotency-Key: 1 to 255 printable ASCII characters, no spaces");
+        return -1;
+    }
+    *key = k;
+    return 0;
+}
+
+/* Reply with an answer recorded under an Idempotency-Key. */
+static void idem_replay(http_request_t *req, const store_idem_t *rec) {
+    http_reply_header(req, "Idempotent-Replayed", "true");
+    http_reply_data(req, (unsigned)rec->status, "application/json", rec->body, strlen(rec->body));
+}
+
+/*
+ * Before any work: a request whose Idempotency-Key was answered is answered
+ * again (same request) or refused (422, another request). 1 when replied,
+ * 0 to go on, -1 after an error reply.
+ */
+static int idem_check(api_t *api, http_request_t *req, const api_key_t *key) {
+    const char *k;
+    if (idem_header(req, &k))
+        return -1;
+    if (!k)
+        return 0;
+    unsigned char h[32];
+    http_request_digest(req, h); /* now, while the upload is the request's: api_submit takes it */
+    store_idem_t rec;
+    up_error_t err;
+    int rc = store_idem_get(api->store, key ? key->id : "", k, &rec, &err);
+    if (rc == UP_ERR_NOT_FOUND)
+        return 0;
+    if (rc) {
+        log_error("api: reading idempotency key: %s", err.msg);
+        http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot check the Idempotency-Key");
+        return -1;
+    }
+    if (memcmp(h, rec.hash, sizeof h)) {
+        http_reply_error_code(req, 422, "IDEMPOTENCY_KEY_REUSED", NULL,
+                              "this Idempotency-Key was used for a different request in the last 24 hours: "
+                              "send a new key for a new request");
+        rc = -1;
+    } else {
+        idem_replay(req, &rec);
+        rc = 1;
+    }
+    free(rec.body);
+    return rc;
+}
+
+/* The image file could not be stored (errno e): the answer, and the log line naming it. */
+static void store_failed(http_request_t *req, const char *dest, int e) {
+    log_error("api: cannot store the image as %s: %s", dest, strerror(e));
+    http_reply_storage_error(req, e);
+}
+
+int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_input_t *in, job_t *job,
+               api_reply_fn reply) {
     if (api_refuse_if_stopping(api, req))
         return -1;
     /* the image itself: the bytes decide what it is, not a name or a header */
-    image_limits_t lim = {.max_pixels = api->max_input_pixels};
+    image_limits_t lim = {.max_pixels = api->max_input_pixels, .max_frames = api->max_frames};
     up_image_t *img = NULL;
     up_error_t err;
     int rc = in->path ? image_load_file(in->path, &lim, &img, &err)
@@ -221,9 +386,7 @@ int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_
         return -1;
     }
     if (rc == UP_ERR_TOO_LARGE) {
-        http_reply_error_code(req, 422, "IMAGE_TOO_LARGE", NULL,
-                              "image too large: %s (the limit is %llu pixels)", err.msg,
-                              api->max_input_pixels);
+        http_reply_error_code(req, 422, "IMAGE_TOO_LARGE", NULL, "image too large: %s", err.msg);
         return -1;
     }
     if (rc) {
@@ -234,6 +397,9 @@ int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_
     job->input_width = img->width;
     job->input_height = img->height;
     snprintf(job->input_format, sizeof job->input_format, "%s", img->format);
+    char note[128] = "";
+    if (img->n_frames > 1)
+        snprintf(note, sizeof note, "the image has %d frames: only the first frame is upscaled", img->n_frames);
     image_free(img);
 
     unsigned long long ow = (unsigned long long)job->input_width * (unsigned long long)job->scale;
@@ -271,28 +437,48 @@ int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_
         snprintf(job->format, sizeof job->format, "%s", f ? f : "png");
     }
 
-    /* store the input under the job's id, then the job */
+    /* store the input under the job's id */
     uuid_v4(job->id);
     char dest[sizeof job->input_path];
     snprintf(dest, sizeof dest, "%.900s/%s.%s", queue_uploads_dir(api->queue), job->id,
              job->input_format[0] ? job->input_format : "bin");
     if (in->path ? http_request_upload_take(req, dest, &err) : write_new_file(dest, in->data, in->size)) {
-        if (in->path)
-            log_error("api: %s", err.msg);
-        http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot store the image");
+        store_failed(req, dest, errno);
         return -1;
     }
     job->status = JOB_STATUS_QUEUED;
     memcpy(job->input_path, dest, sizeof dest);
-    snprintf(job->input_name, sizeof job->input_name, "%s", in->name && *in->name ? in->name : "image");
+    const char *name = in->name && *in->name ? in->name : "image";
+    text_utf8_copy(job->input_name, sizeof job->input_name, name, strlen(name));
     job->input_bytes = (long long)in->size;
     job->created_at = api_time_ms(now_s());
 
+    /* the answer, before anything is stored: a job is stored only if its answer can be sent */
+    unsigned status = 201;
+    char *text = http_json_text(reply(api, req, job, note[0] ? note : NULL, &status));
+    if (!text) {
+        unlink(dest);
+        log_error("api: job %s: its answer could not be encoded; nothing stored", job->id);
+        http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot encode the answer: nothing was stored");
+        return -1;
+    }
+    const char *ikey = NULL;
+    idem_header(req, &ikey); /* checked valid by api_submit_async's idem_check */
+    store_idem_t idem = {.status = (int)status, .body = text};
+    if (ikey) {
+        snprintf(idem.scope, sizeof idem.scope, "%s", key ? key->id : "");
+        snprintf(idem.key, sizeof idem.key, "%s", ikey);
+        snprintf(idem.job_id, sizeof idem.job_id, "%s", job->id);
+        http_request_digest(req, idem.hash);
+    }
     store_charge_t ch = {0};
-    rc = key ? store_job_insert_charged(api->store, job, auth_month_start(job->created_at), &ch, &err)
-             : store_job_insert(api->store, job, &err);
+    rc = store_job_submit(api->store, job, key ? auth_month_start(job->created_at) : -1, ikey ? &idem : NULL,
+                          &ch, &err);
     if (rc) {
         unlink(dest);
+        free(text);
+        if (rc == UP_ERR_CONFLICT) /* a concurrent request with this key was stored first: its answer */
+            return idem_check(api, req, key) == 1 ? 0 : -1;
         if (rc == UP_ERR_QUOTA)
             http_reply_error_code(
                 req, 402, "QUOTA_EXCEEDED",
@@ -316,10 +502,12 @@ int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_
     queue_notify(api->queue);
     log_info("api: job %s queued (%s x%d, %dx%d, key %s, %lld credits)", job->id, job->model, job->scale,
              job->input_width, job->input_height, key ? key->prefix : "-", job->credits);
+    http_reply_data(req, status, "application/json", text, strlen(text));
+    free(text);
     return 0;
 }
 
-/* The last path segment of a URL, without query or fragment ("photo.jpg"), into out. */
+/* The last path segment of a URL, without query or fragment ("photo.jpg"), into out as valid UTF-8. */
 static void url_file_name(const char *url, char *out, size_t size) {
     const char *p = strstr(url, "://");
     p = p ? p + 3 : url;
@@ -332,15 +520,12 @@ static void url_file_name(const char *url, char *out, size_t size) {
     for (size_t i = 0; i < end; i++)
         if (path[i] == '/')
             seg = path + i + 1;
-    size_t n = (size_t)(path + end - seg);
-    if (n >= size)
-        n = size - 1;
-    memcpy(out, seg, n);
-    out[n] = '\0';
+    text_utf8_copy(out, size, seg, (size_t)(path + end - seg));
 }
 
 /* Fetch image_url and submit it. 0, or -1 after replying. */
-static int submit_url(api_t *api, http_request_t *req, const api_key_t *key, const char *url, job_t *job) {
+static int submit_url(api_t *api, http_request_t *req, const api_key_t *key, const char *url, job_t *job,
+                      api_reply_fn reply) {
     void *body = NULL;
     size_t size = 0;
     up_error_t err;
@@ -360,7 +545,7 @@ static int submit_url(api_t *api, http_request_t *req, const api_key_t *key, con
     char name[256];
     url_file_name(url, name, sizeof name);
     api_input_t in = {.data = body, .size = size, .name = name, .from_url = 1};
-    rc = api_submit(api, req, key, &in, job);
+    rc = api_submit(api, req, key, &in, job, reply);
     free(body);
     return rc;
 }
@@ -371,36 +556,59 @@ typedef struct pending {
     int has_key;
     api_input_t in; /* an upload: its strings point into the request, which outlives this */
     job_t job;
-    api_submitted_fn done;
-    char url[]; /* image_url, "" for an upload */
+    api_reply_fn reply;
+    char who[72]; /* a fetch: whose count it holds (fetch_take) */
+    char url[];   /* image_url, "" for an upload */
 } pending_t;
 
 static void submit_later(http_request_t *req, void *ctx, void *arg) {
     api_t *api = ctx;
     pending_t *p = arg;
     const api_key_t *key = p->has_key ? &p->key : NULL;
-    int rc = p->url[0] ? (api_refuse_if_stopping(api, req) || submit_url(api, req, key, p->url, &p->job))
-                       : api_submit(api, req, key, &p->in, &p->job);
-    if (!rc)
-        p->done(api, req, &p->job);
+    if (!p->url[0])
+        api_submit(api, req, key, &p->in, &p->job, p->reply);
+    else {
+        if (!api_refuse_if_stopping(api, req))
+            submit_url(api, req, key, p->url, &p->job, p->reply);
+        fetch_give(api, p->who);
+    }
     free(p);
 }
 
 int api_submit_async(api_t *api, http_request_t *req, const api_key_t *key, const api_input_t *in,
-                     const char *url, const job_t *job, api_submitted_fn done) {
-    (void)api; /* the background thread gets it back as the server's handler context */
+                     const char *url, const job_t *job, api_reply_fn reply) {
+    int rc = idem_check(api, req, key);
+    if (rc)
+        return rc > 0 ? 0 : -1;
     size_t ulen = url ? strlen(url) : 0;
-    pending_t *p = xmalloc(sizeof *p + ulen + 1);
+    pending_t *p = xcalloc(1, sizeof *p + ulen + 1);
     p->has_key = key != NULL;
     if (key)
         p->key = *key;
     if (in)
         p->in = *in;
     p->job = *job;
-    p->done = done;
+    p->reply = reply;
     memcpy(p->url, url ? url : "", ulen + 1);
-    if (http_request_defer(req, submit_later, p) == 0)
+    if (url) {
+        /* a slow source holds a fetch thread, never a submit thread, and one caller holds few of them */
+        if (key)
+            snprintf(p->who, sizeof p->who, "key:%s", key->id);
+        else
+            snprintf(p->who, sizeof p->who, "ip:%s", http_request_client(req));
+        if (fetch_take(api, p->who)) {
+            free(p);
+            http_reply_header(req, "Retry-After", "1");
+            http_reply_error_code(req, 429, "TOO_MANY_FETCHES", json_pack("{s:i}", "retry_after", 1),
+                                  "%d image_url fetches of yours are under way already: wait for one to finish",
+                                  api->fetch_per_key);
+            return -1;
+        }
+    }
+    if (http_request_defer(req, url ? HTTP_POOL_FETCH : HTTP_POOL_SUBMIT, submit_later, p) == 0)
         return 0;
+    if (url)
+        fetch_give(api, p->who);
     free(p);
     http_reply_header(req, "Retry-After", "1");
     http_reply_error_code(req, 503, "UNAVAILABLE", NULL,
@@ -484,19 +692,17 @@ int api_time_parse(const char *s, double *t) {
     return 0;
 }
 
-/* The request's Host header when it is a plain host[:port], else NULL. */
+/* The request's Host header when it is a plain host[:port], else NULL (the server answers 400 to others). */
 static const char *safe_host(http_request_t *req) {
     const char *h = http_request_header(req, "Host");
-    if (!h || !*h || strlen(h) > 255)
-        return NULL;
-    for (const char *p = h; *p; p++)
-        if (!isalnum((unsigned char)*p) && !strchr(".-:[]_", *p))
-            return NULL;
-    return h;
+    return h && http_host_valid(h) ? h : NULL;
 }
 
 int api_result_url(api_t *api, http_request_t *req, const job_t *job, char *out, size_t size) {
-    if (job->status != JOB_STATUS_COMPLETED || !job->result_path[0])
+    struct stat st;
+    /* sign only what exists: a result deleted under the row (by hand, a full disk) gets no link */
+    if (job->status != JOB_STATUS_COMPLETED || !job->result_path[0] || stat(job->result_path, &st) ||
+        !S_ISREG(st.st_mode))
         return -1;
     double now = now_s();
     long long expires = (long long)floor(now + api->result_url_ttl);

@@ -34,6 +34,7 @@ typedef struct api {
     const char *web_dir;                  /* web/: openapi.json, vendor/ (Swagger UI) */
     unsigned long long max_input_pixels;  /* 0 = no limit */
     unsigned long long max_output_pixels; /* 0 = no limit */
+    int max_frames;                       /* frames of an animated input; 0 = no limit; default 100 */
     int n_workers;                        /* worker threads, for model availability */
     atomic_int stopping;                  /* set at shutdown: submissions get 503 */
     /* accounts */
@@ -46,10 +47,16 @@ typedef struct api {
     double result_url_ttl;    /* seconds a result link is valid; default 3600 */
     const char *public_url;   /* "https://host[:port]" for links; NULL = from the request's Host */
     fetch_opts_t fetch;       /* image_url fetching */
+    int fetch_per_key;        /* image_url fetches one key (or, without a key, one client address) may have
+                                 under way; more get 429; default 2 */
+    struct api_fetch_counts *fetching; /* those under way (api_init; api_fini frees) */
 } api_t;
 
 /* Set the defaults of everything above that has one (tiers, 3600 s, fetch). */
 void api_init(api_t *api);
+
+/* Free what api_init made. */
+void api_fini(api_t *api);
 
 /* Every dialect's routes in one table (new: free()), *n its length. */
 http_route_t *api_routes(int *n);
@@ -73,6 +80,34 @@ const http_route_t *accounts_routes(int *n_routes);
  */
 int api_auth(api_t *api, http_request_t *req, int required, api_key_t *key);
 
+/* ---- who may do what with a job ------------------------------------------------------ */
+
+typedef enum {
+    API_JOB_STATUS,  /* read its status and fields by id */
+    API_JOB_RESULT,  /* read its result by id, the file kept */
+    API_JOB_DESTROY, /* cancel it, or download its result and so delete it */
+} api_job_action_t;
+
+/*
+ * The one visibility rule, for every dialect. caller is the key the request
+ * presented (NULL: none). A job made with a key is hidden (404) from a
+ * caller with another key, always; with owner_only (upres.ai, whose spec
+ * makes every job its key's alone), from a caller without one too.
+ * Destroying a job made with a key needs that key (401 without one); a
+ * status or a result by id follows the dialect's spec: the job id is the
+ * capability (PicShapes "job IDs are unguessable", the Upscale Service's
+ * open download). Returns 0 when allowed, else -1 after replying.
+ */
+int api_job_access(http_request_t *req, const job_t *job, const api_key_t *caller, int owner_only,
+                   api_job_action_t action);
+
+/*
+ * 1 when a download through the Upscale Service deletes the result (its
+ * guide: delete after download), 0 when another dialect promised to keep
+ * it (job->keep_s: upres.ai's result links are valid an hour).
+ */
+int api_download_deletes(const job_t *job);
+
 /* ---- submission ------------------------------------------------------------------- */
 
 /* Where a submission's image is. */
@@ -85,36 +120,59 @@ typedef struct api_input {
 } api_input_t;
 
 /*
- * Check and queue a job: the image is decoded (415 or 422 when it is not a
- * supported image, 422 over the pixel limits), the output size checked
- * against the key's tier (400 TIER_LIMIT_EXCEEDED), the file stored as
- * uploads/<id>.<ext>, and the job inserted: charged to key when key is not
- * NULL (402 QUOTA_EXCEEDED with quota and used, 402 INSUFFICIENT_CREDITS
- * with credits and credits_needed), then a worker woken.
- *
- * job carries the settings (model, model_alias, scale, format, tile); the
- * rest is filled here. Returns 0 (nothing replied: the caller answers with
- * the job), or -1 when the error reply was sent and nothing was stored.
+ * The dialect's answer for its job, about to be queued (201 with the job,
+ * 202 with a status URL): a new JSON body, *status set. It is built before
+ * the job is stored, and the job is stored only when the answer could be
+ * encoded, so a client never pays for a job it cannot hear of. note, when
+ * not NULL, is a sentence to add to the answer ("only the first of 12
+ * frames is used").
  */
-int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_input_t *in, job_t *job);
+typedef json_t *(*api_reply_fn)(api_t *api, http_request_t *req, const job_t *job, const char *note,
+                                unsigned *status);
 
-/* The dialect's answer once its job is queued (201 with the job, 202 with a status URL). */
-typedef void (*api_submitted_fn)(api_t *api, http_request_t *req, const job_t *job);
+/*
+ * Check and queue a job, and answer: the image is decoded (415 or 422 when
+ * it is not a supported image, 422 over the pixel or frame limits), the
+ * output size checked against the key's tier (400 TIER_LIMIT_EXCEEDED), the
+ * file stored as uploads/<id>.<ext> (507/503 when it cannot be), the answer
+ * built (reply), and the job inserted: charged to key when key is not NULL
+ * (402 QUOTA_EXCEEDED with quota and used, 402 INSUFFICIENT_CREDITS with
+ * credits and credits_needed) and, when the request carries an
+ * Idempotency-Key, with its answer in the same transaction; then a worker
+ * is woken and the answer sent.
+ *
+ * job carries the settings (model, model_alias, scale, format, tile,
+ * colour); the rest is filled here. Returns 0 (the job's answer was sent),
+ * or -1 when an error reply was sent and nothing was stored or charged.
+ */
+int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_input_t *in, job_t *job,
+               api_reply_fn reply);
 
 /*
  * api_submit on one of the HTTP layer's background threads
  * (http_request_defer), so that decoding a large image or fetching a URL
  * holds no HTTP thread. The image is in->path (an upload), or url (in NULL)
- * is fetched first: its refusals are 400 URL_REFUSED (a malformed URL, a
- * scheme other than http/https, an address that is not public, too many
- * redirects) or 422 URL_FETCH_FAILED (unreachable, an HTTP error, too
- * large, too slow). Then done() answers, or the error reply is sent.
+ * is fetched first, on the fetch pool (HTTP_POOL_FETCH), so that uploads
+ * never wait behind slow sources: at most api->fetch_per_key fetches per
+ * key (or per client address without a key) are under way, more get 429
+ * TOO_MANY_FETCHES with Retry-After. A fetch's refusals are 400
+ * URL_REFUSED (a malformed URL, a scheme other than http/https, an
+ * address that is not public, too many redirects) or 422 URL_FETCH_FAILED
+ * (unreachable, an HTTP error, too large, too slow).
+ *
+ * Idempotency-Key (1 to 255 printable ASCII characters, scoped to the key
+ * or to anonymous callers): a request whose key was answered in the last
+ * 24 hours gets that answer again, replayed with "Idempotent-Replayed:
+ * true", when it asks the same thing (http_request_digest), or 422
+ * IDEMPOTENCY_KEY_REUSED when it asks something else. Only answers that
+ * queued a job are kept: a refused request may be retried under its key.
+ *
  * job and *key are copied. Returns 0 (the reply comes from the background
- * thread), or -1 after replying 503 with Retry-After when every background
- * thread is busy and the queue is full.
+ * thread, or was a replay), or -1 after replying (503 with Retry-After
+ * when every background thread is busy and the queue is full, 429, 400).
  */
 int api_submit_async(api_t *api, http_request_t *req, const api_key_t *key, const api_input_t *in,
-                     const char *url, const job_t *job, api_submitted_fn done);
+                     const char *url, const job_t *job, api_reply_fn reply);
 
 /* 503 when the server is stopping (returns -1 after replying), else 0. */
 int api_refuse_if_stopping(api_t *api, http_request_t *req);
@@ -149,6 +207,13 @@ int api_result_url(api_t *api, http_request_t *req, const job_t *job, char *out,
  */
 void api_cursor_make(long long seq, char *out, size_t size);
 int api_cursor_parse(const char *cursor, long long *seq);
+
+/*
+ * A submission's colour setting (a form field or JSON "colour"): NULL or ""
+ * = the server's default (--colour), "srgb" = convert to sRGB, "keep" = the
+ * input's own profile. Sets job->colour; 0, or -1 after replying 400.
+ */
+int api_colour_setting(http_request_t *req, const char *value, job_t *job);
 
 /* "png", "jpg" or "webp" for a client's output format name (any case, "jpeg" too), else NULL. */
 const char *api_output_format(const char *name);

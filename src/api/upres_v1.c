@@ -125,7 +125,8 @@ static json_t *job_json(api_t *api, http_request_t *req, const job_t *j) {
 /* ---- POST /v1/jobs ------------------------------------------------------------------ */
 
 /* Settings common to both bodies; 0, or -1 after replying. */
-static int job_settings(api_t *api, http_request_t *req, const char *model, long scale, job_t *job) {
+static int job_settings(api_t *api, http_request_t *req, const char *model, long scale, const char *colour,
+                        job_t *job) {
     if (scale < 2 || scale > 8) {
         http_reply_error_code(req, 400, "INVALID_REQUEST", NULL,
                               "invalid scale %ld: a whole number from 2 to 8", scale);
@@ -142,6 +143,8 @@ static int job_settings(api_t *api, http_request_t *req, const char *model, long
         return -1;
     }
     memset(job, 0, sizeof *job);
+    if (api_colour_setting(req, colour, job))
+        return -1;
     job->keep_s = api->result_url_ttl; /* upres-ai spec: result URLs are valid for 1 hour */
     snprintf(job->model, sizeof job->model, "%s", ours);
     if (strcmp(ours, model))
@@ -150,8 +153,13 @@ static int job_settings(api_t *api, http_request_t *req, const char *model, long
     return 0;
 }
 
-static void reply_created(api_t *api, http_request_t *req, const job_t *job) {
-    http_reply_json(req, 201, job_json(api, req, job));
+static json_t *reply_created(api_t *api, http_request_t *req, const job_t *job, const char *note,
+                             unsigned *status) {
+    json_t *o = job_json(api, req, job);
+    if (note)
+        json_object_set_new(o, "warning", json_string(note));
+    *status = 201;
+    return o;
 }
 
 /* multipart: image (file), model, scale. Replies, now or from the background thread. */
@@ -168,7 +176,8 @@ static void create_from_upload(api_t *api, http_request_t *req, const api_key_t 
     job_t job;
     if (s && *s && api_parse_int(s, &scale))
         bad_request(req, "invalid scale '%s': a whole number from 2 to 8", s);
-    else if (!job_settings(api, req, model && *model ? model : DEFAULT_MODEL, scale, &job)) {
+    else if (!job_settings(api, req, model && *model ? model : DEFAULT_MODEL, scale,
+                           http_request_field(req, "colour"), &job)) {
         api_input_t in = {.path = upath, .size = (size_t)usize, .name = uname};
         api_submit_async(api, req, key, &in, NULL, &job, reply_created);
     }
@@ -180,7 +189,7 @@ static void create_from_json(api_t *api, http_request_t *req, const api_key_t *k
     json_error_t jerr;
     json_t *o = json_loadb(body, n, 0, &jerr);
     json_t *url = json_object_get(o, "image_url"), *model = json_object_get(o, "model"),
-           *scale = json_object_get(o, "scale");
+           *scale = json_object_get(o, "scale"), *colour = json_object_get(o, "colour");
     job_t job;
     if (!json_is_object(o))
         bad_request(req, "the body is not a JSON object: %s",
@@ -192,8 +201,11 @@ static void create_from_json(api_t *api, http_request_t *req, const api_key_t *k
         bad_request(req, "%s", "model must be a string");
     else if (scale && !json_is_integer(scale))
         bad_request(req, "%s", "scale must be a whole number from 2 to 8");
+    else if (colour && !json_is_string(colour))
+        bad_request(req, "%s", "colour must be a string: srgb or keep");
     else if (!job_settings(api, req, model ? json_string_value(model) : DEFAULT_MODEL,
-                           scale ? (long)json_integer_value(scale) : 4, &job))
+                           scale ? (long)json_integer_value(scale) : 4, colour ? json_string_value(colour) : NULL,
+                           &job))
         api_submit_async(api, req, key, NULL, json_string_value(url), &job, reply_created);
     json_decref(o);
 }
@@ -288,15 +300,17 @@ static void h_get(http_request_t *req, void *ctx) {
     job_t job;
     up_error_t err;
     int rc = uuid_valid(id) ? store_job_get(api->store, id, &job, &err) : UP_ERR_NOT_FOUND;
-    if (rc == UP_ERR_NOT_FOUND || (!rc && strcmp(job.owner, key.id))) {
+    if (rc == UP_ERR_NOT_FOUND) {
         http_reply_error_code(req, 404, "NOT_FOUND", NULL, "Job not found.");
         return;
     }
     if (rc) {
+        log_error("upres-v1: reading job %s: %s", id, err.msg);
         http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot read the job");
         return;
     }
-    http_reply_json(req, 200, job_json(api, req, &job));
+    if (!api_job_access(req, &job, &key, 1, API_JOB_STATUS))
+        http_reply_json(req, 200, job_json(api, req, &job));
 }
 
 /* ---- GET /v1/results/{id}?expires=&sig= -------------------------------------------------- */

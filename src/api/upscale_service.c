@@ -88,11 +88,17 @@ static void models_list(const upscale_registry_t *reg, char *out, size_t size) {
         n += (size_t)snprintf(out + n, size - n, "%s%s", i ? ", " : "", reg->models[i].name);
 }
 
-static void reply_accepted(api_t *api, http_request_t *req, const job_t *job) {
+static json_t *reply_accepted(api_t *api, http_request_t *req, const job_t *job, const char *note,
+                              unsigned *status) {
     (void)api;
+    (void)req;
     char url[128];
     snprintf(url, sizeof url, "/api/v1/status/%s", job->id);
-    http_reply_json(req, 202, json_pack("{s:b,s:s,s:s}", "success", 1, "job_id", job->id, "status_url", url));
+    json_t *o = json_pack("{s:b,s:s,s:s}", "success", 1, "job_id", job->id, "status_url", url);
+    if (note)
+        json_object_set_new(o, "warning", json_string(note));
+    *status = 202;
+    return o;
 }
 
 static void h_upscale(http_request_t *req, void *ctx) {
@@ -142,6 +148,8 @@ static void h_upscale(http_request_t *req, void *ctx) {
     }
     job_t job;
     memset(&job, 0, sizeof job);
+    if (api_colour_setting(req, http_request_field(req, "colour"), &job))
+        return;
     snprintf(job.model, sizeof job.model, "%s", model);
     job.scale = (int)scale;
     if (fmt)
@@ -154,19 +162,22 @@ static void h_upscale(http_request_t *req, void *ctx) {
 /* ---- GET /api/v1/status/{job_id} ------------------------------------------------ */
 
 /*
- * Authenticate (a key when one is sent, or when keys are required) and read
- * the job named in the path. A job made with another key is not found for a
- * caller that presents a key. 0 with the job in *job, else the reply was sent.
+ * Authenticate (a key when one is sent, or when keys are required), read
+ * the job named in the path and check that the caller may do action with it
+ * (api_job_access; a download's action depends on the job, see h_download,
+ * so action may be -1: checked by the caller). 0 with the job in *job and
+ * the caller's key in *key (*keyed = 1 when one was sent), else the reply
+ * was sent.
  */
-static int get_job(api_t *api, http_request_t *req, job_t *job) {
-    api_key_t key;
-    int auth = api_auth(api, req, api->require_keys, &key);
+static int get_job(api_t *api, http_request_t *req, int action, job_t *job, api_key_t *key, int *keyed) {
+    int auth = api_auth(api, req, api->require_keys, key);
     if (auth < 0)
         return -1;
+    *keyed = auth == 1;
     const char *id = http_request_param(req, "job_id");
     up_error_t err;
     int rc = store_job_get(api->store, id, job, &err);
-    if (rc == UP_ERR_NOT_FOUND || (!rc && auth == 1 && job->owner[0] && strcmp(job->owner, key.id))) {
+    if (rc == UP_ERR_NOT_FOUND) {
         http_reply_error_code(req, 404, "NOT_FOUND", NULL, "no job with id '%s'", id);
         return -1;
     }
@@ -175,13 +186,17 @@ static int get_job(api_t *api, http_request_t *req, job_t *job) {
         http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot read the job");
         return -1;
     }
+    if (action >= 0 && api_job_access(req, job, *keyed ? key : NULL, 0, (api_job_action_t)action))
+        return -1;
     return 0;
 }
 
 static void h_status(http_request_t *req, void *ctx) {
     api_t *api = ctx;
     job_t job;
-    if (get_job(api, req, &job))
+    api_key_t key;
+    int keyed;
+    if (get_job(api, req, API_JOB_STATUS, &job, &key, &keyed))
         return;
     json_t *o = json_pack("{s:s,s:s}", "job_id", job.id, "status", status_name(job.status));
     switch (job.status) {
@@ -228,7 +243,13 @@ static void download_done(http_request_t *req, int ok, void *ctx) {
 static void h_download(http_request_t *req, void *ctx) {
     api_t *api = ctx;
     job_t job;
-    if (get_job(api, req, &job))
+    api_key_t key;
+    int keyed;
+    if (get_job(api, req, -1, &job, &key, &keyed))
+        return;
+    /* upscale-service guide: delete after download, unless another dialect promised to keep the result */
+    int deletes = api_download_deletes(&job);
+    if (api_job_access(req, &job, keyed ? &key : NULL, 0, deletes ? API_JOB_DESTROY : API_JOB_RESULT))
         return;
     switch (job.status) {
     case JOB_STATUS_QUEUED:
@@ -253,7 +274,8 @@ static void h_download(http_request_t *req, void *ctx) {
     char name[256];
     attachment_name(&job, name, sizeof name);
     http_request_set_tag(req, job.id);
-    http_request_on_complete(req, download_done);
+    if (deletes)
+        http_request_on_complete(req, download_done);
     int rc = http_reply_file(req, 200, job.result_path, api_content_type(job.result_format), name);
     if (rc == UP_ERR_NOT_FOUND) {
         http_request_on_complete(req, NULL);
@@ -269,7 +291,9 @@ static void h_download(http_request_t *req, void *ctx) {
 static void h_cancel(http_request_t *req, void *ctx) {
     api_t *api = ctx;
     job_t job;
-    if (get_job(api, req, &job))
+    api_key_t key;
+    int keyed;
+    if (get_job(api, req, API_JOB_DESTROY, &job, &key, &keyed))
         return;
     job_status_t was = JOB_STATUS_QUEUED;
     up_error_t err;
@@ -294,7 +318,7 @@ static void h_cancel(http_request_t *req, void *ctx) {
     }
     http_reply_json(req, 202,
                     json_pack("{s:b,s:s,s:s,s:s}", "success", 1, "job_id", job.id, "status", "processing",
-                              "message", "cancel requested: the job stops after its current tile"));
+                              "message", "cancel requested: the job stops within a moment"));
 }
 
 /* ---- GET /api/v1/models ---------------------------------------------------------- */

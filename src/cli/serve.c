@@ -11,8 +11,10 @@
  * thread inherits the mask and the main thread takes them with sigwait.
  * Shutdown order: submissions answer 503, the listening socket closes,
  * the HTTP threads stop (handlers use the queue, so they go first), then
- * queue_stop lets the running tile finish and puts its job back in the
- * queue, and the store closes. Exit status 0.
+ * queue_stop stops the running job between two layers of the network and
+ * puts it back in the queue, and the store closes. Exit status 0, well
+ * within the 10 s a container runtime waits after SIGTERM (the e2e test
+ * shutdown_test.py holds it to 2 s with a job mid-tile).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -27,6 +29,7 @@
 #include "auth/auth.h"
 #include "http/fetch.h"
 #include "cli/cli.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "http/http.h"
 #include "image/image.h"
@@ -58,14 +61,24 @@ static void usage(FILE *f) {
         "      --retention SEC      keep results not downloaded this long (UPRES_RETENTION, default 900)\n"
         "      --sweep-interval SEC how often expired files are deleted (UPRES_SWEEP_INTERVAL, default 10)\n"
         "      --conn-timeout SEC   idle HTTP connection timeout (UPRES_CONN_TIMEOUT, default 30)\n"
+        "      --header-timeout SEC a request head must arrive within this; a connection that is slower\n"
+        "                           is closed (UPRES_HEADER_TIMEOUT, default 10)\n"
+        "      --min-body-rate B/S  a body must average this once --header-timeout passed, 0 = no minimum\n"
+        "                           (UPRES_MIN_BODY_RATE, default 1024)\n"
         "      --max-conns N        open connections in all (UPRES_MAX_CONNS, default 1024)\n"
         "      --max-conns-per-ip N open connections per client address (UPRES_MAX_CONNS_PER_IP, default "
         "64)\n"
         "      --max-body BYTES     JSON request body limit (UPRES_MAX_BODY, default 1M)\n"
-        "      --submit-threads N   submissions checked at once (image decode, image_url fetch) on\n"
-        "                           background threads (UPRES_SUBMIT_THREADS, default 8)\n"
-        "      --submit-queue N     submissions that may wait for a submit thread; more get 503\n"
+        "      --submit-threads N   uploads checked at once (image decode) on background threads\n"
+        "                           (UPRES_SUBMIT_THREADS, default 8)\n"
+        "      --submit-queue N     submissions that may wait for a submit (or fetch) thread; more get 503\n"
         "                           (UPRES_SUBMIT_QUEUE, default 256)\n"
+        "      --max-frames N       frames of an animated input (only the first is upscaled); more get 422\n"
+        "                           (UPRES_MAX_FRAMES, default 100)\n"
+        "      --colour MODE        keep: results carry the input's ICC profile (its own values);\n"
+        "                           srgb: convert to sRGB (UPRES_COLOUR, default keep)\n"
+        "      --strip-metadata     write no ICC profile, EXIF or XMP (colours converted to sRGB)\n"
+        "                           (UPRES_STRIP_METADATA=1)\n"
         "\n"
         "Accounts (API keys: upres keys -h):\n"
         "      --require-keys       the Upscale Service endpoints need a key too (UPRES_REQUIRE_KEYS=1)\n"
@@ -76,7 +89,13 @@ static void usage(FILE *f) {
         "      --tiers FILE         tier table, JSON as GET /api/v1/tiers answers (UPRES_TIERS)\n"
         "      --public-url URL     base of result links (UPRES_PUBLIC_URL, default http://<Host header>)\n"
         "      --result-url-ttl SEC how long a result link is valid (UPRES_RESULT_URL_TTL, default 3600)\n"
-        "      --fetch-timeout SEC  image_url fetch time limit (UPRES_FETCH_TIMEOUT, default 30)\n"
+        "      --fetch-timeout SEC  image_url fetch time limit (UPRES_FETCH_TIMEOUT, default 10)\n"
+        "      --fetch-min-rate B/S an image_url sending less than this for 3 s is cut, 0 = no minimum\n"
+        "                           (UPRES_FETCH_MIN_RATE, default 4096)\n"
+        "      --fetch-threads N    image_url fetches at once, apart from uploads (UPRES_FETCH_THREADS,\n"
+        "                           default 8)\n"
+        "      --fetch-per-key N    fetches one key (or client address) may have under way; more get 429\n"
+        "                           (UPRES_FETCH_PER_KEY, default 2)\n"
         "      --fetch-max-bytes N  image_url size limit (UPRES_FETCH_MAX_BYTES, default: --max-upload)\n"
         "      --fetch-allow CIDRS  ranges image_url may reach although not public, e.g. 10.0.0.0/8\n"
         "                           (UPRES_FETCH_ALLOW, default none)\n"
@@ -108,6 +127,14 @@ enum {
     OPT_FETCH_ALLOW,
     OPT_SUBMIT_THREADS,
     OPT_SUBMIT_QUEUE,
+    OPT_HEADER_TIMEOUT,
+    OPT_MIN_BODY_RATE,
+    OPT_MAX_FRAMES,
+    OPT_COLOUR,
+    OPT_STRIP,
+    OPT_FETCH_MIN_RATE,
+    OPT_FETCH_THREADS,
+    OPT_FETCH_PER_KEY,
 };
 
 /* Parse a non-negative size with an optional K/M/G suffix (decimal). 0 on success. */
@@ -173,6 +200,14 @@ int cmd_serve(int argc, char **argv) {
         {"fetch-allow", required_argument, 0, OPT_FETCH_ALLOW},
         {"submit-threads", required_argument, 0, OPT_SUBMIT_THREADS},
         {"submit-queue", required_argument, 0, OPT_SUBMIT_QUEUE},
+        {"header-timeout", required_argument, 0, OPT_HEADER_TIMEOUT},
+        {"min-body-rate", required_argument, 0, OPT_MIN_BODY_RATE},
+        {"max-frames", required_argument, 0, OPT_MAX_FRAMES},
+        {"colour", required_argument, 0, OPT_COLOUR},
+        {"strip-metadata", no_argument, 0, OPT_STRIP},
+        {"fetch-min-rate", required_argument, 0, OPT_FETCH_MIN_RATE},
+        {"fetch-threads", required_argument, 0, OPT_FETCH_THREADS},
+        {"fetch-per-key", required_argument, 0, OPT_FETCH_PER_KEY},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -184,7 +219,9 @@ int cmd_serve(int argc, char **argv) {
                *o_max_body = NULL, *o_require_keys = NULL, *o_rate_minute = NULL, *o_rate_day = NULL,
                *o_tiers = NULL, *o_public_url = NULL, *o_result_ttl = NULL, *o_fetch_timeout = NULL,
                *o_fetch_max = NULL, *o_fetch_allow = NULL, *o_submit_threads = NULL,
-               *o_submit_queue = NULL;
+               *o_submit_queue = NULL, *o_header_timeout = NULL, *o_min_body_rate = NULL,
+               *o_max_frames = NULL, *o_colour = NULL, *o_strip = NULL, *o_fetch_min_rate = NULL,
+               *o_fetch_threads = NULL, *o_fetch_per_key = NULL;
     /* a server logs each request: info by default, UPRES_LOG_LEVEL or -v to change */
     const char *lvl = getenv("UPRES_LOG_LEVEL");
     log_set_level(!lvl                    ? LOG_INFO
@@ -225,6 +262,14 @@ int cmd_serve(int argc, char **argv) {
         case OPT_FETCH_ALLOW: o_fetch_allow = optarg; break;
         case OPT_SUBMIT_THREADS: o_submit_threads = optarg; break;
         case OPT_SUBMIT_QUEUE: o_submit_queue = optarg; break;
+        case OPT_HEADER_TIMEOUT: o_header_timeout = optarg; break;
+        case OPT_MIN_BODY_RATE: o_min_body_rate = optarg; break;
+        case OPT_MAX_FRAMES: o_max_frames = optarg; break;
+        case OPT_COLOUR: o_colour = optarg; break;
+        case OPT_STRIP: o_strip = "1"; break;
+        case OPT_FETCH_MIN_RATE: o_fetch_min_rate = optarg; break;
+        case OPT_FETCH_THREADS: o_fetch_threads = optarg; break;
+        case OPT_FETCH_PER_KEY: o_fetch_per_key = optarg; break;
         case 'v': log_set_level(LOG_DEBUG); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -298,6 +343,28 @@ int cmd_serve(int argc, char **argv) {
             BAD("conn-timeout", s, "seconds, 1 or more");
         hc.conn_timeout_s = (unsigned)v;
     }
+    if ((s = cli_setting(o_header_timeout, "UPRES_HEADER_TIMEOUT"))) {
+        if (parse_num(s, 1, 3600, &v))
+            BAD("header-timeout", s, "seconds from 1 to 3600");
+        hc.head_timeout_s = (unsigned)v;
+    }
+    if ((s = cli_setting(o_min_body_rate, "UPRES_MIN_BODY_RATE"))) {
+        if (parse_num(s, 0, 1e9, &v))
+            BAD("min-body-rate", s, "bytes per second, 0 (no minimum) or more");
+        hc.min_body_rate = (unsigned)v;
+    }
+    if ((s = cli_setting(o_fetch_threads, "UPRES_FETCH_THREADS"))) {
+        if (parse_num(s, 1, 256, &v))
+            BAD("fetch-threads", s, "1 to 256");
+        hc.n_fetch_threads = (int)v;
+    }
+    if ((s = cli_setting(o_colour, "UPRES_COLOUR"))) {
+        if (strcmp(s, "keep") && strcmp(s, "srgb"))
+            BAD("colour", s, "keep or srgb");
+        qc.colour_srgb = !strcmp(s, "srgb");
+    }
+    if ((s = cli_setting(o_strip, "UPRES_STRIP_METADATA")))
+        qc.strip_metadata = strcmp(s, "0") != 0;
     if ((s = cli_setting(o_max_conns, "UPRES_MAX_CONNS"))) {
         if (parse_num(s, 1, 1e6, &v))
             BAD("max-conns", s, "1 or more");
@@ -365,10 +432,26 @@ int cmd_serve(int argc, char **argv) {
             BAD("submit-queue", s, "1 to 65536");
         hc.defer_queue = (int)v;
     }
+    hc.fetch_queue = hc.defer_queue; /* one waiting room size for both pools */
     if ((s = cli_setting(o_fetch_allow, "UPRES_FETCH_ALLOW"))) {
         if (fetch_allow_validate(s, &err))
             BAD("fetch-allow", s, err.msg);
         api.fetch.allow = s;
+    }
+    if ((s = cli_setting(o_fetch_min_rate, "UPRES_FETCH_MIN_RATE"))) {
+        if (parse_num(s, 0, 1e9, &v))
+            BAD("fetch-min-rate", s, "bytes per second, 0 (no minimum) or more");
+        api.fetch.min_rate = v;
+    }
+    if ((s = cli_setting(o_fetch_per_key, "UPRES_FETCH_PER_KEY"))) {
+        if (parse_num(s, 1, 65536, &v))
+            BAD("fetch-per-key", s, "1 to 65536");
+        api.fetch_per_key = (int)v;
+    }
+    if ((s = cli_setting(o_max_frames, "UPRES_MAX_FRAMES"))) {
+        if (parse_num(s, 1, 1e6, &v))
+            BAD("max-frames", s, "1 or more");
+        api.max_frames = (int)v;
     }
 #undef BAD
 
@@ -437,11 +520,15 @@ int cmd_serve(int argc, char **argv) {
     }
     log_info("serve: listening on http://%s:%d/api/v1 (docs: /api/v1/docs), data %s, models %s, %d model(s)",
              hc.listen_addr, http_server_port(srv), data_dir, models_dir, reg->n_models);
+    if (!api.public_url)
+        log_info("serve: result links follow each request's Host header (a plain host[:port]; others get "
+                 "400): set --public-url when a proxy or clients may send another host");
 
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0) {
     }
-    log_info("serve: %s: stopping (running tile finishes, its job is requeued)",
+    double t_stop = mono_s();
+    log_info("serve: %s: stopping (running jobs stop now and are requeued)",
              sig == SIGINT ? "SIGINT" : "SIGTERM");
     atomic_store(&api.stopping, 1);
     http_server_quiesce(srv);
@@ -450,11 +537,12 @@ int cmd_serve(int argc, char **argv) {
     queue_stop(q);
     q = NULL;
     status = 0;
-    log_info("serve: stopped");
+    log_info("serve: stopped in %.2f s", mono_s() - t_stop);
 done:
     http_server_stop(srv);
     free(routes);
     ratelimit_free(api.rate);
+    api_fini(&api);
     queue_stop(q);
     store_close(st);
     upscale_registry_free(reg);

@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <curl/curl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -289,7 +290,9 @@ int fetch_global_init(void) {
 
 void fetch_opts_init(fetch_opts_t *o) {
     o->max_bytes = FETCH_DEFAULT_MAX_BYTES;
-    o->timeout_s = 30;
+    o->timeout_s = 10;
+    o->min_rate = 4096;
+    o->min_rate_s = 3;
     o->connect_timeout_s = 10;
     o->max_redirects = 5;
     o->allow = NULL;
@@ -427,6 +430,9 @@ static int fail_from_curl(CURL *c, CURLcode cc, const transfer_t *t, const char 
         curl_easy_getinfo(c, CURLINFO_CONNECT_TIME_T, &connect_us);
         if (connect_us == 0)
             return up_error_set(err, UP_ERR_IO, 0, "connecting to %s timed out", host);
+        if (strstr(detail, "too slow"))
+            return up_error_set(err, UP_ERR_IO, 0, "the image URL sent less than %g bytes/s for %g s", o->min_rate,
+                                ceil(o->min_rate_s));
         return up_error_set(err, UP_ERR_IO, 0, "fetching the image URL timed out after %g s", o->timeout_s);
     default: break;
     }
@@ -443,7 +449,9 @@ int fetch_url(const char *url, const fetch_opts_t *opts, void **body, size_t *si
     if (o.max_bytes == 0)
         o.max_bytes = FETCH_DEFAULT_MAX_BYTES;
     if (o.timeout_s <= 0)
-        o.timeout_s = 30;
+        o.timeout_s = 10;
+    if (o.min_rate_s <= 0)
+        o.min_rate_s = 3;
     if (o.connect_timeout_s <= 0)
         o.connect_timeout_s = 10;
     if (o.max_redirects < 0)
@@ -489,6 +497,9 @@ int fetch_url(const char *url, const fetch_opts_t *opts, void **body, size_t *si
         curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L) != CURLE_OK ||
         curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : 1L) != CURLE_OK ||
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, connect_ms > 0 ? connect_ms : 1L) != CURLE_OK ||
+        /* a source that trickles bytes is cut long before the total time runs out */
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, (long)o.min_rate) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, o.min_rate > 0 ? (long)ceil(o.min_rate_s) : 0L) != CURLE_OK ||
         curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o.max_bytes) != CURLE_OK ||
         curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write) != CURLE_OK ||
         curl_easy_setopt(c, CURLOPT_WRITEDATA, &t) != CURLE_OK ||

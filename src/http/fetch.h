@@ -38,7 +38,9 @@
 
 typedef struct fetch_opts {
     size_t max_bytes;         /* body limit in bytes; 0 = FETCH_DEFAULT_MAX_BYTES */
-    double timeout_s;         /* whole transfer incl. redirects, seconds; <= 0 = 30 */
+    double timeout_s;         /* whole transfer incl. redirects, seconds; <= 0 = 10 */
+    double min_rate;          /* bytes/s below which a transfer is cut once it lasted min_rate_s; 0 = none */
+    double min_rate_s;        /* seconds of too slow a transfer allowed; <= 0 = 3 */
     double connect_timeout_s; /* each connect, seconds; <= 0 = 10 */
     int max_redirects;        /* redirects followed; < 0 = 5; 0 = none followed */
     const char *allow;        /* borrowed; comma-separated CIDR ranges allowed although

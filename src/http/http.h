@@ -13,7 +13,13 @@
  * arrives. Small text fields are kept (up to HTTP_FIELD_MAX bytes each); the
  * first file part is written to a new file in the upload folder as it
  * streams. When the body passes max_upload bytes the file is closed and
- * removed and the handler is not called: the client gets 413. A handler
+ * removed and the handler is not called: the client gets 413 at once, with
+ * "Connection: close", and the rest of the body is not read. A file that
+ * cannot be written is 507 (disk full) or 503 (read-only, I/O error).
+ *
+ * Deadlines: a connection must deliver a whole request head within
+ * head_timeout_s of opening (or of its last reply), and a body must then
+ * average min_body_rate bytes/s; a connection that does not is closed. A handler
  * that wants the file renames it (http_request_upload_take); otherwise it is
  * removed when the request ends. Any other body (JSON) is kept in memory up
  * to max_body bytes (413 beyond) and read with http_request_body.
@@ -56,13 +62,18 @@ typedef struct http_config {
     int port;                      /* 0 = any free port */
     int n_threads;                 /* MHD thread pool size; 0 = 4 */
     unsigned conn_timeout_s;       /* idle connection timeout; 0 = 30 */
+    unsigned head_timeout_s;       /* a request head must be in within this, and a body past it keep
+                                      min_body_rate; 0 = 10 */
+    unsigned min_body_rate;        /* bytes/s a body must average once head_timeout_s passed; 0 = no minimum */
     unsigned max_conns;            /* 0 = 1024 */
     unsigned max_conns_per_ip;     /* 0 = 64 */
     const char *upload_dir;        /* where uploads stream to (borrowed, must exist) */
     unsigned long long max_upload; /* bytes of a request body; 0 = 50 MB */
     size_t max_body;               /* bytes of a body kept in memory (not multipart); 0 = 1 MB */
-    int n_defer_threads;           /* background threads for http_request_defer; 0 = 8 */
+    int n_defer_threads;           /* HTTP_POOL_SUBMIT threads for http_request_defer; 0 = 8 */
     int defer_queue;               /* deferred requests that may wait for one; 0 = 256 */
+    int n_fetch_threads;           /* HTTP_POOL_FETCH threads (work that waits on others: URL fetches); 0 = 8 */
+    int fetch_queue;               /* requests that may wait for one; 0 = 256 */
 } http_config_t;
 
 void http_config_init(http_config_t *cfg);
@@ -80,10 +91,18 @@ int http_server_start(const http_config_t *cfg, const http_route_t *routes, int 
 /* The port actually listened on (useful with port 0). */
 int http_server_port(const http_server_t *srv);
 
-/* Stop accepting new connections; requests under way go on. */
+/*
+ * Stop accepting new connections; requests under way go on, but a body
+ * still arriving is answered 503 (with "Connection: close") at its next
+ * bytes.
+ */
 void http_server_quiesce(http_server_t *srv);
 
-/* Stop: close every connection, join the threads, free. Accepts NULL. */
+/*
+ * Stop: bodies under way get up to half a second to be answered 503, then
+ * deferred requests finish, every connection is closed, the threads are
+ * joined and everything freed. Accepts NULL.
+ */
 void http_server_stop(http_server_t *srv);
 
 /* ---- reading a request (all strings borrowed, valid until the reply is sent) ---- */
@@ -98,6 +117,27 @@ const char *http_request_query(const http_request_t *req, const char *name);
 const char *http_request_header(const http_request_t *req, const char *name);
 /* A multipart text field, or NULL when absent. */
 const char *http_request_field(const http_request_t *req, const char *name);
+/* The client's address, numeric ("127.0.0.1", "::1"), or "?". */
+const char *http_request_client(const http_request_t *req);
+/*
+ * Every string above is valid UTF-8 (core/text.h: invalid bytes replaced
+ * with U+FFFD, cuts on character boundaries), whatever bytes the client
+ * sent, so it can go into a JSON reply or a row as it is. A form field is
+ * never cut: a request with a field longer than HTTP_FIELD_MAX, or with more
+ * than HTTP_MAX_FIELDS fields, is answered 400 before any handler runs.
+ */
+
+/*
+ * SHA-256 of what the request asks: method, path, form fields (in name
+ * order), the upload's field, file name and bytes, and a non-multipart body.
+ * Two requests with equal digests ask the same thing (Idempotency-Key).
+ * Computed at the first call (before http_request_upload_take: the upload
+ * is part of it) and kept.
+ */
+void http_request_digest(const http_request_t *req, unsigned char out[32]);
+
+/* 1 when h is a plain host[:port] (a DNS name, IPv4, or [IPv6] literal; port 0..65535), else 0. */
+int http_host_valid(const char *h);
 
 /*
  * The body of a request that is not multipart/form-data (NUL-terminated,
@@ -112,25 +152,40 @@ const char *http_request_body(const http_request_t *req, size_t *size);
 int http_request_upload(const http_request_t *req, const char *field, const char **path,
                         const char **filename, unsigned long long *size);
 
-/* Rename the uploaded file to dest; it is then the caller's. 0 or UP_ERR_IO. */
+/* Rename the uploaded file to dest; it is then the caller's. 0, or UP_ERR_IO with errno set. */
 int http_request_upload_take(http_request_t *req, const char *dest, up_error_t *err);
 
 /*
- * Finish req on a background thread: fn(req, ctx, arg) runs there and
+ * Finish req on a thread of pool: fn(req, ctx, arg) runs there and
  * replies with exactly one http_reply_* call, as a handler does (a missing
  * reply becomes 500). The calling handler returns at once without
  * replying; the request's body, fields and upload stay valid for fn. arg
- * is fn's (fn frees it). Returns 0, or -1 when the background queue is full
- * (cfg.defer_queue requests wait at most): nothing changed, the handler
- * replies itself (503).
+ * is fn's (fn frees it). Returns 0, or -1 when the pool's queue is full
+ * (cfg.defer_queue or cfg.fetch_queue requests wait at most): nothing
+ * changed, the handler replies itself (503).
  */
+typedef enum {
+    HTTP_POOL_SUBMIT = 0, /* CPU-bound work: decoding an upload */
+    HTTP_POOL_FETCH = 1,  /* work that waits on someone else (a client's URL): never delays the other */
+    HTTP_N_POOLS
+} http_pool_t;
 typedef void (*http_defer_fn)(http_request_t *req, void *ctx, void *arg);
-int http_request_defer(http_request_t *req, http_defer_fn fn, void *arg);
+int http_request_defer(http_request_t *req, http_pool_t pool, http_defer_fn fn, void *arg);
 
 /* ---- replying ---- */
 
 /* Reply with status and the JSON body (taken over: its reference is stolen). */
 void http_reply_json(http_request_t *req, unsigned status, json_t *body);
+
+/* The compact text of body (taken over) as http_reply_json sends it: new (free()), NULL when body is NULL. */
+char *http_json_text(json_t *body);
+
+/*
+ * A file could not be created or written (errno e): 507 INSUFFICIENT_STORAGE
+ * when the disk or a quota is full, else 503 STORAGE_UNAVAILABLE with
+ * Retry-After (read-only folder, permissions, I/O error).
+ */
+void http_reply_storage_error(http_request_t *req, int e);
 
 /* Reply {"success": false, "error": "<message>", "code": "<CODE>"} with status; CODE follows from status. */
 void http_reply_error(http_request_t *req, unsigned status, const char *fmt, ...)

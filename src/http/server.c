@@ -21,27 +21,53 @@
  * suspended (which MHD_stop_daemon does not allow).
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "core/fileio.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "core/xmalloc.h"
 #include "http/http.h"
 
 #define MAX_HEADERS 8
+#define STOP_DRAIN_S 0.5 /* at stop, uploads under way get this long to be answered 503 */
+#define LINGER_S 2.0       /* after an early answer, the body is read and dropped this long at most ... */
+#define LINGER_BYTES (1 << 20) /* ... and this many bytes, so the client can read the answer */
+
+/*
+ * What a connection is doing, for the deadlines (reaper_main): waiting for
+ * a request head (since the connection opened or its last reply ended),
+ * receiving a body, or being answered (including while suspended, and
+ * while the reply is sent: MHD's idle timeout covers a reader that stalls).
+ */
+typedef enum { CONN_HEAD, CONN_BODY, CONN_REPLY } conn_phase_t;
+
+typedef struct conn {
+    struct conn *prev, *next; /* srv->conns, under srv->cmu */
+    int fd;
+    conn_phase_t phase;
+    double since;                  /* mono_s when the phase began */
+    unsigned long long body_bytes; /* of the current request */
+    int cut;                       /* the reaper shut it down */
+} conn_t;
 
 typedef struct deferred {
     http_request_t *req;
@@ -49,16 +75,30 @@ typedef struct deferred {
     void *arg;
 } deferred_t;
 
+/* Background threads and a bounded ring of work under mu. */
+typedef struct pool {
+    struct http_server *srv;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t *threads;
+    int n_threads;
+    deferred_t *q;
+    int cap, head, len;
+    int stop;
+} pool_t;
+
 struct http_server {
     struct MHD_Daemon *daemon;
-    /* background work (http_request_defer): a bounded ring under dmu */
-    pthread_mutex_t dmu;
-    pthread_cond_t dcv;
-    pthread_t *dthreads;
-    int n_dthreads;
-    deferred_t *dq;
-    int dq_cap, dq_head, dq_len;
-    int dstop;
+    pool_t pools[HTTP_N_POOLS]; /* background work (http_request_defer) */
+    /* connections and their deadlines */
+    pthread_mutex_t cmu;
+    pthread_cond_t ccv; /* the reaper's sleep, cut short at stop */
+    conn_t *conns;
+    int n_conns;
+    pthread_t reaper;
+    int has_reaper, reaper_stop;
+    atomic_int stopping; /* http_server_quiesce: bodies under way are answered 503 */
+    unsigned long long n_cut_head, n_cut_body; /* connections the reaper closed */
     const http_route_t *routes; /* borrowed static table */
     int n_routes;
     void *ctx;
@@ -68,10 +108,16 @@ struct http_server {
 };
 
 typedef struct field {
-    char name[64];
-    char *value; /* new, NUL-terminated, at most HTTP_FIELD_MAX bytes */
+    char name[64]; /* valid UTF-8 */
+    char *value;   /* new, NUL-terminated; raw bytes while the body arrives, valid UTF-8 once it is in */
     size_t len;
 } field_t;
+
+/* A client string made valid UTF-8 for a handler (http_request_query, _header), freed with the request. */
+typedef struct kept_text {
+    struct kept_text *next;
+    char text[];
+} kept_text_t;
 
 struct http_request {
     http_server_t *srv;
@@ -79,6 +125,7 @@ struct http_request {
     struct timespec t0;
     char method[16];
     char path[1024];
+    char client[64]; /* the client's address, numeric */
     const http_route_t *route; /* NULL: no route matched */
     int method_mismatch;       /* the path matched with another method */
     int n_params;
@@ -87,8 +134,14 @@ struct http_request {
     /* body */
     struct MHD_PostProcessor *pp;
     unsigned long long body_bytes;
-    int too_large;
-    int bad_body; /* the post processor refused the body */
+    /* a refusal found while the body arrives (too large, malformed, storage failed): answered at once */
+    unsigned refused;     /* its status, 0 = none */
+    char refuse_code[32]; /* its machine-readable code */
+    char refuse_msg[256];
+    int refuse_errno;      /* storage refusals: the errno */
+    int early;             /* the refusal is being answered before the body ended (write_early) */
+    double linger_until;   /* then: when the connection is closed at the latest */
+    unsigned long long linger_bytes; /* and the body bytes read since */
     int n_fields;
     field_t fields[HTTP_MAX_FIELDS];
     char *body; /* a body that is not multipart, NUL-terminated; NULL when none */
@@ -98,8 +151,12 @@ struct http_request {
     int has_upload;
     char upload_field[64];
     char upload_path[1100];
-    char upload_name[256];
+    char upload_name[256]; /* valid UTF-8 */
     unsigned long long upload_size;
+    EVP_MD_CTX *upload_md; /* SHA-256 of the upload's bytes, for http_request_digest */
+    kept_text_t *texts;    /* client strings made valid UTF-8 */
+    unsigned char digest[32]; /* http_request_digest, computed once (before the upload is taken) */
+    int has_digest;
     /* the reply */
     int replied;
     unsigned status;
@@ -119,18 +176,130 @@ void http_config_init(http_config_t *cfg) {
     cfg->port = 8089;
     cfg->n_threads = 4;
     cfg->conn_timeout_s = 30;
+    cfg->head_timeout_s = 10;
+    cfg->min_body_rate = 1024;
     cfg->max_conns = 1024;
     cfg->max_conns_per_ip = 64;
     cfg->max_upload = 50ULL * 1000 * 1000;
     cfg->max_body = 1000 * 1000;
     cfg->n_defer_threads = 8;
     cfg->defer_queue = 256;
+    cfg->n_fetch_threads = 8;
+    cfg->fetch_queue = 256;
+}
+
+static double mono_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
 static double ms_since(const struct timespec *t0) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* ---- connections and deadlines ------------------------------------------------ */
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    http_server_t *srv = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn_t *k = xcalloc(1, sizeof *k);
+        k->fd = info ? info->connect_fd : -1;
+        k->phase = CONN_HEAD;
+        k->since = mono_now();
+        pthread_mutex_lock(&srv->cmu);
+        k->next = srv->conns;
+        if (srv->conns)
+            srv->conns->prev = k;
+        srv->conns = k;
+        srv->n_conns++;
+        pthread_mutex_unlock(&srv->cmu);
+        *socket_context = k;
+        return;
+    }
+    /* closed: MHD calls this before it closes the socket, so the reaper never shuts down a reused fd */
+    conn_t *k = *socket_context;
+    if (!k)
+        return;
+    pthread_mutex_lock(&srv->cmu);
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        srv->conns = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+    srv->n_conns--;
+    pthread_mutex_unlock(&srv->cmu);
+    free(k);
+    *socket_context = NULL;
+}
+
+static conn_t *conn_of(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info ? info->socket_context : NULL;
+}
+
+static void conn_phase(http_server_t *srv, struct MHD_Connection *c, conn_phase_t phase) {
+    conn_t *k = conn_of(c);
+    if (!k)
+        return;
+    pthread_mutex_lock(&srv->cmu);
+    k->phase = phase;
+    k->since = mono_now();
+    k->body_bytes = 0;
+    pthread_mutex_unlock(&srv->cmu);
+}
+
+static void conn_body_bytes(http_server_t *srv, struct MHD_Connection *c, unsigned long long n) {
+    conn_t *k = conn_of(c);
+    if (!k)
+        return;
+    pthread_mutex_lock(&srv->cmu);
+    k->body_bytes = n;
+    pthread_mutex_unlock(&srv->cmu);
+}
+
+/*
+ * The reaper: a connection that has not sent a whole request head within
+ * head_timeout_s, or whose body arrives slower than min_body_rate bytes/s on
+ * average once head_timeout_s have passed, is shut down (shutdown(2): MHD
+ * then sees the socket end and closes it on its own thread). MHD's own
+ * timeout is idle time only, which one byte every few seconds never hits.
+ */
+static void *reaper_main(void *p) {
+    http_server_t *srv = p;
+    double head = (double)srv->cfg.head_timeout_s, rate = (double)srv->cfg.min_body_rate;
+    pthread_mutex_lock(&srv->cmu);
+    while (!srv->reaper_stop) {
+        double now = mono_now();
+        for (conn_t *k = srv->conns; k; k = k->next) {
+            double age = now - k->since;
+            int late_head = k->phase == CONN_HEAD && age > head;
+            int slow_body = k->phase == CONN_BODY && rate > 0 && age > head && (double)k->body_bytes < rate * age;
+            if (!(late_head || slow_body) || k->cut || k->fd < 0)
+                continue;
+            shutdown(k->fd, SHUT_RDWR);
+            k->cut = 1;
+            unsigned long long *n = late_head ? &srv->n_cut_head : &srv->n_cut_body;
+            if ((*n)++ % 1000 == 0) /* a flood logs a line per thousand, not one each */
+                log_info("http: closed %s connection (%llu so far) that %s", *n == 1 ? "a" : "another",
+                         *n, late_head ? "sent no complete request head in time" : "sent its body too slowly");
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 200 * 1000 * 1000;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&srv->ccv, &srv->cmu, &until);
+    }
+    pthread_mutex_unlock(&srv->cmu);
+    return NULL;
 }
 
 /* ---- routing ---------------------------------------------------------------- */
@@ -202,6 +371,35 @@ static void upload_discard(http_request_t *req) {
     req->has_upload = 0;
 }
 
+/*
+ * Refuse the request while its body arrives: the upload goes, the rest of
+ * the body is not read, and the refusal is answered at once with
+ * "Connection: close" (answer_refusal), or when the body ends where MHD
+ * does not allow an early answer. The first refusal wins.
+ */
+static void refuse(http_request_t *req, unsigned status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void refuse(http_request_t *req, unsigned status, const char *code, const char *fmt, ...) {
+    upload_discard(req);
+    if (req->refused)
+        return;
+    req->refused = status;
+    snprintf(req->refuse_code, sizeof req->refuse_code, "%s", code);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(req->refuse_msg, sizeof req->refuse_msg, fmt, ap);
+    va_end(ap);
+}
+
+/* A file could not be created or written (errno e): refused as http_reply_storage_error says. */
+static void refuse_storage(http_request_t *req, int e, const char *what) {
+    log_error("http: %s %s: %s %s: %s", req->method, req->path, what, req->upload_path, strerror(e));
+    if (req->upload_fd < 0)
+        req->upload_path[0] = '\0'; /* mkstemp failed: nothing to remove */
+    refuse(req, 507, "STORAGE", "%s", strerror(e));
+    req->refuse_errno = e;
+}
+
 static enum MHD_Result upload_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
                                    const char *content_type, const char *transfer_encoding, const char *data,
                                    uint64_t off, size_t size) {
@@ -210,8 +408,15 @@ static enum MHD_Result upload_iter(void *cls, enum MHD_ValueKind kind, const cha
     (void)content_type;
     (void)transfer_encoding;
     (void)off;
-    if (req->too_large || !key)
+    if (req->refused)
+        return MHD_NO;
+    if (!key)
         return MHD_YES;
+    if (strlen(key) >= sizeof req->fields[0].name) {
+        refuse(req, 400, "INVALID_REQUEST", "a form field name is longer than %zu bytes",
+               sizeof req->fields[0].name - 1);
+        return MHD_NO;
+    }
     if (filename) {
         if (req->has_upload && strcmp(req->upload_field, key))
             return MHD_YES; /* one file per request: later parts are ignored */
@@ -219,44 +424,70 @@ static enum MHD_Result upload_iter(void *cls, enum MHD_ValueKind kind, const cha
             snprintf(req->upload_path, sizeof req->upload_path, "%s/.upload-XXXXXX", req->srv->upload_dir);
             req->upload_fd = mkstemp(req->upload_path);
             if (req->upload_fd < 0) {
-                log_error("http: cannot create %s: %s", req->upload_path, strerror(errno));
-                req->upload_path[0] = '\0';
+                refuse_storage(req, errno, "cannot create");
                 return MHD_NO;
             }
             req->has_upload = 1;
-            snprintf(req->upload_field, sizeof req->upload_field, "%s", key);
-            snprintf(req->upload_name, sizeof req->upload_name, "%s", filename);
+            text_utf8_copy(req->upload_field, sizeof req->upload_field, key, strlen(key));
+            text_utf8_copy(req->upload_name, sizeof req->upload_name, filename, strlen(filename));
+            req->upload_md = EVP_MD_CTX_new();
+            if (!req->upload_md || !EVP_DigestInit_ex(req->upload_md, EVP_sha256(), NULL)) {
+                refuse(req, 503, "UNAVAILABLE", "out of memory");
+                return MHD_NO;
+            }
         }
         if (req->upload_fd < 0)
             return MHD_YES; /* a second part with the same name after the first closed */
         if (write_all(req->upload_fd, data, size)) {
-            log_error("http: writing %s: %s", req->upload_path, strerror(errno));
-            upload_discard(req);
+            refuse_storage(req, errno, "writing");
             return MHD_NO;
         }
+        EVP_DigestUpdate(req->upload_md, data, size);
         req->upload_size += size;
         return MHD_YES;
     }
-    /* a text field: keep the first HTTP_FIELD_MAX bytes */
+    /* a text field: every byte is kept, or the request is refused (never a silently different job) */
     field_t *f = NULL;
     for (int i = 0; i < req->n_fields; i++)
         if (!strcmp(req->fields[i].name, key))
             f = &req->fields[i];
     if (!f) {
-        if (req->n_fields >= HTTP_MAX_FIELDS)
-            return MHD_YES;
+        if (req->n_fields >= HTTP_MAX_FIELDS) {
+            refuse(req, 400, "INVALID_REQUEST", "too many form fields: at most %d are accepted",
+                   HTTP_MAX_FIELDS);
+            return MHD_NO;
+        }
         f = &req->fields[req->n_fields++];
         snprintf(f->name, sizeof f->name, "%s", key);
         f->value = xcalloc(1, HTTP_FIELD_MAX + 1);
         f->len = 0;
     }
-    size_t n = size;
-    if (f->len + n > HTTP_FIELD_MAX)
-        n = HTTP_FIELD_MAX - f->len;
-    memcpy(f->value + f->len, data, n);
-    f->len += n;
+    if (f->len + size > HTTP_FIELD_MAX) {
+        char name[80];
+        text_utf8_copy(name, sizeof name, key, strlen(key));
+        refuse(req, 400, "INVALID_REQUEST", "form field '%s' is longer than %d bytes", name, HTTP_FIELD_MAX);
+        return MHD_NO;
+    }
+    memcpy(f->value + f->len, data, size);
+    f->len += size;
     f->value[f->len] = '\0';
     return MHD_YES;
+}
+
+/* The body is in: field names and values become valid UTF-8 for the handler. */
+static void fields_finish(http_request_t *req) {
+    for (int i = 0; i < req->n_fields; i++) {
+        field_t *f = &req->fields[i];
+        char name[sizeof f->name];
+        text_utf8_copy(name, sizeof name, f->name, strlen(f->name));
+        memcpy(f->name, name, sizeof name);
+        if (!text_utf8_valid(f->value, f->len)) {
+            char *v = text_utf8_dup(f->value, f->len);
+            free(f->value);
+            f->value = v;
+            f->len = strlen(v);
+        }
+    }
 }
 
 /* ---- requests ------------------------------------------------------------------ */
@@ -272,6 +503,12 @@ static void request_free(http_request_t *req) {
     for (int i = 0; i < req->n_fields; i++)
         free(req->fields[i].value);
     free(req->body);
+    EVP_MD_CTX_free(req->upload_md);
+    while (req->texts) {
+        kept_text_t *next = req->texts->next;
+        free(req->texts);
+        req->texts = next;
+    }
     for (int i = 0; i < req->n_headers; i++) {
         free(req->header_name[i]);
         free(req->header_value[i]);
@@ -298,8 +535,47 @@ static void queue_reply(http_request_t *req, unsigned status, struct MHD_Respons
     req->reply_bytes = bytes;
 }
 
+/*
+ * Answer before the body ended. MHD 0.9.75 queues no response in the middle
+ * of a body (MHD_queue_response refuses), so the whole reply is written to
+ * the socket here, from MHD's own thread while it is reading (it writes
+ * nothing then), and the write side is shut: the client reads a complete
+ * answer ending in "Connection: close", and the access callback drops what
+ * it still sends for a short lingering time, then closes the connection.
+ */
+static void write_early(http_request_t *req, unsigned status, const char *content_type, const void *data,
+                        size_t size) {
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    char head[1536];
+    const char *reason = MHD_get_reason_phrase_for(status);
+    int n = snprintf(head, sizeof head, "HTTP/1.1 %u %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", status,
+                     reason && *reason ? reason : "Error", content_type ? content_type : "application/json", size);
+    for (int i = 0; i < req->n_headers && n > 0 && (size_t)n < sizeof head; i++)
+        n += snprintf(head + n, sizeof head - (size_t)n, "%s: %s\r\n", req->header_name[i], req->header_value[i]);
+    if (n > 0 && (size_t)n < sizeof head)
+        n += snprintf(head + n, sizeof head - (size_t)n, "\r\n");
+    if (info && n > 0 && (size_t)n < sizeof head) {
+        int fd = info->connect_fd;
+        struct iovec iov[2] = {{head, (size_t)n}, {(void *)data, size}};
+        /* a few hundred bytes on a socket that is reading: the send buffer takes them at once */
+        ssize_t w = writev(fd, iov, 2);
+        if (w != (ssize_t)((size_t)n + size))
+            log_warn("http: %s %s: the early %u answer was cut (%s)", req->method, req->path, status,
+                     w < 0 ? strerror(errno) : "short write");
+        shutdown(fd, SHUT_WR);
+    }
+    req->replied = 1;
+    req->status = status;
+    req->reply_bytes = size;
+    req->linger_until = mono_now() + LINGER_S;
+}
+
 void http_reply_data(http_request_t *req, unsigned status, const char *content_type, const void *data,
                      size_t size) {
+    if (req->early && !req->replied) {
+        write_early(req, status, content_type, data, size);
+        return;
+    }
     struct MHD_Response *resp = MHD_create_response_from_buffer(size, (void *)data, MHD_RESPMEM_MUST_COPY);
     if (!resp)
         return;
@@ -308,12 +584,20 @@ void http_reply_data(http_request_t *req, unsigned status, const char *content_t
     queue_reply(req, status, resp, size);
 }
 
-void http_reply_json(http_request_t *req, unsigned status, json_t *body) {
+char *http_json_text(json_t *body) {
     char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
     json_decref(body);
+    return text;
+}
+
+void http_reply_json(http_request_t *req, unsigned status, json_t *body) {
+    char *text = http_json_text(body);
     if (!text) {
-        static const char oom[] = "{\"success\":false,\"error\":\"out of memory\"}";
-        http_reply_data(req, 500, "application/json", oom, sizeof oom - 1);
+        /* every string we pack is valid UTF-8 (client text goes through core/text.h), so this is a bug */
+        log_error("http: %s %s: the %u reply could not be encoded", req->method, req->path, status);
+        static const char fail[] =
+            "{\"success\":false,\"error\":\"internal error: the reply could not be encoded\",\"code\":\"INTERNAL\"}";
+        http_reply_data(req, 500, "application/json", fail, sizeof fail - 1);
         return;
     }
     http_reply_data(req, status, "application/json", text, strlen(text));
@@ -335,15 +619,23 @@ static const char *status_code_name(unsigned status) {
     case 422: return "UNPROCESSABLE";
     case 429: return "RATE_LIMITED";
     case 503: return "UNAVAILABLE";
+    case 507: return "INSUFFICIENT_STORAGE";
     }
     return status >= 500 ? "INTERNAL" : "ERROR";
+}
+
+/* vsnprintf, then valid UTF-8: a message cut at its buffer's end never ends in half a character. */
+static void format_message(char *msg, size_t size, const char *fmt, va_list ap) {
+    char raw[1024];
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    text_utf8_copy(msg, size, raw, strlen(raw));
 }
 
 void http_reply_error(http_request_t *req, unsigned status, const char *fmt, ...) {
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    format_message(msg, sizeof msg, fmt, ap);
     va_end(ap);
     http_reply_json(req, status,
                     json_pack("{s:b,s:s,s:s}", "success", 0, "error", msg, "code", status_code_name(status)));
@@ -354,7 +646,7 @@ void http_reply_error_code(http_request_t *req, unsigned status, const char *cod
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    format_message(msg, sizeof msg, fmt, ap);
     va_end(ap);
     json_t *o = json_pack("{s:b,s:s,s:s}", "success", 0, "error", msg, "code", code);
     if (extra) {
@@ -362,6 +654,18 @@ void http_reply_error_code(http_request_t *req, unsigned status, const char *cod
         json_decref(extra);
     }
     http_reply_json(req, status, o);
+}
+
+void http_reply_storage_error(http_request_t *req, int e) {
+    if (e == ENOSPC || e == EDQUOT) {
+        http_reply_error_code(req, 507, "INSUFFICIENT_STORAGE", NULL,
+                              "the server has no room to store this request now (%s): try again later",
+                              strerror(e));
+        return;
+    }
+    http_reply_header(req, "Retry-After", "30");
+    http_reply_error_code(req, 503, "STORAGE_UNAVAILABLE", NULL,
+                          "the server cannot store this request now (%s): try again later", strerror(e));
 }
 
 int http_reply_file(http_request_t *req, unsigned status, const char *path, const char *content_type,
@@ -413,12 +717,72 @@ const char *http_request_param(const http_request_t *req, const char *name) {
     return NULL;
 }
 
+/* raw as valid UTF-8: itself when it is, else a copy kept with the request. */
+static const char *keep_text(const http_request_t *creq, const char *raw) {
+    if (!raw || text_utf8_valid(raw, strlen(raw)))
+        return raw;
+    http_request_t *req = (http_request_t *)creq; /* the cache is not part of what callers see */
+    size_t n = strlen(raw);
+    kept_text_t *k = xmalloc(sizeof *k + 3 * n + 1);
+    text_utf8_copy(k->text, 3 * n + 1, raw, n);
+    k->next = req->texts;
+    req->texts = k;
+    return k->text;
+}
+
 const char *http_request_query(const http_request_t *req, const char *name) {
-    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+    return keep_text(req, MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name));
 }
 
 const char *http_request_header(const http_request_t *req, const char *name) {
-    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+    return keep_text(req, MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name));
+}
+
+void http_request_digest(const http_request_t *creq, unsigned char out[32]) {
+    http_request_t *req = (http_request_t *)creq; /* the cache is not part of what callers see */
+    if (req->has_digest) {
+        memcpy(out, req->digest, sizeof req->digest);
+        return;
+    }
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md)
+        abort(); /* a few hundred bytes: as xmalloc does */
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    EVP_DigestUpdate(md, req->method, strlen(req->method) + 1);
+    EVP_DigestUpdate(md, req->path, strlen(req->path) + 1);
+    /* fields in name order, so that a client's field order does not matter */
+    int order[HTTP_MAX_FIELDS];
+    for (int i = 0; i < req->n_fields; i++) {
+        int j = i;
+        while (j > 0 && strcmp(req->fields[order[j - 1]].name, req->fields[i].name) > 0) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = i;
+    }
+    for (int i = 0; i < req->n_fields; i++) {
+        const field_t *f = &req->fields[order[i]];
+        EVP_DigestUpdate(md, f->name, strlen(f->name) + 1);
+        EVP_DigestUpdate(md, f->value, f->len + 1);
+    }
+    if (req->has_upload && req->upload_md) {
+        unsigned char h[EVP_MAX_MD_SIZE];
+        unsigned n = 0;
+        EVP_MD_CTX *copy = EVP_MD_CTX_new();
+        if (copy && EVP_MD_CTX_copy_ex(copy, req->upload_md) && EVP_DigestFinal_ex(copy, h, &n)) {
+            EVP_DigestUpdate(md, req->upload_field, strlen(req->upload_field) + 1);
+            EVP_DigestUpdate(md, req->upload_name, strlen(req->upload_name) + 1);
+            EVP_DigestUpdate(md, h, n);
+        }
+        EVP_MD_CTX_free(copy);
+    }
+    if (req->body)
+        EVP_DigestUpdate(md, req->body, req->body_size);
+    unsigned n = 0;
+    EVP_DigestFinal_ex(md, req->digest, &n);
+    EVP_MD_CTX_free(md);
+    req->has_digest = 1;
+    memcpy(out, req->digest, sizeof req->digest);
 }
 
 const char *http_request_field(const http_request_t *req, const char *name) {
@@ -467,8 +831,12 @@ int http_request_upload(const http_request_t *req, const char *field, const char
 int http_request_upload_take(http_request_t *req, const char *dest, up_error_t *err) {
     if (!req->has_upload || !req->upload_path[0])
         return up_error_set(err, UP_ERR_NOT_FOUND, 0, "no upload");
-    if (rename(req->upload_path, dest))
-        return up_error_set(err, UP_ERR_IO, 0, "cannot move the upload to %s: %s", dest, strerror(errno));
+    if (rename(req->upload_path, dest)) {
+        int e = errno;
+        up_error_set(err, UP_ERR_IO, 0, "cannot move the upload to %s: %s", dest, strerror(e));
+        errno = e; /* for the caller's answer (http_reply_storage_error) */
+        return UP_ERR_IO;
+    }
     req->upload_path[0] = '\0';
     req->has_upload = 0;
     return 0;
@@ -476,61 +844,161 @@ int http_request_upload_take(http_request_t *req, const char *dest, up_error_t *
 
 /* ---- deferred work ------------------------------------------------------------- */
 
-int http_request_defer(http_request_t *req, http_defer_fn fn, void *arg) {
-    http_server_t *srv = req->srv;
+int http_request_defer(http_request_t *req, http_pool_t which, http_defer_fn fn, void *arg) {
+    pool_t *pool = &req->srv->pools[which];
     if (req->replied || req->deferred)
         return -1;
-    pthread_mutex_lock(&srv->dmu);
-    if (srv->dstop || srv->dq_len == srv->dq_cap) {
-        pthread_mutex_unlock(&srv->dmu);
+    pthread_mutex_lock(&pool->mu);
+    if (pool->stop || pool->len == pool->cap) {
+        pthread_mutex_unlock(&pool->mu);
         return -1;
     }
     req->deferred = 1;
     MHD_suspend_connection(req->conn); /* we are in the access callback, as MHD requires */
-    srv->dq[(srv->dq_head + srv->dq_len++) % srv->dq_cap] = (deferred_t){req, fn, arg};
-    pthread_cond_signal(&srv->dcv);
-    pthread_mutex_unlock(&srv->dmu);
+    pool->q[(pool->head + pool->len++) % pool->cap] = (deferred_t){req, fn, arg};
+    pthread_cond_signal(&pool->cv);
+    pthread_mutex_unlock(&pool->mu);
     return 0;
 }
 
-static void *defer_main(void *p) {
-    http_server_t *srv = p;
-    pthread_mutex_lock(&srv->dmu);
+static void *pool_main(void *p) {
+    pool_t *pool = p;
+    pthread_mutex_lock(&pool->mu);
     for (;;) {
-        while (!srv->dq_len && !srv->dstop)
-            pthread_cond_wait(&srv->dcv, &srv->dmu);
-        if (!srv->dq_len)
+        while (!pool->len && !pool->stop)
+            pthread_cond_wait(&pool->cv, &pool->mu);
+        if (!pool->len)
             break; /* stopping, and nothing left: every deferred request was answered */
-        deferred_t d = srv->dq[srv->dq_head];
-        srv->dq_head = (srv->dq_head + 1) % srv->dq_cap;
-        srv->dq_len--;
-        pthread_mutex_unlock(&srv->dmu);
-        d.fn(d.req, srv->ctx, d.arg);
+        deferred_t d = pool->q[pool->head];
+        pool->head = (pool->head + 1) % pool->cap;
+        pool->len--;
+        pthread_mutex_unlock(&pool->mu);
+        d.fn(d.req, pool->srv->ctx, d.arg);
         if (!d.req->replied) {
             log_error("http: %s %s: the deferred handler sent no reply", d.req->method, d.req->path);
             http_reply_error(d.req, 500, "internal error");
         }
         MHD_resume_connection(d.req->conn);
-        pthread_mutex_lock(&srv->dmu);
+        pthread_mutex_lock(&pool->mu);
     }
-    pthread_mutex_unlock(&srv->dmu);
+    pthread_mutex_unlock(&pool->mu);
     return NULL;
 }
 
-/* Finish the queued work and join the background threads. */
-static void defer_stop(http_server_t *srv) {
-    pthread_mutex_lock(&srv->dmu);
-    srv->dstop = 1;
-    pthread_cond_broadcast(&srv->dcv);
-    pthread_mutex_unlock(&srv->dmu);
-    for (int i = 0; i < srv->n_dthreads; i++)
-        pthread_join(srv->dthreads[i], NULL);
-    srv->n_dthreads = 0;
+/* Start a pool of n threads and queue places. 0, or -1 when no thread started. */
+static int pool_start(http_server_t *srv, pool_t *pool, int n, int queue) {
+    pool->srv = srv;
+    pthread_mutex_init(&pool->mu, NULL);
+    pthread_cond_init(&pool->cv, NULL);
+    pool->cap = queue;
+    pool->q = xcalloc((size_t)queue, sizeof *pool->q);
+    pool->threads = xcalloc((size_t)n, sizeof *pool->threads);
+    for (; pool->n_threads < n; pool->n_threads++)
+        if (pthread_create(&pool->threads[pool->n_threads], NULL, pool_main, pool))
+            break; /* fewer threads still work; none means every defer waits for one that never comes */
+    return pool->n_threads ? 0 : -1;
 }
+
+/* Finish the queued work and join the threads. */
+static void pool_stop(pool_t *pool) {
+    if (!pool->q)
+        return;
+    pthread_mutex_lock(&pool->mu);
+    pool->stop = 1;
+    pthread_cond_broadcast(&pool->cv);
+    pthread_mutex_unlock(&pool->mu);
+    for (int i = 0; i < pool->n_threads; i++)
+        pthread_join(pool->threads[i], NULL);
+    pool->n_threads = 0;
+}
+
+static void pool_free(pool_t *pool) {
+    if (!pool->q)
+        return;
+    pthread_mutex_destroy(&pool->mu);
+    pthread_cond_destroy(&pool->cv);
+    free(pool->q);
+    free(pool->threads);
+    pool->q = NULL;
+}
+
+int http_host_valid(const char *h) {
+    size_t n = strlen(h);
+    const char *colon = NULL;
+    if (n == 0 || n > 260)
+        return 0;
+    if (h[0] == '[') { /* an IPv6 literal */
+        const char *close = strchr(h, ']');
+        if (!close || close == h + 1)
+            return 0;
+        for (const char *p = h + 1; p < close; p++)
+            if (!isxdigit((unsigned char)*p) && *p != ':' && *p != '.')
+                return 0;
+        if (close[1] && close[1] != ':')
+            return 0;
+        colon = close[1] ? close + 1 : NULL;
+    } else {
+        colon = strchr(h, ':');
+        size_t len = colon ? (size_t)(colon - h) : n;
+        if (len == 0 || len > 253)
+            return 0;
+        size_t label = 0;
+        for (size_t i = 0; i < len; i++) {
+            unsigned char ch = (unsigned char)h[i];
+            if (ch == '.') {
+                if (label == 0 && i + 1 < len)
+                    return 0; /* an empty label (a trailing dot is allowed) */
+                label = 0;
+            } else if (isalnum(ch) || (ch == '-' && label > 0)) {
+                if (++label > 63)
+                    return 0;
+            } else {
+                return 0;
+            }
+        }
+    }
+    if (colon) {
+        const char *p = colon + 1;
+        if (!*p || strlen(p) > 5 || strspn(p, "0123456789") != strlen(p) || atoi(p) > 65535)
+            return 0;
+    }
+    return 1;
+}
+
+static void client_address(struct MHD_Connection *c, char *out, size_t size) {
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    snprintf(out, size, "?");
+    if (!info || !info->client_addr)
+        return;
+    const struct sockaddr *sa = info->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)size);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)size);
+}
+
+const char *http_request_client(const http_request_t *req) { return req->client; }
 
 static int is_multipart(struct MHD_Connection *c) {
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     return ct && !strncasecmp(ct, "multipart/form-data", 19);
+}
+
+/*
+ * Answer a refusal found while the body arrived (refuse()), with
+ * "Connection: close": the rest of the body is never read.
+ */
+static void answer_refusal(http_request_t *req, int mid_body) {
+    req->early = mid_body;
+    http_reply_header(req, "Connection", "close");
+    if (req->refuse_errno)
+        http_reply_storage_error(req, req->refuse_errno);
+    else
+        http_reply_error_code(req, req->refused, req->refuse_code, NULL, "%s", req->refuse_msg);
+}
+
+static void refuse_too_large(http_request_t *req, unsigned long long limit) {
+    refuse(req, 413, "TOO_LARGE", "request body too large: the limit is %llu bytes", limit);
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -545,22 +1013,28 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         req->conn = c;
         req->upload_fd = -1;
         clock_gettime(CLOCK_MONOTONIC, &req->t0);
-        snprintf(req->method, sizeof req->method, "%s", method);
-        snprintf(req->path, sizeof req->path, "%s", url);
+        text_utf8_copy(req->method, sizeof req->method, method, strlen(method));
+        text_utf8_copy(req->path, sizeof req->path, url, strlen(url));
+        client_address(c, req->client, sizeof req->client);
         *con_cls = req;
+        conn_phase(srv, c, CONN_BODY);
         route(req);
-        /* a declared body over the limit is refused before any of it is read */
+        const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > srv->cfg.max_upload) {
-            req->too_large = 1;
-            http_reply_error(req, 413, "request body too large: the limit is %llu bytes",
-                             srv->cfg.max_upload);
-            return MHD_YES;
-        }
-        if (req->route && !strcmp(req->method, "POST") && is_multipart(c)) {
+        if (host && !http_host_valid(host)) /* RFC 9112 3.2: an invalid Host is answered 400 */
+            refuse(req, 400, "INVALID_REQUEST", "malformed Host header: expected host[:port]");
+        else if (atomic_load(&srv->stopping) && cl && strtoull(cl, NULL, 10) > 0)
+            refuse(req, 503, "UNAVAILABLE", "the server is shutting down: try again shortly");
+        else if (cl && strtoull(cl, NULL, 10) > srv->cfg.max_upload) /* refused before any of it is read */
+            refuse_too_large(req, srv->cfg.max_upload);
+        else if (req->route && !strcmp(req->method, "POST") && is_multipart(c)) {
             req->pp = MHD_create_post_processor(c, 64 * 1024, upload_iter, req);
             if (!req->pp)
-                req->bad_body = 1;
+                refuse(req, 400, "INVALID_REQUEST", "malformed multipart/form-data request (no boundary)");
+        }
+        if (req->refused) {
+            answer_refusal(req, 0);
+            conn_phase(srv, c, CONN_REPLY);
         }
         return MHD_YES;
     }
@@ -579,42 +1053,43 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         size_t n = *upload_data_size;
         *upload_data_size = 0;
         req->body_bytes += n;
-        if (req->too_large || req->bad_body)
-            return MHD_YES; /* discard the rest */
-        if (req->body_bytes > srv->cfg.max_upload) {
-            /* enforced while streaming (a body with no or a false length): the
-               partial file goes at once; MHD 0.9.75 sends no answer before the
-               body ends, so the rest is read and dropped, then 413 */
-            req->too_large = 1;
-            upload_discard(req);
-            return MHD_YES;
+        conn_body_bytes(srv, c, req->body_bytes);
+        if (req->early) { /* answered: drop the rest for a short while, then close */
+            req->linger_bytes += n;
+            return req->linger_bytes > LINGER_BYTES || mono_now() > req->linger_until ? MHD_NO : MHD_YES;
         }
-        if (req->pp) {
-            if (MHD_post_process(req->pp, upload_data, n) != MHD_YES) {
-                req->bad_body = 1;
-                upload_discard(req);
-            }
+        if (atomic_load(&srv->stopping))
+            refuse(req, 503, "UNAVAILABLE", "the server is shutting down: try again shortly");
+        else if (req->body_bytes > srv->cfg.max_upload) /* a body with no or a false length */
+            refuse_too_large(req, srv->cfg.max_upload);
+        else if (req->pp) {
+            if (MHD_post_process(req->pp, upload_data, n) != MHD_YES && !req->refused)
+                refuse(req, 400, "INVALID_REQUEST", "malformed multipart/form-data body");
         } else if (req->route && body_append(req, upload_data, n)) {
-            req->too_large = 1; /* a JSON body is small: this one is not */
+            refuse_too_large(req, (unsigned long long)srv->cfg.max_body); /* a JSON body is small */
             free(req->body);
             req->body = NULL;
             req->body_size = req->body_cap = 0;
         }
+        if (req->refused) {
+            answer_refusal(req, 1);
+            conn_phase(srv, c, CONN_REPLY);
+        }
         return MHD_YES;
     }
     /* the whole request is in: answer it */
+    if (req->early)
+        return MHD_NO; /* answered on the socket already: close */
+    conn_phase(srv, c, CONN_REPLY);
     if (req->upload_fd >= 0) {
         close(req->upload_fd);
         req->upload_fd = -1;
     }
-    if (req->too_large) {
+    if (req->refused) {
         if (!req->replied)
-            http_reply_error(req, 413, "request body too large: the limit is %llu bytes",
-                             req->pp || req->has_upload ? srv->cfg.max_upload
-                                                        : (unsigned long long)srv->cfg.max_body);
-    } else if (req->bad_body)
-        http_reply_error(req, 400, "malformed multipart/form-data body");
-    else if (req->route) {
+            answer_refusal(req, 0);
+    } else if (req->route) {
+        fields_finish(req);
         req->route->handler(req, srv->ctx);
         if (req->deferred)
             return MHD_YES; /* suspended: a background thread has it now */
@@ -633,11 +1108,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
     (void)cls;
-    (void)c;
     http_request_t *req = *con_cls;
     if (!req)
         return;
     int ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    conn_phase(req->srv, c, CONN_HEAD); /* the next request's head is due from now */
     if (req->on_complete)
         req->on_complete(req, ok, req->srv->ctx);
     log_info("http: %s %s %u %llu %.1fms%s", req->method, req->path, req->replied ? req->status : 0,
@@ -670,6 +1145,12 @@ int http_server_start(const http_config_t *cfg_in, const http_route_t *routes, i
         cfg.n_defer_threads = def.n_defer_threads;
     if (cfg.defer_queue <= 0)
         cfg.defer_queue = def.defer_queue;
+    if (cfg.n_fetch_threads <= 0)
+        cfg.n_fetch_threads = def.n_fetch_threads;
+    if (cfg.fetch_queue <= 0)
+        cfg.fetch_queue = def.fetch_queue;
+    if (!cfg.head_timeout_s)
+        cfg.head_timeout_s = def.head_timeout_s;
     if (cfg.port < 0 || cfg.port > 65535)
         return up_error_set(err, UP_ERR_INVALID, 0, "bad port %d", cfg.port);
 
@@ -699,15 +1180,11 @@ int http_server_start(const http_config_t *cfg_in, const http_route_t *routes, i
     cfg.upload_dir = srv->upload_dir;
     cfg.listen_addr = NULL; /* not kept */
     srv->cfg = cfg;
-    pthread_mutex_init(&srv->dmu, NULL);
-    pthread_cond_init(&srv->dcv, NULL);
-    srv->dq_cap = cfg.defer_queue;
-    srv->dq = xcalloc((size_t)srv->dq_cap, sizeof *srv->dq);
-    srv->dthreads = xcalloc((size_t)cfg.n_defer_threads, sizeof *srv->dthreads);
-    for (; srv->n_dthreads < cfg.n_defer_threads; srv->n_dthreads++)
-        if (pthread_create(&srv->dthreads[srv->n_dthreads], NULL, defer_main, srv))
-            break; /* fewer threads still work; none means every defer waits for one that never comes */
-    if (srv->n_dthreads == 0) {
+    pthread_mutex_init(&srv->cmu, NULL);
+    pthread_cond_init(&srv->ccv, NULL);
+    atomic_store(&srv->stopping, 0);
+    if (pool_start(srv, &srv->pools[HTTP_POOL_SUBMIT], cfg.n_defer_threads, cfg.defer_queue) ||
+        pool_start(srv, &srv->pools[HTTP_POOL_FETCH], cfg.n_fetch_threads, cfg.fetch_queue)) {
         http_server_stop(srv);
         return up_error_set(err, UP_ERR_IO, 0, "cannot start the HTTP background threads");
     }
@@ -717,7 +1194,7 @@ int http_server_start(const http_config_t *cfg_in, const http_route_t *routes, i
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg.n_threads, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)cfg.conn_timeout_s, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg.max_conns,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)cfg.max_conns_per_ip, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, srv, MHD_OPTION_END);
+        on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_END);
     if (!srv->daemon) {
         http_server_stop(srv);
         return up_error_set(err, UP_ERR_IO, 0, "cannot listen on %s port %d (in use, or not allowed)",
@@ -725,6 +1202,11 @@ int http_server_start(const http_config_t *cfg_in, const http_route_t *routes, i
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     srv->port = info ? info->port : cfg.port;
+    if (pthread_create(&srv->reaper, NULL, reaper_main, srv)) {
+        http_server_stop(srv);
+        return up_error_set(err, UP_ERR_IO, 0, "cannot start the HTTP deadline thread");
+    }
+    srv->has_reaper = 1;
     *out = srv;
     return 0;
 }
@@ -734,20 +1216,44 @@ int http_server_port(const http_server_t *srv) { return srv->port; }
 void http_server_quiesce(http_server_t *srv) {
     if (!srv || !srv->daemon)
         return;
+    atomic_store(&srv->stopping, 1);
     MHD_socket s = MHD_quiesce_daemon(srv->daemon);
     if (s != MHD_INVALID_SOCKET)
         close(s);
 }
 
+/* 1 while a request body is arriving on some connection. */
+static int bodies_under_way(http_server_t *srv) {
+    int n = 0;
+    pthread_mutex_lock(&srv->cmu);
+    for (conn_t *k = srv->conns; k && !n; k = k->next)
+        n = k->phase == CONN_BODY && !k->cut;
+    pthread_mutex_unlock(&srv->cmu);
+    return n;
+}
+
 void http_server_stop(http_server_t *srv) {
     if (!srv)
         return;
-    defer_stop(srv); /* first: every suspended connection is resumed before the daemon stops */
+    atomic_store(&srv->stopping, 1);
+    /* uploads under way get their 503 with the next bytes they send, rather than a dropped socket */
+    for (double t0 = mono_now(); srv->daemon && bodies_under_way(srv) && mono_now() - t0 < STOP_DRAIN_S;)
+        usleep(20 * 1000);
+    /* then: every suspended connection is resumed before the daemon stops */
+    for (int i = 0; i < HTTP_N_POOLS; i++)
+        pool_stop(&srv->pools[i]);
     if (srv->daemon)
         MHD_stop_daemon(srv->daemon);
-    pthread_mutex_destroy(&srv->dmu);
-    pthread_cond_destroy(&srv->dcv);
-    free(srv->dq);
-    free(srv->dthreads);
+    if (srv->has_reaper) {
+        pthread_mutex_lock(&srv->cmu);
+        srv->reaper_stop = 1;
+        pthread_cond_signal(&srv->ccv);
+        pthread_mutex_unlock(&srv->cmu);
+        pthread_join(srv->reaper, NULL);
+    }
+    pthread_mutex_destroy(&srv->cmu);
+    pthread_cond_destroy(&srv->ccv);
+    for (int i = 0; i < HTTP_N_POOLS; i++)
+        pool_free(&srv->pools[i]);
     free(srv);
 }

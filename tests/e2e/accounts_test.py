@@ -1247,10 +1247,10 @@ def test_picshapes(s, ctx):
 
 def test_fetch_background(fx, ctx):
     """A slow image_url holds no HTTP thread: with one HTTP thread, other requests are answered while the
-    image server holds its answer back, and the held fetch then completes. With one submit thread and room
+    image server holds its answer back, and the held fetch then completes. With one fetch thread and room
     for one waiting submission, a third submission meanwhile gets 503 with Retry-After."""
-    s = start("onethread", "--http-threads", "1", "--submit-threads", "1", "--submit-queue", "1",
-              "--fetch-allow", "127.0.0.0/8", "--fetch-timeout", "30", *NO_RATE)
+    s = start("onethread", "--http-threads", "1", "--fetch-threads", "1", "--submit-queue", "1",
+              "--fetch-per-key", "10", "--fetch-allow", "127.0.0.0/8", "--fetch-timeout", "30", *NO_RATE)
     if not s:
         return
     k = mk(s, "held")
@@ -1276,7 +1276,7 @@ def test_fetch_background(fx, ctx):
     check(health == 200 and listed == 200 and first.is_alive(),
           "one HTTP thread: /health and GET /v1/jobs answer while an image_url fetch is held",
           "health %s, list %s" % (health, listed))
-    # the submit thread is held: of two more submissions, one waits and the other is refused at once
+    # the fetch thread is held: of two more submissions, one waits and the other is refused at once
     more = [threading.Thread(target=held_post, args=(i,), daemon=True) for i in (1, 2)]
     for t in more:
         t.start()
@@ -1287,7 +1287,7 @@ def test_fetch_background(fx, ctx):
     refused = [done[i] for i in (1, 2) if i in done]
     r = refused[0] if len(refused) == 1 else None
     check(r is not None and is_err(r, 503, "UNAVAILABLE") and r.headers.get("retry-after") == "1",
-          "--submit-queue 1: with the one submit thread busy and one waiting, a third -> 503, Retry-After 1",
+          "--submit-queue 1: with the one fetch thread busy and one waiting, a third -> 503, Retry-After 1",
           refused)
     fx.release.set()
     for t in [first] + more:

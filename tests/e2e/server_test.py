@@ -365,7 +365,7 @@ def test_restart():
         check(st.get("status") == "completed", "restart: the queued job completes", st)
         r = request(s.port, "GET", "/api/v1/download/" + jid)
         check(r.status == 200 and r.body.startswith(b"\x89PNG"), "restart: result downloads", r.status)
-        # SIGTERM while processing: the running tile finishes, the job is requeued, exit 0
+        # SIGTERM while processing: the job stops between layers, is requeued, exit 0
         jid = (submit(s.port, LARGER, model_name="realesrgan-x4fast", scale=2, tile_size=32).json() or {}).get("job_id", "")
         st = wait_status(s.port, jid, ("processing", "completed", "failed"), 60)
         check(st.get("status") == "processing", "SIGTERM: job processing", st)

@@ -398,8 +398,8 @@ static void test_transfers(void) {
 
     fetch_opts_t o;
     fetch_opts_init(&o);
-    CHECK(o.max_bytes == 50u * 1000 * 1000 && o.timeout_s == 30 && o.connect_timeout_s == 10 &&
-          o.max_redirects == 5 && o.allow == NULL);
+    CHECK(o.max_bytes == 50u * 1000 * 1000 && o.timeout_s == 10 && o.connect_timeout_s == 10 &&
+          o.max_redirects == 5 && o.allow == NULL && o.min_rate == 4096 && o.min_rate_s == 3);
     o.allow = "127.0.0.0/8";
     o.timeout_s = 10;
     void *body = NULL;
