@@ -30,7 +30,8 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 packages=(gcc make cmake pkg-config libvips-dev libdnnl-dev libjansson-dev
           libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev nodejs npm python3
           python3-yaml python3-jsonschema # the e2e tests validate replies against ../shared/specs
-          wrk) # wrk: bench/server_load.py
+          wrk # wrk: bench/server_load.py
+          clang libclang-rt-14-dev libomp-dev) # tests/fuzz/run.sh: libFuzzer and clang's OpenMP
 missing=()
 for p in "${packages[@]}"; do
   # nodejs/npm may come from elsewhere than Debian: a working command is enough

@@ -10,7 +10,9 @@
  * whose path matches only with another method gets 405; both JSON.
  *
  * Uploads: a POST with Content-Type multipart/form-data is parsed while it
- * arrives. Small text fields are kept (up to HTTP_FIELD_MAX bytes each); the
+ * arrives. Small text fields are kept (up to HTTP_FIELD_MAX bytes each as
+ * sent; a handler may see up to 3 times that once invalid bytes became
+ * U+FFFD); the
  * first file part is written to a new file in the upload folder as it
  * streams. When the body passes max_upload bytes the file is closed and
  * removed and the handler is not called: the client gets 413 at once, with
