@@ -21,7 +21,9 @@ on the code before its fix:
  10. a Host header that is not a plain host[:port] is refused;
  11. Idempotency-Key: a retry gets the first answer, not a second charge;
  13. an animated image over --max-frames is 422, and the answer says when
-     only the first frame is used.
+     only the first frame is used;
+ 14. a wide-gamut (Adobe RGB) input's result carries its ICC profile, and
+     colour=srgb converts.
 (12, SIGTERM within 2 s, is shutdown_test.py.)
 """
 import http.server
@@ -479,6 +481,60 @@ def test_frames(s):
     check(r.status == 202 and "warning" not in (json_reply(r) or {}), "a still GIF -> 202 with no warning", r)
 
 
+# ---- 14. colour ------------------------------------------------------------------------------------------------------
+
+ICC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cases", "image", "adobe-rgb-1998.icc")
+
+
+def chunks(data):
+    """{kind: [payload, ...]} of a PNG."""
+    out, i = {}, 8
+    while i + 8 <= len(data):
+        n, kind = struct.unpack(">I4s", data[i:i + 8])
+        out.setdefault(kind, []).append(data[i + 8:i + 8 + n])
+        i += 12 + n
+    return out
+
+
+def png_rgb_icc(w, h, profile):
+    """An RGB PNG of saturated colours carrying profile (iCCP), built by hand."""
+    import zlib
+    raw = b"".join(b"\x00" + b"".join(bytes([(x * 40) & 255, 255 - (y * 30) & 255, 60]) for x in range(w))
+                   for y in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"iCCP", b"Adobe RGB\x00\x00" + zlib.compress(profile)) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def test_colour(s):
+    import zlib
+    with open(ICC, "rb") as f:
+        profile = f.read()
+    img = png_rgb_icc(16, 16, profile)
+    got = {}
+    for colour in ("", "srgb"):
+        fields = [(b"image", img, b"wide.png"), (b"model_name", FAST.encode(), None), (b"scale", b"2", None)]
+        if colour:
+            fields.append((b"colour", colour.encode(), None))
+        r = post_form(s.port, "/api/v1/upscale", fields)
+        jid = (json_reply(r) or {}).get("job_id")
+        if not check(r.status == 202 and jid, "an Adobe RGB PNG upscaled (colour=%s)" % (colour or "default"), r):
+            return
+        wait_status(s.port, jid, ("completed", "failed"), 60)
+        d = request(s.port, "GET", "/api/v1/download/" + jid)
+        got[colour] = chunks(d.body) if d.status == 200 else {}
+    iccp = got[""].get(b"iCCP", [b""])[0]
+    kept = zlib.decompress(iccp[iccp.index(b"\x00") + 2:]) if b"\x00" in iccp else b""
+    check(kept == profile, "by default the result carries the input's ICC profile, byte for byte", len(kept))
+    check(got["srgb"] and b"iCCP" not in got["srgb"], "colour=srgb: converted, no profile", list(got["srgb"]))
+    r = post_form(s.port, "/api/v1/upscale", [(b"image", img, b"w.png"), (b"colour", b"p3", None)])
+    check(r.status == 400, "colour=p3 -> 400", r)
+
+
 # ---- 2. deadlines ---------------------------------------------------------------------------------------------------
 
 
@@ -686,6 +742,7 @@ def main():
             run(test_idempotency, s)
             run(test_visibility, s)
             run(test_frames, s)
+            run(test_colour, s)
             check(s.stop() == 0, "the main server stops with status 0")
         run(test_deadlines)
         run(test_fetch_pool, src)
