@@ -24,7 +24,8 @@ on the code before its fix:
      only the first frame is used;
  14. a wide-gamut (Adobe RGB) input's result carries its ICC profile, and
      colour=srgb converts.
-(12, SIGTERM within 2 s, is shutdown_test.py.)
+ 12. an upload still arriving at SIGTERM is answered 503 (a job stopped
+     mid-tile within 2 s is shutdown_test.py).
 """
 import http.server
 import json
@@ -711,6 +712,48 @@ def test_storage():
         subprocess.run(["umount", "-l", mnt], capture_output=True)
 
 
+# ---- 12. an upload under way at SIGTERM ---------------------------------------------------------------------------------
+
+
+def test_stop_upload():
+    """SIGTERM while an upload is still arriving: it gets a 503 answer, not a dropped socket, and the
+    server exits 0 within 2 s (shutdown_test.py covers a job stopped mid-tile)."""
+    s = start("stopupload")
+    if not s:
+        return
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    c.sendall(b"POST /api/v1/upscale HTTP/1.1\r\nHost: localhost\r\n"
+              b"Content-Type: multipart/form-data; boundary=BBBBBB\r\nContent-Length: 40000000\r\n\r\n"
+              b"--BBBBBB\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n")
+    c.settimeout(0.05)
+    got, t_sig, t0 = b"", None, time.time()
+    try:
+        while time.time() - t0 < 10 * SLOW and b"\r\n\r\n" not in got:
+            c.sendall(b"x" * 16384)
+            if t_sig is None and time.time() - t0 > 0.5:
+                s.proc.send_signal(15)
+                t_sig = time.time()
+            try:
+                d = c.recv(65536)
+                if not d:
+                    break
+                got += d
+            except socket.timeout:
+                pass
+    except OSError:
+        pass
+    c.close()
+    code = None
+    try:
+        code = s.proc.wait(timeout=10 * SLOW)
+    except subprocess.TimeoutExpired:
+        pass
+    took = time.time() - (t_sig or time.time())
+    check(got.startswith(b"HTTP/1.1 503") and b"shutting down" in got,
+          "SIGTERM during an upload: the upload is answered 503", got[:120])
+    check(code == 0 and took < 2 * SLOW, "and the server exits 0 within 2 s (%.2f s)" % took, code)
+
+
 # ---- main -------------------------------------------------------------------------------------------------------------
 
 
@@ -747,6 +790,7 @@ def main():
         run(test_deadlines)
         run(test_fetch_pool, src)
         run(test_storage)
+        run(test_stop_upload)
     finally:
         for s in SERVERS:
             s.stop()
