@@ -35,7 +35,7 @@
 
 #define KEY_TOUCH_S 60.0 /* last_used_at is written at most once a minute per key */
 
-/* image_url fetches under way per key or client address (api->fetch_per_key); a few entries at a time. */
+/* image_url fetches under way per key and per client address (api->fetch_per_key, fetch_per_ip). */
 typedef struct api_fetch_counts {
     pthread_mutex_t mu;
     int n, cap;
@@ -53,6 +53,7 @@ void api_init(api_t *api) {
     api->max_frames = 100;
     fetch_opts_init(&api->fetch);
     api->fetch_per_key = 2;
+    api->fetch_per_ip = 8;
     api->fetching = xcalloc(1, sizeof *api->fetching);
     pthread_mutex_init(&api->fetching->mu, NULL);
     atomic_store(&api->stopping, 0);
@@ -67,11 +68,9 @@ void api_fini(api_t *api) {
     api->fetching = NULL;
 }
 
-/* Count one more fetch for who: 0, or -1 when who has fetch_per_key under way already. */
-static int fetch_take(api_t *api, const char *who) {
-    api_fetch_counts_t *f = api->fetching;
-    int rc = 0, i;
-    pthread_mutex_lock(&f->mu);
+/* The entry of who (made with count 0 when absent). Under f->mu. */
+static int fetch_entry(api_fetch_counts_t *f, const char *who) {
+    int i;
     for (i = 0; i < f->n && strcmp(f->e[i].who, who); i++)
         ;
     if (i == f->n) {
@@ -83,23 +82,52 @@ static int fetch_take(api_t *api, const char *who) {
         f->e[i].n = 0;
         f->n++;
     }
-    if (f->e[i].n >= api->fetch_per_key)
-        rc = -1;
-    else
-        f->e[i].n++;
-    pthread_mutex_unlock(&f->mu);
-    return rc;
+    return i;
 }
 
-static void fetch_give(api_t *api, const char *who) {
-    api_fetch_counts_t *f = api->fetching;
-    pthread_mutex_lock(&f->mu);
+static void fetch_drop(api_fetch_counts_t *f, const char *who) {
     for (int i = 0; i < f->n; i++)
         if (!strcmp(f->e[i].who, who)) {
             if (--f->e[i].n <= 0)
                 f->e[i] = f->e[--f->n]; /* none left: the entry goes */
-            break;
+            return;
         }
+}
+
+enum { FETCH_OK, FETCH_KEY_FULL, FETCH_IP_FULL };
+
+/*
+ * Count one more fetch for the key (key_who, "" for none) and the client
+ * address (ip_who), both or neither: FETCH_OK, or which limit refused it.
+ */
+static int fetch_take(api_t *api, const char *key_who, const char *ip_who) {
+    api_fetch_counts_t *f = api->fetching;
+    int refused = FETCH_OK;
+    pthread_mutex_lock(&f->mu);
+    int ip = fetch_entry(f, ip_who);
+    if (f->e[ip].n >= api->fetch_per_ip)
+        refused = FETCH_IP_FULL;
+    else if (key_who[0]) {
+        int k = fetch_entry(f, key_who);
+        if (f->e[k].n >= api->fetch_per_key)
+            refused = FETCH_KEY_FULL;
+        else
+            f->e[k].n++;
+    }
+    if (!refused)
+        f->e[ip].n++;
+    else if (f->e[ip].n == 0)
+        fetch_drop(f, ip_who); /* made for nothing */
+    pthread_mutex_unlock(&f->mu);
+    return refused;
+}
+
+static void fetch_give(api_t *api, const char *key_who, const char *ip_who) {
+    api_fetch_counts_t *f = api->fetching;
+    pthread_mutex_lock(&f->mu);
+    if (key_who[0])
+        fetch_drop(f, key_who);
+    fetch_drop(f, ip_who);
     pthread_mutex_unlock(&f->mu);
 }
 
@@ -557,7 +585,7 @@ typedef struct pending {
     api_input_t in; /* an upload: its strings point into the request, which outlives this */
     job_t job;
     api_reply_fn reply;
-    char who[72]; /* a fetch: whose count it holds (fetch_take) */
+    char key_who[56], ip_who[72]; /* a fetch: the counts it holds (fetch_take) */
     char url[];   /* image_url, "" for an upload */
 } pending_t;
 
@@ -570,7 +598,7 @@ static void submit_later(http_request_t *req, void *ctx, void *arg) {
     else {
         if (!api_refuse_if_stopping(api, req))
             submit_url(api, req, key, p->url, &p->job, p->reply);
-        fetch_give(api, p->who);
+        fetch_give(api, p->key_who, p->ip_who);
     }
     free(p);
 }
@@ -593,22 +621,23 @@ int api_submit_async(api_t *api, http_request_t *req, const api_key_t *key, cons
     if (url) {
         /* a slow source holds a fetch thread, never a submit thread, and one caller holds few of them */
         if (key)
-            snprintf(p->who, sizeof p->who, "key:%s", key->id);
-        else
-            snprintf(p->who, sizeof p->who, "ip:%s", http_request_client(req));
-        if (fetch_take(api, p->who)) {
+            snprintf(p->key_who, sizeof p->key_who, "key:%s", key->id);
+        snprintf(p->ip_who, sizeof p->ip_who, "ip:%s", http_request_client(req));
+        int full = fetch_take(api, p->key_who, p->ip_who);
+        if (full != FETCH_OK) {
             free(p);
             http_reply_header(req, "Retry-After", "1");
             http_reply_error_code(req, 429, "TOO_MANY_FETCHES", json_pack("{s:i}", "retry_after", 1),
-                                  "%d image_url fetches of yours are under way already: wait for one to finish",
-                                  api->fetch_per_key);
+                                  "%d image_url fetches %s are under way already: wait for one to finish",
+                                  full == FETCH_KEY_FULL ? api->fetch_per_key : api->fetch_per_ip,
+                                  full == FETCH_KEY_FULL ? "of this key" : "from your address");
             return -1;
         }
     }
     if (http_request_defer(req, url ? HTTP_POOL_FETCH : HTTP_POOL_SUBMIT, submit_later, p) == 0)
         return 0;
     if (url)
-        fetch_give(api, p->who);
+        fetch_give(api, p->key_who, p->ip_who);
     free(p);
     http_reply_header(req, "Retry-After", "1");
     http_reply_error_code(req, 503, "UNAVAILABLE", NULL,

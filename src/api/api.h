@@ -47,8 +47,8 @@ typedef struct api {
     double result_url_ttl;    /* seconds a result link is valid; default 3600 */
     const char *public_url;   /* "https://host[:port]" for links; NULL = from the request's Host */
     fetch_opts_t fetch;       /* image_url fetching */
-    int fetch_per_key;        /* image_url fetches one key (or, without a key, one client address) may have
-                                 under way; more get 429; default 2 */
+    int fetch_per_key;        /* image_url fetches one key may have under way; more get 429; default 2 */
+    int fetch_per_ip;         /* and one client address, with or without keys; default 8 */
     struct api_fetch_counts *fetching; /* those under way (api_init; api_fini frees) */
 } api_t;
 
@@ -154,7 +154,7 @@ int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_
  * holds no HTTP thread. The image is in->path (an upload), or url (in NULL)
  * is fetched first, on the fetch pool (HTTP_POOL_FETCH), so that uploads
  * never wait behind slow sources: at most api->fetch_per_key fetches per
- * key (or per client address without a key) are under way, more get 429
+ * key and api->fetch_per_ip per client address are under way, more get 429
  * TOO_MANY_FETCHES with Retry-After. A fetch's refusals are 400
  * URL_REFUSED (a malformed URL, a scheme other than http/https, an
  * address that is not public, too many redirects) or 422 URL_FETCH_FAILED

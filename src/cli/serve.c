@@ -94,8 +94,9 @@ static void usage(FILE *f) {
         "                           (UPRES_FETCH_MIN_RATE, default 4096)\n"
         "      --fetch-threads N    image_url fetches at once, apart from uploads (UPRES_FETCH_THREADS,\n"
         "                           default 8)\n"
-        "      --fetch-per-key N    fetches one key (or client address) may have under way; more get 429\n"
-        "                           (UPRES_FETCH_PER_KEY, default 2)\n"
+        "      --fetch-per-key N    fetches one key may have under way; more get 429 (UPRES_FETCH_PER_KEY,\n"
+        "                           default 2)\n"
+        "      --fetch-per-ip N     and one client address, keys or not (UPRES_FETCH_PER_IP, default 8)\n"
         "      --fetch-max-bytes N  image_url size limit (UPRES_FETCH_MAX_BYTES, default: --max-upload)\n"
         "      --fetch-allow CIDRS  ranges image_url may reach although not public, e.g. 10.0.0.0/8\n"
         "                           (UPRES_FETCH_ALLOW, default none)\n"
@@ -135,6 +136,7 @@ enum {
     OPT_FETCH_MIN_RATE,
     OPT_FETCH_THREADS,
     OPT_FETCH_PER_KEY,
+    OPT_FETCH_PER_IP,
 };
 
 /* Parse a non-negative size with an optional K/M/G suffix (decimal). 0 on success. */
@@ -208,6 +210,7 @@ int cmd_serve(int argc, char **argv) {
         {"fetch-min-rate", required_argument, 0, OPT_FETCH_MIN_RATE},
         {"fetch-threads", required_argument, 0, OPT_FETCH_THREADS},
         {"fetch-per-key", required_argument, 0, OPT_FETCH_PER_KEY},
+        {"fetch-per-ip", required_argument, 0, OPT_FETCH_PER_IP},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -221,7 +224,7 @@ int cmd_serve(int argc, char **argv) {
                *o_fetch_max = NULL, *o_fetch_allow = NULL, *o_submit_threads = NULL,
                *o_submit_queue = NULL, *o_header_timeout = NULL, *o_min_body_rate = NULL,
                *o_max_frames = NULL, *o_colour = NULL, *o_strip = NULL, *o_fetch_min_rate = NULL,
-               *o_fetch_threads = NULL, *o_fetch_per_key = NULL;
+               *o_fetch_threads = NULL, *o_fetch_per_key = NULL, *o_fetch_per_ip = NULL;
     /* a server logs each request: info by default, UPRES_LOG_LEVEL or -v to change */
     const char *lvl = getenv("UPRES_LOG_LEVEL");
     log_set_level(!lvl                    ? LOG_INFO
@@ -270,6 +273,7 @@ int cmd_serve(int argc, char **argv) {
         case OPT_FETCH_MIN_RATE: o_fetch_min_rate = optarg; break;
         case OPT_FETCH_THREADS: o_fetch_threads = optarg; break;
         case OPT_FETCH_PER_KEY: o_fetch_per_key = optarg; break;
+        case OPT_FETCH_PER_IP: o_fetch_per_ip = optarg; break;
         case 'v': log_set_level(LOG_DEBUG); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -447,6 +451,11 @@ int cmd_serve(int argc, char **argv) {
         if (parse_num(s, 1, 65536, &v))
             BAD("fetch-per-key", s, "1 to 65536");
         api.fetch_per_key = (int)v;
+    }
+    if ((s = cli_setting(o_fetch_per_ip, "UPRES_FETCH_PER_IP"))) {
+        if (parse_num(s, 1, 65536, &v))
+            BAD("fetch-per-ip", s, "1 to 65536");
+        api.fetch_per_ip = (int)v;
     }
     if ((s = cli_setting(o_max_frames, "UPRES_MAX_FRAMES"))) {
         if (parse_num(s, 1, 1e6, &v))

@@ -630,10 +630,10 @@ def test_deadlines():
 
 def test_fetch_pool(src):
     s = start("fetchpool", "--fetch-allow", "127.0.0.0/8", "--submit-threads", "1", "--fetch-threads", "2",
-              "--fetch-per-key", "1", "--fetch-timeout", "30", *NO_RATE)
+              "--fetch-per-key", "1", "--fetch-per-ip", "3", "--fetch-timeout", "30", *NO_RATE)
     if not s:
         return
-    k1, k2, k3 = s.key_create("f1"), s.key_create("f2"), s.key_create("f3")
+    k1, k2, k3, k4, k5 = (s.key_create("f%d" % i) for i in range(1, 6))
     src.release.clear()
     done = {}
 
@@ -648,17 +648,22 @@ def test_fetch_pool(src):
     r = create_url(s.port, k1, src.url("/hang/c"))
     check(r.status == 429 and (json_reply(r) or {}).get("code") == "TOO_MANY_FETCHES" and r.headers.get("retry-after"),
           "--fetch-per-key 1: a key's second fetch while one is under way -> 429 with Retry-After", r)
+    t3 = threading.Thread(target=bg, args=("d", k4), daemon=True)
+    t3.start()
+    time.sleep(0.3 * SLOW)
+    r = create_url(s.port, k5, src.url("/hang/e"))
+    check(r.status == 429 and "from your address" in (json_reply(r) or {}).get("error", ""),
+          "--fetch-per-ip 3: a fourth fetch from one address, with a fresh key -> 429", r)
     t = time.time()
     u = post_form(s.port, "/api/v1/upscale", [(b"image", TINY, b"u.png"), (b"scale", b"2", None)], timeout=30)
     waited = time.time() - t
     check(u.status == 202 and waited < 3 * SLOW,
           "with both fetch threads held by a silent source, an upload is accepted at once (%.2f s)" % waited, u)
     src.release.set()
-    t1.join(30 * SLOW)
-    t2.join(30 * SLOW)
-    check(done.get("a") is not None and done["a"].status == 201 and done.get("b") is not None
-          and done["b"].status == 201, "the held fetches complete once the source answers",
-          (done.get("a"), done.get("b")))
+    for t in (t1, t2, t3):
+        t.join(30 * SLOW)
+    check(all(done.get(n) is not None and done[n].status == 201 for n in "abd"),
+          "the held fetches complete once the source answers", done)
     t = time.time()
     r = create_url(s.port, k3, src.url("/trickle"), timeout=60)
     took = time.time() - t
