@@ -207,6 +207,14 @@ serve_err "--submit-queue 0" "bad submit-queue '0'" --submit-queue 0
 serve_err "--submit-queue x" "bad submit-queue 'x'" --submit-queue x
 serve_err "--submit-threads 0" "bad submit-threads '0'" --submit-threads 0
 UPRES_SUBMIT_QUEUE=70000 serve_err "UPRES_SUBMIT_QUEUE=70000" "bad submit-queue '70000'"
+serve_err "--header-timeout 0" "bad header-timeout '0'" --header-timeout 0
+serve_err "--min-body-rate -1" "bad min-body-rate '-1'" --min-body-rate -1
+serve_err "--colour p3" "bad colour 'p3'" --colour p3
+serve_err "--max-frames 0" "bad max-frames '0'" --max-frames 0
+serve_err "--fetch-threads 0" "bad fetch-threads '0'" --fetch-threads 0
+serve_err "--fetch-per-key 0" "bad fetch-per-key '0'" --fetch-per-key 0
+serve_err "--fetch-per-ip 0" "bad fetch-per-ip '0'" --fetch-per-ip 0
+UPRES_FETCH_MIN_RATE=x serve_err "UPRES_FETCH_MIN_RATE=x" "bad fetch-min-rate 'x'"
 check "serve: a refused setting made no data folder" test ! -e "$tmp/serve-data"
 
 echo "$pass passed, $fail failed"
