@@ -1058,6 +1058,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             req->linger_bytes += n;
             return req->linger_bytes > LINGER_BYTES || mono_now() > req->linger_until ? MHD_NO : MHD_YES;
         }
+        if (req->refused)
+            return MHD_YES; /* refused with the head (answer queued): nothing of the body is kept */
         if (atomic_load(&srv->stopping))
             refuse(req, 503, "UNAVAILABLE", "the server is shutting down: try again shortly");
         else if (req->body_bytes > srv->cfg.max_upload) /* a body with no or a false length */
