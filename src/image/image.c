@@ -24,6 +24,12 @@
  *      are harmless ones (see jpeg_benign).
  * Images that need a rotation or a pass to measure their range are copied
  * into memory first, since sequential loads can be read only once.
+ * Probe and verify run steps 1 and 2 the same way (same allow-list, limits
+ * and messages) and then stop: probe after the header, reading the shape
+ * the load would give from the colour pipeline built but never run;
+ * verify after pulling the loader's pixels through vips_min of one band,
+ * which keeps no image, so a truncated file fails as in step 3 while only
+ * the sequential load's strip cache is held.
  *
  * Colour: the network works on whatever values it is given, so RGB and gray
  * images keep their values and their profile (checked at load by building
@@ -429,10 +435,12 @@ static void icc_space(const void *icc, size_t size, char space[5]) {
  * images). *keep_icc is set to 1 when the values are left in the profile
  * embedded in in, which the caller then keeps; 0 when they are sRGB (or
  * gray). decode_what describes a decode failure, which can happen here when
- * in has to be measured first.
+ * in has to be measured first; with measure 0 nothing is measured (float
+ * samples are only cast), which is enough to learn the shape of the result
+ * from the header.
  */
-static int convert(VipsObject *ctx, VipsImage *in, const char *decode_what, VipsImage **out, int *keep_icc,
-                   up_error_t *err) {
+static int convert(VipsObject *ctx, VipsImage *in, const char *decode_what, int measure, VipsImage **out,
+                   int *keep_icc, up_error_t *err) {
     VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 12);
     *keep_icc = 0;
 
@@ -532,6 +540,12 @@ static int convert(VipsObject *ctx, VipsImage *in, const char *decode_what, Vips
         break;
     }
     default: {
+        if (!measure) { /* the shape only: 16 bits, no pass over the pixels */
+            if (vips_cast(in, &t[9], VIPS_FORMAT_USHORT, NULL))
+                return vips_fail(err, UP_ERR_IMAGE, "cannot convert the image to 16 bits");
+            in = t[9];
+            break;
+        }
         /* Float samples may be 0..1 (most float TIFFs) or 0..255 (libvips'
          * own convention): measure, which needs the pixels in memory. */
         double max;
@@ -601,8 +615,12 @@ static int is_benign_jpeg_warning(const char *msg) {
     return n_benign > 0;
 }
 
+/* How far a load goes: the pixels (image_load_*), the header only
+ * (image_probe_*), or every pixel decoded and dropped (image_verify_*). */
+typedef enum load_mode { LOAD_PIXELS, LOAD_HEADER, LOAD_VERIFY } load_mode_t;
+
 static int decode_source(VipsSource *src, int fi, VipsFailOn fail_on, const image_limits_t *lim,
-                         up_image_t **out, up_error_t *err);
+                         load_mode_t mode, up_image_t **out, image_info_t *info, up_error_t *err);
 
 static uint16_t get16(const uint8_t *p, int le) {
     return le ? (uint16_t)(p[0] | p[1] << 8) : (uint16_t)(p[0] << 8 | p[1]);
@@ -690,8 +708,19 @@ static int take_metadata(VipsImage *v, int keep_icc, up_image_t *img, up_error_t
     return UP_OK;
 }
 
-/* Sniff src, then decode it with the format's fail_on policy. */
-static int load_source(VipsSource *src, const image_limits_t *lim, up_image_t **out, up_error_t *err) {
+/* The format name of a loaded file: formats[fi].name, except "avif" for
+ * HEIF holding AV1. */
+static const char *source_format(VipsImage *in, int fi) {
+    const char *compression;
+    if (strcmp(formats[fi].name, "heif") == 0 && vips_image_get_typeof(in, "heif-compression") &&
+        vips_image_get_string(in, "heif-compression", &compression) == 0 && strcmp(compression, "av1") == 0)
+        return "avif";
+    return formats[fi].name;
+}
+
+/* Sniff src, then decode it (mode says how far) with the format's fail_on policy. */
+static int load_source(VipsSource *src, load_mode_t mode, const image_limits_t *lim, up_image_t **out,
+                       image_info_t *info, up_error_t *err) {
     const char *loader = vips_foreign_find_load_source(src);
     int fi = loader ? format_index(loader) : -1;
     if (fi < 0) {
@@ -710,19 +739,114 @@ static int load_source(VipsSource *src, const image_limits_t *lim, up_image_t **
      * warnings (odd ancillary PNG chunks, ...) do not. */
     int jpeg = strcmp(formats[fi].name, "jpg") == 0;
     up_error_t e = {0};
-    int rc = decode_source(src, fi, jpeg ? VIPS_FAIL_ON_WARNING : VIPS_FAIL_ON_ERROR, lim, out, &e);
+    int rc =
+        decode_source(src, fi, jpeg ? VIPS_FAIL_ON_WARNING : VIPS_FAIL_ON_ERROR, lim, mode, out, info, &e);
     if (rc == UP_ERR_IMAGE && jpeg && is_benign_jpeg_warning(e.msg)) {
         log_debug("image: loading a JPEG despite: %s", e.msg);
-        rc = decode_source(src, fi, VIPS_FAIL_ON_ERROR, lim, out, &e);
+        rc = decode_source(src, fi, VIPS_FAIL_ON_ERROR, lim, mode, out, info, &e);
     }
     if (rc && err)
         *err = e;
     return rc;
 }
 
-/* Check the header against lim, then decode and convert src into *out. */
+/*
+ * Verify passes at once are bounded by the memory their decoders hold,
+ * not by their count: a sequential PNG, JPEG or TIFF load holds a strip
+ * of rows (libvips' line cache), while GIF, WebP, HEIF and interlaced PNG
+ * or progressive JPEG decode whole frames; eight 6300x6300 uploads
+ * verified at once would hold 80 MB as PNGs and 2.4 GB as WebPs. A pass
+ * waits until its estimate fits in VERIFY_BUDGET beside the others; one
+ * always runs, however large (the worker will need as much to load it).
+ */
+#define VERIFY_BUDGET ((uint64_t)32 << 20) /* bytes of decoder memory for all verify passes at once */
+#define STRIP_ROWS 544 /* rows a sequential load holds (libvips 8.14: 9.8 MB for 6300 x RGB) */
+
+static pthread_mutex_t budget_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t budget_cond = PTHREAD_COND_INITIALIZER;
+static uint64_t budget_used; /* bytes, under budget_lock */
+
+static void budget_take(uint64_t n) {
+    pthread_mutex_lock(&budget_lock);
+    while (budget_used > 0 && budget_used + n > VERIFY_BUDGET)
+        pthread_cond_wait(&budget_cond, &budget_lock);
+    budget_used += n;
+    pthread_mutex_unlock(&budget_lock);
+}
+
+static void budget_give(uint64_t n) {
+    pthread_mutex_lock(&budget_lock);
+    assert(budget_used >= n);
+    budget_used -= n;
+    pthread_cond_broadcast(&budget_cond);
+    pthread_mutex_unlock(&budget_lock);
+}
+
+/* Bytes that decoding in (the loader's image of format fi) holds at its
+ * peak: estimates from measuring libvips 8.14 on 6300x6300 images. */
+static uint64_t decode_memory(VipsImage *in, int fi) {
+    uint64_t px = (uint64_t)in->Xsize * (uint64_t)in->Ysize, pel = (uint64_t)VIPS_IMAGE_SIZEOF_PEL(in);
+    const char *name = formats[fi].name;
+    int interlaced = 0;
+    if (vips_image_get_typeof(in, "interlaced"))
+        vips_image_get_int(in, "interlaced", &interlaced);
+    if (strcmp(name, "gif") == 0) /* an RGBA canvas */
+        return px * 4;
+    if (strcmp(name, "webp") == 0 || strcmp(name, "heif") == 0) /* RGBA, decoded then copied */
+        return px * 8;
+    uint64_t rows = interlaced ? (uint64_t)in->Ysize : VIPS_MIN((uint64_t)in->Ysize, STRIP_ROWS);
+    return rows * (uint64_t)in->Xsize * pel;
+}
+
+/*
+ * Fill *info from in, the loader's image with only its header read, with
+ * what the load would make of it: bands and depth from convert() on the
+ * header (nothing measured), the size as seen (orientations 5-8 are a
+ * quarter turn). With stream, every pixel of in is then pulled through a
+ * reduction that keeps none (vips_min of one band, in strips of the
+ * sequential load: memory O(width x strip), within VERIFY_BUDGET), so that
+ * a truncated or corrupt file fails here as it fails in the load; and a GIF's alpha band, found
+ * opaque everywhere, is dropped as drop_opaque_alpha does after a load.
+ */
+static int describe(VipsObject *ctx, VipsImage *in, int fi, int n_frames, int stream, const char *what,
+                    image_info_t *info, up_error_t *err) {
+    VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 2);
+    VipsImage *x;
+    int keep_icc, rc = convert(ctx, in, what, 0, &x, &keep_icc, err); /* x: borrowed from ctx */
+    if (rc)
+        return rc;
+    int orientation = vips_image_get_orientation(in), swap = orientation >= 5 && orientation <= 8;
+    image_info_t i = {.width = swap ? in->Ysize : in->Xsize,
+                      .height = swap ? in->Xsize : in->Ysize,
+                      .bands = x->Bands,
+                      .depth = depth_of(x->BandFmt),
+                      .n_frames = n_frames};
+    snprintf(i.format, sizeof i.format, "%s", source_format(in, fi));
+    if (stream) {
+        VipsImage *d = in;
+        double min;
+        if (d->Coding != VIPS_CODING_NONE) {
+            if (vips_image_decode(d, &t[0]))
+                return vips_fail(err, UP_ERR_IMAGE, what);
+            d = t[0];
+        }
+        uint64_t need = decode_memory(in, fi);
+        budget_take(need);
+        int failed = vips_extract_band(d, &t[1], d->Bands - 1, NULL) || vips_min(t[1], &min, NULL);
+        budget_give(need);
+        if (failed)
+            return vips_fail(err, UP_ERR_IMAGE, what);
+        if (strcmp(i.format, "gif") == 0 && i.bands == 4 && i.depth == 8 && min >= 255.0)
+            i.bands = 3;
+    }
+    *info = i;
+    return UP_OK;
+}
+
+/* Check the header against lim, then (mode) decode and convert src into
+ * *out, or describe it in *info. */
 static int decode_source(VipsSource *src, int fi, VipsFailOn fail_on, const image_limits_t *lim,
-                         up_image_t **out, up_error_t *err) {
+                         load_mode_t mode, up_image_t **out, image_info_t *info, up_error_t *err) {
     const char *label = formats[fi].label;
     char what[96];
 
@@ -759,8 +883,12 @@ static int decode_source(VipsSource *src, int fi, VipsFailOn fail_on, const imag
     }
 
     snprintf(what, sizeof what, "truncated or corrupt %s data", label);
+    if (mode != LOAD_PIXELS) {
+        rc = describe(ctx, in, fi, n_frames, mode == LOAD_VERIFY, what, info, err);
+        goto done;
+    }
     int keep_icc;
-    if ((rc = convert(ctx, in, what, &in, &keep_icc, err))) /* in: borrowed from ctx */
+    if ((rc = convert(ctx, in, what, 1, &in, &keep_icc, err))) /* in: borrowed from ctx */
         goto done;
 
     /* Rotating needs the whole image: decode into memory first. autorot
@@ -786,30 +914,17 @@ static int decode_source(VipsSource *src, int fi, VipsFailOn fail_on, const imag
         *out = NULL;
         goto done;
     }
-    const char *name = formats[fi].name;
-    if (strcmp(name, "gif") == 0)
+    if (strcmp(formats[fi].name, "gif") == 0)
         drop_opaque_alpha(*out);
-    if (strcmp(name, "heif") == 0) {
-        const char *compression;
-        if (vips_image_get_typeof(t[0], "heif-compression") &&
-            vips_image_get_string(t[0], "heif-compression", &compression) == 0 &&
-            strcmp(compression, "av1") == 0)
-            name = "avif";
-    }
-    snprintf((*out)->format, sizeof(*out)->format, "%s", name);
+    snprintf((*out)->format, sizeof(*out)->format, "%s", source_format(t[0], fi));
 
 done:
     g_object_unref(ctx);
     return rc;
 }
 
-int image_load_file(const char *path, const image_limits_t *lim, up_image_t **out, up_error_t *err) {
-    assert(path && out);
-    *out = NULL;
-    int rc = image_init();
-    if (rc)
-        return up_error_set(err, rc, 0, "libvips is not available");
-
+/* A source over the file at path (new) into *src; the file errors of image_load_file. */
+static int file_source(const char *path, VipsSource **src, up_error_t *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
@@ -826,19 +941,26 @@ int image_load_file(const char *path, const image_limits_t *lim, up_image_t **ou
         close(fd);
         return up_error_set(err, UP_ERR_IMAGE, 0, "not an image: the file is empty (0 bytes)");
     }
-    VipsSource *src = vips_source_new_from_descriptor(fd); /* dups fd */
+    *src = vips_source_new_from_descriptor(fd); /* dups fd */
     close(fd);
-    if (!src)
-        return vips_fail(err, UP_ERR_IO, "cannot read the image");
-    rc = load_source(src, lim, out, err);
+    return *src ? UP_OK : vips_fail(err, UP_ERR_IO, "cannot read the image");
+}
+
+static int load_file(const char *path, load_mode_t mode, const image_limits_t *lim, up_image_t **out,
+                     image_info_t *info, up_error_t *err) {
+    int rc = image_init();
+    if (rc)
+        return up_error_set(err, rc, 0, "libvips is not available");
+    VipsSource *src;
+    if ((rc = file_source(path, &src, err)))
+        return rc;
+    rc = load_source(src, mode, lim, out, info, err);
     g_object_unref(src);
     return rc;
 }
 
-int image_load_buffer(const void *buf, size_t size, const image_limits_t *lim, up_image_t **out,
-                      up_error_t *err) {
-    assert(out);
-    *out = NULL;
+static int load_buffer(const void *buf, size_t size, load_mode_t mode, const image_limits_t *lim,
+                       up_image_t **out, image_info_t *info, up_error_t *err) {
     int rc = image_init();
     if (rc)
         return up_error_set(err, rc, 0, "libvips is not available");
@@ -847,9 +969,48 @@ int image_load_buffer(const void *buf, size_t size, const image_limits_t *lim, u
     VipsSource *src = vips_source_new_from_memory(buf, size);
     if (!src)
         return vips_fail(err, UP_ERR_IMAGE, "cannot read the image");
-    rc = load_source(src, lim, out, err);
+    rc = load_source(src, mode, lim, out, info, err);
     g_object_unref(src);
     return rc;
+}
+
+int image_load_file(const char *path, const image_limits_t *lim, up_image_t **out, up_error_t *err) {
+    assert(path && out);
+    *out = NULL;
+    return load_file(path, LOAD_PIXELS, lim, out, NULL, err);
+}
+
+int image_load_buffer(const void *buf, size_t size, const image_limits_t *lim, up_image_t **out,
+                      up_error_t *err) {
+    assert(out);
+    *out = NULL;
+    return load_buffer(buf, size, LOAD_PIXELS, lim, out, NULL, err);
+}
+
+int image_probe_file(const char *path, const image_limits_t *lim, image_info_t *info, up_error_t *err) {
+    assert(path && info);
+    memset(info, 0, sizeof *info);
+    return load_file(path, LOAD_HEADER, lim, NULL, info, err);
+}
+
+int image_probe_buffer(const void *buf, size_t size, const image_limits_t *lim, image_info_t *info,
+                       up_error_t *err) {
+    assert(info);
+    memset(info, 0, sizeof *info);
+    return load_buffer(buf, size, LOAD_HEADER, lim, NULL, info, err);
+}
+
+int image_verify_file(const char *path, const image_limits_t *lim, image_info_t *info, up_error_t *err) {
+    assert(path && info);
+    memset(info, 0, sizeof *info);
+    return load_file(path, LOAD_VERIFY, lim, NULL, info, err);
+}
+
+int image_verify_buffer(const void *buf, size_t size, const image_limits_t *lim, image_info_t *info,
+                        up_error_t *err) {
+    assert(info);
+    memset(info, 0, sizeof *info);
+    return load_buffer(buf, size, LOAD_VERIFY, lim, NULL, info, err);
 }
 
 /* ---- output formats ---------------------------------------------------- */

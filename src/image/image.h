@@ -23,7 +23,10 @@
  *     against a limit; only the first frame is decoded;
  *   - truncated or corrupt files are errors, never half images, and the
  *     pixel and frame limits are enforced from the header before anything
- *     is decoded.
+ *     is decoded;
+ *   - what a file is (format, size, bands, depth, frames) can be learnt
+ *     without holding its pixels: image_probe_* reads the header only,
+ *     image_verify_* also decodes every pixel in strips and drops them.
  *
  * Saving writes the image's ICC profile, EXIF and XMP back (PNG, JPEG and
  * WebP all carry them), or converts to sRGB and writes no profile when asked
@@ -68,6 +71,16 @@ typedef struct image_limits {
     uint64_t max_pixels; /* width*height of the decoded image; 0 = no limit */
     int max_frames;      /* frames (pages) in the file; 0 = no limit */
 } image_limits_t;
+
+/* What image_load_* would make of a file, learnt without keeping its pixels. */
+typedef struct image_info {
+    char format[8]; /* as up_image_t.format: "png","jpg","webp","tiff","gif","heif","avif" */
+    int width;      /* pixels as the image is seen: EXIF orientations 5-8 swap width and height */
+    int height;     /* pixels, likewise */
+    int bands;      /* as up_image_t.bands (see image_probe_file for GIF) */
+    int depth;      /* as up_image_t.depth: 8 or 16 bits per sample */
+    int n_frames;   /* as up_image_t.n_frames: 1 for a still image */
+} image_info_t;
 
 typedef struct image_save_opts {
     const char *format; /* "png", "jpg" (or "jpeg"), "webp"; NULL = from the path's
@@ -116,6 +129,43 @@ int image_load_file(const char *path, const image_limits_t *lim, up_image_t **ou
  */
 int image_load_buffer(const void *buf, size_t size, const image_limits_t *lim, up_image_t **out,
                       up_error_t *err);
+
+/*
+ * What image_load_file would make of path, from the header only, into *info
+ * (cleared first): the format from the bytes (same allow-list as the load),
+ * the size as seen, bands, depth and frame count, nothing decoded. lim may
+ * be NULL. Errors and messages as image_load_file's (UP_ERR_TOO_LARGE
+ * before any decoding), except that a file cut short or corrupt after its
+ * header is not noticed (image_verify_file notices). bands is the load's,
+ * save for a GIF with transparency somewhere: 4 here, 3 after a load when
+ * its first frame is opaque (image_verify_file knows). Cost: the header
+ * (for GIF and WebP the file is read: frames are counted), no pixels.
+ */
+int image_probe_file(const char *path, const image_limits_t *lim, image_info_t *info, up_error_t *err);
+
+/* image_probe_file for an image held in memory (buf borrowed, only read
+ * during the call); errors as image_load_buffer's. */
+int image_probe_buffer(const void *buf, size_t size, const image_limits_t *lim, image_info_t *info,
+                       up_error_t *err);
+
+/*
+ * image_probe_file, then every pixel of the first frame decoded in strips
+ * and dropped (a reduction over a sequential load: memory O(width x a few
+ * hundred rows), not O(width x height)), so that a truncated or corrupt
+ * file gives the error image_load_file gives (UP_ERR_IMAGE "truncated or
+ * corrupt PNG data: ..."), and *info equals the load's, GIF bands
+ * included. Takes
+ * about the decoder's time; no colour conversion, rotation or copy.
+ * Formats that decode whole frames (GIF, WebP, HEIF, interlaced PNG,
+ * progressive JPEG) hold a frame meanwhile, as their load does. Calls in
+ * several threads share a budget of 32 MB of decoder memory: a call whose
+ * estimate does not fit waits for others to finish (one always runs).
+ */
+int image_verify_file(const char *path, const image_limits_t *lim, image_info_t *info, up_error_t *err);
+
+/* image_verify_file for an image held in memory (buf borrowed). */
+int image_verify_buffer(const void *buf, size_t size, const image_limits_t *lim, image_info_t *info,
+                        up_error_t *err);
 
 /*
  * A new image with zeroed pixels, format "", n_frames 1 and no metadata

@@ -1,5 +1,5 @@
 /*
- * image_test.c - tests for src/image/image.c: load, save, resize.
+ * image_test.c - tests for src/image/image.c: load, probe, save, resize.
  *
  * The odd inputs (16-bit, palette, EXIF orientation, CMYK, TIFF, GIF, WebP,
  * ICC profiles, EXIF and XMP, animations, HEIF/AVIF) are made at test time
@@ -17,6 +17,7 @@
 
 #include <dirent.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -1478,9 +1479,318 @@ static void test_cases(void) {
     CHECKF(n_cases >= 5, "only %d image cases", n_cases);
 }
 
-/* ---- threads ----------------------------------------------------------- */
+/* ---- probe and verify: what a file is, without its pixels -------------- */
 
-#include <pthread.h>
+/* Load, probe and verify path (file and bytes) with lim: the same code and
+ * message prefix, and on success the same format, size, bands, depth and
+ * frames (a probe's GIF may say 4 bands where the load says 3). */
+static void same_as_load(const char *path, const image_limits_t *lim) {
+    up_image_t *img = NULL;
+    up_error_t le = {0}, pe = {0}, ve = {0}, be = {0};
+    image_info_t pi, vi, bi;
+    int lrc = image_load_file(path, lim, &img, &le);
+    int prc = image_probe_file(path, lim, &pi, &pe);
+    int vrc = image_verify_file(path, lim, &vi, &ve);
+    gchar *data = NULL;
+    gsize size = 0;
+    int brc = 1;
+    if (g_file_get_contents(path, &data, &size, NULL) && size > 0)
+        brc = image_verify_buffer(data, size, lim, &bi, &be);
+    else
+        brc = vrc, bi = vi, be = ve;
+    CHECKF(vrc == lrc && brc == lrc, "%s: load %d (%s), verify file %d (%s), buffer %d", path, lrc, le.msg,
+           vrc, ve.msg, brc);
+    if (lrc) { /* the same refusal: probe too, unless only the pixels are bad */
+        size_t n = strcspn(le.msg, ":");
+        CHECKF(strncmp(le.msg, ve.msg, n + 1) == 0, "%s: load '%s', verify '%s'", path, le.msg, ve.msg);
+        CHECKF(prc == lrc || (prc == 0 && strstr(le.msg, "truncated or corrupt")),
+               "%s: load %d, probe %d (%s)", path, lrc, prc, pe.msg);
+        CHECKF(prc || pi.width > 0, "%s: probe ok but empty", path);
+    } else {
+        CHECKF(prc == 0, "%s: probe %d (%s)", path, prc, pe.msg);
+        const image_info_t *is[] = {&pi, &vi, &bi};
+        for (int k = 0; k < 3 && img; k++) {
+            int bands_ok = is[k]->bands == img->bands || (k == 0 && strcmp(img->format, "gif") == 0 &&
+                                                          img->bands == 3 && is[k]->bands == 4);
+            CHECKF(strcmp(is[k]->format, img->format) == 0 && is[k]->width == img->width &&
+                       is[k]->height == img->height && bands_ok && is[k]->depth == img->depth &&
+                       is[k]->n_frames == img->n_frames,
+                   "%s (%s): %s %dx%d %d bands %d-bit %d frames, load %s %dx%d %d %d-bit %d", path,
+                   k == 0   ? "probe"
+                   : k == 1 ? "verify"
+                            : "verify buffer",
+                   is[k]->format, is[k]->width, is[k]->height, is[k]->bands, is[k]->depth, is[k]->n_frames,
+                   img->format, img->width, img->height, img->bands, img->depth, img->n_frames);
+        }
+    }
+    image_free(img);
+    g_free(data);
+}
+
+/* A field of /proc/self/status ("VmHWM", "VmRSS") in KB, or -1. */
+static long status_kb(const char *field) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    size_t n = strlen(field);
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, field, n) == 0 && line[n] == ':' && sscanf(line + n + 1, "%ld", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+/* Reset the peak resident memory (VmHWM) to the current one (Linux >= 4.0,
+ * "5" to clear_refs); returns the current resident KB, or -1 when the peak
+ * cannot be reset. */
+static long peak_reset(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f || fputs("5", f) < 0 || fclose(f) != 0)
+        return -1;
+    long rss = status_kb("VmRSS"), hwm = status_kb("VmHWM");
+    return hwm >= 0 && rss >= 0 && hwm <= rss + 1024 ? rss : -1;
+}
+
+/* The peak since peak_reset() returned base, in KB above base. */
+static long peak_growth(long base) { return base < 0 ? -1 : status_kb("VmHWM") - base; }
+
+static void test_probe(void) {
+    /* the shared photos and every file the tests above made (PNG 8/16-bit,
+     * palette, gray, JPEG with orientation, CMYK, profiles, TIFF float / 32-bit
+     * / Lab / 1-bit, GIF, WebP, HEIF, animations, ...) */
+    static const char *photos[] = {"astronaut.png", "chelsea.png", "logo.png", "camera.png"};
+    for (size_t i = 0; i < sizeof photos / sizeof photos[0]; i++)
+        same_as_load(shared_path(photos[i]), NULL);
+    int n_files = 0;
+    DIR *d = opendir(tmpdir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.' || strstr(e->d_name, ".tmp-"))
+            continue;
+        same_as_load(tmp_path(e->d_name), NULL);
+        n_files++;
+    }
+    if (d)
+        closedir(d);
+    CHECKF(n_files >= 20, "only %d files made by the tests", n_files);
+
+    /* each format's name and size, from the header */
+    static const struct {
+        const char *file, *format;
+        int w, h, frames;
+    } want[] = {{"orient6.jpg", "jpg", 300, 451, 1}, {"orient2.tif", "tiff", 451, 300, 1},
+                {"a.webp", "webp", 512, 512, 1},     {"anim.gif", "gif", 451, 300, 2},
+                {"a.tif", "tiff", 512, 512, 1},      {"three.webp", "webp", 40, 30, 3}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        image_info_t info;
+        up_error_t err;
+        int rc = image_probe_file(tmp_path(want[i].file), NULL, &info, &err);
+        CHECKF(rc == 0 && strcmp(info.format, want[i].format) == 0 && info.width == want[i].w &&
+                   info.height == want[i].h && info.n_frames == want[i].frames,
+               "probe %s: rc %d %s %dx%d %d frames", want[i].file, rc, info.format, info.width, info.height,
+               info.n_frames);
+    }
+    /* orientations 5-8 swap the size, 2-4 do not; a PNG probed from memory */
+    VipsImage *ch = vips_load(shared_path("chelsea.png")), *tagged;
+    for (int o = 1; ch && o <= 8 && vips_copy(ch, &tagged, NULL) == 0; o++) {
+        vips_image_set_int(tagged, VIPS_META_ORIENTATION, o);
+        char name[32];
+        snprintf(name, sizeof name, "orient%d_probe.jpg", o);
+        const char *p = vips_save(tagged, name, "[Q=80]");
+        image_info_t info;
+        up_error_t err;
+        int swap = o >= 5;
+        CHECKF(p && image_probe_file(p, NULL, &info, &err) == 0 && info.width == (swap ? 300 : 451) &&
+                   info.height == (swap ? 451 : 300),
+               "orientation %d: %dx%d", o, info.width, info.height);
+        g_object_unref(tagged);
+    }
+    if (ch)
+        g_object_unref(ch);
+    gchar *data;
+    gsize size;
+    if (g_file_get_contents(shared_path("logo.png"), &data, &size, NULL)) {
+        image_info_t info;
+        up_error_t err;
+        CHECK(image_probe_buffer(data, size, NULL, &info, &err) == 0 && strcmp(info.format, "png") == 0 &&
+              info.width == 500 && info.height == 500 && info.bands == 4 && info.depth == 8 &&
+              info.n_frames == 1);
+        g_free(data);
+    }
+
+    /* limits: refused from the header, with the load's message */
+    image_info_t info;
+    up_error_t err;
+    image_limits_t lim = {.max_pixels = 512 * 512 - 1};
+    int rc = image_probe_file(shared_path("astronaut.png"), &lim, &info, &err);
+    CHECKF(rc == UP_ERR_TOO_LARGE && strstr(err.msg, "512x512"), "probe limit: %d %s", rc, err.msg);
+    rc = image_verify_file(shared_path("astronaut.png"), &lim, &info, &err);
+    CHECKF(rc == UP_ERR_TOO_LARGE && strstr(err.msg, "512x512"), "verify limit: %d %s", rc, err.msg);
+    lim.max_pixels = 512 * 512;
+    CHECK(image_probe_file(shared_path("astronaut.png"), &lim, &info, &err) == 0);
+    char bomb[1024];
+    snprintf(bomb, sizeof bomb, "%s/images/bomb_100000x100000/input.png", cases);
+    lim.max_pixels = 40000000;
+    double t0 = now_s();
+    rc = image_probe_file(bomb, &lim, &info, &err);
+    int vrc = image_verify_file(bomb, &lim, &info, &err);
+    CHECKF(rc == UP_ERR_TOO_LARGE && vrc == UP_ERR_TOO_LARGE && strstr(err.msg, "100000x100000"),
+           "bomb: %d %d %s", rc, vrc, err.msg);
+    rc = image_probe_file(bomb, NULL, &info, &err); /* no limit: the header alone, still nothing decoded */
+    double dt = now_s() - t0;
+    CHECKF(rc == 0 && info.width == 100000 && info.height == 100000, "bomb probed: %d %dx%d", rc, info.width,
+           info.height);
+    CHECKF(dt < 0.5, "bomb probed in %.3f s", dt);
+    lim = (image_limits_t){.max_frames = 2};
+    rc = image_probe_file(tmp_path("three.gif"), &lim, &info, &err);
+    CHECKF(rc == UP_ERR_TOO_LARGE && strcmp(err.msg, "the image has 3 frames; the limit is 2 frames") == 0,
+           "probe frames: %d %s", rc, err.msg);
+    lim.max_frames = 100;
+    t0 = now_s();
+    rc = image_verify_file(tmp_path("many.gif"), &lim, &info, &err);
+    dt = now_s() - t0;
+    CHECKF(rc == UP_ERR_TOO_LARGE && strstr(err.msg, "frames; the limit is 100 frames"), "many: %d %s", rc,
+           err.msg);
+    CHECKF(dt < 0.5, "many frames refused in %.3f s", dt);
+
+    /* not an image */
+    const char *text = "Hello, this is not an image.\nJust text.\n";
+    rc = image_probe_buffer(text, strlen(text), NULL, &info, &err);
+    CHECKF(rc == UP_ERR_IMAGE && strstr(err.msg, "not an image") && info.width == 0, "text: %d %s", rc,
+           err.msg);
+    const char *svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"></svg>";
+    CHECK(image_probe_buffer(svg, strlen(svg), NULL, &info, &err) == UP_ERR_IMAGE);
+    CHECK(image_verify_buffer(svg, strlen(svg), NULL, &info, &err) == UP_ERR_IMAGE);
+    const char *matrix = "2 2\n1 2\n3 4\n";
+    CHECK(image_probe_buffer(matrix, strlen(matrix), NULL, &info, &err) == UP_ERR_IMAGE);
+    CHECK(image_probe_buffer("", 0, NULL, &info, &err) == UP_ERR_IMAGE && strstr(err.msg, "empty"));
+    CHECK(image_probe_file(tmp_path("empty.png"), NULL, &info, &err) == UP_ERR_IMAGE &&
+          strstr(err.msg, "empty"));
+    CHECK(image_probe_file(tmp_path("does-not-exist.png"), NULL, &info, &err) == UP_ERR_NOT_FOUND);
+    CHECK(image_verify_file(tmpdir, NULL, &info, &err) == UP_ERR_IO);
+
+    /* cut at half: the probe may pass (the header is whole), verify refuses
+     * as the load does */
+    VipsImage *a = vips_load(shared_path("astronaut.png"));
+    static const char *cut[] = {"t.jpg", "tp.jpg", "t.png", "t.webp", "t.gif", "t.tif"};
+    for (size_t i = 0; a && i < sizeof cut / sizeof cut[0]; i++) {
+        if (!g_file_get_contents(tmp_path(cut[i]), &data, &size, NULL))
+            continue;
+        up_image_t *img = NULL;
+        up_error_t le;
+        int lrc = image_load_buffer(data, size / 2, NULL, &img, &le);
+        rc = image_verify_buffer(data, size / 2, NULL, &info, &err);
+        CHECKF(lrc == UP_ERR_IMAGE && rc == UP_ERR_IMAGE &&
+                   strncmp(err.msg, le.msg, strcspn(le.msg, ":")) == 0,
+               "cut %s: load %d '%s', verify %d '%s'", cut[i], lrc, le.msg, rc, err.msg);
+        image_free(img);
+        g_free(data);
+    }
+    if (a)
+        g_object_unref(a);
+
+    /* the data-driven cases: verify answers as the load does */
+    snprintf(bomb, sizeof bomb, "%s/images", cases);
+    d = opendir(bomb);
+    lim = (image_limits_t){.max_pixels = 40000000};
+    while (d && (e = readdir(d))) {
+        char cdir[1300], input[1600] = "";
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(cdir, sizeof cdir, "%s/%s", bomb, e->d_name);
+        DIR *cd = opendir(cdir);
+        struct dirent *ce;
+        while (cd && (ce = readdir(cd)))
+            if (strncmp(ce->d_name, "input", 5) == 0)
+                snprintf(input, sizeof input, "%s/%s", cdir, ce->d_name);
+        if (cd)
+            closedir(cd);
+        if (input[0])
+            same_as_load(input, &lim);
+    }
+    if (d)
+        closedir(d);
+}
+
+static void *verify_flat(void *path) {
+    image_info_t info;
+    up_error_t err;
+    return image_verify_file(path, NULL, &info, &err) == 0 && info.bands == 3 ? NULL : (void *)1;
+}
+
+/*
+ * What submission costs for a 6300x6300 PNG of ~150 KB, the upload of the
+ * memory issue: probe (header), verify (every pixel, none kept) and load
+ * (the pixels), each from a peak RSS reset to the current RSS.
+ */
+static void test_probe_memory(void) {
+    VipsImage *b, *l, *u;
+    int w = test_sanitized() ? 2000 : 6300;
+    if (vips_black(&b, w, w, "bands", 3, NULL))
+        return;
+    CHECK(vips_linear1(b, &l, 1, 200, NULL) == 0 && vips_cast(l, &u, VIPS_FORMAT_UCHAR, NULL) == 0);
+    const char *p = vips_save(u, "flat.png", "[compression=9]");
+    g_object_unref(b);
+    g_object_unref(l);
+    g_object_unref(u);
+    if (!p)
+        return;
+    struct stat st;
+    stat(p, &st);
+    image_info_t info;
+    up_error_t err;
+    up_image_t *img = NULL;
+    long base = peak_reset();
+    double t0 = now_s();
+    CHECK(image_probe_file(p, NULL, &info, &err) == 0 && info.width == w);
+    double t_probe = now_s() - t0;
+    long m_probe = peak_growth(base);
+    base = peak_reset();
+    t0 = now_s();
+    CHECK(image_verify_file(p, NULL, &info, &err) == 0 && info.width == w && info.bands == 3);
+    double t_verify = now_s() - t0;
+    long m_verify = peak_growth(base);
+    base = peak_reset();
+    t0 = now_s();
+    CHECK(image_load_file(p, NULL, &img, &err) == 0);
+    double t_load = now_s() - t0;
+    long m_load = peak_growth(base);
+    image_free(img);
+    printf("submission check of a %dx%d PNG of %lld KB (time, peak RSS growth): probe %.2f ms %+.1f MB, "
+           "verify %.0f ms %+.1f MB, load %.0f ms %+.1f MB\n",
+           w, w, (long long)st.st_size / 1024, t_probe * 1e3, m_probe / 1024.0, t_verify * 1e3,
+           m_verify / 1024.0, t_load * 1e3, m_load / 1024.0);
+    if (base < 0) {
+        printf("note: the peak RSS cannot be reset here; memory not checked\n");
+        return;
+    }
+    /* 8 uploads checked at once, as the server's submit threads do: the
+     * verify budget (32 MB) keeps them to a few at a time */
+    pthread_t th[8];
+    base = peak_reset();
+    t0 = now_s();
+    for (int i = 0; i < 8; i++)
+        pthread_create(&th[i], NULL, verify_flat, (void *)p);
+    int n_ok = 0;
+    for (int i = 0; i < 8; i++) {
+        void *res;
+        pthread_join(th[i], &res);
+        n_ok += res == NULL;
+    }
+    double t_eight = now_s() - t0;
+    long m_eight = peak_growth(base);
+    CHECKF(n_ok == 8, "%d of 8 verified", n_ok);
+    printf("8 verified at once in %.0f ms, peak RSS growth %+.1f MB\n", t_eight * 1e3, m_eight / 1024.0);
+    if (!test_sanitized()) {
+        CHECKF(m_eight < 48 * 1024, "8 verifies: peak +%ld KB", m_eight);
+        CHECKF(m_probe < 4 * 1024, "probe peak +%ld KB", m_probe);
+        CHECKF(m_verify < 16 * 1024, "verify peak +%ld KB", m_verify);
+        CHECKF(m_load > 100 * 1024, "load peak +%ld KB (the pixels are 113 MB)", m_load);
+    }
+}
+
+/* ---- threads ----------------------------------------------------------- */
 
 static void *worker(void *arg) {
     (void)arg;
@@ -1558,6 +1868,8 @@ int main(void) {
     test_limits();
     test_frames();
     test_cases();
+    test_probe();
+    test_probe_memory();
     test_threads();
 
     if (!getenv("KEEP_TMP"))
