@@ -5,7 +5,8 @@
  * small formatting helpers (times, result links) the dialects agree on.
  *
  * Dialects (one file each, one static route table each):
- *   upscale_service.c  /api/v1/{upscale,status,download,cancel,models,health,docs}
+ *   upscale_service.c  /api/v1/{upscale,status,download,cancel,models,health,docs},
+ *                      and /api/v1/status/{id}/stream (Server-Sent Events, an extension)
  *   upres_v1.c         /v1/jobs, /v1/results/{id} (upres.ai)
  *   accounts.c         /api/v1/users/me[/credits], /api/v1/tiers, /api/v1/jobs/{id}[/result] (PicShapes)
  *
@@ -20,6 +21,7 @@
 #include "auth/auth.h"
 #include "http/fetch.h"
 #include "http/http.h"
+#include "queue/events.h"
 #include "queue/queue.h"
 #include "store/store.h"
 #include "upscale/upscale.h"
@@ -30,6 +32,8 @@
 typedef struct api {
     store_t *store;
     queue_t *queue;
+    events_t *events; /* job changes, for event streams (NULL = none: a stream then sees a change at its
+                         next keep-alive only) */
     const upscale_registry_t *registry;
     const char *web_dir;                  /* web/: openapi.json, vendor/ (Swagger UI) */
     unsigned long long max_input_pixels;  /* 0 = no limit */

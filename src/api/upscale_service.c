@@ -3,6 +3,8 @@
  * /api/v1/{upscale,status,download,cancel,models,health}, the Swagger UI
  * page and the OpenAPI document. Contract (exact field names and codes):
  * ../shared/specs/upscale-service.api.md, then upscale-service.guide.md.
+ * One extension beyond that spec: GET /api/v1/status/{id}/stream, the same
+ * status object as Server-Sent Events, one at each change of the job.
  *
  * It sits between the HTTP layer (src/http) and the job engine
  * (src/store, src/queue): a submission's parameters are validated here,
@@ -36,6 +38,7 @@
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/uuid.h"
+#include "core/xmalloc.h"
 #include "image/image.h"
 
 #ifndef UPRES_DEFAULT_WEB_DIR
@@ -191,32 +194,27 @@ static int get_job(api_t *api, http_request_t *req, int action, job_t *job, api_
     return 0;
 }
 
-static void h_status(http_request_t *req, void *ctx) {
-    api_t *api = ctx;
-    job_t job;
-    api_key_t key;
-    int keyed;
-    if (get_job(api, req, API_JOB_STATUS, &job, &key, &keyed))
-        return;
-    json_t *o = json_pack("{s:s,s:s}", "job_id", job.id, "status", status_name(job.status));
-    switch (job.status) {
+/* The status object of GET /status/{id}, and of each event of its stream (new). */
+static json_t *status_json(const job_t *job) {
+    json_t *o = json_pack("{s:s,s:s}", "job_id", job->id, "status", status_name(job->status));
+    switch (job->status) {
     case JOB_STATUS_QUEUED:
     case JOB_STATUS_CLAIMED:
-    case JOB_STATUS_PROCESSING: json_object_set_new(o, "progress", json_integer(job.progress)); break;
+    case JOB_STATUS_PROCESSING: json_object_set_new(o, "progress", json_integer(job->progress)); break;
     case JOB_STATUS_COMPLETED: {
         char url[128];
-        snprintf(url, sizeof url, "/api/v1/download/%s", job.id);
-        double d = job.completed_at - (job.started_at > 0 ? job.started_at : job.created_at);
+        snprintf(url, sizeof url, "/api/v1/download/%s", job->id);
+        double d = job->completed_at - (job->started_at > 0 ? job->started_at : job->created_at);
         json_object_set_new(o, "progress", json_integer(100));
         json_object_set_new(o, "download_url", json_string(url));
         json_object_set_new(o, "duration_seconds", json_real(round((d > 0 ? d : 0) * 100) / 100));
-        json_object_set_new(o, "input_size", size_obj(job.input_width, job.input_height));
-        json_object_set_new(o, "output_size", size_obj(job.output_width, job.output_height));
-        json_object_set_new(o, "file_size_bytes", json_integer(job.result_bytes));
+        json_object_set_new(o, "input_size", size_obj(job->input_width, job->input_height));
+        json_object_set_new(o, "output_size", size_obj(job->output_width, job->output_height));
+        json_object_set_new(o, "file_size_bytes", json_integer(job->result_bytes));
         break;
     }
     case JOB_STATUS_FAILED:
-        json_object_set_new(o, "error", json_string(job.error[0] ? job.error : "the job failed"));
+        json_object_set_new(o, "error", json_string(job->error[0] ? job->error : "the job failed"));
         break;
     case JOB_STATUS_CANCELLED: break;
     case JOB_STATUS_EXPIRED:
@@ -225,7 +223,101 @@ static void h_status(http_request_t *req, void *ctx) {
         break;
     case JOB_STATUS_COUNT: break;
     }
-    http_reply_json(req, 200, o);
+    return o;
+}
+
+static void h_status(http_request_t *req, void *ctx) {
+    api_t *api = ctx;
+    job_t job;
+    api_key_t key;
+    int keyed;
+    if (get_job(api, req, API_JOB_STATUS, &job, &key, &keyed))
+        return;
+    http_reply_json(req, 200, status_json(&job));
+}
+
+/* ---- GET /api/v1/status/{job_id}/stream (extension: Server-Sent Events) ----------- */
+
+/*
+ * The job's status object as "event: status", at once and then at each
+ * change, until the job ends: the terminal state is the last event, then
+ * the stream ends. Events say only "job X changed" (queue/events.h): each
+ * fill reads the job from the store, so changes that come close together
+ * merge into one event with the latest state, and one that is the same as
+ * the last sent (a wake with nothing new, a keep-alive) sends nothing.
+ * The subscription is made before the first fill reads the job (the fill
+ * runs once the handler returned), so no change between the two is lost.
+ */
+typedef struct status_stream {
+    api_t *api;
+    char id[EVENTS_ID_MAX];
+    http_sse_t *sse; /* borrowed from the HTTP layer until stream_end */
+    int handle;      /* the events subscription; 0 = none */
+    char *sent;      /* the last status object sent (compact JSON, new), NULL before the first */
+} status_stream_t;
+
+static int status_final(job_status_t s) {
+    return s == JOB_STATUS_COMPLETED || s == JOB_STATUS_FAILED || s == JOB_STATUS_CANCELLED ||
+           s == JOB_STATUS_EXPIRED;
+}
+
+static int stream_fill(http_sse_t *sse, void *arg) {
+    status_stream_t *st = arg;
+    job_t job;
+    up_error_t err;
+    int rc = store_job_get(st->api->store, st->id, &job, &err);
+    if (rc == UP_ERR_NOT_FOUND)
+        return 1; /* the record is gone: nothing more will come */
+    if (rc) {
+        log_warn("upscale-service: stream of job %s: %s (tried again at the next change)", st->id, err.msg);
+        return 0;
+    }
+    char *text = http_json_text(status_json(&job));
+    if (!text)
+        return 0;
+    if (st->sent && !strcmp(st->sent, text)) {
+        free(text);
+        return 0;
+    }
+    http_sse_send(sse, "status", text);
+    free(st->sent);
+    st->sent = text;
+    return status_final(job.status);
+}
+
+/* events_fn: a worker (or a handler) changed the job; the fill reads what. */
+static void stream_changed(void *ctx, const char *job_id) {
+    status_stream_t *st = ctx;
+    (void)job_id;
+    http_sse_wake(st->sse);
+}
+
+static void stream_end(void *arg) {
+    status_stream_t *st = arg;
+    events_unsubscribe(st->api->events, st->handle); /* a wake under way has ended when this returns */
+    free(st->sent);
+    free(st);
+}
+
+static void h_status_stream(http_request_t *req, void *ctx) {
+    api_t *api = ctx;
+    job_t job;
+    api_key_t key;
+    int keyed;
+    if (get_job(api, req, API_JOB_STATUS, &job, &key, &keyed)) /* the rule of GET /status/{id} */
+        return;
+    status_stream_t *st = xcalloc(1, sizeof *st);
+    st->api = api;
+    snprintf(st->id, sizeof st->id, "%s", job.id);
+    if (http_reply_sse(req, stream_fill, stream_end, st, &st->sse)) {
+        free(st);
+        http_reply_error(req, 500, "cannot start the event stream");
+        return;
+    }
+    if (api->events && !status_final(job.status)) {
+        int h = events_subscribe(api->events, st->id, stream_changed, st);
+        st->handle = h > 0 ? h : 0;
+    }
 }
 
 /* ---- GET /api/v1/download/{job_id} ---------------------------------------------- */
@@ -448,6 +540,7 @@ static void h_openapi(http_request_t *req, void *ctx) {
 static const http_route_t routes[] = {
     {"POST", "/api/v1/upscale", h_upscale},
     {"GET", "/api/v1/status/{job_id}", h_status},
+    {"GET", "/api/v1/status/{job_id}/stream", h_status_stream},
     {"GET", "/api/v1/download/{job_id}", h_download},
     {"POST", "/api/v1/cancel/{job_id}", h_cancel},
     {"GET", "/api/v1/models", h_models},

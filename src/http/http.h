@@ -35,6 +35,16 @@
  * lives from the first callback to MHD's "completed" notification, where
  * the completion hook runs (with whether the response went out in full),
  * one log line is written, and everything is freed.
+ *
+ * Streams (Server-Sent Events, http_reply_sse): a reply whose body is
+ * written as events happen. No thread is held for an open stream: while it
+ * has nothing to send its connection is suspended, and http_sse_wake (from
+ * any thread: a job event) resumes it, so that the handler's fill callback
+ * runs again on an HTTP thread. A quiet stream gets a ": keep-alive"
+ * comment every sse_keepalive_s. A stream counts as "being answered" for
+ * the deadlines, so it is never cut for being long; http_server_stop ends
+ * every open stream cleanly (the chunked body is terminated) before it
+ * closes the connections.
  */
 #ifndef UPRES_HTTP_HTTP_H
 #define UPRES_HTTP_HTTP_H
@@ -76,6 +86,7 @@ typedef struct http_config {
     int defer_queue;               /* deferred requests that may wait for one; 0 = 256 */
     int n_fetch_threads;           /* HTTP_POOL_FETCH threads (work that waits on others: URL fetches); 0 = 8 */
     int fetch_queue;               /* requests that may wait for one; 0 = 256 */
+    unsigned sse_keepalive_s;      /* a quiet event stream gets a comment this often; 0 = 15 */
 } http_config_t;
 
 void http_config_init(http_config_t *cfg);
@@ -101,9 +112,10 @@ int http_server_port(const http_server_t *srv);
 void http_server_quiesce(http_server_t *srv);
 
 /*
- * Stop: bodies under way get up to half a second to be answered 503, then
- * deferred requests finish, every connection is closed, the threads are
- * joined and everything freed. Accepts NULL.
+ * Stop: open event streams end (each sends what it has, then its end),
+ * bodies under way get up to half a second to be answered 503 (and streams
+ * as long to finish), then deferred requests finish, every connection is
+ * closed, the threads are joined and everything freed. Accepts NULL.
  */
 void http_server_stop(http_server_t *srv);
 
@@ -212,6 +224,51 @@ void http_reply_data(http_request_t *req, unsigned status, const char *content_t
  */
 int http_reply_file(http_request_t *req, unsigned status, const char *path, const char *content_type,
                     const char *attachment_name);
+
+/* ---- streamed replies: Server-Sent Events ---- */
+
+typedef struct http_sse http_sse_t;
+
+/*
+ * Fill an event stream: called on an HTTP thread (one call at a time per
+ * stream, without any lock of the server's held), first when the stream
+ * starts, then once after each run of http_sse_wake calls (wakes that come
+ * while it runs make one more call), and at each keep-alive (a comment is
+ * sent when it adds nothing). It adds events with http_sse_send and may
+ * block briefly (a database read). Returns 0 to go on, 1 when what it sent
+ * is the last: the stream ends once that is sent.
+ */
+typedef int (*http_sse_fill_fn)(http_sse_t *s, void *arg);
+
+/*
+ * The stream ended (sent in full, the client went away, or the server is
+ * stopping): called once, on an HTTP thread or in http_server_stop, with no
+ * fill call under way or to come. When it returns, no http_sse_wake with
+ * this stream may come any more (unsubscribe here); arg is then its own to
+ * free.
+ */
+typedef void (*http_sse_end_fn)(void *arg);
+
+/*
+ * Answer req (from its handler, not from a deferred function) with an
+ * event stream: 200, Content-Type text/event-stream, Cache-Control no-cache,
+ * a chunked body filled by fill. *out is the stream for http_sse_wake
+ * (borrowed: valid until end is called). arg is borrowed by fill and handed
+ * to end. Returns 0 (end will be called once, and never before the handler
+ * returns), or -1 when nothing was sent and end will not be called (the
+ * handler answers itself).
+ */
+int http_reply_sse(http_request_t *req, http_sse_fill_fn fill, http_sse_end_fn end, void *arg,
+                   http_sse_t **out);
+
+/* Ask for a fill call soon. Any thread; cheap; never blocks for long (a worker may call it). */
+void http_sse_wake(http_sse_t *s);
+
+/*
+ * From fill: queue one event (event may be NULL: the default "message";
+ * data may hold newlines, each line becomes a "data:" line).
+ */
+void http_sse_send(http_sse_t *s, const char *event, const char *data);
 
 /* Add a header to the response about to be sent (call before http_reply_*). */
 void http_reply_header(http_request_t *req, const char *name, const char *value);

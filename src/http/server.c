@@ -19,8 +19,31 @@
  * (MHD takes a lock in it). At stop, the background threads finish what is
  * queued and exit before the daemon stops, so no connection is left
  * suspended (which MHD_stop_daemon does not allow).
+ *
+ * Event streams (http_reply_sse): the response is MHD's content-reader
+ * kind (chunked). MHD calls sse_read on the connection's thread when it can
+ * send; sse_read hands out what fill wrote, and when there is nothing left
+ * and no wake is pending it suspends the connection from inside the reader
+ * (MHD 0.9.75 allows that from an access handler or a content reader only)
+ * and returns 0; MHD then leaves the connection alone until it is resumed
+ * and calls the reader again. The flags (dirty, keepalive, closing,
+ * suspended) are under the stream's `mu`: the reader decides to suspend
+ * under it, and a waker (http_sse_wake from a worker, the reaper's
+ * keep-alive pass, http_server_stop) clears `suspended` under it and is
+ * then the one that calls MHD_resume_connection, after letting `mu` go, so
+ * a connection is resumed exactly once per suspend and no lock of ours is
+ * held in MHD's resume (nor in fill: it runs with none held). A claimed
+ * resume is counted in `n_resuming` until made, and http_server_stop waits
+ * for that count to be 0 after it marked every stream closing (a closing
+ * stream never suspends again), so MHD_stop_daemon never meets a suspended
+ * connection. The stream is freed with its response (sse_free, MHD's
+ * free callback), after end (which unsubscribes, waiting out a wake under
+ * way); a wake that comes before that finds `closing` set and does nothing.
+ * The stream's connection stays in the CONN_REPLY phase, which the reaper
+ * never cuts; suspended connections do not time out in MHD either.
  */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -51,6 +74,7 @@
 #define STOP_DRAIN_S 0.5 /* at stop, uploads under way get this long to be answered 503 */
 #define LINGER_S 2.0       /* after an early answer, the body is read and dropped this long at most ... */
 #define LINGER_BYTES (1 << 20) /* ... and this many bytes, so the client can read the answer */
+#define SSE_BLOCK 4096 /* bytes MHD asks an event stream for at most per call */
 
 /*
  * What a connection is doing, for the deadlines (reaper_main): waiting for
@@ -87,6 +111,26 @@ typedef struct pool {
     int stop;
 } pool_t;
 
+struct http_sse {
+    struct http_sse *prev, *next; /* srv->streams, under srv->smu */
+    http_server_t *srv;
+    http_request_t *req; /* valid while MHD calls the reader (the request lives) */
+    struct MHD_Connection *conn;
+    http_sse_fill_fn fill;
+    http_sse_end_fn end;
+    void *arg;
+    pthread_mutex_t mu; /* guards the flags and last_sent */
+    int dirty;          /* a wake since the last fill */
+    int keepalive;      /* the reaper found it quiet: fill, and a comment when fill adds nothing */
+    int closing;        /* the server is stopping, or the stream is being freed: never suspend again */
+    int suspended;      /* the reader suspended the connection; a waker clears it and resumes */
+    double last_sent;   /* mono_now of the last bytes handed to MHD */
+    /* the reader's own (the connection's thread only) */
+    char *buf;
+    size_t len, off, cap;
+    int last; /* fill said it sent its last event: the stream ends once buf is out */
+};
+
 struct http_server {
     struct MHD_Daemon *daemon;
     pool_t pools[HTTP_N_POOLS]; /* background work (http_request_defer) */
@@ -105,6 +149,12 @@ struct http_server {
     http_config_t cfg;
     char upload_dir[1024];
     int port;
+    /* event streams */
+    pthread_mutex_t smu;
+    http_sse_t *streams; /* open ones, under smu */
+    int n_streams;
+    int streams_closing;   /* http_server_stop began: new streams start closing */
+    atomic_int n_resuming; /* resumes claimed (suspended cleared) and not made yet */
 };
 
 typedef struct field {
@@ -186,6 +236,7 @@ void http_config_init(http_config_t *cfg) {
     cfg->defer_queue = 256;
     cfg->n_fetch_threads = 8;
     cfg->fetch_queue = 256;
+    cfg->sse_keepalive_s = 15;
 }
 
 static double mono_now(void) {
@@ -263,12 +314,15 @@ static void conn_body_bytes(http_server_t *srv, struct MHD_Connection *c, unsign
     pthread_mutex_unlock(&srv->cmu);
 }
 
+static void sse_keepalives(http_server_t *srv);
+
 /*
  * The reaper: a connection that has not sent a whole request head within
  * head_timeout_s, or whose body arrives slower than min_body_rate bytes/s on
  * average once head_timeout_s have passed, is shut down (shutdown(2): MHD
  * then sees the socket end and closes it on its own thread). MHD's own
  * timeout is idle time only, which one byte every few seconds never hits.
+ * It also wakes event streams that have been quiet for sse_keepalive_s.
  */
 static void *reaper_main(void *p) {
     http_server_t *srv = p;
@@ -289,6 +343,11 @@ static void *reaper_main(void *p) {
                 log_info("http: closed %s connection (%llu so far) that %s", *n == 1 ? "a" : "another",
                          *n, late_head ? "sent no complete request head in time" : "sent its body too slowly");
         }
+        pthread_mutex_unlock(&srv->cmu);
+        sse_keepalives(srv);
+        pthread_mutex_lock(&srv->cmu);
+        if (srv->reaper_stop)
+            break;
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_nsec += 200 * 1000 * 1000;
@@ -922,6 +981,251 @@ static void pool_free(pool_t *pool) {
     pool->q = NULL;
 }
 
+/* ---- event streams (Server-Sent Events) ---------------------------------------------- */
+
+/* Append n bytes to what the reader hands out next (the connection's thread only). */
+static void sse_append(http_sse_t *s, const char *data, size_t n) {
+    if (s->len + n > s->cap) {
+        size_t cap = s->cap ? s->cap : 1024;
+        while (cap < s->len + n)
+            cap *= 2;
+        s->buf = xrealloc(s->buf, cap);
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->len, data, n);
+    s->len += n;
+}
+
+void http_sse_send(http_sse_t *s, const char *event, const char *data) {
+    if (event) { /* a name is one line: anything after a line break would be a field of its own */
+        sse_append(s, "event: ", 7);
+        sse_append(s, event, strcspn(event, "\r\n"));
+        sse_append(s, "\n", 1);
+    }
+    const char *p = data ? data : "";
+    for (;;) { /* one "data:" line per line (SSE: LF, CR or CRLF end a line) */
+        size_t n = strcspn(p, "\r\n");
+        sse_append(s, "data: ", 6);
+        sse_append(s, p, n);
+        sse_append(s, "\n", 1);
+        p += n;
+        if (!*p)
+            break;
+        p += p[0] == '\r' && p[1] == '\n' ? 2 : 1;
+    }
+    sse_append(s, "\n", 1);
+}
+
+/*
+ * Under s->mu: claim the resume of a suspended stream (1: the caller calls
+ * sse_resume once it let s->mu go), else 0.
+ */
+static int sse_claim_resume(http_sse_t *s) {
+    if (!s->suspended)
+        return 0;
+    s->suspended = 0;
+    atomic_fetch_add(&s->srv->n_resuming, 1);
+    return 1;
+}
+
+/* Make a claimed resume: the connection is still suspended, so it (and s) cannot have gone. */
+static void sse_resume(http_sse_t *s) {
+    http_server_t *srv = s->srv;
+    MHD_resume_connection(s->conn);
+    atomic_fetch_sub(&srv->n_resuming, 1);
+}
+
+void http_sse_wake(http_sse_t *s) {
+    pthread_mutex_lock(&s->mu);
+    s->dirty = 1;
+    int resume = sse_claim_resume(s);
+    pthread_mutex_unlock(&s->mu);
+    if (resume)
+        sse_resume(s);
+}
+
+/* The reaper's pass: streams quiet for sse_keepalive_s get a keep-alive. */
+static void sse_keepalives(http_server_t *srv) {
+    enum { BATCH = 64 };
+    http_sse_t *wake[BATCH];
+    double now = mono_now(), every = (double)srv->cfg.sse_keepalive_s;
+    int more = 1;
+    while (more) {
+        int n = 0;
+        more = 0;
+        pthread_mutex_lock(&srv->smu);
+        for (http_sse_t *s = srv->streams; s; s = s->next) {
+            pthread_mutex_lock(&s->mu);
+            int due = !s->keepalive && !s->closing && now - s->last_sent >= every;
+            if (due && n == BATCH)
+                more = 1; /* the rest next round, after these are resumed */
+            else if (due) {
+                s->keepalive = 1;
+                if (sse_claim_resume(s))
+                    wake[n++] = s;
+            }
+            pthread_mutex_unlock(&s->mu);
+            if (more)
+                break;
+        }
+        pthread_mutex_unlock(&srv->smu);
+        for (int i = 0; i < n; i++)
+            sse_resume(wake[i]); /* suspended until this call, so still there */
+    }
+}
+
+/* MHD's content reader: what fill wrote, else suspend until woken; the end after the last event. */
+static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max) {
+    http_sse_t *s = cls;
+    (void)pos;
+    for (;;) {
+        if (s->off < s->len) {
+            size_t n = s->len - s->off < max ? s->len - s->off : max;
+            memcpy(out, s->buf + s->off, n);
+            s->off += n;
+            if (s->off == s->len)
+                s->off = s->len = 0;
+            s->req->reply_bytes += n;
+            pthread_mutex_lock(&s->mu);
+            s->last_sent = mono_now();
+            pthread_mutex_unlock(&s->mu);
+            return (ssize_t)n;
+        }
+        if (s->last)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        pthread_mutex_lock(&s->mu);
+        if (s->closing) {
+            pthread_mutex_unlock(&s->mu);
+            return MHD_CONTENT_READER_END_OF_STREAM; /* the server is stopping: end cleanly */
+        }
+        int keepalive = s->keepalive, fill = s->dirty || keepalive;
+        s->dirty = s->keepalive = 0;
+        if (!fill) {
+            /* nothing to send: MHD leaves the connection alone until a waker resumes it */
+            s->suspended = 1;
+            MHD_suspend_connection(s->conn);
+            pthread_mutex_unlock(&s->mu);
+            return 0;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (s->fill(s, s->arg))
+            s->last = 1;
+        if (keepalive && !s->len && !s->last)
+            sse_append(s, ": keep-alive\n\n", 14);
+    }
+}
+
+/* MHD's free callback: the response is done with (the request ended, or the daemon stops). */
+static void sse_free(void *cls) {
+    http_sse_t *s = cls;
+    http_server_t *srv = s->srv;
+    pthread_mutex_lock(&s->mu);
+    assert(!s->suspended); /* MHD frees no response of a suspended connection */
+    s->closing = 1;        /* a wake from now on does nothing */
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&srv->smu);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        srv->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    srv->n_streams--;
+    pthread_mutex_unlock(&srv->smu);
+    if (s->end)
+        s->end(s->arg); /* unsubscribes: a wake under way is over when this returns */
+    pthread_mutex_destroy(&s->mu);
+    free(s->buf);
+    free(s);
+}
+
+int http_reply_sse(http_request_t *req, http_sse_fill_fn fill, http_sse_end_fn end, void *arg,
+                   http_sse_t **out) {
+    http_server_t *srv = req->srv;
+    *out = NULL;
+    if (req->replied || req->deferred || req->early)
+        return -1;
+    http_sse_t *s = xcalloc(1, sizeof *s);
+    s->srv = srv;
+    s->req = req;
+    s->conn = req->conn;
+    s->fill = fill;
+    s->arg = arg;
+    s->dirty = 1; /* the first fill comes at once */
+    s->last_sent = mono_now();
+    pthread_mutex_init(&s->mu, NULL);
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK, sse_read, s, sse_free);
+    if (!resp) {
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return -1;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no"); /* a proxy (nginx) passes events on at once */
+    for (int i = 0; i < req->n_headers; i++)
+        MHD_add_response_header(resp, req->header_name[i], req->header_value[i]);
+    pthread_mutex_lock(&srv->smu);
+    s->closing = srv->streams_closing; /* stopping already: the first state, then the end */
+    s->next = srv->streams;
+    if (srv->streams)
+        srv->streams->prev = s;
+    srv->streams = s;
+    srv->n_streams++;
+    pthread_mutex_unlock(&srv->smu);
+    if (MHD_queue_response(req->conn, 200, resp) != MHD_YES) {
+        MHD_destroy_response(resp); /* sse_free runs now, without end */
+        return -1;
+    }
+    s->end = end; /* from here on sse_free calls it: the connection's thread is ours until we return */
+    MHD_destroy_response(resp);
+    req->replied = 1;
+    req->status = 200;
+    req->reply_bytes = 0;
+    *out = s;
+    return 0;
+}
+
+/* 1 while an event stream is open. */
+static int streams_open(http_server_t *srv) {
+    pthread_mutex_lock(&srv->smu);
+    int n = srv->n_streams;
+    pthread_mutex_unlock(&srv->smu);
+    return n > 0;
+}
+
+/* Stop: every open stream ends after what it has to send, and none suspends again. */
+static void streams_close(http_server_t *srv) {
+    int more = 1;
+    pthread_mutex_lock(&srv->smu);
+    srv->streams_closing = 1;
+    pthread_mutex_unlock(&srv->smu);
+    while (more) {
+        enum { BATCH = 64 };
+        http_sse_t *wake[BATCH];
+        int n = 0;
+        more = 0;
+        pthread_mutex_lock(&srv->smu);
+        for (http_sse_t *s = srv->streams; s && !more; s = s->next) {
+            pthread_mutex_lock(&s->mu);
+            if (!s->closing || s->suspended) {
+                if (n == BATCH) {
+                    more = 1;
+                } else {
+                    s->closing = 1;
+                    if (sse_claim_resume(s))
+                        wake[n++] = s;
+                }
+            }
+            pthread_mutex_unlock(&s->mu);
+        }
+        pthread_mutex_unlock(&srv->smu);
+        for (int i = 0; i < n; i++)
+            sse_resume(wake[i]);
+    }
+}
+
 int http_host_valid(const char *h) {
     size_t n = strlen(h);
     const char *colon = NULL;
@@ -1153,6 +1457,8 @@ int http_server_start(const http_config_t *cfg_in, const http_route_t *routes, i
         cfg.fetch_queue = def.fetch_queue;
     if (!cfg.head_timeout_s)
         cfg.head_timeout_s = def.head_timeout_s;
+    if (!cfg.sse_keepalive_s)
+        cfg.sse_keepalive_s = def.sse_keepalive_s;
     if (cfg.port < 0 || cfg.port > 65535)
         return up_error_set(err, UP_ERR_INVALID, 0, "bad port %d", cfg.port);
 
@@ -1184,7 +1490,9 @@ int http_server_start(const http_config_t *cfg_in, const http_route_t *routes, i
     srv->cfg = cfg;
     pthread_mutex_init(&srv->cmu, NULL);
     pthread_cond_init(&srv->ccv, NULL);
+    pthread_mutex_init(&srv->smu, NULL);
     atomic_store(&srv->stopping, 0);
+    atomic_store(&srv->n_resuming, 0);
     if (pool_start(srv, &srv->pools[HTTP_POOL_SUBMIT], cfg.n_defer_threads, cfg.defer_queue) ||
         pool_start(srv, &srv->pools[HTTP_POOL_FETCH], cfg.n_fetch_threads, cfg.fetch_queue)) {
         http_server_stop(srv);
@@ -1238,12 +1546,19 @@ void http_server_stop(http_server_t *srv) {
     if (!srv)
         return;
     atomic_store(&srv->stopping, 1);
-    /* uploads under way get their 503 with the next bytes they send, rather than a dropped socket */
-    for (double t0 = mono_now(); srv->daemon && bodies_under_way(srv) && mono_now() - t0 < STOP_DRAIN_S;)
-        usleep(20 * 1000);
-    /* then: every suspended connection is resumed before the daemon stops */
+    /* event streams end now, cleanly (their chunked body is terminated) */
+    streams_close(srv);
+    /* uploads under way get their 503 with the next bytes they send, rather than a dropped socket;
+     * streams as long to send their end */
+    for (double t0 = mono_now();
+         srv->daemon && (bodies_under_way(srv) || streams_open(srv)) && mono_now() - t0 < STOP_DRAIN_S;)
+        usleep(10 * 1000);
+    /* then: every suspended connection is resumed before the daemon stops (a stream that is still
+     * open is not suspended: closing, it never suspends again, and a resume claimed before is made) */
     for (int i = 0; i < HTTP_N_POOLS; i++)
         pool_stop(&srv->pools[i]);
+    while (atomic_load(&srv->n_resuming) > 0)
+        usleep(1000);
     if (srv->daemon)
         MHD_stop_daemon(srv->daemon);
     if (srv->has_reaper) {
@@ -1255,6 +1570,7 @@ void http_server_stop(http_server_t *srv) {
     }
     pthread_mutex_destroy(&srv->cmu);
     pthread_cond_destroy(&srv->ccv);
+    pthread_mutex_destroy(&srv->smu);
     for (int i = 0; i < HTTP_N_POOLS; i++)
         pool_free(&srv->pools[i]);
     free(srv);
