@@ -403,10 +403,13 @@ int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_
         return -1;
     /* the image itself: the bytes decide what it is, not a name or a header */
     image_limits_t lim = {.max_pixels = api->max_input_pixels, .max_frames = api->max_frames};
-    up_image_t *img = NULL;
+    image_info_t info;
     up_error_t err;
-    int rc = in->path ? image_load_file(in->path, &lim, &img, &err)
-                      : image_load_buffer(in->data, in->size, &lim, &img, &err);
+    /* verified, not loaded: every pixel is decoded in strips and dropped, so
+     * that a cut or corrupt upload is refused now (415) while the memory
+     * stays O(width x strip); the worker decodes the image once */
+    int rc = in->path ? image_verify_file(in->path, &lim, &info, &err)
+                      : image_verify_buffer(in->data, in->size, &lim, &info, &err);
     if (rc == UP_ERR_IMAGE || rc == UP_ERR_FORMAT || rc == UP_ERR_UNSUPPORTED) {
         http_reply_error_code(req, in->from_url ? 422 : 415, "UNSUPPORTED_IMAGE", NULL,
                               "%s is not a supported image (PNG, JPEG, WebP, TIFF, ...): %s",
@@ -422,13 +425,12 @@ int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_
                               "cannot read the image: %s", err.msg);
         return -1;
     }
-    job->input_width = img->width;
-    job->input_height = img->height;
-    snprintf(job->input_format, sizeof job->input_format, "%s", img->format);
+    job->input_width = info.width;
+    job->input_height = info.height;
+    snprintf(job->input_format, sizeof job->input_format, "%s", info.format);
     char note[128] = "";
-    if (img->n_frames > 1)
-        snprintf(note, sizeof note, "the image has %d frames: only the first frame is upscaled", img->n_frames);
-    image_free(img);
+    if (info.n_frames > 1)
+        snprintf(note, sizeof note, "the image has %d frames: only the first frame is upscaled", info.n_frames);
 
     unsigned long long ow = (unsigned long long)job->input_width * (unsigned long long)job->scale;
     unsigned long long oh = (unsigned long long)job->input_height * (unsigned long long)job->scale;
@@ -528,6 +530,7 @@ int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_
         return -1;
     }
     queue_notify(api->queue);
+    events_publish(api->events, job->id);
     log_info("api: job %s queued (%s x%d, %dx%d, key %s, %lld credits)", job->id, job->model, job->scale,
              job->input_width, job->input_height, key ? key->prefix : "-", job->credits);
     http_reply_data(req, status, "application/json", text, strlen(text));

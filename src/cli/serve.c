@@ -33,6 +33,7 @@
 #include "core/log.h"
 #include "http/http.h"
 #include "image/image.h"
+#include "queue/events.h"
 #include "queue/queue.h"
 #include "store/store.h"
 #include "upscale/upscale.h"
@@ -60,6 +61,11 @@ static void usage(FILE *f) {
         "      --max-output-pixels N  output pixel limit (UPRES_MAX_OUTPUT_PIXELS, default 400000000)\n"
         "      --retention SEC      keep results not downloaded this long (UPRES_RETENTION, default 900)\n"
         "      --sweep-interval SEC how often expired files are deleted (UPRES_SWEEP_INTERVAL, default 10)\n"
+        "      --lease SEC          a worker's claim on a job lasts this long unless renewed: a process\n"
+        "                           that dies loses its jobs to the others on the data folder after it\n"
+        "                           (UPRES_LEASE, default 30)\n"
+        "      --heartbeat SEC      how often running jobs' claims are renewed, under --lease\n"
+        "                           (UPRES_HEARTBEAT, default 10)\n"
         "      --conn-timeout SEC   idle HTTP connection timeout (UPRES_CONN_TIMEOUT, default 30)\n"
         "      --header-timeout SEC a request head must arrive within this; a connection that is slower\n"
         "                           is closed (UPRES_HEADER_TIMEOUT, default 10)\n"
@@ -137,6 +143,8 @@ enum {
     OPT_FETCH_THREADS,
     OPT_FETCH_PER_KEY,
     OPT_FETCH_PER_IP,
+    OPT_LEASE,
+    OPT_HEARTBEAT,
 };
 
 /* Parse a non-negative size with an optional K/M/G suffix (decimal). 0 on success. */
@@ -211,6 +219,8 @@ int cmd_serve(int argc, char **argv) {
         {"fetch-threads", required_argument, 0, OPT_FETCH_THREADS},
         {"fetch-per-key", required_argument, 0, OPT_FETCH_PER_KEY},
         {"fetch-per-ip", required_argument, 0, OPT_FETCH_PER_IP},
+        {"lease", required_argument, 0, OPT_LEASE},
+        {"heartbeat", required_argument, 0, OPT_HEARTBEAT},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -225,6 +235,7 @@ int cmd_serve(int argc, char **argv) {
                *o_submit_queue = NULL, *o_header_timeout = NULL, *o_min_body_rate = NULL,
                *o_max_frames = NULL, *o_colour = NULL, *o_strip = NULL, *o_fetch_min_rate = NULL,
                *o_fetch_threads = NULL, *o_fetch_per_key = NULL, *o_fetch_per_ip = NULL;
+    const char *o_lease = NULL, *o_heartbeat = NULL;
     /* a server logs each request: info by default, UPRES_LOG_LEVEL or -v to change */
     const char *lvl = getenv("UPRES_LOG_LEVEL");
     log_set_level(!lvl                    ? LOG_INFO
@@ -274,6 +285,8 @@ int cmd_serve(int argc, char **argv) {
         case OPT_FETCH_THREADS: o_fetch_threads = optarg; break;
         case OPT_FETCH_PER_KEY: o_fetch_per_key = optarg; break;
         case OPT_FETCH_PER_IP: o_fetch_per_ip = optarg; break;
+        case OPT_LEASE: o_lease = optarg; break;
+        case OPT_HEARTBEAT: o_heartbeat = optarg; break;
         case 'v': log_set_level(LOG_DEBUG); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -341,6 +354,22 @@ int cmd_serve(int argc, char **argv) {
         if (parse_num(s, 0.05, 86400, &v))
             BAD("sweep-interval", s, "seconds, 0.05 or more");
         qc.sweep_interval_s = v;
+    }
+    if ((s = cli_setting(o_lease, "UPRES_LEASE"))) {
+        if (parse_num(s, 0.5, 86400, &v))
+            BAD("lease", s, "seconds from 0.5 to 86400");
+        qc.lease_s = v;
+    }
+    if ((s = cli_setting(o_heartbeat, "UPRES_HEARTBEAT"))) {
+        if (parse_num(s, 0.1, 86400, &v))
+            BAD("heartbeat", s, "seconds, 0.1 or more");
+        qc.heartbeat_s = v;
+    }
+    if (qc.heartbeat_s >= qc.lease_s) {
+        cli_error("bad heartbeat %g s: it must be under the lease (%g s), so that a live worker's claim "
+                  "never runs out",
+                  qc.heartbeat_s, qc.lease_s);
+        return 2;
     }
     if ((s = cli_setting(o_timeout, "UPRES_CONN_TIMEOUT"))) {
         if (parse_num(s, 1, 86400, &v))
@@ -476,6 +505,7 @@ int cmd_serve(int argc, char **argv) {
     upscale_registry_t *reg = NULL;
     store_t *st = NULL;
     queue_t *q = NULL;
+    events_t *events = events_new(); /* job changes: the queue publishes, event streams listen */
     http_server_t *srv = NULL;
     char models_buf[1024], web_buf[1024];
     http_route_t *routes = NULL;
@@ -501,6 +531,7 @@ int cmd_serve(int argc, char **argv) {
     }
     qc.data_dir = data_dir;
     qc.registry = reg;
+    qc.events = events;
     if (queue_start(st, &qc, &q, &err)) {
         cli_error("%s", err.msg);
         goto done;
@@ -511,6 +542,7 @@ int cmd_serve(int argc, char **argv) {
     }
     api.store = st;
     api.queue = q;
+    api.events = events;
     api.registry = reg;
     api.web_dir = upscale_service_web_dir(o_web, web_buf, sizeof web_buf);
     api.max_input_pixels = qc.max_input_pixels; /* the API checks at submit what the workers enforce */
@@ -554,6 +586,7 @@ done:
     api_fini(&api);
     queue_stop(q);
     store_close(st);
+    events_free(events); /* after everything that publishes or listens has stopped */
     upscale_registry_free(reg);
     return status;
 }

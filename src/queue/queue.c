@@ -5,12 +5,28 @@
  *
  * DESIGN
  *
- * Threads: n_workers workers and one sweeper, started by queue_start and
- * joined by queue_stop. They share only the store (thread-safe), the
- * read-only registry, and `mu`, which guards `seq` (bumped by queue_notify)
- * and the condition variables, and each worker's `running` (the id of the
- * job it runs). `stopping` is atomic so the progress callback can read it
- * between tiles without the lock.
+ * Threads: n_workers workers, one sweeper and one keeper, started by
+ * queue_start and joined by queue_stop. They share only the store
+ * (thread-safe), the read-only registry, and `mu`, which guards `seq`
+ * (bumped by queue_notify) and the condition variables, and each worker's
+ * `running` and `attempt` (the claim it holds). `stopping` is atomic so the
+ * progress callback can read it between tiles without the lock.
+ *
+ * Claims: each worker has an id, "<host>:<pid>:<index>:<random>", unique
+ * per process and thread (the random part tells a restarted process from
+ * its predecessor when pids are reused, as in containers). Its claims carry
+ * that id and the attempt; every store write about the job passes them as
+ * the fence. The keeper renews the lease of every running job each
+ * heartbeat_s, so a model load or a long tile never loses it, and once a
+ * second rescues the jobs whose lease ran out, whichever process held them
+ * (that is what replaces the start-up recovery: a job another live process
+ * runs is never taken from it). A renewal refused as superseded (this
+ * process was paused or cut off longer than the lease, and another claim
+ * took the job) sets the worker's `superseded` and `abort`: the worker
+ * stops between two layers and leaves the job, its input and the other
+ * claim's result alone; a renewal that finds a cancel request stops the
+ * run the same way (a cancel made by another process thus takes effect
+ * within a heartbeat, not only between tiles).
  *
  * Waking: a worker reads seq, tries to claim, and when the queue is empty
  * sleeps until seq changes or one second passes (jobs inserted by another
@@ -39,9 +55,13 @@
  *
  * Files: the result is written by image_save_file, which writes a
  * temporary name in results/ and renames it into place, so a crash never
- * leaves a partial results/<id>.<ext>; stray temporaries from a crash are
- * removed at start. The input is deleted when the job ends (completed,
- * failed, cancelled) but kept when it goes back to the queue.
+ * leaves a partial results/<id>-a<attempt>.<ext>; stray temporaries from a
+ * crash are removed at start. Each attempt has its own name: a superseded
+ * worker's complete is refused and it deletes only its own file, and the
+ * winner deletes what earlier attempts (killed between the rename and the
+ * record) left. The input is deleted when the job ends (completed, failed,
+ * cancelled) but kept when it goes back to the queue, and never by a
+ * worker that was superseded: the job is not over.
  */
 #include "queue/queue.h"
 
@@ -60,13 +80,16 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/uuid.h"
 #include "core/xmalloc.h"
 #include "image/image.h"
 
 #define PROGRESS_WRITE_S 0.25 /* at most 4 progress writes a second per job */
 #define CANCEL_POLL_S 0.05    /* between writes, read the cancel flag at most 20 times a second */
 #define IDLE_POLL_S 1.0       /* a worker with nothing to do looks at the store this often */
+#define RESCUE_POLL_S 1.0     /* the keeper looks for lost leases this often */
 #define SWEEP_BATCH 64
+#define RESCUE_BATCH 16
 
 typedef struct model_slot {
     char file[128]; /* variant file stem */
@@ -80,9 +103,12 @@ typedef struct worker {
     int started;
     model_slot_t *models; /* owned */
     int n_models;
-    char running[40];     /* id of the job being run, "" when none; guarded by q->mu */
-    atomic_int abort;     /* non-zero: the running job stops between two layers */
-    atomic_int cancelled; /* abort was set by queue_job_cancel, not by queue_stop */
+    char id[128];          /* worker id, the owner of its claims: "<host>:<pid>:<index>:<random>" */
+    char running[40];      /* id of the job being run, "" when none; guarded by q->mu */
+    int attempt;           /* the running job's attempt (its fence with id); guarded by q->mu */
+    atomic_int abort;      /* non-zero: the running job stops between two layers */
+    atomic_int cancelled;  /* abort was set by a cancel (queue_job_cancel, the keeper), not by queue_stop */
+    atomic_int superseded; /* abort was set because another claim took the job (the keeper) */
 } worker_t;
 
 struct queue {
@@ -95,13 +121,15 @@ struct queue {
 
     pthread_mutex_t mu;
     pthread_cond_t work_cond;  /* seq changed or stopping */
-    pthread_cond_t sweep_cond; /* stopping */
+    pthread_cond_t sweep_cond; /* stopping (the sweeper and the keeper wait on it) */
     unsigned long long seq;    /* guarded by mu */
     atomic_int stopping;
 
     worker_t *workers; /* n_workers, owned */
     pthread_t sweeper;
     int sweeper_started;
+    pthread_t keeper;
+    int keeper_started;
 };
 
 void queue_config_init(queue_config_t *cfg) {
@@ -112,6 +140,9 @@ void queue_config_init(queue_config_t *cfg) {
     cfg->retention_s = 900;
     cfg->sweep_interval_s = 10;
     cfg->max_attempts = 3;
+    cfg->lease_s = 30;
+    cfg->heartbeat_s = 10;
+    cfg->backoff_s = 2;
     cfg->max_input_pixels = upscale_max_input_pixels();
     upscale_opts_t defaults;
     upscale_opts_init(&defaults);
@@ -186,15 +217,38 @@ static void timed_wait(pthread_cond_t *cond, pthread_mutex_t *mu, double seconds
     pthread_cond_timedwait(cond, mu, &ts);
 }
 
+/*
+ * Delete the results that attempts 1..n_attempts of job id, other than
+ * attempt keep (0: none kept), may have left: a worker killed between
+ * writing results/<id>-a<N>.<ext> and recording it. A few unlinks, no
+ * folder scan: the names are known. Temporaries are left to the clean-up
+ * at start (their writer may be alive).
+ */
+static void remove_attempt_results(queue_t *q, const char *id, int n_attempts, int keep) {
+    static const char *const exts[] = {"png", "jpg", "webp"}; /* what output_format writes */
+    char path[1200];
+    for (int k = 1; k <= n_attempts; k++) {
+        for (size_t i = 0; i < sizeof exts / sizeof *exts && k != keep; i++) {
+            snprintf(path, sizeof path, "%s/%s-a%d.%s", q->results, id, k, exts[i]);
+            if (unlink(path) == 0)
+                log_info("job %s: removed %s, left by attempt %d", id, path, k);
+            else if (errno != ENOENT)
+                remove_file(path); /* logs why */
+        }
+    }
+}
+
 /* ---- one job ---------------------------------------------------------------- */
 
 typedef struct progress_ctx {
     queue_t *q;
     const char *id;
+    const store_fence_t *fence;
     int written;    /* last progress written */
     double write_t; /* mono_s of the last write */
     double poll_t;  /* mono_s of the last cancel check */
     int cancel;     /* the store said cancel_requested */
+    int superseded; /* the store said another claim has the job */
 } progress_ctx_t;
 
 static int on_progress(void *ctx, int pct) {
@@ -205,34 +259,42 @@ static int on_progress(void *ctx, int pct) {
     int cancel = 0;
     up_error_t err;
     if (pct > p->written && pct < 100 && t - p->write_t >= PROGRESS_WRITE_S) {
-        if (store_job_progress(p->q->st, p->id, pct, &cancel, &err) == 0) {
+        int rc = store_job_progress(p->q->st, p->id, p->fence, pct, &cancel, &err);
+        if (rc == 0) {
             p->written = pct;
+            events_publish(p->q->cfg.events, p->id);
             p->write_t = p->poll_t = t;
-        } else if (err.code == UP_ERR_INVALID) {
+        } else if (rc == UP_ERR_CONFLICT) {
+            p->superseded = 1;
+        } else if (rc == UP_ERR_INVALID) {
             cancel = 1; /* the job left processing under us: stop */
         }
     } else if (t - p->poll_t >= CANCEL_POLL_S) {
         job_t *j = xmalloc(sizeof *j);
-        if (store_job_get(p->q->st, p->id, j, &err) == 0)
+        if (store_job_get(p->q->st, p->id, j, &err) == 0) {
             cancel = j->cancel_requested || j->status != JOB_STATUS_PROCESSING;
+            p->superseded |= j->attempts != p->fence->attempt || strcmp(j->worker, p->fence->worker) != 0;
+        }
         free(j);
         p->poll_t = t;
     }
     if (cancel)
         p->cancel = 1;
-    return p->cancel;
+    return p->cancel || p->superseded;
 }
 
 /*
- * Register id (NULL: none) as the job w runs, with fresh abort flags: set
- * already when the queue is stopping. queue_stop and queue_job_cancel find
- * the job here.
+ * Register id (NULL: none) and attempt as the claim w holds, with fresh
+ * abort flags: set already when the queue is stopping. queue_stop,
+ * queue_job_cancel and the keeper find the job here.
  */
-static void set_running(worker_t *w, const char *id) {
+static void set_running(worker_t *w, const char *id, int attempt) {
     queue_t *q = w->q;
     pthread_mutex_lock(&q->mu);
     snprintf(w->running, sizeof w->running, "%s", id ? id : "");
+    w->attempt = id ? attempt : 0;
     atomic_store(&w->cancelled, 0);
+    atomic_store(&w->superseded, 0);
     atomic_store(&w->abort, atomic_load(&q->stopping));
     pthread_mutex_unlock(&q->mu);
 }
@@ -271,18 +333,26 @@ static const char *output_format(const job_t *job, const up_image_t *in) {
     return "png";
 }
 
-enum { END_COMPLETED, END_FAILED, END_CANCELLED, END_REQUEUED };
+enum { END_COMPLETED, END_FAILED, END_CANCELLED, END_REQUEUED, END_SUPERSEDED };
 
-/* Run a claimed job to its end. */
+/*
+ * Run a claimed job to its end. Each store transition is followed by its
+ * log line; a write refused as superseded (UP_ERR_CONFLICT) ends the run
+ * with nothing more written and the input kept for the claim that won.
+ */
 static void run_job(worker_t *w, job_t *job) {
     queue_t *q = w->q;
     store_t *st = q->st;
+    const store_fence_t fence = {.worker = w->id, .attempt = job->attempts};
     double t0 = mono_s();
     up_error_t err = {0};
     up_image_t *in = NULL, *out = NULL;
     int rc, end = END_FAILED;
 
-    log_info("job %s processing (%s, x%d, attempt %d)", job->id, job->model, job->scale, job->attempts);
+    /* registered at once: the keeper renews the lease while the model and input load */
+    set_running(w, job->id, job->attempts);
+    log_info("job %s claimed (%s, x%d, attempt %d, worker %s)", job->id, job->model, job->scale,
+             job->attempts, w->id);
     const upscale_variant_t *v = NULL;
     upscaler_t *up = NULL;
     if ((rc = upscale_registry_resolve(q->cfg.registry, job->model, job->scale, &v, &err)) ||
@@ -298,18 +368,21 @@ static void run_job(worker_t *w, job_t *job) {
         goto end;
     }
 
-    /* claimed -> processing: the model and the input are ready. Registered first: a
-     * cancel between the two is then either seen by store_job_start or sets abort. */
-    set_running(w, job->id);
+    /* claimed -> processing: the model and the input are ready. A cancel since the
+     * claim is either seen by store_job_start or has set abort. */
     int cancel = 0;
-    if ((rc = store_job_start(st, job->id, &cancel, &err)))
+    if ((rc = store_job_start(st, job->id, &fence, &cancel, &err))) {
+        end = rc == UP_ERR_CONFLICT ? END_SUPERSEDED : END_FAILED;
         goto end;
+    }
     if (cancel) {
         end = END_CANCELLED;
         goto end;
     }
+    log_info("job %s processing (attempt %d)", job->id, job->attempts);
+    events_publish(q->cfg.events, job->id);
 
-    progress_ctx_t pc = {.q = q, .id = job->id, .write_t = mono_s(), .poll_t = mono_s()};
+    progress_ctx_t pc = {.q = q, .id = job->id, .fence = &fence, .write_t = mono_s(), .poll_t = mono_s()};
     upscale_opts_t opts;
     upscale_opts_init(&opts);
     opts.scale = job->scale;
@@ -322,22 +395,27 @@ static void run_job(worker_t *w, job_t *job) {
     opts.abort = &w->abort;
     rc = upscaler_run(up, in, &opts, &out, &err);
     if (rc == UP_ERR_CANCELLED) {
-        /* a cancel request wins over a shutdown: the client asked for it. A stop inside
-         * a tile may come before the poll saw a cancel made elsewhere: look once more. */
+        /* superseded first: the job is another claim's now. A cancel request wins over a
+         * shutdown: the client asked for it. A stop inside a tile may come before the poll
+         * saw a cancel made elsewhere: look once more. */
         int cancelled = pc.cancel || atomic_load(&w->cancelled);
         if (!cancelled) {
             job_t *j = xmalloc(sizeof *j);
             cancelled = store_job_get(st, job->id, j, NULL) == 0 && j->cancel_requested;
             free(j);
         }
-        end = cancelled ? END_CANCELLED : END_REQUEUED;
+        end = pc.superseded || atomic_load(&w->superseded) ? END_SUPERSEDED
+              : cancelled                                  ? END_CANCELLED
+                                                           : END_REQUEUED;
         goto end;
     }
     if (rc)
         goto end;
 
+    /* one name per attempt: a superseded worker can never overwrite or delete the winner's */
     const char *fmt = output_format(job, in);
-    int n = snprintf(job->result_path, sizeof job->result_path, "%s/%s.%s", q->results, job->id, fmt);
+    int n = snprintf(job->result_path, sizeof job->result_path, "%s/%s-a%d.%s", q->results, job->id,
+                     job->attempts, fmt);
     if (n < 0 || (size_t)n >= sizeof job->result_path) {
         rc = up_error_set(&err, UP_ERR_IO, 0, "the result path is too long");
         goto end;
@@ -357,37 +435,55 @@ static void run_job(worker_t *w, job_t *job) {
     job->output_width = out->width;
     job->output_height = out->height;
     job->result_bytes = (long long)sb.st_size;
-    if ((rc = store_job_complete(st, job, q->cfg.retention_s, &err))) {
-        /* cancelled or expired under us, or the store failed: drop the result */
+    if ((rc = store_job_complete(st, job, &fence, q->cfg.retention_s, &err))) {
+        /* superseded, cancelled or failed under us, or the store failed: drop our result */
         remove_file(job->result_path);
-        log_warn("job %s: cannot record the result: %s", job->id, err.msg);
-        end = END_CANCELLED;
-        goto input;
+        log_warn("job %s: cannot record the result of attempt %d: %s", job->id, job->attempts, err.msg);
+        goto refused;
     }
     end = END_COMPLETED;
-    log_info("job %s completed in %.2f s (%dx%d -> %dx%d, %lld bytes)", job->id, mono_s() - t0, in->width,
-             in->height, out->width, out->height, job->result_bytes);
+    events_publish(q->cfg.events, job->id);
+    log_info("job %s completed in %.2f s (%dx%d -> %dx%d, %lld bytes, attempt %d)", job->id, mono_s() - t0,
+             in->width, in->height, out->width, out->height, job->result_bytes, job->attempts);
+    remove_attempt_results(q, job->id, job->attempts, job->attempts);
     goto input;
 
 end:
-    if (end == END_REQUEUED) {
-        if (store_job_requeue(st, job->id, &err) == 0)
+    if (end == END_SUPERSEDED) {
+        rc = UP_ERR_CONFLICT;
+    } else if (end == END_REQUEUED) {
+        if ((rc = store_job_requeue(st, job->id, &fence, &err)) == 0)
             log_info("job %s queued again (the server is stopping)", job->id);
-        goto out; /* keep the input: the job runs again */
-    }
-    if (end == END_CANCELLED) {
-        if (store_job_cancelled(st, job->id, q->cfg.retention_s, &err) == 0)
+        if (rc != UP_ERR_CONFLICT)
+            goto out; /* keep the input: the job runs again */
+    } else if (end == END_CANCELLED) {
+        if ((rc = store_job_cancelled(st, job->id, &fence, q->cfg.retention_s, &err)) == 0)
             log_info("job %s cancelled after %.2f s", job->id, mono_s() - t0);
     } else {
-        log_warn("job %s failed: %s", job->id, err.msg[0] ? err.msg : up_strerror(rc));
-        store_job_fail(st, job->id, err.msg[0] ? err.msg : up_strerror(rc), q->cfg.retention_s, &err);
+        char why[sizeof err.msg];
+        snprintf(why, sizeof why, "%s", err.msg[0] ? err.msg : up_strerror(rc));
+        if ((rc = store_job_fail(st, job->id, &fence, why, q->cfg.retention_s, &err)) == 0)
+            log_warn("job %s failed: %s", job->id, why);
     }
+    if (rc == 0) {
+        remove_attempt_results(q, job->id, job->attempts, 0);
+        events_publish(q->cfg.events, job->id); /* cancelled or failed */
+        goto input;
+    }
+refused:
+    if (rc == UP_ERR_CONFLICT) {
+        log_warn("job %s: attempt %d superseded: left to the claim that took it", job->id, job->attempts);
+        goto out;
+    }
+    if (rc != UP_ERR_INVALID)
+        goto out; /* the store failed: the lease runs out and another attempt runs the job */
+    /* INVALID: the job ended without us (failed or cancelled elsewhere) */
 input:
     /* upscale-service guide: uploaded inputs are deleted when the job ends */
     if (remove_file(job->input_path) == 0)
         store_job_input_deleted(st, job->id, NULL);
 out:
-    set_running(w, NULL);
+    set_running(w, NULL, 0);
     image_free(in);
     image_free(out);
 }
@@ -402,8 +498,9 @@ static void *worker_main(void *arg) {
         pthread_mutex_unlock(&q->mu);
 
         up_error_t err;
-        int rc = store_job_claim(q->st, job, &err);
+        int rc = store_job_claim(q->st, w->id, q->cfg.lease_s, job, &err);
         if (rc == 0) {
+            events_publish(q->cfg.events, job->id);
             run_job(w, job);
             continue;
         }
@@ -415,6 +512,100 @@ static void *worker_main(void *arg) {
         pthread_mutex_unlock(&q->mu);
     }
     free(job);
+    return NULL;
+}
+
+/* ---- leases ---------------------------------------------------------------------- */
+
+/*
+ * Renew the lease of every job this queue's workers hold. A renewal that
+ * finds the claim superseded, or the job cancel-requested, stops the
+ * worker between two layers (if it still runs that claim).
+ */
+static void heartbeat(queue_t *q) {
+    /* stopping: the workers are leaving their jobs (requeued), and a renewal would only race them */
+    for (int i = 0; i < q->cfg.n_workers && !atomic_load(&q->stopping); i++) {
+        worker_t *w = &q->workers[i];
+        char id[40];
+        pthread_mutex_lock(&q->mu);
+        snprintf(id, sizeof id, "%s", w->running);
+        store_fence_t fence = {.worker = w->id, .attempt = w->attempt};
+        pthread_mutex_unlock(&q->mu);
+        if (!id[0])
+            continue;
+        up_error_t err;
+        int cancel = 0;
+        int rc = store_job_heartbeat(q->st, id, &fence, &cancel, &err);
+        if (rc != UP_ERR_CONFLICT && !(rc == 0 && cancel))
+            continue;
+        pthread_mutex_lock(&q->mu);
+        if (strcmp(w->running, id) == 0 && w->attempt == fence.attempt) {
+            atomic_store(rc ? &w->superseded : &w->cancelled, 1);
+            atomic_store(&w->abort, 1);
+        }
+        pthread_mutex_unlock(&q->mu);
+        if (rc)
+            log_warn("%s: stopping the run", err.msg); /* the message names the job and both claims */
+    }
+}
+
+/*
+ * Rescue the jobs whose lease ran out, whichever process held them
+ * (store_jobs_rescue), and finish what the dead worker cannot: the input
+ * and any result of a job that now ended.
+ */
+static void rescue(queue_t *q) {
+    job_t *jobs = xmalloc(RESCUE_BATCH * sizeof *jobs);
+    int n = 0, n_queued = 0;
+    do {
+        up_error_t err;
+        if (store_jobs_rescue(q->st, q->cfg.max_attempts, q->cfg.backoff_s, q->cfg.retention_s, jobs,
+                              RESCUE_BATCH, &n, &err))
+            break;
+        for (int i = 0; i < n; i++) {
+            job_t *j = &jobs[i];
+            events_publish(q->cfg.events, j->id); /* queued again, failed or cancelled */
+            if (j->status == JOB_STATUS_QUEUED) {
+                log_info("job %s queued again: the lease of attempt %d ran out (claimable in %.0f s)", j->id,
+                         j->attempts, j->not_before - now_s());
+                n_queued++;
+                continue;
+            }
+            if (j->status == JOB_STATUS_FAILED)
+                log_warn("job %s failed: %s", j->id, j->error);
+            else
+                log_info("job %s cancelled: the lease of attempt %d ran out", j->id, j->attempts);
+            remove_attempt_results(q, j->id, j->attempts, 0);
+            if (remove_file(j->input_path) == 0)
+                store_job_input_deleted(q->st, j->id, NULL);
+        }
+    } while (n == RESCUE_BATCH && !atomic_load(&q->stopping));
+    free(jobs);
+    if (n_queued)
+        queue_notify(q);
+}
+
+static void *keeper_main(void *arg) {
+    queue_t *q = arg;
+    double next_beat = mono_s() + q->cfg.heartbeat_s, next_rescue = mono_s() + RESCUE_POLL_S;
+    pthread_mutex_lock(&q->mu);
+    while (!atomic_load(&q->stopping)) {
+        pthread_mutex_unlock(&q->mu);
+        double t = mono_s();
+        if (t >= next_beat) {
+            heartbeat(q);
+            next_beat = t + q->cfg.heartbeat_s;
+        }
+        if (t >= next_rescue) {
+            rescue(q);
+            next_rescue = t + RESCUE_POLL_S;
+        }
+        double wait = (next_beat < next_rescue ? next_beat : next_rescue) - mono_s();
+        pthread_mutex_lock(&q->mu);
+        if (!atomic_load(&q->stopping) && wait > 0)
+            timed_wait(&q->sweep_cond, &q->mu, wait);
+    }
+    pthread_mutex_unlock(&q->mu);
     return NULL;
 }
 
@@ -434,6 +625,7 @@ static void sweep(queue_t *q) {
                 continue;
             if (store_job_expire(q->st, jobs[i].id, &err) == 0) {
                 n_done++;
+                events_publish(q->cfg.events, jobs[i].id);
                 if (jobs[i].status == JOB_STATUS_COMPLETED)
                     log_info("job %s expired (result not downloaded)", jobs[i].id);
                 else
@@ -482,6 +674,16 @@ int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_
         q->cfg.retention_s = 0;
     if (q->cfg.sweep_interval_s <= 0)
         q->cfg.sweep_interval_s = 10;
+    if (q->cfg.backoff_s < 0)
+        q->cfg.backoff_s = 0;
+    if (!(q->cfg.heartbeat_s > 0 && q->cfg.heartbeat_s < q->cfg.lease_s)) {
+        rc = up_error_set(err, UP_ERR_INVALID, 0,
+                          "the heartbeat (%g s) must be over 0 and under the lease (%g s): a lease renewed "
+                          "less often than it lasts runs out under a live worker",
+                          q->cfg.heartbeat_s, q->cfg.lease_s);
+        free(q);
+        return rc;
+    }
     q->threads_per_worker = q->cfg.threads_per_worker;
     if (q->threads_per_worker <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -496,15 +698,6 @@ int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_
     }
     remove_stale_temporaries(q->results);
 
-    int n_requeued = 0, n_failed = 0;
-    if ((rc = store_jobs_recover(st, q->cfg.max_attempts, q->cfg.retention_s, &n_requeued, &n_failed, err))) {
-        free(q);
-        return rc;
-    }
-    if (n_requeued || n_failed)
-        log_info("recovered jobs left processing: %d queued again, %d failed after %d attempts", n_requeued,
-                 n_failed, q->cfg.max_attempts);
-
     pthread_mutex_init(&q->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -515,12 +708,23 @@ int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_
     atomic_init(&q->stopping, 0);
 
     q->workers = xcalloc((size_t)q->cfg.n_workers, sizeof *q->workers);
+    char host[64] = "", rnd[37];
+    if (gethostname(host, sizeof host - 1) != 0 || !host[0])
+        snprintf(host, sizeof host, "localhost");
+    uuid_v4(rnd); /* one per queue: its first 8 hex digits tell this process from an earlier one */
     for (int i = 0; i < q->cfg.n_workers; i++) {
         worker_t *w = &q->workers[i];
         w->q = q;
         w->index = i;
+        snprintf(w->id, sizeof w->id, "%s:%ld:%d:%.8s", host, (long)getpid(), i, rnd);
         atomic_init(&w->abort, 0);
         atomic_init(&w->cancelled, 0);
+        atomic_init(&w->superseded, 0);
+    }
+    /* jobs whose process died: before the workers start, so they run again at once */
+    rescue(q);
+    for (int i = 0; i < q->cfg.n_workers; i++) {
+        worker_t *w = &q->workers[i];
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             rc = up_error_set(err, UP_ERR_IO, 0, "cannot start worker thread %d", i);
             goto fail;
@@ -532,8 +736,14 @@ int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_
         goto fail;
     }
     q->sweeper_started = 1;
-    log_info("job queue: %d worker(s) x %d threads (%s), retention %.0f s", q->cfg.n_workers,
-             q->threads_per_worker, nn_backend_name(q->cfg.backend), q->cfg.retention_s);
+    if (pthread_create(&q->keeper, NULL, keeper_main, q) != 0) {
+        rc = up_error_set(err, UP_ERR_IO, 0, "cannot start the lease keeper");
+        goto fail;
+    }
+    q->keeper_started = 1;
+    log_info("job queue: %d worker(s) x %d threads (%s), retention %.0f s, lease %g s renewed every %g s",
+             q->cfg.n_workers, q->threads_per_worker, nn_backend_name(q->cfg.backend), q->cfg.retention_s,
+             q->cfg.lease_s, q->cfg.heartbeat_s);
     *out = q;
     return UP_OK;
 fail:
@@ -572,6 +782,8 @@ void queue_stop(queue_t *q) {
     }
     if (q->sweeper_started)
         pthread_join(q->sweeper, NULL);
+    if (q->keeper_started)
+        pthread_join(q->keeper, NULL);
     free(q->workers);
     pthread_cond_destroy(&q->work_cond);
     pthread_cond_destroy(&q->sweep_cond);
@@ -592,6 +804,7 @@ int queue_job_cancel(queue_t *q, const char *id, job_status_t *was, up_error_t *
             store_job_input_deleted(q->st, id, NULL);
         free(j);
         log_info("job %s cancelled while queued", id);
+        events_publish(q->cfg.events, id);
     } else if (rc == 0) {
         /* run by a worker of ours: it stops between two layers; else (another process
          * runs it, or it is between claim and start) the next poll or start sees it */

@@ -4,10 +4,18 @@
  * and a sweeper thread that enforces retention.
  *
  * Files (all under the data folder): uploads/<id>.<ext> (the input, written
- * by the HTTP layer before store_job_insert), results/<id>.<ext> (written to
- * a temporary name, renamed when complete). The upscale-service guide's data
+ * by the HTTP layer before store_job_insert), results/<id>-a<attempt>.<ext>
+ * (written to a temporary name, renamed when complete; one name per
+ * attempt, so a worker that lost its claim never touches the file of the
+ * one that won). The upscale-service guide's data
  * policy: inputs are deleted when the job ends, a result right after a
  * complete download, anything else retention_s after the job finished.
+ *
+ * Several processes may share one data folder (and so one store): each
+ * claim has an owner and a lease that the owner renews every heartbeat_s;
+ * a job whose lease ran out (its process died) is queued again by whichever
+ * queue notices first, and a worker whose claim was superseded stops and
+ * writes nothing more about the job (store.h, "Claims and leases").
  *
  * Thread safety: all functions may be called from any thread.
  */
@@ -15,18 +23,23 @@
 #define UPRES_QUEUE_QUEUE_H
 
 #include "nn/nn.h"
+#include "queue/events.h"
 #include "store/store.h"
 #include "upscale/upscale.h"
 
 typedef struct queue_config {
-    const char *data_dir;                 /* borrowed */
-    const upscale_registry_t *registry;   /* borrowed, outlives the queue */
-    int n_workers;                        /* default 1 */
-    int threads_per_worker;               /* 0 = all cores / n_workers */
-    nn_backend_kind_t backend;            /* default NN_BACKEND_DNNL */
-    double retention_s;                   /* default 900 (15 minutes) */
-    double sweep_interval_s;              /* default 10 */
-    int max_attempts;                     /* default 3 */
+    const char *data_dir;               /* borrowed */
+    const upscale_registry_t *registry; /* borrowed, outlives the queue */
+    events_t *events;                   /* borrowed: each change of a job is published there; NULL = none */
+    int n_workers;                      /* default 1 */
+    int threads_per_worker;             /* 0 = all cores / n_workers */
+    nn_backend_kind_t backend;          /* default NN_BACKEND_DNNL */
+    double retention_s;                 /* default 900 (15 minutes) */
+    double sweep_interval_s;            /* default 10 */
+    int max_attempts;                   /* default 3: claims of one job before it fails */
+    double lease_s;     /* default 30: a claim is the worker's this long unless renewed, seconds */
+    double heartbeat_s; /* default 10: running jobs' leases are renewed this often; under lease_s */
+    double backoff_s;   /* default 2: a job whose lease ran out waits backoff_s x attempts */
     unsigned long long max_input_pixels;  /* 0 = no limit; default upscale_max_input_pixels() */
     unsigned long long max_output_pixels; /* 0 = no limit; default as upscale_opts_init */
     size_t tile_memory;                   /* bytes for automatic tiles, 0 = default */
@@ -42,8 +55,10 @@ void queue_config_init(queue_config_t *cfg);
 typedef struct queue queue_t;
 
 /*
- * Recover jobs left processing by a previous process (store_jobs_recover),
- * then start the workers and the sweeper. *out is new (queue_stop).
+ * Rescue jobs whose lease ran out (store_jobs_rescue: a previous process
+ * died), then start the workers, the sweeper and the lease keeper. Jobs
+ * that another live process runs are left alone. UP_ERR_INVALID when
+ * heartbeat_s is not above 0 and under lease_s. *out is new (queue_stop).
  */
 int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_t *err);
 

@@ -21,9 +21,20 @@
  * makes few writes (insert, claim, start, progress at most a few per
  * second, complete), so the extra fsync costs little.
  *
- * Order: claim takes the queued job with the smallest (created_at, seq);
- * seq is the rowid, which is insertion order (AUTOINCREMENT: never reused,
- * so a listing cursor stays valid).
+ * Order: claim takes the queued job with the smallest (created_at, seq)
+ * whose not_before has passed; seq is the rowid, which is insertion order
+ * (AUTOINCREMENT: never reused, so a listing cursor stays valid).
+ *
+ * Claims: the claim writes the worker id, the lease (lease_s, lease_until)
+ * and counts the attempt in the row. Every write a worker makes reads
+ * (status, attempts, worker) in its BEGIN IMMEDIATE transaction and runs
+ * only when (worker, attempts) is still its fence, so the check and the
+ * write are one step for every process on the file: a superseded worker
+ * gets UP_ERR_CONFLICT and changes nothing. A rescue or a requeue clears
+ * the worker, so the old holder is refused even before anyone claims the
+ * job again. Times are each process's wall clock: the processes sharing a
+ * file share a machine (or NTP-synchronised clocks), and a lease is long
+ * against any skew.
  *
  * Charges: a job row carries its own charge (credits, refunded); there is
  * no ledger table. A key's usage in a period is the sum of the credits of
@@ -39,9 +50,12 @@
  * and a concurrent charge never lose each other's change.
  *
  * Schema version: PRAGMA user_version (SCHEMA_VERSION below). Version 1
- * (jobs only) and 2 (accounts) are migrated in place to version 3
- * (Idempotency-Key answers, a job's colour setting) at open, in the
- * transaction that checks the version. A database made by a newer upres is
+ * (jobs only), 2 (accounts) and 3 (Idempotency-Key answers, a job's
+ * colour setting) are migrated in place to version 4 (claims: worker,
+ * lease, backoff) at open, in the transaction that checks the version. A
+ * job a version-3 upres left claimed or processing has no lease
+ * (lease_until 0): the first rescue takes it, as the start-up recovery
+ * did. A database made by a newer upres is
  * refused rather than misread.
  */
 #include "store/store.h"
@@ -61,7 +75,7 @@
 #include "core/text.h"
 #include "core/xmalloc.h"
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 #define IDEM_KEEP_S 86400.0 /* an Idempotency-Key's answer is replayed for 24 hours */
 #define BUSY_TIMEOUT_MS 10000
 
@@ -140,7 +154,11 @@ static const char schema_sql[] =
     " credits INTEGER NOT NULL DEFAULT 0,"  /* charged at insert */
     " refunded INTEGER NOT NULL DEFAULT 0," /* 1 once the charge was given back */
     " keep_s REAL NOT NULL DEFAULT 0,"      /* the result is kept at least this long; 0 = the retention */
-    " colour TEXT NOT NULL DEFAULT ''"      /* '' = the server's default, 'srgb', 'keep' */
+    " colour TEXT NOT NULL DEFAULT '',"     /* '' = the server's default, 'srgb', 'keep' */
+    " worker TEXT NOT NULL DEFAULT '',"     /* the current claim's worker id, '' = none */
+    " lease_s REAL NOT NULL DEFAULT 0,"     /* its lease length, seconds */
+    " lease_until REAL NOT NULL DEFAULT 0," /* its lease end, Unix seconds; 0 = none */
+    " not_before REAL NOT NULL DEFAULT 0"   /* a queued job is not claimed before this */
     ");"
     "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, created_at, seq);"
     "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;" ACCOUNTS_SQL
@@ -158,12 +176,19 @@ static const char migrate_v2_sql[] =
 /* Version 2 -> 3. */
 static const char migrate_v3_sql[] = "ALTER TABLE jobs ADD COLUMN colour TEXT NOT NULL DEFAULT '';" IDEMPOTENCY_SQL;
 
+/* Version 3 -> 4: claims with an owner and a lease. */
+static const char migrate_v4_sql[] = "ALTER TABLE jobs ADD COLUMN worker TEXT NOT NULL DEFAULT '';"
+                                     "ALTER TABLE jobs ADD COLUMN lease_s REAL NOT NULL DEFAULT 0;"
+                                     "ALTER TABLE jobs ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;"
+                                     "ALTER TABLE jobs ADD COLUMN not_before REAL NOT NULL DEFAULT 0;";
+
 /* Every job read returns these columns in this order (see read_row). */
 #define JOB_COLUMNS                                                                                          \
     "seq, id, status, progress, attempts, cancel_requested, model, model_alias, scale, format, quality,"     \
     " tile, input_path, input_name, input_format, input_width, input_height, input_bytes,"                   \
     " result_path, result_format, output_width, output_height, result_bytes,"                                \
-    " created_at, started_at, completed_at, expires_at, error, owner, tier, credits, refunded, keep_s, colour"
+    " created_at, started_at, completed_at, expires_at, error, owner, tier, credits, refunded, keep_s,"      \
+    " colour, worker, lease_s, lease_until, not_before"
 
 /* Every key read returns these columns in this order (see read_key). */
 #define KEY_COLUMNS "id, name, prefix, hash, tier, quota, credits, created_at, last_used_at, revoked_at"
@@ -182,20 +207,22 @@ enum {
     S_COMMIT,
     S_ROLLBACK,
     S_INSERT,
-    S_STATUS,      /* status, cancel_requested, attempts of one id */
-    S_NEXT_QUEUED, /* seq of the oldest queued job */
+    S_STATUS,      /* status, cancel_requested, attempts, worker of one id */
+    S_NEXT_QUEUED, /* seq of the oldest claimable queued job */
     S_CLAIM,
     S_START,
     S_PROGRESS,
+    S_HEARTBEAT,
     S_COMPLETE,
     S_FAIL,
     S_CANCEL_QUEUED,
     S_CANCEL_REQUEST,
     S_CANCELLED,
     S_REQUEUE,
-    S_RECOVER_REFUND,
-    S_RECOVER_FAIL,
-    S_RECOVER_REQUEUE,
+    S_LAPSED, /* seqs of held jobs whose lease ran out */
+    S_RESCUE_CANCEL,
+    S_RESCUE_FAIL,
+    S_RESCUE_REQUEUE,
     S_DOWNLOADED,
     S_EXPIRE,
     S_INPUT_DELETED,
@@ -226,6 +253,7 @@ enum {
     R_KEY_LIST,
     R_USAGE,
     R_IDEM_GET,
+    R_LAPSED, /* is there a held job whose lease ran out? */
     N_RSTMT
 };
 
@@ -239,43 +267,47 @@ static const char *const wsql[N_WSTMT] = {
                  " input_height, input_bytes, created_at, model_alias, owner, tier, credits, keep_s, colour)"
                  " VALUES (?1, 0, 0, 0, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
                  " ?14, ?15, ?16, ?17, ?18, ?19)",
-    [S_STATUS] = "SELECT status, cancel_requested, attempts FROM jobs WHERE id = ?1",
-    [S_NEXT_QUEUED] = "SELECT seq FROM jobs WHERE status = 0 ORDER BY created_at, seq LIMIT 1",
+    [S_STATUS] = "SELECT status, cancel_requested, attempts, worker FROM jobs WHERE id = ?1",
+    [S_NEXT_QUEUED] =
+        "SELECT seq FROM jobs WHERE status = 0 AND not_before <= ?1 ORDER BY created_at, seq LIMIT 1",
     [S_CLAIM] = "UPDATE jobs SET status = 6, attempts = attempts + 1, started_at = ?2, progress = 0,"
-                " cancel_requested = 0 WHERE seq = ?1 AND status = 0",
-    /* a job cancelled while claimed stays claimed: store_job_cancelled then refunds it */
-    [S_START] = "UPDATE jobs SET status = 1 WHERE id = ?1 AND cancel_requested = 0",
-    [S_PROGRESS] = "UPDATE jobs SET progress = ?2 WHERE id = ?1",
-    [S_COMPLETE] = "UPDATE jobs SET status = 2, progress = 100, result_path = ?2, result_format = ?3,"
-                   " output_width = ?4, output_height = ?5, result_bytes = ?6, completed_at = ?7,"
-                   " expires_at = max(?8, ?7 + keep_s), cancel_requested = 0 WHERE id = ?1",
-    [S_FAIL] = "UPDATE jobs SET status = 3, error = ?2, completed_at = ?3, expires_at = ?4,"
-               " cancel_requested = 0 WHERE id = ?1",
+                " cancel_requested = 0, worker = ?3, lease_s = ?4, lease_until = ?2 + ?4, not_before = 0"
+                " WHERE seq = ?1 AND status = 0",
+    /* every write of the holder renews its lease (?2 = now); a job cancelled while claimed stays
+     * claimed: store_job_cancelled then refunds it */
+    [S_START] =
+        "UPDATE jobs SET status = 1, lease_until = ?2 + lease_s WHERE id = ?1 AND cancel_requested = 0",
+    [S_PROGRESS] = "UPDATE jobs SET progress = ?3, lease_until = ?2 + lease_s WHERE id = ?1",
+    [S_HEARTBEAT] = "UPDATE jobs SET lease_until = ?2 + lease_s WHERE id = ?1",
+    /* an ended job keeps its last worker (who ran it) but no lease */
+    [S_COMPLETE] = "UPDATE jobs SET status = 2, progress = 100, result_path = ?3, result_format = ?4,"
+                   " output_width = ?5, output_height = ?6, result_bytes = ?7, completed_at = ?2,"
+                   " expires_at = max(?8, ?2 + keep_s), cancel_requested = 0, lease_until = 0 WHERE id = ?1",
+    [S_FAIL] = "UPDATE jobs SET status = 3, error = ?3, completed_at = ?2, expires_at = ?4,"
+               " cancel_requested = 0, lease_until = 0 WHERE id = ?1",
     /* nothing to keep: the input is due for deletion at once */
     [S_CANCEL_QUEUED] = "UPDATE jobs SET status = 4, completed_at = ?2, expires_at = ?2 WHERE id = ?1",
     [S_CANCEL_REQUEST] = "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1",
     [S_CANCELLED] = "UPDATE jobs SET status = 4, completed_at = ?2, expires_at = ?2 + ?3,"
-                    " cancel_requested = 0 WHERE id = ?1",
-    [S_REQUEUE] = "UPDATE jobs SET status = 0, progress = 0, started_at = 0,"
-                  " attempts = max(attempts - 1, 0), cancel_requested = 0 WHERE id = ?1",
+                    " cancel_requested = 0, lease_until = 0 WHERE id = ?1",
+    [S_REQUEUE] = "UPDATE jobs SET status = 0, progress = 0, started_at = 0, attempts = max(attempts - 1, 0),"
+                  " cancel_requested = 0, worker = '', lease_until = 0, not_before = 0 WHERE id = ?1",
     /*
-     * Recovery refunds set-wise: first every owner that keeps a balance gets
-     * back the unrefunded charges of its jobs about to fail, then
-     * S_RECOVER_FAIL fails those jobs and marks the charges refunded. Same
-     * rule as S_REFUND_MARK / S_REFUND_CREDIT, in this order.
+     * Rescue: ?1 = now. Each statement is masked by status and lease as the
+     * finder is, so a job renewed in between (another connection cannot
+     * write inside our BEGIN IMMEDIATE, but the rule costs nothing) is left.
      */
-    [S_RECOVER_REFUND] = "UPDATE keys SET credits = credits + (SELECT sum(credits) FROM jobs"
-                         " WHERE owner = keys.id AND status IN (1, 6) AND attempts >= ?1"
-                         " AND credits > 0 AND refunded = 0)"
-                         " WHERE credits >= 0 AND id IN (SELECT owner FROM jobs WHERE status IN (1, 6)"
-                         " AND attempts >= ?1 AND credits > 0 AND refunded = 0)",
-    [S_RECOVER_FAIL] =
-        "UPDATE jobs SET status = 3, completed_at = ?2, expires_at = ?2 + ?3, cancel_requested = 0,"
-        " refunded = max(refunded, credits > 0),"
-        " error = 'the server stopped while processing this job ' || attempts || ' times'"
-        " WHERE status IN (1, 6) AND attempts >= ?1",
-    [S_RECOVER_REQUEUE] = "UPDATE jobs SET status = 0, progress = 0, started_at = 0,"
-                          " cancel_requested = 0 WHERE status IN (1, 6)",
+    [S_LAPSED] = "SELECT seq FROM jobs WHERE status IN (1, 6) AND lease_until < ?1 ORDER BY seq LIMIT ?2",
+    [S_RESCUE_CANCEL] =
+        "UPDATE jobs SET status = 4, completed_at = ?1, expires_at = ?1 + ?3, cancel_requested = 0,"
+        " worker = '', lease_until = 0 WHERE seq = ?2 AND status IN (1, 6) AND lease_until < ?1",
+    [S_RESCUE_FAIL] =
+        "UPDATE jobs SET status = 3, completed_at = ?1, expires_at = ?1 + ?3, cancel_requested = 0,"
+        " error = 'the worker running this job stopped (its lease ran out) ' || attempts || ' times',"
+        " worker = '', lease_until = 0 WHERE seq = ?2 AND status IN (1, 6) AND lease_until < ?1",
+    [S_RESCUE_REQUEUE] = "UPDATE jobs SET status = 0, progress = 0, started_at = 0, cancel_requested = 0,"
+                         " worker = '', lease_until = 0, not_before = ?1 + ?3 * attempts"
+                         " WHERE seq = ?2 AND status IN (1, 6) AND lease_until < ?1",
     [S_DOWNLOADED] = "UPDATE jobs SET status = 5, result_path = '' WHERE id = ?1",
     /* failed and cancelled jobs keep their status (and error): only a result expires */
     [S_EXPIRE] = "UPDATE jobs SET input_path = '', result_path = '',"
@@ -328,6 +360,7 @@ static const char *const rsql[N_RSTMT] = {
     [R_USAGE] = USAGE_SQL,
     [R_IDEM_GET] = "SELECT request_hash, status, body, job_id, created_at FROM idempotency"
                    " WHERE scope = ?1 AND key = ?2 AND created_at >= ?3",
+    [R_LAPSED] = "SELECT 1 FROM jobs WHERE status IN (1, 6) AND lease_until < ?1 LIMIT 1",
 };
 
 struct store {
@@ -405,6 +438,10 @@ static void read_row(sqlite3_stmt *s, job_t *j) {
     j->refunded = sqlite3_column_int(s, c++);
     j->keep_s = sqlite3_column_double(s, c++);
     copy_text(j->colour, sizeof j->colour, s, c++);
+    copy_text(j->worker, sizeof j->worker, s, c++);
+    j->lease_s = sqlite3_column_double(s, c++);
+    j->lease_until = sqlite3_column_double(s, c++);
+    j->not_before = sqlite3_column_double(s, c++);
 }
 
 static void read_key(sqlite3_stmt *s, api_key_t *k) {
@@ -469,15 +506,24 @@ static int tx_end(store_t *st, int rc, up_error_t *err) {
     return tx_commit(st, err);
 }
 
-/* Inside a write transaction: status of id, or UP_ERR_NOT_FOUND. */
-static int job_status(store_t *st, const char *id, job_status_t *status, int *cancel, up_error_t *err) {
+/* What a write transaction reads of a job before it writes (S_STATUS). */
+typedef struct job_state {
+    job_status_t status;
+    int cancel; /* cancel_requested */
+    int attempts;
+    char worker[128]; /* the current claim's worker id, "" = none */
+} job_state_t;
+
+/* Inside a write transaction: the state of id into *js, or UP_ERR_NOT_FOUND. */
+static int job_state(store_t *st, const char *id, job_state_t *js, up_error_t *err) {
     sqlite3_stmt *s = st->wstmt[S_STATUS];
     bind_text(s, 1, id);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
-        *status = (job_status_t)sqlite3_column_int(s, 0);
-        if (cancel)
-            *cancel = sqlite3_column_int(s, 1);
+        js->status = (job_status_t)sqlite3_column_int(s, 0);
+        js->cancel = sqlite3_column_int(s, 1);
+        js->attempts = sqlite3_column_int(s, 2);
+        copy_text(js->worker, sizeof js->worker, s, 3);
         done(s);
         return UP_OK;
     }
@@ -485,6 +531,23 @@ static int job_status(store_t *st, const char *id, job_status_t *status, int *ca
     if (rc == SQLITE_DONE)
         return up_error_set(err, UP_ERR_NOT_FOUND, 0, "no job %s", id);
     return db_error(st->w, err, "cannot read a job");
+}
+
+/*
+ * UP_ERR_CONFLICT unless fence (NULL: not fenced) is the job's current
+ * claim. The message names both claims, for the log of the loser.
+ */
+static int check_fence(const char *id, const job_state_t *js, const store_fence_t *fence, up_error_t *err) {
+    if (!fence || (js->attempts == fence->attempt && fence->worker && strcmp(js->worker, fence->worker) == 0))
+        return UP_OK;
+    if (!js->worker[0])
+        return up_error_set(
+            err, UP_ERR_CONFLICT, 0,
+            "job %s: attempt %d of worker %s was superseded: the job is %s, held by no worker", id,
+            fence->attempt, fence->worker ? fence->worker : "?", job_status_name(js->status));
+    return up_error_set(err, UP_ERR_CONFLICT, 0,
+                        "job %s: attempt %d of worker %s was superseded by attempt %d of worker %s", id,
+                        fence->attempt, fence->worker ? fence->worker : "?", js->attempts, js->worker);
 }
 
 /*
@@ -555,12 +618,14 @@ static int init_schema(sqlite3 *db, const char *path, up_error_t *err) {
         if (version == 0) {
             rc = exec_sql(db, schema_sql, err);
         } else {
-            assert(version == 1 || version == 2);
+            assert(version >= 1 && version <= 3);
             log_info("job store: %s: migrating schema version %d to %d", path, version, SCHEMA_VERSION);
             if (version == 1)
                 rc = exec_sql(db, migrate_v2_sql, err);
-            if (!rc)
+            if (!rc && version <= 2)
                 rc = exec_sql(db, migrate_v3_sql, err);
+            if (!rc)
+                rc = exec_sql(db, migrate_v4_sql, err);
         }
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
@@ -830,13 +895,31 @@ int store_idem_get(store_t *st, const char *scope, const char *key, store_idem_t
 
 /* ---- job transitions ----------------------------------------------------------- */
 
-int store_job_claim(store_t *st, job_t *out, up_error_t *err) {
-    assert(st && out);
+/* Inside a write transaction: the job with this seq into *out. */
+static int read_seq(store_t *st, sqlite3_int64 seq, job_t *out, const char *what, up_error_t *err) {
+    sqlite3_stmt *s = st->wstmt[S_W_GET_SEQ];
+    sqlite3_bind_int64(s, 1, seq);
+    int src = sqlite3_step(s);
+    if (src == SQLITE_ROW)
+        read_row(s, out);
+    done(s);
+    return src == SQLITE_ROW ? UP_OK : db_error(st->w, err, what);
+}
+
+int store_job_claim(store_t *st, const char *worker, double lease_s, job_t *out, up_error_t *err) {
+    assert(st && worker && out);
+    if (!worker[0] || strlen(worker) >= sizeof out->worker || !(lease_s > 0))
+        return up_error_set(err, UP_ERR_INVALID, 0,
+                            "job store: a claim needs a worker id (1 to %zu bytes) "
+                            "and a lease over 0 s",
+                            sizeof out->worker - 1);
+    double now = now_s();
     pthread_mutex_lock(&st->wmu);
     int rc = tx_begin(st, err);
     if (rc)
         goto out;
     sqlite3_stmt *s = st->wstmt[S_NEXT_QUEUED];
+    sqlite3_bind_double(s, 1, now);
     int src = sqlite3_step(s);
     sqlite3_int64 seq = src == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
     done(s);
@@ -850,17 +933,12 @@ int store_job_claim(store_t *st, job_t *out, up_error_t *err) {
     }
     s = st->wstmt[S_CLAIM];
     sqlite3_bind_int64(s, 1, seq);
-    sqlite3_bind_double(s, 2, now_s());
+    sqlite3_bind_double(s, 2, now);
+    bind_text(s, 3, worker);
+    sqlite3_bind_double(s, 4, lease_s);
     if ((rc = exec_stmt(st, S_CLAIM, "cannot claim a job", err)))
         goto end;
-    s = st->wstmt[S_W_GET_SEQ];
-    sqlite3_bind_int64(s, 1, seq);
-    src = sqlite3_step(s);
-    if (src == SQLITE_ROW)
-        read_row(s, out);
-    done(s);
-    if (src != SQLITE_ROW)
-        rc = db_error(st->w, err, "cannot read the claimed job");
+    rc = read_seq(st, seq, out, "cannot read the claimed job", err);
 end:
     rc = tx_end(st, rc, err);
 out:
@@ -877,31 +955,38 @@ typedef struct transition {
 } transition_t;
 
 /*
- * Run transition t on id: UP_ERR_NOT_FOUND for an unknown id, UP_ERR_INVALID
- * (with *was set) when the job's status is not in t->allowed. The statement
- * has ?1 = id; the caller bound its other parameters before the call (they
- * are cleared on every path). *cancel gets cancel_requested as it was before.
+ * Run transition t on id: UP_ERR_NOT_FOUND for an unknown id,
+ * UP_ERR_CONFLICT when fence (NULL: not fenced) is not the job's current
+ * claim, UP_ERR_INVALID (with *was set) when the job's status is not in
+ * t->allowed. The statement has ?1 = id and ?2 = now; the caller bound its
+ * other parameters before the call (they are cleared on every path).
+ * *cancel gets cancel_requested as it was before.
  */
-static int transition(store_t *st, const char *id, const transition_t *t, job_status_t *was, int *cancel,
-                      up_error_t *err) {
+static int transition(store_t *st, const char *id, const store_fence_t *fence, const transition_t *t,
+                      job_status_t *was, int *cancel, up_error_t *err) {
     sqlite3_stmt *s = st->wstmt[t->stmt];
-    job_status_t status = JOB_STATUS_QUEUED;
+    job_state_t js;
     int rc = tx_begin(st, err);
     if (rc)
         goto fail;
-    if ((rc = job_status(st, id, &status, cancel, err)))
+    if ((rc = job_state(st, id, &js, err)))
         goto end;
     if (was)
-        *was = status;
-    if (!(t->allowed & BIT(status))) {
-        rc = up_error_set(err, UP_ERR_INVALID, 0, "job %s is %s: cannot %s it", id, job_status_name(status),
-                          t->what);
+        *was = js.status;
+    if (cancel)
+        *cancel = js.cancel;
+    if ((rc = check_fence(id, &js, fence, err)))
+        goto end;
+    if (!(t->allowed & BIT(js.status))) {
+        rc = up_error_set(err, UP_ERR_INVALID, 0, "job %s is %s: cannot %s it", id,
+                          job_status_name(js.status), t->what);
         goto end;
     }
     bind_text(s, 1, id);
+    sqlite3_bind_double(s, 2, now_s());
     if ((rc = exec_stmt(st, t->stmt, t->what, err)))
         goto end;
-    if (t->refund_from & BIT(status))
+    if (t->refund_from & BIT(js.status))
         rc = refund(st, id, err);
 end:
     rc = tx_end(st, rc, err);
@@ -910,20 +995,21 @@ fail:
     return rc;
 }
 
-int store_job_start(store_t *st, const char *id, int *cancel, up_error_t *err) {
-    assert(st && id);
+int store_job_start(store_t *st, const char *id, const store_fence_t *fence, int *cancel, up_error_t *err) {
+    assert(st && id && fence);
     static const transition_t t = {.stmt = S_START, .allowed = BIT(JOB_STATUS_CLAIMED), .what = "start"};
     int c = 0;
     pthread_mutex_lock(&st->wmu);
-    int rc = transition(st, id, &t, NULL, &c, err);
+    int rc = transition(st, id, fence, &t, NULL, &c, err);
     pthread_mutex_unlock(&st->wmu);
     if (cancel)
         *cancel = c;
     return rc;
 }
 
-int store_job_progress(store_t *st, const char *id, int progress, int *cancel, up_error_t *err) {
-    assert(st && id);
+int store_job_progress(store_t *st, const char *id, const store_fence_t *fence, int progress, int *cancel,
+                       up_error_t *err) {
+    assert(st && id && fence);
     static const transition_t t = {
         .stmt = S_PROGRESS, .allowed = BIT(JOB_STATUS_PROCESSING), .what = "report progress of"};
     if (progress < 0)
@@ -932,72 +1018,85 @@ int store_job_progress(store_t *st, const char *id, int progress, int *cancel, u
         progress = 100;
     int c = 0;
     pthread_mutex_lock(&st->wmu);
-    sqlite3_bind_int(st->wstmt[S_PROGRESS], 2, progress);
-    int rc = transition(st, id, &t, NULL, &c, err);
+    sqlite3_bind_int(st->wstmt[S_PROGRESS], 3, progress);
+    int rc = transition(st, id, fence, &t, NULL, &c, err);
     pthread_mutex_unlock(&st->wmu);
     if (cancel)
         *cancel = c;
     return rc;
 }
 
-int store_job_complete(store_t *st, const job_t *job, double retention_s, up_error_t *err) {
-    assert(st && job);
+int store_job_heartbeat(store_t *st, const char *id, const store_fence_t *fence, int *cancel,
+                        up_error_t *err) {
+    assert(st && id && fence);
+    static const transition_t t = {.stmt = S_HEARTBEAT,
+                                   .allowed = BIT(JOB_STATUS_CLAIMED) | BIT(JOB_STATUS_PROCESSING),
+                                   .what = "renew the lease of"};
+    int c = 0;
+    pthread_mutex_lock(&st->wmu);
+    int rc = transition(st, id, fence, &t, NULL, &c, err);
+    pthread_mutex_unlock(&st->wmu);
+    if (cancel)
+        *cancel = c;
+    return rc;
+}
+
+int store_job_complete(store_t *st, const job_t *job, const store_fence_t *fence, double retention_s,
+                       up_error_t *err) {
+    assert(st && job && fence);
     static const transition_t t = {
         .stmt = S_COMPLETE, .allowed = BIT(JOB_STATUS_PROCESSING), .what = "complete"};
-    double now = now_s();
     pthread_mutex_lock(&st->wmu);
     sqlite3_stmt *s = st->wstmt[S_COMPLETE];
-    bind_text(s, 2, job->result_path);
-    bind_text(s, 3, job->result_format);
-    sqlite3_bind_int(s, 4, job->output_width);
-    sqlite3_bind_int(s, 5, job->output_height);
-    sqlite3_bind_int64(s, 6, job->result_bytes);
-    sqlite3_bind_double(s, 7, now);
-    sqlite3_bind_double(s, 8, now + retention_s);
-    int rc = transition(st, job->id, &t, NULL, NULL, err);
+    bind_text(s, 3, job->result_path);
+    bind_text(s, 4, job->result_format);
+    sqlite3_bind_int(s, 5, job->output_width);
+    sqlite3_bind_int(s, 6, job->output_height);
+    sqlite3_bind_int64(s, 7, job->result_bytes);
+    sqlite3_bind_double(s, 8, now_s() + retention_s);
+    int rc = transition(st, job->id, fence, &t, NULL, NULL, err);
     pthread_mutex_unlock(&st->wmu);
     return rc;
 }
 
-int store_job_fail(store_t *st, const char *id, const char *message, double retention_s, up_error_t *err) {
+int store_job_fail(store_t *st, const char *id, const store_fence_t *fence, const char *message,
+                   double retention_s, up_error_t *err) {
     assert(st && id);
     /* a queued job may fail too (e.g. its input vanished before a worker took it) */
     enum { LIVE = BIT(JOB_STATUS_QUEUED) | BIT(JOB_STATUS_CLAIMED) | BIT(JOB_STATUS_PROCESSING) };
     static const transition_t t = {.stmt = S_FAIL, .allowed = LIVE, .refund_from = LIVE, .what = "fail"};
-    double now = now_s();
     pthread_mutex_lock(&st->wmu);
     sqlite3_stmt *s = st->wstmt[S_FAIL];
-    bind_text(s, 2, message && *message ? message : "unknown error");
-    sqlite3_bind_double(s, 3, now);
-    sqlite3_bind_double(s, 4, now + retention_s);
-    int rc = transition(st, id, &t, NULL, NULL, err);
+    bind_text(s, 3, message && *message ? message : "unknown error");
+    sqlite3_bind_double(s, 4, now_s() + retention_s);
+    int rc = transition(st, id, fence, &t, NULL, NULL, err);
     pthread_mutex_unlock(&st->wmu);
     return rc;
 }
 
 int store_job_cancel(store_t *st, const char *id, job_status_t *was, up_error_t *err) {
     assert(st && id);
-    job_status_t status = JOB_STATUS_QUEUED;
+    job_state_t js;
     pthread_mutex_lock(&st->wmu);
     int rc = tx_begin(st, err);
     if (rc)
         goto out;
-    if ((rc = job_status(st, id, &status, NULL, err)))
+    if ((rc = job_state(st, id, &js, err)))
         goto end;
     if (was)
-        *was = status;
-    if (status == JOB_STATUS_QUEUED) {
+        *was = js.status;
+    if (js.status == JOB_STATUS_QUEUED) {
         sqlite3_stmt *s = st->wstmt[S_CANCEL_QUEUED];
         bind_text(s, 1, id);
         sqlite3_bind_double(s, 2, now_s());
         if (!(rc = exec_stmt(st, S_CANCEL_QUEUED, "cannot cancel a job", err)))
             rc = refund(st, id, err);
-    } else if (status == JOB_STATUS_CLAIMED || status == JOB_STATUS_PROCESSING) {
+    } else if (js.status == JOB_STATUS_CLAIMED || js.status == JOB_STATUS_PROCESSING) {
         sqlite3_stmt *s = st->wstmt[S_CANCEL_REQUEST];
         bind_text(s, 1, id);
         rc = exec_stmt(st, S_CANCEL_REQUEST, "cannot cancel a job", err);
     } else {
-        rc = up_error_set(err, UP_ERR_INVALID, 0, "job %s is already %s", id, job_status_name(status));
+        rc = up_error_set(err, UP_ERR_INVALID, 0, "job %s is already %s", id, job_status_name(js.status));
     }
 end:
     rc = tx_end(st, rc, err);
@@ -1006,65 +1105,101 @@ out:
     return rc;
 }
 
-int store_job_cancelled(store_t *st, const char *id, double retention_s, up_error_t *err) {
-    assert(st && id);
+int store_job_cancelled(store_t *st, const char *id, const store_fence_t *fence, double retention_s,
+                        up_error_t *err) {
+    assert(st && id && fence);
     /* still claimed: the job never ran, so it costs nothing */
     static const transition_t t = {.stmt = S_CANCELLED,
                                    .allowed = BIT(JOB_STATUS_CLAIMED) | BIT(JOB_STATUS_PROCESSING),
                                    .refund_from = BIT(JOB_STATUS_CLAIMED),
                                    .what = "mark cancelled"};
     pthread_mutex_lock(&st->wmu);
-    sqlite3_stmt *s = st->wstmt[S_CANCELLED];
-    sqlite3_bind_double(s, 2, now_s());
-    sqlite3_bind_double(s, 3, retention_s);
-    int rc = transition(st, id, &t, NULL, NULL, err);
+    sqlite3_bind_double(st->wstmt[S_CANCELLED], 3, retention_s);
+    int rc = transition(st, id, fence, &t, NULL, NULL, err);
     pthread_mutex_unlock(&st->wmu);
     return rc;
 }
 
-int store_job_requeue(store_t *st, const char *id, up_error_t *err) {
-    assert(st && id);
+int store_job_requeue(store_t *st, const char *id, const store_fence_t *fence, up_error_t *err) {
+    assert(st && id && fence);
     static const transition_t t = {.stmt = S_REQUEUE,
                                    .allowed = BIT(JOB_STATUS_CLAIMED) | BIT(JOB_STATUS_PROCESSING),
                                    .what = "requeue"};
     pthread_mutex_lock(&st->wmu);
-    int rc = transition(st, id, &t, NULL, NULL, err);
+    int rc = transition(st, id, fence, &t, NULL, NULL, err);
     pthread_mutex_unlock(&st->wmu);
     return rc;
 }
 
-int store_jobs_recover(store_t *st, int max_attempts, double retention_s, int *n_requeued, int *n_failed,
-                       up_error_t *err) {
-    assert(st);
-    int failed = 0, requeued = 0;
-    pthread_mutex_lock(&st->wmu);
-    int rc = tx_begin(st, err);
+/* On the reader: 1 when some claimed or processing job's lease ended before now. */
+static int any_lapsed(store_t *st, double now, up_error_t *err) {
+    pthread_mutex_lock(&st->rmu);
+    sqlite3_stmt *s = st->rstmt[R_LAPSED];
+    sqlite3_bind_double(s, 1, now);
+    int src = sqlite3_step(s);
+    int rc = src == SQLITE_ROW    ? 1
+             : src == SQLITE_DONE ? 0
+                                  : db_error(st->r, err, "cannot look for lost leases");
+    done(s);
+    pthread_mutex_unlock(&st->rmu);
+    return rc;
+}
+
+/*
+ * Inside a write transaction: rescue job seq (its lease ended before now)
+ * as store.h says, and read it back into *out.
+ */
+static int rescue_one(store_t *st, sqlite3_int64 seq, double now, int max_attempts, double backoff_s,
+                      double retention_s, job_t *out, up_error_t *err) {
+    int rc = read_seq(st, seq, out, "cannot read a job to rescue", err);
     if (rc)
+        return rc;
+    int k = out->cancel_requested           ? S_RESCUE_CANCEL
+            : out->attempts >= max_attempts ? S_RESCUE_FAIL
+                                            : S_RESCUE_REQUEUE;
+    /* the charge: given back when the job fails, or ends cancelled before it started */
+    int give_back = k == S_RESCUE_FAIL || (k == S_RESCUE_CANCEL && out->status == JOB_STATUS_CLAIMED);
+    sqlite3_stmt *s = st->wstmt[k];
+    sqlite3_bind_double(s, 1, now);
+    sqlite3_bind_int64(s, 2, seq);
+    sqlite3_bind_double(s, 3, k == S_RESCUE_REQUEUE ? backoff_s : retention_s);
+    if ((rc = exec_stmt(st, k, "cannot rescue a job", err)))
+        return rc;
+    if (give_back && (rc = refund(st, out->id, err)))
+        return rc;
+    return read_seq(st, seq, out, "cannot read a rescued job", err);
+}
+
+int store_jobs_rescue(store_t *st, int max_attempts, double backoff_s, double retention_s, job_t *jobs,
+                      int max, int *n, up_error_t *err) {
+    assert(st && jobs && max >= 1 && n);
+    *n = 0;
+    double now = now_s();
+    int rc = any_lapsed(st, now, err);
+    if (rc <= 0)
+        return rc;
+    sqlite3_int64 *seqs = xmalloc((size_t)max * sizeof *seqs);
+    int n_seq = 0;
+    pthread_mutex_lock(&st->wmu);
+    if ((rc = tx_begin(st, err)))
         goto out;
-    /* refund before failing: S_RECOVER_REFUND finds the jobs by the status S_RECOVER_FAIL changes */
-    sqlite3_bind_int(st->wstmt[S_RECOVER_REFUND], 1, max_attempts);
-    if ((rc = exec_stmt(st, S_RECOVER_REFUND, "cannot recover jobs", err)))
-        goto end;
-    sqlite3_stmt *s = st->wstmt[S_RECOVER_FAIL];
-    sqlite3_bind_int(s, 1, max_attempts);
-    sqlite3_bind_double(s, 2, now_s());
-    sqlite3_bind_double(s, 3, retention_s);
-    if ((rc = exec_stmt(st, S_RECOVER_FAIL, "cannot recover jobs", err)))
-        goto end;
-    failed = sqlite3_changes(st->w);
-    if ((rc = exec_stmt(st, S_RECOVER_REQUEUE, "cannot recover jobs", err)))
-        goto end;
-    requeued = sqlite3_changes(st->w);
-end:
+    sqlite3_stmt *s = st->wstmt[S_LAPSED];
+    sqlite3_bind_double(s, 1, now);
+    sqlite3_bind_int(s, 2, max);
+    int src = SQLITE_DONE;
+    while (n_seq < max && (src = sqlite3_step(s)) == SQLITE_ROW)
+        seqs[n_seq++] = sqlite3_column_int64(s, 0);
+    if (n_seq < max && src != SQLITE_DONE)
+        rc = db_error(st->w, err, "cannot look for lost leases");
+    done(s);
+    for (int i = 0; i < n_seq && !rc; i++)
+        rc = rescue_one(st, seqs[i], now, max_attempts, backoff_s, retention_s, &jobs[i], err);
     rc = tx_end(st, rc, err);
 out:
     pthread_mutex_unlock(&st->wmu);
-    if (rc)
-        failed = requeued = 0;
-    if (n_requeued)
-        *n_requeued = requeued;
-    if (n_failed)
-        *n_failed = failed;
+    free(seqs);
+    if (!rc)
+        *n = n_seq;
     return rc;
 }
 
@@ -1073,7 +1208,7 @@ int store_job_downloaded(store_t *st, const char *id, up_error_t *err) {
     static const transition_t t = {
         .stmt = S_DOWNLOADED, .allowed = BIT(JOB_STATUS_COMPLETED), .what = "download"};
     pthread_mutex_lock(&st->wmu);
-    int rc = transition(st, id, &t, NULL, NULL, err);
+    int rc = transition(st, id, NULL, &t, NULL, NULL, err);
     pthread_mutex_unlock(&st->wmu);
     return rc;
 }
@@ -1085,7 +1220,7 @@ int store_job_expire(store_t *st, const char *id, up_error_t *err) {
                                               BIT(JOB_STATUS_CANCELLED) | BIT(JOB_STATUS_EXPIRED),
                                    .what = "expire"};
     pthread_mutex_lock(&st->wmu);
-    int rc = transition(st, id, &t, NULL, NULL, err);
+    int rc = transition(st, id, NULL, &t, NULL, NULL, err);
     pthread_mutex_unlock(&st->wmu);
     return rc;
 }
@@ -1095,7 +1230,7 @@ int store_job_input_deleted(store_t *st, const char *id, up_error_t *err) {
     static const transition_t t = {
         .stmt = S_INPUT_DELETED, .allowed = BIT(JOB_STATUS_COUNT) - 1, .what = "clear the input of"};
     pthread_mutex_lock(&st->wmu);
-    int rc = transition(st, id, &t, NULL, NULL, err);
+    int rc = transition(st, id, NULL, &t, NULL, NULL, err);
     pthread_mutex_unlock(&st->wmu);
     return rc;
 }

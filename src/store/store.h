@@ -9,11 +9,20 @@
  *
  * Lifecycle (PRODUCT.md "What a job is"):
  *   queued -> claimed -> processing -> completed | failed | cancelled -> expired
- * claim moves the oldest queued job to claimed (a worker has it) and counts
- * an attempt; store_job_start moves it on to processing once the worker has
- * its model and input. A job found claimed or processing at start-up (the
- * process died) goes back to queued, or to failed once it has used its
- * attempts.
+ * claim moves the oldest claimable queued job to claimed (a worker has it)
+ * and counts an attempt; store_job_start moves it on to processing once the
+ * worker has its model and input.
+ *
+ * Claims and leases: a claim records the worker's id (unique per process
+ * and thread), the attempt (the attempts counter after the claim) and a
+ * lease: lease_until = now + lease_s. The holder renews it (start, progress,
+ * heartbeat); a job whose lease ran out belongs to nobody, and any process
+ * on the store rescues it (store_jobs_rescue): queued again with a backoff,
+ * or failed once it has used its attempts. Every write a worker makes about
+ * its job carries its fence (worker id, attempt) and is refused with
+ * UP_ERR_CONFLICT ("superseded") once the claim is no longer the job's
+ * current one, so a worker that lost its lease (paused, cut off from the
+ * disk) can never complete, fail or requeue a job another worker now runs.
  *
  * Accounts: API keys live here too (only a SHA-256 of each key is kept),
  * and every job made with a key is charged in the same transaction that
@@ -77,7 +86,21 @@ typedef struct job {
     double keep_s;     /* keep the result at least this long after completion, seconds (0 = the retention):
                           a dialect that promises a result for a time (upres.ai: links valid 1 hour) */
     char colour[8];    /* "" = the server's default, "srgb" (convert), "keep" (the input's own profile) */
+    /* claim (read only): set by store_job_claim */
+    char worker[128];   /* the worker id of the current claim, "" when none (queued, rescued, requeued) */
+    double lease_s;     /* the lease length the claim asked for, seconds; renewals extend by this */
+    double lease_until; /* Unix seconds the claim is valid until; 0 = no live claim */
+    double not_before;  /* a queued job is not claimed before this (backoff after a lost lease); 0 = now */
 } job_t;
+
+/*
+ * Who holds a claim: the worker id and attempt store_job_claim recorded.
+ * Borrowed by every fenced write; worker points at the caller's string.
+ */
+typedef struct store_fence {
+    const char *worker; /* the worker id passed to store_job_claim */
+    int attempt;        /* job_t.attempts as the claim returned it */
+} store_fence_t;
 
 typedef struct store store_t;
 
@@ -140,36 +163,61 @@ int store_idem_get(store_t *st, const char *scope, const char *key, store_idem_t
 int store_job_get(store_t *st, const char *id, job_t *out, up_error_t *err);
 
 /*
- * Take the oldest queued job: status claimed, attempts + 1, started_at
- * now, progress 0. UP_ERR_NOT_FOUND when the queue is empty.
+ * Take the oldest queued job whose not_before has passed, for worker (its
+ * id, unique per process and thread): status claimed, attempts + 1,
+ * started_at now, progress 0, lease_until = now + lease_s. *out gets the
+ * claimed job (out->worker and out->attempts are its fence).
+ * UP_ERR_NOT_FOUND when no job is claimable.
  */
-int store_job_claim(store_t *st, job_t *out, up_error_t *err);
+int store_job_claim(store_t *st, const char *worker, double lease_s, job_t *out, up_error_t *err);
 
 /*
- * claimed -> processing: the worker has its model and input. Returns the
- * job's cancel_requested through *cancel (may be NULL). UP_ERR_INVALID
- * (with the status in the message) from any other status.
+ * The fenced writes below take fence, the claim's (worker, attempt). They
+ * return UP_ERR_CONFLICT, with nothing written, when the job's current
+ * claim is another one (a later claim, or none since the lease ran out and
+ * the job was rescued or requeued): the caller was superseded and must
+ * leave the job (and its input) alone. UP_ERR_NOT_FOUND for an unknown id;
+ * UP_ERR_INVALID (with the status in the message) from a status the write
+ * does not apply to (a job failed or cancelled by someone else).
  */
-int store_job_start(store_t *st, const char *id, int *cancel, up_error_t *err);
 
-/* Progress of a processing job. Returns cancel_requested through *cancel (may be NULL). */
-int store_job_progress(store_t *st, const char *id, int progress, int *cancel, up_error_t *err);
+/*
+ * claimed -> processing: the worker has its model and input; the lease is
+ * renewed. Returns the job's cancel_requested through *cancel (may be
+ * NULL).
+ */
+int store_job_start(store_t *st, const char *id, const store_fence_t *fence, int *cancel, up_error_t *err);
 
-/* A processing job completed: result fields from job; expires_at = now + max(retention, its keep_s). */
-int store_job_complete(store_t *st, const job_t *job, double retention_s, up_error_t *err);
+/* Progress of a processing job; renews the lease. Returns cancel_requested through *cancel (may be NULL). */
+int store_job_progress(store_t *st, const char *id, const store_fence_t *fence, int progress, int *cancel,
+                       up_error_t *err);
+
+/* Renew the lease of a claimed or processing job. Returns cancel_requested through *cancel (may be NULL). */
+int store_job_heartbeat(store_t *st, const char *id, const store_fence_t *fence, int *cancel,
+                        up_error_t *err);
+
+/*
+ * A processing job completed: result fields from job; expires_at = now +
+ * max(retention, its keep_s). Refused (fenced): the caller removes its
+ * result file, which no record points at.
+ */
+int store_job_complete(store_t *st, const job_t *job, const store_fence_t *fence, double retention_s,
+                       up_error_t *err);
 
 /*
  * A job failed with message; expires_at = now + retention. Allowed from
- * queued, claimed and processing. Its charge is refunded.
+ * queued, claimed and processing. Its charge is refunded. fence NULL: not a
+ * worker's write (a job that failed before any claim), not fenced.
  */
-int store_job_fail(store_t *st, const char *id, const char *message, double retention_s, up_error_t *err);
+int store_job_fail(store_t *st, const char *id, const store_fence_t *fence, const char *message,
+                   double retention_s, up_error_t *err);
 
 /*
  * Cancel: queued -> cancelled at once (*was = QUEUED; expires_at = now, so
  * the sweeper deletes its input at the next sweep if nobody did; its charge
  * is refunded); claimed or processing -> cancel_requested (*was set; the
  * worker finishes the cancel with store_job_cancelled); anything else:
- * UP_ERR_INVALID with *was set (409).
+ * UP_ERR_INVALID with *was set (409). Not fenced: a client's request.
  */
 int store_job_cancel(store_t *st, const char *id, job_status_t *was, up_error_t *err);
 
@@ -177,18 +225,30 @@ int store_job_cancel(store_t *st, const char *id, job_status_t *was, up_error_t 
  * The worker stopped a cancel-requested job (claimed or processing). A job
  * still claimed had not started: its charge is refunded.
  */
-int store_job_cancelled(store_t *st, const char *id, double retention_s, up_error_t *err);
-
-/* Put a claimed or processing job back in the queue (graceful shutdown), attempts minus this one. */
-int store_job_requeue(store_t *st, const char *id, up_error_t *err);
+int store_job_cancelled(store_t *st, const char *id, const store_fence_t *fence, double retention_s,
+                        up_error_t *err);
 
 /*
- * At start-up: every claimed or processing job goes back to queued, or to
- * failed ("the server stopped while processing it N times", refunded) once
- * attempts >= max_attempts. *n_requeued / *n_failed may be NULL.
+ * Put a claimed or processing job back in the queue (graceful shutdown),
+ * attempts minus this one, claimable at once.
  */
-int store_jobs_recover(store_t *st, int max_attempts, double retention_s, int *n_requeued, int *n_failed,
-                       up_error_t *err);
+int store_job_requeue(store_t *st, const char *id, const store_fence_t *fence, up_error_t *err);
+
+/*
+ * Rescue jobs whose lease ran out (their worker died or stopped answering),
+ * whichever process claimed them. Each claimed or processing job with
+ * lease_until < now, in one transaction:
+ *   - cancel_requested: cancelled (refunded if it was still claimed);
+ *   - attempts >= max_attempts: failed ("... N times", refunded once);
+ *   - else queued again, not claimable before now + backoff_s * attempts.
+ * The worker is cleared in each case, so the old holder's writes are
+ * refused. Rescues at most max (>= 1) jobs per call, oldest first, and
+ * fills jobs[] with them as they now are; *n = count: call again while
+ * *n == max. Looks on the reader first, so a call that finds nothing
+ * writes nothing (cheap enough to run every second).
+ */
+int store_jobs_rescue(store_t *st, int max_attempts, double backoff_s, double retention_s, job_t *jobs,
+                      int max, int *n, up_error_t *err);
 
 /* The result was downloaded in full: result_path cleared, status expired. UP_ERR_INVALID unless completed. */
 int store_job_downloaded(store_t *st, const char *id, up_error_t *err);

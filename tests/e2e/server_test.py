@@ -338,7 +338,7 @@ def test_retention():
 
 
 def test_restart():
-    s = Server("restart")
+    s = Server("restart", "--lease", "3", "--heartbeat", "1")  # a killed job is rescued once its lease lapses
     if not check(s.start(), "restart server starts"):
         return
     r = submit(s.port, LARGER, model_name="realesrgan-x4fast", scale=2, tile_size=32)

@@ -10,10 +10,17 @@
  * goes; a job left processing by a dead process with its attempts used is
  * failed at start. Session 3: stopping while a job processes puts it back in
  * the queue with its input; a new store and queue on the same folder
- * complete it.
+ * complete it. Session 4 (lease 1.5 s, heartbeat 0.2 s): a job another
+ * process claimed is left alone while its lease lasts, then rescued and
+ * run here (attempt 2, its own result name; the dead attempt's file
+ * removed); a worker whose claim another process took stops within a
+ * heartbeat and writes nothing: the record, the input and the other
+ * claim's result name are left as they were. Bad lease settings are
+ * refused.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,7 +153,7 @@ static void session_basic(void) {
     job_t j;
     CHECK(wait_for(st, a, JOB_STATUS_COMPLETED, &j) == JOB_STATUS_COMPLETED);
     char expect[1200];
-    snprintf(expect, sizeof expect, "%s/%s.png", queue_results_dir(q), a);
+    snprintf(expect, sizeof expect, "%s/%s-a1.png", queue_results_dir(q), a); /* one name per attempt */
     CHECKF(strcmp(j.result_path, expect) == 0, "%s", j.result_path);
     CHECK(strcmp(j.result_format, "png") == 0 && j.output_width == 128 && j.output_height == 128);
     CHECK(j.progress == 100 && j.attempts == 1 && j.completed_at >= j.started_at);
@@ -261,9 +268,11 @@ static void session_retention(void) {
     CHECK(store_job_insert(st, &j, &err) == 0);
     job_t c;
     for (int i = 0; i < 3; i++) {
-        CHECK(store_job_claim(st, &c, &err) == 0 && strcmp(c.id, j.id) == 0);
+        CHECK(store_job_claim(st, "dead-host:1:0:0000dead", 0.05, &c, &err) == 0 && strcmp(c.id, j.id) == 0);
+        sleep_s(0.1); /* the dead process's lease runs out */
+        int n = 0;
         if (i < 2)
-            CHECK(store_jobs_recover(st, 100, 1, NULL, NULL, &err) == 0);
+            CHECK(store_jobs_rescue(st, 100, 0, 1, &c, 1, &n, &err) == 0 && n == 1);
     }
 
     queue_config_t cfg;
@@ -355,6 +364,105 @@ static void session_restart(void) {
     store_close(st);
 }
 
+/* Run sql on dir/upres.db with a connection of its own (another process's write); 0 on success. */
+static int raw_exec(const char *dir, const char *sql) {
+    char path[400];
+    snprintf(path, sizeof path, "%s/upres.db", dir);
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open(path, &db);
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 10000);
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    }
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "%s: %s\n", path, sqlite3_errmsg(db));
+    sqlite3_close(db);
+    return rc;
+}
+
+static void session_leases(void) {
+    char dir[300], uploads[400];
+    snprintf(dir, sizeof dir, "%s/leases", root);
+    snprintf(uploads, sizeof uploads, "%s/uploads", dir);
+    up_error_t err;
+    store_t *st = NULL;
+    queue_t *q = NULL;
+    CHECKF(store_open(dir, &st, &err) == 0, "%s", err.msg);
+    if (!st)
+        return;
+    queue_config_t cfg;
+    config(&cfg, dir);
+    cfg.heartbeat_s = 2;
+    cfg.lease_s = 2;
+    CHECK(queue_start(st, &cfg, &q, &err) == UP_ERR_INVALID && q == NULL);
+    CHECKF(strstr(err.msg, "heartbeat") && strstr(err.msg, "lease"), "%s", err.msg);
+    cfg.heartbeat_s = 0;
+    CHECK(queue_start(st, &cfg, &q, &err) == UP_ERR_INVALID && q == NULL);
+    cfg.lease_s = 1.5;
+    cfg.heartbeat_s = 0.2;
+    cfg.backoff_s = 0.2;
+
+    /* another process claimed a job (lease 1 s) and died; its attempt left a result file */
+    mkdir(uploads, 0777);
+    char results[400];
+    snprintf(results, sizeof results, "%s/results", dir);
+    mkdir(results, 0777);
+    char a[40];
+    submit(st, NULL, uploads, a, "ref/in/chelsea_lr64.png", MODEL, 0, "");
+    const char *dead = "dead-host:1:0:0000dead";
+    job_t j;
+    CHECK(store_job_claim(st, dead, 1.0, &j, &err) == 0 && strcmp(j.id, a) == 0);
+    double lapse = j.lease_until;
+    char orphan[600];
+    snprintf(orphan, sizeof orphan, "%s/%s-a1.png", results, a);
+    FILE *f = fopen(orphan, "w");
+    if (f)
+        fclose(f);
+    CHECKF(queue_start(st, &cfg, &q, &err) == 0, "%s", err.msg);
+    if (!q) {
+        store_close(st);
+        return;
+    }
+    /* not ours while its lease lasts */
+    CHECK(store_job_get(st, a, &j, &err) == 0 && j.status == JOB_STATUS_CLAIMED &&
+          strcmp(j.worker, dead) == 0);
+    CHECK(wait_for(st, a, JOB_STATUS_COMPLETED, &j) == JOB_STATUS_COMPLETED);
+    fprintf(stderr, "leases: rescued and completed %.2f s after the lease ran out\n", j.completed_at - lapse);
+    CHECKF(j.attempts == 2 && j.started_at >= lapse, "attempt %d", j.attempts);
+    char expect[600];
+    snprintf(expect, sizeof expect, "%s/%s-a2.png", results, a);
+    CHECKF(strcmp(j.result_path, expect) == 0 && file_exists(expect), "%s", j.result_path);
+    CHECK(!file_exists(orphan));
+    CHECK(strncmp(j.worker, dead, 10) != 0 && j.worker[0]);
+
+    /* a worker whose claim another process took (its lease lapsed during a freeze) stops, writing nothing */
+    char b[40];
+    submit(st, q, queue_uploads_dir(q), b, "images/astronaut.png", MODEL, 16, "");
+    CHECK(wait_for(st, b, JOB_STATUS_PROCESSING, &j) == JOB_STATUS_PROCESSING);
+    char sql[400];
+    snprintf(
+        sql, sizeof sql,
+        "UPDATE jobs SET worker = 'other-host:2:0:00000002', attempts = attempts + 1, lease_until = %.3f,"
+        " progress = 7 WHERE id = '%s'",
+        now_s() + 600, b);
+    CHECK(raw_exec(dir, sql) == 0);
+    double t0 = mono_s();
+    /* the worker is free again once it left the job: a new job is claimed and completes */
+    char c[40];
+    submit(st, q, queue_uploads_dir(q), c, "ref/in/chelsea_lr64.png", MODEL, 0, "");
+    CHECK(wait_for(st, c, JOB_STATUS_COMPLETED, &j) == JOB_STATUS_COMPLETED);
+    fprintf(stderr, "leases: the superseded worker was free again in %.2f s\n", mono_s() - t0);
+    CHECK(store_job_get(st, b, &j, &err) == 0 && j.status == JOB_STATUS_PROCESSING && j.progress == 7);
+    CHECK(strcmp(j.worker, "other-host:2:0:00000002") == 0 && j.attempts == 2 && j.input_path[0]);
+    CHECK(file_exists(j.input_path));
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls %s | grep %s)\"", results, b);
+    CHECK(system(cmd) == 0);
+    queue_stop(q);
+    CHECK(store_job_get(st, b, &j, &err) == 0 && j.status == JOB_STATUS_PROCESSING); /* not requeued either */
+    store_close(st);
+}
+
 int main(void) {
     data = test_env("UPRES_SHARED_DATA");
     const char *models = test_env("UPRES_TEST_MODELS");
@@ -379,6 +487,9 @@ int main(void) {
     t0 = mono_s();
     session_restart();
     fprintf(stderr, "restart: %.1f s\n", mono_s() - t0);
+    t0 = mono_s();
+    session_leases();
+    fprintf(stderr, "leases: %.1f s\n", mono_s() - t0);
 
     upscale_registry_free(reg);
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);

@@ -5,10 +5,20 @@
  * unknown id, claim in creation order (to claimed), start (to processing),
  * progress, complete, fail, cancel of a queued job, of a claimed job, of a
  * processing job (then cancelled) and of a finished job (409 with *was),
- * requeue, recover of claimed and processing jobs (requeued, then failed
- * once attempts are used), downloaded, due and expire, counts; claims from
- * several threads at once (each job claimed exactly once); everything still
- * there after closing and reopening the database. Also uuid_v4's form.
+ * requeue, the rescue of claimed and processing jobs whose lease ran out
+ * (requeued, then failed once attempts are used), downloaded, due and
+ * expire, counts; claims from several threads at once (each job claimed
+ * exactly once); everything still there after closing and reopening the
+ * database. Also uuid_v4's form.
+ *
+ * Leases and fencing, on two handles as two processes: a claim records its
+ * worker, attempt and lease, which start, progress and heartbeat renew; a
+ * live lease is never rescued and another worker's writes are refused
+ * (UP_ERR_CONFLICT); a lapsed one is rescued once by the other handle, with
+ * a backoff, after which the old holder's progress, complete, fail,
+ * cancelled and requeue are refused while the new claim's succeed; the
+ * attempt limit fails a job (refunded once); a cancel asked of a dead
+ * worker's job ends it cancelled; a graceful requeue ends the claim.
  *
  * Accounts: keys (insert, by hash, find by id and by prefix, list, revoke,
  * touch, update and its refusals); charged inserts (quota and credit refusals with their figures,
@@ -18,7 +28,8 @@
  * threads on two handles against one balance and one quota, and against
  * top-ups made at the same time (neither change lost); listing an
  * owner's jobs (filters, newest first, paging while jobs arrive); and the
- * in-place migration of a version-1 database.
+ * in-place migration of a version-1 and of a version-3 database (a job it
+ * left processing has no lease, so the first rescue takes it).
  */
 #include <limits.h>
 #include <pthread.h>
@@ -27,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -35,6 +47,67 @@
 #include "test.h"
 
 static char dir[256];
+
+static int raw_exec(const char *sub, const char *sql);
+
+static void sleep_s(double s) {
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
+#define WORKER "test-host:1:0:0000abcd" /* the worker id of the tests' plain claims */
+
+/* A claim by WORKER with a long lease: the transitions' tests run well within it. */
+static int claim(store_t *st, job_t *out, up_error_t *err) {
+    return store_job_claim(st, WORKER, 60, out, err);
+}
+
+/*
+ * The fence of job id's current claim, as its holder has it (the job as it
+ * is now; an unknown id gets WORKER's attempt 0). Points into one of 8
+ * rotating slots, so a few may be used in one expression.
+ */
+static const store_fence_t *held(store_t *st, const char *id) {
+    static char workers[8][128];
+    static store_fence_t fences[8];
+    static int next;
+    int i = next++ % 8;
+    job_t j;
+    snprintf(workers[i], sizeof workers[i], "%s", WORKER);
+    fences[i] = (store_fence_t){.worker = workers[i], .attempt = 0};
+    if (store_job_get(st, id, &j, NULL) == 0) {
+        snprintf(workers[i], sizeof workers[i], "%s", j.worker);
+        fences[i].attempt = j.attempts;
+    }
+    return &fences[i];
+}
+
+/*
+ * What a dead process leaves: every claimed or processing job of the
+ * database in folder sub ("" = the main one) has its lease run out; then
+ * store_jobs_rescue (no backoff) counts the jobs queued again and failed.
+ */
+static int recover(store_t *st, const char *sub, int max_attempts, double retention_s, int *n_re,
+                   int *n_fail) {
+    if (raw_exec(sub, "UPDATE jobs SET lease_until = 1 WHERE status IN (1, 6)"))
+        return -1;
+    job_t jobs[16];
+    int n = 0, re = 0, fail = 0;
+    up_error_t err;
+    do {
+        if (store_jobs_rescue(st, max_attempts, 0, retention_s, jobs, 16, &n, &err))
+            return -1;
+        for (int i = 0; i < n; i++) {
+            re += jobs[i].status == JOB_STATUS_QUEUED;
+            fail += jobs[i].status == JOB_STATUS_FAILED;
+        }
+    } while (n == 16);
+    if (n_re)
+        *n_re = re;
+    if (n_fail)
+        *n_fail = fail;
+    return 0;
+}
 
 static void make_job(job_t *j, const char *id, double created_at) {
     memset(j, 0, sizeof *j);
@@ -103,32 +176,32 @@ static void test_transitions(store_t *st) {
     CHECK(store_job_get(st, "job-d", &got, &err) == 0 && got.created_at > 1.6e9);
 
     double t = now_s();
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "job-a") == 0);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "job-a") == 0);
     CHECK(got.status == JOB_STATUS_CLAIMED && got.attempts == 1 && got.started_at >= t - 1);
     CHECK(got.seq > 0 && status_of(st, "job-a") == JOB_STATUS_CLAIMED);
     job_t b, c, d;
-    CHECK(store_job_claim(st, &b, &err) == 0 && strcmp(b.id, "job-b") == 0);
-    CHECK(store_job_claim(st, &c, &err) == 0 && strcmp(c.id, "job-c") == 0);
-    CHECK(store_job_claim(st, &d, &err) == 0 && strcmp(d.id, "job-d") == 0);
-    CHECK(store_job_claim(st, &got, &err) == UP_ERR_NOT_FOUND);
+    CHECK(claim(st, &b, &err) == 0 && strcmp(b.id, "job-b") == 0);
+    CHECK(claim(st, &c, &err) == 0 && strcmp(c.id, "job-c") == 0);
+    CHECK(claim(st, &d, &err) == 0 && strcmp(d.id, "job-d") == 0);
+    CHECK(claim(st, &got, &err) == UP_ERR_NOT_FOUND);
 
     /* claimed: no progress or result until the worker starts it */
     int cancel = -1;
-    CHECK(store_job_progress(st, "job-a", 1, NULL, &err) == UP_ERR_INVALID);
-    CHECK(store_job_start(st, "job-a", &cancel, &err) == 0 && cancel == 0);
+    CHECK(store_job_progress(st, "job-a", held(st, "job-a"), 1, NULL, &err) == UP_ERR_INVALID);
+    CHECK(store_job_start(st, "job-a", held(st, "job-a"), &cancel, &err) == 0 && cancel == 0);
     CHECK(status_of(st, "job-a") == JOB_STATUS_PROCESSING);
-    CHECK(store_job_start(st, "job-a", &cancel, &err) == UP_ERR_INVALID);
+    CHECK(store_job_start(st, "job-a", held(st, "job-a"), &cancel, &err) == UP_ERR_INVALID);
     CHECKF(strstr(err.msg, "processing") != NULL, "%s", err.msg);
-    CHECK(store_job_start(st, "nope", NULL, &err) == UP_ERR_NOT_FOUND);
-    CHECK(store_job_start(st, "job-c", NULL, &err) == 0);
+    CHECK(store_job_start(st, "nope", held(st, "nope"), NULL, &err) == UP_ERR_NOT_FOUND);
+    CHECK(store_job_start(st, "job-c", held(st, "job-c"), NULL, &err) == 0);
 
     /* progress, clamped; cancel flag reported */
     cancel = -1;
-    CHECK(store_job_progress(st, "job-a", 42, &cancel, &err) == 0 && cancel == 0);
+    CHECK(store_job_progress(st, "job-a", held(st, "job-a"), 42, &cancel, &err) == 0 && cancel == 0);
     CHECK(store_job_get(st, "job-a", &got, &err) == 0 && got.progress == 42);
-    CHECK(store_job_progress(st, "job-a", 250, NULL, &err) == 0);
+    CHECK(store_job_progress(st, "job-a", held(st, "job-a"), 250, NULL, &err) == 0);
     CHECK(store_job_get(st, "job-a", &got, &err) == 0 && got.progress == 100);
-    CHECK(store_job_progress(st, "nope", 1, NULL, &err) == UP_ERR_NOT_FOUND);
+    CHECK(store_job_progress(st, "nope", held(st, "nope"), 1, NULL, &err) == UP_ERR_NOT_FOUND);
 
     /* complete a */
     make_job(&j, "job-a", 0);
@@ -138,32 +211,33 @@ static void test_transitions(store_t *st) {
     j.output_height = 96;
     j.result_bytes = 4242;
     t = now_s();
-    CHECKF(store_job_complete(st, &j, 60, &err) == 0, "%s", err.msg);
+    CHECKF(store_job_complete(st, &j, held(st, j.id), 60, &err) == 0, "%s", err.msg);
     CHECK(store_job_get(st, "job-a", &got, &err) == 0);
     CHECK(got.status == JOB_STATUS_COMPLETED && got.progress == 100);
     CHECK(strcmp(got.result_path, j.result_path) == 0 && strcmp(got.result_format, "png") == 0);
     CHECK(got.output_width == 128 && got.output_height == 96 && got.result_bytes == 4242);
     CHECK(got.completed_at >= t - 1 && got.expires_at >= got.completed_at + 59);
-    CHECK(store_job_complete(st, &j, 60, &err) == UP_ERR_INVALID); /* not processing any more */
-    CHECK(store_job_progress(st, "job-a", 5, NULL, &err) == UP_ERR_INVALID);
+    CHECK(store_job_complete(st, &j, held(st, j.id), 60, &err) ==
+          UP_ERR_INVALID); /* not processing any more */
+    CHECK(store_job_progress(st, "job-a", held(st, "job-a"), 5, NULL, &err) == UP_ERR_INVALID);
 
     /* fail b (still claimed) */
-    CHECK(store_job_fail(st, "job-b", "input: not a decodable image", 60, &err) == 0);
+    CHECK(store_job_fail(st, "job-b", NULL, "input: not a decodable image", 60, &err) == 0);
     CHECK(store_job_get(st, "job-b", &got, &err) == 0 && got.status == JOB_STATUS_FAILED);
     CHECK(strcmp(got.error, "input: not a decodable image") == 0 && got.expires_at > 0);
-    CHECK(store_job_fail(st, "nope", "x", 60, &err) == UP_ERR_NOT_FOUND);
+    CHECK(store_job_fail(st, "nope", NULL, "x", 60, &err) == UP_ERR_NOT_FOUND);
 
     /* cancel c while processing: flag, then the worker finishes it */
     CHECK(store_job_cancel(st, "job-c", &was, &err) == 0 && was == JOB_STATUS_PROCESSING);
     CHECK(store_job_get(st, "job-c", &got, &err) == 0);
     CHECK(got.status == JOB_STATUS_PROCESSING && got.cancel_requested == 1);
     cancel = 0;
-    CHECK(store_job_progress(st, "job-c", 10, &cancel, &err) == 0 && cancel == 1);
+    CHECK(store_job_progress(st, "job-c", held(st, "job-c"), 10, &cancel, &err) == 0 && cancel == 1);
     CHECK(store_job_cancel(st, "job-c", &was, &err) == 0 && was == JOB_STATUS_PROCESSING);
-    CHECK(store_job_cancelled(st, "job-c", 60, &err) == 0);
+    CHECK(store_job_cancelled(st, "job-c", held(st, "job-c"), 60, &err) == 0);
     CHECK(store_job_get(st, "job-c", &got, &err) == 0 && got.status == JOB_STATUS_CANCELLED);
     CHECK(got.cancel_requested == 0 && got.completed_at > 0);
-    CHECK(store_job_cancelled(st, "job-c", 60, &err) == UP_ERR_INVALID);
+    CHECK(store_job_cancelled(st, "job-c", held(st, "job-c"), 60, &err) == UP_ERR_INVALID);
 
     /* cancel of finished jobs: 409 with the state */
     CHECK(store_job_cancel(st, "job-a", &was, &err) == UP_ERR_INVALID && was == JOB_STATUS_COMPLETED);
@@ -176,30 +250,30 @@ static void test_transitions(store_t *st) {
     CHECK(store_job_insert(st, &j, &err) == 0);
     CHECK(store_job_cancel(st, "job-e", &was, &err) == 0 && was == JOB_STATUS_QUEUED);
     CHECK(status_of(st, "job-e") == JOB_STATUS_CANCELLED);
-    CHECK(store_job_claim(st, &got, &err) == UP_ERR_NOT_FOUND);
+    CHECK(claim(st, &got, &err) == UP_ERR_NOT_FOUND);
 
     /* requeue d (graceful stop, still claimed): back to queued, this attempt not counted */
-    CHECK(store_job_requeue(st, "job-d", &err) == 0);
+    CHECK(store_job_requeue(st, "job-d", held(st, "job-d"), &err) == 0);
     CHECK(store_job_get(st, "job-d", &got, &err) == 0);
     CHECK(got.status == JOB_STATUS_QUEUED && got.attempts == 0 && got.started_at == 0);
-    CHECK(store_job_requeue(st, "job-d", &err) == UP_ERR_INVALID);
-    CHECK(store_job_requeue(st, "nope", &err) == UP_ERR_NOT_FOUND);
+    CHECK(store_job_requeue(st, "job-d", held(st, "job-d"), &err) == UP_ERR_INVALID);
+    CHECK(store_job_requeue(st, "nope", held(st, "nope"), &err) == UP_ERR_NOT_FOUND);
 
     /* requeue from processing */
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "job-d") == 0 && got.attempts == 1);
-    CHECK(store_job_start(st, "job-d", NULL, &err) == 0);
-    CHECK(store_job_requeue(st, "job-d", &err) == 0);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "job-d") == 0 && got.attempts == 1);
+    CHECK(store_job_start(st, "job-d", held(st, "job-d"), NULL, &err) == 0);
+    CHECK(store_job_requeue(st, "job-d", held(st, "job-d"), &err) == 0);
     CHECK(store_job_get(st, "job-d", &got, &err) == 0);
     CHECK(got.status == JOB_STATUS_QUEUED && got.attempts == 0 && got.started_at == 0);
 
     /* recover: a claimed or processing job goes back to queued until it used 3 attempts */
     int n_re = -1, n_fail = -1;
     for (int attempt = 1; attempt <= 3; attempt++) {
-        CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "job-d") == 0);
+        CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "job-d") == 0);
         CHECK(got.attempts == attempt);
         if (attempt == 2) /* processing; the others stay claimed */
-            CHECK(store_job_start(st, "job-d", NULL, &err) == 0);
-        CHECK(store_jobs_recover(st, 3, 60, &n_re, &n_fail, &err) == 0);
+            CHECK(store_job_start(st, "job-d", held(st, "job-d"), NULL, &err) == 0);
+        CHECK(recover(st, "", 3, 60, &n_re, &n_fail) == 0);
         if (attempt < 3) {
             CHECK(n_re == 1 && n_fail == 0);
             CHECK(status_of(st, "job-d") == JOB_STATUS_QUEUED);
@@ -209,7 +283,7 @@ static void test_transitions(store_t *st) {
     }
     CHECK(store_job_get(st, "job-d", &got, &err) == 0 && got.status == JOB_STATUS_FAILED);
     CHECKF(strstr(got.error, "3 times") != NULL, "%s", got.error);
-    CHECK(store_jobs_recover(st, 3, 60, NULL, NULL, &err) == 0);
+    CHECK(recover(st, "", 3, 60, NULL, NULL) == 0);
 
     /* downloaded: completed -> expired, result path cleared; twice: refused */
     CHECK(store_job_downloaded(st, "job-a", &err) == 0);
@@ -234,14 +308,14 @@ static void test_due(store_t *st) {
     CHECK(store_job_insert(st, &j, &err) == 0);
     make_job(&j, "job-g", 3001.0);
     CHECK(store_job_insert(st, &j, &err) == 0);
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "job-f") == 0);
-    CHECK(store_job_start(st, "job-f", NULL, &err) == 0);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "job-f") == 0);
+    CHECK(store_job_start(st, "job-f", held(st, "job-f"), NULL, &err) == 0);
     snprintf(got.result_path, sizeof got.result_path, "/x/job-f.png");
-    CHECK(store_job_complete(st, &got, 0, &err) == 0);
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "job-g") == 0);
-    CHECK(store_job_start(st, "job-g", NULL, &err) == 0);
+    CHECK(store_job_complete(st, &got, held(st, got.id), 0, &err) == 0);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "job-g") == 0);
+    CHECK(store_job_start(st, "job-g", held(st, "job-g"), NULL, &err) == 0);
     snprintf(got.result_path, sizeof got.result_path, "/x/job-g.png");
-    CHECK(store_job_complete(st, &got, 3600, &err) == 0);
+    CHECK(store_job_complete(st, &got, held(st, got.id), 3600, &err) == 0);
 
     double now = now_s() + 1;
     CHECK(store_jobs_due(st, now, due, 8, &n, &err) == 0);
@@ -306,7 +380,7 @@ static void *race(void *arg) {
     job_t j;
     up_error_t err;
     for (;;) {
-        int rc = store_job_claim(r->st, &j, &err);
+        int rc = claim(r->st, &j, &err);
         if (rc == UP_ERR_NOT_FOUND)
             break;
         if (rc) {
@@ -391,32 +465,32 @@ static void test_claimed(void) {
 
     make_job(&j, "cl-1", 1.0);
     CHECK(store_job_insert(st, &j, &err) == 0);
-    CHECK(store_job_start(st, "cl-1", &cancel, &err) == UP_ERR_INVALID); /* queued */
+    CHECK(store_job_start(st, "cl-1", held(st, "cl-1"), &cancel, &err) == UP_ERR_INVALID); /* queued */
     CHECKF(strstr(err.msg, "queued") != NULL, "%s", err.msg);
-    CHECK(store_job_cancelled(st, "cl-1", 60, &err) == UP_ERR_INVALID);
-    CHECK(store_job_requeue(st, "cl-1", &err) == UP_ERR_INVALID);
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "cl-1") == 0);
+    CHECK(store_job_cancelled(st, "cl-1", held(st, "cl-1"), 60, &err) == UP_ERR_INVALID);
+    CHECK(store_job_requeue(st, "cl-1", held(st, "cl-1"), &err) == UP_ERR_INVALID);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "cl-1") == 0);
     CHECK(got.status == JOB_STATUS_CLAIMED && strcmp(job_status_name(got.status), "claimed") == 0);
-    CHECK(store_job_complete(st, &got, 60, &err) == UP_ERR_INVALID);
-    CHECK(store_job_progress(st, "cl-1", 5, NULL, &err) == UP_ERR_INVALID);
+    CHECK(store_job_complete(st, &got, held(st, got.id), 60, &err) == UP_ERR_INVALID);
+    CHECK(store_job_progress(st, "cl-1", held(st, "cl-1"), 5, NULL, &err) == UP_ERR_INVALID);
     CHECK(store_job_downloaded(st, "cl-1", &err) == UP_ERR_INVALID);
     CHECK(store_job_expire(st, "cl-1", &err) == UP_ERR_INVALID);
     CHECK(store_job_input_deleted(st, "cl-1", &err) == 0); /* any status */
     CHECK(store_job_get(st, "cl-1", &got, &err) == 0 && got.input_path[0] == '\0');
-    CHECK(store_job_start(st, "cl-1", &cancel, &err) == 0 && cancel == 0);
+    CHECK(store_job_start(st, "cl-1", held(st, "cl-1"), &cancel, &err) == 0 && cancel == 0);
     CHECK(status_of(st, "cl-1") == JOB_STATUS_PROCESSING);
 
     /* cancel while claimed: requested; start leaves it claimed and says so; the worker ends it */
     make_job(&j, "cl-2", 2.0);
     CHECK(store_job_insert(st, &j, &err) == 0);
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "cl-2") == 0);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "cl-2") == 0);
     CHECK(store_job_cancel(st, "cl-2", &was, &err) == 0 && was == JOB_STATUS_CLAIMED);
     CHECK(store_job_get(st, "cl-2", &got, &err) == 0);
     CHECK(got.status == JOB_STATUS_CLAIMED && got.cancel_requested == 1);
     cancel = 0;
-    CHECK(store_job_start(st, "cl-2", &cancel, &err) == 0 && cancel == 1);
+    CHECK(store_job_start(st, "cl-2", held(st, "cl-2"), &cancel, &err) == 0 && cancel == 1);
     CHECK(status_of(st, "cl-2") == JOB_STATUS_CLAIMED);
-    CHECK(store_job_cancelled(st, "cl-2", 60, &err) == 0);
+    CHECK(store_job_cancelled(st, "cl-2", held(st, "cl-2"), 60, &err) == 0);
     CHECK(store_job_get(st, "cl-2", &got, &err) == 0);
     CHECK(got.status == JOB_STATUS_CANCELLED && got.cancel_requested == 0 && got.completed_at > 0);
 
@@ -425,9 +499,9 @@ static void test_claimed(void) {
     CHECK(store_job_insert(st, &j, &err) == 0);
     make_job(&j, "cl-4", 4.0);
     CHECK(store_job_insert(st, &j, &err) == 0);
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "cl-3") == 0);
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "cl-4") == 0);
-    CHECK(store_job_fail(st, "cl-3", "no model", 60, &err) == 0);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "cl-3") == 0);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "cl-4") == 0);
+    CHECK(store_job_fail(st, "cl-3", NULL, "no model", 60, &err) == 0);
     CHECK(status_of(st, "cl-3") == JOB_STATUS_FAILED);
     long long counts[JOB_STATUS_COUNT];
     CHECK(store_job_counts(st, counts, &err) == 0);
@@ -436,10 +510,10 @@ static void test_claimed(void) {
 
     /* recover: both the claimed (cl-4) and the processing (cl-1) job go back */
     int n_re = -1, n_fail = -1;
-    CHECK(store_jobs_recover(st, 3, 60, &n_re, &n_fail, &err) == 0 && n_re == 2 && n_fail == 0);
+    CHECK(recover(st, "claimed", 3, 60, &n_re, &n_fail) == 0 && n_re == 2 && n_fail == 0);
     CHECK(status_of(st, "cl-1") == JOB_STATUS_QUEUED && status_of(st, "cl-4") == JOB_STATUS_QUEUED);
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "cl-1") == 0 && got.attempts == 2);
-    CHECK(store_jobs_recover(st, 2, 60, &n_re, &n_fail, &err) == 0 && n_re == 0 && n_fail == 1);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "cl-1") == 0 && got.attempts == 2);
+    CHECK(recover(st, "claimed", 2, 60, &n_re, &n_fail) == 0 && n_re == 0 && n_fail == 1);
     CHECK(status_of(st, "cl-1") == JOB_STATUS_FAILED);
     store_close(st);
 }
@@ -488,8 +562,8 @@ static void test_idempotency(void) {
     a.credits = 1;
     b = a;
     snprintf(b.id, sizeof b.id, "idem-b");
-    store_idem_t rec = {.scope = "ik", .key = "order-1", .status = 201, .body = "{\"id\":\"idem-a\"}",
-                        .job_id = "idem-a"};
+    store_idem_t rec = {
+        .scope = "ik", .key = "order-1", .status = 201, .body = "{\"id\":\"idem-a\"}", .job_id = "idem-a"};
     memset(rec.hash, 7, sizeof rec.hash);
     store_charge_t c;
     CHECKF(store_job_submit(st, &a, 0, &rec, &c, &err) == 0, "%s", err.msg);
@@ -541,11 +615,10 @@ static void test_keep(void) {
         make_job(&j, cases[i].id, (double)i + 1);
         j.keep_s = cases[i].keep_s;
         CHECK(store_job_insert(st, &j, &err) == 0);
-        CHECK(store_job_claim(st, &got, &err) == 0 && !strcmp(got.id, cases[i].id) &&
-              got.keep_s == cases[i].keep_s);
-        CHECK(store_job_start(st, got.id, NULL, &err) == 0);
+        CHECK(claim(st, &got, &err) == 0 && !strcmp(got.id, cases[i].id) && got.keep_s == cases[i].keep_s);
+        CHECK(store_job_start(st, got.id, held(st, got.id), NULL, &err) == 0);
         snprintf(got.result_path, sizeof got.result_path, "%s/results/%s.png", dir, got.id);
-        CHECK(store_job_complete(st, &got, cases[i].retention_s, &err) == 0);
+        CHECK(store_job_complete(st, &got, held(st, got.id), cases[i].retention_s, &err) == 0);
         CHECK(store_job_get(st, got.id, &got, &err) == 0);
         double kept = got.expires_at - got.completed_at;
         CHECKF(kept > cases[i].want - 0.01 && kept < cases[i].want + 0.01, "%s: kept %.3f s, want %.0f",
@@ -739,7 +812,7 @@ static void test_charges(void) {
     CHECK(store_job_get(st, "g2", &got, &err) == UP_ERR_NOT_FOUND);
     CHECK(insert_charged(st, "n2", "bal", -1, 0, &c, &err) == UP_ERR_INVALID);
     /* a revoked key still gets a refund */
-    CHECK(store_job_fail(st, "g1", "input vanished", 60, &err) == 0 && balance(st, "gone") == 5);
+    CHECK(store_job_fail(st, "g1", NULL, "input vanished", 60, &err) == 0 && balance(st, "gone") == 5);
 
     /* refunds on a key with 10 credits */
     make_key(&k, "r", "upres_r", 6, -1, 10, 6.0);
@@ -747,9 +820,9 @@ static void test_charges(void) {
     job_status_t was;
     /* failed while queued: refunded once */
     CHECK(insert_charged(st, "r1", "r", 1, 0, &c, &err) == 0 && balance(st, "r") == 9);
-    CHECK(store_job_fail(st, "r1", "bad input", 60, &err) == 0 && balance(st, "r") == 10);
+    CHECK(store_job_fail(st, "r1", NULL, "bad input", 60, &err) == 0 && balance(st, "r") == 10);
     CHECK(refunded(st, "r1") == 1);
-    CHECK(store_job_fail(st, "r1", "again", 60, &err) == UP_ERR_INVALID && balance(st, "r") == 10);
+    CHECK(store_job_fail(st, "r1", NULL, "again", 60, &err) == UP_ERR_INVALID && balance(st, "r") == 10);
     CHECK(store_job_cancel(st, "r1", &was, &err) == UP_ERR_INVALID && balance(st, "r") == 10);
     /* cancelled while queued */
     CHECK(insert_charged(st, "r2", "r", 2, 0, &c, &err) == 0 && balance(st, "r") == 8);
@@ -762,27 +835,30 @@ static void test_charges(void) {
     CHECK(insert_charged(st, "r6", "r", 1, 4.0, &c, &err) == 0 && balance(st, "r") == 1);
     CHECK(insert_charged(st, "r7", "r", 1, 5.0, &c, &err) == 0 && balance(st, "r") == 0);
     /* cancelled while claimed: refunded when the worker ends it, not before */
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r3") == 0);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "r3") == 0);
     CHECK(store_job_cancel(st, "r3", &was, &err) == 0 && was == JOB_STATUS_CLAIMED);
     CHECK(balance(st, "r") == 0);
-    CHECK(store_job_cancelled(st, "r3", 60, &err) == 0 && balance(st, "r") == 3 && refunded(st, "r3") == 1);
+    CHECK(store_job_cancelled(st, "r3", held(st, "r3"), 60, &err) == 0 && balance(st, "r") == 3 &&
+          refunded(st, "r3") == 1);
     /* cancelled while processing: kept */
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r4") == 0);
-    CHECK(store_job_start(st, "r4", NULL, &err) == 0);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "r4") == 0);
+    CHECK(store_job_start(st, "r4", held(st, "r4"), NULL, &err) == 0);
     CHECK(store_job_cancel(st, "r4", &was, &err) == 0 && was == JOB_STATUS_PROCESSING);
-    CHECK(store_job_cancelled(st, "r4", 60, &err) == 0 && balance(st, "r") == 3 && refunded(st, "r4") == 0);
+    CHECK(store_job_cancelled(st, "r4", held(st, "r4"), 60, &err) == 0 && balance(st, "r") == 3 &&
+          refunded(st, "r4") == 0);
     /* completed: kept */
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r5") == 0);
-    CHECK(store_job_start(st, "r5", NULL, &err) == 0);
-    CHECK(store_job_complete(st, &got, 60, &err) == 0 && balance(st, "r") == 3 && refunded(st, "r5") == 0);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "r5") == 0);
+    CHECK(store_job_start(st, "r5", held(st, "r5"), NULL, &err) == 0);
+    CHECK(store_job_complete(st, &got, held(st, got.id), 60, &err) == 0 && balance(st, "r") == 3 &&
+          refunded(st, "r5") == 0);
     /* failed while processing, failed while claimed: refunded */
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r6") == 0);
-    CHECK(store_job_start(st, "r6", NULL, &err) == 0);
-    CHECK(store_job_fail(st, "r6", "out of memory", 60, &err) == 0 && balance(st, "r") == 4);
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r7") == 0);
-    CHECK(store_job_fail(st, "r7", "no model", 60, &err) == 0 && balance(st, "r") == 5);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "r6") == 0);
+    CHECK(store_job_start(st, "r6", held(st, "r6"), NULL, &err) == 0);
+    CHECK(store_job_fail(st, "r6", NULL, "out of memory", 60, &err) == 0 && balance(st, "r") == 4);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "r7") == 0);
+    CHECK(store_job_fail(st, "r7", NULL, "no model", 60, &err) == 0 && balance(st, "r") == 5);
     CHECK(refunded(st, "r6") == 1 && refunded(st, "r7") == 1);
-    CHECK(store_job_fail(st, "r7", "no model", 60, &err) == UP_ERR_INVALID && balance(st, "r") == 5);
+    CHECK(store_job_fail(st, "r7", NULL, "no model", 60, &err) == UP_ERR_INVALID && balance(st, "r") == 5);
 
     /* recover: requeued jobs keep their charge; failed ones get it back, once */
     CHECK(insert_charged(st, "r8", "r", 2, 6.0, &c, &err) == 0);
@@ -792,27 +868,27 @@ static void test_charges(void) {
     snprintf(j.owner, sizeof j.owner, "free");
     j.credits = 7;
     CHECK(store_job_insert_charged(st, &j, 0, &c, &err) == 0);
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "f-old") == 0);
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r8") == 0);
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r9") == 0);
-    CHECK(store_job_start(st, "r9", NULL, &err) == 0);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "f-old") == 0);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "r8") == 0);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "r9") == 0);
+    CHECK(store_job_start(st, "r9", held(st, "r9"), NULL, &err) == 0);
     int n_re = -1, n_fail = -1;
-    CHECK(store_jobs_recover(st, 2, 60, &n_re, &n_fail, &err) == 0 && n_re == 3 && n_fail == 0);
+    CHECK(recover(st, "charges", 2, 60, &n_re, &n_fail) == 0 && n_re == 3 && n_fail == 0);
     CHECK(balance(st, "r") == 1 && refunded(st, "r8") == 0);
     /* the second attempt of f-old, r8 and r9, the first of r10 */
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "f-old") == 0 && got.attempts == 2);
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r8") == 0 && got.attempts == 2);
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r9") == 0 && got.attempts == 2);
-    CHECK(store_job_start(st, "r9", NULL, &err) == 0);
-    CHECK(store_job_claim(st, &got, &err) == 0 && strcmp(got.id, "r10") == 0 && got.attempts == 1);
-    CHECK(store_jobs_recover(st, 2, 60, &n_re, &n_fail, &err) == 0 && n_re == 1 && n_fail == 3);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "f-old") == 0 && got.attempts == 2);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "r8") == 0 && got.attempts == 2);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "r9") == 0 && got.attempts == 2);
+    CHECK(store_job_start(st, "r9", held(st, "r9"), NULL, &err) == 0);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "r10") == 0 && got.attempts == 1);
+    CHECK(recover(st, "charges", 2, 60, &n_re, &n_fail) == 0 && n_re == 1 && n_fail == 3);
     CHECKF(balance(st, "r") == 4, "%lld", balance(st, "r"));
     CHECK(refunded(st, "r8") == 1 && refunded(st, "r9") == 1 && refunded(st, "r10") == 0);
     CHECK(refunded(st, "f-old") == 1 && balance(st, "free") == -1);
     CHECK(store_job_get(st, "r8", &got, &err) == 0 && got.status == JOB_STATUS_FAILED);
-    CHECK(store_jobs_recover(st, 2, 60, &n_re, &n_fail, &err) == 0 && n_re == 0 && n_fail == 0);
+    CHECK(recover(st, "charges", 2, 60, &n_re, &n_fail) == 0 && n_re == 0 && n_fail == 0);
     CHECK(balance(st, "r") == 4);
-    CHECK(store_job_fail(st, "r10", "x", 60, &err) == 0 && balance(st, "r") == 5);
+    CHECK(store_job_fail(st, "r10", NULL, "x", 60, &err) == 0 && balance(st, "r") == 5);
 
     /* usage counts only what was kept: r4 (3) and r5 (2) */
     CHECK(store_key_usage(st, "r", 0, &used, &err) == 0);
@@ -1099,11 +1175,11 @@ static void test_list(void) {
         }
     }
     CHECK(store_job_cancel(st, "a3", &was, &err) == 0);
-    CHECK(store_job_fail(st, "a5", "x", 60, &err) == 0);
+    CHECK(store_job_fail(st, "a5", NULL, "x", 60, &err) == 0);
     CHECK(store_job_get(st, "a9", &got, &err) == 0);
     CHECK(strcmp(got.model_alias, "vendor/m2") == 0 && strcmp(got.owner, "alice") == 0);
     CHECK(strcmp(got.tier, "basic") == 0 && got.credits == 0 && got.refunded == 0);
-    CHECK(store_job_fail(st, "a9", "x", 60, &err) == 0); /* a free job: nothing to give back */
+    CHECK(store_job_fail(st, "a9", NULL, "x", 60, &err) == 0); /* a free job: nothing to give back */
     CHECK(store_job_get(st, "a9", &got, &err) == 0 && got.refunded == 0);
     /* only store_job_insert_charged records a charge */
     make_job(&got, "a-charged", 0);
@@ -1314,7 +1390,7 @@ static void test_migrate_v1(void) {
     f.owner = "";
     CHECK(store_jobs_list(st, &f, jobs, 4, &n, &err) == 0 && n == 1 && strcmp(jobs[0].id, "old-1") == 0);
     store_close(st);
-    CHECK(user_version("v1") == 3);
+    CHECK(user_version("v1") == 4);
 
     /* migrated and new databases have the same schema */
     store_t *fresh = open_sub("v2-fresh");
@@ -1337,6 +1413,188 @@ static void test_migrate_v1(void) {
     st = NULL;
     CHECK(store_open(sub, &st, &err) == UP_ERR_IO && st == NULL);
     CHECKF(strstr(err.msg, "newer") != NULL, "%s", err.msg);
+}
+
+/* ---- migration from schema version 3 ------------------------------------------- */
+
+/*
+ * A version-3 file: a new one with the claim columns taken off again (the
+ * columns version 4 added, in the order it added them), and a job a
+ * version-3 upres left processing when it died.
+ */
+static void test_migrate_v3(void) {
+    store_t *st = open_sub("v3");
+    store_close(st);
+    CHECK(
+        raw_exec("v3",
+                 "ALTER TABLE jobs DROP COLUMN not_before; ALTER TABLE jobs DROP COLUMN lease_until;"
+                 " ALTER TABLE jobs DROP COLUMN lease_s; ALTER TABLE jobs DROP COLUMN worker;"
+                 " INSERT INTO jobs (id, status, attempts, model, scale, created_at, started_at)"
+                 " VALUES ('v3-run', 1, 1, 'realesr-animevideov3', 2, 10, 11);"
+                 " INSERT INTO jobs (id, status, model, scale, created_at) VALUES ('v3-wait', 0, 'x', 2, 12);"
+                 " PRAGMA user_version = 3;") == 0);
+    CHECK(user_version("v3") == 3);
+    st = open_sub("v3");
+    if (!st)
+        return;
+    CHECK(user_version("v3") == 4);
+    up_error_t err;
+    job_t got;
+    CHECK(store_job_get(st, "v3-run", &got, &err) == 0 && got.status == JOB_STATUS_PROCESSING);
+    CHECK(got.attempts == 1 && got.worker[0] == '\0' && got.lease_until == 0 && got.not_before == 0);
+    /* it has no lease: the first rescue takes it, as the start-up recovery did */
+    job_t jobs[4];
+    int n = -1;
+    CHECK(store_jobs_rescue(st, 3, 0, 60, jobs, 4, &n, &err) == 0 && n == 1 &&
+          strcmp(jobs[0].id, "v3-run") == 0);
+    CHECK(jobs[0].status == JOB_STATUS_QUEUED && jobs[0].attempts == 1);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "v3-run") == 0 && got.attempts == 2);
+    CHECK(strcmp(got.worker, WORKER) == 0 && got.lease_until > now_s() + 50);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "v3-wait") == 0 && got.attempts == 1);
+    store_close(st);
+    char a[8192], b[8192];
+    schema_of("v3", a, sizeof a);
+    schema_of("v2-fresh", b, sizeof b);
+    CHECKF(a[0] && strcmp(a, b) == 0, "migrated:\n%s\nnew:\n%s", a, b);
+    CHECK(strstr(b, "lease_until REAL 1 0 0") != NULL && strstr(b, "worker TEXT 1 '' 0") != NULL);
+}
+
+/* ---- leases and fencing ------------------------------------------------------------ */
+
+static void test_leases(void) {
+    /* two handles on one file, as two processes: A's workers run on a, B's on b */
+    store_t *a = open_sub("leases"), *b = open_sub("leases");
+    if (!a || !b) {
+        store_close(a);
+        store_close(b);
+        return;
+    }
+    up_error_t err;
+    job_t j, got, jobs[4];
+    int n = -1, cancel = -1;
+    const char *A = "host-a:100:0:aaaa0000", *B = "host-b:200:0:bbbb0000";
+    CHECK(store_job_claim(a, "", 1, &got, &err) == UP_ERR_INVALID);
+    CHECK(store_job_claim(a, A, 0, &got, &err) == UP_ERR_INVALID);
+
+    /* a claim records its worker, attempt and lease; the holder's writes renew the lease */
+    make_job(&j, "l1", 1.0);
+    CHECK(store_job_insert(a, &j, &err) == 0);
+    double t0 = now_s();
+    CHECK(store_job_claim(a, A, 0.4, &got, &err) == 0 && strcmp(got.id, "l1") == 0);
+    CHECK(strcmp(got.worker, A) == 0 && got.attempts == 1 && got.lease_s == 0.4);
+    CHECKF(got.lease_until >= t0 + 0.4 && got.lease_until <= now_s() + 0.4, "%f", got.lease_until - t0);
+    store_fence_t fa = {.worker = A, .attempt = 1};
+    sleep_s(0.1);
+    CHECK(store_job_start(a, "l1", &fa, &cancel, &err) == 0 && cancel == 0);
+    job_t after;
+    CHECK(store_job_get(b, "l1", &after, &err) == 0 && after.lease_until > got.lease_until + 0.05);
+    sleep_s(0.1);
+    CHECK(store_job_progress(a, "l1", &fa, 30, &cancel, &err) == 0 && cancel == 0);
+    CHECK(store_job_get(b, "l1", &got, &err) == 0 && got.lease_until > after.lease_until + 0.05);
+    sleep_s(0.1);
+    CHECK(store_job_heartbeat(a, "l1", &fa, &cancel, &err) == 0 && cancel == 0);
+    CHECK(store_job_get(b, "l1", &after, &err) == 0 && after.lease_until > got.lease_until + 0.05);
+    CHECK(after.progress == 30 && after.status == JOB_STATUS_PROCESSING);
+
+    /* a live lease is nobody else's: a rescue leaves it, another worker's writes are refused */
+    CHECK(store_jobs_rescue(b, 3, 0, 60, jobs, 4, &n, &err) == 0 && n == 0);
+    store_fence_t fb = {.worker = B, .attempt = 1}, fa2 = {.worker = A, .attempt = 2};
+    CHECK(store_job_progress(b, "l1", &fb, 50, NULL, &err) == UP_ERR_CONFLICT);
+    CHECKF(strstr(err.msg, "superseded") && strstr(err.msg, A), "%s", err.msg);
+    CHECK(store_job_heartbeat(b, "l1", &fa2, NULL, &err) == UP_ERR_CONFLICT);
+    CHECK(store_job_fail(b, "l1", &fb, "x", 60, &err) == UP_ERR_CONFLICT);
+    CHECK(store_job_cancelled(b, "l1", &fb, 60, &err) == UP_ERR_CONFLICT);
+    CHECK(store_job_requeue(b, "l1", &fb, &err) == UP_ERR_CONFLICT);
+    got = after;
+    CHECK(store_job_complete(b, &got, &fb, 60, &err) == UP_ERR_CONFLICT);
+    CHECK(store_job_get(a, "l1", &got, &err) == 0 && got.status == JOB_STATUS_PROCESSING &&
+          got.progress == 30);
+
+    /* A stops renewing (its process died or froze): once the lease is over, B's process rescues the job */
+    sleep_s(0.5);
+    t0 = now_s();
+    CHECK(store_jobs_rescue(b, 3, 0.6, 60, jobs, 4, &n, &err) == 0 && n == 1);
+    CHECK(strcmp(jobs[0].id, "l1") == 0 && jobs[0].status == JOB_STATUS_QUEUED && jobs[0].attempts == 1);
+    CHECK(jobs[0].worker[0] == '\0' && jobs[0].lease_until == 0 && jobs[0].progress == 0);
+    /* backoff: claimable after backoff x attempts (0.6 s x 1) */
+    CHECKF(jobs[0].not_before >= t0 + 0.6 && jobs[0].not_before <= now_s() + 0.6, "%f",
+           jobs[0].not_before - t0);
+    CHECK(store_jobs_rescue(a, 3, 0.6, 60, jobs, 4, &n, &err) == 0 && n == 0); /* once */
+    /* the old holder is refused at once, before anyone claims the job again */
+    CHECK(store_job_progress(a, "l1", &fa, 60, NULL, &err) == UP_ERR_CONFLICT);
+    CHECK(store_job_heartbeat(a, "l1", &fa, NULL, &err) == UP_ERR_CONFLICT);
+    CHECK(store_job_fail(a, "l1", &fa, "late", 60, &err) == UP_ERR_CONFLICT);
+    CHECK(status_of(a, "l1") == JOB_STATUS_QUEUED);
+    CHECK(store_job_claim(b, B, 5, &got, &err) == UP_ERR_NOT_FOUND); /* still backing off */
+    while (now_s() < jobs[0].not_before + 0.01)
+        sleep_s(0.02);
+    CHECK(store_job_claim(b, B, 5, &got, &err) == 0 && strcmp(got.id, "l1") == 0 && got.attempts == 2);
+    fb.attempt = 2;
+
+    /* the superseded worker wakes up: its progress, complete and fail are refused, the winner's are not */
+    snprintf(got.result_path, sizeof got.result_path, "%s/leases/results/l1-a1.png", dir);
+    CHECK(store_job_complete(a, &got, &fa, 60, &err) == UP_ERR_CONFLICT);
+    CHECKF(strstr(err.msg, "superseded by attempt 2") && strstr(err.msg, B), "%s", err.msg);
+    CHECK(store_job_start(a, "l1", &fa, NULL, &err) == UP_ERR_CONFLICT);
+    CHECK(store_job_cancelled(a, "l1", &fa, 60, &err) == UP_ERR_CONFLICT);
+    CHECK(store_job_requeue(a, "l1", &fa, &err) == UP_ERR_CONFLICT);
+    CHECK(store_job_start(b, "l1", &fb, NULL, &err) == 0);
+    CHECK(store_job_progress(a, "l1", &fa, 90, NULL, &err) == UP_ERR_CONFLICT);
+    CHECK(store_job_fail(a, "l1", &fa, "late", 60, &err) == UP_ERR_CONFLICT);
+    snprintf(got.result_path, sizeof got.result_path, "%s/leases/results/l1-a2.png", dir);
+    CHECK(store_job_complete(b, &got, &fb, 60, &err) == 0);
+    CHECK(store_job_get(a, "l1", &got, &err) == 0 && got.status == JOB_STATUS_COMPLETED);
+    CHECK(strstr(got.result_path, "l1-a2.png") && got.attempts == 2 && strcmp(got.worker, B) == 0);
+    CHECK(got.lease_until == 0);
+    CHECK(store_job_complete(a, &got, &fa, 60, &err) == UP_ERR_CONFLICT);
+    CHECK(store_job_complete(b, &got, &fb, 60, &err) == UP_ERR_INVALID); /* once */
+
+    /* the attempt limit: a charged job whose lease ran out twice with max 2 fails, refunded once */
+    api_key_t k;
+    make_key(&k, "lk", "upres_lk", 41, -1, 10, 1.0);
+    CHECK(store_key_insert(a, &k, &err) == 0);
+    store_charge_t c;
+    CHECK(insert_charged(a, "l2", "lk", 4, 2.0, &c, &err) == 0 && balance(a, "lk") == 6);
+    for (int attempt = 1; attempt <= 2; attempt++) {
+        CHECK(store_job_claim(a, A, 0.05, &got, &err) == 0 && strcmp(got.id, "l2") == 0);
+        CHECK(got.attempts == attempt);
+        if (attempt == 2)
+            CHECK(store_job_start(a, "l2", &(store_fence_t){.worker = A, .attempt = 2}, NULL, &err) == 0);
+        sleep_s(0.1);
+        CHECK(store_jobs_rescue(b, 2, 0, 60, jobs, 4, &n, &err) == 0 && n == 1);
+        CHECK(jobs[0].status == (attempt < 2 ? JOB_STATUS_QUEUED : JOB_STATUS_FAILED));
+    }
+    CHECKF(strstr(jobs[0].error, "lease") && strstr(jobs[0].error, "2 times"), "%s", jobs[0].error);
+    CHECK(jobs[0].expires_at >= jobs[0].completed_at + 59 && jobs[0].worker[0] == '\0');
+    CHECK(balance(a, "lk") == 10 && refunded(a, "l2") == 1);
+    CHECK(store_jobs_rescue(a, 2, 0, 60, jobs, 4, &n, &err) == 0 && n == 0 && balance(a, "lk") == 10);
+    CHECK(store_job_fail(a, "l2", NULL, "again", 60, &err) == UP_ERR_INVALID && balance(a, "lk") == 10);
+    CHECK(store_job_fail(a, "l2", &(store_fence_t){.worker = A, .attempt = 2}, "late", 60, &err) ==
+          UP_ERR_CONFLICT);
+
+    /* a cancel asked of a job whose worker died ends it cancelled: refunded when still claimed */
+    CHECK(insert_charged(a, "l3", "lk", 3, 3.0, &c, &err) == 0 && balance(a, "lk") == 7);
+    CHECK(store_job_claim(a, A, 0.05, &got, &err) == 0 && strcmp(got.id, "l3") == 0);
+    job_status_t was;
+    CHECK(store_job_cancel(b, "l3", &was, &err) == 0 && was == JOB_STATUS_CLAIMED);
+    sleep_s(0.1);
+    CHECK(store_jobs_rescue(b, 3, 0, 60, jobs, 4, &n, &err) == 0 && n == 1);
+    CHECK(jobs[0].status == JOB_STATUS_CANCELLED && balance(a, "lk") == 10 && refunded(a, "l3") == 1);
+
+    /* a graceful requeue gives the attempt back and ends the claim: the old fence is refused after it */
+    make_job(&j, "l4", 4.0);
+    CHECK(store_job_insert(a, &j, &err) == 0);
+    CHECK(store_job_claim(a, A, 5, &got, &err) == 0 && strcmp(got.id, "l4") == 0 && got.attempts == 1);
+    fa.attempt = 1;
+    CHECK(store_job_requeue(a, "l4", &fa, &err) == 0);
+    CHECK(store_job_get(a, "l4", &got, &err) == 0 && got.status == JOB_STATUS_QUEUED && got.attempts == 0);
+    CHECK(got.worker[0] == '\0' && got.not_before == 0);
+    CHECK(store_job_heartbeat(a, "l4", &fa, NULL, &err) == UP_ERR_CONFLICT);
+    CHECK(store_job_claim(b, B, 5, &got, &err) == 0 && strcmp(got.id, "l4") == 0 && got.attempts == 1);
+    CHECK(store_job_heartbeat(a, "l4", &fa, NULL, &err) == UP_ERR_CONFLICT); /* same attempt, other worker */
+    CHECK(store_job_heartbeat(b, "l4", &(store_fence_t){.worker = B, .attempt = 1}, &cancel, &err) == 0);
+    store_close(a);
+    store_close(b);
 }
 
 int main(void) {
@@ -1371,7 +1629,7 @@ int main(void) {
         CHECK(memcmp(&before, &after, sizeof before) == 0);
         CHECK(store_job_get(st, "job-d", &after, &err) == 0 && strstr(after.error, "3 times"));
         job_t h;
-        CHECK(store_job_claim(st, &h, &err) == 0 && strcmp(h.id, "job-h") == 0);
+        CHECK(claim(st, &h, &err) == 0 && strcmp(h.id, "job-h") == 0);
     }
     store_close(st);
     store_close(NULL);
@@ -1388,6 +1646,8 @@ int main(void) {
     test_topup_race();
     test_list();
     test_migrate_v1();
+    test_migrate_v3();
+    test_leases();
 
     /* a path where the database cannot be created */
     CHECK(store_open("/proc/upres-no-such-dir", &st, &err) == UP_ERR_IO && st == NULL);
