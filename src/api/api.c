@@ -13,20 +13,18 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/base64url.h"
 #include "core/clock.h"
-#include "core/fileio.h"
 #include "core/log.h"
 #include "core/text.h"
 #include "core/uuid.h"
@@ -254,25 +252,6 @@ int api_download_deletes(const job_t *job) { return job->keep_s <= 0; }
 
 /* ---- submission ----------------------------------------------------------------- */
 
-/* Write size bytes to a new file at path (not there before). 0, or -1 with errno set and nothing left. */
-static int write_new_file(const char *path, const void *data, size_t size) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return -1;
-    int failed = write_all(fd, data, size) != 0;
-    int e = errno;
-    if (close(fd) && !failed) {
-        failed = 1;
-        e = errno;
-    }
-    if (failed) {
-        unlink(path);
-        errno = e;
-        return -1;
-    }
-    return 0;
-}
-
 void api_cursor_make(long long seq, char *out, size_t size) {
     char plain[32], enc[BASE64URL_LEN(sizeof plain) + 1];
     int n = snprintf(plain, sizeof plain, "seq:%lld", seq);
@@ -391,9 +370,9 @@ static int idem_check(api_t *api, http_request_t *req, const api_key_t *key) {
     return rc;
 }
 
-/* The image file could not be stored (errno e): the answer, and the log line naming it. */
-static void store_failed(http_request_t *req, const char *dest, int e) {
-    log_error("api: cannot store the image as %s: %s", dest, strerror(e));
+/* The image could not be stored (errno e): the answer, and the log line naming it. */
+static void store_failed(http_request_t *req, const up_error_t *err, int e) {
+    log_error("api: cannot store the image: %s", err->msg);
     http_reply_storage_error(req, e);
 }
 
@@ -467,17 +446,21 @@ int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_
         snprintf(job->format, sizeof job->format, "%s", f ? f : "png");
     }
 
-    /* store the input under the job's id */
+    /* store the input under the job's id: a blob, whose key the row records (rows hold keys, not paths) */
     uuid_v4(job->id);
-    char dest[sizeof job->input_path];
-    snprintf(dest, sizeof dest, "%.900s/%s.%s", queue_uploads_dir(api->queue), job->id,
-             job->input_format[0] ? job->input_format : "bin");
-    if (in->path ? http_request_upload_take(req, dest, &err) : write_new_file(dest, in->data, in->size)) {
-        store_failed(req, dest, errno);
+    char dest[sizeof job->input_key];
+    snprintf(dest, sizeof dest, "uploads/%s.%s", job->id, job->input_format[0] ? job->input_format : "bin");
+    /* an upload: the request lets its staged file go (in->path is the request's: copied first),
+     * and the blob store takes it over */
+    char staged[PATH_MAX];
+    snprintf(staged, sizeof staged, "%s", in->path ? in->path : "");
+    if (in->path ? http_request_upload_take(req, NULL, &err) || blob_put_file(api->blobs, dest, staged, &err)
+                 : blob_put(api->blobs, dest, in->data, in->size, &err)) {
+        store_failed(req, &err, errno);
         return -1;
     }
     job->status = JOB_STATUS_QUEUED;
-    memcpy(job->input_path, dest, sizeof dest);
+    memcpy(job->input_key, dest, sizeof dest);
     const char *name = in->name && *in->name ? in->name : "image";
     text_utf8_copy(job->input_name, sizeof job->input_name, name, strlen(name));
     job->input_bytes = (long long)in->size;
@@ -487,7 +470,7 @@ int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_
     unsigned status = 201;
     char *text = http_json_text(reply(api, req, job, note[0] ? note : NULL, &status));
     if (!text) {
-        unlink(dest);
+        blob_delete(api->blobs, dest, NULL);
         log_error("api: job %s: its answer could not be encoded; nothing stored", job->id);
         http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot encode the answer: nothing was stored");
         return -1;
@@ -505,7 +488,7 @@ int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_
     rc = store_job_submit(api->store, job, key ? auth_month_start(job->created_at) : -1, ikey ? &idem : NULL,
                           &ch, &err);
     if (rc) {
-        unlink(dest);
+        blob_delete(api->blobs, dest, NULL);
         free(text);
         if (rc == UP_ERR_CONFLICT) /* a concurrent request with this key was stored first: its answer */
             return idem_check(api, req, key) == 1 ? 0 : -1;
@@ -731,10 +714,10 @@ static const char *safe_host(http_request_t *req) {
 }
 
 int api_result_url(api_t *api, http_request_t *req, const job_t *job, char *out, size_t size) {
-    struct stat st;
+    blob_info_t info;
     /* sign only what exists: a result deleted under the row (by hand, a full disk) gets no link */
-    if (job->status != JOB_STATUS_COMPLETED || !job->result_path[0] || stat(job->result_path, &st) ||
-        !S_ISREG(st.st_mode))
+    if (job->status != JOB_STATUS_COMPLETED || !job->result_key[0] ||
+        blob_stat(api->blobs, job->result_key, &info, NULL))
         return -1;
     double now = now_s();
     long long expires = (long long)floor(now + api->result_url_ttl);

@@ -21,6 +21,7 @@
 #include "auth/auth.h"
 #include "http/fetch.h"
 #include "http/http.h"
+#include "blob/blob.h"
 #include "queue/events.h"
 #include "queue/queue.h"
 #include "store/store.h"
@@ -31,6 +32,7 @@
 /* The context of every handler; pointers are borrowed and outlive the server. */
 typedef struct api {
     store_t *store;
+    blob_store_t *blobs; /* the uploads and results (rows hold their keys) */
     queue_t *queue;
     events_t *events; /* job changes, for event streams (NULL = none: a stream then sees a change at its
                          next keep-alive only) */

@@ -21,6 +21,7 @@
  * sequence of the last job returned, so pages never shift while new jobs
  * arrive. It is opaque to clients ("c1." + base64url), not an offset.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -344,8 +345,10 @@ static void h_result(http_request_t *req, void *ctx) {
                               rc == UP_ERR_NOT_FOUND ? "Job not found." : "cannot read the job");
         return;
     }
-    if (job.status != JOB_STATUS_COMPLETED || !job.result_path[0] ||
-        http_reply_file(req, 200, job.result_path, api_content_type(job.result_format), NULL))
+    char path[PATH_MAX]; /* MHD's file response needs a file: the blob store's local extra */
+    if (job.status != JOB_STATUS_COMPLETED || !job.result_key[0] ||
+        blob_path(api->blobs, job.result_key, path, sizeof path, NULL) ||
+        http_reply_file(req, 200, path, api_content_type(job.result_format), NULL))
         http_reply_error_code(req, 410, "GONE", NULL,
                               "the result of job %s is gone (downloaded and deleted, or its retention ended)",
                               job.id);

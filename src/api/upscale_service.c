@@ -359,7 +359,8 @@ static void h_download(http_request_t *req, void *ctx) {
         return;
     case JOB_STATUS_COMPLETED: break;
     }
-    if (!job.result_path[0]) {
+    char path[PATH_MAX]; /* MHD's file response needs a file: the blob store's local extra */
+    if (!job.result_key[0] || blob_path(api->blobs, job.result_key, path, sizeof path, NULL)) {
         http_reply_error(req, 410, "the result of job %s is gone (already downloaded, or expired)", job.id);
         return;
     }
@@ -368,7 +369,7 @@ static void h_download(http_request_t *req, void *ctx) {
     http_request_set_tag(req, job.id);
     if (deletes)
         http_request_on_complete(req, download_done);
-    int rc = http_reply_file(req, 200, job.result_path, api_content_type(job.result_format), name);
+    int rc = http_reply_file(req, 200, path, api_content_type(job.result_format), name);
     if (rc == UP_ERR_NOT_FOUND) {
         http_request_on_complete(req, NULL);
         http_reply_error(req, 410, "the result of job %s is gone (already downloaded, or expired)", job.id);

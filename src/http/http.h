@@ -166,7 +166,11 @@ const char *http_request_body(const http_request_t *req, size_t *size);
 int http_request_upload(const http_request_t *req, const char *field, const char **path,
                         const char **filename, unsigned long long *size);
 
-/* Rename the uploaded file to dest; it is then the caller's. 0, or UP_ERR_IO with errno set. */
+/*
+ * Rename the uploaded file to dest; it is then the caller's. dest NULL: the
+ * file stays where it is (the path http_request_upload gave) and is the
+ * caller's (the blob store moves it). 0, or UP_ERR_IO with errno set.
+ */
 int http_request_upload_take(http_request_t *req, const char *dest, up_error_t *err);
 
 /*

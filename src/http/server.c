@@ -480,7 +480,9 @@ static enum MHD_Result upload_iter(void *cls, enum MHD_ValueKind kind, const cha
         if (req->has_upload && strcmp(req->upload_field, key))
             return MHD_YES; /* one file per request: later parts are ignored */
         if (!req->has_upload) {
-            snprintf(req->upload_path, sizeof req->upload_path, "%s/.upload-XXXXXX", req->srv->upload_dir);
+            /* the pid tells a sweep at start that a killed server's partial upload has no writer left */
+            snprintf(req->upload_path, sizeof req->upload_path, "%s/.upload-%ld-XXXXXX", req->srv->upload_dir,
+                     (long)getpid());
             req->upload_fd = mkstemp(req->upload_path);
             if (req->upload_fd < 0) {
                 refuse_storage(req, errno, "cannot create");
@@ -890,7 +892,7 @@ int http_request_upload(const http_request_t *req, const char *field, const char
 int http_request_upload_take(http_request_t *req, const char *dest, up_error_t *err) {
     if (!req->has_upload || !req->upload_path[0])
         return up_error_set(err, UP_ERR_NOT_FOUND, 0, "no upload");
-    if (rename(req->upload_path, dest)) {
+    if (dest && rename(req->upload_path, dest)) {
         int e = errno;
         up_error_set(err, UP_ERR_IO, 0, "cannot move the upload to %s: %s", dest, strerror(e));
         errno = e; /* for the caller's answer (http_reply_storage_error) */

@@ -53,10 +53,13 @@
  * races with a job's start is never lost. A cancel made by another process
  * on the same store is still seen by the poll, between tiles.
  *
- * Files: the result is written by image_save_file, which writes a
- * temporary name in results/ and renames it into place, so a crash never
- * leaves a partial results/<id>-a<attempt>.<ext>; stray temporaries from a
- * crash are removed at start. Each attempt has its own name: a superseded
+ * Files: blobs, by key (blob.h). The result is encoded in memory and put
+ * (a temporary renamed into place), so a crash never leaves a partial
+ * results/<id>-a<attempt>.<ext>; the start sweep removes the temporaries a
+ * dead process left, and the uploads and results no row references (an
+ * upload put by a server killed before its row was inserted, a result of
+ * an attempt killed before it was recorded), once older than a put can
+ * take to be recorded. Each attempt has its own name: a superseded
  * worker's complete is refused and it deletes only its own file, and the
  * winner deletes what earlier attempts (killed between the rename and the
  * record) left. The input is deleted when the job ends (completed, failed,
@@ -68,6 +71,7 @@
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -112,11 +116,9 @@ typedef struct worker {
 } worker_t;
 
 struct queue {
-    store_t *st;        /* borrowed */
-    queue_config_t cfg; /* data_dir points at data_dir below */
-    char data_dir[1024];
-    char uploads[1100];
-    char results[1100];
+    store_t *st;      /* borrowed */
+    blob_store_t *bs; /* borrowed: cfg.blobs */
+    queue_config_t cfg;
     int threads_per_worker;
 
     pthread_mutex_t mu;
@@ -143,68 +145,26 @@ void queue_config_init(queue_config_t *cfg) {
     cfg->lease_s = 30;
     cfg->heartbeat_s = 10;
     cfg->backoff_s = 2;
+    cfg->temp_age_s = 3600;
+    cfg->orphan_age_s = 300;
     cfg->max_input_pixels = upscale_max_input_pixels();
     upscale_opts_t defaults;
     upscale_opts_init(&defaults);
     cfg->max_output_pixels = defaults.max_output_pixels;
 }
 
-const char *queue_uploads_dir(const queue_t *q) { return q->uploads; }
-const char *queue_results_dir(const queue_t *q) { return q->results; }
-
 /* ---- helpers ----------------------------------------------------------------- */
 
-/* Delete path; a file already gone is fine. Returns 0 or errno. */
-static int remove_file(const char *path) {
-    if (!path || !*path)
+/* Delete the blob key; one already gone is fine. Returns 0, or the error (logged: the file stays). */
+static int remove_blob(queue_t *q, const char *key) {
+    if (!key || !*key)
         return 0;
-    if (unlink(path) == 0 || errno == ENOENT)
+    up_error_t err;
+    int rc = blob_delete(q->bs, key, &err);
+    if (rc == 0 || rc == UP_ERR_NOT_FOUND)
         return 0;
-    int e = errno;
-    char ebuf[128];
-    log_warn("cannot delete %s: %s", path, strerror_r(e, ebuf, sizeof ebuf));
-    return e;
-}
-
-static int make_dir(const char *path, up_error_t *err) {
-    if (mkdir(path, 0777) == 0 || errno == EEXIST) {
-        struct stat sb;
-        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
-            return UP_OK;
-    }
-    char ebuf[128];
-    int rc = up_error_set(err, UP_ERR_IO, 0, "cannot create the folder %s: %s", path,
-                          strerror_r(errno ? errno : ENOTDIR, ebuf, sizeof ebuf));
-    log_error("cannot create the folder %s", path);
+    log_warn("cannot delete %s: %s", key, err.msg);
     return rc;
-}
-
-/*
- * Temporary files image_save_file left behind when a process died
- * mid-write ("<name>.tmp-<pid>-<n>"). Another live process may be writing
- * one right now (a second server on the same folder), so only files whose
- * writer is gone, or that are over an hour old (pids are reused, e.g. pid 1
- * in a container), are removed.
- */
-static void remove_stale_temporaries(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char path[2048];
-    while ((e = readdir(d))) {
-        const char *tmp = strstr(e->d_name, ".tmp-");
-        if (!tmp)
-            continue;
-        long pid = strtol(tmp + 5, NULL, 10);
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        struct stat sb;
-        int writer_gone = pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno == ESRCH);
-        int old = stat(path, &sb) == 0 && now_s() - (double)sb.st_mtime > 3600;
-        if ((writer_gone || old) && remove_file(path) == 0)
-            log_info("removed the partial result %s", path);
-    }
-    closedir(d);
 }
 
 /* Wait on cond for at most seconds (monotonic); mu held. */
@@ -226,14 +186,16 @@ static void timed_wait(pthread_cond_t *cond, pthread_mutex_t *mu, double seconds
  */
 static void remove_attempt_results(queue_t *q, const char *id, int n_attempts, int keep) {
     static const char *const exts[] = {"png", "jpg", "webp"}; /* what output_format writes */
-    char path[1200];
+    char key[BLOB_KEY_MAX + 1];
+    up_error_t err;
     for (int k = 1; k <= n_attempts; k++) {
         for (size_t i = 0; i < sizeof exts / sizeof *exts && k != keep; i++) {
-            snprintf(path, sizeof path, "%s/%s-a%d.%s", q->results, id, k, exts[i]);
-            if (unlink(path) == 0)
-                log_info("job %s: removed %s, left by attempt %d", id, path, k);
-            else if (errno != ENOENT)
-                remove_file(path); /* logs why */
+            snprintf(key, sizeof key, "results/%s-a%d.%s", id, k, exts[i]);
+            int rc = blob_delete(q->bs, key, &err);
+            if (rc == 0)
+                log_info("job %s: removed %s, left by attempt %d", id, key, k);
+            else if (rc != UP_ERR_NOT_FOUND)
+                log_warn("cannot delete %s: %s", key, err.msg);
         }
     }
 }
@@ -360,7 +322,13 @@ static void run_job(worker_t *w, job_t *job) {
         goto end;
 
     image_limits_t lim = {.max_pixels = q->cfg.max_input_pixels};
-    if ((rc = image_load_file(job->input_path, &lim, &in, &err))) {
+    char input[PATH_MAX];
+    if (!job->input_key[0]) {
+        rc = up_error_set(&err, UP_ERR_NOT_FOUND, 0, "the uploaded input is gone");
+        goto end;
+    }
+    if ((rc = blob_path(q->bs, job->input_key, input, sizeof input, &err)) ||
+        (rc = image_load_file(input, &lim, &in, &err))) {
         if (rc == UP_ERR_NOT_FOUND)
             up_error_set(&err, rc, 0, "the uploaded input is gone");
         else
@@ -414,30 +382,28 @@ static void run_job(worker_t *w, job_t *job) {
 
     /* one name per attempt: a superseded worker can never overwrite or delete the winner's */
     const char *fmt = output_format(job, in);
-    int n = snprintf(job->result_path, sizeof job->result_path, "%s/%s-a%d.%s", q->results, job->id,
-                     job->attempts, fmt);
-    if (n < 0 || (size_t)n >= sizeof job->result_path) {
-        rc = up_error_set(&err, UP_ERR_IO, 0, "the result path is too long");
-        goto end;
-    }
+    snprintf(job->result_key, sizeof job->result_key, "results/%s-a%d.%s", job->id, job->attempts, fmt);
     /* colour: the job's choice, else the server's (the input's own profile unless told sRGB) */
     int keep = job->colour[0] ? strcmp(job->colour, "keep") == 0 : !q->cfg.colour_srgb;
     image_save_opts_t so = {
         .format = fmt, .quality = job->quality, .srgb = !keep, .strip = q->cfg.strip_metadata};
-    if ((rc = image_save_file(out, job->result_path, &so, &err)))
+    void *encoded = NULL;
+    size_t encoded_size = 0;
+    if ((rc = image_save_buffer(out, &so, &encoded, &encoded_size, &err)))
         goto end;
-    struct stat sb;
-    if (stat(job->result_path, &sb) != 0) {
-        rc = up_error_set(&err, UP_ERR_IO, 0, "the result file vanished");
+    rc = blob_put(q->bs, job->result_key, encoded, encoded_size, &err);
+    free(encoded);
+    if (rc) {
+        up_error_prefix(&err, "cannot store the result");
         goto end;
     }
     snprintf(job->result_format, sizeof job->result_format, "%s", fmt);
     job->output_width = out->width;
     job->output_height = out->height;
-    job->result_bytes = (long long)sb.st_size;
+    job->result_bytes = (long long)encoded_size;
     if ((rc = store_job_complete(st, job, &fence, q->cfg.retention_s, &err))) {
         /* superseded, cancelled or failed under us, or the store failed: drop our result */
-        remove_file(job->result_path);
+        remove_blob(q, job->result_key);
         log_warn("job %s: cannot record the result of attempt %d: %s", job->id, job->attempts, err.msg);
         goto refused;
     }
@@ -480,7 +446,7 @@ refused:
     /* INVALID: the job ended without us (failed or cancelled elsewhere) */
 input:
     /* upscale-service guide: uploaded inputs are deleted when the job ends */
-    if (remove_file(job->input_path) == 0)
+    if (remove_blob(q, job->input_key) == 0)
         store_job_input_deleted(st, job->id, NULL);
 out:
     set_running(w, NULL, 0);
@@ -576,7 +542,7 @@ static void rescue(queue_t *q) {
             else
                 log_info("job %s cancelled: the lease of attempt %d ran out", j->id, j->attempts);
             remove_attempt_results(q, j->id, j->attempts, 0);
-            if (remove_file(j->input_path) == 0)
+            if (remove_blob(q, j->input_key) == 0)
                 store_job_input_deleted(q->st, j->id, NULL);
         }
     } while (n == RESCUE_BATCH && !atomic_load(&q->stopping));
@@ -621,7 +587,7 @@ static void sweep(queue_t *q) {
         int n_done = 0;
         for (int i = 0; i < n; i++) {
             /* a file we cannot delete stays recorded and is tried again next sweep */
-            if (remove_file(jobs[i].input_path) || remove_file(jobs[i].result_path))
+            if (remove_blob(q, jobs[i].input_key) || remove_blob(q, jobs[i].result_key))
                 continue;
             if (store_job_expire(q->st, jobs[i].id, &err) == 0) {
                 n_done++;
@@ -652,20 +618,73 @@ static void *sweeper_main(void *arg) {
     return NULL;
 }
 
+/* ---- the start sweep --------------------------------------------------------------- */
+
+typedef struct key_set {
+    char **keys; /* sorted */
+    int n, cap;
+} key_set_t;
+
+static int add_key(const char *key, void *ctx) {
+    key_set_t *ks = ctx;
+    if (ks->n == ks->cap) {
+        ks->cap = ks->cap ? 2 * ks->cap : 256;
+        ks->keys = xrealloc(ks->keys, sizeof *ks->keys * (size_t)ks->cap);
+    }
+    ks->keys[ks->n++] = xstrdup(key);
+    return 0;
+}
+
+static int cmp_key(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int key_referenced(const char *key, void *ctx) {
+    const key_set_t *ks = ctx;
+    return ks->n && bsearch(&key, ks->keys, (size_t)ks->n, sizeof *ks->keys, cmp_key) != NULL;
+}
+
+/*
+ * Remove what a killed process left in the blob store: its temporaries,
+ * and uploads and results no row references. The keys rows hold are read
+ * first (see blob.c, "Sweep order"); when they cannot be read, only
+ * temporaries go.
+ */
+static void sweep_blobs(queue_t *q) {
+    static const char *const prefixes[] = {"uploads", "results", NULL};
+    key_set_t ks = {0};
+    up_error_t err;
+    int known = store_blobs_referenced(q->st, add_key, &ks, &err) == 0;
+    if (ks.n)
+        qsort(ks.keys, (size_t)ks.n, sizeof *ks.keys, cmp_key);
+    blob_sweep_opts_t o;
+    blob_sweep_opts_init(&o);
+    o.prefixes = prefixes;
+    o.temp_age_s = q->cfg.temp_age_s;
+    o.orphan_age_s = q->cfg.orphan_age_s;
+    o.referenced = known ? key_referenced : NULL;
+    o.ctx = &ks;
+    blob_sweep_stats_t stats;
+    if (blob_sweep(q->bs, &o, &stats, &err))
+        log_warn("job queue: sweeping the blob store: %s", err.msg);
+    else if (stats.n_temporaries || stats.n_orphans)
+        log_info("job queue: start sweep removed %d temporar%s and %d unreferenced file(s); %d kept",
+                 stats.n_temporaries, stats.n_temporaries == 1 ? "y" : "ies", stats.n_orphans, stats.n_kept);
+    for (int i = 0; i < ks.n; i++)
+        free(ks.keys[i]);
+    free(ks.keys);
+}
+
 /* ---- start / stop --------------------------------------------------------------- */
 
 int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_t *err) {
-    assert(st && cfg && out && cfg->data_dir && cfg->registry);
+    assert(st && cfg && out && cfg->blobs && cfg->registry);
     *out = NULL;
     queue_t *q = xcalloc(1, sizeof *q);
     q->st = st;
+    q->bs = cfg->blobs;
     q->cfg = *cfg;
     int rc;
-    if (snprintf(q->data_dir, sizeof q->data_dir, "%s", cfg->data_dir) >= (int)sizeof q->data_dir) {
-        free(q);
-        return up_error_set(err, UP_ERR_INVALID, 0, "data folder path too long");
-    }
-    q->cfg.data_dir = q->data_dir;
     if (q->cfg.n_workers < 1)
         q->cfg.n_workers = 1;
     if (q->cfg.max_attempts < 1)
@@ -689,14 +708,7 @@ int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         q->threads_per_worker = n > q->cfg.n_workers ? (int)(n / q->cfg.n_workers) : 1;
     }
-    snprintf(q->uploads, sizeof q->uploads, "%s/uploads", q->data_dir);
-    snprintf(q->results, sizeof q->results, "%s/results", q->data_dir);
-    if ((rc = make_dir(q->data_dir, err)) || (rc = make_dir(q->uploads, err)) ||
-        (rc = make_dir(q->results, err))) {
-        free(q);
-        return rc;
-    }
-    remove_stale_temporaries(q->results);
+    sweep_blobs(q);
 
     pthread_mutex_init(&q->mu, NULL);
     pthread_condattr_t ca;
@@ -800,7 +812,7 @@ int queue_job_cancel(queue_t *q, const char *id, job_status_t *was, up_error_t *
     if (rc == 0 && w == JOB_STATUS_QUEUED) {
         /* it never ran: its input goes now (a worker that is stopping it deletes it otherwise) */
         job_t *j = xmalloc(sizeof *j);
-        if (store_job_get(q->st, id, j, NULL) == 0 && j->input_path[0] && remove_file(j->input_path) == 0)
+        if (store_job_get(q->st, id, j, NULL) == 0 && j->input_key[0] && remove_blob(q, j->input_key) == 0)
             store_job_input_deleted(q->st, id, NULL);
         free(j);
         log_info("job %s cancelled while queued", id);
@@ -838,7 +850,7 @@ int queue_job_downloaded(queue_t *q, const char *id, up_error_t *err) {
     /* upscale-service guide: the file is deleted right after a complete download.
      * Delete first, record second: a crash in between leaves a record whose file
      * is gone (the sweeper expires it), never a file no record points at. */
-    if (remove_file(j->result_path)) {
+    if (remove_blob(q, j->result_key)) {
         rc = up_error_set(err, UP_ERR_IO, 0, "cannot delete the result of job %s", id);
         goto out;
     }

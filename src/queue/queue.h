@@ -3,11 +3,13 @@
  * from the store, run the upscale pipeline on them, and store the results;
  * and a sweeper thread that enforces retention.
  *
- * Files (all under the data folder): uploads/<id>.<ext> (the input, written
- * by the HTTP layer before store_job_insert), results/<id>-a<attempt>.<ext>
- * (written to a temporary name, renamed when complete; one name per
- * attempt, so a worker that lost its claim never touches the file of the
- * one that won). The upscale-service guide's data
+ * Files are blobs (blob.h), named in the rows by key: uploads/<id>.<ext>
+ * (the input, put by api_submit before the row is inserted) and
+ * results/<id>-a<attempt>.<ext> (put by the worker: a temporary renamed
+ * when complete; one key per attempt, so a worker that lost its claim never
+ * touches the blob of the one that won). At start the queue sweeps the
+ * blob store: temporaries of dead writers, and blobs no row references
+ * (blob_sweep, with the ages below). The upscale-service guide's data
  * policy: inputs are deleted when the job ends, a result right after a
  * complete download, anything else retention_s after the job finished.
  *
@@ -22,13 +24,14 @@
 #ifndef UPRES_QUEUE_QUEUE_H
 #define UPRES_QUEUE_QUEUE_H
 
+#include "blob/blob.h"
 #include "nn/nn.h"
 #include "queue/events.h"
 #include "store/store.h"
 #include "upscale/upscale.h"
 
 typedef struct queue_config {
-    const char *data_dir;               /* borrowed */
+    blob_store_t *blobs;                /* borrowed, outlives the queue: uploads/ and results/ */
     const upscale_registry_t *registry; /* borrowed, outlives the queue */
     events_t *events;                   /* borrowed: each change of a job is published there; NULL = none */
     int n_workers;                      /* default 1 */
@@ -37,9 +40,11 @@ typedef struct queue_config {
     double retention_s;                 /* default 900 (15 minutes) */
     double sweep_interval_s;            /* default 10 */
     int max_attempts;                   /* default 3: claims of one job before it fails */
-    double lease_s;     /* default 30: a claim is the worker's this long unless renewed, seconds */
-    double heartbeat_s; /* default 10: running jobs' leases are renewed this often; under lease_s */
-    double backoff_s;   /* default 2: a job whose lease ran out waits backoff_s x attempts */
+    double lease_s;      /* default 30: a claim is the worker's this long unless renewed, seconds */
+    double heartbeat_s;  /* default 10: running jobs' leases are renewed this often; under lease_s */
+    double backoff_s;    /* default 2: a job whose lease ran out waits backoff_s x attempts */
+    double temp_age_s;   /* default 3600: the start sweep removes a live writer's temporary past this, s */
+    double orphan_age_s; /* default 300: ... and a blob no row references past this, seconds */
     unsigned long long max_input_pixels;  /* 0 = no limit; default upscale_max_input_pixels() */
     unsigned long long max_output_pixels; /* 0 = no limit; default as upscale_opts_init */
     size_t tile_memory;                   /* bytes for automatic tiles, 0 = default */
@@ -55,7 +60,8 @@ void queue_config_init(queue_config_t *cfg);
 typedef struct queue queue_t;
 
 /*
- * Rescue jobs whose lease ran out (store_jobs_rescue: a previous process
+ * Sweep the blob store (temporaries and unreferenced blobs, see blob.h),
+ * rescue jobs whose lease ran out (store_jobs_rescue: a previous process
  * died), then start the workers, the sweeper and the lease keeper. Jobs
  * that another live process runs are left alone. UP_ERR_INVALID when
  * heartbeat_s is not above 0 and under lease_s. *out is new (queue_stop).
@@ -72,10 +78,6 @@ void queue_notify(queue_t *q);
  * Accepts NULL.
  */
 void queue_stop(queue_t *q);
-
-/* Paths the HTTP layer uses: data_dir/uploads and data_dir/results (created by queue_start). */
-const char *queue_uploads_dir(const queue_t *q);
-const char *queue_results_dir(const queue_t *q);
 
 /*
  * Cancel a job (store_job_cancel, same codes and *was): a queued job is

@@ -50,13 +50,18 @@
  * and a concurrent charge never lose each other's change.
  *
  * Schema version: PRAGMA user_version (SCHEMA_VERSION below). Version 1
- * (jobs only), 2 (accounts) and 3 (Idempotency-Key answers, a job's
- * colour setting) are migrated in place to version 4 (claims: worker,
- * lease, backoff) at open, in the transaction that checks the version. A
- * job a version-3 upres left claimed or processing has no lease
- * (lease_until 0): the first rescue takes it, as the start-up recovery
- * did. A database made by a newer upres is
- * refused rather than misread.
+ * (jobs only), 2 (accounts), 3 (Idempotency-Key answers, a job's colour
+ * setting) and 4 (claims: worker, lease, backoff) are migrated in place to
+ * version 5 (files by blob key) at open, in the transaction that checks
+ * the version. A job a version-3 upres left claimed or processing has no
+ * lease (lease_until 0): the first rescue takes it, as the start-up
+ * recovery did. Version 5 renames input_path and result_path to input_key
+ * and result_key and turns each stored path, absolute or relative to
+ * whatever folder that upres ran in, into a key: every path an upres wrote
+ * is DATA/uploads/<name> or DATA/results/<name>, so the key is its last two
+ * segments; a value that is not such a path names no file of ours and is
+ * cleared (logged). A database made by a newer upres is refused rather
+ * than misread.
  */
 #include "store/store.h"
 
@@ -70,12 +75,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "blob/blob.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/text.h"
 #include "core/xmalloc.h"
 
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 5
 #define IDEM_KEEP_S 86400.0 /* an Idempotency-Key's answer is replayed for 24 hours */
 #define BUSY_TIMEOUT_MS 10000
 
@@ -132,13 +138,13 @@ static const char schema_sql[] =
     " format TEXT NOT NULL DEFAULT '',"
     " quality INTEGER NOT NULL DEFAULT 0,"
     " tile INTEGER NOT NULL DEFAULT 0,"
-    " input_path TEXT NOT NULL DEFAULT '',"
+    " input_key TEXT NOT NULL DEFAULT '',"
     " input_name TEXT NOT NULL DEFAULT '',"
     " input_format TEXT NOT NULL DEFAULT '',"
     " input_width INTEGER NOT NULL DEFAULT 0,"
     " input_height INTEGER NOT NULL DEFAULT 0,"
     " input_bytes INTEGER NOT NULL DEFAULT 0,"
-    " result_path TEXT NOT NULL DEFAULT '',"
+    " result_key TEXT NOT NULL DEFAULT '',"
     " result_format TEXT NOT NULL DEFAULT '',"
     " output_width INTEGER NOT NULL DEFAULT 0,"
     " output_height INTEGER NOT NULL DEFAULT 0,"
@@ -182,11 +188,15 @@ static const char migrate_v4_sql[] = "ALTER TABLE jobs ADD COLUMN worker TEXT NO
                                      "ALTER TABLE jobs ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;"
                                      "ALTER TABLE jobs ADD COLUMN not_before REAL NOT NULL DEFAULT 0;";
 
+/* Version 4 -> 5: files by blob key (the values are converted by migrate_keys). */
+static const char migrate_v5_sql[] = "ALTER TABLE jobs RENAME COLUMN input_path TO input_key;"
+                                     "ALTER TABLE jobs RENAME COLUMN result_path TO result_key;";
+
 /* Every job read returns these columns in this order (see read_row). */
 #define JOB_COLUMNS                                                                                          \
     "seq, id, status, progress, attempts, cancel_requested, model, model_alias, scale, format, quality,"     \
-    " tile, input_path, input_name, input_format, input_width, input_height, input_bytes,"                   \
-    " result_path, result_format, output_width, output_height, result_bytes,"                                \
+    " tile, input_key, input_name, input_format, input_width, input_height, input_bytes,"                    \
+    " result_key, result_format, output_width, output_height, result_bytes,"                                 \
     " created_at, started_at, completed_at, expires_at, error, owner, tier, credits, refunded, keep_s,"      \
     " colour, worker, lease_s, lease_until, not_before"
 
@@ -254,6 +264,7 @@ enum {
     R_USAGE,
     R_IDEM_GET,
     R_LAPSED, /* is there a held job whose lease ran out? */
+    R_BLOB_KEYS,
     N_RSTMT
 };
 
@@ -263,7 +274,7 @@ static const char *const wsql[N_WSTMT] = {
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
     [S_INSERT] = "INSERT INTO jobs (id, status, progress, attempts, cancel_requested, model, scale,"
-                 " format, quality, tile, input_path, input_name, input_format, input_width,"
+                 " format, quality, tile, input_key, input_name, input_format, input_width,"
                  " input_height, input_bytes, created_at, model_alias, owner, tier, credits, keep_s, colour)"
                  " VALUES (?1, 0, 0, 0, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
                  " ?14, ?15, ?16, ?17, ?18, ?19)",
@@ -280,7 +291,7 @@ static const char *const wsql[N_WSTMT] = {
     [S_PROGRESS] = "UPDATE jobs SET progress = ?3, lease_until = ?2 + lease_s WHERE id = ?1",
     [S_HEARTBEAT] = "UPDATE jobs SET lease_until = ?2 + lease_s WHERE id = ?1",
     /* an ended job keeps its last worker (who ran it) but no lease */
-    [S_COMPLETE] = "UPDATE jobs SET status = 2, progress = 100, result_path = ?3, result_format = ?4,"
+    [S_COMPLETE] = "UPDATE jobs SET status = 2, progress = 100, result_key = ?3, result_format = ?4,"
                    " output_width = ?5, output_height = ?6, result_bytes = ?7, completed_at = ?2,"
                    " expires_at = max(?8, ?2 + keep_s), cancel_requested = 0, lease_until = 0 WHERE id = ?1",
     [S_FAIL] = "UPDATE jobs SET status = 3, error = ?3, completed_at = ?2, expires_at = ?4,"
@@ -308,11 +319,11 @@ static const char *const wsql[N_WSTMT] = {
     [S_RESCUE_REQUEUE] = "UPDATE jobs SET status = 0, progress = 0, started_at = 0, cancel_requested = 0,"
                          " worker = '', lease_until = 0, not_before = ?1 + ?3 * attempts"
                          " WHERE seq = ?2 AND status IN (1, 6) AND lease_until < ?1",
-    [S_DOWNLOADED] = "UPDATE jobs SET status = 5, result_path = '' WHERE id = ?1",
+    [S_DOWNLOADED] = "UPDATE jobs SET status = 5, result_key = '' WHERE id = ?1",
     /* failed and cancelled jobs keep their status (and error): only a result expires */
-    [S_EXPIRE] = "UPDATE jobs SET input_path = '', result_path = '',"
+    [S_EXPIRE] = "UPDATE jobs SET input_key = '', result_key = '',"
                  " status = CASE WHEN status = 2 THEN 5 ELSE status END WHERE id = ?1",
-    [S_INPUT_DELETED] = "UPDATE jobs SET input_path = '' WHERE id = ?1",
+    [S_INPUT_DELETED] = "UPDATE jobs SET input_key = '' WHERE id = ?1",
     [S_W_GET_SEQ] = "SELECT " JOB_COLUMNS " FROM jobs WHERE seq = ?1",
     /* the one place a charge is marked refunded: a second refund changes no row */
     [S_REFUND_MARK] = "UPDATE jobs SET refunded = 1 WHERE id = ?1 AND credits > 0 AND refunded = 0",
@@ -338,7 +349,7 @@ static const char *const wsql[N_WSTMT] = {
 static const char *const rsql[N_RSTMT] = {
     [R_GET] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
     [R_DUE] = "SELECT " JOB_COLUMNS " FROM jobs WHERE status IN (2, 3, 4) AND expires_at > 0"
-              " AND expires_at <= ?1 AND (input_path <> '' OR result_path <> '')"
+              " AND expires_at <= ?1 AND (input_key <> '' OR result_key <> '')"
               " ORDER BY expires_at LIMIT ?2",
     [R_COUNTS] = "SELECT status, count(*) FROM jobs GROUP BY status",
     /*
@@ -361,6 +372,7 @@ static const char *const rsql[N_RSTMT] = {
     [R_IDEM_GET] = "SELECT request_hash, status, body, job_id, created_at FROM idempotency"
                    " WHERE scope = ?1 AND key = ?2 AND created_at >= ?3",
     [R_LAPSED] = "SELECT 1 FROM jobs WHERE status IN (1, 6) AND lease_until < ?1 LIMIT 1",
+    [R_BLOB_KEYS] = "SELECT input_key, result_key FROM jobs WHERE input_key <> '' OR result_key <> ''",
 };
 
 struct store {
@@ -416,13 +428,13 @@ static void read_row(sqlite3_stmt *s, job_t *j) {
     copy_text(j->format, sizeof j->format, s, c++);
     j->quality = sqlite3_column_int(s, c++);
     j->tile = sqlite3_column_int(s, c++);
-    copy_text(j->input_path, sizeof j->input_path, s, c++);
+    copy_text(j->input_key, sizeof j->input_key, s, c++);
     copy_text(j->input_name, sizeof j->input_name, s, c++);
     copy_text(j->input_format, sizeof j->input_format, s, c++);
     j->input_width = sqlite3_column_int(s, c++);
     j->input_height = sqlite3_column_int(s, c++);
     j->input_bytes = sqlite3_column_int64(s, c++);
-    copy_text(j->result_path, sizeof j->result_path, s, c++);
+    copy_text(j->result_key, sizeof j->result_key, s, c++);
     copy_text(j->result_format, sizeof j->result_format, s, c++);
     j->output_width = sqlite3_column_int(s, c++);
     j->output_height = sqlite3_column_int(s, c++);
@@ -593,6 +605,88 @@ static int exec_sql(sqlite3 *db, const char *sql, up_error_t *err) {
 }
 
 /*
+ * The blob key of a path an older upres stored (see DESIGN): its last two
+ * segments when the first of them is uploads or results and they make a
+ * valid key, else "" (and 0 is returned). A key already is such a path.
+ */
+static int path_to_key(const char *path, char *key, size_t size) {
+    key[0] = '\0';
+    size_t n = strlen(path);
+    while (n > 0 && path[n - 1] == '/')
+        n--;
+    size_t last = n;
+    while (last > 0 && path[last - 1] != '/')
+        last--;
+    if (last < 2)
+        return 0;
+    size_t dir = last - 1; /* the '/' before the name */
+    while (dir > 0 && path[dir - 1] != '/')
+        dir--;
+    size_t len = n - dir;
+    int folder = (last - 1 - dir == 7 && strncmp(path + dir, "uploads", 7) == 0) ||
+                 (last - 1 - dir == 7 && strncmp(path + dir, "results", 7) == 0);
+    if (!folder || len >= size || !blob_key_check(path + dir, len))
+        return 0;
+    memcpy(key, path + dir, len);
+    key[len] = '\0';
+    return 1;
+}
+
+/* Inside the migration's transaction: every stored path becomes a blob key (version 5). */
+static int migrate_keys(sqlite3 *db, up_error_t *err) {
+    typedef struct {
+        long long seq;
+        char in[256], res[256];
+    } row_t;
+    row_t *rows = NULL;
+    int n = 0, cap = 0, rc = UP_OK, n_cleared = 0;
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(
+            db, "SELECT seq, input_key, result_key FROM jobs WHERE input_key <> '' OR result_key <> ''", -1,
+            &s, NULL) != SQLITE_OK)
+        return db_error(db, err, "cannot read the stored paths");
+    int src;
+    while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            rows = xrealloc(rows, sizeof *rows * (size_t)cap);
+        }
+        row_t *r = &rows[n++];
+        r->seq = sqlite3_column_int64(s, 0);
+        for (int c = 0; c < 2; c++) {
+            const char *p = (const char *)sqlite3_column_text(s, c + 1);
+            char *out = c ? r->res : r->in;
+            out[0] = '\0';
+            if (p && *p && !path_to_key(p, out, sizeof r->in)) {
+                log_warn("job store: job row %lld: '%.300s' is no upload or result of a data folder: cleared",
+                         r->seq, p);
+                n_cleared++;
+            }
+        }
+    }
+    if (src != SQLITE_DONE)
+        rc = db_error(db, err, "cannot read the stored paths");
+    sqlite3_finalize(s);
+    s = NULL;
+    if (!rc && sqlite3_prepare_v2(db, "UPDATE jobs SET input_key = ?2, result_key = ?3 WHERE seq = ?1", -1,
+                                  &s, NULL) != SQLITE_OK)
+        rc = db_error(db, err, "cannot store the blob keys");
+    for (int i = 0; i < n && !rc; i++) {
+        sqlite3_bind_int64(s, 1, rows[i].seq);
+        sqlite3_bind_text(s, 2, rows[i].in, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 3, rows[i].res, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) != SQLITE_DONE)
+            rc = db_error(db, err, "cannot store the blob keys");
+        sqlite3_reset(s);
+    }
+    sqlite3_finalize(s);
+    free(rows);
+    if (!rc)
+        log_info("job store: %d job row(s) now name their files by key (%d path(s) cleared)", n, n_cleared);
+    return rc;
+}
+
+/*
  * Create the schema, migrate an older one in place, or check that the
  * existing one is one we know; all in one transaction, so a failed
  * migration leaves the file as it was.
@@ -618,14 +712,18 @@ static int init_schema(sqlite3 *db, const char *path, up_error_t *err) {
         if (version == 0) {
             rc = exec_sql(db, schema_sql, err);
         } else {
-            assert(version >= 1 && version <= 3);
+            assert(version >= 1 && version <= 4);
             log_info("job store: %s: migrating schema version %d to %d", path, version, SCHEMA_VERSION);
             if (version == 1)
                 rc = exec_sql(db, migrate_v2_sql, err);
             if (!rc && version <= 2)
                 rc = exec_sql(db, migrate_v3_sql, err);
-            if (!rc)
+            if (!rc && version <= 3)
                 rc = exec_sql(db, migrate_v4_sql, err);
+            if (!rc)
+                rc = exec_sql(db, migrate_v5_sql, err);
+            if (!rc)
+                rc = migrate_keys(db, err);
         }
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
@@ -707,6 +805,9 @@ static int check_new_job(const job_t *job, up_error_t *err) {
         return up_error_set(err, UP_ERR_INVALID, 0, "job store: a job needs an id");
     if (job->credits < 0)
         return up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s: negative charge", job->id);
+    if (job->input_key[0] && !blob_key_valid(job->input_key)) /* rows hold keys, not paths */
+        return up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s: '%.300s' is not a blob key", job->id,
+                            job->input_key);
     return UP_OK;
 }
 
@@ -719,7 +820,7 @@ static int insert_row(store_t *st, const job_t *job, up_error_t *err) {
     bind_text(s, 4, job->format);
     sqlite3_bind_int(s, 5, job->quality);
     sqlite3_bind_int(s, 6, job->tile);
-    bind_text(s, 7, job->input_path);
+    bind_text(s, 7, job->input_key);
     bind_text(s, 8, job->input_name);
     bind_text(s, 9, job->input_format);
     sqlite3_bind_int(s, 10, job->input_width);
@@ -1046,9 +1147,12 @@ int store_job_complete(store_t *st, const job_t *job, const store_fence_t *fence
     assert(st && job && fence);
     static const transition_t t = {
         .stmt = S_COMPLETE, .allowed = BIT(JOB_STATUS_PROCESSING), .what = "complete"};
+    if (job->result_key[0] && !blob_key_valid(job->result_key)) /* rows hold keys, not paths */
+        return up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s: result '%.300s' is not a blob key",
+                            job->id, job->result_key);
     pthread_mutex_lock(&st->wmu);
     sqlite3_stmt *s = st->wstmt[S_COMPLETE];
-    bind_text(s, 3, job->result_path);
+    bind_text(s, 3, job->result_key);
     bind_text(s, 4, job->result_format);
     sqlite3_bind_int(s, 5, job->output_width);
     sqlite3_bind_int(s, 6, job->output_height);
@@ -1318,6 +1422,26 @@ int store_job_counts(store_t *st, long long *counts, up_error_t *err) {
     }
     if (src != SQLITE_DONE)
         rc = db_error(st->r, err, "cannot count jobs");
+    done(s);
+    pthread_mutex_unlock(&st->rmu);
+    return rc;
+}
+
+int store_blobs_referenced(store_t *st, int (*fn)(const char *key, void *ctx), void *ctx, up_error_t *err) {
+    assert(st && fn);
+    pthread_mutex_lock(&st->rmu);
+    sqlite3_stmt *s = st->rstmt[R_BLOB_KEYS];
+    int src, rc = UP_OK, stop = 0;
+    char key[256];
+    while (!stop && (src = sqlite3_step(s)) == SQLITE_ROW) {
+        for (int c = 0; c < 2 && !stop; c++) {
+            copy_text(key, sizeof key, s, c);
+            if (key[0])
+                stop = fn(key, ctx);
+        }
+    }
+    if (!stop && src != SQLITE_DONE)
+        rc = db_error(st->r, err, "cannot read the jobs' blob keys");
     done(s);
     pthread_mutex_unlock(&st->rmu);
     return rc;

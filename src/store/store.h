@@ -24,6 +24,10 @@
  * current one, so a worker that lost its lease (paused, cut off from the
  * disk) can never complete, fail or requeue a job another worker now runs.
  *
+ * Files: a job row names its upload and its result by blob key (blob.h),
+ * relative to the data folder, never by file-system path, so a record
+ * reads the same from any working directory or machine.
+ *
  * Accounts: API keys live here too (only a SHA-256 of each key is kept),
  * and every job made with a key is charged in the same transaction that
  * inserts it (store_job_insert_charged): the key's monthly quota and its
@@ -65,13 +69,14 @@ typedef struct job {
     int quality;          /* 0 = default */
     int tile;             /* 0 = automatic */
     /* input */
-    char input_path[1024]; /* stored upload, "" once deleted */
-    char input_name[256];  /* the client's file name */
+    char input_key[256];  /* the stored upload's blob key ("uploads/<id>.png", blob.h), "" once deleted */
+    char input_name[256]; /* the client's file name */
     char input_format[8];
     int input_width, input_height;
     long long input_bytes;
     /* result */
-    char result_path[1024]; /* "" until completed and after deletion */
+    char result_key[256]; /* the result's blob key ("results/<id>-a1.png"), "" until completed and after
+                             deletion */
     char result_format[8];
     int output_width, output_height;
     long long result_bytes;
@@ -250,24 +255,33 @@ int store_job_requeue(store_t *st, const char *id, const store_fence_t *fence, u
 int store_jobs_rescue(store_t *st, int max_attempts, double backoff_s, double retention_s, job_t *jobs,
                       int max, int *n, up_error_t *err);
 
-/* The result was downloaded in full: result_path cleared, status expired. UP_ERR_INVALID unless completed. */
+/* The result was downloaded in full: result_key cleared, status expired. UP_ERR_INVALID unless completed. */
 int store_job_downloaded(store_t *st, const char *id, up_error_t *err);
 
 /*
  * Jobs whose files are due for deletion: finished with expires_at <= now and
- * still holding an input or result path. Fills up to max jobs; *n = count.
+ * still holding an input or result key. Fills up to max jobs; *n = count.
  */
 int store_jobs_due(store_t *st, double now, job_t *jobs, int max, int *n, up_error_t *err);
 
 /*
- * The sweeper deleted a job's files: paths cleared; a completed job becomes
+ * The sweeper deleted a job's files: keys cleared; a completed job becomes
  * expired, a failed or cancelled one keeps its status (and error message).
  * UP_ERR_INVALID for a job that has not finished.
  */
 int store_job_expire(store_t *st, const char *id, up_error_t *err);
 
-/* Clear input_path once the input file is deleted (the job ended). */
+/* Clear input_key once the input file is deleted (the job ended). */
 int store_job_input_deleted(store_t *st, const char *id, up_error_t *err);
+
+/*
+ * Call fn(key, ctx) for every blob key a job row holds (input_key and
+ * result_key, whatever the job's status), for the blob sweep: a blob no
+ * row names is an orphan. Read on the reader connection in one statement
+ * (a consistent snapshot); fn must not call the store. Stops early when fn
+ * returns non-zero.
+ */
+int store_blobs_referenced(store_t *st, int (*fn)(const char *key, void *ctx), void *ctx, up_error_t *err);
 
 /* Number of jobs in each status, for /health. counts[JOB_STATUS_COUNT]. */
 int store_job_counts(store_t *st, long long *counts, up_error_t *err);

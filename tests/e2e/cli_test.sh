@@ -215,6 +215,12 @@ serve_err "--fetch-threads 0" "bad fetch-threads '0'" --fetch-threads 0
 serve_err "--fetch-per-key 0" "bad fetch-per-key '0'" --fetch-per-key 0
 serve_err "--fetch-per-ip 0" "bad fetch-per-ip '0'" --fetch-per-ip 0
 UPRES_FETCH_MIN_RATE=x serve_err "UPRES_FETCH_MIN_RATE=x" "bad fetch-min-rate 'x'"
+serve_err "--backend cuda" "bad backend 'cuda': dnnl or ref" --backend cuda
+serve_err "--max-body 100" "bad max-body '100': bytes from 1K to 1G" --max-body 100
+serve_err "--public-url ftp://x" "bad public-url 'ftp://x': an http:// or https:// URL" --public-url ftp://x
+serve_err "--lease 5 --heartbeat 5" "bad heartbeat 5 s: it must be under the lease (5 s)" --lease 5 --heartbeat 5
+serve_err "--tiers (no file)" "tier table: unable to open $tmp/nowhere.json" --tiers "$tmp/nowhere.json"
+UPRES_PORT=x serve_err "a flag wins over its variable" "bad workers '0': 1 to 256" --port 1 --workers 0
 check "serve: a refused setting made no data folder" test ! -e "$tmp/serve-data"
 
 echo "$pass passed, $fail failed"

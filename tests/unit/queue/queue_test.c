@@ -10,10 +10,11 @@
  * goes; a job left processing by a dead process with its attempts used is
  * failed at start. Session 3: stopping while a job processes puts it back in
  * the queue with its input; a new store and queue on the same folder
- * complete it. Session 4 (lease 1.5 s, heartbeat 0.2 s): a job another
- * process claimed is left alone while its lease lasts, then rescued and
- * run here (attempt 2, its own result name; the dead attempt's file
- * removed); a worker whose claim another process took stops within a
+ * complete it, after the start sweep removed a dead writer's temporaries
+ * and an old upload no row references (a young one and the queued job's
+ * own, however old, are kept). Rows hold keys, never paths. Session 4 (lease 1.5 s, heartbeat 0.2 s): a job
+ * another process claimed is left alone while its lease lasts, then rescued and run here (attempt 2, its own
+ * result name; the dead attempt's file removed); a worker whose claim another process took stops within a
  * heartbeat and writes nothing: the record, the input and the other
  * claim's result name are left as they were. Bad lease settings are
  * refused.
@@ -25,9 +26,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "blob/blob.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/uuid.h"
@@ -62,26 +65,51 @@ static int copy_file(const char *src, const char *dst) {
     return ok ? 0 : -1;
 }
 
+/* Set path's modification time to now - age seconds. */
+static void age_file(const char *path, double age) {
+    struct timeval tv[2];
+    tv[0].tv_sec = tv[1].tv_sec = (time_t)(now_s() - age);
+    tv[0].tv_usec = tv[1].tv_usec = 0;
+    utimes(path, tv);
+}
+
 static void sleep_s(double s) {
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
     nanosleep(&ts, NULL);
 }
 
-/* Copy src (relative to the shared data) into uploads/ and queue a job for it. */
-static void submit(store_t *st, queue_t *q, const char *uploads, char id[40], const char *src,
-                   const char *model, int tile, const char *format) {
+/* The file of blob key in the data folder dir (one of a few rotating buffers). */
+static const char *fpath(const char *dir, const char *key) {
+    static char bufs[4][1400];
+    static int at;
+    char *b = bufs[at++ % 4];
+    snprintf(b, sizeof bufs[0], "%s/%s", dir, key);
+    return b;
+}
+
+/* The blob store of a session's data folder dir (made when missing). */
+static blob_store_t *open_blobs(const char *dir) {
+    blob_store_t *bs = NULL;
+    up_error_t err;
+    CHECKF(blob_open_local(dir, &bs, &err) == 0, "%s", err.msg);
+    return bs;
+}
+
+/* Copy src (relative to the shared data) into dir/uploads/ and queue a job for it, by key. */
+static void submit(store_t *st, queue_t *q, const char *dir, char id[40], const char *src, const char *model,
+                   int tile, const char *format) {
     job_t j;
     memset(&j, 0, sizeof j);
     uuid_v4(j.id);
     memcpy(id, j.id, 37);
     const char *ext = strrchr(src, '.');
-    snprintf(j.input_path, sizeof j.input_path, "%s/%s%s", uploads, j.id, ext ? ext : "");
+    snprintf(j.input_key, sizeof j.input_key, "uploads/%s%s", j.id, ext ? ext : "");
     char path[2048];
     if (src[0] == '/')
         snprintf(path, sizeof path, "%s", src);
     else
         snprintf(path, sizeof path, "%s/%s", data, src);
-    CHECKF(copy_file(path, j.input_path) == 0, "copy %s", path);
+    CHECKF(copy_file(path, fpath(dir, j.input_key)) == 0, "copy %s", path);
     snprintf(j.model, sizeof j.model, "%s", model);
     j.scale = 2;
     j.tile = tile;
@@ -111,9 +139,9 @@ static int wait_for(store_t *st, const char *id, int want, job_t *out) {
     }
 }
 
-static void config(queue_config_t *cfg, const char *dir) {
+static void config(queue_config_t *cfg, blob_store_t *bs) {
     queue_config_init(cfg);
-    cfg->data_dir = dir;
+    cfg->blobs = bs;
     cfg->registry = reg;
     cfg->threads_per_worker = 1; /* no OpenMP barriers to lose on a busy machine */
 }
@@ -125,16 +153,18 @@ static void session_basic(void) {
     store_t *st = NULL;
     queue_t *q = NULL;
     CHECKF(store_open(dir, &st, &err) == 0, "%s", err.msg);
+    blob_store_t *bs = open_blobs(dir);
     queue_config_t cfg;
-    config(&cfg, dir);
+    config(&cfg, bs);
     cfg.n_workers = 2;
     CHECKF(st && queue_start(st, &cfg, &q, &err) == 0, "%s", err.msg);
     if (!q) {
         store_close(st);
+        blob_close(bs);
         return;
     }
-    const char *up = queue_uploads_dir(q);
-    CHECK(file_exists(up) && file_exists(queue_results_dir(q)));
+    const char *up = dir;
+    CHECK(file_exists(fpath(dir, "uploads")) && file_exists(fpath(dir, "results")));
 
     /* two jobs complete: the input's format kept, and webp asked for */
     char a[40], b[40], bad[40], nomodel[40];
@@ -153,38 +183,38 @@ static void session_basic(void) {
     job_t j;
     CHECK(wait_for(st, a, JOB_STATUS_COMPLETED, &j) == JOB_STATUS_COMPLETED);
     char expect[1200];
-    snprintf(expect, sizeof expect, "%s/%s-a1.png", queue_results_dir(q), a); /* one name per attempt */
-    CHECKF(strcmp(j.result_path, expect) == 0, "%s", j.result_path);
+    snprintf(expect, sizeof expect, "results/%s-a1.png", a); /* a key, one name per attempt */
+    CHECKF(strcmp(j.result_key, expect) == 0, "%s", j.result_key);
     CHECK(strcmp(j.result_format, "png") == 0 && j.output_width == 128 && j.output_height == 128);
     CHECK(j.progress == 100 && j.attempts == 1 && j.completed_at >= j.started_at);
     CHECK(j.expires_at >= j.completed_at + 899);
     struct stat sb;
-    CHECK(stat(j.result_path, &sb) == 0 && sb.st_size == j.result_bytes && j.result_bytes > 0);
+    CHECK(stat(fpath(dir, j.result_key), &sb) == 0 && sb.st_size == j.result_bytes && j.result_bytes > 0);
     up_image_t *img = NULL;
-    CHECKF(image_load_file(j.result_path, NULL, &img, &err) == 0, "%s", err.msg);
+    CHECKF(image_load_file(fpath(dir, j.result_key), NULL, &img, &err) == 0, "%s", err.msg);
     CHECK(img && img->width == 128 && img->height == 128 && strcmp(img->format, "png") == 0);
     image_free(img);
     /* the input goes when the job ends (the record is cleared just after the file) */
     double t0 = mono_s();
-    while (j.input_path[0] && mono_s() - t0 < 5) {
+    while (j.input_key[0] && mono_s() - t0 < 5) {
         sleep_s(0.01);
         store_job_get(st, a, &j, &err);
     }
-    CHECK(j.input_path[0] == '\0');
+    CHECK(j.input_key[0] == '\0');
     char in_a[1200];
     snprintf(in_a, sizeof in_a, "%s/%s.png", up, a);
     CHECK(!file_exists(in_a));
 
     CHECK(wait_for(st, b, JOB_STATUS_COMPLETED, &j) == JOB_STATUS_COMPLETED);
-    CHECK(strcmp(j.result_format, "webp") == 0 && strstr(j.result_path, ".webp"));
-    CHECK(image_load_file(j.result_path, NULL, &img, &err) == 0 && img && img->width == 128 &&
+    CHECK(strcmp(j.result_format, "webp") == 0 && strstr(j.result_key, ".webp"));
+    CHECK(image_load_file(fpath(dir, j.result_key), NULL, &img, &err) == 0 && img && img->width == 128 &&
           strcmp(img->format, "webp") == 0);
     image_free(img);
 
     /* download: the file goes, the record answers expired; a second one is refused */
     char result_a[1024];
     store_job_get(st, a, &j, &err);
-    snprintf(result_a, sizeof result_a, "%s", j.result_path);
+    snprintf(result_a, sizeof result_a, "%s", fpath(dir, j.result_key));
     CHECKF(queue_job_downloaded(q, a, &err) == 0, "%s", err.msg);
     CHECK(!file_exists(result_a));
     CHECK(store_job_get(st, a, &j, &err) == 0 && j.status == JOB_STATUS_EXPIRED);
@@ -194,15 +224,15 @@ static void session_basic(void) {
     /* not an image, unknown model: failed with a clear message, input deleted */
     CHECK(wait_for(st, bad, JOB_STATUS_FAILED, &j) == JOB_STATUS_FAILED);
     CHECKF(strstr(j.error, "input") && strstr(j.error, "image"), "%s", j.error);
-    CHECK(j.result_path[0] == '\0');
+    CHECK(j.result_key[0] == '\0');
     CHECK(wait_for(st, nomodel, JOB_STATUS_FAILED, &j) == JOB_STATUS_FAILED);
     CHECKF(strstr(j.error, "no-such-model") || strstr(j.error, "model"), "%s", j.error);
     t0 = mono_s();
-    while (j.input_path[0] && mono_s() - t0 < 5) {
+    while (j.input_key[0] && mono_s() - t0 < 5) {
         sleep_s(0.01);
         store_job_get(st, nomodel, &j, &err);
     }
-    CHECK(j.input_path[0] == '\0');
+    CHECK(j.input_key[0] == '\0');
 
     /* cancel: two slow jobs keep both workers busy, a third waits in the queue */
     char s1[40], s2[40], s3[40];
@@ -213,15 +243,15 @@ static void session_basic(void) {
     submit(st, q, up, s3, "ref/in/chelsea_lr64.png", MODEL, 0, "");
     job_status_t was = JOB_STATUS_EXPIRED;
     char in_s3[1200];
-    snprintf(in_s3, sizeof in_s3, "%s/%s.png", up, s3);
+    snprintf(in_s3, sizeof in_s3, "%s/uploads/%s.png", dir, s3);
     CHECKF(queue_job_cancel(q, s3, &was, &err) == 0 && was == JOB_STATUS_QUEUED, "%s", err.msg);
     CHECK(store_job_get(st, s3, &j, &err) == 0 && j.status == JOB_STATUS_CANCELLED);
-    CHECK(j.input_path[0] == '\0' && !file_exists(in_s3));
+    CHECK(j.input_key[0] == '\0' && !file_exists(in_s3));
 
     CHECKF(queue_job_cancel(q, s1, &was, &err) == 0 && was == JOB_STATUS_PROCESSING, "%s", err.msg);
     CHECK(store_job_cancel(st, s2, &was, &err) == 0 && was == JOB_STATUS_PROCESSING);
     CHECK(wait_for(st, s1, JOB_STATUS_CANCELLED, &j) == JOB_STATUS_CANCELLED);
-    CHECK(j.result_path[0] == '\0' && j.progress < 100);
+    CHECK(j.result_key[0] == '\0' && j.progress < 100);
     CHECK(wait_for(st, s2, JOB_STATUS_CANCELLED, &j) == JOB_STATUS_CANCELLED);
     CHECK(queue_job_cancel(q, s1, &was, &err) == UP_ERR_INVALID && was == JOB_STATUS_CANCELLED);
     CHECK(queue_job_cancel(q, b, &was, &err) == UP_ERR_INVALID && was == JOB_STATUS_COMPLETED);
@@ -239,6 +269,7 @@ static void session_basic(void) {
     CHECK(counts[JOB_STATUS_COMPLETED] == 1 && counts[JOB_STATUS_EXPIRED] == 1);
     CHECK(counts[JOB_STATUS_FAILED] == 2 && counts[JOB_STATUS_CANCELLED] == 3);
     store_close(st);
+    blob_close(bs);
 }
 
 static void session_retention(void) {
@@ -248,8 +279,11 @@ static void session_retention(void) {
     store_t *st = NULL;
     queue_t *q = NULL;
     CHECKF(store_open(dir, &st, &err) == 0, "%s", err.msg);
-    if (!st)
+    blob_store_t *bs = open_blobs(dir);
+    if (!st) {
+        blob_close(bs);
         return;
+    }
 
     /* a job a dead process left processing after its third attempt */
     char uploads[400], dead_input[600];
@@ -261,7 +295,7 @@ static void session_retention(void) {
     snprintf(j.model, sizeof j.model, MODEL);
     j.scale = 2;
     snprintf(dead_input, sizeof dead_input, "%s/%s.png", uploads, j.id);
-    snprintf(j.input_path, sizeof j.input_path, "%s", dead_input);
+    snprintf(j.input_key, sizeof j.input_key, "uploads/%s.png", j.id);
     char src[2048];
     snprintf(src, sizeof src, "%s/ref/in/chelsea_lr64.png", data);
     CHECK(copy_file(src, dead_input) == 0);
@@ -276,27 +310,28 @@ static void session_retention(void) {
     }
 
     queue_config_t cfg;
-    config(&cfg, dir);
+    config(&cfg, bs);
     cfg.retention_s = 1;
     cfg.sweep_interval_s = 0.2;
     CHECKF(queue_start(st, &cfg, &q, &err) == 0, "%s", err.msg);
     if (!q) {
         store_close(st);
+        blob_close(bs);
         return;
     }
     CHECK(store_job_get(st, j.id, &c, &err) == 0 && c.status == JOB_STATUS_FAILED);
     CHECKF(strstr(c.error, "3 times"), "%s", c.error);
 
     char a[40];
-    submit(st, q, queue_uploads_dir(q), a, "ref/in/chelsea_lr64.png", MODEL, 0, "jpg");
+    submit(st, q, dir, a, "ref/in/chelsea_lr64.png", MODEL, 0, "jpg");
     job_t done;
     CHECK(wait_for(st, a, JOB_STATUS_COMPLETED, &done) == JOB_STATUS_COMPLETED ||
           done.status == JOB_STATUS_EXPIRED);
-    CHECK(strstr(done.result_path, ".jpg") || done.status == JOB_STATUS_EXPIRED);
+    CHECK(strstr(done.result_key, ".jpg") || done.status == JOB_STATUS_EXPIRED);
     CHECK(wait_for(st, a, JOB_STATUS_EXPIRED, &c) == JOB_STATUS_EXPIRED);
-    CHECK(c.result_path[0] == '\0' && c.input_path[0] == '\0');
-    if (done.result_path[0])
-        CHECK(!file_exists(done.result_path));
+    CHECK(c.result_key[0] == '\0' && c.input_key[0] == '\0');
+    if (done.result_key[0])
+        CHECK(!file_exists(fpath(dir, done.result_key)));
     /* the dead job's input goes too; its record still says failed */
     double t0 = mono_s();
     while (file_exists(dead_input) && mono_s() - t0 < 10)
@@ -306,6 +341,7 @@ static void session_retention(void) {
     CHECK(queue_job_downloaded(q, a, &err) == UP_ERR_INVALID);
     queue_stop(q);
     store_close(st);
+    blob_close(bs);
 }
 
 static void session_restart(void) {
@@ -315,16 +351,18 @@ static void session_restart(void) {
     store_t *st = NULL;
     queue_t *q = NULL;
     CHECKF(store_open(dir, &st, &err) == 0, "%s", err.msg);
+    blob_store_t *bs = open_blobs(dir);
     queue_config_t cfg;
-    config(&cfg, dir);
+    config(&cfg, bs);
     CHECKF(st && queue_start(st, &cfg, &q, &err) == 0, "%s", err.msg);
     if (!q) {
         store_close(st);
+        blob_close(bs);
         return;
     }
     char a[40], in_a[1200];
-    submit(st, q, queue_uploads_dir(q), a, "ref/in/astronaut_lr128.png", MODEL, 16, "");
-    snprintf(in_a, sizeof in_a, "%s/%s.png", queue_uploads_dir(q), a);
+    submit(st, q, dir, a, "ref/in/astronaut_lr128.png", MODEL, 16, "");
+    snprintf(in_a, sizeof in_a, "uploads/%s.png", a);
     job_t j;
     CHECK(wait_for(st, a, JOB_STATUS_PROCESSING, &j) == JOB_STATUS_PROCESSING);
     double t0 = mono_s();
@@ -333,8 +371,8 @@ static void session_restart(void) {
     CHECKF(stop_s < 5, "stop took %.2f s", stop_s);
     CHECK(store_job_get(st, a, &j, &err) == 0);
     CHECKF(j.status == JOB_STATUS_QUEUED, "%s", job_status_name(j.status));
-    CHECK(j.attempts == 0 && j.progress == 0 && strcmp(j.input_path, in_a) == 0);
-    CHECK(file_exists(in_a));
+    CHECK(j.attempts == 0 && j.progress == 0 && strcmp(j.input_key, in_a) == 0);
+    CHECK(file_exists(fpath(dir, in_a)));
     store_close(st);
 
     /* a partial result from a writer that died, and one a live process is writing */
@@ -347,6 +385,21 @@ static void session_restart(void) {
         fclose(f1);
     if (f2)
         fclose(f2);
+    /* what a killed server left in uploads/: an upload no row records (an hour old), one put a moment
+     * ago whose row may be on its way (another live process), and a partial upload of a dead pid */
+    char orphan_up[600], young_up[600], partial_up[600];
+    snprintf(orphan_up, sizeof orphan_up, "%s/uploads/0d1e2f30-0000-4000-8000-000000000001.png", dir);
+    snprintf(young_up, sizeof young_up, "%s/uploads/0d1e2f30-0000-4000-8000-000000000002.png", dir);
+    snprintf(partial_up, sizeof partial_up, "%s/uploads/.upload-999999999-AbCdEf", dir);
+    const char *left[] = {orphan_up, young_up, partial_up};
+    for (int i = 0; i < 3; i++) {
+        FILE *f = fopen(left[i], "w");
+        CHECK(f != NULL);
+        if (f)
+            fclose(f);
+    }
+    age_file(orphan_up, 3600);
+    age_file(fpath(dir, in_a), 7200); /* referenced: kept however old */
 
     /* a new process: the job runs again and completes */
     st = NULL;
@@ -354,14 +407,18 @@ static void session_restart(void) {
     CHECKF(store_open(dir, &st, &err) == 0, "%s", err.msg);
     CHECKF(st && queue_start(st, &cfg, &q, &err) == 0, "%s", err.msg);
     CHECK(!file_exists(dead_tmp) && file_exists(live_tmp));
+    CHECK(!file_exists(orphan_up) && file_exists(young_up) && !file_exists(partial_up));
+    CHECK(file_exists(fpath(dir, in_a)));
     unlink(live_tmp);
+    unlink(young_up);
     if (q) {
         CHECK(wait_for(st, a, JOB_STATUS_COMPLETED, &j) == JOB_STATUS_COMPLETED);
         CHECK(j.output_width == 256 && j.output_height == 256 && j.attempts == 1);
-        CHECK(file_exists(j.result_path));
+        CHECK(file_exists(fpath(dir, j.result_key)));
     }
     queue_stop(q);
     store_close(st);
+    blob_close(bs);
 }
 
 /* Run sql on dir/upres.db with a connection of its own (another process's write); 0 on success. */
@@ -388,10 +445,13 @@ static void session_leases(void) {
     store_t *st = NULL;
     queue_t *q = NULL;
     CHECKF(store_open(dir, &st, &err) == 0, "%s", err.msg);
-    if (!st)
+    blob_store_t *bs = open_blobs(dir);
+    if (!st) {
+        blob_close(bs);
         return;
+    }
     queue_config_t cfg;
-    config(&cfg, dir);
+    config(&cfg, bs);
     cfg.heartbeat_s = 2;
     cfg.lease_s = 2;
     CHECK(queue_start(st, &cfg, &q, &err) == UP_ERR_INVALID && q == NULL);
@@ -408,7 +468,7 @@ static void session_leases(void) {
     snprintf(results, sizeof results, "%s/results", dir);
     mkdir(results, 0777);
     char a[40];
-    submit(st, NULL, uploads, a, "ref/in/chelsea_lr64.png", MODEL, 0, "");
+    submit(st, NULL, dir, a, "ref/in/chelsea_lr64.png", MODEL, 0, "");
     const char *dead = "dead-host:1:0:0000dead";
     job_t j;
     CHECK(store_job_claim(st, dead, 1.0, &j, &err) == 0 && strcmp(j.id, a) == 0);
@@ -421,6 +481,7 @@ static void session_leases(void) {
     CHECKF(queue_start(st, &cfg, &q, &err) == 0, "%s", err.msg);
     if (!q) {
         store_close(st);
+        blob_close(bs);
         return;
     }
     /* not ours while its lease lasts */
@@ -431,13 +492,13 @@ static void session_leases(void) {
     CHECKF(j.attempts == 2 && j.started_at >= lapse, "attempt %d", j.attempts);
     char expect[600];
     snprintf(expect, sizeof expect, "%s/%s-a2.png", results, a);
-    CHECKF(strcmp(j.result_path, expect) == 0 && file_exists(expect), "%s", j.result_path);
+    CHECKF(strcmp(fpath(dir, j.result_key), expect) == 0 && file_exists(expect), "%s", j.result_key);
     CHECK(!file_exists(orphan));
     CHECK(strncmp(j.worker, dead, 10) != 0 && j.worker[0]);
 
     /* a worker whose claim another process took (its lease lapsed during a freeze) stops, writing nothing */
     char b[40];
-    submit(st, q, queue_uploads_dir(q), b, "images/astronaut.png", MODEL, 16, "");
+    submit(st, q, dir, b, "images/astronaut.png", MODEL, 16, "");
     CHECK(wait_for(st, b, JOB_STATUS_PROCESSING, &j) == JOB_STATUS_PROCESSING);
     char sql[400];
     snprintf(
@@ -449,18 +510,19 @@ static void session_leases(void) {
     double t0 = mono_s();
     /* the worker is free again once it left the job: a new job is claimed and completes */
     char c[40];
-    submit(st, q, queue_uploads_dir(q), c, "ref/in/chelsea_lr64.png", MODEL, 0, "");
+    submit(st, q, dir, c, "ref/in/chelsea_lr64.png", MODEL, 0, "");
     CHECK(wait_for(st, c, JOB_STATUS_COMPLETED, &j) == JOB_STATUS_COMPLETED);
     fprintf(stderr, "leases: the superseded worker was free again in %.2f s\n", mono_s() - t0);
     CHECK(store_job_get(st, b, &j, &err) == 0 && j.status == JOB_STATUS_PROCESSING && j.progress == 7);
-    CHECK(strcmp(j.worker, "other-host:2:0:00000002") == 0 && j.attempts == 2 && j.input_path[0]);
-    CHECK(file_exists(j.input_path));
+    CHECK(strcmp(j.worker, "other-host:2:0:00000002") == 0 && j.attempts == 2 && j.input_key[0]);
+    CHECK(file_exists(fpath(dir, j.input_key)));
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "test -z \"$(ls %s | grep %s)\"", results, b);
     CHECK(system(cmd) == 0);
     queue_stop(q);
     CHECK(store_job_get(st, b, &j, &err) == 0 && j.status == JOB_STATUS_PROCESSING); /* not requeued either */
     store_close(st);
+    blob_close(bs);
 }
 
 int main(void) {

@@ -30,6 +30,12 @@
  * owner's jobs (filters, newest first, paging while jobs arrive); and the
  * in-place migration of a version-1 and of a version-3 database (a job it
  * left processing has no lease, so the first rescue takes it).
+ *
+ * Blob keys: rows hold keys, not paths (an insert or a complete with a
+ * path is refused); store_blobs_referenced lists every key rows hold; the
+ * migration of a version-4 database turns the absolute and relative paths
+ * an older upres stored (from whatever folder it ran in) into keys, and
+ * clears a value that names no upload or result.
  */
 #include <limits.h>
 #include <pthread.h>
@@ -117,7 +123,7 @@ static void make_job(job_t *j, const char *id, double created_at) {
     snprintf(j->format, sizeof j->format, "png");
     j->quality = 80;
     j->tile = 32;
-    snprintf(j->input_path, sizeof j->input_path, "%s/uploads/%s.png", dir, id);
+    snprintf(j->input_key, sizeof j->input_key, "uploads/%s.png", id);
     snprintf(j->input_name, sizeof j->input_name, "cat %s.png", id);
     snprintf(j->input_format, sizeof j->input_format, "png");
     j->input_width = 64;
@@ -161,7 +167,7 @@ static void test_transitions(store_t *st) {
     CHECK(got.status == JOB_STATUS_QUEUED && got.progress == 0 && got.attempts == 0);
     CHECK(strcmp(got.model, "realesr-animevideov3") == 0 && got.scale == 2 && got.tile == 32);
     CHECK(strcmp(got.format, "png") == 0 && got.quality == 80);
-    CHECK(strcmp(got.input_path, j.input_path) == 0 && strcmp(got.input_name, "cat job-b.png") == 0);
+    CHECK(strcmp(got.input_key, j.input_key) == 0 && strcmp(got.input_name, "cat job-b.png") == 0);
     CHECK(got.input_width == 64 && got.input_height == 48 && got.input_bytes == 12345);
     CHECK(got.created_at == 1000.0 && got.started_at == 0 && got.expires_at == 0);
     CHECK(store_job_get(st, "nope", &got, &err) == UP_ERR_NOT_FOUND);
@@ -205,7 +211,7 @@ static void test_transitions(store_t *st) {
 
     /* complete a */
     make_job(&j, "job-a", 0);
-    snprintf(j.result_path, sizeof j.result_path, "%s/results/job-a.png", dir);
+    snprintf(j.result_key, sizeof j.result_key, "results/job-a-a1.png");
     snprintf(j.result_format, sizeof j.result_format, "png");
     j.output_width = 128;
     j.output_height = 96;
@@ -214,7 +220,7 @@ static void test_transitions(store_t *st) {
     CHECKF(store_job_complete(st, &j, held(st, j.id), 60, &err) == 0, "%s", err.msg);
     CHECK(store_job_get(st, "job-a", &got, &err) == 0);
     CHECK(got.status == JOB_STATUS_COMPLETED && got.progress == 100);
-    CHECK(strcmp(got.result_path, j.result_path) == 0 && strcmp(got.result_format, "png") == 0);
+    CHECK(strcmp(got.result_key, j.result_key) == 0 && strcmp(got.result_format, "png") == 0);
     CHECK(got.output_width == 128 && got.output_height == 96 && got.result_bytes == 4242);
     CHECK(got.completed_at >= t - 1 && got.expires_at >= got.completed_at + 59);
     CHECK(store_job_complete(st, &j, held(st, j.id), 60, &err) ==
@@ -288,14 +294,14 @@ static void test_transitions(store_t *st) {
     /* downloaded: completed -> expired, result path cleared; twice: refused */
     CHECK(store_job_downloaded(st, "job-a", &err) == 0);
     CHECK(store_job_get(st, "job-a", &got, &err) == 0);
-    CHECK(got.status == JOB_STATUS_EXPIRED && got.result_path[0] == '\0');
+    CHECK(got.status == JOB_STATUS_EXPIRED && got.result_key[0] == '\0');
     CHECK(store_job_downloaded(st, "job-a", &err) == UP_ERR_INVALID);
     CHECK(store_job_downloaded(st, "job-b", &err) == UP_ERR_INVALID);
     CHECK(store_job_downloaded(st, "nope", &err) == UP_ERR_NOT_FOUND);
 
     /* input deleted */
     CHECK(store_job_input_deleted(st, "job-b", &err) == 0);
-    CHECK(store_job_get(st, "job-b", &got, &err) == 0 && got.input_path[0] == '\0');
+    CHECK(store_job_get(st, "job-b", &got, &err) == 0 && got.input_key[0] == '\0');
     CHECK(store_job_input_deleted(st, "nope", &err) == UP_ERR_NOT_FOUND);
 }
 
@@ -310,11 +316,11 @@ static void test_due(store_t *st) {
     CHECK(store_job_insert(st, &j, &err) == 0);
     CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "job-f") == 0);
     CHECK(store_job_start(st, "job-f", held(st, "job-f"), NULL, &err) == 0);
-    snprintf(got.result_path, sizeof got.result_path, "/x/job-f.png");
+    snprintf(got.result_key, sizeof got.result_key, "results/job-f-a1.png");
     CHECK(store_job_complete(st, &got, held(st, got.id), 0, &err) == 0);
     CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "job-g") == 0);
     CHECK(store_job_start(st, "job-g", held(st, "job-g"), NULL, &err) == 0);
-    snprintf(got.result_path, sizeof got.result_path, "/x/job-g.png");
+    snprintf(got.result_key, sizeof got.result_key, "results/job-g-a1.png");
     CHECK(store_job_complete(st, &got, held(st, got.id), 3600, &err) == 0);
 
     double now = now_s() + 1;
@@ -336,11 +342,11 @@ static void test_due(store_t *st) {
 
     CHECK(store_job_expire(st, "job-f", &err) == 0);
     CHECK(store_job_get(st, "job-f", &got, &err) == 0);
-    CHECK(got.status == JOB_STATUS_EXPIRED && got.result_path[0] == '\0' && got.input_path[0] == '\0');
+    CHECK(got.status == JOB_STATUS_EXPIRED && got.result_key[0] == '\0' && got.input_key[0] == '\0');
     /* a failed job's files go, its answer (failed, with the error) stays */
     CHECK(store_job_expire(st, "job-d", &err) == 0);
     CHECK(store_job_get(st, "job-d", &got, &err) == 0 && got.status == JOB_STATUS_FAILED);
-    CHECK(got.input_path[0] == '\0' && got.error[0] != '\0');
+    CHECK(got.input_key[0] == '\0' && got.error[0] != '\0');
     CHECK(store_job_expire(st, "nope", &err) == UP_ERR_NOT_FOUND);
     CHECK(store_jobs_due(st, now, due, 8, &n, &err) == 0);
     for (int i = 0; i < n; i++)
@@ -476,7 +482,7 @@ static void test_claimed(void) {
     CHECK(store_job_downloaded(st, "cl-1", &err) == UP_ERR_INVALID);
     CHECK(store_job_expire(st, "cl-1", &err) == UP_ERR_INVALID);
     CHECK(store_job_input_deleted(st, "cl-1", &err) == 0); /* any status */
-    CHECK(store_job_get(st, "cl-1", &got, &err) == 0 && got.input_path[0] == '\0');
+    CHECK(store_job_get(st, "cl-1", &got, &err) == 0 && got.input_key[0] == '\0');
     CHECK(store_job_start(st, "cl-1", held(st, "cl-1"), &cancel, &err) == 0 && cancel == 0);
     CHECK(status_of(st, "cl-1") == JOB_STATUS_PROCESSING);
 
@@ -617,7 +623,7 @@ static void test_keep(void) {
         CHECK(store_job_insert(st, &j, &err) == 0);
         CHECK(claim(st, &got, &err) == 0 && !strcmp(got.id, cases[i].id) && got.keep_s == cases[i].keep_s);
         CHECK(store_job_start(st, got.id, held(st, got.id), NULL, &err) == 0);
-        snprintf(got.result_path, sizeof got.result_path, "%s/results/%s.png", dir, got.id);
+        snprintf(got.result_key, sizeof got.result_key, "results/%s-a1.png", got.id);
         CHECK(store_job_complete(st, &got, held(st, got.id), cases[i].retention_s, &err) == 0);
         CHECK(store_job_get(st, got.id, &got, &err) == 0);
         double kept = got.expires_at - got.completed_at;
@@ -1358,7 +1364,7 @@ static void test_migrate_v1(void) {
              " input_format, input_width, input_height, input_bytes, result_path, result_format,"
              " output_width, output_height, result_bytes, created_at, started_at, completed_at, expires_at)"
              " VALUES ('old-1', 2, 1, 'realesrgan-x4plus', 4, 'png', '', 'cat.png', 'png', 10, 20, 300,"
-             " '/x/old-1.png', 'png', 40, 80, 5000, 1000.5, 1001, 1002, 99999);"
+             " '/x/data/results/old-1-a1.png', 'png', 40, 80, 5000, 1000.5, 1001, 1002, 99999);"
              " PRAGMA user_version = 1;",
              v1_schema);
     CHECK(raw_exec("v1", sql) == 0);
@@ -1372,7 +1378,9 @@ static void test_migrate_v1(void) {
     CHECK(store_job_get(st, "old-1", &got, &err) == 0);
     CHECK(got.seq == 1 && got.status == JOB_STATUS_COMPLETED && got.attempts == 1);
     CHECK(strcmp(got.model, "realesrgan-x4plus") == 0 && got.scale == 4 && got.created_at == 1000.5);
-    CHECK(strcmp(got.result_path, "/x/old-1.png") == 0 && got.output_width == 40 && got.result_bytes == 5000);
+    CHECKF(strcmp(got.result_key, "results/old-1-a1.png") == 0, "%s",
+           got.result_key); /* a path became a key */
+    CHECK(got.output_width == 40 && got.result_bytes == 5000);
     CHECK(got.model_alias[0] == '\0' && got.owner[0] == '\0' && got.tier[0] == '\0');
     CHECK(got.credits == 0 && got.refunded == 0);
 
@@ -1390,7 +1398,7 @@ static void test_migrate_v1(void) {
     f.owner = "";
     CHECK(store_jobs_list(st, &f, jobs, 4, &n, &err) == 0 && n == 1 && strcmp(jobs[0].id, "old-1") == 0);
     store_close(st);
-    CHECK(user_version("v1") == 4);
+    CHECK(user_version("v1") == 5);
 
     /* migrated and new databases have the same schema */
     store_t *fresh = open_sub("v2-fresh");
@@ -1418,7 +1426,8 @@ static void test_migrate_v1(void) {
 /* ---- migration from schema version 3 ------------------------------------------- */
 
 /*
- * A version-3 file: a new one with the claim columns taken off again (the
+ * A version-3 file: a new one with the key columns named as they were and
+ * the claim columns taken off again (the
  * columns version 4 added, in the order it added them), and a job a
  * version-3 upres left processing when it died.
  */
@@ -1427,7 +1436,9 @@ static void test_migrate_v3(void) {
     store_close(st);
     CHECK(
         raw_exec("v3",
-                 "ALTER TABLE jobs DROP COLUMN not_before; ALTER TABLE jobs DROP COLUMN lease_until;"
+                 "ALTER TABLE jobs RENAME COLUMN input_key TO input_path;"
+                 " ALTER TABLE jobs RENAME COLUMN result_key TO result_path;"
+                 " ALTER TABLE jobs DROP COLUMN not_before; ALTER TABLE jobs DROP COLUMN lease_until;"
                  " ALTER TABLE jobs DROP COLUMN lease_s; ALTER TABLE jobs DROP COLUMN worker;"
                  " INSERT INTO jobs (id, status, attempts, model, scale, created_at, started_at)"
                  " VALUES ('v3-run', 1, 1, 'realesr-animevideov3', 2, 10, 11);"
@@ -1437,7 +1448,7 @@ static void test_migrate_v3(void) {
     st = open_sub("v3");
     if (!st)
         return;
-    CHECK(user_version("v3") == 4);
+    CHECK(user_version("v3") == 5);
     up_error_t err;
     job_t got;
     CHECK(store_job_get(st, "v3-run", &got, &err) == 0 && got.status == JOB_STATUS_PROCESSING);
@@ -1457,6 +1468,109 @@ static void test_migrate_v3(void) {
     schema_of("v2-fresh", b, sizeof b);
     CHECKF(a[0] && strcmp(a, b) == 0, "migrated:\n%s\nnew:\n%s", a, b);
     CHECK(strstr(b, "lease_until REAL 1 0 0") != NULL && strstr(b, "worker TEXT 1 '' 0") != NULL);
+}
+
+/* ---- blob keys, and the migration from schema version 4 ------------------------------ */
+
+static int collect_key(const char *key, void *ctx) {
+    char *all = ctx;
+    size_t n = strlen(all);
+    snprintf(all + n, 4096 - n, "%s;", key);
+    return 0;
+}
+
+static void test_blob_keys(void) {
+    store_t *st = open_sub("keys5");
+    if (!st)
+        return;
+    up_error_t err;
+    job_t j, got;
+    make_job(&j, "k5-a", 1.0);
+    snprintf(j.input_key, sizeof j.input_key, "/srv/data/uploads/k5-a.png"); /* a path: refused */
+    CHECK(store_job_insert(st, &j, &err) == UP_ERR_INVALID && strstr(err.msg, "blob key"));
+    snprintf(j.input_key, sizeof j.input_key, "uploads/../k5-a.png");
+    CHECK(store_job_insert(st, &j, &err) == UP_ERR_INVALID);
+    snprintf(j.input_key, sizeof j.input_key, "uploads/k5-a.png");
+    CHECKF(store_job_insert(st, &j, &err) == 0, "%s", err.msg);
+    make_job(&j, "k5-b", 2.0);
+    CHECK(store_job_insert(st, &j, &err) == 0);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "k5-a") == 0);
+    store_fence_t fence = {.worker = WORKER, .attempt = got.attempts};
+    CHECK(store_job_start(st, "k5-a", &fence, NULL, &err) == 0);
+    snprintf(got.result_key, sizeof got.result_key, "/abs/results/k5-a-a1.png");
+    snprintf(got.result_format, sizeof got.result_format, "png");
+    CHECK(store_job_complete(st, &got, &fence, 60, &err) == UP_ERR_INVALID);
+    snprintf(got.result_key, sizeof got.result_key, "results/k5-a-a1.png");
+    CHECKF(store_job_complete(st, &got, &fence, 60, &err) == 0, "%s", err.msg);
+    char all[4096] = "";
+    CHECK(store_blobs_referenced(st, collect_key, all, &err) == 0);
+    CHECKF(strcmp(all, "uploads/k5-a.png;results/k5-a-a1.png;uploads/k5-b.png;") == 0, "%s", all);
+    CHECK(store_job_input_deleted(st, "k5-a", &err) == 0);
+    all[0] = '\0';
+    CHECK(store_blobs_referenced(st, collect_key, all, &err) == 0);
+    CHECKF(strcmp(all, "results/k5-a-a1.png;uploads/k5-b.png;") == 0, "%s", all);
+    store_close(st);
+}
+
+/*
+ * A version-4 file: a new one with the key columns renamed back to the
+ * paths they were, holding the paths a version-4 upres stored: absolute,
+ * relative to the folder it ran in (-d data, -d ./data), already a key,
+ * and values that name no upload or result.
+ */
+static void test_migrate_v4(void) {
+    store_t *st = open_sub("v4");
+    store_close(st);
+    CHECK(raw_exec("v4",
+                   "ALTER TABLE jobs RENAME COLUMN input_key TO input_path;"
+                   " ALTER TABLE jobs RENAME COLUMN result_key TO result_path;"
+                   " INSERT INTO jobs (id, status, model, scale, input_path, result_path, created_at) VALUES"
+                   " ('abs', 2, 'm', 2, '', '/srv/upres/data/results/abs-a1.png', 1),"
+                   " ('rel', 0, 'm', 2, 'data/uploads/rel.png', '', 2),"
+                   " ('dot', 2, 'm', 2, './data/uploads/dot.jpg', './data/results/dot-a2.webp', 3),"
+                   " ('key', 0, 'm', 2, 'uploads/key.png', '', 4),"
+                   " ('up', 0, 'm', 2, '../a/data/uploads/up.png', '', 5),"
+                   " ('odd', 2, 'm', 2, '/tmp/elsewhere.png', 'results', 6),"
+                   " ('none', 5, 'm', 2, '', '', 7);"
+                   " PRAGMA user_version = 4;") == 0);
+    CHECK(user_version("v4") == 4);
+    st = open_sub("v4");
+    if (!st)
+        return;
+    CHECK(user_version("v4") == 5);
+    struct {
+        const char *id, *in, *res;
+    } want[] = {
+        {"abs", "", "results/abs-a1.png"},
+        {"rel", "uploads/rel.png", ""},
+        {"dot", "uploads/dot.jpg", "results/dot-a2.webp"},
+        {"key", "uploads/key.png", ""},
+        {"up", "uploads/up.png", ""},
+        {"odd", "", ""},
+        {"none", "", ""},
+    };
+    up_error_t err;
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        job_t got;
+        CHECK(store_job_get(st, want[i].id, &got, &err) == 0);
+        CHECKF(strcmp(got.input_key, want[i].in) == 0 && strcmp(got.result_key, want[i].res) == 0,
+               "%s: '%s' '%s'", want[i].id, got.input_key, got.result_key);
+    }
+    /* the queued job with a converted key still runs: claimable, its key intact */
+    job_t got;
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "rel") == 0 &&
+          strcmp(got.input_key, "uploads/rel.png") == 0);
+    store_close(st);
+    char a[8192], b[8192];
+    schema_of("v4", a, sizeof a);
+    schema_of("v2-fresh", b, sizeof b);
+    CHECKF(a[0] && strcmp(a, b) == 0, "migrated:\n%s\nnew:\n%s", a, b);
+    CHECK(strstr(b, "input_key TEXT 1 '' 0") != NULL && strstr(b, "result_key TEXT 1 '' 0") != NULL);
+    /* reopening changes nothing */
+    st = open_sub("v4");
+    CHECK(st && store_job_get(st, "dot", &got, &err) == 0 &&
+          strcmp(got.result_key, "results/dot-a2.webp") == 0);
+    store_close(st);
 }
 
 /* ---- leases and fencing ------------------------------------------------------------ */
@@ -1532,7 +1646,7 @@ static void test_leases(void) {
     fb.attempt = 2;
 
     /* the superseded worker wakes up: its progress, complete and fail are refused, the winner's are not */
-    snprintf(got.result_path, sizeof got.result_path, "%s/leases/results/l1-a1.png", dir);
+    snprintf(got.result_key, sizeof got.result_key, "results/l1-a1.png");
     CHECK(store_job_complete(a, &got, &fa, 60, &err) == UP_ERR_CONFLICT);
     CHECKF(strstr(err.msg, "superseded by attempt 2") && strstr(err.msg, B), "%s", err.msg);
     CHECK(store_job_start(a, "l1", &fa, NULL, &err) == UP_ERR_CONFLICT);
@@ -1541,10 +1655,10 @@ static void test_leases(void) {
     CHECK(store_job_start(b, "l1", &fb, NULL, &err) == 0);
     CHECK(store_job_progress(a, "l1", &fa, 90, NULL, &err) == UP_ERR_CONFLICT);
     CHECK(store_job_fail(a, "l1", &fa, "late", 60, &err) == UP_ERR_CONFLICT);
-    snprintf(got.result_path, sizeof got.result_path, "%s/leases/results/l1-a2.png", dir);
+    snprintf(got.result_key, sizeof got.result_key, "results/l1-a2.png");
     CHECK(store_job_complete(b, &got, &fb, 60, &err) == 0);
     CHECK(store_job_get(a, "l1", &got, &err) == 0 && got.status == JOB_STATUS_COMPLETED);
-    CHECK(strstr(got.result_path, "l1-a2.png") && got.attempts == 2 && strcmp(got.worker, B) == 0);
+    CHECK(strstr(got.result_key, "l1-a2.png") && got.attempts == 2 && strcmp(got.worker, B) == 0);
     CHECK(got.lease_until == 0);
     CHECK(store_job_complete(a, &got, &fa, 60, &err) == UP_ERR_CONFLICT);
     CHECK(store_job_complete(b, &got, &fb, 60, &err) == UP_ERR_INVALID); /* once */
@@ -1647,6 +1761,8 @@ int main(void) {
     test_list();
     test_migrate_v1();
     test_migrate_v3();
+    test_blob_keys();
+    test_migrate_v4();
     test_leases();
 
     /* a path where the database cannot be created */
