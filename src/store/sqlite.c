@@ -483,6 +483,21 @@ static void bind_text(sqlite3_stmt *s, int i, const char *t) {
     sqlite3_bind_text(s, i, t ? t : "", -1, SQLITE_TRANSIENT);
 }
 
+/*
+ * Run an INSERT (bindings already set): UP_OK; clash (with "job store: "
+ * and who in the message) when a unique key is taken; the database's error.
+ */
+static int step_insert(store_t *st, sqlite3_stmt *s, int clash, const char *who, const char *what,
+                       up_error_t *err) {
+    int src = sqlite3_step(s);
+    done(s);
+    if (src == SQLITE_CONSTRAINT_UNIQUE || src == SQLITE_CONSTRAINT_PRIMARYKEY)
+        return up_error_set(err, clash, 0, "job store: %s", who);
+    if (src != SQLITE_DONE)
+        return db_error(st->w, err, what);
+    return UP_OK;
+}
+
 /* Run a statement that returns no rows (bindings already set). */
 static int exec_stmt(store_t *st, int k, const char *what, up_error_t *err) {
     sqlite3_stmt *s = st->wstmt[k];
@@ -833,13 +848,9 @@ static int insert_row(store_t *st, const job_t *job, up_error_t *err) {
     sqlite3_bind_int64(s, 17, job->credits);
     sqlite3_bind_double(s, 18, job->keep_s > 0 ? job->keep_s : 0);
     bind_text(s, 19, job->colour);
-    int src = sqlite3_step(s);
-    done(s);
-    if (src == SQLITE_CONSTRAINT_UNIQUE || src == SQLITE_CONSTRAINT_PRIMARYKEY)
-        return up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s already exists", job->id);
-    if (src != SQLITE_DONE)
-        return db_error(st->w, err, "cannot insert a job");
-    return UP_OK;
+    char who[80];
+    snprintf(who, sizeof who, "job %s already exists", job->id);
+    return step_insert(st, s, UP_ERR_INVALID, who, "cannot insert a job", err);
 }
 
 int store_job_insert(store_t *st, const job_t *job, up_error_t *err) {
@@ -920,13 +931,8 @@ static int idem_insert(store_t *st, const store_idem_t *idem, double now, up_err
     bind_text(s, 5, idem->body ? idem->body : "");
     bind_text(s, 6, idem->job_id);
     sqlite3_bind_double(s, 7, now);
-    int src = sqlite3_step(s);
-    done(s);
-    if (src == SQLITE_CONSTRAINT_PRIMARYKEY || src == SQLITE_CONSTRAINT_UNIQUE)
-        return up_error_set(err, UP_ERR_CONFLICT, 0, "idempotency key '%s' is taken", idem->key);
-    if (src != SQLITE_DONE)
-        return db_error(st->w, err, "cannot record an idempotency key");
-    return UP_OK;
+    return step_insert(st, s, UP_ERR_CONFLICT, "that idempotency key is taken", "cannot record an idempotency key",
+                       err);
 }
 
 int store_job_submit(store_t *st, const job_t *job, double period_start, const store_idem_t *idem,
@@ -1469,14 +1475,9 @@ int store_key_insert(store_t *st, const api_key_t *key, up_error_t *err) {
     sqlite3_bind_int64(s, 6, key->quota);
     sqlite3_bind_int64(s, 7, key->credits);
     sqlite3_bind_double(s, 8, key->created_at > 0 ? key->created_at : now_s());
-    int src = sqlite3_step(s);
-    done(s);
-    if (src == SQLITE_CONSTRAINT_UNIQUE || src == SQLITE_CONSTRAINT_PRIMARYKEY)
-        rc = up_error_set(err, UP_ERR_INVALID, 0, "job store: key %s: a key with this id or hash exists",
-                          key->id);
-    else if (src != SQLITE_DONE)
-        rc = db_error(st->w, err, "cannot insert a key");
-    rc = tx_end(st, rc, err);
+    char who[80];
+    snprintf(who, sizeof who, "key %s: a key with this id or hash exists", key->id);
+    rc = tx_end(st, step_insert(st, s, UP_ERR_INVALID, who, "cannot insert a key", err), err);
 out:
     pthread_mutex_unlock(&st->wmu);
     return rc;

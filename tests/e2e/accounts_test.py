@@ -41,7 +41,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import client  # noqa: E402
 from client import (SHARED, SLOW, UPRES, Server, check, free_port, make_tmp, multipart, png,  # noqa: E402
-                    png_size, request, submit, tally, wait_status)
+                    png_size, request, run, submit, tally, wait_status)
 
 import jsonschema  # noqa: E402  (python3-jsonschema)
 import yaml  # noqa: E402  (python3-yaml)
@@ -1295,17 +1295,6 @@ def test_fetch_background(fx, ctx):
     codes = sorted(done[i].status if i in done else 0 for i in (0, 1, 2))
     check(codes == [201, 201, 503], "the held fetch and the waiting one then complete: 201, 201", codes)
     s.stop()
-
-
-def run(t, *args):
-    t1 = time.time()
-    try:
-        t(*args)
-    except Exception as e:  # noqa: BLE001
-        import traceback
-        traceback.print_exc()
-        check(False, t.__name__ + " raised", repr(e))
-    print("  (%s: %.1fs)" % (t.__name__, time.time() - t1))
 
 
 def main():

@@ -65,6 +65,18 @@ def check(cond, what, detail=""):
     return cond
 
 
+def run(t, *args):
+    """Run one test function: an exception is a failed check, not the end of the run; its time is printed."""
+    t1 = time.time()
+    try:
+        t(*args)
+    except Exception as e:  # noqa: BLE001
+        import traceback
+        traceback.print_exc()
+        check(False, t.__name__ + " raised", repr(e))
+    print("  (%s: %.1fs)" % (t.__name__, time.time() - t1))
+
+
 # ---- a tiny HTTP client -------------------------------------------------------------
 
 

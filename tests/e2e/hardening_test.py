@@ -39,7 +39,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from client import (SLOW, Server, check, make_tmp, png, request, tally, wait_status)  # noqa: E402
+from client import (SLOW, Server, check, make_tmp, png, request, run, tally, wait_status)  # noqa: E402
 
 FAST = "realesr-animevideov3"  # the quickest model
 TMP = make_tmp("upres-hardening-test-")
@@ -135,6 +135,29 @@ class Source:
     def close(self):
         self.release.set()
         self.httpd.shutdown()
+
+
+def send_until_answer(c, data, seconds, max_bytes=None, each=None):
+    """Send data on socket c (with a short timeout set) over and over until an answer's head has come
+    back, the server closed, seconds passed or max_bytes were sent; each(elapsed) runs before every send.
+    Returns (bytes sent, bytes read)."""
+    sent, got, t0 = 0, b"", time.time()
+    try:
+        while time.time() - t0 < seconds and b"\r\n\r\n" not in got and (max_bytes is None or sent < max_bytes):
+            if each:
+                each(time.time() - t0)
+            c.sendall(data)
+            sent += len(data)
+            try:
+                d = c.recv(65536)
+                if not d:
+                    break
+                got += d
+            except socket.timeout:
+                pass
+    except OSError:
+        pass
+    return sent, got
 
 
 def create_url(port, key, url, timeout=60, **extra):
@@ -242,21 +265,8 @@ def test_early_413(s):
     c.sendall(b"POST /api/v1/upscale HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=BBBBBB\r\n"
               b"Transfer-Encoding: chunked\r\n\r\n")
     c.settimeout(0.02)
-    sent, got, t0 = 0, b"", time.time()
     chunk = b"x" * 65536
-    try:
-        while sent < 64 * 2 ** 20 and time.time() - t0 < 20 * SLOW and b"\r\n\r\n" not in got:
-            c.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
-            sent += len(chunk)
-            try:
-                d = c.recv(65536)
-                if not d:
-                    break
-                got += d
-            except socket.timeout:
-                pass
-    except OSError:
-        pass
+    sent, got = send_until_answer(c, b"%x\r\n" % len(chunk) + chunk + b"\r\n", 20 * SLOW, 64 * 2 ** 20)
     c.settimeout(2)
     try:
         while b"}" not in got:
@@ -736,24 +746,17 @@ def test_stop_upload():
     c.sendall(b"POST /api/v1/upscale HTTP/1.1\r\nHost: localhost\r\n"
               b"Content-Type: multipart/form-data; boundary=BBBBBB\r\nContent-Length: 40000000\r\n\r\n"
               b"--BBBBBB\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n")
+    t_sig = []
+
+    def sigterm_once(elapsed):
+        if not t_sig and elapsed > 0.5:
+            s.proc.send_signal(15)
+            t_sig.append(time.time())
+
     c.settimeout(0.05)
-    got, t_sig, t0 = b"", None, time.time()
-    try:
-        while time.time() - t0 < 10 * SLOW and b"\r\n\r\n" not in got:
-            c.sendall(b"x" * 16384)
-            if t_sig is None and time.time() - t0 > 0.5:
-                s.proc.send_signal(15)
-                t_sig = time.time()
-            try:
-                d = c.recv(65536)
-                if not d:
-                    break
-                got += d
-            except socket.timeout:
-                pass
-    except OSError:
-        pass
+    _, got = send_until_answer(c, b"x" * 16384, 10 * SLOW, each=sigterm_once)
     c.close()
+    t_sig = t_sig[0] if t_sig else None
     code = None
     try:
         code = s.proc.wait(timeout=10 * SLOW)
@@ -766,17 +769,6 @@ def test_stop_upload():
 
 
 # ---- main -------------------------------------------------------------------------------------------------------------
-
-
-def run(t, *args):
-    t1 = time.time()
-    try:
-        t(*args)
-    except Exception as e:  # noqa: BLE001
-        import traceback
-        traceback.print_exc()
-        check(False, t.__name__ + " raised", repr(e))
-    print("  (%s: %.1fs)" % (t.__name__, time.time() - t1))
 
 
 def main():
