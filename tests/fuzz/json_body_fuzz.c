@@ -141,14 +141,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lb_put(request, cap, &len, data, size);
 
     lb_reply_t r;
-    if (lb_exchange(request, len, &r))
-        lb_fail("no reply", &r);
-    if (!r.complete)
-        lb_fail("an incomplete reply", &r);
-    json_error_t jerr;
-    json_t *o = json_loadb(r.body, r.body_size, 0, &jerr);
-    if (!json_is_object(o))
-        lb_fail("the body is not a JSON object", &r);
+    json_t *o = lb_exchange_json(request, len, &r);
     unsigned want = expected(data, size);
     if (want ? r.status != want : r.status != 400 && r.status != 503)
         lb_fail(r.status >= 500 && r.status != 503 ? "a server error (a message the encoder refused?)"

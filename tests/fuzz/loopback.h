@@ -24,6 +24,7 @@
 #define UPRES_TESTS_FUZZ_LOOPBACK_H
 
 #include <arpa/inet.h>
+#include <jansson.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -286,6 +287,21 @@ static __attribute__((unused)) void lb_fail(const char *what, const lb_reply_t *
     fprintf(stderr, "\n--- reply (%zu bytes) ---\n%.2000s\n---\n", r ? r->size : 0,
             r && r->data ? r->data : "");
     abort();
+}
+
+/*
+ * Send request, require a complete reply whose body is a JSON object, and
+ * return that object (new: json_decref); *r gets the reply. Aborts otherwise.
+ */
+static __attribute__((unused)) json_t *lb_exchange_json(const void *request, size_t n, lb_reply_t *r) {
+    if (lb_exchange(request, n, r))
+        lb_fail("no reply", r);
+    if (!r->complete)
+        lb_fail("an incomplete reply", r);
+    json_t *o = json_loadb(r->body, r->body_size, 0, NULL);
+    if (!json_is_object(o))
+        lb_fail("the body is not a JSON object", r);
+    return o;
 }
 
 #endif

@@ -137,14 +137,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
 
     lb_reply_t r;
-    if (lb_exchange(request, len, &r))
-        lb_fail("no reply", &r);
-    if (!r.complete)
-        lb_fail("an incomplete reply", &r);
-    json_error_t jerr;
-    json_t *o = json_loadb(r.body, r.body_size, 0, &jerr);
-    if (!json_is_object(o))
-        lb_fail("the body is not a JSON object", &r);
+    json_t *o = lb_exchange_json(request, len, &r);
     if (r.status >= 400 && !json_is_string(json_object_get(o, "error")))
         lb_fail("an error reply without a string error", &r);
     if (r.status == 200 && blen > MULTIPART_FUZZ_MAX_UPLOAD)

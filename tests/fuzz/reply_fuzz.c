@@ -177,14 +177,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
 
     lb_reply_t r;
-    if (lb_exchange(request, len, &r))
-        lb_fail("no reply", &r);
-    if (!r.complete)
-        lb_fail("an incomplete reply", &r);
-    json_error_t jerr;
-    json_t *o = json_loadb(r.body, r.body_size, 0, &jerr);
-    if (!json_is_object(o))
-        lb_fail("the body is not a JSON object", &r);
+    json_t *o = lb_exchange_json(request, len, &r);
     int whole = kept_whole(part, text, n);
     unsigned want = kind_status[kind];
     int routed = r.status == want;
