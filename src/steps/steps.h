@@ -1,0 +1,161 @@
+/*
+ * steps.h - a job's pipeline: an ordered list of steps run over one decoded
+ * image, from the job's input asset to its encoded result.
+ *
+ * A pipeline is data: a JSON array kept in the job's record, each element
+ * an object with "op" and that step's fields, so a new step is a new
+ * function and a row in the step table (steps.c), never a schema change:
+ *
+ *   {"op":"upscale", "model":"realesrgan-x4plus", "scale":4, "tile":0, "alpha":"resample"}
+ *       model: a registry family or file stem (required);
+ *       scale: output / input, 0.1 .. 16 (a non-integer factor: the network
+ *              runs at its smallest native scale >= the factor, then an exact
+ *              Lanczos resample); 0 or absent = the model's native scale;
+ *       tile: tile edge in input pixels, 0 = automatic;
+ *       alpha: "resample" (default) or "model".
+ *   {"op":"resize", "width":800, "height":600, "fit":"pad", "background":"#ffffff"}
+ *       width and/or height (>= 1; one alone keeps the aspect ratio);
+ *       fit, with both: "stretch" (default: exactly that size), "pad" (scaled
+ *       to fit inside, centred on bars of background), "crop" (scaled to
+ *       cover, the centre cut out); background "#rrggbb" or "#rrggbbaa",
+ *       absent = transparent where the image has alpha, else white.
+ *   {"op":"encode", "format":"webp", "quality":80, "target_bytes":200000}
+ *       format: "png", "jpg", "webp", or absent = the input's own if it can
+ *       be written, else png; quality 1..100, 0 or absent = the format's
+ *       default; target_bytes: the largest result wanted, met by searching
+ *       quality (and for PNG palette quantisation), never by changing the
+ *       dimensions; unreachable = the step fails naming the smallest size
+ *       it reached.
+ *
+ * A pipeline has at least one step; encode, when present, is last, and a
+ * pipeline without one ends with the default encode. Parsing checks every
+ * field (ranges, names, unknown fields refused), so a pipeline that was
+ * accepted at submission runs; whether a model exists is the caller's
+ * check (it depends on the registry).
+ *
+ * Running: steps_run decodes nothing and encodes once. It keeps one image
+ * between the steps, reports progress over the whole pipeline (each step
+ * weighted by its expected cost: upscales by their output pixels, the rest
+ * a small share), and records what each step did in a JSON array parallel
+ * to the steps (sizes in and out, the model variant run, the quality an
+ * encode chose, seconds).
+ *
+ * Thread safety: parsing is pure; steps_run uses the caller's upscalers,
+ * one thread at a time each.
+ */
+#ifndef UPRES_STEPS_STEPS_H
+#define UPRES_STEPS_STEPS_H
+
+#include <jansson.h>
+#include <stdatomic.h>
+
+#include "core/err.h"
+#include "image/image.h"
+#include "upscale/upscale.h"
+
+#define STEPS_MAX 8 /* steps in one pipeline */
+
+typedef enum {
+    STEP_UPSCALE = 0,
+    STEP_RESIZE = 1,
+    STEP_ENCODE = 2,
+} step_kind_t;
+
+typedef enum {
+    STEP_FIT_STRETCH = 0,
+    STEP_FIT_PAD = 1,
+    STEP_FIT_CROP = 2,
+} step_fit_t;
+
+typedef struct step {
+    step_kind_t kind;
+    struct {
+        char model[128];       /* registry family or file stem */
+        double scale;          /* 0 = native */
+        int tile;              /* 0 = automatic */
+        upscale_alpha_t alpha; /* UPSCALE_ALPHA_RESAMPLE (default) or UPSCALE_ALPHA_MODEL */
+    } upscale;
+    struct {
+        int width, height;          /* 0 = from the other side's ratio; at least one >= 1 */
+        step_fit_t fit;             /* with both sides */
+        int has_background;         /* 0 = transparent with alpha, else white */
+        unsigned char background[4]; /* RGBA */
+    } resize;
+    struct {
+        char format[8];         /* "png", "jpg", "webp"; "" = the input's if writable, else png */
+        int quality;            /* 1..100, 0 = default */
+        long long target_bytes; /* 0 = none */
+    } encode;
+} step_t;
+
+typedef struct steps {
+    int n;
+    step_t step[STEPS_MAX];
+} steps_t;
+
+/*
+ * Parse and check a pipeline (a JSON array, borrowed) into *out. Refusals
+ * are UP_ERR_INVALID with a message fit for a client that names the step
+ * and the field ("step 2 (resize): width must be 1 to 65535").
+ */
+int steps_parse(const json_t *array, steps_t *out, up_error_t *err);
+
+/* The same from JSON text (as the job record keeps it). */
+int steps_parse_text(const char *text, steps_t *out, up_error_t *err);
+
+/* The pipeline as JSON text, the form steps_parse_text reads (new: free()). NULL when out of memory. */
+char *steps_text(const steps_t *steps);
+
+/* The one-step pipeline the older dialects submit: upscale with model and scale, then encode. */
+void steps_upscale(steps_t *out, const char *model, double scale, int tile, const char *format, int quality);
+
+/* The first upscale step, or NULL (borrowed: for a job's summary fields, model and scale). */
+const step_t *steps_first_upscale(const steps_t *steps);
+
+/*
+ * The output size the pipeline will make from a w x h input, for checks at
+ * submission (pixel limits, tiers): *ow, *oh. Rounding as steps_run.
+ */
+void steps_output_size(const steps_t *steps, int w, int h, int *ow, int *oh);
+
+/* What steps_run needs from the worker that runs it. */
+typedef struct steps_env {
+    /*
+     * The upscaler for model at scale (the worker's cache: loaded on first
+     * use, borrowed). Errors as upscale_registry_resolve / upscaler_new.
+     */
+    int (*upscaler)(void *ctx, const char *model, double scale, upscaler_t **out, up_error_t *err);
+    void *ctx;
+    /* progress over the whole pipeline 0..100; non-zero return cancels (UP_ERR_CANCELLED); may be NULL */
+    upscale_progress_fn progress;
+    void *progress_ctx;
+    const atomic_int *abort;              /* borrowed, may be NULL: stop between layers */
+    size_t tile_memory;                   /* 0 = default */
+    unsigned long long max_output_pixels; /* 0 = no limit: checked before each step runs */
+    int srgb;                             /* encode: convert to sRGB, no ICC profile */
+    int strip;                            /* encode: no metadata */
+} steps_env_t;
+
+/* What a pipeline made. */
+typedef struct steps_result {
+    void *data;     /* the encoded result (new: free()) */
+    size_t size;    /* bytes */
+    char format[8]; /* "png", "jpg", "webp" */
+    int width, height;
+    json_t *report; /* one object per step run, the default encode included (new reference) */
+} steps_result_t;
+
+/*
+ * Run steps over in (taken over: freed by the call, whatever happens) and
+ * fill *res. Returns 0, UP_ERR_CANCELLED (progress said so or abort was
+ * set), UP_ERR_TOO_LARGE (a step would pass max_output_pixels), or the
+ * failing step's error with its message prefixed by the step
+ * ("step 3 (encode): ..."). On error *res holds nothing to free.
+ */
+int steps_run(const steps_t *steps, up_image_t *in, const steps_env_t *env, steps_result_t *res,
+              up_error_t *err);
+
+/* Free what a steps_result holds (accepts a zeroed one). */
+void steps_result_fini(steps_result_t *res);
+
+#endif
