@@ -1030,6 +1030,17 @@ static const char *output_format(const char *fmt) {
 
 int image_format_supported_for_output(const char *fmt) { return output_format(fmt) != NULL; }
 
+const char *image_format_canonical(const char *fmt) { return output_format(fmt); }
+
+int image_format_default_quality(const char *fmt) {
+    const char *f = output_format(fmt);
+    if (f && strcmp(f, "jpg") == 0)
+        return JPEG_DEFAULT_QUALITY;
+    if (f && strcmp(f, "webp") == 0)
+        return WEBP_DEFAULT_QUALITY;
+    return 0;
+}
+
 const char *image_format_from_path(const char *path) {
     if (!path)
         return NULL;
@@ -1227,7 +1238,8 @@ static int encode(const up_image_t *img, const char *fmt, const image_save_opts_
 
     /* The profile goes into the file when asked for and when the file can
      * carry it: WebP is always RGB, so a gray profile cannot go there. */
-    int gray_out = img->bands <= 2 && strcmp(fmt, "webp") != 0;
+    int png = strcmp(fmt, "png") == 0, palette = png && opts ? opts->png_palette : 0;
+    int gray_out = img->bands <= 2 && strcmp(fmt, "webp") != 0 && !palette; /* a palette is RGB */
     char space[5];
     icc_space(img->icc, img->icc_size, space);
     int fits = strcmp(space, gray_out ? "GRAY" : "RGB ") == 0;
@@ -1238,7 +1250,8 @@ static int encode(const up_image_t *img, const char *fmt, const image_save_opts_
     }
 
     int bands = img->bands, depth = img->depth, failed;
-    if (strcmp(fmt, "png") != 0) {
+    int to8 = !png || palette || (opts && opts->png_depth == 8);
+    if (to8) {
         if (img->depth == 16) { /* round to 8 bits: v * 255/65535 = v / 257 */
             if (vips_linear1(in, &t[1], 1.0 / 257.0, 0.5, NULL) ||
                 vips_cast(t[1], &t[2], VIPS_FORMAT_UCHAR, NULL)) {
@@ -1280,7 +1293,12 @@ static int encode(const up_image_t *img, const char *fmt, const image_save_opts_
                !vips_image_get_typeof(in, VIPS_META_EXIF_NAME) &&
                !vips_image_get_typeof(in, VIPS_META_XMP_NAME);
 
-    if (strcmp(fmt, "png") == 0)
+    if (palette) {
+        int q = opts->png_palette_quality ? opts->png_palette_quality : 100;
+        int bits = palette == 2 ? 1 : palette == 4 ? 2 : palette == 16 ? 4 : 8;
+        failed = vips_pngsave_buffer(in, &vbuf, &vsize, "compression", 6, "strip", bare, "palette", TRUE, "Q",
+                                     q, "dither", opts->png_dither ? 1.0 : 0.0, "bitdepth", bits, NULL);
+    } else if (png)
         failed =
             vips_pngsave_buffer(in, &vbuf, &vsize, "compression", 6, "strip", bare, "bitdepth", depth, NULL);
     else if (strcmp(fmt, "jpg") == 0)
@@ -1320,6 +1338,17 @@ static int check_save(const up_image_t *img, const char *fmt, const image_save_o
                             "cannot write format '%s' (png, jpg and webp are supported)", opts->format);
     if (opts && (opts->quality < 0 || opts->quality > 100))
         return up_error_set(err, UP_ERR_INVALID, 0, "quality %d is out of range 1..100", opts->quality);
+    if (opts && opts->png_depth != 0 && opts->png_depth != 8 && opts->png_depth != 16)
+        return up_error_set(err, UP_ERR_INVALID, 0, "PNG depth %d is not 8 or 16", opts->png_depth);
+    if (opts && opts->png_palette != 0 && opts->png_palette != 2 && opts->png_palette != 4 &&
+        opts->png_palette != 16 && opts->png_palette != 256)
+        return up_error_set(err, UP_ERR_INVALID, 0, "a PNG palette of %d colours is not 2, 4, 16 or 256",
+                            opts->png_palette);
+    if (opts && (opts->png_palette_quality < 0 || opts->png_palette_quality > 100))
+        return up_error_set(err, UP_ERR_INVALID, 0, "palette quality %d is out of range 1..100",
+                            opts->png_palette_quality);
+    if (opts && opts->png_dither != 0 && opts->png_dither != 1)
+        return up_error_set(err, UP_ERR_INVALID, 0, "dither %d is not 0 or 1", opts->png_dither);
     return image_init() ? up_error_set(err, UP_ERR_BACKEND, 0, "libvips is not available") : UP_OK;
 }
 
@@ -1453,4 +1482,160 @@ fail:
 done:
     g_object_unref(ctx);
     return rc;
+}
+
+/* ---- canvas: embed and crop ---------------------------------------------- */
+
+/* Copy in's format and metadata (unless drop_icc) to out; on failure free *out. */
+static int finish_copy(const up_image_t *in, int drop_icc, up_image_t **out, up_error_t *err) {
+    memcpy((*out)->format, in->format, sizeof in->format);
+    if (image_copy_metadata(*out, in)) {
+        image_free(*out);
+        *out = NULL;
+        return up_error_set(err, UP_ERR_NOMEM, 0, "cannot allocate the image's metadata");
+    }
+    if (drop_icc) {
+        free((*out)->icc);
+        (*out)->icc = NULL;
+        (*out)->icc_size = 0;
+    }
+    return UP_OK;
+}
+
+int image_embed(const up_image_t *in, int width, int height, int left, int top,
+                const unsigned char background[4], up_image_t **out, up_error_t *err) {
+    assert(out && background);
+    *out = NULL;
+    if (!valid_image(in))
+        return up_error_set(err, UP_ERR_INVALID, 0, "cannot embed: not a valid image");
+    if (width < 1 || height < 1 || width > VIPS_MAX_COORD || height > VIPS_MAX_COORD)
+        return up_error_set(err, UP_ERR_INVALID, 0, "cannot embed on a %dx%d canvas", width, height);
+    if (image_init())
+        return up_error_set(err, UP_ERR_BACKEND, 0, "libvips is not available");
+
+    int alpha_in = image_has_alpha(in), alpha_out = alpha_in || background[3] < 255;
+    int gray_bg = background[0] == background[1] && background[1] == background[2];
+    int to_rgb = in->bands <= 2 && !gray_bg, colour = in->bands >= 3 || to_rgb ? 3 : 1;
+    int drop_icc = to_rgb && in->icc != NULL;
+    double unit = in->depth == 16 ? 257.0 : 1.0;
+    VipsObject *ctx = VIPS_OBJECT(vips_image_new());
+    VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 8);
+    int rc = wrap_image(ctx, in, &t[0], err);
+    if (rc)
+        goto done;
+    VipsImage *x = t[0];
+    /* a gray profile cannot describe RGB values: go through sRGB first */
+    if (drop_icc && has_foreign_profile(in) && (rc = srgb_from_profile(ctx, x, in, &x, err)))
+        goto done;
+    if (to_rgb) {
+        VipsImage *parts[4];
+        if (vips_extract_band(x, &t[1], 0, NULL))
+            goto fail;
+        parts[0] = parts[1] = parts[2] = t[1];
+        if (alpha_in) {
+            if (vips_extract_band(x, &t[2], 1, NULL))
+                goto fail;
+            parts[3] = t[2];
+        }
+        if (vips_bandjoin(parts, &t[3], alpha_in ? 4 : 3, NULL))
+            goto fail;
+        x = t[3];
+    }
+    if (alpha_out && !alpha_in) { /* the image itself is opaque */
+        if (vips_bandjoin_const1(x, &t[4], 255.0 * unit, NULL))
+            goto fail;
+        x = t[4];
+    }
+    double bg[4];
+    int n = 0;
+    for (int i = 0; i < colour; i++)
+        bg[n++] = background[i] * unit;
+    if (alpha_out)
+        bg[n++] = background[3] * unit;
+    VipsArrayDouble *arr = vips_array_double_new(bg, n);
+    int failed = vips_embed(x, &t[5], left, top, width, height, "extend", VIPS_EXTEND_BACKGROUND,
+                            "background", arr, NULL);
+    vips_area_unref(VIPS_AREA(arr));
+    if (failed)
+        goto fail;
+    x = t[5];
+    if (x->BandFmt != band_format(in->depth)) {
+        if (vips_cast(x, &t[6], band_format(in->depth), NULL))
+            goto fail;
+        x = t[6];
+    }
+    if (!(rc = materialize(ctx, x, "cannot embed the image", out, err)))
+        rc = finish_copy(in, drop_icc, out, err);
+    goto done;
+fail:
+    rc = vips_fail(err, UP_ERR_IMAGE, "cannot embed the image");
+done:
+    g_object_unref(ctx);
+    return rc;
+}
+
+int image_crop(const up_image_t *in, int left, int top, int width, int height, up_image_t **out,
+               up_error_t *err) {
+    assert(out);
+    *out = NULL;
+    if (!valid_image(in))
+        return up_error_set(err, UP_ERR_INVALID, 0, "cannot crop: not a valid image");
+    if (left < 0 || top < 0 || width < 1 || height < 1 || (long long)left + width > in->width ||
+        (long long)top + height > in->height)
+        return up_error_set(err, UP_ERR_INVALID, 0, "cannot crop %dx%d at (%d, %d) from a %dx%d image", width,
+                            height, left, top, in->width, in->height);
+    if (image_init())
+        return up_error_set(err, UP_ERR_BACKEND, 0, "libvips is not available");
+    VipsObject *ctx = VIPS_OBJECT(vips_image_new());
+    VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 2);
+    int rc = wrap_image(ctx, in, &t[0], err);
+    if (!rc && vips_extract_area(t[0], &t[1], left, top, width, height, NULL))
+        rc = vips_fail(err, UP_ERR_IMAGE, "cannot crop the image");
+    if (!rc && !(rc = materialize(ctx, t[1], "cannot crop the image", out, err)))
+        rc = finish_copy(in, 0, out, err);
+    g_object_unref(ctx);
+    return rc;
+}
+
+/* ---- PNG palettes ---------------------------------------------------------- */
+
+static pthread_once_t palette_once = PTHREAD_ONCE_INIT;
+static int palette_ok; /* set by probe_palette */
+
+/*
+ * A libvips built without a quantiser either refuses "palette" or writes
+ * truecolour instead, so the answer is the written file's colour type:
+ *
+ *   offset  size  PNG
+ *   0       8     signature
+ *   8       8     IHDR chunk length and type
+ *   16      8     width, height
+ *   24      1     bit depth
+ *   25      1     colour type: 3 = indexed (palette)
+ */
+static void probe_palette(void) {
+    if (image_init())
+        return;
+    VipsImage *t[2] = {NULL, NULL};
+    void *buf = NULL;
+    size_t size = 0;
+    palette_ok = !vips_black(&t[0], 2, 2, "bands", 3, NULL) &&
+                 !vips_cast(t[0], &t[1], VIPS_FORMAT_UCHAR, NULL) &&
+                 !vips_pngsave_buffer(t[1], &buf, &size, "palette", TRUE, NULL) && size > 25 &&
+                 ((const uint8_t *)buf)[25] == 3;
+    if (!palette_ok) {
+        char why[320];
+        if (vips_reason(why, sizeof why) == 0)
+            snprintf(why, sizeof why, "it writes truecolour");
+        log_info("image: this libvips cannot quantise PNGs to a palette (%s)", why);
+    }
+    g_free(buf);
+    for (int i = 0; i < 2; i++)
+        if (t[i])
+            g_object_unref(t[i]);
+}
+
+int image_png_palette_supported(void) {
+    pthread_once(&palette_once, probe_palette);
+    return palette_ok;
 }

@@ -91,6 +91,15 @@ typedef struct image_save_opts {
                            they are */
     int strip;          /* 1: write no metadata at all (no ICC, EXIF or XMP); implies srgb, so
                            that colours stay right */
+    /* PNG only (ignored for jpg and webp); all 0 = the image as it is, losslessly: */
+    int png_depth;           /* 8: write a 16-bit image at 8 bits (rounded); 0 or 16 = its own depth */
+    int png_palette;         /* 0 = no palette; 2, 4, 16 or 256 = quantised (libimagequant, see
+                                image_png_palette_supported) to at most that many colours, 8-bit,
+                                alpha kept; a gray image becomes an RGB palette (a gray ICC profile
+                                is then converted to sRGB, as for webp) */
+    int png_palette_quality; /* with png_palette: the quantiser's quality 1..100 (lower: fewer
+                                colours, a smaller file); 0 = 100 */
+    int png_dither;          /* with png_palette: 1 = error diffusion (libvips' amount 1.0), 0 = none */
 } image_save_opts_t;
 
 /*
@@ -237,6 +246,37 @@ int image_save_file(const up_image_t *img, const char *path, const image_save_op
 int image_resize(const up_image_t *in, int width, int height, up_image_t **out, up_error_t *err);
 
 /*
+ * Place in (borrowed) with its top-left corner at (left, top) on a new
+ * width x height canvas of background into *out (new); what of in falls
+ * outside the canvas is cut, and left/top may be negative. background is
+ * RGBA in 8-bit values (times 257 for a 16-bit image), taken as values in
+ * in's colour profile. *out has in's depth, format and metadata, and in's
+ * bands widened where the background needs it: an alpha band (in's pixels
+ * opaque) when background[3] < 255 and in has none; RGB when in is gray and
+ * the background is not (r, g, b not all equal), the gray values then
+ * converted from a gray ICC profile to sRGB first and the profile dropped.
+ * Errors: UP_ERR_INVALID (size < 1, bad image), UP_ERR_NOMEM, UP_ERR_IMAGE.
+ */
+int image_embed(const up_image_t *in, int width, int height, int left, int top,
+                const unsigned char background[4], up_image_t **out, up_error_t *err);
+
+/*
+ * The width x height area of in (borrowed) at (left, top), which must lie
+ * inside in, into *out (new; same bands, depth, format and metadata).
+ * Errors: UP_ERR_INVALID (an area not inside in, bad image), UP_ERR_NOMEM,
+ * UP_ERR_IMAGE.
+ */
+int image_crop(const up_image_t *in, int left, int top, int width, int height, up_image_t **out,
+               up_error_t *err);
+
+/*
+ * 1 when this libvips build can quantise PNGs to a palette
+ * (image_save_opts_t.png_palette: libvips built with libimagequant or
+ * quantizr), else 0. Learnt once per process by encoding a tiny image.
+ */
+int image_png_palette_supported(void);
+
+/*
  * Output format named by a path's extension, case-insensitive: "png" (.png),
  * "jpg" (.jpg, .jpeg, .jpe), "webp" (.webp); NULL for anything else. The
  * returned string is static.
@@ -245,5 +285,15 @@ const char *image_format_from_path(const char *path);
 
 /* 1 when image_save_* can write fmt ("png", "jpg", "jpeg", "webp"), else 0. */
 int image_format_supported_for_output(const char *fmt);
+
+/*
+ * The canonical name of an output format image_save_* can write, given any
+ * of its names, case-insensitive: "png", "jpg" (for "jpg" and "jpeg") or
+ * "webp"; NULL for anything else (and for NULL). The string is static.
+ */
+const char *image_format_canonical(const char *fmt);
+
+/* The quality image_save_* uses for quality 0: 92 for jpg, 90 for webp, 0 for png or anything else. */
+int image_format_default_quality(const char *fmt);
 
 #endif

@@ -1836,6 +1836,234 @@ static void remove_tmpdir(void) {
     rmdir(tmpdir);
 }
 
+/* ---- canvases: embed and crop ---------------------------------------------- */
+
+/* A w x h image of the given shape whose samples are a pattern of x, y and band. */
+static up_image_t *pattern(int w, int h, int bands, int depth) {
+    up_image_t *img = image_new(w, h, bands, depth);
+    for (int y = 0; img && y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int b = 0; b < bands; b++) {
+                size_t i = ((size_t)y * w + x) * bands + b;
+                unsigned v = (unsigned)(x * 7 + y * 13 + b * 50) % 256;
+                if (depth == 16)
+                    ((uint16_t *)img->pixels)[i] = (uint16_t)(v * 257 + 3);
+                else
+                    ((uint8_t *)img->pixels)[i] = (uint8_t)v;
+            }
+    return img;
+}
+
+/* 1 when out's w x h area at (ox, oy) holds in's pixels at (ix, iy), band by band. */
+static int same_area(const up_image_t *out, int ox, int oy, const up_image_t *in, int ix, int iy, int w,
+                     int h) {
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int b = 0; b < in->bands; b++)
+                if (sample(out, ox + x, oy + y, b) != sample(in, ix + x, iy + y, b))
+                    return 0;
+    return 1;
+}
+
+static void test_embed_crop(void) {
+    up_error_t err;
+    up_image_t *out = NULL;
+    static const unsigned char white[4] = {255, 255, 255, 255}, red_half[4] = {255, 0, 0, 128},
+                               grey[4] = {40, 40, 40, 255}, clear[4] = {0, 0, 0, 0};
+
+    /* RGB on white: same bands, bars white, the image where it was put */
+    up_image_t *rgb = pattern(10, 6, 3, 8);
+    snprintf(rgb->format, sizeof rgb->format, "jpg");
+    rgb->xmp = malloc(3);
+    memcpy(rgb->xmp, "<x>", 3);
+    rgb->xmp_size = 3;
+    CHECKF(image_embed(rgb, 14, 10, 2, 3, white, &out, &err) == 0, "%s", err.msg);
+    CHECK(out && out->width == 14 && out->height == 10 && out->bands == 3 && out->depth == 8);
+    CHECK(out && same_area(out, 2, 3, rgb, 0, 0, 10, 6));
+    CHECK(out && sample(out, 0, 0, 0) == 255 && sample(out, 13, 9, 2) == 255 && sample(out, 1, 5, 1) == 255);
+    CHECK(out && sample(out, 12, 5, 0) == 255 && sample(out, 5, 2, 0) == 255 && sample(out, 5, 9, 0) == 255);
+    CHECK(out && !strcmp(out->format, "jpg") && out->xmp_size == 3 && !memcmp(out->xmp, "<x>", 3));
+    image_free(out);
+
+    /* a background with alpha adds an alpha band: opaque image, bars as given */
+    CHECKF(image_embed(rgb, 12, 6, 1, 0, red_half, &out, &err) == 0, "%s", err.msg);
+    CHECK(out && out->bands == 4);
+    if (out) {
+        CHECK(sample(out, 0, 0, 0) == 255 && sample(out, 0, 0, 1) == 0 && sample(out, 0, 0, 3) == 128);
+        CHECK(sample(out, 11, 5, 3) == 128 && sample(out, 1, 0, 3) == 255 && sample(out, 10, 5, 3) == 255);
+        int same = 1;
+        for (int y = 0; y < 6; y++)
+            for (int x = 0; x < 10; x++)
+                for (int b = 0; b < 3; b++)
+                    same &= sample(out, x + 1, y, b) == sample(rgb, x, y, b);
+        CHECK(same);
+    }
+    image_free(out);
+
+    /* negative offsets cut: a canvas smaller than the image is a crop */
+    CHECKF(image_embed(rgb, 4, 3, -5, -2, white, &out, &err) == 0, "%s", err.msg);
+    CHECK(out && out->bands == 3 && same_area(out, 0, 0, rgb, 5, 2, 4, 3));
+    image_free(out);
+
+    /* gray: a gray background keeps one band; a coloured one makes RGB */
+    up_image_t *gray = pattern(5, 4, 1, 8);
+    CHECK(image_embed(gray, 7, 4, 1, 0, grey, &out, &err) == 0);
+    CHECK(out && out->bands == 1 && sample(out, 0, 0, 0) == 40 && same_area(out, 1, 0, gray, 0, 0, 5, 4));
+    image_free(out);
+    CHECK(image_embed(gray, 7, 4, 1, 0, red_half, &out, &err) == 0);
+    CHECK(out && out->bands == 4 && sample(out, 0, 0, 0) == 255 && sample(out, 0, 0, 2) == 0 &&
+          sample(out, 0, 0, 3) == 128);
+    CHECK(out && sample(out, 3, 2, 0) == sample(gray, 2, 2, 0) &&
+          sample(out, 3, 2, 2) == sample(gray, 2, 2, 0) && sample(out, 3, 2, 3) == 255);
+    image_free(out);
+
+    /* gray with a gray profile going RGB: values to sRGB, the profile dropped */
+    gsize icc_n = 0;
+    gchar *icc = fixture("gray-gamma-2.2.icc", &icc_n);
+    if (icc) {
+        gray->icc = malloc(icc_n);
+        memcpy(gray->icc, icc, icc_n);
+        gray->icc_size = icc_n;
+        CHECK(image_embed(gray, 6, 4, 0, 0, grey, &out, &err) == 0);
+        CHECK(out && out->bands == 1 && out->icc_size == icc_n); /* gray stays, profile kept */
+        image_free(out);
+        up_image_t *srgb = pattern(5, 4, 1, 8);
+        srgb->icc = malloc(icc_n);
+        memcpy(srgb->icc, icc, icc_n);
+        srgb->icc_size = icc_n;
+        CHECK(image_to_srgb(srgb, &err) == 0);
+        CHECK(image_embed(gray, 6, 4, 0, 0, red_half, &out, &err) == 0);
+        CHECK(out && out->bands == 4 && !out->icc && sample(out, 2, 1, 1) == sample(srgb, 2, 1, 0));
+        image_free(out);
+        image_free(srgb);
+        g_free(icc);
+    }
+
+    /* gray + alpha on transparent; 16 bits: the background times 257 */
+    up_image_t *ga16 = pattern(3, 3, 2, 16);
+    CHECK(image_embed(ga16, 5, 3, 2, 0, clear, &out, &err) == 0);
+    CHECK(out && out->bands == 2 && out->depth == 16 && sample(out, 0, 0, 0) == 0 &&
+          sample(out, 1, 2, 1) == 0 && same_area(out, 2, 0, ga16, 0, 0, 3, 3));
+    image_free(out);
+    up_image_t *rgb16 = pattern(3, 2, 3, 16);
+    CHECK(image_embed(rgb16, 3, 4, 0, 1, red_half, &out, &err) == 0);
+    CHECK(out && out->bands == 4 && out->depth == 16 && sample(out, 0, 0, 0) == 65535 &&
+          sample(out, 0, 0, 3) == 128 * 257 && sample(out, 0, 1, 3) == 65535);
+    image_free(out);
+
+    /* crop: exact pixels, metadata kept, areas outside refused */
+    CHECKF(image_crop(rgb, 3, 2, 5, 3, &out, &err) == 0, "%s", err.msg);
+    CHECK(out && out->width == 5 && out->height == 3 && same_area(out, 0, 0, rgb, 3, 2, 5, 3));
+    CHECK(out && !strcmp(out->format, "jpg") && out->xmp_size == 3);
+    image_free(out);
+    CHECK(image_crop(rgb16, 0, 0, 3, 2, &out, &err) == 0 && out && same_pixels(out, rgb16));
+    image_free(out);
+    CHECK(image_crop(rgb, 6, 0, 5, 3, &out, &err) == UP_ERR_INVALID && !out && strstr(err.msg, "10x6"));
+    CHECK(image_crop(rgb, -1, 0, 5, 3, &out, &err) == UP_ERR_INVALID);
+    CHECK(image_crop(rgb, 0, 0, 0, 3, &out, &err) == UP_ERR_INVALID);
+    CHECK(image_embed(rgb, 0, 3, 0, 0, white, &out, &err) == UP_ERR_INVALID && !out);
+
+    image_free(rgb);
+    image_free(gray);
+    image_free(ga16);
+    image_free(rgb16);
+}
+
+/* ---- PNG palettes and depth -------------------------------------------------- */
+
+/* The colour type (IHDR byte 25: 3 = palette) and bit depth (byte 24) of a PNG. */
+static int png_colour_type(const void *buf, size_t size) {
+    return size > 25 ? ((const uint8_t *)buf)[25] : -1;
+}
+static int png_bit_depth(const void *buf, size_t size) { return size > 25 ? ((const uint8_t *)buf)[24] : -1; }
+
+static void test_png_palette_options(void) {
+    up_error_t err;
+    CHECK(image_format_canonical("JPEG") && !strcmp(image_format_canonical("JPEG"), "jpg"));
+    CHECK(image_format_canonical("webp") && !strcmp(image_format_canonical("webp"), "webp"));
+    CHECK(!image_format_canonical("gif") && !image_format_canonical(NULL));
+    CHECK(image_format_default_quality("jpg") == 92 && image_format_default_quality("webp") == 90 &&
+          image_format_default_quality("png") == 0);
+
+    int ok = image_png_palette_supported();
+    printf("PNG palette quantisation: %s\n", ok ? "available" : "not in this libvips");
+    CHECK(ok == image_png_palette_supported());
+    up_image_t *photo = load(shared_path("chelsea.png"));
+    if (!photo)
+        return;
+    void *plain = NULL, *pal = NULL;
+    size_t plain_n = 0, pal_n = 0;
+    image_save_opts_t o = {.format = "png"};
+    CHECK(image_save_buffer(photo, &o, &plain, &plain_n, &err) == 0 && png_colour_type(plain, plain_n) == 2);
+    o.png_palette = 256;
+    o.png_dither = 1;
+    if (ok) {
+        CHECKF(image_save_buffer(photo, &o, &pal, &pal_n, &err) == 0, "%s", err.msg);
+        CHECK(png_colour_type(pal, pal_n) == 3 && png_bit_depth(pal, pal_n) == 8);
+        CHECKF(pal_n < plain_n / 2, "palette %zu bytes, plain %zu", pal_n, plain_n);
+        up_image_t *back = NULL;
+        CHECK(image_load_buffer(pal, pal_n, NULL, &back, &err) == 0);
+        CHECK(back && back->width == photo->width && back->height == photo->height && back->bands == 3);
+        CHECKF(back && psnr(back, photo) > 25, "palette PSNR %.1f", back ? psnr(back, photo) : 0);
+        image_free(back);
+        free(pal);
+        /* fewer colours, lower quality: smaller; 16 colours is 4 bits a pixel */
+        o.png_palette = 16;
+        o.png_dither = 0;
+        o.png_palette_quality = 1;
+        CHECK(image_save_buffer(photo, &o, &pal, &pal_n, &err) == 0 && png_bit_depth(pal, pal_n) == 4);
+        free(pal);
+        /* alpha kept in the palette */
+        VipsImage *v = vips_rgba();
+        up_image_t *rgba = v ? from_vips(v) : NULL;
+        if (v)
+            g_object_unref(v);
+        o.png_palette = 256;
+        CHECK(rgba && image_save_buffer(rgba, &o, &pal, &pal_n, &err) == 0);
+        CHECK(image_load_buffer(pal, pal_n, NULL, &back, &err) == 0 && back && back->bands == 4);
+        image_free(back);
+        image_free(rgba);
+        free(pal);
+    }
+    free(plain);
+
+    /* 16-bit: png_depth 8 writes 8 bits, rounded as jpg/webp are */
+    up_image_t *p16 = pattern(9, 5, 3, 16);
+    o = (image_save_opts_t){.format = "png", .png_depth = 8};
+    void *buf = NULL;
+    size_t n = 0;
+    CHECK(image_save_buffer(p16, &o, &buf, &n, &err) == 0 && png_bit_depth(buf, n) == 8);
+    up_image_t *back = NULL;
+    CHECK(buf && image_load_buffer(buf, n, NULL, &back, &err) == 0 && back && back->depth == 8);
+    CHECK(back && sample(back, 4, 2, 1) == (sample(p16, 4, 2, 1) + 128) / 257);
+    image_free(back);
+    free(buf);
+    o.png_depth = 0;
+    CHECK(image_save_buffer(p16, &o, &buf, &n, &err) == 0 && png_bit_depth(buf, n) == 16);
+    free(buf);
+    if (ok) { /* a 16-bit palette is 8-bit values */
+        o.png_palette = 256;
+        CHECK(image_save_buffer(p16, &o, &buf, &n, &err) == 0 && png_colour_type(buf, n) == 3);
+        free(buf);
+    }
+
+    /* bad values refused */
+    static const image_save_opts_t bad[] = {
+        {.format = "png", .png_depth = 12},
+        {.format = "png", .png_palette = 3},
+        {.format = "png", .png_palette = 300},
+        {.format = "png", .png_palette = 256, .png_palette_quality = 101},
+        {.format = "png", .png_palette = 256, .png_dither = 2},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        buf = NULL;
+        CHECKF(image_save_buffer(p16, &bad[i], &buf, &n, &err) == UP_ERR_INVALID && !buf, "bad option %zu",
+               i);
+    }
+    image_free(p16);
+    image_free(photo);
+}
+
 int main(void) {
     shared = test_env("UPRES_SHARED_DATA");
     cases = test_env("UPRES_TEST_CASES");
@@ -1864,6 +2092,8 @@ int main(void) {
     test_save_options();
     test_flatten();
     test_resize();
+    test_embed_crop();
+    test_png_palette_options();
     test_broken();
     test_limits();
     test_frames();
