@@ -76,9 +76,9 @@ typedef struct step {
         upscale_alpha_t alpha; /* UPSCALE_ALPHA_RESAMPLE (default) or UPSCALE_ALPHA_MODEL */
     } upscale;
     struct {
-        int width, height;          /* 0 = from the other side's ratio; at least one >= 1 */
-        step_fit_t fit;             /* with both sides */
-        int has_background;         /* 0 = transparent with alpha, else white */
+        int width, height;           /* 0 = from the other side's ratio; at least one >= 1 */
+        step_fit_t fit;              /* with both sides */
+        int has_background;          /* 0 = transparent with alpha, else white */
         unsigned char background[4]; /* RGBA */
     } resize;
     struct {
@@ -113,8 +113,24 @@ void steps_upscale(steps_t *out, const char *model, double scale, int tile, cons
 const step_t *steps_first_upscale(const steps_t *steps);
 
 /*
+ * Check every upscale step's model against reg (borrowed) and settle its
+ * scale: a scale of 0 becomes the native scale of the variant the registry
+ * picks for it (the largest of a family), so that steps_output_size is
+ * exact and the job record says what will run. Returns 0, or
+ * UP_ERR_NOT_FOUND with "step N (upscale): unknown model '...' (installed:
+ * ...)". Pure apart from *steps; call it at submission.
+ */
+int steps_resolve(steps_t *steps, const upscale_registry_t *reg, up_error_t *err);
+
+/*
  * The output size the pipeline will make from a w x h input, for checks at
- * submission (pixel limits, tiers): *ow, *oh. Rounding as steps_run.
+ * submission (pixel limits, tiers): *ow, *oh, exactly what steps_run makes
+ * (the same size functions; an upscale is round(w * scale), a side kept in
+ * proportion round half up, at least 1). An upscale with scale 0 counts as
+ * the scale its model's name ends in ("-x2") or else 4: steps_resolve
+ * first for the registry's answer. 0 x 0 when a step would make the image
+ * empty (a scale of 0.1 on a 4-pixel side; steps_run then fails); sides
+ * are capped at INT_MAX.
  */
 void steps_output_size(const steps_t *steps, int w, int h, int *ow, int *oh);
 
@@ -136,7 +152,17 @@ typedef struct steps_env {
     int strip;                            /* encode: no metadata */
 } steps_env_t;
 
-/* What a pipeline made. */
+/*
+ * What a pipeline made. The report holds one object per step run, with
+ * "op", "in" and "out" ([width, height]) and "seconds", and per op:
+ *   upscale: "model" (as asked), "variant_scale" (the native scale run),
+ *            "scale" (the factor made), "alpha" when "model" on alpha;
+ *   resize:  "fit" (with both sides), "background" ("#rrggbbaa", pad only);
+ *   encode:  "format", "quality" (jpg, webp: the one used), "bytes", and
+ *            with target_bytes "target_bytes" and "encodes" (how many
+ *            tried); for a PNG that had to shrink "depth": 8 or "palette":
+ *            {"colours", "quality" (the quantiser's), "dither"}.
+ */
 typedef struct steps_result {
     void *data;     /* the encoded result (new: free()) */
     size_t size;    /* bytes */
@@ -148,9 +174,14 @@ typedef struct steps_result {
 /*
  * Run steps over in (taken over: freed by the call, whatever happens) and
  * fill *res. Returns 0, UP_ERR_CANCELLED (progress said so or abort was
- * set), UP_ERR_TOO_LARGE (a step would pass max_output_pixels), or the
- * failing step's error with its message prefixed by the step
- * ("step 3 (encode): ..."). On error *res holds nothing to free.
+ * set), UP_ERR_TOO_LARGE (a step would pass max_output_pixels, or an
+ * encode cannot reach target_bytes: "cannot reach N bytes: the smallest is
+ * M bytes (webp, quality 1)"), or the failing step's error with its
+ * message prefixed by the step ("step 3 (encode): ..."; every error is
+ * prefixed so). On error *res holds nothing to free.
+ * Progress: non-decreasing, 0..99 while running (the callback is also
+ * asked before each step and between a search's encodes, so that it can
+ * cancel), then 100 once after the last step, whose return is ignored.
  */
 int steps_run(const steps_t *steps, up_image_t *in, const steps_env_t *env, steps_result_t *res,
               up_error_t *err);
