@@ -7,23 +7,29 @@
  * function and a row in the step table (steps.c), never a schema change:
  *
  *   {"op":"upscale", "model":"realesrgan-x4plus", "scale":4, "tile":0, "alpha":"resample"}
- *       model: a registry family or file stem (required);
+ *       model: a registry family or file stem (required; letters, digits
+ *              and . _ + -, at most 127);
  *       scale: output / input, 0.1 .. 16 (a non-integer factor: the network
  *              runs at its smallest native scale >= the factor, then an exact
  *              Lanczos resample); 0 or absent = the model's native scale;
- *       tile: tile edge in input pixels, 0 = automatic;
+ *       tile: tile edge in input pixels, 16 .. 8192, 0 = automatic;
  *       alpha: "resample" (default) or "model".
  *   {"op":"resize", "width":800, "height":600, "fit":"pad", "background":"#ffffff"}
- *       width and/or height (>= 1; one alone keeps the aspect ratio);
- *       fit, with both: "stretch" (default: exactly that size), "pad" (scaled
- *       to fit inside, centred on bars of background), "crop" (scaled to
- *       cover, the centre cut out); background "#rrggbb" or "#rrggbbaa",
- *       absent = transparent where the image has alpha, else white.
+ *       width and/or height (1 .. 65535; one alone keeps the aspect ratio,
+ *       the other side rounded half up, at least 1);
+ *       fit, only with both: "stretch" (default: exactly that size), "pad"
+ *       (scaled to fit inside, centred on bars of background), "crop"
+ *       (scaled to cover, the centre cut out); background, only with "pad":
+ *       "#rrggbb" or "#rrggbbaa", absent = transparent where the image has
+ *       alpha, else white; an alpha below ff gives an image without alpha
+ *       an alpha band, a colour that is not gray makes a gray image RGB.
  *   {"op":"encode", "format":"webp", "quality":80, "target_bytes":200000}
- *       format: "png", "jpg", "webp", or absent = the input's own if it can
- *       be written, else png; quality 1..100, 0 or absent = the format's
- *       default; target_bytes: the largest result wanted, met by searching
- *       quality (and for PNG palette quantisation), never by changing the
+ *       format: "png", "jpg" ("jpeg" is read as "jpg"), "webp", or absent =
+ *       the input's own if it can be written, else png; quality (jpg and
+ *       webp; png ignores it) 1..100, 0 or absent = the format's default;
+ *       target_bytes 1 .. 10^9, 0 or absent = none: the largest result
+ *       wanted, met by searching quality below the one asked (and for PNG
+ *       8 bits, then palette quantisation), never by changing the
  *       dimensions; unreachable = the step fails naming the smallest size
  *       it reached.
  *
@@ -31,11 +37,12 @@
  * pipeline without one ends with the default encode. Parsing checks every
  * field (ranges, names, unknown fields refused), so a pipeline that was
  * accepted at submission runs; whether a model exists is the caller's
- * check (it depends on the registry).
+ * check (it depends on the registry: steps_resolve).
  *
- * Running: steps_run decodes nothing and encodes once. It keeps one image
+ * Running: steps_run decodes nothing and encodes once (a target_bytes
+ * search: up to 8 times, 14 for PNG). It keeps one image
  * between the steps, reports progress over the whole pipeline (each step
- * weighted by its expected cost: upscales by their output pixels, the rest
+ * weighted by its expected cost: upscales by the pixels the network makes, the rest
  * a small share), and records what each step did in a JSON array parallel
  * to the steps (sizes in and out, the model variant run, the quality an
  * encode chose, seconds).
