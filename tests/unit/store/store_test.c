@@ -1,5 +1,5 @@
 /*
- * store_test.c - the SQLite job store (src/store/sqlite.c).
+ * store_test.c - the SQLite job store (src/store/sqlite*.c, through store.c).
  *
  * Every transition and its refusals: insert (and a duplicate id), get of an
  * unknown id, claim in creation order (to claimed), start (to processing),
@@ -36,6 +36,11 @@
  * migration of a version-4 database turns the absolute and relative paths
  * an older upres stored (from whatever folder it ran in) into keys, and
  * clears a value that names no upload or result.
+ *
+ * Opening from a URL: sqlite:///ABSOLUTE, sqlite:RELATIVE (resolved at
+ * open: a chdir afterwards changes nothing), NULL and "" (the data
+ * folder's upres.db); another scheme is UP_ERR_UNSUPPORTED naming this
+ * build's backends, a malformed URL UP_ERR_INVALID.
  */
 #include <limits.h>
 #include <pthread.h>
@@ -1573,6 +1578,88 @@ static void test_migrate_v4(void) {
     store_close(st);
 }
 
+/* ---- opening from a URL ------------------------------------------------------------ */
+
+static int file_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static void test_urls(void) {
+    char base[300], path[400], url[500], cwd[1024];
+    snprintf(base, sizeof base, "%s/urls", dir);
+    mkdir(base, 0777);
+    up_error_t err;
+    store_t *st = NULL, *again = NULL;
+    job_t j, got;
+
+    /* sqlite:///ABSOLUTE */
+    snprintf(url, sizeof url, "sqlite://%s/abs.db", base);
+    CHECKF(store_open_url(url, "/nonexistent-data-dir", &st, &err) == 0, "%s: %s", url, err.msg);
+    snprintf(path, sizeof path, "%s/abs.db", base);
+    CHECK(file_exists(path));
+    make_job(&j, "url-abs", 1.0);
+    CHECK(st && store_job_insert(st, &j, &err) == 0);
+    store_close(st);
+    st = NULL;
+
+    /* sqlite:RELATIVE: resolved at open, so a chdir afterwards changes nothing */
+    CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    snprintf(path, sizeof path, "%s/rel", base);
+    mkdir(path, 0777);
+    CHECK(chdir(base) == 0);
+    CHECKF(store_open_url("sqlite:rel/r.db", NULL, &st, &err) == 0, "%s", err.msg);
+    CHECK(chdir("/") == 0);
+    make_job(&j, "url-rel", 2.0);
+    CHECK(st && store_job_insert(st, &j, &err) == 0);
+    snprintf(url, sizeof url, "sqlite://%s/rel/r.db", base);
+    CHECKF(store_open_url(url, NULL, &again, &err) == 0, "%s", err.msg);
+    CHECK(again && store_job_get(again, "url-rel", &got, &err) == 0);
+    store_close(again);
+    store_close(st);
+    st = again = NULL;
+    CHECK(chdir(cwd) == 0);
+    snprintf(path, sizeof path, "%s/rel/r.db", base);
+    CHECK(file_exists(path));
+
+    /* NULL and "": data_dir/upres.db, as store_open */
+    snprintf(path, sizeof path, "%s/default", base);
+    CHECKF(store_open_url("", path, &st, &err) == 0, "%s", err.msg);
+    make_job(&j, "url-default", 3.0);
+    CHECK(st && store_job_insert(st, &j, &err) == 0);
+    store_close(st);
+    st = NULL;
+    CHECKF(store_open_url(NULL, path, &st, &err) == 0, "%s", err.msg);
+    CHECK(st && store_job_get(st, "url-default", &got, &err) == 0);
+    store_close(st);
+    st = NULL;
+    CHECK(store_open(path, &st, &err) == 0 && store_job_get(st, "url-default", &got, &err) == 0);
+    store_close(st);
+    st = NULL;
+    snprintf(path, sizeof path, "%s/default/upres.db", base);
+    CHECK(file_exists(path));
+
+    /* another scheme: this build has no such backend; malformed URLs */
+    st = (store_t *)&st; /* any non-NULL value: a refusal sets *out to NULL */
+    CHECK(store_open_url("postgresql://upres@db.example/upres", base, &st, &err) == UP_ERR_UNSUPPORTED &&
+          st == NULL);
+    CHECKF(strstr(err.msg, "postgresql") && strstr(err.msg, "backends: sqlite"), "%s", err.msg);
+    CHECK(store_url_check("postgresql://upres@db.example/upres", &err) == UP_ERR_UNSUPPORTED);
+    CHECK(store_url_check("mysql:x", &err) == UP_ERR_UNSUPPORTED);
+    static const char *const bad[] = {"x!", "/abs/path.db", "rel.db", "sqlite:", "sqlite://", "sqlite:dir/",
+                                      "sqlite://host/x.db", "1x:y", ":x"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        CHECKF(store_url_check(bad[i], &err) == UP_ERR_INVALID, "%s", bad[i]);
+        CHECKF(store_open_url(bad[i], base, &st, &err) == UP_ERR_INVALID && st == NULL, "%s", bad[i]);
+        CHECKF(strstr(err.msg, "sqlite:///ABSOLUTE/PATH.db"), "%s: %s", bad[i], err.msg);
+    }
+    CHECK(store_url_check(NULL, &err) == 0 && store_url_check("", &err) == 0);
+    CHECK(store_url_check("sqlite:///x.db", &err) == 0 && store_url_check("sqlite:x.db", &err) == 0);
+    /* a folder that is missing: the open fails, nothing is made */
+    snprintf(url, sizeof url, "sqlite://%s/missing/x.db", base);
+    CHECK(store_open_url(url, NULL, &st, &err) == UP_ERR_IO && st == NULL);
+}
+
 /* ---- leases and fencing ------------------------------------------------------------ */
 
 static void test_leases(void) {
@@ -1764,6 +1851,7 @@ int main(void) {
     test_blob_keys();
     test_migrate_v4();
     test_leases();
+    test_urls();
 
     /* a path where the database cannot be created */
     CHECK(store_open("/proc/upres-no-such-dir", &st, &err) == UP_ERR_IO && st == NULL);
