@@ -13,8 +13,8 @@
  * before anything is read and a transaction never has to be retried halfway
  * (a deferred transaction that reads and then writes can fail with
  * SQLITE_BUSY_SNAPSHOT, which the busy handler does not retry). The reader
- * connection answers store_job_get, store_jobs_list, store_job_counts and
- * the key reads: in WAL mode readers never wait for the writer, so polling
+ * connection answers store_job_get, store_jobs_list, store_job_counts, the
+ * asset and key reads: in WAL mode readers never wait for the writer, so polling
  * clients (GET /status) are not held up behind a commit's fsync. Another
  * process on the same file (a second server, `upres worker`) is serialised
  * by SQLite's own locks; busy_timeout makes it wait rather than fail.
@@ -55,17 +55,28 @@
  *
  * Schema version: PRAGMA user_version (SCHEMA_VERSION below). Version 1
  * (jobs only), 2 (accounts), 3 (Idempotency-Key answers, a job's colour
- * setting) and 4 (claims: worker, lease, backoff) are migrated in place to
- * version 5 (files by blob key) at open, in the transaction that checks
- * the version. A job a version-3 upres left claimed or processing has no
+ * setting), 4 (claims: worker, lease, backoff) and 5 (files by blob key)
+ * are migrated in place to version 6 (assets and steps) at open, in the
+ * transaction that checks the version. A job a version-3 upres left claimed or processing has no
  * lease (lease_until 0): the first rescue takes it, as the start-up
  * recovery did. Version 5 renames input_path and result_path to input_key
  * and result_key and turns each stored path, absolute or relative to
  * whatever folder that upres ran in, into a key: every path an upres wrote
  * is DATA/uploads/<name> or DATA/results/<name>, so the key is its last two
  * segments; a value that is not such a path names no file of ours and is
- * cleared (logged). A database made by a newer upres is refused rather
- * than misread.
+ * cleared (logged). Version 6 moves each job's input into an asset row of
+ * its own (one-shot: id = the job's id) and drops the input columns; a
+ * job reads its input_* through a join with its asset, so a job row and
+ * its asset are always read in one statement (one snapshot). A database
+ * made by a newer upres is refused rather than misread.
+ *
+ * Assets: store_asset_due and store_assets_due run on the writer, in a
+ * BEGIN IMMEDIATE transaction: they see every submission committed before
+ * them, and a submission after them finds the asset past its expires_at
+ * and refuses it, so a file found due is never the input of a job that
+ * was accepted (the processes' clocks agreeing, as for leases). A
+ * submission checks the asset it names (owner, key, expiry) in its own
+ * transaction.
  */
 #include <assert.h>
 #include <pthread.h>
@@ -81,7 +92,7 @@
 #include "core/xmalloc.h"
 #include "store/sqlite_int.h"
 
-#define SCHEMA_VERSION 5
+#define SCHEMA_VERSION 6
 #define BUSY_TIMEOUT_MS 10000
 
 /* Version 2 additions shared by a new database and the migration from version 1. */
@@ -120,6 +131,28 @@
     "CREATE INDEX IF NOT EXISTS idempotency_time ON idempotency(created_at);"
 
 /*
+ * Version 6 additions shared by a new database and the migration from
+ * version 5: a job's input asset. jobs_asset answers "does a live job use
+ * this asset" (store_assets_due) with an index lookup.
+ */
+#define ASSETS_SQL                                                                                           \
+    "CREATE TABLE IF NOT EXISTS assets ("                                                                    \
+    " id TEXT NOT NULL PRIMARY KEY,"                                                                         \
+    " owner TEXT NOT NULL DEFAULT ''," /* api key id, '' = anonymous */                                      \
+    " key TEXT NOT NULL DEFAULT '',"   /* the file's blob key, '' once deleted */                            \
+    " name TEXT NOT NULL DEFAULT '',"                                                                        \
+    " format TEXT NOT NULL DEFAULT '',"                                                                      \
+    " width INTEGER NOT NULL DEFAULT 0,"                                                                     \
+    " height INTEGER NOT NULL DEFAULT 0,"                                                                    \
+    " frames INTEGER NOT NULL DEFAULT 1,"                                                                    \
+    " bytes INTEGER NOT NULL DEFAULT 0,"                                                                     \
+    " created_at REAL NOT NULL DEFAULT 0,"                                                                   \
+    " expires_at REAL NOT NULL DEFAULT 0" /* the file may go once past, and no live job uses it */           \
+    ");"                                                                                                     \
+    "CREATE INDEX IF NOT EXISTS assets_expiry ON assets(expires_at) WHERE key <> '';"
+#define JOBS_ASSET_INDEX_SQL "CREATE INDEX IF NOT EXISTS jobs_asset ON jobs(asset_id, status);"
+
+/*
  * The whole schema, for a new database. The account columns of jobs come
  * last, where the migration's ALTER TABLE puts them, so that a migrated
  * table and a new one are the same.
@@ -137,12 +170,6 @@ static const char schema_sql[] =
     " format TEXT NOT NULL DEFAULT '',"
     " quality INTEGER NOT NULL DEFAULT 0,"
     " tile INTEGER NOT NULL DEFAULT 0,"
-    " input_key TEXT NOT NULL DEFAULT '',"
-    " input_name TEXT NOT NULL DEFAULT '',"
-    " input_format TEXT NOT NULL DEFAULT '',"
-    " input_width INTEGER NOT NULL DEFAULT 0,"
-    " input_height INTEGER NOT NULL DEFAULT 0,"
-    " input_bytes INTEGER NOT NULL DEFAULT 0,"
     " result_key TEXT NOT NULL DEFAULT '',"
     " result_format TEXT NOT NULL DEFAULT '',"
     " output_width INTEGER NOT NULL DEFAULT 0,"
@@ -163,11 +190,14 @@ static const char schema_sql[] =
     " worker TEXT NOT NULL DEFAULT '',"     /* the current claim's worker id, '' = none */
     " lease_s REAL NOT NULL DEFAULT 0,"     /* its lease length, seconds */
     " lease_until REAL NOT NULL DEFAULT 0," /* its lease end, Unix seconds; 0 = none */
-    " not_before REAL NOT NULL DEFAULT 0"   /* a queued job is not claimed before this */
+    " not_before REAL NOT NULL DEFAULT 0,"  /* a queued job is not claimed before this */
+    " asset_id TEXT NOT NULL DEFAULT '',"   /* the input (assets.id) */
+    " steps TEXT NOT NULL DEFAULT '',"      /* the pipeline, JSON (steps.h) */
+    " report TEXT NOT NULL DEFAULT ''"      /* what each step did, JSON; '' until completed */
     ");"
     "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, created_at, seq);"
     "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;" ACCOUNTS_SQL
-    IDEMPOTENCY_SQL;
+    IDEMPOTENCY_SQL ASSETS_SQL JOBS_ASSET_INDEX_SQL;
 
 /* Version 1 (jobs only) -> 2: the jobs made before carry no owner and no charge. */
 static const char migrate_v2_sql[] =
@@ -190,6 +220,31 @@ static const char migrate_v4_sql[] = "ALTER TABLE jobs ADD COLUMN worker TEXT NO
 /* Version 4 -> 5: files by blob key (the values are converted by migrate_keys). */
 static const char migrate_v5_sql[] = "ALTER TABLE jobs RENAME COLUMN input_path TO input_key;"
                                      "ALTER TABLE jobs RENAME COLUMN result_path TO result_key;";
+
+/*
+ * Version 5 -> 6: each job's input becomes its one-shot asset (id = the
+ * job's id), due when the job has ended: at the job's expires_at for a
+ * finished job (when the old sweeper deleted an input left behind), at
+ * once for a live one (created_at: the asset is kept while the job lives);
+ * each job gets the pipeline its settings describe; the input columns go
+ * (no index or constraint names them, so DROP COLUMN is clean).
+ */
+static const char migrate_v6_sql[] =
+    ASSETS_SQL
+    "INSERT INTO assets (id, owner, key, name, format, width, height, frames, bytes, created_at, expires_at)"
+    " SELECT id, owner, input_key, input_name, input_format, input_width, input_height, 1, input_bytes,"
+    " created_at, CASE WHEN status IN (2, 3, 4, 5) THEN expires_at ELSE created_at END FROM jobs;"
+    "ALTER TABLE jobs ADD COLUMN asset_id TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE jobs ADD COLUMN steps TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE jobs ADD COLUMN report TEXT NOT NULL DEFAULT '';"
+    "UPDATE jobs SET asset_id = id,"
+    " steps = " SQ_DEFAULT_STEPS("model", "scale", "tile", "format", "quality") ";"
+    "ALTER TABLE jobs DROP COLUMN input_key;"
+    "ALTER TABLE jobs DROP COLUMN input_name;"
+    "ALTER TABLE jobs DROP COLUMN input_format;"
+    "ALTER TABLE jobs DROP COLUMN input_width;"
+    "ALTER TABLE jobs DROP COLUMN input_height;"
+    "ALTER TABLE jobs DROP COLUMN input_bytes;" JOBS_ASSET_INDEX_SQL;
 
 /* ---- helpers (sqlite_int.h) ------------------------------------------------------- */
 
@@ -388,7 +443,7 @@ static int init_schema(sqlite3 *db, const char *path, up_error_t *err) {
         if (version == 0) {
             rc = exec_sql(db, schema_sql, err);
         } else {
-            assert(version >= 1 && version <= 4);
+            assert(version >= 1 && version <= 5);
             log_info("job store: %s: migrating schema version %d to %d", path, version, SCHEMA_VERSION);
             if (version == 1)
                 rc = exec_sql(db, migrate_v2_sql, err);
@@ -396,10 +451,12 @@ static int init_schema(sqlite3 *db, const char *path, up_error_t *err) {
                 rc = exec_sql(db, migrate_v3_sql, err);
             if (!rc && version <= 3)
                 rc = exec_sql(db, migrate_v4_sql, err);
-            if (!rc)
+            if (!rc && version <= 4)
                 rc = exec_sql(db, migrate_v5_sql, err);
-            if (!rc)
+            if (!rc && version <= 4)
                 rc = migrate_keys(db, err);
+            if (!rc)
+                rc = exec_sql(db, migrate_v6_sql, err);
         }
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
@@ -456,8 +513,13 @@ static void close_store(store_t *st) {
 static const store_vtbl_t sqlite_vtbl = {
     .name = "sqlite",
     .close = close_store,
-    .job_submit = sq_job_submit,
+    .jobs_submit = sq_jobs_submit,
     .idem_get = sq_idem_get,
+    .asset_insert = sq_asset_insert,
+    .asset_get = sq_asset_get,
+    .assets_due = sq_assets_due,
+    .asset_due = sq_asset_due,
+    .asset_deleted = sq_asset_deleted,
     .job_get = sq_job_get,
     .job_claim = sq_job_claim,
     .job_start = sq_job_start,
@@ -472,7 +534,6 @@ static const store_vtbl_t sqlite_vtbl = {
     .job_downloaded = sq_job_downloaded,
     .jobs_due = sq_jobs_due,
     .job_expire = sq_job_expire,
-    .job_input_deleted = sq_job_input_deleted,
     .blobs_referenced = sq_blobs_referenced,
     .job_counts = sq_job_counts,
     .jobs_list = sq_jobs_list,

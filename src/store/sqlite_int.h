@@ -4,7 +4,8 @@
  * sqlite.c and the backend's functions, which sqlite.c puts in its table.
  *
  *   sqlite.c       open, schema and migrations, shared helpers, the table
- *   sqlite_jobs.c  jobs: submission, claims, transitions, reads, retention
+ *   sqlite_jobs.c  jobs and their assets: submission, claims, transitions,
+ *                  reads, retention
  *   sqlite_keys.c  API keys, charges, refunds, usage
  *
  * Each file owns its statements: an enum and an SQL table of its own,
@@ -22,6 +23,21 @@
 #include "store/store.h"
 
 #define BIT(s) (1u << (s))
+
+/*
+ * The pipeline of a job that names none, as SQL over the expressions
+ * model, scale, tile, format and quality (columns or parameters): upscale,
+ * then encode (steps.h; format "" = the input's own, so left out). Used
+ * by the insert and by the migration to version 6, so both make the same
+ * text. CASE chooses between two whole arrays, so no JSON value passes
+ * through CASE into another JSON function (which, had CASE lost its
+ * subtype, would quote it as a string).
+ */
+#define SQ_DEFAULT_STEPS(model, scale, tile, format, quality)                                                \
+    "CASE WHEN " format " = '' THEN json_array(json_object('op', 'upscale', 'model', " model                 \
+    ", 'scale', " scale ", 'tile', " tile "), json_object('op', 'encode', 'quality', " quality "))"          \
+    " ELSE json_array(json_object('op', 'upscale', 'model', " model ", 'scale', " scale ", 'tile', " tile    \
+    "), json_object('op', 'encode', 'format', " format ", 'quality', " quality ")) END"
 
 /* A file's statements: n SQL texts (borrowed, static). */
 typedef struct sq_sql {
@@ -93,9 +109,14 @@ int sq_refund(sq_store_t *q, const char *job_id, up_error_t *err);
 /* ---- the backend's functions (store_vtbl_t) -------------------------------------------- */
 
 /* sqlite_jobs.c */
-int sq_job_submit(store_t *st, const job_t *job, double period_start, const store_idem_t *idem,
-                  store_charge_t *charge, up_error_t *err);
+int sq_jobs_submit(store_t *st, const job_t *jobs, int n, double period_start, const store_idem_t *idem,
+                   store_charge_t *charge, up_error_t *err);
 int sq_idem_get(store_t *st, const char *scope, const char *key, store_idem_t *out, up_error_t *err);
+int sq_asset_insert(store_t *st, const asset_t *a, up_error_t *err);
+int sq_asset_get(store_t *st, const char *id, asset_t *out, up_error_t *err);
+int sq_assets_due(store_t *st, double now, asset_t *out, int max, int *n, up_error_t *err);
+int sq_asset_due(store_t *st, const char *id, double now, asset_t *out, up_error_t *err);
+int sq_asset_deleted(store_t *st, const char *id, up_error_t *err);
 int sq_job_get(store_t *st, const char *id, job_t *out, up_error_t *err);
 int sq_job_claim(store_t *st, const char *worker, double lease_s, job_t *out, up_error_t *err);
 int sq_job_start(store_t *st, const char *id, const store_fence_t *fence, int *cancel, up_error_t *err);
@@ -115,7 +136,6 @@ int sq_jobs_rescue(store_t *st, int max_attempts, double backoff_s, double reten
 int sq_job_downloaded(store_t *st, const char *id, up_error_t *err);
 int sq_jobs_due(store_t *st, double now, job_t *jobs, int max, int *n, up_error_t *err);
 int sq_job_expire(store_t *st, const char *id, up_error_t *err);
-int sq_job_input_deleted(store_t *st, const char *id, up_error_t *err);
 int sq_blobs_referenced(store_t *st, int (*fn)(const char *key, void *ctx), void *ctx, up_error_t *err);
 int sq_job_counts(store_t *st, long long *counts, up_error_t *err);
 int sq_jobs_list(store_t *st, const store_job_filter_t *f, job_t *jobs, int max, int *n, up_error_t *err);

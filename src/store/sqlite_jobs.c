@@ -1,8 +1,14 @@
 /*
- * sqlite_jobs.c - the SQLite store's jobs (store.h): submission, claims,
- * the fenced transitions, rescue, retention and the reads. How claims,
- * fences and charges stay exact across threads and processes is sqlite.c's
- * DESIGN; the charge and refund themselves are sqlite_keys.c's.
+ * sqlite_jobs.c - the SQLite store's jobs and their input assets
+ * (store.h): submission, claims, the fenced transitions, rescue, retention
+ * and the reads. How claims, fences, charges and asset deletion stay exact
+ * across threads and processes is sqlite.c's DESIGN; the charge and refund
+ * themselves are sqlite_keys.c's.
+ *
+ * A job row holds its asset's id; every job read joins the asset (a LEFT
+ * JOIN: a row whose asset is missing still reads, with an empty input) to
+ * fill job_t's input_* fields, so the columns of both are qualified (j.,
+ * a.) in every statement that reads them.
  */
 #include <assert.h>
 #include <stdint.h>
@@ -16,13 +22,25 @@
 
 #define IDEM_KEEP_S 86400.0 /* an Idempotency-Key's answer is replayed for 24 hours */
 
-/* Every job read returns these columns in this order (see read_row). */
+/* Every job read returns these columns in this order (see read_row), FROM JOBS_JOINED. */
 #define JOB_COLUMNS                                                                                          \
-    "seq, id, status, progress, attempts, cancel_requested, model, model_alias, scale, format, quality,"     \
-    " tile, input_key, input_name, input_format, input_width, input_height, input_bytes,"                    \
-    " result_key, result_format, output_width, output_height, result_bytes,"                                 \
-    " created_at, started_at, completed_at, expires_at, error, owner, tier, credits, refunded, keep_s,"      \
-    " colour, worker, lease_s, lease_until, not_before"
+    "j.seq, j.id, j.status, j.progress, j.attempts, j.cancel_requested, j.model, j.model_alias, j.scale,"    \
+    " j.format, j.quality, j.tile, a.key, a.name, a.format, a.width, a.height, a.bytes,"                     \
+    " j.result_key, j.result_format, j.output_width, j.output_height, j.result_bytes,"                       \
+    " j.created_at, j.started_at, j.completed_at, j.expires_at, j.error, j.owner, j.tier, j.credits,"        \
+    " j.refunded, j.keep_s, j.colour, j.worker, j.lease_s, j.lease_until, j.not_before, j.asset_id,"         \
+    " j.steps, j.report"
+#define JOBS_JOINED " FROM jobs j LEFT JOIN assets a ON a.id = j.asset_id"
+
+/* Every asset read returns these columns in this order (see read_asset), FROM assets a. */
+#define ASSET_COLUMNS                                                                                        \
+    "a.id, a.owner, a.key, a.name, a.format, a.width, a.height, a.frames, a.bytes, a.created_at, "           \
+    "a.expires_at"
+
+/* Status numbers are job_status_t: "IN (0, 1, 6)" is a live job (queued, processing, claimed). */
+#define DUE_ASSETS                                                                                           \
+    "SELECT " ASSET_COLUMNS " FROM assets a WHERE a.key <> '' AND a.expires_at <= ?1"                        \
+    " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.asset_id = a.id AND j.status IN (0, 1, 6))"
 
 /* Statements, prepared at open (sqlite.c) on the writer (wsql: q->jw) and the reader (rsql: q->jr). */
 enum {
@@ -45,7 +63,11 @@ enum {
     S_RESCUE_REQUEUE,
     S_DOWNLOADED,
     S_EXPIRE,
-    S_INPUT_DELETED,
+    S_ASSET_INSERT,
+    S_ASSET_STATE, /* owner, key, expires_at of one asset */
+    S_ASSETS_DUE,
+    S_ASSET_DUE,
+    S_ASSET_DELETED,
     S_W_GET_SEQ, /* writer-side read of a full row by seq (claim) */
     S_IDEM_PURGE,
     S_IDEM_INSERT,
@@ -60,16 +82,18 @@ enum {
     R_IDEM_GET,
     R_LAPSED, /* is there a held job whose lease ran out? */
     R_BLOB_KEYS,
+    R_ASSET_GET,
     N_RSTMT
 };
 
 /* Status numbers are job_status_t: "IN (1, 6)" is a job a worker holds (processing, claimed). */
 static const char *const wsql[N_WSTMT] = {
+    /* steps '' (?15): the pipeline the settings describe, as the migration to version 6 made it */
     [S_INSERT] = "INSERT INTO jobs (id, status, progress, attempts, cancel_requested, model, scale,"
-                 " format, quality, tile, input_key, input_name, input_format, input_width,"
-                 " input_height, input_bytes, created_at, model_alias, owner, tier, credits, keep_s, colour)"
-                 " VALUES (?1, 0, 0, 0, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
-                 " ?14, ?15, ?16, ?17, ?18, ?19)",
+                 " format, quality, tile, created_at, model_alias, owner, tier, credits, keep_s, colour,"
+                 " asset_id, steps)"
+                 " VALUES (?1, 0, 0, 0, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
+                 " CASE WHEN ?15 <> '' THEN ?15 ELSE " SQ_DEFAULT_STEPS("?2", "?3", "?6", "?4", "?5") " END)",
     [S_STATUS] = "SELECT status, cancel_requested, attempts, worker FROM jobs WHERE id = ?1",
     [S_NEXT_QUEUED] =
         "SELECT seq FROM jobs WHERE status = 0 AND not_before <= ?1 ORDER BY created_at, seq LIMIT 1",
@@ -85,10 +109,11 @@ static const char *const wsql[N_WSTMT] = {
     /* an ended job keeps its last worker (who ran it) but no lease */
     [S_COMPLETE] = "UPDATE jobs SET status = 2, progress = 100, result_key = ?3, result_format = ?4,"
                    " output_width = ?5, output_height = ?6, result_bytes = ?7, completed_at = ?2,"
-                   " expires_at = max(?8, ?2 + keep_s), cancel_requested = 0, lease_until = 0 WHERE id = ?1",
+                   " expires_at = max(?8, ?2 + keep_s), report = ?9, cancel_requested = 0, lease_until = 0"
+                   " WHERE id = ?1",
     [S_FAIL] = "UPDATE jobs SET status = 3, error = ?3, completed_at = ?2, expires_at = ?4,"
                " cancel_requested = 0, lease_until = 0 WHERE id = ?1",
-    /* nothing to keep: the input is due for deletion at once */
+    /* nothing to keep (a one-shot input is due for deletion at once: store_assets_due) */
     [S_CANCEL_QUEUED] = "UPDATE jobs SET status = 4, completed_at = ?2, expires_at = ?2 WHERE id = ?1",
     [S_CANCEL_REQUEST] = "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1",
     [S_CANCELLED] = "UPDATE jobs SET status = 4, completed_at = ?2, expires_at = ?2 + ?3,"
@@ -113,36 +138,44 @@ static const char *const wsql[N_WSTMT] = {
                          " WHERE seq = ?2 AND status IN (1, 6) AND lease_until < ?1",
     [S_DOWNLOADED] = "UPDATE jobs SET status = 5, result_key = '' WHERE id = ?1",
     /* failed and cancelled jobs keep their status (and error): only a result expires */
-    [S_EXPIRE] = "UPDATE jobs SET input_key = '', result_key = '',"
-                 " status = CASE WHEN status = 2 THEN 5 ELSE status END WHERE id = ?1",
-    [S_INPUT_DELETED] = "UPDATE jobs SET input_key = '' WHERE id = ?1",
-    [S_W_GET_SEQ] = "SELECT " JOB_COLUMNS " FROM jobs WHERE seq = ?1",
+    [S_EXPIRE] = "UPDATE jobs SET result_key = '', status = CASE WHEN status = 2 THEN 5 ELSE status END"
+                 " WHERE id = ?1",
+    [S_ASSET_INSERT] = "INSERT INTO assets (id, owner, key, name, format, width, height, frames, bytes,"
+                       " created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    [S_ASSET_STATE] = "SELECT owner, key, expires_at FROM assets WHERE id = ?1",
+    /* on the writer, in a transaction: see sqlite.c, DESIGN (Assets) */
+    [S_ASSETS_DUE] = DUE_ASSETS " ORDER BY a.expires_at LIMIT ?2",
+    [S_ASSET_DUE] = DUE_ASSETS " AND a.id = ?2",
+    [S_ASSET_DELETED] = "UPDATE assets SET key = '' WHERE id = ?1",
+    [S_W_GET_SEQ] = "SELECT " JOB_COLUMNS JOBS_JOINED " WHERE j.seq = ?1",
     [S_IDEM_PURGE] = "DELETE FROM idempotency WHERE created_at < ?1",
     [S_IDEM_INSERT] = "INSERT INTO idempotency (scope, key, request_hash, status, body, job_id, created_at)"
                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
 };
 
 static const char *const rsql[N_RSTMT] = {
-    [R_GET] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
-    [R_DUE] = "SELECT " JOB_COLUMNS " FROM jobs WHERE status IN (2, 3, 4) AND expires_at > 0"
-              " AND expires_at <= ?1 AND (input_key <> '' OR result_key <> '')"
-              " ORDER BY expires_at LIMIT ?2",
+    [R_GET] = "SELECT " JOB_COLUMNS JOBS_JOINED " WHERE j.id = ?1",
+    [R_DUE] = "SELECT " JOB_COLUMNS JOBS_JOINED " WHERE j.status IN (2, 3, 4) AND j.expires_at > 0"
+              " AND j.expires_at <= ?1 AND j.result_key <> '' ORDER BY j.expires_at LIMIT ?2",
     [R_COUNTS] = "SELECT status, count(*) FROM jobs GROUP BY status",
     /*
      * One statement for every filter: a condition whose parameter says "no
      * bound" is true. The cursor is always bound (INT64_MAX for none) so
      * that jobs_owner(owner, seq) gives a range scan from it.
      */
-    [R_LIST] = "SELECT " JOB_COLUMNS " FROM jobs WHERE owner = ?1 AND seq < ?6"
-               " AND (?2 = 0 OR ((1 << status) & ?2) != 0)"
-               " AND (?3 IS NULL OR model = ?3)"
-               " AND (?4 = 0 OR created_at < ?4)"
-               " AND (?5 = 0 OR created_at > ?5)"
-               " ORDER BY seq DESC LIMIT ?7",
+    [R_LIST] = "SELECT " JOB_COLUMNS JOBS_JOINED " WHERE j.owner = ?1 AND j.seq < ?6"
+               " AND (?2 = 0 OR ((1 << j.status) & ?2) != 0)"
+               " AND (?3 IS NULL OR j.model = ?3)"
+               " AND (?4 = 0 OR j.created_at < ?4)"
+               " AND (?5 = 0 OR j.created_at > ?5)"
+               " ORDER BY j.seq DESC LIMIT ?7",
     [R_IDEM_GET] = "SELECT request_hash, status, body, job_id, created_at FROM idempotency"
                    " WHERE scope = ?1 AND key = ?2 AND created_at >= ?3",
     [R_LAPSED] = "SELECT 1 FROM jobs WHERE status IN (1, 6) AND lease_until < ?1 LIMIT 1",
-    [R_BLOB_KEYS] = "SELECT input_key, result_key FROM jobs WHERE input_key <> '' OR result_key <> ''",
+    /* one statement: one snapshot of both tables */
+    [R_BLOB_KEYS] = "SELECT key FROM assets WHERE key <> ''"
+                    " UNION ALL SELECT result_key FROM jobs WHERE result_key <> ''",
+    [R_ASSET_GET] = "SELECT " ASSET_COLUMNS " FROM assets a WHERE a.id = ?1",
 };
 
 const sq_sql_t sq_jobs_wsql = {wsql, N_WSTMT};
@@ -189,6 +222,25 @@ static void read_row(sqlite3_stmt *s, job_t *j) {
     j->lease_s = sqlite3_column_double(s, c++);
     j->lease_until = sqlite3_column_double(s, c++);
     j->not_before = sqlite3_column_double(s, c++);
+    sq_copy_text(j->asset_id, sizeof j->asset_id, s, c++);
+    sq_copy_text(j->steps, sizeof j->steps, s, c++);
+    sq_copy_text(j->report, sizeof j->report, s, c++);
+}
+
+static void read_asset(sqlite3_stmt *s, asset_t *a) {
+    memset(a, 0, sizeof *a);
+    int c = 0;
+    sq_copy_text(a->id, sizeof a->id, s, c++);
+    sq_copy_text(a->owner, sizeof a->owner, s, c++);
+    sq_copy_text(a->key, sizeof a->key, s, c++);
+    sq_copy_text(a->name, sizeof a->name, s, c++);
+    sq_copy_text(a->format, sizeof a->format, s, c++);
+    a->width = sqlite3_column_int(s, c++);
+    a->height = sqlite3_column_int(s, c++);
+    a->frames = sqlite3_column_int(s, c++);
+    a->bytes = sqlite3_column_int64(s, c++);
+    a->created_at = sqlite3_column_double(s, c++);
+    a->expires_at = sqlite3_column_double(s, c++);
 }
 
 /* What a write transaction reads of a job before it writes (S_STATUS). */
@@ -237,8 +289,9 @@ static int check_fence(const char *id, const job_state_t *js, const store_fence_
 
 /* ---- inserting jobs ------------------------------------------------------------ */
 
-/* Inside a write transaction: insert job, queued. UP_ERR_INVALID for a duplicate id. */
-static int insert_row(sq_store_t *q, const job_t *job, up_error_t *err) {
+/* Inside a write transaction: insert job, queued, made at created_at. UP_ERR_INVALID for a duplicate id. */
+static int insert_row(sq_store_t *q, const job_t *job, const char *asset_id, double created_at,
+                      up_error_t *err) {
     sqlite3_stmt *s = q->jw[S_INSERT];
     sq_bind_text(s, 1, job->id);
     sq_bind_text(s, 2, job->model);
@@ -246,22 +299,75 @@ static int insert_row(sq_store_t *q, const job_t *job, up_error_t *err) {
     sq_bind_text(s, 4, job->format);
     sqlite3_bind_int(s, 5, job->quality);
     sqlite3_bind_int(s, 6, job->tile);
-    sq_bind_text(s, 7, job->input_key);
-    sq_bind_text(s, 8, job->input_name);
-    sq_bind_text(s, 9, job->input_format);
-    sqlite3_bind_int(s, 10, job->input_width);
-    sqlite3_bind_int(s, 11, job->input_height);
-    sqlite3_bind_int64(s, 12, job->input_bytes);
-    sqlite3_bind_double(s, 13, job->created_at > 0 ? job->created_at : now_s());
-    sq_bind_text(s, 14, job->model_alias);
-    sq_bind_text(s, 15, job->owner);
-    sq_bind_text(s, 16, job->tier);
-    sqlite3_bind_int64(s, 17, job->credits);
-    sqlite3_bind_double(s, 18, job->keep_s > 0 ? job->keep_s : 0);
-    sq_bind_text(s, 19, job->colour);
+    sqlite3_bind_double(s, 7, created_at);
+    sq_bind_text(s, 8, job->model_alias);
+    sq_bind_text(s, 9, job->owner);
+    sq_bind_text(s, 10, job->tier);
+    sqlite3_bind_int64(s, 11, job->credits);
+    sqlite3_bind_double(s, 12, job->keep_s > 0 ? job->keep_s : 0);
+    sq_bind_text(s, 13, job->colour);
+    sq_bind_text(s, 14, asset_id);
+    sq_bind_text(s, 15, job->steps);
     char who[80];
     snprintf(who, sizeof who, "job %s already exists", job->id);
     return sq_step_insert(q, s, UP_ERR_INVALID, who, "cannot insert a job", err);
+}
+
+/* Inside a write transaction: insert a. UP_ERR_INVALID for a duplicate id. */
+static int insert_asset(sq_store_t *q, const asset_t *a, up_error_t *err) {
+    sqlite3_stmt *s = q->jw[S_ASSET_INSERT];
+    sq_bind_text(s, 1, a->id);
+    sq_bind_text(s, 2, a->owner);
+    sq_bind_text(s, 3, a->key);
+    sq_bind_text(s, 4, a->name);
+    sq_bind_text(s, 5, a->format);
+    sqlite3_bind_int(s, 6, a->width);
+    sqlite3_bind_int(s, 7, a->height);
+    sqlite3_bind_int(s, 8, a->frames);
+    sqlite3_bind_int64(s, 9, a->bytes);
+    sqlite3_bind_double(s, 10, a->created_at);
+    sqlite3_bind_double(s, 11, a->expires_at);
+    char who[80];
+    snprintf(who, sizeof who, "asset %s already exists", a->id);
+    return sq_step_insert(q, s, UP_ERR_INVALID, who, "cannot insert an asset", err);
+}
+
+/*
+ * Inside a write transaction: job's input as store.h says ("A job's
+ * input"): the asset it names checked, or its one-shot asset made.
+ */
+static int job_input(sq_store_t *q, const job_t *job, double created_at, double now, up_error_t *err) {
+    if (!job->asset_id[0]) {
+        asset_t a = {.frames = 1, .created_at = created_at, .expires_at = created_at};
+        snprintf(a.id, sizeof a.id, "%s", job->id);
+        snprintf(a.owner, sizeof a.owner, "%s", job->owner);
+        snprintf(a.key, sizeof a.key, "%s", job->input_key);
+        snprintf(a.name, sizeof a.name, "%s", job->input_name);
+        snprintf(a.format, sizeof a.format, "%s", job->input_format);
+        a.width = job->input_width;
+        a.height = job->input_height;
+        a.bytes = job->input_bytes;
+        return insert_asset(q, &a, err);
+    }
+    sqlite3_stmt *s = q->jw[S_ASSET_STATE];
+    sq_bind_text(s, 1, job->asset_id);
+    int src = sqlite3_step(s), rc = UP_OK;
+    if (src == SQLITE_ROW) {
+        const char *owner = (const char *)sqlite3_column_text(s, 0);
+        const char *key = (const char *)sqlite3_column_text(s, 1);
+        double expires_at = sqlite3_column_double(s, 2);
+        /* another owner's asset is not told apart from one that does not exist */
+        if (!owner || strcmp(owner, job->owner) != 0)
+            rc = up_error_set(err, UP_ERR_NOT_FOUND, 0, "no asset %s", job->asset_id);
+        else if (!key || !*key || !(expires_at > now))
+            rc = up_error_set(err, UP_ERR_NOT_FOUND, 0, "asset %s has expired", job->asset_id);
+    } else if (src == SQLITE_DONE) {
+        rc = up_error_set(err, UP_ERR_NOT_FOUND, 0, "no asset %s", job->asset_id);
+    } else {
+        rc = sq_db_error(q->w, err, "cannot read an asset");
+    }
+    sq_done(s);
+    return rc;
 }
 
 /* Inside a write transaction: record idem's answer (answers older than IDEM_KEEP_S go first). */
@@ -282,19 +388,27 @@ static int idem_insert(sq_store_t *q, const store_idem_t *idem, double now, up_e
                           "cannot record an idempotency key", err);
 }
 
-int sq_job_submit(store_t *st, const job_t *job, double period_start, const store_idem_t *idem,
-                  store_charge_t *charge_out, up_error_t *err) {
+int sq_jobs_submit(store_t *st, const job_t *jobs, int n, double period_start, const store_idem_t *idem,
+                   store_charge_t *charge_out, up_error_t *err) {
     sq_store_t *q = sq_of(st);
     store_charge_t c = {.quota = -1, .used = 0, .credits = -1};
+    long long need = 0;
+    for (int i = 0; i < n; i++)
+        need += jobs[i].credits; /* store.c checked that the sum fits */
+    double now = now_s();
     pthread_mutex_lock(&q->wmu);
     int rc = sq_tx_begin(q, err);
     if (!rc) {
         if (period_start >= 0)
-            rc = sq_charge(q, job->owner, job->credits, period_start, &c, err);
-        if (!rc)
-            rc = insert_row(q, job, err);
+            rc = sq_charge(q, jobs[0].owner, need, period_start, &c, err);
+        for (int i = 0; i < n && !rc; i++) {
+            const job_t *job = &jobs[i];
+            double created_at = job->created_at > 0 ? job->created_at : now;
+            if (!(rc = insert_row(q, job, job->asset_id[0] ? job->asset_id : job->id, created_at, err)))
+                rc = job_input(q, job, created_at, now, err);
+        }
         if (!rc && idem)
-            rc = idem_insert(q, idem, now_s(), err);
+            rc = idem_insert(q, idem, now, err);
         rc = sq_tx_end(q, rc, err);
     }
     pthread_mutex_unlock(&q->wmu);
@@ -482,6 +596,7 @@ int sq_job_complete(store_t *st, const job_t *job, const store_fence_t *fence, d
     sqlite3_bind_int(s, 6, job->output_height);
     sqlite3_bind_int64(s, 7, job->result_bytes);
     sqlite3_bind_double(s, 8, now_s() + retention_s);
+    sq_bind_text(s, 9, job->report);
     int rc = transition(q, job->id, fence, &t, NULL, NULL, err);
     pthread_mutex_unlock(&q->wmu);
     return rc;
@@ -652,16 +767,6 @@ int sq_job_expire(store_t *st, const char *id, up_error_t *err) {
     return rc;
 }
 
-int sq_job_input_deleted(store_t *st, const char *id, up_error_t *err) {
-    sq_store_t *q = sq_of(st);
-    static const transition_t t = {
-        .stmt = S_INPUT_DELETED, .allowed = BIT(JOB_STATUS_COUNT) - 1, .what = "clear the input of"};
-    pthread_mutex_lock(&q->wmu);
-    int rc = transition(q, id, NULL, &t, NULL, NULL, err);
-    pthread_mutex_unlock(&q->wmu);
-    return rc;
-}
-
 /* ---- job reads ------------------------------------------------------------------ */
 
 int sq_job_get(store_t *st, const char *id, job_t *out, up_error_t *err) {
@@ -747,15 +852,105 @@ int sq_blobs_referenced(store_t *st, int (*fn)(const char *key, void *ctx), void
     int src, rc = UP_OK, stop = 0;
     char key[256];
     while (!stop && (src = sqlite3_step(s)) == SQLITE_ROW) {
-        for (int c = 0; c < 2 && !stop; c++) {
-            sq_copy_text(key, sizeof key, s, c);
-            if (key[0])
-                stop = fn(key, ctx);
-        }
+        sq_copy_text(key, sizeof key, s, 0);
+        if (key[0])
+            stop = fn(key, ctx);
     }
     if (!stop && src != SQLITE_DONE)
-        rc = sq_db_error(q->r, err, "cannot read the jobs' blob keys");
+        rc = sq_db_error(q->r, err, "cannot read the rows' blob keys");
     sq_done(s);
     pthread_mutex_unlock(&q->rmu);
+    return rc;
+}
+
+/* ---- assets --------------------------------------------------------------------- */
+
+int sq_asset_insert(store_t *st, const asset_t *a, up_error_t *err) {
+    sq_store_t *q = sq_of(st);
+    asset_t row = *a;
+    if (!(row.created_at > 0))
+        row.created_at = now_s();
+    pthread_mutex_lock(&q->wmu);
+    int rc = sq_tx_begin(q, err);
+    if (!rc)
+        rc = sq_tx_end(q, insert_asset(q, &row, err), err);
+    pthread_mutex_unlock(&q->wmu);
+    return rc;
+}
+
+int sq_asset_get(store_t *st, const char *id, asset_t *out, up_error_t *err) {
+    sq_store_t *q = sq_of(st);
+    pthread_mutex_lock(&q->rmu);
+    sqlite3_stmt *s = q->jr[R_ASSET_GET];
+    sq_bind_text(s, 1, id);
+    int src = sqlite3_step(s), rc = UP_OK;
+    if (src == SQLITE_ROW)
+        read_asset(s, out);
+    else if (src == SQLITE_DONE)
+        rc = up_error_set(err, UP_ERR_NOT_FOUND, 0, "no asset %s", id);
+    else
+        rc = sq_db_error(q->r, err, "cannot read an asset");
+    sq_done(s);
+    pthread_mutex_unlock(&q->rmu);
+    return rc;
+}
+
+/*
+ * On the writer, in a transaction of its own (sqlite.c, DESIGN: Assets):
+ * up to max rows of the due statement k (?1 = now, bound here; the rest
+ * bound by the caller) into out[]; *n = count.
+ */
+static int read_due(sq_store_t *q, int k, double now, asset_t *out, int max, int *n, up_error_t *err) {
+    sqlite3_stmt *s = q->jw[k];
+    int rc = sq_tx_begin(q, err);
+    if (rc) {
+        sq_done(s);
+        return rc;
+    }
+    sqlite3_bind_double(s, 1, now);
+    int src = SQLITE_DONE;
+    while (*n < max && (src = sqlite3_step(s)) == SQLITE_ROW)
+        read_asset(s, &out[(*n)++]);
+    if (*n < max && src != SQLITE_DONE)
+        rc = sq_db_error(q->w, err, "cannot list the assets due");
+    sq_done(s);
+    if ((rc = sq_tx_end(q, rc, err)))
+        *n = 0;
+    return rc;
+}
+
+int sq_assets_due(store_t *st, double now, asset_t *out, int max, int *n, up_error_t *err) {
+    sq_store_t *q = sq_of(st);
+    pthread_mutex_lock(&q->wmu);
+    sqlite3_bind_int(q->jw[S_ASSETS_DUE], 2, max);
+    int rc = read_due(q, S_ASSETS_DUE, now, out, max, n, err);
+    pthread_mutex_unlock(&q->wmu);
+    return rc;
+}
+
+int sq_asset_due(store_t *st, const char *id, double now, asset_t *out, up_error_t *err) {
+    sq_store_t *q = sq_of(st);
+    int n = 0;
+    pthread_mutex_lock(&q->wmu);
+    sq_bind_text(q->jw[S_ASSET_DUE], 2, id);
+    int rc = read_due(q, S_ASSET_DUE, now, out, 1, &n, err);
+    pthread_mutex_unlock(&q->wmu);
+    if (!rc && n == 0)
+        rc = up_error_set(err, UP_ERR_NOT_FOUND, 0, "asset %s is not due for deletion", id);
+    return rc;
+}
+
+int sq_asset_deleted(store_t *st, const char *id, up_error_t *err) {
+    sq_store_t *q = sq_of(st);
+    pthread_mutex_lock(&q->wmu);
+    int rc = sq_tx_begin(q, err);
+    if (!rc) {
+        sqlite3_stmt *s = q->jw[S_ASSET_DELETED];
+        sq_bind_text(s, 1, id);
+        if (!(rc = sq_exec(q, s, "cannot record an asset's deletion", err)) && sqlite3_changes(q->w) == 0)
+            rc = up_error_set(err, UP_ERR_NOT_FOUND, 0, "no asset %s", id);
+        rc = sq_tx_end(q, rc, err);
+    }
+    pthread_mutex_unlock(&q->wmu);
     return rc;
 }

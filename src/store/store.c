@@ -133,47 +133,100 @@ void store_close(store_t *st) {
 
 /* ---- submitting jobs ------------------------------------------------------------ */
 
-/* The refusals of store_job_submit that need only the job. */
-static int check_new_job(const job_t *job, double period_start, up_error_t *err) {
-    if (!job->id[0])
-        return up_error_set(err, UP_ERR_INVALID, 0, "job store: a job needs an id");
-    if (job->credits < 0)
-        return up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s: negative charge", job->id);
-    /* a charge recorded without being taken would be refunded into a balance it never left */
-    if (period_start < 0 && job->credits != 0)
-        return up_error_set(err, UP_ERR_INVALID, 0,
-                            "job store: job %s: a charged job needs its owner and period", job->id);
-    if (job->input_key[0] && !blob_key_valid(job->input_key)) /* rows hold keys, not paths */
-        return up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s: '%.300s' is not a blob key", job->id,
-                            job->input_key);
+/* The refusals of store_jobs_submit that need only the jobs. */
+static int check_new_jobs(const job_t *jobs, int n, double period_start, up_error_t *err) {
+    long long sum = 0;
+    for (int i = 0; i < n; i++) {
+        const job_t *job = &jobs[i];
+        if (!job->id[0])
+            return up_error_set(err, UP_ERR_INVALID, 0, "job store: a job needs an id");
+        if (job->credits < 0)
+            return up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s: negative charge", job->id);
+        if (job->credits > LLONG_MAX - sum)
+            return up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s: the charges overflow", job->id);
+        sum += job->credits;
+        /* a charge recorded without being taken would be refunded into a balance it never left */
+        if (period_start < 0 && job->credits != 0)
+            return up_error_set(err, UP_ERR_INVALID, 0,
+                                "job store: job %s: a charged job needs its owner and period", job->id);
+        if (strcmp(job->owner, jobs[0].owner) != 0)
+            return up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s: one submission has one owner",
+                                job->id);
+        /* rows hold keys, not paths */
+        if (!job->asset_id[0] && job->input_key[0] && !blob_key_valid(job->input_key))
+            return up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s: '%.300s' is not a blob key",
+                                job->id, job->input_key);
+    }
     return UP_OK;
 }
 
-int store_job_submit(store_t *st, const job_t *job, double period_start, const store_idem_t *idem,
-                     store_charge_t *charge, up_error_t *err) {
-    assert(st && job);
-    int rc = check_new_job(job, period_start, err);
+int store_jobs_submit(store_t *st, const job_t *jobs, int n, double period_start, const store_idem_t *idem,
+                      store_charge_t *charge, up_error_t *err) {
+    assert(st && jobs && n >= 1);
+    int rc = check_new_jobs(jobs, n, period_start, err);
     if (rc) {
         if (charge)
             *charge = (store_charge_t){.quota = -1, .used = 0, .credits = -1};
         return rc;
     }
-    return st->vtbl->job_submit(st, job, period_start, idem, charge, err);
+    return st->vtbl->jobs_submit(st, jobs, n, period_start, idem, charge, err);
+}
+
+int store_job_submit(store_t *st, const job_t *job, double period_start, const store_idem_t *idem,
+                     store_charge_t *charge, up_error_t *err) {
+    return store_jobs_submit(st, job, 1, period_start, idem, charge, err);
 }
 
 int store_job_insert(store_t *st, const job_t *job, up_error_t *err) {
-    return store_job_submit(st, job, -1, NULL, NULL, err);
+    return store_jobs_submit(st, job, 1, -1, NULL, NULL, err);
 }
 
 int store_job_insert_charged(store_t *st, const job_t *job, double period_start, store_charge_t *charge,
                              up_error_t *err) {
-    return store_job_submit(st, job, period_start, NULL, charge, err);
+    return store_jobs_submit(st, job, 1, period_start, NULL, charge, err);
 }
 
 int store_idem_get(store_t *st, const char *scope, const char *key, store_idem_t *out, up_error_t *err) {
     assert(st && scope && key && out);
     memset(out, 0, sizeof *out);
     return st->vtbl->idem_get(st, scope, key, out, err);
+}
+
+/* ---- assets --------------------------------------------------------------------- */
+
+int store_asset_insert(store_t *st, const asset_t *a, up_error_t *err) {
+    assert(st && a);
+    if (!a->id[0])
+        return up_error_set(err, UP_ERR_INVALID, 0, "job store: an asset needs an id");
+    if (a->key[0] && !blob_key_valid(a->key)) /* rows hold keys, not paths */
+        return up_error_set(err, UP_ERR_INVALID, 0, "job store: asset %s: '%.300s' is not a blob key", a->id,
+                            a->key);
+    return st->vtbl->asset_insert(st, a, err);
+}
+
+int store_asset_get(store_t *st, const char *id, asset_t *out, up_error_t *err) {
+    assert(st && id && out);
+    return st->vtbl->asset_get(st, id, out, err);
+}
+
+int store_assets_due(store_t *st, double now, asset_t *out, int max, int *n, up_error_t *err) {
+    assert(st && n && (out || max <= 0));
+    *n = 0;
+    if (max <= 0)
+        return UP_OK;
+    return st->vtbl->assets_due(st, now, out, max, n, err);
+}
+
+int store_asset_due(store_t *st, const char *id, double now, asset_t *out, up_error_t *err) {
+    assert(st && id && out);
+    if (!id[0])
+        return up_error_set(err, UP_ERR_NOT_FOUND, 0, "no asset \"\"");
+    return st->vtbl->asset_due(st, id, now, out, err);
+}
+
+int store_asset_deleted(store_t *st, const char *id, up_error_t *err) {
+    assert(st && id);
+    return st->vtbl->asset_deleted(st, id, err);
 }
 
 /* ---- job reads and transitions --------------------------------------------------------- */
@@ -269,11 +322,6 @@ int store_jobs_due(store_t *st, double now, job_t *jobs, int max, int *n, up_err
 int store_job_expire(store_t *st, const char *id, up_error_t *err) {
     assert(st && id);
     return st->vtbl->job_expire(st, id, err);
-}
-
-int store_job_input_deleted(store_t *st, const char *id, up_error_t *err) {
-    assert(st && id);
-    return st->vtbl->job_input_deleted(st, id, err);
 }
 
 int store_blobs_referenced(store_t *st, int (*fn)(const char *key, void *ctx), void *ctx, up_error_t *err) {

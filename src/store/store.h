@@ -9,8 +9,8 @@
  * answers JOB_EXPIRED. Every function is safe to call from any thread, on
  * any number of handles and processes over one database. Times are Unix
  * seconds as doubles, each process's wall clock: the processes sharing a
- * database share a machine or NTP-synchronised clocks (leases compare
- * them).
+ * database share a machine or NTP-synchronised clocks (leases and asset
+ * expiry compare them).
  *
  * Lifecycle (PRODUCT.md "What a job is"):
  *   queued -> claimed -> processing -> completed | failed | cancelled -> expired
@@ -18,6 +18,10 @@
  * and counts an attempt; store_job_start moves it on to processing once the
  * worker has its model and input. Queued, claimed and processing are the
  * live statuses; the others are the ended ones.
+ *
+ * A job is its input asset and an ordered list of steps (src/steps/steps.h:
+ * JSON text the store keeps and never parses), and, once completed, a
+ * report of what each step did (JSON text too).
  *
  * Claims and leases: a claim records the worker's id (unique per process
  * and thread), the attempt (the attempts counter after the claim) and a
@@ -30,13 +34,20 @@
  * current one, so a worker that lost its lease (paused, cut off from the
  * disk) can never complete, fail or requeue a job another worker now runs.
  *
- * Files: a job row names its upload and its result by blob key (blob.h),
- * relative to the data folder, never by file-system path, so a record
- * reads the same from any working directory or machine.
+ * Files: an asset row names its file and a job row its result by blob key
+ * (blob.h), relative to the data folder, never by file-system path, so a
+ * record reads the same from any working directory or machine.
+ *
+ * Assets: an uploaded or fetched file that outlives jobs and can feed
+ * several. Its file may be deleted once its expires_at has passed and no
+ * live job uses it (store_assets_due); a submission refuses an asset past
+ * its expires_at, so an asset once due stays due. A job submitted without
+ * an asset brings a one-shot asset of its own (id = the job's id,
+ * expires_at = created_at): due as soon as its job ends.
  *
  * Accounts: API keys live here too (only a SHA-256 of each key is kept),
  * and every job made with a key is charged in the same transaction that
- * inserts it (store_job_submit): the key's monthly quota and its credit
+ * inserts it (store_jobs_submit): the key's monthly quota and its credit
  * balance are checked and the charge recorded, or nothing happens. A
  * charged job that fails, or is cancelled before it started (queued or
  * claimed), is refunded in the transaction that ends it; a charge is
@@ -52,8 +63,8 @@
  *     handle or process, sees its writes; no call sees part of another's
  *     transaction (read committed or stronger, one snapshot per call).
  *   Charges. Submission locks the key row, then sums the period's usage,
- *     checks quota and balance, takes the credits off and inserts the job
- *     (and its Idempotency-Key answer) in that one transaction,
+ *     checks quota and balance, takes the credits off and inserts the jobs
+ *     (and their assets and Idempotency-Key answer) in that one transaction,
  *     so concurrent charges to one key serialise and never overrun quota
  *     or balance.
  *   Refunds at most once. A refund is the conditional flip refunded 0 -> 1
@@ -67,6 +78,10 @@
  *     transaction with the row locked and the update masked by status =
  *     queued (PostgreSQL: FOR UPDATE SKIP LOCKED), so no job is ever handed
  *     to two workers. Rescue is masked the same way by status and lease.
+ *   Asset deletion. store_asset_due and store_assets_due decide against
+ *     every committed submission: serialised with submissions on the asset
+ *     (SQLite: the write lock; PostgreSQL: the asset row locked FOR UPDATE
+ *     here, FOR SHARE by a submission that uses it).
  *   Replicas. Only the calls marked [replica] may be answered by a
  *     read-only replica that lags (a stale answer is acceptable there);
  *     every other call, reads included, goes to the primary.
@@ -103,8 +118,13 @@ typedef struct job {
     char format[8];       /* requested output format, "" = the input's */
     int quality;          /* 0 = default */
     int tile;             /* 0 = automatic */
-    /* input */
-    char input_key[256];  /* the stored upload's blob key ("uploads/<id>.png", blob.h), "" once deleted */
+    /* input: the asset, and the pipeline run over it */
+    char asset_id[40]; /* the input asset; "" at submission = a one-shot asset made from the input_* fields */
+    char steps[2048];  /* the pipeline, JSON text (steps.h); "" at submission = upscale with model, scale and
+                          tile, then encode with format and quality */
+    /* the input asset's fields: read only (filled from the asset by every read), except that a
+       submission with asset_id "" makes its one-shot asset from them */
+    char input_key[256];  /* the asset's blob key ("uploads/<id>.png", blob.h), "" once deleted */
     char input_name[256]; /* the client's file name */
     char input_format[8];
     int input_width, input_height;
@@ -115,6 +135,7 @@ typedef struct job {
     char result_format[8];
     int output_width, output_height;
     long long result_bytes;
+    char report[2048]; /* what each step did, JSON text (steps.h), written by store_job_complete; "" until */
     /* times, Unix seconds; 0 = not yet */
     double created_at, started_at, completed_at, expires_at;
     char error[512]; /* failed: why */
@@ -172,20 +193,31 @@ void store_close(store_t *st);
 
 /* ---- submitting jobs ------------------------------------------------------------ */
 
+/*
+ * A job's input, at submission: job->asset_id names an existing asset,
+ * which must have its file (key set), not be past its expires_at and have
+ * job->owner as its owner, else UP_ERR_NOT_FOUND (a foreign asset is not
+ * told apart from an unknown one); the job's input_* fields are ignored.
+ * Or job->asset_id is "": the job's one-shot asset is made from its
+ * input_* fields (id = job->id, owner = job->owner, expires_at =
+ * created_at) in the job's transaction. The job's steps "" become the
+ * one-upscale pipeline its settings describe.
+ */
+
 /* Insert a new queued job (id, settings, input, owner filled by the caller); no charge. */
 int store_job_insert(store_t *st, const job_t *job, up_error_t *err);
 
 /* What a charge found; filled on success and on refusal. */
 typedef struct store_charge {
     long long quota;   /* the key's monthly quota in credits, -1 = none */
-    long long used;    /* credits charged since period_start, refunds excluded, before this job */
-    long long credits; /* the key's balance before this job, -1 = no balance kept */
+    long long used;    /* credits charged since period_start, refunds excluded, before these jobs */
+    long long credits; /* the key's balance before these jobs, -1 = no balance kept */
 } store_charge_t;
 
 /*
  * Insert job (as store_job_insert) owned by job->owner and charge it
  * job->credits, all in one transaction. Refused, with nothing written:
- *   UP_ERR_NOT_FOUND  no key job->owner
+ *   UP_ERR_NOT_FOUND  no key job->owner (or the asset, as above)
  *   UP_ERR_REVOKED    the key is revoked
  *   UP_ERR_QUOTA      used + job->credits would pass the key's quota
  *   UP_ERR_CREDITS    the key's balance is below job->credits
@@ -210,20 +242,66 @@ typedef struct store_idem {
 } store_idem_t;
 
 /*
- * Insert job queued, in one transaction (see "Charges") with:
- *   - its charge to job->owner, when period_start >= 0 (refusals
- *     as store_job_insert_charged; a job with credits needs both);
- *   - idem's answer, when idem is not NULL: UP_ERR_CONFLICT, with nothing
- *     written, when scope and key are taken (a concurrent retry won).
- * Answers older than 24 hours are deleted in the same transaction.
- * UP_ERR_INVALID for a duplicate id, a negative charge or an input key
- * that is not a blob key.
+ * Insert job queued: store_jobs_submit(st, job, 1, ...).
  */
 int store_job_submit(store_t *st, const job_t *job, double period_start, const store_idem_t *idem,
                      store_charge_t *charge, up_error_t *err);
 
+/*
+ * Insert jobs[0..n-1] (borrowed; n >= 1, one owner), queued, all or none,
+ * in one transaction (see "Charges") with:
+ *   - one charge to their owner of the sum of their credits, when
+ *     period_start >= 0 (refusals as store_job_insert_charged; a job with
+ *     credits needs both); each row keeps its own credits, refunded alone;
+ *   - idem's answer, when idem is not NULL: UP_ERR_CONFLICT, with nothing
+ *     written, when scope and key are taken (a concurrent retry won).
+ * Answers older than 24 hours are deleted in the same transaction.
+ * UP_ERR_INVALID for a duplicate id, jobs of several owners, a negative
+ * charge or an input key that is not a blob key; UP_ERR_NOT_FOUND for an
+ * asset refused as above (the message names it).
+ */
+int store_jobs_submit(store_t *st, const job_t *jobs, int n, double period_start, const store_idem_t *idem,
+                      store_charge_t *charge, up_error_t *err);
+
 /* The answer recorded under scope and key in the last 24 hours into *out (out->body new); UP_ERR_NOT_FOUND. */
 int store_idem_get(store_t *st, const char *scope, const char *key, store_idem_t *out, up_error_t *err);
+
+/* ---- assets --------------------------------------------------------------------- */
+
+typedef struct asset {
+    char id[40];       /* UUID v4 */
+    char owner[40];    /* the API key id (or, later, guest session) that uploaded it, "" = anonymous */
+    char key[256];     /* blob key of the file ("uploads/<id>.png"), "" once deleted */
+    char name[256];    /* the client's file name */
+    char format[8];    /* sniffed: "png", "jpg", ... */
+    int width, height; /* pixels */
+    int frames;        /* 1 for a still image (and for a one-shot asset: a job's input_* have no count) */
+    long long bytes;   /* the file's size */
+    double created_at; /* Unix seconds; 0 at insert = now */
+    double expires_at; /* the file may be deleted once this has passed and no live job uses it; a
+                          one-shot asset (made with its job) has expires_at = created_at */
+} asset_t;
+
+/* Insert a (every field filled; key "" or a blob key). UP_ERR_INVALID for a duplicate id or a path. */
+int store_asset_insert(store_t *st, const asset_t *a, up_error_t *err);
+
+/* Asset id into *out; UP_ERR_NOT_FOUND. */
+int store_asset_get(store_t *st, const char *id, asset_t *out, up_error_t *err);
+
+/*
+ * Assets whose file is due for deletion: key set, expires_at <= now, and no
+ * job in queued, claimed or processing references it; oldest expiry first.
+ * Fills up to max; *n = count. Serialised with submissions (see "Asset
+ * deletion"), so a due asset stays due: the caller deletes the file, then
+ * calls store_asset_deleted.
+ */
+int store_assets_due(store_t *st, double now, asset_t *out, int max, int *n, up_error_t *err);
+
+/* One asset, if due as above: 0 with *out filled, UP_ERR_NOT_FOUND when not due (or unknown). */
+int store_asset_due(store_t *st, const char *id, double now, asset_t *out, up_error_t *err);
+
+/* The asset's file was deleted: key cleared. UP_ERR_NOT_FOUND. */
+int store_asset_deleted(store_t *st, const char *id, up_error_t *err);
 
 /* ---- job reads and transitions --------------------------------------------------------- */
 
@@ -268,9 +346,9 @@ int store_job_heartbeat(store_t *st, const char *id, const store_fence_t *fence,
                         up_error_t *err);
 
 /*
- * A processing job completed: result fields from job; expires_at = now +
- * max(retention, its keep_s). Refused (fenced): the caller removes its
- * result file, which no record points at.
+ * A processing job completed: result fields and report from job; expires_at
+ * = now + max(retention, its keep_s). Refused (fenced): the caller removes
+ * its result file, which no record points at.
  */
 int store_job_complete(store_t *st, const job_t *job, const store_fence_t *fence, double retention_s,
                        up_error_t *err);
@@ -285,11 +363,11 @@ int store_job_fail(store_t *st, const char *id, const store_fence_t *fence, cons
                    double retention_s, up_error_t *err);
 
 /*
- * Cancel: queued -> cancelled at once (*was = QUEUED; expires_at = now, so
- * the sweeper deletes its input at the next sweep if nobody did; its charge
- * is refunded); claimed or processing -> cancel_requested (*was set; the
- * worker finishes the cancel with store_job_cancelled); anything else:
- * UP_ERR_INVALID with *was set (409). Not fenced: a client's request.
+ * Cancel: queued -> cancelled at once (*was = QUEUED; expires_at = now; its
+ * charge is refunded; a one-shot asset is due now); claimed or processing
+ * -> cancel_requested (*was set; the worker finishes the cancel with
+ * store_job_cancelled); anything else: UP_ERR_INVALID with *was set (409).
+ * Not fenced: a client's request.
  */
 int store_job_cancel(store_t *st, const char *id, job_status_t *was, up_error_t *err);
 
@@ -327,25 +405,23 @@ int store_jobs_rescue(store_t *st, int max_attempts, double backoff_s, double re
 int store_job_downloaded(store_t *st, const char *id, up_error_t *err);
 
 /*
- * Jobs whose files are due for deletion: finished with expires_at <= now and
- * still holding an input or result key. Fills up to max jobs; *n = count.
+ * Jobs whose result is due for deletion: finished with expires_at <= now
+ * and still holding a result key (inputs are assets: store_assets_due).
+ * Fills up to max jobs; *n = count.
  */
 int store_jobs_due(store_t *st, double now, job_t *jobs, int max, int *n, up_error_t *err);
 
 /*
- * The sweeper deleted a job's files: keys cleared; a completed job becomes
- * expired, a failed or cancelled one keeps its status (and error message).
- * UP_ERR_INVALID for a job that has not finished.
+ * The sweeper deleted a job's result: result_key cleared; a completed job
+ * becomes expired, a failed or cancelled one keeps its status (and error
+ * message). UP_ERR_INVALID for a job that has not finished.
  */
 int store_job_expire(store_t *st, const char *id, up_error_t *err);
 
-/* Clear input_key once the input file is deleted (the job ended). */
-int store_job_input_deleted(store_t *st, const char *id, up_error_t *err);
-
 /*
- * Call fn(key, ctx) for every blob key a job row holds (input_key and
- * result_key, whatever the job's status), for the blob sweep: a blob no
- * row names is an orphan. One snapshot of the primary (a consistent
+ * Call fn(key, ctx) for every blob key a row holds (each asset's key and
+ * each job's result_key, whatever the status), for the blob sweep: a blob
+ * no row names is an orphan. One snapshot of the primary (a consistent
  * read); fn must not call the store. Stops early when fn returns non-zero.
  */
 int store_blobs_referenced(store_t *st, int (*fn)(const char *key, void *ctx), void *ctx, up_error_t *err);
@@ -448,15 +524,20 @@ int store_key_usage(store_t *st, const char *id, double period_start, long long 
  * check their arguments first (the refusals that need no database:
  * UP_ERR_INVALID for an empty id, a path where a blob key belongs, a bad
  * claim or key change; asserts for NULL pointers) and pass the rest on
- * unchanged; store_job_insert and _insert_charged become job_submit. A
- * backend logs its own failures (once) and fills err.
+ * unchanged; store_job_insert, _insert_charged and _submit all become
+ * jobs_submit. A backend logs its own failures (once) and fills err.
  */
 typedef struct store_vtbl {
     const char *name; /* the URL scheme: "sqlite" */
     void (*close)(store_t *st);
-    int (*job_submit)(store_t *st, const job_t *job, double period_start, const store_idem_t *idem,
-                      store_charge_t *charge, up_error_t *err);
+    int (*jobs_submit)(store_t *st, const job_t *jobs, int n, double period_start, const store_idem_t *idem,
+                       store_charge_t *charge, up_error_t *err);
     int (*idem_get)(store_t *st, const char *scope, const char *key, store_idem_t *out, up_error_t *err);
+    int (*asset_insert)(store_t *st, const asset_t *a, up_error_t *err);
+    int (*asset_get)(store_t *st, const char *id, asset_t *out, up_error_t *err);
+    int (*assets_due)(store_t *st, double now, asset_t *out, int max, int *n, up_error_t *err); /* max >= 1 */
+    int (*asset_due)(store_t *st, const char *id, double now, asset_t *out, up_error_t *err);
+    int (*asset_deleted)(store_t *st, const char *id, up_error_t *err);
     int (*job_get)(store_t *st, const char *id, job_t *out, up_error_t *err);
     int (*job_claim)(store_t *st, const char *worker, double lease_s, job_t *out, up_error_t *err);
     int (*job_start)(store_t *st, const char *id, const store_fence_t *fence, int *cancel, up_error_t *err);
@@ -477,7 +558,6 @@ typedef struct store_vtbl {
     int (*job_downloaded)(store_t *st, const char *id, up_error_t *err);
     int (*jobs_due)(store_t *st, double now, job_t *jobs, int max, int *n, up_error_t *err); /* max >= 1 */
     int (*job_expire)(store_t *st, const char *id, up_error_t *err);
-    int (*job_input_deleted)(store_t *st, const char *id, up_error_t *err);
     int (*blobs_referenced)(store_t *st, int (*fn)(const char *key, void *ctx), void *ctx, up_error_t *err);
     int (*job_counts)(store_t *st, long long *counts, up_error_t *err); /* counts zeroed by the caller */
     int (*jobs_list)(store_t *st, const store_job_filter_t *f, job_t *jobs, int max, int *n,
