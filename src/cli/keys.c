@@ -7,7 +7,7 @@
  * script can take it with `head -1`; the store keeps only its SHA-256 and
  * its first characters (the prefix), which is all `list` can show. Settings
  * follow `upres serve`: flag > UPRES_* environment > default, so the same
- * UPRES_DATA and UPRES_TIERS reach both. Exit status as cli.h says: 0, 1 for
+ * UPRES_DATA, UPRES_STORE and UPRES_TIERS reach both. Exit status as cli.h says: 0, 1 for
  * a store failure or a key that cannot be revoked or changed, 2 for a usage
  * error.
  */
@@ -44,15 +44,16 @@ static void usage(FILE *f) {
           "      --add-credits N  update: add +N to the balance or take -N off it (never below 0)\n"
           "      --json           list: a JSON array instead of a table\n"
           "  -d, --data DIR       data folder (UPRES_DATA, default ./data)\n"
+          "      --store URL      job database, as serve's --store (UPRES_STORE, default DATA/upres.db)\n"
           "      --tiers FILE     tier table, JSON as GET /api/v1/tiers (UPRES_TIERS, default built in)\n"
           "  -h, --help           this help\n",
           f);
 }
 
-enum { OPT_TIER = 1000, OPT_QUOTA, OPT_CREDITS, OPT_ADD_CREDITS, OPT_JSON, OPT_TIERS };
+enum { OPT_TIER = 1000, OPT_QUOTA, OPT_CREDITS, OPT_ADD_CREDITS, OPT_JSON, OPT_TIERS, OPT_STORE };
 
 typedef struct opts {
-    const char *name, *tier, *quota, *credits, *add_credits, *data, *tiers;
+    const char *name, *tier, *quota, *credits, *add_credits, *data, *store, *tiers;
     int json;
 } opts_t;
 
@@ -70,6 +71,7 @@ static int parse(const char *sub, int argc, char **argv, opts_t *o, int *first) 
         {"add-credits", required_argument, 0, OPT_ADD_CREDITS},
         {"json", no_argument, 0, OPT_JSON},
         {"data", required_argument, 0, 'd'},
+        {"store", required_argument, 0, OPT_STORE},
         {"tiers", required_argument, 0, OPT_TIERS},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -86,6 +88,7 @@ static int parse(const char *sub, int argc, char **argv, opts_t *o, int *first) 
         case OPT_ADD_CREDITS: o->add_credits = optarg; break;
         case OPT_JSON: o->json = 1; break;
         case 'd': o->data = optarg; break;
+        case OPT_STORE: o->store = optarg; break;
         case OPT_TIERS: o->tiers = optarg; break;
         case 'h': usage(stdout); return 0;
         case ':': cli_error("option '%s' needs a value (try: upres keys -h)", argv[optind - 1]); return 2;
@@ -142,15 +145,20 @@ static const char *utc(double t, const char *fmt, char *buf, size_t size) {
 
 static int open_store(const opts_t *o, int must_exist, store_t **st) {
     const char *dir = cli_setting(o->data, "UPRES_DATA");
+    const char *url = cli_setting(o->store, "UPRES_STORE");
     if (!dir)
         dir = "./data";
+    up_error_t err;
+    if (store_url_check(url, &err)) { /* a usage error, as serve's */
+        cli_error("bad store '%s': %s", url, err.msg);
+        return 2;
+    }
     struct stat sb;
-    if (must_exist && stat(dir, &sb) != 0) {
+    if (must_exist && !url && stat(dir, &sb) != 0) {
         cli_error("no data folder %s (pass -d DIR or set UPRES_DATA)", dir);
         return 1;
     }
-    up_error_t err;
-    if (store_open(dir, st, &err)) {
+    if (store_open_url(url, dir, st, &err)) {
         cli_error("%s", err.msg);
         return 1;
     }
@@ -510,8 +518,8 @@ int cmd_keys(int argc, char **argv) {
         return 2;
     }
     store_t *st = NULL;
-    if (open_store(&o, 1, &st))
-        return 1;
+    if ((rc = open_store(&o, 1, &st)))
+        return rc;
     if (is_list)
         rc = keys_list(&o, st);
     else if (is_revoke)

@@ -48,6 +48,7 @@ enum { SERVE_IN_HTTP, SERVE_IN_QUEUE, SERVE_IN_API, SERVE_IN_LOCAL };
 /* The settings that no config struct holds. */
 typedef struct serve_locals {
     const char *data_dir;
+    const char *store_url;        /* NULL: data_dir/upres.db */
     const char *models;           /* NULL: upscale_models_dir finds them */
     const char *web;              /* NULL: upscale_service_web_dir finds it */
     int per_minute, per_day;      /* rate limits per key, 0 = none */
@@ -70,6 +71,13 @@ static int parse_log_level(const char *value, void *dest, up_error_t *err) {
                    : !strcmp(value, "warn")  ? LOG_WARN
                    : !strcmp(value, "debug") ? LOG_DEBUG
                                              : LOG_INFO;
+    return 0;
+}
+
+static int parse_store(const char *value, void *dest, up_error_t *err) {
+    if (store_url_check(value, err))
+        return -1;
+    *(const char **)dest = value;
     return 0;
 }
 
@@ -135,6 +143,16 @@ static const setting_t serve_items[] = {
      .what = "a folder, made when missing",
      .help = "data folder: database, uploads, results",
      LOCAL(data_dir)},
+    {.name = "store",
+     .arg = "URL",
+     .env = "UPRES_STORE",
+     .type = SETTING_TYPE_STRING,
+     .def_text = "`DATA/upres.db`",
+     .what = "sqlite:///ABSOLUTE/PATH.db or sqlite:RELATIVE/PATH.db",
+     .help = "the job database, by URL, instead of the data folder's (which keeps the uploads and results)",
+     .doc = "a relative path is the working directory's at start",
+     .parse = parse_store,
+     LOCAL(store_url)},
     {.name = "models",
      .short_flag = 'm',
      .arg = "DIR",
@@ -565,7 +583,7 @@ int cmd_serve(int argc, char **argv) {
         goto done;
     }
     data_dir = blob_root(blobs); /* absolute from here on: nothing depends on the working directory */
-    if (store_open(data_dir, &st, &err)) {
+    if (store_open_url(loc.store_url, data_dir, &st, &err)) {
         cli_error("%s", err.msg);
         goto done;
     }

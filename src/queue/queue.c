@@ -62,9 +62,11 @@
  * take to be recorded. Each attempt has its own name: a superseded
  * worker's complete is refused and it deletes only its own file, and the
  * winner deletes what earlier attempts (killed between the rename and the
- * record) left. The input is deleted when the job ends (completed, failed,
- * cancelled) but kept when it goes back to the queue, and never by a
- * worker that was superseded: the job is not over.
+ * record) left. The input (the job's asset) is deleted when the job ends
+ * (completed, failed, cancelled) and the store finds the asset due (a
+ * one-shot asset is; one that other jobs still use, or that is kept past
+ * now, is swept later), kept when the job goes back to the queue, and
+ * never by a worker that was superseded: the job is not over.
  */
 #include "queue/queue.h"
 
@@ -165,6 +167,13 @@ static int remove_blob(queue_t *q, const char *key) {
         return 0;
     log_warn("cannot delete %s: %s", key, err.msg);
     return rc;
+}
+
+/* A job ended: its input asset's file goes if the store finds the asset due (store_assets_due). */
+static void remove_input(queue_t *q, const char *asset_id) {
+    asset_t a;
+    if (store_asset_due(q->st, asset_id, now_s(), &a, NULL) == 0 && remove_blob(q, a.key) == 0)
+        store_asset_deleted(q->st, a.id, NULL);
 }
 
 /* Wait on cond for at most seconds (monotonic); mu held. */
@@ -446,8 +455,7 @@ refused:
     /* INVALID: the job ended without us (failed or cancelled elsewhere) */
 input:
     /* upscale-service guide: uploaded inputs are deleted when the job ends */
-    if (remove_blob(q, job->input_key) == 0)
-        store_job_input_deleted(st, job->id, NULL);
+    remove_input(q, job->asset_id);
 out:
     set_running(w, NULL, 0);
     image_free(in);
@@ -542,8 +550,7 @@ static void rescue(queue_t *q) {
             else
                 log_info("job %s cancelled: the lease of attempt %d ran out", j->id, j->attempts);
             remove_attempt_results(q, j->id, j->attempts, 0);
-            if (remove_blob(q, j->input_key) == 0)
-                store_job_input_deleted(q->st, j->id, NULL);
+            remove_input(q, j->asset_id);
         }
     } while (n == RESCUE_BATCH && !atomic_load(&q->stopping));
     free(jobs);
@@ -587,7 +594,7 @@ static void sweep(queue_t *q) {
         int n_done = 0;
         for (int i = 0; i < n; i++) {
             /* a file we cannot delete stays recorded and is tried again next sweep */
-            if (remove_blob(q, jobs[i].input_key) || remove_blob(q, jobs[i].result_key))
+            if (remove_blob(q, jobs[i].result_key))
                 continue;
             if (store_job_expire(q->st, jobs[i].id, &err) == 0) {
                 n_done++;
@@ -602,6 +609,20 @@ static void sweep(queue_t *q) {
             break;
     }
     free(jobs);
+    /* inputs: assets past their time that no live job uses */
+    asset_t *assets = xmalloc(SWEEP_BATCH * sizeof *assets);
+    for (;;) {
+        int n = 0, n_done = 0;
+        up_error_t err;
+        if (store_assets_due(q->st, now_s(), assets, SWEEP_BATCH, &n, &err))
+            break;
+        for (int i = 0; i < n; i++)
+            if (remove_blob(q, assets[i].key) == 0 && store_asset_deleted(q->st, assets[i].id, &err) == 0)
+                n_done++;
+        if (n < SWEEP_BATCH || n_done == 0 || atomic_load(&q->stopping))
+            break;
+    }
+    free(assets);
 }
 
 static void *sweeper_main(void *arg) {
@@ -812,8 +833,8 @@ int queue_job_cancel(queue_t *q, const char *id, job_status_t *was, up_error_t *
     if (rc == 0 && w == JOB_STATUS_QUEUED) {
         /* it never ran: its input goes now (a worker that is stopping it deletes it otherwise) */
         job_t *j = xmalloc(sizeof *j);
-        if (store_job_get(q->st, id, j, NULL) == 0 && j->input_key[0] && remove_blob(q, j->input_key) == 0)
-            store_job_input_deleted(q->st, id, NULL);
+        if (store_job_get(q->st, id, j, NULL) == 0)
+            remove_input(q, j->asset_id);
         free(j);
         log_info("job %s cancelled while queued", id);
         events_publish(q->cfg.events, id);

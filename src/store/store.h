@@ -1,17 +1,27 @@
 /*
- * store.h - durable job records behind one interface (SQLite today,
- * PostgreSQL later: src/store/pg.c will implement the same functions).
+ * store.h - durable job records behind one interface: a table of functions
+ * (store_vtbl_t, at the end) that each backend fills, opened from a URL
+ * (store_open_url). SQLite today (src/store/sqlite*.c); PostgreSQL later
+ * (src/store/pg.c, libpq), which must keep every rule written here, the
+ * transaction rules of "What a backend guarantees" above all.
  *
  * A job record never disappears: its files do (retention), and then it
- * answers JOB_EXPIRED. Writes are transactions (SQLite: WAL, BEGIN
- * IMMEDIATE); every function is safe to call from any thread (the handle
- * serialises access). Times are Unix seconds as doubles.
+ * answers JOB_EXPIRED. Every function is safe to call from any thread, on
+ * any number of handles and processes over one database. Times are Unix
+ * seconds as doubles, each process's wall clock: the processes sharing a
+ * database share a machine or NTP-synchronised clocks (leases and asset
+ * expiry compare them).
  *
  * Lifecycle (PRODUCT.md "What a job is"):
  *   queued -> claimed -> processing -> completed | failed | cancelled -> expired
  * claim moves the oldest claimable queued job to claimed (a worker has it)
  * and counts an attempt; store_job_start moves it on to processing once the
- * worker has its model and input.
+ * worker has its model and input. Queued, claimed and processing are the
+ * live statuses; the others are the ended ones.
+ *
+ * A job is its input asset and an ordered list of steps (src/steps/steps.h:
+ * JSON text the store keeps and never parses), and, once completed, a
+ * report of what each step did (JSON text too).
  *
  * Claims and leases: a claim records the worker's id (unique per process
  * and thread), the attempt (the attempts counter after the claim) and a
@@ -24,17 +34,57 @@
  * current one, so a worker that lost its lease (paused, cut off from the
  * disk) can never complete, fail or requeue a job another worker now runs.
  *
- * Files: a job row names its upload and its result by blob key (blob.h),
- * relative to the data folder, never by file-system path, so a record
- * reads the same from any working directory or machine.
+ * Files: an asset row names its file and a job row its result by blob key
+ * (blob.h), relative to the data folder, never by file-system path, so a
+ * record reads the same from any working directory or machine.
+ *
+ * Assets: an uploaded or fetched file that outlives jobs and can feed
+ * several. Its file may be deleted once its expires_at has passed and no
+ * live job uses it (store_assets_due); a submission refuses an asset past
+ * its expires_at, so an asset once due stays due. A job submitted without
+ * an asset brings a one-shot asset of its own (id = the job's id,
+ * expires_at = created_at): due as soon as its job ends.
  *
  * Accounts: API keys live here too (only a SHA-256 of each key is kept),
  * and every job made with a key is charged in the same transaction that
- * inserts it (store_job_insert_charged): the key's monthly quota and its
- * credit balance are checked and the charge recorded, or nothing happens.
- * A charged job that fails, or is cancelled before it started (queued or
+ * inserts it (store_jobs_submit): the key's monthly quota and its credit
+ * balance are checked and the charge recorded, or nothing happens. A
+ * charged job that fails, or is cancelled before it started (queued or
  * claimed), is refunded in the transaction that ends it; a charge is
  * refunded at most once.
+ *
+ * What a backend guarantees (each a rule of its functions below; "locked"
+ * means no other transaction can change the row until this one ends:
+ * SQLite's write lock, PostgreSQL's SELECT ... FOR UPDATE):
+ *
+ *   Atomic writes. A function that writes makes all its changes in one
+ *     transaction or none; a refusal (any error) writes nothing.
+ *   Reads see committed writes. A call made after another returned, on any
+ *     handle or process, sees its writes; no call sees part of another's
+ *     transaction (read committed or stronger, one snapshot per call).
+ *   Charges. Submission locks the key row, then sums the period's usage,
+ *     checks quota and balance, takes the credits off and inserts the jobs
+ *     (and their assets and Idempotency-Key answer) in that one transaction,
+ *     so concurrent charges to one key serialise and never overrun quota
+ *     or balance.
+ *   Refunds at most once. A refund is the conditional flip refunded 0 -> 1
+ *     in the transaction that ends the job; the credits go back only when
+ *     that flip changed the row, so no retry or race refunds twice.
+ *   Fenced transitions. The job row is locked, its (status, attempts,
+ *     worker) read and the write made in one transaction; a fence that is
+ *     not the current claim is refused with UP_ERR_CONFLICT, nothing
+ *     written.
+ *   Claims. Choosing the next queued job and marking it claimed is one
+ *     transaction with the row locked and the update masked by status =
+ *     queued (PostgreSQL: FOR UPDATE SKIP LOCKED), so no job is ever handed
+ *     to two workers. Rescue is masked the same way by status and lease.
+ *   Asset deletion. store_asset_due and store_assets_due decide against
+ *     every committed submission: serialised with submissions on the asset
+ *     (SQLite: the write lock; PostgreSQL: the asset row locked FOR UPDATE
+ *     here, FOR SHARE by a submission that uses it).
+ *   Replicas. Only the calls marked [replica] may be answered by a
+ *     read-only replica that lags (a stale answer is acceptable there);
+ *     every other call, reads included, goes to the primary.
  */
 #ifndef UPRES_STORE_STORE_H
 #define UPRES_STORE_STORE_H
@@ -68,8 +118,13 @@ typedef struct job {
     char format[8];       /* requested output format, "" = the input's */
     int quality;          /* 0 = default */
     int tile;             /* 0 = automatic */
-    /* input */
-    char input_key[256];  /* the stored upload's blob key ("uploads/<id>.png", blob.h), "" once deleted */
+    /* input: the asset, and the pipeline run over it */
+    char asset_id[40]; /* the input asset; "" at submission = a one-shot asset made from the input_* fields */
+    char steps[2048];  /* the pipeline, JSON text (steps.h); "" at submission = upscale with model, scale and
+                          tile, then encode with format and quality */
+    /* the input asset's fields: read only (filled from the asset by every read), except that a
+       submission with asset_id "" makes its one-shot asset from them */
+    char input_key[256];  /* the asset's blob key ("uploads/<id>.png", blob.h), "" once deleted */
     char input_name[256]; /* the client's file name */
     char input_format[8];
     int input_width, input_height;
@@ -80,6 +135,7 @@ typedef struct job {
     char result_format[8];
     int output_width, output_height;
     long long result_bytes;
+    char report[2048]; /* what each step did, JSON text (steps.h), written by store_job_complete; "" until */
     /* times, Unix seconds; 0 = not yet */
     double created_at, started_at, completed_at, expires_at;
     char error[512]; /* failed: why */
@@ -109,9 +165,44 @@ typedef struct store_fence {
 
 typedef struct store store_t;
 
-/* Open (creating) data_dir/upres.db. *out is new (store_close). */
+/* ---- opening ------------------------------------------------------------------- */
+
+/*
+ * Open (creating) the store that url names. *out is new (store_close).
+ *   sqlite:///abs/path/upres.db   a SQLite file by absolute path
+ *   sqlite:rel/path/upres.db      relative to the working directory at
+ *                                 this call (made absolute here, so a later
+ *                                 chdir changes nothing)
+ *   NULL or ""                    data_dir/upres.db (store_open), data_dir
+ *                                 made when missing
+ * The file's folder must exist for the two URL forms. UP_ERR_UNSUPPORTED for
+ * a scheme this build has no backend for (postgresql://: the message names
+ * this build's backends); UP_ERR_INVALID for a malformed URL; UP_ERR_IO when
+ * the database cannot be opened, or is newer than this upres.
+ */
+int store_open_url(const char *url, const char *data_dir, store_t **out, up_error_t *err);
+
+/* Check url's form and scheme as store_open_url would, opening nothing (a setting's check). */
+int store_url_check(const char *url, up_error_t *err);
+
+/* store_open_url(NULL, data_dir, ...): data_dir/upres.db. */
 int store_open(const char *data_dir, store_t **out, up_error_t *err);
-void store_close(store_t *st); /* accepts NULL */
+
+/* Close st (accepts NULL). No call may be running on st. */
+void store_close(store_t *st);
+
+/* ---- submitting jobs ------------------------------------------------------------ */
+
+/*
+ * A job's input, at submission: job->asset_id names an existing asset,
+ * which must have its file (key set), not be past its expires_at and have
+ * job->owner as its owner, else UP_ERR_NOT_FOUND (a foreign asset is not
+ * told apart from an unknown one); the job's input_* fields are ignored.
+ * Or job->asset_id is "": the job's one-shot asset is made from its
+ * input_* fields (id = job->id, owner = job->owner, expires_at =
+ * created_at) in the job's transaction. The job's steps "" become the
+ * one-upscale pipeline its settings describe.
+ */
 
 /* Insert a new queued job (id, settings, input, owner filled by the caller); no charge. */
 int store_job_insert(store_t *st, const job_t *job, up_error_t *err);
@@ -119,14 +210,14 @@ int store_job_insert(store_t *st, const job_t *job, up_error_t *err);
 /* What a charge found; filled on success and on refusal. */
 typedef struct store_charge {
     long long quota;   /* the key's monthly quota in credits, -1 = none */
-    long long used;    /* credits charged since period_start, refunds excluded, before this job */
-    long long credits; /* the key's balance before this job, -1 = no balance kept */
+    long long used;    /* credits charged since period_start, refunds excluded, before these jobs */
+    long long credits; /* the key's balance before these jobs, -1 = no balance kept */
 } store_charge_t;
 
 /*
  * Insert job (as store_job_insert) owned by job->owner and charge it
  * job->credits, all in one transaction. Refused, with nothing written:
- *   UP_ERR_NOT_FOUND  no key job->owner
+ *   UP_ERR_NOT_FOUND  no key job->owner (or the asset, as above)
  *   UP_ERR_REVOKED    the key is revoked
  *   UP_ERR_QUOTA      used + job->credits would pass the key's quota
  *   UP_ERR_CREDITS    the key's balance is below job->credits
@@ -151,18 +242,68 @@ typedef struct store_idem {
 } store_idem_t;
 
 /*
- * Insert job queued, in one transaction with:
- *   - its charge to job->owner, when period_start >= 0 (refusals
- *     as store_job_insert_charged; a job with credits needs both);
- *   - idem's answer, when idem is not NULL: UP_ERR_CONFLICT, with nothing
- *     written, when scope and key are taken (a concurrent retry won).
- * Answers older than 24 hours are deleted in the same transaction.
+ * Insert job queued: store_jobs_submit(st, job, 1, ...).
  */
 int store_job_submit(store_t *st, const job_t *job, double period_start, const store_idem_t *idem,
                      store_charge_t *charge, up_error_t *err);
 
+/*
+ * Insert jobs[0..n-1] (borrowed; n >= 1, one owner), queued, all or none,
+ * in one transaction (see "Charges") with:
+ *   - one charge to their owner of the sum of their credits, when
+ *     period_start >= 0 (refusals as store_job_insert_charged; a job with
+ *     credits needs both); each row keeps its own credits, refunded alone;
+ *   - idem's answer, when idem is not NULL: UP_ERR_CONFLICT, with nothing
+ *     written, when scope and key are taken (a concurrent retry won).
+ * Answers older than 24 hours are deleted in the same transaction.
+ * UP_ERR_INVALID for a duplicate id, jobs of several owners, a negative
+ * charge or an input key that is not a blob key; UP_ERR_NOT_FOUND for an
+ * asset refused as above (the message names it).
+ */
+int store_jobs_submit(store_t *st, const job_t *jobs, int n, double period_start, const store_idem_t *idem,
+                      store_charge_t *charge, up_error_t *err);
+
 /* The answer recorded under scope and key in the last 24 hours into *out (out->body new); UP_ERR_NOT_FOUND. */
 int store_idem_get(store_t *st, const char *scope, const char *key, store_idem_t *out, up_error_t *err);
+
+/* ---- assets --------------------------------------------------------------------- */
+
+typedef struct asset {
+    char id[40];       /* UUID v4 */
+    char owner[40];    /* the API key id (or, later, guest session) that uploaded it, "" = anonymous */
+    char key[256];     /* blob key of the file ("uploads/<id>.png"), "" once deleted */
+    char name[256];    /* the client's file name */
+    char format[8];    /* sniffed: "png", "jpg", ... */
+    int width, height; /* pixels */
+    int frames;        /* 1 for a still image (and for a one-shot asset: a job's input_* have no count) */
+    long long bytes;   /* the file's size */
+    double created_at; /* Unix seconds; 0 at insert = now */
+    double expires_at; /* the file may be deleted once this has passed and no live job uses it; a
+                          one-shot asset (made with its job) has expires_at = created_at */
+} asset_t;
+
+/* Insert a (every field filled; key "" or a blob key). UP_ERR_INVALID for a duplicate id or a path. */
+int store_asset_insert(store_t *st, const asset_t *a, up_error_t *err);
+
+/* Asset id into *out; UP_ERR_NOT_FOUND. */
+int store_asset_get(store_t *st, const char *id, asset_t *out, up_error_t *err);
+
+/*
+ * Assets whose file is due for deletion: key set, expires_at <= now, and no
+ * job in queued, claimed or processing references it; oldest expiry first.
+ * Fills up to max; *n = count. Serialised with submissions (see "Asset
+ * deletion"), so a due asset stays due: the caller deletes the file, then
+ * calls store_asset_deleted.
+ */
+int store_assets_due(store_t *st, double now, asset_t *out, int max, int *n, up_error_t *err);
+
+/* One asset, if due as above: 0 with *out filled, UP_ERR_NOT_FOUND when not due (or unknown). */
+int store_asset_due(store_t *st, const char *id, double now, asset_t *out, up_error_t *err);
+
+/* The asset's file was deleted: key cleared. UP_ERR_NOT_FOUND. */
+int store_asset_deleted(store_t *st, const char *id, up_error_t *err);
+
+/* ---- job reads and transitions --------------------------------------------------------- */
 
 /* Read job id into *out; UP_ERR_NOT_FOUND when there is none. */
 int store_job_get(store_t *st, const char *id, job_t *out, up_error_t *err);
@@ -171,8 +312,10 @@ int store_job_get(store_t *st, const char *id, job_t *out, up_error_t *err);
  * Take the oldest queued job whose not_before has passed, for worker (its
  * id, unique per process and thread): status claimed, attempts + 1,
  * started_at now, progress 0, lease_until = now + lease_s. *out gets the
- * claimed job (out->worker and out->attempts are its fence).
- * UP_ERR_NOT_FOUND when no job is claimable.
+ * claimed job (out->worker and out->attempts are its fence). No job is
+ * handed to two claims (see "Claims"). UP_ERR_NOT_FOUND when no job is
+ * claimable; UP_ERR_INVALID for an empty or too long worker id or a lease
+ * not over 0 s.
  */
 int store_job_claim(store_t *st, const char *worker, double lease_s, job_t *out, up_error_t *err);
 
@@ -183,7 +326,8 @@ int store_job_claim(store_t *st, const char *worker, double lease_s, job_t *out,
  * the job was rescued or requeued): the caller was superseded and must
  * leave the job (and its input) alone. UP_ERR_NOT_FOUND for an unknown id;
  * UP_ERR_INVALID (with the status in the message) from a status the write
- * does not apply to (a job failed or cancelled by someone else).
+ * does not apply to (a job failed or cancelled by someone else). The check
+ * and the write are one transaction (see "Fenced transitions").
  */
 
 /*
@@ -202,27 +346,28 @@ int store_job_heartbeat(store_t *st, const char *id, const store_fence_t *fence,
                         up_error_t *err);
 
 /*
- * A processing job completed: result fields from job; expires_at = now +
- * max(retention, its keep_s). Refused (fenced): the caller removes its
- * result file, which no record points at.
+ * A processing job completed: result fields and report from job; expires_at
+ * = now + max(retention, its keep_s). Refused (fenced): the caller removes
+ * its result file, which no record points at.
  */
 int store_job_complete(store_t *st, const job_t *job, const store_fence_t *fence, double retention_s,
                        up_error_t *err);
 
 /*
  * A job failed with message; expires_at = now + retention. Allowed from
- * queued, claimed and processing. Its charge is refunded. fence NULL: not a
- * worker's write (a job that failed before any claim), not fenced.
+ * queued, claimed and processing. Its charge is refunded (at most once).
+ * fence NULL: not a worker's write (a job that failed before any claim),
+ * not fenced.
  */
 int store_job_fail(store_t *st, const char *id, const store_fence_t *fence, const char *message,
                    double retention_s, up_error_t *err);
 
 /*
- * Cancel: queued -> cancelled at once (*was = QUEUED; expires_at = now, so
- * the sweeper deletes its input at the next sweep if nobody did; its charge
- * is refunded); claimed or processing -> cancel_requested (*was set; the
- * worker finishes the cancel with store_job_cancelled); anything else:
- * UP_ERR_INVALID with *was set (409). Not fenced: a client's request.
+ * Cancel: queued -> cancelled at once (*was = QUEUED; expires_at = now; its
+ * charge is refunded; a one-shot asset is due now); claimed or processing
+ * -> cancel_requested (*was set; the worker finishes the cancel with
+ * store_job_cancelled); anything else: UP_ERR_INVALID with *was set (409).
+ * Not fenced: a client's request.
  */
 int store_job_cancel(store_t *st, const char *id, job_status_t *was, up_error_t *err);
 
@@ -249,8 +394,9 @@ int store_job_requeue(store_t *st, const char *id, const store_fence_t *fence, u
  * The worker is cleared in each case, so the old holder's writes are
  * refused. Rescues at most max (>= 1) jobs per call, oldest first, and
  * fills jobs[] with them as they now are; *n = count: call again while
- * *n == max. Looks on the reader first, so a call that finds nothing
- * writes nothing (cheap enough to run every second).
+ * *n == max. A backend may look first without writing (cheap enough to
+ * run every second), but each rescue is masked by status and lease in its
+ * write, so a lease renewed meanwhile is left.
  */
 int store_jobs_rescue(store_t *st, int max_attempts, double backoff_s, double retention_s, job_t *jobs,
                       int max, int *n, up_error_t *err);
@@ -259,31 +405,28 @@ int store_jobs_rescue(store_t *st, int max_attempts, double backoff_s, double re
 int store_job_downloaded(store_t *st, const char *id, up_error_t *err);
 
 /*
- * Jobs whose files are due for deletion: finished with expires_at <= now and
- * still holding an input or result key. Fills up to max jobs; *n = count.
+ * Jobs whose result is due for deletion: finished with expires_at <= now
+ * and still holding a result key (inputs are assets: store_assets_due).
+ * Fills up to max jobs; *n = count.
  */
 int store_jobs_due(store_t *st, double now, job_t *jobs, int max, int *n, up_error_t *err);
 
 /*
- * The sweeper deleted a job's files: keys cleared; a completed job becomes
- * expired, a failed or cancelled one keeps its status (and error message).
- * UP_ERR_INVALID for a job that has not finished.
+ * The sweeper deleted a job's result: result_key cleared; a completed job
+ * becomes expired, a failed or cancelled one keeps its status (and error
+ * message). UP_ERR_INVALID for a job that has not finished.
  */
 int store_job_expire(store_t *st, const char *id, up_error_t *err);
 
-/* Clear input_key once the input file is deleted (the job ended). */
-int store_job_input_deleted(store_t *st, const char *id, up_error_t *err);
-
 /*
- * Call fn(key, ctx) for every blob key a job row holds (input_key and
- * result_key, whatever the job's status), for the blob sweep: a blob no
- * row names is an orphan. Read on the reader connection in one statement
- * (a consistent snapshot); fn must not call the store. Stops early when fn
- * returns non-zero.
+ * Call fn(key, ctx) for every blob key a row holds (each asset's key and
+ * each job's result_key, whatever the status), for the blob sweep: a blob
+ * no row names is an orphan. One snapshot of the primary (a consistent
+ * read); fn must not call the store. Stops early when fn returns non-zero.
  */
 int store_blobs_referenced(store_t *st, int (*fn)(const char *key, void *ctx), void *ctx, up_error_t *err);
 
-/* Number of jobs in each status, for /health. counts[JOB_STATUS_COUNT]. */
+/* [replica] Number of jobs in each status, for /health. counts[JOB_STATUS_COUNT]. */
 int store_job_counts(store_t *st, long long *counts, up_error_t *err);
 
 /* ---- listing one owner's jobs (GET /v1/jobs) ---------------------------------- */
@@ -297,9 +440,10 @@ typedef struct store_job_filter {
 } store_job_filter_t;
 
 /*
- * Up to max jobs matching f, newest first (seq descending), into jobs[];
- * *n = count. Paging: pass the last job's seq as the next below_seq; new
- * jobs have larger seqs, so pages never shift while jobs arrive.
+ * [replica] Up to max jobs matching f, newest first (seq descending), into
+ * jobs[]; *n = count. Paging: pass the last job's seq as the next
+ * below_seq; new jobs have larger seqs, so pages never shift while jobs
+ * arrive. UP_ERR_INVALID without an owner.
  */
 int store_jobs_list(store_t *st, const store_job_filter_t *f, job_t *jobs, int max, int *n, up_error_t *err);
 
@@ -322,14 +466,17 @@ typedef struct api_key {
  * hash. */
 int store_key_insert(store_t *st, const api_key_t *key, up_error_t *err);
 
-/* The key whose hash is hash (revoked ones too: the caller checks revoked_at). UP_ERR_NOT_FOUND if none. */
+/*
+ * The key whose hash is hash (revoked ones too: the caller checks revoked_at). UP_ERR_NOT_FOUND if none.
+ * On the primary: a revocation counts from its commit.
+ */
 int store_key_by_hash(store_t *st, const unsigned char hash[32], api_key_t *out, up_error_t *err);
 
 /* The key with this id, or the one key whose prefix starts with ref. UP_ERR_NOT_FOUND; UP_ERR_INVALID when
  * ref is ambiguous. */
 int store_key_find(store_t *st, const char *ref, api_key_t *out, up_error_t *err);
 
-/* Every key, oldest first. *keys is new (free()), *n its count. */
+/* [replica] Every key, oldest first. *keys is new (free()), *n its count. */
 int store_key_list(store_t *st, api_key_t **keys, int *n, up_error_t *err);
 
 /* Revoke key id now. UP_ERR_NOT_FOUND; UP_ERR_INVALID when already revoked. */
@@ -346,9 +493,9 @@ typedef struct store_key_change {
 } store_key_change_t;
 
 /*
- * Change key id as ch says, in one transaction. add_credits is added in
- * the database (credits = credits + N), so a concurrent charge or top-up
- * is never lost. Refused, with nothing written:
+ * Change key id as ch says, in one transaction with the key row locked.
+ * add_credits is added in the database (credits = credits + N), so a
+ * concurrent charge or top-up is never lost. Refused, with nothing written:
  *   UP_ERR_NOT_FOUND  no key id
  *   UP_ERR_INVALID    the key is revoked; quota or credits below -1; an
  *                     empty or too long tier; set_credits together with
@@ -359,10 +506,82 @@ typedef struct store_key_change {
 int store_key_update(store_t *st, const char *id, const store_key_change_t *ch, api_key_t *out,
                      up_error_t *err);
 
-/* Record a use of key id at time t (last_used_at). */
+/* Record a use of key id at time t (last_used_at, never moved back). UP_ERR_NOT_FOUND. */
 int store_key_touch(store_t *st, const char *id, double t, up_error_t *err);
 
-/* Credits charged to key id since period_start, refunds excluded. */
+/*
+ * [replica] Credits charged to key id since period_start, refunds excluded
+ * (for display: a charge sums again in its own transaction). An unknown id
+ * has used 0.
+ */
 int store_key_usage(store_t *st, const char *id, double period_start, long long *used, up_error_t *err);
+
+/* ---- the backend interface ---------------------------------------------------------- */
+
+/*
+ * What a backend implements: one function per operation, each with the
+ * rules of its public function above. The public functions (store.c)
+ * check their arguments first (the refusals that need no database:
+ * UP_ERR_INVALID for an empty id, a path where a blob key belongs, a bad
+ * claim or key change; asserts for NULL pointers) and pass the rest on
+ * unchanged; store_job_insert, _insert_charged and _submit all become
+ * jobs_submit. A backend logs its own failures (once) and fills err.
+ */
+typedef struct store_vtbl {
+    const char *name; /* the URL scheme: "sqlite" */
+    void (*close)(store_t *st);
+    int (*jobs_submit)(store_t *st, const job_t *jobs, int n, double period_start, const store_idem_t *idem,
+                       store_charge_t *charge, up_error_t *err);
+    int (*idem_get)(store_t *st, const char *scope, const char *key, store_idem_t *out, up_error_t *err);
+    int (*asset_insert)(store_t *st, const asset_t *a, up_error_t *err);
+    int (*asset_get)(store_t *st, const char *id, asset_t *out, up_error_t *err);
+    int (*assets_due)(store_t *st, double now, asset_t *out, int max, int *n, up_error_t *err); /* max >= 1 */
+    int (*asset_due)(store_t *st, const char *id, double now, asset_t *out, up_error_t *err);
+    int (*asset_deleted)(store_t *st, const char *id, up_error_t *err);
+    int (*job_get)(store_t *st, const char *id, job_t *out, up_error_t *err);
+    int (*job_claim)(store_t *st, const char *worker, double lease_s, job_t *out, up_error_t *err);
+    int (*job_start)(store_t *st, const char *id, const store_fence_t *fence, int *cancel, up_error_t *err);
+    int (*job_progress)(store_t *st, const char *id, const store_fence_t *fence, int progress, int *cancel,
+                        up_error_t *err); /* progress 0..100 */
+    int (*job_heartbeat)(store_t *st, const char *id, const store_fence_t *fence, int *cancel,
+                         up_error_t *err);
+    int (*job_complete)(store_t *st, const job_t *job, const store_fence_t *fence, double retention_s,
+                        up_error_t *err);
+    int (*job_fail)(store_t *st, const char *id, const store_fence_t *fence, const char *message,
+                    double retention_s, up_error_t *err); /* message never NULL or "" */
+    int (*job_cancel)(store_t *st, const char *id, job_status_t *was, up_error_t *err);
+    int (*job_cancelled)(store_t *st, const char *id, const store_fence_t *fence, double retention_s,
+                         up_error_t *err);
+    int (*job_requeue)(store_t *st, const char *id, const store_fence_t *fence, up_error_t *err);
+    int (*jobs_rescue)(store_t *st, int max_attempts, double backoff_s, double retention_s, job_t *jobs,
+                       int max, int *n, up_error_t *err);
+    int (*job_downloaded)(store_t *st, const char *id, up_error_t *err);
+    int (*jobs_due)(store_t *st, double now, job_t *jobs, int max, int *n, up_error_t *err); /* max >= 1 */
+    int (*job_expire)(store_t *st, const char *id, up_error_t *err);
+    int (*blobs_referenced)(store_t *st, int (*fn)(const char *key, void *ctx), void *ctx, up_error_t *err);
+    int (*job_counts)(store_t *st, long long *counts, up_error_t *err); /* counts zeroed by the caller */
+    int (*jobs_list)(store_t *st, const store_job_filter_t *f, job_t *jobs, int max, int *n,
+                     up_error_t *err); /* max >= 1, f->owner set */
+    int (*key_insert)(store_t *st, const api_key_t *key, up_error_t *err);
+    int (*key_by_hash)(store_t *st, const unsigned char hash[32], api_key_t *out, up_error_t *err);
+    int (*key_find)(store_t *st, const char *ref, api_key_t *out, up_error_t *err); /* ref not "" */
+    int (*key_list)(store_t *st, api_key_t **keys, int *n, up_error_t *err);
+    int (*key_revoke)(store_t *st, const char *id, up_error_t *err);
+    int (*key_update)(store_t *st, const char *id, const store_key_change_t *ch, api_key_t *out,
+                      up_error_t *err); /* ch checked */
+    int (*key_touch)(store_t *st, const char *id, double t, up_error_t *err);
+    int (*key_usage)(store_t *st, const char *id, double period_start, long long *used, up_error_t *err);
+} store_vtbl_t;
+
+/*
+ * A backend's handle starts with this (its first member), so that the
+ * public functions dispatch through vtbl and the backend casts back.
+ */
+struct store {
+    const store_vtbl_t *vtbl; /* borrowed, static */
+};
+
+/* The SQLite backend's open (sqlite.c): the file at path (absolute), created when missing. */
+int store_sqlite_open(const char *path, store_t **out, up_error_t *err);
 
 #endif

@@ -56,7 +56,9 @@ def start_in(cwd, name, data):
 def row(db, job_id):
     c = sqlite3.connect(db, timeout=10)
     try:
-        return c.execute("SELECT input_key, result_key, status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        # the input is the job's asset (schema 6)
+        return c.execute("SELECT a.key, j.result_key, j.status FROM jobs j LEFT JOIN assets a ON a.id = j.asset_id"
+                         " WHERE j.id = ?", (job_id,)).fetchone()
     except sqlite3.Error as e:
         return ("sqlite: %s" % e, "", -1)
     finally:
@@ -147,9 +149,11 @@ def test_start_sweep():
     os.utime(kept, (hour_ago, hour_ago))
     c = sqlite3.connect(os.path.join(s.data, "upres.db"), timeout=10)
     # not claimable for an hour (a backoff), so no worker runs it and deletes its input meanwhile
-    c.execute("INSERT INTO jobs (id, status, model, scale, input_key, input_name, input_format, input_width,"
-              " input_height, created_at, not_before) VALUES (?, 0, ?, 2, ?, 'kept.png', 'png', 8, 8, ?, ?)",
-              (kept_id, MODEL, "uploads/%s.png" % kept_id, time.time(), time.time() + 3600))
+    now = time.time()
+    c.execute("INSERT INTO assets (id, key, name, format, width, height, created_at, expires_at)"
+              " VALUES (?, ?, 'kept.png', 'png', 8, 8, ?, ?)", (kept_id, "uploads/%s.png" % kept_id, now, now))
+    c.execute("INSERT INTO jobs (id, status, model, scale, asset_id, created_at, not_before)"
+              " VALUES (?, 0, ?, 2, ?, ?, ?)", (kept_id, MODEL, kept_id, now, now + 3600))
     c.commit()
     c.close()
 

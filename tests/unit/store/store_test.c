@@ -1,5 +1,5 @@
 /*
- * store_test.c - the SQLite job store (src/store/sqlite.c).
+ * store_test.c - the SQLite job store (src/store/sqlite*.c, through store.c).
  *
  * Every transition and its refusals: insert (and a duplicate id), get of an
  * unknown id, claim in creation order (to claimed), start (to processing),
@@ -36,6 +36,17 @@
  * migration of a version-4 database turns the absolute and relative paths
  * an older upres stored (from whatever folder it ran in) into keys, and
  * clears a value that names no upload or result.
+ *
+ * Schema version 6: the migration of a version-5 database makes each job's
+ * input its one-shot asset (due once the job has ended and its time has
+ * come), gives each job the pipeline its settings describe and drops the
+ * input columns; a migrated and a new database have the same schema.
+ * (assets_test.c tests assets themselves.)
+ *
+ * Opening from a URL: sqlite:///ABSOLUTE, sqlite:RELATIVE (resolved at
+ * open: a chdir afterwards changes nothing), NULL and "" (the data
+ * folder's upres.db); another scheme is UP_ERR_UNSUPPORTED naming this
+ * build's backends, a malformed URL UP_ERR_INVALID.
  */
 #include <limits.h>
 #include <pthread.h>
@@ -299,15 +310,21 @@ static void test_transitions(store_t *st) {
     CHECK(store_job_downloaded(st, "job-b", &err) == UP_ERR_INVALID);
     CHECK(store_job_downloaded(st, "nope", &err) == UP_ERR_NOT_FOUND);
 
-    /* input deleted */
-    CHECK(store_job_input_deleted(st, "job-b", &err) == 0);
+    /* the input: b ended (failed), so its one-shot asset is due; once deleted, b reads an empty key */
+    asset_t a;
+    CHECK(store_asset_due(st, "job-b", now_s(), &a, &err) == 0 && strcmp(a.key, "uploads/job-b.png") == 0);
+    CHECK(store_asset_deleted(st, "job-b", &err) == 0);
     CHECK(store_job_get(st, "job-b", &got, &err) == 0 && got.input_key[0] == '\0');
-    CHECK(store_job_input_deleted(st, "nope", &err) == UP_ERR_NOT_FOUND);
+    CHECK(strcmp(got.input_name, "cat job-b.png") == 0 && got.input_width == 64); /* the rest stays */
+    /* no file left */
+    CHECK(store_asset_due(st, "job-b", now_s(), &a, &err) == UP_ERR_NOT_FOUND);
+    CHECK(store_asset_deleted(st, "nope", &err) == UP_ERR_NOT_FOUND);
 }
 
 static void test_due(store_t *st) {
     up_error_t err;
     job_t j, got, due[8];
+    asset_t adue[16];
     int n = -1;
     /* f: completed with 0 s retention; g: completed, 1 hour */
     make_job(&j, "job-f", 3000.0);
@@ -315,6 +332,7 @@ static void test_due(store_t *st) {
     make_job(&j, "job-g", 3001.0);
     CHECK(store_job_insert(st, &j, &err) == 0);
     CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "job-f") == 0);
+    CHECK(store_asset_due(st, "job-f", now_s() + 1e6, &adue[0], &err) == UP_ERR_NOT_FOUND); /* in use */
     CHECK(store_job_start(st, "job-f", held(st, "job-f"), NULL, &err) == 0);
     snprintf(got.result_key, sizeof got.result_key, "results/job-f-a1.png");
     CHECK(store_job_complete(st, &got, held(st, got.id), 0, &err) == 0);
@@ -325,14 +343,19 @@ static void test_due(store_t *st) {
 
     double now = now_s() + 1;
     CHECK(store_jobs_due(st, now, due, 8, &n, &err) == 0);
-    /* job-f (result) and job-e (cancelled while queued: its input is due at once) */
+    /* job-f's result; job-e (cancelled while queued) has none: its input is an asset, due at once */
     int seen_f = 0, seen_g = 0, seen_e = 0;
     for (int i = 0; i < n; i++) {
         seen_f += strcmp(due[i].id, "job-f") == 0;
         seen_g += strcmp(due[i].id, "job-g") == 0;
         seen_e += strcmp(due[i].id, "job-e") == 0;
     }
-    CHECKF(seen_f == 1 && seen_g == 0 && seen_e == 1 && n == 2, "n=%d", n);
+    CHECKF(seen_f == 1 && seen_g == 0 && seen_e == 0 && n == 1, "n=%d", n);
+    CHECK(store_assets_due(st, now, adue, 16, &n, &err) == 0);
+    seen_e = 0;
+    for (int i = 0; i < n; i++)
+        seen_e += strcmp(adue[i].id, "job-e") == 0;
+    CHECK(seen_e == 1);
     CHECK(store_jobs_due(st, now + 7200, due, 8, &n, &err) == 0);
     seen_g = 0;
     for (int i = 0; i < n; i++)
@@ -342,11 +365,12 @@ static void test_due(store_t *st) {
 
     CHECK(store_job_expire(st, "job-f", &err) == 0);
     CHECK(store_job_get(st, "job-f", &got, &err) == 0);
-    CHECK(got.status == JOB_STATUS_EXPIRED && got.result_key[0] == '\0' && got.input_key[0] == '\0');
+    CHECK(got.status == JOB_STATUS_EXPIRED && got.result_key[0] == '\0');
+    CHECK(strcmp(got.input_key, "uploads/job-f.png") == 0); /* the input is its asset's: swept as one */
     /* a failed job's files go, its answer (failed, with the error) stays */
     CHECK(store_job_expire(st, "job-d", &err) == 0);
     CHECK(store_job_get(st, "job-d", &got, &err) == 0 && got.status == JOB_STATUS_FAILED);
-    CHECK(got.input_key[0] == '\0' && got.error[0] != '\0');
+    CHECK(got.error[0] != '\0');
     CHECK(store_job_expire(st, "nope", &err) == UP_ERR_NOT_FOUND);
     CHECK(store_jobs_due(st, now, due, 8, &n, &err) == 0);
     for (int i = 0; i < n; i++)
@@ -357,6 +381,9 @@ static void test_due(store_t *st) {
     CHECK(store_jobs_due(st, now + 1e6, due, 8, &n, &err) == 0);
     for (int i = 0; i < n; i++)
         CHECK(strcmp(due[i].id, "job-h") != 0);
+    CHECK(store_assets_due(st, now + 1e6, adue, 16, &n, &err) == 0 && n > 0);
+    for (int i = 0; i < n; i++)
+        CHECK(strcmp(adue[i].id, "job-h") != 0);
     CHECK(store_job_expire(st, "job-h", &err) == UP_ERR_INVALID);
 }
 
@@ -481,8 +508,8 @@ static void test_claimed(void) {
     CHECK(store_job_progress(st, "cl-1", held(st, "cl-1"), 5, NULL, &err) == UP_ERR_INVALID);
     CHECK(store_job_downloaded(st, "cl-1", &err) == UP_ERR_INVALID);
     CHECK(store_job_expire(st, "cl-1", &err) == UP_ERR_INVALID);
-    CHECK(store_job_input_deleted(st, "cl-1", &err) == 0); /* any status */
-    CHECK(store_job_get(st, "cl-1", &got, &err) == 0 && got.input_key[0] == '\0');
+    asset_t a; /* a claimed job's input is in use, however late */
+    CHECK(store_asset_due(st, "cl-1", now_s() + 1e6, &a, &err) == UP_ERR_NOT_FOUND);
     CHECK(store_job_start(st, "cl-1", held(st, "cl-1"), &cancel, &err) == 0 && cancel == 0);
     CHECK(status_of(st, "cl-1") == JOB_STATUS_PROCESSING);
 
@@ -1302,6 +1329,85 @@ static const char v1_schema[] =
     "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, created_at, seq);"
     "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;";
 
+/*
+ * The schema version 5 made (user_version 5): its jobs hold their input
+ * (input_key and the rest), the version-3 and -4 files below are made
+ * from it.
+ */
+#define V5_ACCOUNTS_SQL                                                                                      \
+    "CREATE TABLE IF NOT EXISTS keys ("                                                                      \
+    " id TEXT NOT NULL PRIMARY KEY,"                                                                         \
+    " name TEXT NOT NULL DEFAULT '',"                                                                        \
+    " prefix TEXT NOT NULL DEFAULT '',"                                                                      \
+    " hash BLOB NOT NULL UNIQUE CHECK (length(hash) = 32),"                                                  \
+    " tier TEXT NOT NULL DEFAULT '',"                                                                        \
+    " quota INTEGER NOT NULL DEFAULT -1,"                                                                    \
+    " credits INTEGER NOT NULL DEFAULT -1,"                                                                  \
+    " created_at REAL NOT NULL DEFAULT 0,"                                                                   \
+    " last_used_at REAL NOT NULL DEFAULT 0,"                                                                 \
+    " revoked_at REAL NOT NULL DEFAULT 0"                                                                    \
+    ");"                                                                                                     \
+    "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, seq);"                                             \
+    "CREATE INDEX IF NOT EXISTS jobs_owner_time ON jobs(owner, created_at);"
+
+#define V5_IDEMPOTENCY_SQL                                                                                   \
+    "CREATE TABLE IF NOT EXISTS idempotency ("                                                               \
+    " scope TEXT NOT NULL," /* the API key id that sent it, '' = anonymous */                               \
+    " key TEXT NOT NULL,"                                                                                    \
+    " request_hash BLOB NOT NULL CHECK (length(request_hash) = 32),"                                         \
+    " status INTEGER NOT NULL,"                                                                              \
+    " body TEXT NOT NULL,"                                                                                   \
+    " job_id TEXT NOT NULL,"                                                                                 \
+    " created_at REAL NOT NULL,"                                                                             \
+    " PRIMARY KEY (scope, key)"                                                                              \
+    ");"                                                                                                     \
+    "CREATE INDEX IF NOT EXISTS idempotency_time ON idempotency(created_at);"
+
+static const char v5_schema[] =
+    "CREATE TABLE IF NOT EXISTS jobs ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " id TEXT NOT NULL UNIQUE,"
+    " status INTEGER NOT NULL DEFAULT 0,"
+    " progress INTEGER NOT NULL DEFAULT 0,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " cancel_requested INTEGER NOT NULL DEFAULT 0,"
+    " model TEXT NOT NULL DEFAULT '',"
+    " scale INTEGER NOT NULL DEFAULT 0,"
+    " format TEXT NOT NULL DEFAULT '',"
+    " quality INTEGER NOT NULL DEFAULT 0,"
+    " tile INTEGER NOT NULL DEFAULT 0,"
+    " input_key TEXT NOT NULL DEFAULT '',"
+    " input_name TEXT NOT NULL DEFAULT '',"
+    " input_format TEXT NOT NULL DEFAULT '',"
+    " input_width INTEGER NOT NULL DEFAULT 0,"
+    " input_height INTEGER NOT NULL DEFAULT 0,"
+    " input_bytes INTEGER NOT NULL DEFAULT 0,"
+    " result_key TEXT NOT NULL DEFAULT '',"
+    " result_format TEXT NOT NULL DEFAULT '',"
+    " output_width INTEGER NOT NULL DEFAULT 0,"
+    " output_height INTEGER NOT NULL DEFAULT 0,"
+    " result_bytes INTEGER NOT NULL DEFAULT 0,"
+    " created_at REAL NOT NULL DEFAULT 0,"
+    " started_at REAL NOT NULL DEFAULT 0,"
+    " completed_at REAL NOT NULL DEFAULT 0,"
+    " expires_at REAL NOT NULL DEFAULT 0,"
+    " error TEXT NOT NULL DEFAULT '',"
+    " model_alias TEXT NOT NULL DEFAULT '',"
+    " owner TEXT NOT NULL DEFAULT ''," /* api key id, '' = anonymous */
+    " tier TEXT NOT NULL DEFAULT '',"
+    " credits INTEGER NOT NULL DEFAULT 0,"  /* charged at insert */
+    " refunded INTEGER NOT NULL DEFAULT 0," /* 1 once the charge was given back */
+    " keep_s REAL NOT NULL DEFAULT 0,"      /* the result is kept at least this long; 0 = the retention */
+    " colour TEXT NOT NULL DEFAULT '',"     /* '' = the server's default, 'srgb', 'keep' */
+    " worker TEXT NOT NULL DEFAULT '',"     /* the current claim's worker id, '' = none */
+    " lease_s REAL NOT NULL DEFAULT 0,"     /* its lease length, seconds */
+    " lease_until REAL NOT NULL DEFAULT 0," /* its lease end, Unix seconds; 0 = none */
+    " not_before REAL NOT NULL DEFAULT 0"   /* a queued job is not claimed before this */
+    ");"
+    "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, created_at, seq);"
+    "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;" V5_ACCOUNTS_SQL
+    V5_IDEMPOTENCY_SQL;
+
 /* Run sql on the database in folder sub (made if needed) with the plain sqlite3 API; 0 on success. */
 static int raw_exec(const char *sub, const char *sql) {
     char path[400];
@@ -1398,7 +1504,7 @@ static void test_migrate_v1(void) {
     f.owner = "";
     CHECK(store_jobs_list(st, &f, jobs, 4, &n, &err) == 0 && n == 1 && strcmp(jobs[0].id, "old-1") == 0);
     store_close(st);
-    CHECK(user_version("v1") == 5);
+    CHECK(user_version("v1") == 6);
 
     /* migrated and new databases have the same schema */
     store_t *fresh = open_sub("v2-fresh");
@@ -1426,29 +1532,29 @@ static void test_migrate_v1(void) {
 /* ---- migration from schema version 3 ------------------------------------------- */
 
 /*
- * A version-3 file: a new one with the key columns named as they were and
- * the claim columns taken off again (the
- * columns version 4 added, in the order it added them), and a job a
- * version-3 upres left processing when it died.
+ * A version-3 file: a version-5 one with the key columns named as they
+ * were and the claim columns taken off again (the columns version 4 added,
+ * in the order it added them), and a job a version-3 upres left processing
+ * when it died.
  */
 static void test_migrate_v3(void) {
-    store_t *st = open_sub("v3");
-    store_close(st);
-    CHECK(
-        raw_exec("v3",
-                 "ALTER TABLE jobs RENAME COLUMN input_key TO input_path;"
-                 " ALTER TABLE jobs RENAME COLUMN result_key TO result_path;"
-                 " ALTER TABLE jobs DROP COLUMN not_before; ALTER TABLE jobs DROP COLUMN lease_until;"
-                 " ALTER TABLE jobs DROP COLUMN lease_s; ALTER TABLE jobs DROP COLUMN worker;"
-                 " INSERT INTO jobs (id, status, attempts, model, scale, created_at, started_at)"
-                 " VALUES ('v3-run', 1, 1, 'realesr-animevideov3', 2, 10, 11);"
-                 " INSERT INTO jobs (id, status, model, scale, created_at) VALUES ('v3-wait', 0, 'x', 2, 12);"
-                 " PRAGMA user_version = 3;") == 0);
+    char sql[8192];
+    snprintf(sql, sizeof sql,
+             "%s ALTER TABLE jobs RENAME COLUMN input_key TO input_path;"
+             " ALTER TABLE jobs RENAME COLUMN result_key TO result_path;"
+             " ALTER TABLE jobs DROP COLUMN not_before; ALTER TABLE jobs DROP COLUMN lease_until;"
+             " ALTER TABLE jobs DROP COLUMN lease_s; ALTER TABLE jobs DROP COLUMN worker;"
+             " INSERT INTO jobs (id, status, attempts, model, scale, created_at, started_at)"
+             " VALUES ('v3-run', 1, 1, 'realesr-animevideov3', 2, 10, 11);"
+             " INSERT INTO jobs (id, status, model, scale, created_at) VALUES ('v3-wait', 0, 'x', 2, 12);"
+             " PRAGMA user_version = 3;",
+             v5_schema);
+    CHECK(raw_exec("v3", sql) == 0);
     CHECK(user_version("v3") == 3);
-    st = open_sub("v3");
+    store_t *st = open_sub("v3");
     if (!st)
         return;
-    CHECK(user_version("v3") == 5);
+    CHECK(user_version("v3") == 6);
     up_error_t err;
     job_t got;
     CHECK(store_job_get(st, "v3-run", &got, &err) == 0 && got.status == JOB_STATUS_PROCESSING);
@@ -1479,6 +1585,29 @@ static int collect_key(const char *key, void *ctx) {
     return 0;
 }
 
+/* 1 when the ';'-ended lists a and b hold the same keys, in any order (no key twice). */
+static int same_keys(const char *a, const char *b) {
+    size_t na = 0, nb = 0;
+    for (const char *p = a; *p; p++)
+        na += *p == ';';
+    for (const char *p = b; *p; p++)
+        nb += *p == ';';
+    if (na != nb)
+        return 0;
+    for (const char *p = b; *p;) {
+        const char *end = strchr(p, ';');
+        char key[300], pat[304];
+        snprintf(key, sizeof key, "%.*s", (int)(end - p), p);
+        snprintf(pat, sizeof pat, ";%s;", key);
+        char all[4100];
+        snprintf(all, sizeof all, ";%s", a);
+        if (!strstr(all, pat))
+            return 0;
+        p = end + 1;
+    }
+    return 1;
+}
+
 static void test_blob_keys(void) {
     store_t *st = open_sub("keys5");
     if (!st)
@@ -1504,40 +1633,42 @@ static void test_blob_keys(void) {
     CHECKF(store_job_complete(st, &got, &fence, 60, &err) == 0, "%s", err.msg);
     char all[4096] = "";
     CHECK(store_blobs_referenced(st, collect_key, all, &err) == 0);
-    CHECKF(strcmp(all, "uploads/k5-a.png;results/k5-a-a1.png;uploads/k5-b.png;") == 0, "%s", all);
-    CHECK(store_job_input_deleted(st, "k5-a", &err) == 0);
+    CHECKF(same_keys(all, "uploads/k5-a.png;results/k5-a-a1.png;uploads/k5-b.png;"), "%s", all);
+    asset_t a;
+    CHECK(store_asset_due(st, "k5-a", now_s(), &a, &err) == 0 && store_asset_deleted(st, a.id, &err) == 0);
     all[0] = '\0';
     CHECK(store_blobs_referenced(st, collect_key, all, &err) == 0);
-    CHECKF(strcmp(all, "results/k5-a-a1.png;uploads/k5-b.png;") == 0, "%s", all);
+    CHECKF(same_keys(all, "results/k5-a-a1.png;uploads/k5-b.png;"), "%s", all);
     store_close(st);
 }
 
 /*
- * A version-4 file: a new one with the key columns renamed back to the
+ * A version-4 file: a version-5 one with the key columns renamed back to the
  * paths they were, holding the paths a version-4 upres stored: absolute,
  * relative to the folder it ran in (-d data, -d ./data), already a key,
  * and values that name no upload or result.
  */
 static void test_migrate_v4(void) {
-    store_t *st = open_sub("v4");
-    store_close(st);
-    CHECK(raw_exec("v4",
-                   "ALTER TABLE jobs RENAME COLUMN input_key TO input_path;"
-                   " ALTER TABLE jobs RENAME COLUMN result_key TO result_path;"
-                   " INSERT INTO jobs (id, status, model, scale, input_path, result_path, created_at) VALUES"
-                   " ('abs', 2, 'm', 2, '', '/srv/upres/data/results/abs-a1.png', 1),"
-                   " ('rel', 0, 'm', 2, 'data/uploads/rel.png', '', 2),"
-                   " ('dot', 2, 'm', 2, './data/uploads/dot.jpg', './data/results/dot-a2.webp', 3),"
-                   " ('key', 0, 'm', 2, 'uploads/key.png', '', 4),"
-                   " ('up', 0, 'm', 2, '../a/data/uploads/up.png', '', 5),"
-                   " ('odd', 2, 'm', 2, '/tmp/elsewhere.png', 'results', 6),"
-                   " ('none', 5, 'm', 2, '', '', 7);"
-                   " PRAGMA user_version = 4;") == 0);
+    char sql[8192];
+    snprintf(sql, sizeof sql,
+             "%s ALTER TABLE jobs RENAME COLUMN input_key TO input_path;"
+             " ALTER TABLE jobs RENAME COLUMN result_key TO result_path;"
+             " INSERT INTO jobs (id, status, model, scale, input_path, result_path, created_at) VALUES"
+             " ('abs', 2, 'm', 2, '', '/srv/upres/data/results/abs-a1.png', 1),"
+             " ('rel', 0, 'm', 2, 'data/uploads/rel.png', '', 2),"
+             " ('dot', 2, 'm', 2, './data/uploads/dot.jpg', './data/results/dot-a2.webp', 3),"
+             " ('key', 0, 'm', 2, 'uploads/key.png', '', 4),"
+             " ('up', 0, 'm', 2, '../a/data/uploads/up.png', '', 5),"
+             " ('odd', 2, 'm', 2, '/tmp/elsewhere.png', 'results', 6),"
+             " ('none', 5, 'm', 2, '', '', 7);"
+             " PRAGMA user_version = 4;",
+             v5_schema);
+    CHECK(raw_exec("v4", sql) == 0);
     CHECK(user_version("v4") == 4);
-    st = open_sub("v4");
+    store_t *st = open_sub("v4");
     if (!st)
         return;
-    CHECK(user_version("v4") == 5);
+    CHECK(user_version("v4") == 6);
     struct {
         const char *id, *in, *res;
     } want[] = {
@@ -1565,12 +1696,177 @@ static void test_migrate_v4(void) {
     schema_of("v4", a, sizeof a);
     schema_of("v2-fresh", b, sizeof b);
     CHECKF(a[0] && strcmp(a, b) == 0, "migrated:\n%s\nnew:\n%s", a, b);
-    CHECK(strstr(b, "input_key TEXT 1 '' 0") != NULL && strstr(b, "result_key TEXT 1 '' 0") != NULL);
+    CHECK(strstr(b, "asset_id TEXT 1 '' 0") != NULL && strstr(b, "result_key TEXT 1 '' 0") != NULL);
+    CHECK(strstr(b, "input_key") == NULL); /* the inputs are assets now */
     /* reopening changes nothing */
     st = open_sub("v4");
     CHECK(st && store_job_get(st, "dot", &got, &err) == 0 &&
           strcmp(got.result_key, "results/dot-a2.webp") == 0);
     store_close(st);
+}
+
+/* ---- migration from schema version 5: assets and steps ------------------------------ */
+
+/*
+ * A version-5 file holding a queued job (its input in use), a completed one
+ * (input deleted, result kept) and a failed one whose input was left
+ * behind: each input becomes its job's one-shot asset, due when the job
+ * has ended and its time has come; each job gets the pipeline its settings
+ * describe.
+ */
+static void test_migrate_v5(void) {
+    char sql[8192];
+    snprintf(sql, sizeof sql,
+             "%s INSERT INTO keys (id, hash, credits) VALUES ('k5', zeroblob(32), 10);"
+             " INSERT INTO jobs (id, status, model, scale, format, quality, tile, input_key, input_name,"
+             " input_format, input_width, input_height, input_bytes, result_key, created_at, completed_at,"
+             " expires_at, owner, credits) VALUES"
+             " ('q5', 0, 'realesrgan-x4plus', 4, 'webp', 80, 0, 'uploads/q5.png', 'cat.png', 'png', 10, 20,"
+             " 300, '', 100, 0, 0, 'k5', 1),"
+             " ('c5', 2, 'realesr-animevideov3', 2, '', 0, 64, '', 'dog.jpg', 'jpg', 30, 40, 500,"
+             " 'results/c5-a1.jpg', 101, 102, 5000, '', 0),"
+             " ('f5', 3, 'm', 2, 'png', 0, 0, 'uploads/f5.png', 'left.png', 'png', 1, 1, 9, '', 103, 104,"
+             " 6000, '', 0);"
+             " PRAGMA user_version = 5;",
+             v5_schema);
+    CHECK(raw_exec("v5", sql) == 0);
+    CHECK(user_version("v5") == 5);
+    store_t *st = open_sub("v5");
+    if (!st)
+        return;
+    CHECK(user_version("v5") == 6);
+    up_error_t err;
+    job_t got;
+    asset_t a;
+    /* the queued job: its input is its asset, read through the job as before */
+    CHECK(store_job_get(st, "q5", &got, &err) == 0 && strcmp(got.asset_id, "q5") == 0);
+    CHECK(strcmp(got.input_key, "uploads/q5.png") == 0 && strcmp(got.input_name, "cat.png") == 0);
+    CHECK(strcmp(got.input_format, "png") == 0 && got.input_width == 10 && got.input_height == 20);
+    CHECK(got.input_bytes == 300 && got.report[0] == '\0');
+    CHECKF(strcmp(got.steps, "[{\"op\":\"upscale\",\"model\":\"realesrgan-x4plus\",\"scale\":4,\"tile\":0},"
+                             "{\"op\":\"encode\",\"format\":\"webp\",\"quality\":80}]") == 0,
+           "%s", got.steps);
+    CHECK(store_asset_get(st, "q5", &a, &err) == 0 && strcmp(a.owner, "k5") == 0 && a.frames == 1);
+    CHECK(a.created_at == 100 && a.expires_at == 100 && a.bytes == 300);
+    CHECK(store_asset_due(st, "q5", now_s(), &a, &err) == UP_ERR_NOT_FOUND); /* its job is queued */
+    /* the completed job: no input left, its result kept; format "" leaves the encode's format out */
+    CHECK(store_job_get(st, "c5", &got, &err) == 0 && got.input_key[0] == '\0');
+    CHECK(strcmp(got.input_name, "dog.jpg") == 0 && strcmp(got.result_key, "results/c5-a1.jpg") == 0);
+    CHECKF(strcmp(got.steps, "[{\"op\":\"upscale\",\"model\":\"realesr-animevideov3\",\"scale\":2,"
+                             "\"tile\":64},{\"op\":\"encode\",\"quality\":0}]") == 0,
+           "%s", got.steps);
+    CHECK(store_asset_due(st, "c5", now_s(), &a, &err) == UP_ERR_NOT_FOUND); /* no file */
+    /* the failed job's input, left behind: due at the job's expiry */
+    CHECK(store_asset_get(st, "f5", &a, &err) == 0 && a.expires_at == 6000);
+    CHECK(store_asset_due(st, "f5", 5999, &a, &err) == UP_ERR_NOT_FOUND);
+    CHECK(store_asset_due(st, "f5", 6000, &a, &err) == 0 && strcmp(a.key, "uploads/f5.png") == 0);
+    char all[4096] = "";
+    CHECK(store_blobs_referenced(st, collect_key, all, &err) == 0);
+    CHECKF(same_keys(all, "uploads/q5.png;results/c5-a1.jpg;uploads/f5.png;"), "%s", all);
+    /* the charge stays the job's; the queued job runs, its input intact */
+    long long used = -1;
+    CHECK(store_key_usage(st, "k5", 0, &used, &err) == 0 && used == 1);
+    CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "q5") == 0 &&
+          strcmp(got.input_key, "uploads/q5.png") == 0);
+    /* a one-shot asset feeds no second job */
+    job_t j;
+    make_job(&j, "after5", 0);
+    snprintf(j.owner, sizeof j.owner, "k5");
+    snprintf(j.asset_id, sizeof j.asset_id, "q5");
+    CHECK(store_job_insert(st, &j, &err) == UP_ERR_NOT_FOUND);
+    store_close(st);
+    char x[8192], y[8192];
+    schema_of("v5", x, sizeof x);
+    schema_of("v2-fresh", y, sizeof y);
+    CHECKF(x[0] && strcmp(x, y) == 0, "migrated:\n%s\nnew:\n%s", x, y);
+    CHECK(strstr(y, "table assets: id TEXT 1 NULL 1") && strstr(y, "index jobs_asset") &&
+          strstr(y, "index assets_expiry") && strstr(y, "report TEXT 1 '' 0"));
+    /* reopening changes nothing */
+    st = open_sub("v5");
+    CHECK(st && store_job_get(st, "f5", &got, &err) == 0 && strcmp(got.input_key, "uploads/f5.png") == 0);
+    store_close(st);
+}
+
+/* ---- opening from a URL ------------------------------------------------------------ */
+
+static int file_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static void test_urls(void) {
+    char base[300], path[400], url[500], cwd[1024];
+    snprintf(base, sizeof base, "%s/urls", dir);
+    mkdir(base, 0777);
+    up_error_t err;
+    store_t *st = NULL, *again = NULL;
+    job_t j, got;
+
+    /* sqlite:///ABSOLUTE */
+    snprintf(url, sizeof url, "sqlite://%s/abs.db", base);
+    CHECKF(store_open_url(url, "/nonexistent-data-dir", &st, &err) == 0, "%s: %s", url, err.msg);
+    snprintf(path, sizeof path, "%s/abs.db", base);
+    CHECK(file_exists(path));
+    make_job(&j, "url-abs", 1.0);
+    CHECK(st && store_job_insert(st, &j, &err) == 0);
+    store_close(st);
+    st = NULL;
+
+    /* sqlite:RELATIVE: resolved at open, so a chdir afterwards changes nothing */
+    CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    snprintf(path, sizeof path, "%s/rel", base);
+    mkdir(path, 0777);
+    CHECK(chdir(base) == 0);
+    CHECKF(store_open_url("sqlite:rel/r.db", NULL, &st, &err) == 0, "%s", err.msg);
+    CHECK(chdir("/") == 0);
+    make_job(&j, "url-rel", 2.0);
+    CHECK(st && store_job_insert(st, &j, &err) == 0);
+    snprintf(url, sizeof url, "sqlite://%s/rel/r.db", base);
+    CHECKF(store_open_url(url, NULL, &again, &err) == 0, "%s", err.msg);
+    CHECK(again && store_job_get(again, "url-rel", &got, &err) == 0);
+    store_close(again);
+    store_close(st);
+    st = again = NULL;
+    CHECK(chdir(cwd) == 0);
+    snprintf(path, sizeof path, "%s/rel/r.db", base);
+    CHECK(file_exists(path));
+
+    /* NULL and "": data_dir/upres.db, as store_open */
+    snprintf(path, sizeof path, "%s/default", base);
+    CHECKF(store_open_url("", path, &st, &err) == 0, "%s", err.msg);
+    make_job(&j, "url-default", 3.0);
+    CHECK(st && store_job_insert(st, &j, &err) == 0);
+    store_close(st);
+    st = NULL;
+    CHECKF(store_open_url(NULL, path, &st, &err) == 0, "%s", err.msg);
+    CHECK(st && store_job_get(st, "url-default", &got, &err) == 0);
+    store_close(st);
+    st = NULL;
+    CHECK(store_open(path, &st, &err) == 0 && store_job_get(st, "url-default", &got, &err) == 0);
+    store_close(st);
+    st = NULL;
+    snprintf(path, sizeof path, "%s/default/upres.db", base);
+    CHECK(file_exists(path));
+
+    /* another scheme: this build has no such backend; malformed URLs */
+    st = (store_t *)&st; /* any non-NULL value: a refusal sets *out to NULL */
+    CHECK(store_open_url("postgresql://upres@db.example/upres", base, &st, &err) == UP_ERR_UNSUPPORTED &&
+          st == NULL);
+    CHECKF(strstr(err.msg, "postgresql") && strstr(err.msg, "backends: sqlite"), "%s", err.msg);
+    CHECK(store_url_check("postgresql://upres@db.example/upres", &err) == UP_ERR_UNSUPPORTED);
+    CHECK(store_url_check("mysql:x", &err) == UP_ERR_UNSUPPORTED);
+    static const char *const bad[] = {"x!", "/abs/path.db", "rel.db", "sqlite:", "sqlite://", "sqlite:dir/",
+                                      "sqlite://host/x.db", "1x:y", ":x"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        CHECKF(store_url_check(bad[i], &err) == UP_ERR_INVALID, "%s", bad[i]);
+        CHECKF(store_open_url(bad[i], base, &st, &err) == UP_ERR_INVALID && st == NULL, "%s", bad[i]);
+        CHECKF(strstr(err.msg, "sqlite:///ABSOLUTE/PATH.db"), "%s: %s", bad[i], err.msg);
+    }
+    CHECK(store_url_check(NULL, &err) == 0 && store_url_check("", &err) == 0);
+    CHECK(store_url_check("sqlite:///x.db", &err) == 0 && store_url_check("sqlite:x.db", &err) == 0);
+    /* a folder that is missing: the open fails, nothing is made */
+    snprintf(url, sizeof url, "sqlite://%s/missing/x.db", base);
+    CHECK(store_open_url(url, NULL, &st, &err) == UP_ERR_IO && st == NULL);
 }
 
 /* ---- leases and fencing ------------------------------------------------------------ */
@@ -1763,7 +2059,9 @@ int main(void) {
     test_migrate_v3();
     test_blob_keys();
     test_migrate_v4();
+    test_migrate_v5();
     test_leases();
+    test_urls();
 
     /* a path where the database cannot be created */
     CHECK(store_open("/proc/upres-no-such-dir", &st, &err) == UP_ERR_IO && st == NULL);
