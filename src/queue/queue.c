@@ -89,6 +89,7 @@
 #include "core/uuid.h"
 #include "core/xmalloc.h"
 #include "image/image.h"
+#include "steps/steps.h"
 
 #define PROGRESS_WRITE_S 0.25 /* at most 4 progress writes a second per job */
 #define CANCEL_POLL_S 0.05    /* between writes, read the cancel flag at most 20 times a second */
@@ -294,14 +295,37 @@ static int worker_model(worker_t *w, const upscale_variant_t *v, upscaler_t **ou
     return UP_OK;
 }
 
-/* The output format: the job's, else the input's if we can write it, else png. */
-static const char *output_format(const job_t *job, const up_image_t *in) {
-    const char *f = job->format[0] ? job->format : in->format;
-    if (strcmp(f, "jpeg") == 0)
-        return "jpg";
-    if (strcmp(f, "png") == 0 || strcmp(f, "jpg") == 0 || strcmp(f, "webp") == 0)
-        return f;
-    return "png";
+/* steps_env_t.upscaler: the worker's upscaler for model at scale (loaded on first use). */
+static int step_upscaler(void *ctx, const char *model, double scale, upscaler_t **out, up_error_t *err) {
+    worker_t *w = ctx;
+    const upscale_variant_t *v = NULL;
+    int rc = upscale_registry_resolve(w->q->cfg.registry, model, scale, &v, err);
+    return rc ? rc : worker_model(w, v, out, err);
+}
+
+/* What the steps did, as the record keeps it (JSON text into out); "" when it does not fit. */
+static void report_text(const json_t *report, char *out, size_t size) {
+    char *text = report ? json_dumps(report, JSON_COMPACT) : NULL;
+    size_t n = text ? strlen(text) : 0;
+    out[0] = '\0';
+    if (n && n < size)
+        memcpy(out, text, n + 1);
+    else if (n)
+        log_warn("a pipeline's report of %zu bytes does not fit its record: not kept", n);
+    free(text);
+}
+
+/* Load every model the pipeline runs, so that a job is "processing" only once its models are ready. */
+static int load_models(worker_t *w, const steps_t *st, up_error_t *err) {
+    for (int i = 0; i < st->n; i++) {
+        upscaler_t *up;
+        int rc = st->step[i].kind == STEP_UPSCALE
+                     ? step_upscaler(w, st->step[i].upscale.model, st->step[i].upscale.scale, &up, err)
+                     : 0;
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 enum { END_COMPLETED, END_FAILED, END_CANCELLED, END_REQUEUED, END_SUPERSEDED };
@@ -317,17 +341,20 @@ static void run_job(worker_t *w, job_t *job) {
     const store_fence_t fence = {.worker = w->id, .attempt = job->attempts};
     double t0 = mono_s();
     up_error_t err = {0};
-    up_image_t *in = NULL, *out = NULL;
+    up_image_t *in = NULL;
+    steps_result_t res = {0};
     int rc, end = END_FAILED;
 
     /* registered at once: the keeper renews the lease while the model and input load */
     set_running(w, job->id, job->attempts);
     log_info("job %s claimed (%s, x%d, attempt %d, worker %s)", job->id, job->model, job->scale,
              job->attempts, w->id);
-    const upscale_variant_t *v = NULL;
-    upscaler_t *up = NULL;
-    if ((rc = upscale_registry_resolve(q->cfg.registry, job->model, job->scale, &v, &err)) ||
-        (rc = worker_model(w, v, &up, &err)))
+    steps_t steps;
+    if ((rc = steps_parse_text(job->steps, &steps, &err))) {
+        up_error_prefix(&err, "the job's pipeline");
+        goto end;
+    }
+    if ((rc = load_models(w, &steps, &err)))
         goto end;
 
     image_limits_t lim = {.max_pixels = q->cfg.max_input_pixels};
@@ -360,17 +387,22 @@ static void run_job(worker_t *w, job_t *job) {
     events_publish(q->cfg.events, job->id);
 
     progress_ctx_t pc = {.q = q, .id = job->id, .fence = &fence, .write_t = mono_s(), .poll_t = mono_s()};
-    upscale_opts_t opts;
-    upscale_opts_init(&opts);
-    opts.scale = job->scale;
-    opts.tile = job->tile;
-    if (q->cfg.tile_memory)
-        opts.tile_memory = q->cfg.tile_memory;
-    opts.max_output_pixels = q->cfg.max_output_pixels;
-    opts.progress = on_progress;
-    opts.progress_ctx = &pc;
-    opts.abort = &w->abort;
-    rc = upscaler_run(up, in, &opts, &out, &err);
+    /* colour: the job's choice, else the server's (the input's own profile unless told sRGB) */
+    int keep = job->colour[0] ? strcmp(job->colour, "keep") == 0 : !q->cfg.colour_srgb;
+    steps_env_t env = {
+        .upscaler = step_upscaler,
+        .ctx = w,
+        .progress = on_progress,
+        .progress_ctx = &pc,
+        .abort = &w->abort,
+        .tile_memory = q->cfg.tile_memory,
+        .max_output_pixels = q->cfg.max_output_pixels,
+        .srgb = !keep,
+        .strip = q->cfg.strip_metadata,
+    };
+    int in_w = in->width, in_h = in->height;
+    rc = steps_run(&steps, in, &env, &res, &err);
+    in = NULL; /* taken over by steps_run */
     if (rc == UP_ERR_CANCELLED) {
         /* superseded first: the job is another claim's now. A cancel request wins over a
          * shutdown: the client asked for it. A stop inside a tile may come before the poll
@@ -390,26 +422,16 @@ static void run_job(worker_t *w, job_t *job) {
         goto end;
 
     /* one name per attempt: a superseded worker can never overwrite or delete the winner's */
-    const char *fmt = output_format(job, in);
-    snprintf(job->result_key, sizeof job->result_key, "results/%s-a%d.%s", job->id, job->attempts, fmt);
-    /* colour: the job's choice, else the server's (the input's own profile unless told sRGB) */
-    int keep = job->colour[0] ? strcmp(job->colour, "keep") == 0 : !q->cfg.colour_srgb;
-    image_save_opts_t so = {
-        .format = fmt, .quality = job->quality, .srgb = !keep, .strip = q->cfg.strip_metadata};
-    void *encoded = NULL;
-    size_t encoded_size = 0;
-    if ((rc = image_save_buffer(out, &so, &encoded, &encoded_size, &err)))
-        goto end;
-    rc = blob_put(q->bs, job->result_key, encoded, encoded_size, &err);
-    free(encoded);
-    if (rc) {
+    snprintf(job->result_key, sizeof job->result_key, "results/%s-a%d.%s", job->id, job->attempts, res.format);
+    if ((rc = blob_put(q->bs, job->result_key, res.data, res.size, &err))) {
         up_error_prefix(&err, "cannot store the result");
         goto end;
     }
-    snprintf(job->result_format, sizeof job->result_format, "%s", fmt);
-    job->output_width = out->width;
-    job->output_height = out->height;
-    job->result_bytes = (long long)encoded_size;
+    snprintf(job->result_format, sizeof job->result_format, "%s", res.format);
+    job->output_width = res.width;
+    job->output_height = res.height;
+    job->result_bytes = (long long)res.size;
+    report_text(res.report, job->report, sizeof job->report);
     if ((rc = store_job_complete(st, job, &fence, q->cfg.retention_s, &err))) {
         /* superseded, cancelled or failed under us, or the store failed: drop our result */
         remove_blob(q, job->result_key);
@@ -419,7 +441,7 @@ static void run_job(worker_t *w, job_t *job) {
     end = END_COMPLETED;
     events_publish(q->cfg.events, job->id);
     log_info("job %s completed in %.2f s (%dx%d -> %dx%d, %lld bytes, attempt %d)", job->id, mono_s() - t0,
-             in->width, in->height, out->width, out->height, job->result_bytes, job->attempts);
+             in_w, in_h, res.width, res.height, job->result_bytes, job->attempts);
     remove_attempt_results(q, job->id, job->attempts, job->attempts);
     goto input;
 
@@ -459,7 +481,7 @@ input:
 out:
     set_running(w, NULL, 0);
     image_free(in);
-    image_free(out);
+    steps_result_fini(&res);
 }
 
 static void *worker_main(void *arg) {
