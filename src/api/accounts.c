@@ -60,7 +60,7 @@ static void h_me(http_request_t *req, void *ctx) {
         return;
     long long used = 0;
     up_error_t err;
-    if (store_key_usage(api->store, key.id, auth_month_start(now_s()), &used, &err)) {
+    if (store_key_usage(api->jobs.store, key.id, auth_month_start(now_s()), &used, &err)) {
         http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot read the account's usage");
         return;
     }
@@ -92,8 +92,8 @@ static void h_tiers(http_request_t *req, void *ctx) {
     if (api_auth(api, req, 0, &key) < 0)
         return;
     json_t *tiers = json_object();
-    for (int i = 0; i < api->tiers.n; i++) {
-        const tier_t *t = &api->tiers.tier[i];
+    for (int i = 0; i < api->jobs.tiers.n; i++) {
+        const tier_t *t = &api->jobs.tiers.tier[i];
         json_object_set_new(tiers, t->name,
                             json_pack("{s:s,s:s,s:i,s:i,s:i}", "name", t->name, "description", t->description,
                                       "max_width", t->max_width, "max_height", t->max_height, "credits",
@@ -109,30 +109,23 @@ static void h_tiers(http_request_t *req, void *ctx) {
  * unguessable), then read the job, for action (api_job_access: a caller
  * that sends a key does not see another key's job). 0 or -1 after replying.
  */
-static int read_job(api_t *api, http_request_t *req, api_job_action_t action, job_t *job) {
+static int read_job(api_t *api, http_request_t *req, jobs_action_t action, job_t *job) {
     api_key_t key;
     int auth = api_auth(api, req, 0, &key);
     if (auth < 0)
         return -1;
-    const char *id = http_request_param(req, "id");
-    up_error_t err;
-    int rc = uuid_valid(id) ? store_job_get(api->store, id, job, &err) : UP_ERR_NOT_FOUND;
-    if (rc == UP_ERR_NOT_FOUND) {
-        http_reply_error_code(req, 404, "NOT_FOUND", NULL, "Job not found.");
+    jobs_refusal_t r = {0};
+    if (jobs_get(&api->jobs, http_request_param(req, "id"), auth == 1 ? &key : NULL, 0, action, job, &r)) {
+        api_reply_refusal(req, &r);
         return -1;
     }
-    if (rc) {
-        log_error("accounts: reading job %s: %s", id, err.msg);
-        http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot read the job");
-        return -1;
-    }
-    return api_job_access(req, job, auth == 1 ? &key : NULL, 0, action);
+    return 0;
 }
 
 static void h_job(http_request_t *req, void *ctx) {
     api_t *api = ctx;
     job_t j;
-    if (read_job(api, req, API_JOB_STATUS, &j))
+    if (read_job(api, req, JOBS_STATUS, &j))
         return;
     int w = j.output_width > 0 ? j.output_width : j.input_width * j.scale;
     int h = j.output_height > 0 ? j.output_height : j.input_height * j.scale;
@@ -157,7 +150,7 @@ static void h_job(http_request_t *req, void *ctx) {
 static void h_job_result(http_request_t *req, void *ctx) {
     api_t *api = ctx;
     job_t j;
-    if (read_job(api, req, API_JOB_RESULT, &j))
+    if (read_job(api, req, JOBS_RESULT, &j))
         return;
     char url[1024];
     switch (j.status) {

@@ -1,13 +1,9 @@
 /*
  * api.c - what the API dialects share (see api.h): key authentication and
- * rate limiting, the submission path (decode, limits, tier, charge, store,
- * queue), result links, and time formatting.
- *
- * A submission is checked in the order a client can act on: the image
- * (415/422), the output size limit (422), the tier's size limit (400),
- * then the charge (402); the charge and the job row are one transaction
- * in the store, so a refused charge leaves nothing behind and concurrent
- * submissions can never spend the same credit twice.
+ * rate limiting, the HTTP side of submission (Idempotency-Key header,
+ * background threads, image_url fetch caps) over the jobs API, which
+ * checks, charges, stores and queues (jobs.h), refusals turned into
+ * replies, result links, and time formatting.
  */
 #include "api/api.h"
 
@@ -30,6 +26,7 @@
 #include "core/uuid.h"
 #include "core/xmalloc.h"
 #include "image/image.h"
+#include "steps/steps.h"
 
 #define KEY_TOUCH_S 60.0 /* last_used_at is written at most once a minute per key */
 
@@ -45,16 +42,14 @@ typedef struct api_fetch_counts {
 
 void api_init(api_t *api) {
     memset(api, 0, sizeof *api);
-    tiers_default(&api->tiers);
+    jobs_init(&api->jobs);
     api->result_url_ttl = 3600;
     api->n_workers = 1;
-    api->max_frames = 100;
     fetch_opts_init(&api->fetch);
     api->fetch_per_key = 2;
     api->fetch_per_ip = 8;
     api->fetching = xcalloc(1, sizeof *api->fetching);
     pthread_mutex_init(&api->fetching->mu, NULL);
-    atomic_store(&api->stopping, 0);
 }
 
 void api_fini(api_t *api) {
@@ -166,7 +161,7 @@ int api_parse_int(const char *s, long *out) {
 }
 
 int api_refuse_if_stopping(api_t *api, http_request_t *req) {
-    if (!atomic_load(&api->stopping))
+    if (!atomic_load(&api->jobs.stopping))
         return 0;
     http_reply_error_code(req, 503, "UNAVAILABLE", NULL, "the server is shutting down: try again shortly");
     return -1;
@@ -198,7 +193,7 @@ int api_auth(api_t *api, http_request_t *req, int required, api_key_t *key) {
     unsigned char hash[32];
     auth_key_hash(presented, hash);
     up_error_t err;
-    int rc = store_key_by_hash(api->store, hash, key, &err);
+    int rc = store_key_by_hash(api->jobs.store, hash, key, &err);
     if (rc == UP_ERR_NOT_FOUND || (!rc && (!auth_hash_equal(hash, key->hash) || key->revoked_at > 0)))
         return unauthorized(req, "Invalid or revoked API key.");
     if (rc) {
@@ -222,30 +217,32 @@ int api_auth(api_t *api, http_request_t *req, int required, api_key_t *key) {
         return -1;
     }
     double now = now_s();
-    if (now - key->last_used_at >= KEY_TOUCH_S && store_key_touch(api->store, key->id, now, &err))
+    if (now - key->last_used_at >= KEY_TOUCH_S && store_key_touch(api->jobs.store, key->id, now, &err))
         log_warn("api: recording the use of key %s: %s", key->prefix, err.msg);
     return 1;
 }
 
 /* ---- who may do what with a job --------------------------------------------------- */
 
-int api_job_access(http_request_t *req, const job_t *job, const api_key_t *caller, int owner_only,
-                   api_job_action_t action) {
-    int mine = caller && job->owner[0] && !strcmp(job->owner, caller->id);
-    int keyed = job->owner[0] != 0;
-    /* another key's job is not found, never forbidden: ids leak nothing */
-    if ((caller && keyed && !mine) || (owner_only && !mine)) {
-        http_reply_error_code(req, 404, "NOT_FOUND", NULL, "Job not found.");
-        return -1;
-    }
-    if (action == API_JOB_DESTROY && keyed && !caller) {
+void api_reply_refusal(http_request_t *req, jobs_refusal_t *r) {
+    if (r->status == 401)
         http_reply_header(req, "WWW-Authenticate", "Bearer");
-        http_reply_error_code(req, 401, "UNAUTHORIZED", NULL,
-                              "this job was made with an API key: send that key (Authorization: Bearer "
-                              "upres_...) to cancel it or to download and delete its result");
-        return -1;
+    if (r->retry_after > 0) {
+        char v[24];
+        snprintf(v, sizeof v, "%d", r->retry_after);
+        http_reply_header(req, "Retry-After", v);
     }
-    return 0;
+    http_reply_error_code(req, r->status, r->code, r->extra, "%s", r->message); /* takes extra */
+    r->extra = NULL;
+}
+
+int api_job_access(http_request_t *req, const job_t *job, const api_key_t *caller, int owner_only,
+                   jobs_action_t action) {
+    jobs_refusal_t r = {0};
+    if (jobs_access(job, caller, owner_only, action, &r) == 0)
+        return 0;
+    api_reply_refusal(req, &r);
+    return -1;
 }
 
 int api_download_deletes(const job_t *job) { return job->keep_s <= 0; }
@@ -328,10 +325,13 @@ static int idem_header(http_request_t *req, const char **key) {
     return 0;
 }
 
-/* Reply with an answer recorded under an Idempotency-Key. */
-static void idem_replay(http_request_t *req, const store_idem_t *rec) {
-    http_reply_header(req, "Idempotent-Replayed", "true");
-    http_reply_data(req, (unsigned)rec->status, "application/json", rec->body, strlen(rec->body));
+/* Send a submission's answer (the dialect's, or a replay) and free it. */
+static void send_answer(http_request_t *req, jobs_answer_t *a) {
+    if (a->replayed)
+        http_reply_header(req, "Idempotent-Replayed", "true");
+    http_reply_data(req, a->status, "application/json", a->body, strlen(a->body));
+    free(a->body);
+    a->body = NULL;
 }
 
 /*
@@ -347,177 +347,79 @@ static int idem_check(api_t *api, http_request_t *req, const api_key_t *key) {
         return 0;
     unsigned char h[32];
     http_request_digest(req, h); /* now, while the upload is the request's: api_submit takes it */
-    store_idem_t rec;
-    up_error_t err;
-    int rc = store_idem_get(api->store, key ? key->id : "", k, &rec, &err);
-    if (rc == UP_ERR_NOT_FOUND)
-        return 0;
-    if (rc) {
-        log_error("api: reading idempotency key: %s", err.msg);
-        http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot check the Idempotency-Key");
-        return -1;
-    }
-    if (memcmp(h, rec.hash, sizeof h)) {
-        http_reply_error_code(req, 422, "IDEMPOTENCY_KEY_REUSED", NULL,
-                              "this Idempotency-Key was used for a different request in the last 24 hours: "
-                              "send a new key for a new request");
-        rc = -1;
-    } else {
-        idem_replay(req, &rec);
-        rc = 1;
-    }
-    free(rec.body);
+    jobs_answer_t a;
+    jobs_refusal_t r = {0};
+    int rc = jobs_idem_find(&api->jobs, key ? key->id : "", k, h, &a, &r);
+    if (rc > 0)
+        send_answer(req, &a);
+    else if (rc < 0)
+        api_reply_refusal(req, &r);
     return rc;
 }
 
-/* The image could not be stored (errno e): the answer, and the log line naming it. */
-static void store_failed(http_request_t *req, const up_error_t *err, int e) {
-    log_error("api: cannot store the image: %s", err->msg);
-    http_reply_storage_error(req, e);
+/* jobs_answer_fn over a dialect's api_reply_fn: the JSON of its one job, as text. */
+typedef struct answer_ctx {
+    api_t *api;
+    http_request_t *req;
+    api_reply_fn reply;
+} answer_ctx_t;
+
+static char *answer_text(void *ctx, const job_t *jobs, int n, const char *note, unsigned *status) {
+    answer_ctx_t *c = ctx;
+    (void)n;
+    return http_json_text(c->reply(c->api, c->req, &jobs[0], note, status));
 }
 
 int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_input_t *in, job_t *job,
                api_reply_fn reply) {
     if (api_refuse_if_stopping(api, req))
         return -1;
-    /* the image itself: the bytes decide what it is, not a name or a header */
-    image_limits_t lim = {.max_pixels = api->max_input_pixels, .max_frames = api->max_frames};
-    image_info_t info;
-    up_error_t err;
-    /* verified, not loaded: every pixel is decoded in strips and dropped, so
-     * that a cut or corrupt upload is refused now (415) while the memory
-     * stays O(width x strip); the worker decodes the image once */
-    int rc = in->path ? image_verify_file(in->path, &lim, &info, &err)
-                      : image_verify_buffer(in->data, in->size, &lim, &info, &err);
-    if (rc == UP_ERR_IMAGE || rc == UP_ERR_FORMAT || rc == UP_ERR_UNSUPPORTED) {
-        http_reply_error_code(req, in->from_url ? 422 : 415, "UNSUPPORTED_IMAGE", NULL,
-                              "%s is not a supported image (PNG, JPEG, WebP, TIFF, ...): %s",
-                              in->from_url ? "the content at image_url" : "the upload", err.msg);
-        return -1;
-    }
-    if (rc == UP_ERR_TOO_LARGE) {
-        http_reply_error_code(req, 422, "IMAGE_TOO_LARGE", NULL, "image too large: %s", err.msg);
-        return -1;
-    }
-    if (rc) {
-        http_reply_error_code(req, rc == UP_ERR_NOMEM ? 503 : 500, "INTERNAL", NULL,
-                              "cannot read the image: %s", err.msg);
-        return -1;
-    }
-    job->input_width = info.width;
-    job->input_height = info.height;
-    snprintf(job->input_format, sizeof job->input_format, "%s", info.format);
-    char note[128] = "";
-    if (info.n_frames > 1)
-        snprintf(note, sizeof note, "the image has %d frames: only the first frame is upscaled", info.n_frames);
-
-    unsigned long long ow = (unsigned long long)job->input_width * (unsigned long long)job->scale;
-    unsigned long long oh = (unsigned long long)job->input_height * (unsigned long long)job->scale;
-    if (api->max_output_pixels && ow * oh > api->max_output_pixels) {
-        http_reply_error_code(req, 422, "IMAGE_TOO_LARGE", NULL,
-                              "output too large: %dx%d at scale %d is %llu pixels, the limit is %llu",
-                              job->input_width, job->input_height, job->scale, ow * oh,
-                              api->max_output_pixels);
-        return -1;
-    }
-    if (key) {
-        const tier_t *t = tiers_find(&api->tiers, key->tier);
-        if (!t) {
-            log_error("api: key %s has tier '%s', which the tier table lacks", key->prefix, key->tier);
-            http_reply_error_code(req, 400, "INVALID_TIER", NULL,
-                                  "this key's tier '%s' is not configured on this server", key->tier);
+    jobs_refusal_t r = {0};
+    if (!job->steps[0]) { /* the dialects of one upscale: a one-step pipeline */
+        steps_t st;
+        steps_upscale(&st, job->model, job->scale, job->tile, job->format, job->quality);
+        char *text = steps_text(&st);
+        if (!text || strlen(text) >= sizeof job->steps) {
+            free(text);
+            http_reply_error_code(req, 400, "INVALID_REQUEST", NULL, "the model name is too long");
             return -1;
         }
-        if (ow > (unsigned long long)t->max_width || oh > (unsigned long long)t->max_height) {
-            http_reply_error_code(
-                req, 400, "TIER_LIMIT_EXCEEDED", NULL,
-                "Output %llux%llu exceeds the %s tier maximum of %dx%d (input %dx%d at scale %d).", ow, oh,
-                t->name, t->max_width, t->max_height, job->input_width, job->input_height, job->scale);
-            return -1;
-        }
-        snprintf(job->owner, sizeof job->owner, "%s", key->id);
-        snprintf(job->tier, sizeof job->tier, "%s", t->name);
-        job->credits = t->credits;
-    }
-    if (!job->format[0]) {
-        const char *f = image_format_supported_for_output(job->input_format)
-                            ? api_output_format(job->input_format)
-                            : NULL;
-        snprintf(job->format, sizeof job->format, "%s", f ? f : "png");
-    }
-
-    /* store the input under the job's id: a blob, whose key the row records (rows hold keys, not paths) */
-    uuid_v4(job->id);
-    char dest[sizeof job->input_key];
-    snprintf(dest, sizeof dest, "uploads/%s.%s", job->id, job->input_format[0] ? job->input_format : "bin");
-    /* an upload: the request lets its staged file go (in->path is the request's: copied first),
-     * and the blob store takes it over */
-    char staged[PATH_MAX];
-    snprintf(staged, sizeof staged, "%s", in->path ? in->path : "");
-    if (in->path ? http_request_upload_take(req, NULL, &err) || blob_put_file(api->blobs, dest, staged, &err)
-                 : blob_put(api->blobs, dest, in->data, in->size, &err)) {
-        store_failed(req, &err, errno);
-        return -1;
-    }
-    job->status = JOB_STATUS_QUEUED;
-    memcpy(job->input_key, dest, sizeof dest);
-    const char *name = in->name && *in->name ? in->name : "image";
-    text_utf8_copy(job->input_name, sizeof job->input_name, name, strlen(name));
-    job->input_bytes = (long long)in->size;
-    job->created_at = api_time_ms(now_s());
-
-    /* the answer, before anything is stored: a job is stored only if its answer can be sent */
-    unsigned status = 201;
-    char *text = http_json_text(reply(api, req, job, note[0] ? note : NULL, &status));
-    if (!text) {
-        blob_delete(api->blobs, dest, NULL);
-        log_error("api: job %s: its answer could not be encoded; nothing stored", job->id);
-        http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot encode the answer: nothing was stored");
-        return -1;
+        memcpy(job->steps, text, strlen(text) + 1);
+        free(text);
     }
     const char *ikey = NULL;
     idem_header(req, &ikey); /* checked valid by api_submit_async's idem_check */
-    store_idem_t idem = {.status = (int)status, .body = text};
-    if (ikey) {
-        snprintf(idem.scope, sizeof idem.scope, "%s", key ? key->id : "");
-        snprintf(idem.key, sizeof idem.key, "%s", ikey);
-        snprintf(idem.job_id, sizeof idem.job_id, "%s", job->id);
-        http_request_digest(req, idem.hash);
-    }
-    store_charge_t ch = {0};
-    rc = store_job_submit(api->store, job, key ? auth_month_start(job->created_at) : -1, ikey ? &idem : NULL,
-                          &ch, &err);
-    if (rc) {
-        blob_delete(api->blobs, dest, NULL);
-        free(text);
-        if (rc == UP_ERR_CONFLICT) /* a concurrent request with this key was stored first: its answer */
-            return idem_check(api, req, key) == 1 ? 0 : -1;
-        if (rc == UP_ERR_QUOTA)
-            http_reply_error_code(
-                req, 402, "QUOTA_EXCEEDED",
-                json_pack("{s:I,s:I}", "quota", (json_int_t)ch.quota, "used", (json_int_t)ch.used),
-                "Monthly quota exceeded: %lld of %lld credits used, this job needs %lld.", ch.used, ch.quota,
-                job->credits);
-        else if (rc == UP_ERR_CREDITS)
-            http_reply_error_code(req, 402, "INSUFFICIENT_CREDITS",
-                                  json_pack("{s:I,s:I}", "credits", (json_int_t)ch.credits, "credits_needed",
-                                            (json_int_t)job->credits),
-                                  "Insufficient credits: %lld left, this job needs %lld.", ch.credits,
-                                  job->credits);
-        else if (rc == UP_ERR_REVOKED || rc == UP_ERR_NOT_FOUND)
-            unauthorized(req, "Invalid or revoked API key.");
-        else {
-            log_error("api: inserting job %s: %s", job->id, err.msg);
-            http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot record the job");
-        }
+    unsigned char hash[32];
+    if (ikey)
+        http_request_digest(req, hash); /* cached before the upload was taken */
+    /* an upload: the request lets its staged file go (in->path is the request's: copied
+     * first), and the jobs API takes it over */
+    char staged[PATH_MAX];
+    snprintf(staged, sizeof staged, "%s", in->path ? in->path : "");
+    up_error_t err;
+    if (in->path && http_request_upload_take(req, NULL, &err)) {
+        log_error("api: cannot take the upload: %s", err.msg);
+        http_reply_storage_error(req, errno);
         return -1;
     }
-    queue_notify(api->queue);
-    events_publish(api->events, job->id);
-    log_info("api: job %s queued (%s x%d, %dx%d, key %s, %lld credits)", job->id, job->model, job->scale,
-             job->input_width, job->input_height, key ? key->prefix : "-", job->credits);
-    http_reply_data(req, status, "application/json", text, strlen(text));
-    free(text);
+    answer_ctx_t ac = {.api = api, .req = req, .reply = reply};
+    jobs_submission_t s = {
+        .key = key,
+        .input = {.path = in->path ? staged : NULL, .data = in->data, .size = in->size, .name = in->name,
+                  .from_url = in->from_url},
+        .jobs = job,
+        .n = 1,
+        .idem_key = ikey,
+        .idem_hash = ikey ? hash : NULL,
+        .answer = answer_text,
+        .answer_ctx = &ac,
+    };
+    jobs_answer_t a;
+    if (jobs_submit(&api->jobs, &s, &a, &r)) {
+        api_reply_refusal(req, &r);
+        return -1;
+    }
+    send_answer(req, &a);
     return 0;
 }
 
@@ -717,7 +619,7 @@ int api_result_url(api_t *api, http_request_t *req, const job_t *job, char *out,
     blob_info_t info;
     /* sign only what exists: a result deleted under the row (by hand, a full disk) gets no link */
     if (job->status != JOB_STATUS_COMPLETED || !job->result_key[0] ||
-        blob_stat(api->blobs, job->result_key, &info, NULL))
+        blob_stat(api->jobs.blobs, job->result_key, &info, NULL))
         return -1;
     double now = now_s();
     long long expires = (long long)floor(now + api->result_url_ttl);

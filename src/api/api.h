@@ -21,6 +21,7 @@
 #include "auth/auth.h"
 #include "http/fetch.h"
 #include "http/http.h"
+#include "jobs/jobs.h"
 #include "blob/blob.h"
 #include "queue/events.h"
 #include "queue/queue.h"
@@ -31,24 +32,14 @@
 
 /* The context of every handler; pointers are borrowed and outlive the server. */
 typedef struct api {
-    store_t *store;
-    blob_store_t *blobs; /* the uploads and results (rows hold their keys) */
-    queue_t *queue;
-    events_t *events; /* job changes, for event streams (NULL = none: a stream then sees a change at its
-                         next keep-alive only) */
-    const upscale_registry_t *registry;
-    const char *web_dir;                  /* web/: openapi.json, vendor/ (Swagger UI) */
-    unsigned long long max_input_pixels;  /* 0 = no limit */
-    unsigned long long max_output_pixels; /* 0 = no limit */
-    int max_frames;                       /* frames of an animated input; 0 = no limit; default 100 */
-    int n_workers;                        /* worker threads, for model availability */
-    atomic_int stopping;                  /* set at shutdown: submissions get 503 */
+    jobs_t jobs;          /* the engine: store, blobs, queue, events, registry, limits, tiers (jobs.h) */
+    const char *web_dir;  /* web/: openapi.json, vendor/ (Swagger UI) */
+    int n_workers;        /* worker threads, for model availability */
     /* accounts */
     int require_keys;    /* the Upscale Service endpoints need a key too */
     ratelimit_t *rate;   /* per-key request limits (NULL = none) */
     int rate_per_minute; /* the limits rate was made with, for messages */
     int rate_per_day;
-    tiers_t tiers;            /* tier table */
     unsigned char secret[32]; /* signs result links (data_dir/secret.key) */
     double result_url_ttl;    /* seconds a result link is valid; default 3600 */
     const char *public_url;   /* "https://host[:port]" for links; NULL = from the request's Host */
@@ -86,26 +77,21 @@ const http_route_t *accounts_routes(int *n_routes);
  */
 int api_auth(api_t *api, http_request_t *req, int required, api_key_t *key);
 
-/* ---- who may do what with a job ------------------------------------------------------ */
-
-typedef enum {
-    API_JOB_STATUS,  /* read its status and fields by id */
-    API_JOB_RESULT,  /* read its result by id, the file kept */
-    API_JOB_DESTROY, /* cancel it, or download its result and so delete it */
-} api_job_action_t;
+/* ---- the engine's answers as replies ------------------------------------------------ */
 
 /*
- * The one visibility rule, for every dialect. caller is the key the request
- * presented (NULL: none). A job made with a key is hidden (404) from a
- * caller with another key, always; with owner_only (upres.ai, whose spec
- * makes every job its key's alone), from a caller without one too.
- * Destroying a job made with a key needs that key (401 without one); a
- * status or a result by id follows the dialect's spec: the job id is the
- * capability (PicShapes "job IDs are unguessable", the Upscale Service's
- * open download). Returns 0 when allowed, else -1 after replying.
+ * Reply with a refusal of the jobs API: {"success": false, "error",
+ * "code", extra fields}, with WWW-Authenticate: Bearer on a 401 and
+ * Retry-After when it has one. Frees what r holds.
+ */
+void api_reply_refusal(http_request_t *req, jobs_refusal_t *r);
+
+/*
+ * jobs_access (the one visibility rule, jobs.h) for the request: 0 when
+ * allowed, else -1 after replying (404, 401).
  */
 int api_job_access(http_request_t *req, const job_t *job, const api_key_t *caller, int owner_only,
-                   api_job_action_t action);
+                   jobs_action_t action);
 
 /*
  * 1 when a download through the Upscale Service deletes the result (its
@@ -137,19 +123,14 @@ typedef json_t *(*api_reply_fn)(api_t *api, http_request_t *req, const job_t *jo
                                 unsigned *status);
 
 /*
- * Check and queue a job, and answer: the image is decoded (415 or 422 when
- * it is not a supported image, 422 over the pixel or frame limits), the
- * output size checked against the key's tier (400 TIER_LIMIT_EXCEEDED), the
- * file stored as uploads/<id>.<ext> (507/503 when it cannot be), the answer
- * built (reply), and the job inserted: charged to key when key is not NULL
- * (402 QUOTA_EXCEEDED with quota and used, 402 INSUFFICIENT_CREDITS with
- * credits and credits_needed) and, when the request carries an
- * Idempotency-Key, with its answer in the same transaction; then a worker
- * is woken and the answer sent.
- *
- * job carries the settings (model, model_alias, scale, format, tile,
- * colour); the rest is filled here. Returns 0 (the job's answer was sent),
- * or -1 when an error reply was sent and nothing was stored or charged.
+ * Submit a job through the jobs API (jobs_submit: checks, tier, charge,
+ * Idempotency-Key, store, queue) and answer: reply's answer, or the
+ * refusal. job carries the dialect's settings (model, model_alias, scale,
+ * format, quality, tile, colour, keep_s), which become its one-step
+ * pipeline (upscale, then encode) unless job->steps is set; the rest is
+ * filled. An upload (in->path) is taken from the request. Returns 0 (the
+ * job's answer was sent), or -1 when an error reply was sent and nothing
+ * was stored or charged.
  */
 int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_input_t *in, job_t *job,
                api_reply_fn reply);

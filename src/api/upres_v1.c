@@ -49,7 +49,7 @@ static const char *resolve_model(const api_t *api, const char *name) {
     for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
         if (!strcmp(aliases[i].alias, name))
             return aliases[i].model;
-    return upscale_registry_find(api->registry, name) ? name : NULL;
+    return upscale_registry_find(api->jobs.registry, name) ? name : NULL;
 }
 
 static void bad_request(http_request_t *req, const char *fmt, const char *arg) {
@@ -59,8 +59,8 @@ static void bad_request(http_request_t *req, const char *fmt, const char *arg) {
 static void unknown_model(api_t *api, http_request_t *req, const char *name) {
     char names[1024];
     size_t n = (size_t)snprintf(names, sizeof names, "%s, %s", aliases[0].alias, aliases[1].alias);
-    for (int i = 0; i < api->registry->n_models && n < sizeof names; i++)
-        n += (size_t)snprintf(names + n, sizeof names - n, ", %s", api->registry->models[i].name);
+    for (int i = 0; i < api->jobs.registry->n_models && n < sizeof names; i++)
+        n += (size_t)snprintf(names + n, sizeof names - n, ", %s", api->jobs.registry->models[i].name);
     http_reply_error_code(req, 400, "INVALID_REQUEST", NULL, "unknown model '%s': available models are %s",
                           name, names);
 }
@@ -138,7 +138,7 @@ static int job_settings(api_t *api, http_request_t *req, const char *model, long
         unknown_model(api, req, model);
         return -1;
     }
-    if (!upscale_registry_find(api->registry, ours)) {
+    if (!upscale_registry_find(api->jobs.registry, ours)) {
         http_reply_error_code(req, 503, "MODEL_UNAVAILABLE", NULL,
                               "model '%s' (%s) is not installed on this server", model, ours);
         return -1;
@@ -268,10 +268,10 @@ static void h_list(http_request_t *req, void *ctx) {
         return;
     }
     int n = 0;
-    up_error_t err;
-    if (store_jobs_list(api->store, &f, jobs, (int)limit + 1, &n, &err)) {
+    jobs_refusal_t r = {0};
+    if (jobs_list(&api->jobs, &f, jobs, (int)limit + 1, &n, &r)) {
         free(jobs);
-        http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot list jobs");
+        api_reply_refusal(req, &r);
         return;
     }
     int more = n > limit;
@@ -297,20 +297,11 @@ static void h_get(http_request_t *req, void *ctx) {
     api_key_t key;
     if (api_auth(api, req, 1, &key) < 0)
         return;
-    const char *id = http_request_param(req, "id");
     job_t job;
-    up_error_t err;
-    int rc = uuid_valid(id) ? store_job_get(api->store, id, &job, &err) : UP_ERR_NOT_FOUND;
-    if (rc == UP_ERR_NOT_FOUND) {
-        http_reply_error_code(req, 404, "NOT_FOUND", NULL, "Job not found.");
-        return;
-    }
-    if (rc) {
-        log_error("upres-v1: reading job %s: %s", id, err.msg);
-        http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot read the job");
-        return;
-    }
-    if (!api_job_access(req, &job, &key, 1, API_JOB_STATUS))
+    jobs_refusal_t r = {0};
+    if (jobs_get(&api->jobs, http_request_param(req, "id"), &key, 1, JOBS_STATUS, &job, &r))
+        api_reply_refusal(req, &r);
+    else
         http_reply_json(req, 200, job_json(api, req, &job));
 }
 
@@ -339,7 +330,7 @@ static void h_result(http_request_t *req, void *ctx) {
     }
     job_t job;
     up_error_t err;
-    if ((rc = store_job_get(api->store, id, &job, &err))) {
+    if ((rc = store_job_get(api->jobs.store, id, &job, &err))) {
         http_reply_error_code(req, rc == UP_ERR_NOT_FOUND ? 404 : 500,
                               rc == UP_ERR_NOT_FOUND ? "NOT_FOUND" : "INTERNAL", NULL, "%s",
                               rc == UP_ERR_NOT_FOUND ? "Job not found." : "cannot read the job");
@@ -347,7 +338,7 @@ static void h_result(http_request_t *req, void *ctx) {
     }
     char path[PATH_MAX]; /* MHD's file response needs a file: the blob store's local extra */
     if (job.status != JOB_STATUS_COMPLETED || !job.result_key[0] ||
-        blob_path(api->blobs, job.result_key, path, sizeof path, NULL) ||
+        blob_path(api->jobs.blobs, job.result_key, path, sizeof path, NULL) ||
         http_reply_file(req, 200, path, api_content_type(job.result_format), NULL))
         http_reply_error_code(req, 410, "GONE", NULL,
                               "the result of job %s is gone (downloaded and deleted, or its retention ended)",

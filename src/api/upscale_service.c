@@ -127,9 +127,9 @@ static void h_upscale(http_request_t *req, void *ctx) {
     const char *model = http_request_field(req, "model_name");
     if (!model || !*model)
         model = UPSCALE_DEFAULT_MODEL;
-    if (!upscale_registry_find(api->registry, model)) {
+    if (!upscale_registry_find(api->jobs.registry, model)) {
         char names[1024];
-        models_list(api->registry, names, sizeof names);
+        models_list(api->jobs.registry, names, sizeof names);
         http_reply_error_code(req, 400, "INVALID_REQUEST", NULL,
                               "unknown model_name '%s': available models are %s", model,
                               names[0] ? names : "(none installed)");
@@ -167,30 +167,22 @@ static void h_upscale(http_request_t *req, void *ctx) {
 /*
  * Authenticate (a key when one is sent, or when keys are required), read
  * the job named in the path and check that the caller may do action with it
- * (api_job_access; a download's action depends on the job, see h_download,
- * so action may be -1: checked by the caller). 0 with the job in *job and
+ * (jobs_get; a download's action depends on the job, see h_download, which
+ * reads for JOBS_STATUS and checks the rest itself). 0 with the job in *job and
  * the caller's key in *key (*keyed = 1 when one was sent), else the reply
  * was sent.
  */
-static int get_job(api_t *api, http_request_t *req, int action, job_t *job, api_key_t *key, int *keyed) {
+static int get_job(api_t *api, http_request_t *req, jobs_action_t action, job_t *job, api_key_t *key,
+                   int *keyed) {
     int auth = api_auth(api, req, api->require_keys, key);
     if (auth < 0)
         return -1;
     *keyed = auth == 1;
-    const char *id = http_request_param(req, "job_id");
-    up_error_t err;
-    int rc = store_job_get(api->store, id, job, &err);
-    if (rc == UP_ERR_NOT_FOUND) {
-        http_reply_error_code(req, 404, "NOT_FOUND", NULL, "no job with id '%s'", id);
+    jobs_refusal_t r = {0};
+    if (jobs_get(&api->jobs, http_request_param(req, "job_id"), *keyed ? key : NULL, 0, action, job, &r)) {
+        api_reply_refusal(req, &r);
         return -1;
     }
-    if (rc) {
-        log_error("upscale-service: reading job %s: %s", id, err.msg);
-        http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot read the job");
-        return -1;
-    }
-    if (action >= 0 && api_job_access(req, job, *keyed ? key : NULL, 0, (api_job_action_t)action))
-        return -1;
     return 0;
 }
 
@@ -231,7 +223,7 @@ static void h_status(http_request_t *req, void *ctx) {
     job_t job;
     api_key_t key;
     int keyed;
-    if (get_job(api, req, API_JOB_STATUS, &job, &key, &keyed))
+    if (get_job(api, req, JOBS_STATUS, &job, &key, &keyed))
         return;
     http_reply_json(req, 200, status_json(&job));
 }
@@ -265,7 +257,7 @@ static int stream_fill(http_sse_t *sse, void *arg) {
     status_stream_t *st = arg;
     job_t job;
     up_error_t err;
-    int rc = store_job_get(st->api->store, st->id, &job, &err);
+    int rc = store_job_get(st->api->jobs.store, st->id, &job, &err);
     if (rc == UP_ERR_NOT_FOUND)
         return 1; /* the record is gone: nothing more will come */
     if (rc) {
@@ -294,7 +286,7 @@ static void stream_changed(void *ctx, const char *job_id) {
 
 static void stream_end(void *arg) {
     status_stream_t *st = arg;
-    events_unsubscribe(st->api->events, st->handle); /* a wake under way has ended when this returns */
+    jobs_unsubscribe(&st->api->jobs, st->handle); /* a wake under way has ended when this returns */
     free(st->sent);
     free(st);
 }
@@ -304,7 +296,7 @@ static void h_status_stream(http_request_t *req, void *ctx) {
     job_t job;
     api_key_t key;
     int keyed;
-    if (get_job(api, req, API_JOB_STATUS, &job, &key, &keyed)) /* the rule of GET /status/{id} */
+    if (get_job(api, req, JOBS_STATUS, &job, &key, &keyed)) /* the rule of GET /status/{id} */
         return;
     status_stream_t *st = xcalloc(1, sizeof *st);
     st->api = api;
@@ -314,8 +306,8 @@ static void h_status_stream(http_request_t *req, void *ctx) {
         http_reply_error(req, 500, "cannot start the event stream");
         return;
     }
-    if (api->events && !status_final(job.status)) {
-        int h = events_subscribe(api->events, st->id, stream_changed, st);
+    if (!status_final(job.status)) {
+        int h = jobs_subscribe(&api->jobs, st->id, stream_changed, st);
         st->handle = h > 0 ? h : 0;
     }
 }
@@ -327,9 +319,9 @@ static void download_done(http_request_t *req, int ok, void *ctx) {
     /* upscale-service guide: delete after a complete download */
     if (!ok || strcmp(http_request_method(req), "GET"))
         return;
-    up_error_t err;
-    if (queue_job_downloaded(api->queue, http_request_tag(req), &err))
-        log_warn("upscale-service: job %s downloaded, but: %s", http_request_tag(req), err.msg);
+    jobs_refusal_t r = {0};
+    if (jobs_downloaded(&api->jobs, http_request_tag(req), &r))
+        jobs_refusal_fini(&r); /* logged: the client has its file either way */
 }
 
 static void h_download(http_request_t *req, void *ctx) {
@@ -337,11 +329,11 @@ static void h_download(http_request_t *req, void *ctx) {
     job_t job;
     api_key_t key;
     int keyed;
-    if (get_job(api, req, -1, &job, &key, &keyed))
+    if (get_job(api, req, JOBS_STATUS, &job, &key, &keyed))
         return;
     /* upscale-service guide: delete after download, unless another dialect promised to keep the result */
     int deletes = api_download_deletes(&job);
-    if (api_job_access(req, &job, keyed ? &key : NULL, 0, deletes ? API_JOB_DESTROY : API_JOB_RESULT))
+    if (api_job_access(req, &job, keyed ? &key : NULL, 0, deletes ? JOBS_DESTROY : JOBS_RESULT))
         return;
     switch (job.status) {
     case JOB_STATUS_QUEUED:
@@ -360,7 +352,7 @@ static void h_download(http_request_t *req, void *ctx) {
     case JOB_STATUS_COMPLETED: break;
     }
     char path[PATH_MAX]; /* MHD's file response needs a file: the blob store's local extra */
-    if (!job.result_key[0] || blob_path(api->blobs, job.result_key, path, sizeof path, NULL)) {
+    if (!job.result_key[0] || blob_path(api->jobs.blobs, job.result_key, path, sizeof path, NULL)) {
         http_reply_error(req, 410, "the result of job %s is gone (already downloaded, or expired)", job.id);
         return;
     }
@@ -386,21 +378,19 @@ static void h_cancel(http_request_t *req, void *ctx) {
     job_t job;
     api_key_t key;
     int keyed;
-    if (get_job(api, req, API_JOB_DESTROY, &job, &key, &keyed))
+    if (get_job(api, req, JOBS_DESTROY, &job, &key, &keyed))
         return;
     job_status_t was = JOB_STATUS_QUEUED;
-    up_error_t err;
-    int rc = queue_job_cancel(api->queue, job.id, &was, &err);
-    if (rc == UP_ERR_INVALID) {
-        http_reply_json(req, 409,
-                        json_pack("{s:b,s:s,s:s,s:s+}", "success", 0, "job_id", job.id, "status",
-                                  status_name(was), "error", "the job cannot be cancelled: it is already ",
-                                  status_name(was)));
-        return;
-    }
-    if (rc) {
-        log_error("upscale-service: cancelling %s: %s", job.id, err.msg);
-        http_reply_error(req, rc == UP_ERR_NOT_FOUND ? 404 : 500, "cannot cancel the job");
+    jobs_refusal_t r = {0};
+    if (jobs_cancel(&api->jobs, &job, &was, &r)) {
+        if (r.status == 409) /* the guide's shape: the job and its status */
+            http_reply_json(req, 409,
+                            json_pack("{s:b,s:s,s:s,s:s+}", "success", 0, "job_id", job.id, "status",
+                                      status_name(was), "error", "the job cannot be cancelled: it is already ",
+                                      status_name(was)));
+        else
+            api_reply_refusal(req, &r);
+        jobs_refusal_fini(&r);
         return;
     }
     if (was == JOB_STATUS_QUEUED) {
@@ -434,7 +424,7 @@ static void h_models(http_request_t *req, void *ctx) {
         return;
     }
     json_t *models = json_array();
-    const upscale_registry_t *reg = api->registry;
+    const upscale_registry_t *reg = api->jobs.registry;
     for (int i = 0; i < reg->n_models; i++) {
         const upscale_model_info_t *m = &reg->models[i];
         json_t *scales = json_array();
@@ -452,7 +442,7 @@ static void h_models(http_request_t *req, void *ctx) {
             if (!strcmp(descriptions[d].name, m->name))
                 desc = descriptions[d].description;
         /* PicShapes' availability fields: every worker here can run every installed model */
-        int workers = atomic_load(&api->stopping) ? 0 : api->n_workers;
+        int workers = atomic_load(&api->jobs.stopping) ? 0 : api->n_workers;
         json_array_append_new(models, json_pack("{s:s,s:s,s:o,s:b,s:i}", "name", m->name, "description", desc,
                                                 "supported_scales", scales, "available", workers > 0,
                                                 "worker_count", workers));
@@ -465,15 +455,15 @@ static void h_models(http_request_t *req, void *ctx) {
 static void h_health(http_request_t *req, void *ctx) {
     api_t *api = ctx;
     long long counts[JOB_STATUS_COUNT] = {0};
-    json_t *o = json_pack("{s:s,s:s,s:I}", "status", atomic_load(&api->stopping) ? "stopping" : "ok",
+    json_t *o = json_pack("{s:s,s:s,s:I}", "status", atomic_load(&api->jobs.stopping) ? "stopping" : "ok",
                           "version", API_VERSION, "time", (json_int_t)time(NULL));
-    if (!store_job_counts(api->store, counts, NULL)) {
+    if (!store_job_counts(api->jobs.store, counts, NULL)) {
         json_t *q = json_object();
         for (int s = 0; s < JOB_STATUS_COUNT; s++)
             json_object_set_new(q, job_status_name((job_status_t)s), json_integer(counts[s]));
         json_object_set_new(o, "jobs", q);
     }
-    http_reply_json(req, atomic_load(&api->stopping) ? 503 : 200, o);
+    http_reply_json(req, atomic_load(&api->jobs.stopping) ? 503 : 200, o);
 }
 
 /* ---- docs: Swagger UI (npm swagger-ui-dist, installed by scripts/setup.sh) and OpenAPI ---- */

@@ -337,7 +337,7 @@ static const setting_t serve_items[] = {
      .def = "100",
      .what = "1 or more",
      .help = "frames of an animated input (only the first is upscaled); more get 422",
-     API(max_frames)},
+     API(jobs.max_frames)},
     {.name = "colour",
      .arg = "MODE",
      .env = "UPRES_COLOUR",
@@ -389,7 +389,7 @@ static const setting_t serve_items[] = {
      .what = "a JSON file",
      .help = "tier table, JSON as GET /api/v1/tiers answers",
      .doc = "see \"Tiers\"",
-     API(tiers)},
+     API(jobs.tiers)},
     {.name = "public-url",
      .arg = "URL",
      .env = "UPRES_PUBLIC_URL",
@@ -598,14 +598,14 @@ int cmd_serve(int argc, char **argv) {
         cli_error("%s", err.msg);
         goto done;
     }
-    api.store = st;
-    api.blobs = blobs;
-    api.queue = q;
-    api.events = events;
-    api.registry = reg;
+    api.jobs.store = st;
+    api.jobs.blobs = blobs;
+    api.jobs.queue = q;
+    api.jobs.events = events;
+    api.jobs.registry = reg;
     api.web_dir = upscale_service_web_dir(o_web, web_buf, sizeof web_buf);
-    api.max_input_pixels = qc.max_input_pixels; /* the API checks at submit what the workers enforce */
-    api.max_output_pixels = qc.max_output_pixels;
+    api.jobs.max_input_pixels = qc.max_input_pixels; /* the API checks at submit what the workers enforce */
+    api.jobs.max_output_pixels = qc.max_output_pixels;
     api.n_workers = qc.n_workers;
     api.rate = ratelimit_new(per_minute, per_day);
     api.rate_per_minute = per_minute;
@@ -630,7 +630,7 @@ int cmd_serve(int argc, char **argv) {
     double t_stop = mono_s();
     log_info("serve: %s: stopping (running jobs stop now and are requeued)",
              sig == SIGINT ? "SIGINT" : "SIGTERM");
-    atomic_store(&api.stopping, 1);
+    atomic_store(&api.jobs.stopping, 1);
     http_server_quiesce(srv);
     http_server_stop(srv); /* before queue_stop: handlers use the queue */
     srv = NULL;

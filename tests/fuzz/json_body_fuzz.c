@@ -96,8 +96,8 @@ static void api_start(void) {
     snprintf(bearer, sizeof bearer, "Authorization: Bearer %s\r\n", key);
 
     api_init(&api);
-    api.store = store;
-    api.registry = &registry;
+    api.jobs.store = store;
+    api.jobs.registry = &registry;
     snprintf(registry.dir, sizeof registry.dir, "/nonexistent");
     int n_routes;
     routes = api_routes(&n_routes);
