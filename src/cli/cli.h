@@ -13,6 +13,7 @@ int cmd_models(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_keys(int argc, char **argv);
+int cmd_submit(int argc, char **argv);
 
 /* The flag's value when given, else the environment variable's when set and not empty, else NULL. */
 const char *cli_setting(const char *flag, const char *env);

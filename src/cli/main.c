@@ -32,7 +32,8 @@ static void usage(FILE *f) {
           "  models    list the installed models and their scales\n"
           "  bench     measure the engine's speed on this machine\n"
           "  serve     run the HTTP API server on port 8089 (upres serve -h)\n"
-          "  keys      create, list, update and revoke API keys (upres keys -h)\n",
+          "  keys      create, list, update and revoke API keys (upres keys -h)\n"
+          "  submit    queue image files as jobs for the servers on a data folder (upres submit -h)\n",
           f);
 }
 
@@ -50,6 +51,8 @@ int main(int argc, char **argv) {
         return cmd_serve(argc - 2, argv + 2);
     if (!strcmp(cmd, "keys"))
         return cmd_keys(argc - 2, argv + 2);
+    if (!strcmp(cmd, "submit"))
+        return cmd_submit(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
