@@ -37,7 +37,7 @@ typedef struct api_fetch_counts {
     struct {
         char who[72]; /* "key:<id>" or "ip:<address>" */
         int n;
-    } *e;
+    } * e;
 } api_fetch_counts_t;
 
 void api_init(api_t *api) {
@@ -405,7 +405,10 @@ int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_
     answer_ctx_t ac = {.api = api, .req = req, .reply = reply};
     jobs_submission_t s = {
         .key = key,
-        .input = {.path = in->path ? staged : NULL, .data = in->data, .size = in->size, .name = in->name,
+        .input = {.path = in->path ? staged : NULL,
+                  .data = in->data,
+                  .size = in->size,
+                  .name = in->name,
                   .from_url = in->from_url},
         .jobs = job,
         .n = 1,
@@ -474,7 +477,7 @@ typedef struct pending {
     job_t job;
     api_reply_fn reply;
     char key_who[56], ip_who[72]; /* a fetch: the counts it holds (fetch_take) */
-    char url[];   /* image_url, "" for an upload */
+    char url[];                   /* image_url, "" for an upload */
 } pending_t;
 
 static void submit_later(http_request_t *req, void *ctx, void *arg) {

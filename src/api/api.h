@@ -32,9 +32,9 @@
 
 /* The context of every handler; pointers are borrowed and outlive the server. */
 typedef struct api {
-    jobs_t jobs;          /* the engine: store, blobs, queue, events, registry, limits, tiers (jobs.h) */
-    const char *web_dir;  /* web/: openapi.json, vendor/ (Swagger UI) */
-    int n_workers;        /* worker threads, for model availability */
+    jobs_t jobs;         /* the engine: store, blobs, queue, events, registry, limits, tiers (jobs.h) */
+    const char *web_dir; /* web/: openapi.json, vendor/ (Swagger UI) */
+    int n_workers;       /* worker threads, for model availability */
     /* accounts */
     int require_keys;    /* the Upscale Service endpoints need a key too */
     ratelimit_t *rate;   /* per-key request limits (NULL = none) */

@@ -205,8 +205,8 @@ static void create_from_json(api_t *api, http_request_t *req, const api_key_t *k
     else if (colour && !json_is_string(colour))
         bad_request(req, "%s", "colour must be a string: srgb or keep");
     else if (!job_settings(api, req, model ? json_string_value(model) : DEFAULT_MODEL,
-                           scale ? (long)json_integer_value(scale) : 4, colour ? json_string_value(colour) : NULL,
-                           &job))
+                           scale ? (long)json_integer_value(scale) : 4,
+                           colour ? json_string_value(colour) : NULL, &job))
         api_submit_async(api, req, key, NULL, json_string_value(url), &job, reply_created);
     json_decref(o);
 }

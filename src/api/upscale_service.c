@@ -386,8 +386,8 @@ static void h_cancel(http_request_t *req, void *ctx) {
         if (r.status == 409) /* the guide's shape: the job and its status */
             http_reply_json(req, 409,
                             json_pack("{s:b,s:s,s:s,s:s+}", "success", 0, "job_id", job.id, "status",
-                                      status_name(was), "error", "the job cannot be cancelled: it is already ",
-                                      status_name(was)));
+                                      status_name(was), "error",
+                                      "the job cannot be cancelled: it is already ", status_name(was)));
         else
             api_reply_refusal(req, &r);
         jobs_refusal_fini(&r);

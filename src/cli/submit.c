@@ -83,11 +83,16 @@ static void print_refusal(const char *file, jobs_refusal_t *r) {
 int cmd_submit(int argc, char **argv) {
     enum { OPT_STORE = 256, OPT_STEPS, OPT_MODELS };
     static const struct option longopts[] = {
-        {"data", required_argument, 0, 'd'}, {"store", required_argument, 0, OPT_STORE},
-        {"model", required_argument, 0, 'm'},    {"scale", required_argument, 0, 's'},
-        {"format", required_argument, 0, 'f'},   {"quality", required_argument, 0, 'q'},
-        {"steps", required_argument, 0, OPT_STEPS}, {"models", required_argument, 0, OPT_MODELS},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0},
+        {"data", required_argument, 0, 'd'},
+        {"store", required_argument, 0, OPT_STORE},
+        {"model", required_argument, 0, 'm'},
+        {"scale", required_argument, 0, 's'},
+        {"format", required_argument, 0, 'f'},
+        {"quality", required_argument, 0, 'q'},
+        {"steps", required_argument, 0, OPT_STEPS},
+        {"models", required_argument, 0, OPT_MODELS},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     const char *data = NULL, *store_url = NULL, *model = UPSCALE_DEFAULT_MODEL, *format = "", *steps = NULL,
                *models = NULL;
@@ -163,7 +168,8 @@ int cmd_submit(int argc, char **argv) {
     upscale_registry_t *reg = NULL;
     store_t *store = NULL;
     blob_store_t *blobs = NULL;
-    if (!steps_json || upscale_registry_scan(upscale_models_dir(models, models_buf, sizeof models_buf), &reg, &err) ||
+    if (!steps_json ||
+        upscale_registry_scan(upscale_models_dir(models, models_buf, sizeof models_buf), &reg, &err) ||
         store_open_url(store_url, data, &store, &err) || blob_open_local(data, &blobs, &err)) {
         cli_error("%s", steps_json ? err.msg : "out of memory");
         goto out;

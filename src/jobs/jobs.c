@@ -66,8 +66,8 @@ static int storage_refused(jobs_refusal_t *r, const up_error_t *err, int e) {
     if (e == ENOSPC || e == EDQUOT)
         return refuse(r, 507, "INSUFFICIENT_STORAGE", NULL,
                       "the server has no room to store this request now (%s): try again later", strerror(e));
-    refuse(r, 503, "STORAGE_UNAVAILABLE", NULL, "the server cannot store this request now (%s): try again later",
-           strerror(e ? e : EIO));
+    refuse(r, 503, "STORAGE_UNAVAILABLE", NULL,
+           "the server cannot store this request now (%s): try again later", strerror(e ? e : EIO));
     r->retry_after = 30;
     return -1;
 }
@@ -95,7 +95,8 @@ static int verify(jobs_t *jobs, const jobs_input_t *in, image_info_t *info, jobs
     if (rc == UP_ERR_TOO_LARGE)
         return refuse(r, 422, "IMAGE_TOO_LARGE", NULL, "image too large: %s", err.msg);
     if (rc)
-        return refuse(r, rc == UP_ERR_NOMEM ? 503 : 500, "INTERNAL", NULL, "cannot read the image: %s", err.msg);
+        return refuse(r, rc == UP_ERR_NOMEM ? 503 : 500, "INTERNAL", NULL, "cannot read the image: %s",
+                      err.msg);
     return 0;
 }
 
@@ -227,10 +228,10 @@ static int charge_refused(int rc, const store_charge_t *ch, long long needed, co
                       "Monthly quota exceeded: %lld of %lld credits used, this request needs %lld.", ch->used,
                       ch->quota, needed);
     if (rc == UP_ERR_CREDITS)
-        return refuse(r, 402, "INSUFFICIENT_CREDITS",
-                      json_pack("{s:I,s:I}", "credits", (json_int_t)ch->credits, "credits_needed",
-                                (json_int_t)needed),
-                      "Insufficient credits: %lld left, this request needs %lld.", ch->credits, needed);
+        return refuse(
+            r, 402, "INSUFFICIENT_CREDITS",
+            json_pack("{s:I,s:I}", "credits", (json_int_t)ch->credits, "credits_needed", (json_int_t)needed),
+            "Insufficient credits: %lld left, this request needs %lld.", ch->credits, needed);
     if (rc == UP_ERR_REVOKED || rc == UP_ERR_NOT_FOUND)
         return refuse(r, 401, "UNAUTHORIZED", NULL, "Invalid or revoked API key.");
     return internal(r, "cannot record the job", err);
@@ -247,7 +248,8 @@ static int job_input(jobs_t *jobs, job_t *j, const jobs_input_t *upload, const i
         *info = *checked;
         /* the job's own one-shot asset, stored under its id (store.h) */
         j->asset_id[0] = '\0';
-        snprintf(j->input_key, sizeof j->input_key, "uploads/%s.%s", j->id, info->format[0] ? info->format : "bin");
+        snprintf(j->input_key, sizeof j->input_key, "uploads/%s.%s", j->id,
+                 info->format[0] ? info->format : "bin");
         const char *name = upload->name && *upload->name ? upload->name : "image";
         text_utf8_copy(j->input_name, sizeof j->input_name, name, strlen(name));
         j->input_bytes = (long long)upload->size;
@@ -288,7 +290,8 @@ int jobs_submit(jobs_t *jobs, jobs_submission_t *s, jobs_answer_t *a, jobs_refus
     const tier_t *t = NULL;
     if (s->key && !(t = tiers_find(&jobs->tiers, s->key->tier))) {
         log_error("jobs: key %s has tier '%s', which the tier table lacks", s->key->prefix, s->key->tier);
-        refuse(r, 400, "INVALID_TIER", NULL, "this key's tier '%s' is not configured on this server", s->key->tier);
+        refuse(r, 400, "INVALID_TIER", NULL, "this key's tier '%s' is not configured on this server",
+               s->key->tier);
         goto refused;
     }
     double now = (double)llround(now_s() * 1000.0) / 1000.0; /* shown to the millisecond: stored so */
@@ -383,9 +386,10 @@ int jobs_idem_find(jobs_t *jobs, const char *scope, const char *idem_key, const 
         return internal(r, "cannot check the Idempotency-Key", &err);
     if (memcmp(hash, rec.hash, sizeof rec.hash)) {
         free(rec.body);
-        return refuse(r, 422, "IDEMPOTENCY_KEY_REUSED", NULL,
-                      "this Idempotency-Key was used for a different request in the last 24 hours: send a new "
-                      "key for a new request");
+        return refuse(
+            r, 422, "IDEMPOTENCY_KEY_REUSED", NULL,
+            "this Idempotency-Key was used for a different request in the last 24 hours: send a new "
+            "key for a new request");
     }
     a->status = (unsigned)rec.status;
     a->body = rec.body;

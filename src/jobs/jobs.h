@@ -75,8 +75,8 @@ typedef struct jobs_input {
                          when refused ... */
     const void *data; /* ... or bytes in memory (borrowed) */
     size_t size;
-    const char *name;  /* the client's file name ("" or NULL = "image") */
-    int from_url;      /* fetched bytes: an undecodable body is 422, not 415 */
+    const char *name; /* the client's file name ("" or NULL = "image") */
+    int from_url;     /* fetched bytes: an undecodable body is 422, not 415 */
 } jobs_input_t;
 
 /*
@@ -111,8 +111,8 @@ typedef struct jobs_submission {
      */
     job_t *jobs;
     int n;
-    const char *idem_key;            /* the client's Idempotency-Key, NULL = none */
-    const unsigned char *idem_hash;  /* what the request asked (32 bytes) with idem_key */
+    const char *idem_key;           /* the client's Idempotency-Key, NULL = none */
+    const unsigned char *idem_hash; /* what the request asked (32 bytes) with idem_key */
     jobs_answer_fn answer;
     void *answer_ctx;
 } jobs_submission_t;

@@ -422,7 +422,8 @@ static void run_job(worker_t *w, job_t *job) {
         goto end;
 
     /* one name per attempt: a superseded worker can never overwrite or delete the winner's */
-    snprintf(job->result_key, sizeof job->result_key, "results/%s-a%d.%s", job->id, job->attempts, res.format);
+    snprintf(job->result_key, sizeof job->result_key, "results/%s-a%d.%s", job->id, job->attempts,
+             res.format);
     if ((rc = blob_put(q->bs, job->result_key, res.data, res.size, &err))) {
         up_error_prefix(&err, "cannot store the result");
         goto end;

@@ -119,7 +119,7 @@
  */
 #define IDEMPOTENCY_SQL                                                                                      \
     "CREATE TABLE IF NOT EXISTS idempotency ("                                                               \
-    " scope TEXT NOT NULL," /* the API key id that sent it, '' = anonymous */                               \
+    " scope TEXT NOT NULL," /* the API key id that sent it, '' = anonymous */                                \
     " key TEXT NOT NULL,"                                                                                    \
     " request_hash BLOB NOT NULL CHECK (length(request_hash) = 32),"                                         \
     " status INTEGER NOT NULL,"                                                                              \
@@ -197,7 +197,7 @@ static const char schema_sql[] =
     ");"
     "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, created_at, seq);"
     "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;" ACCOUNTS_SQL
-    IDEMPOTENCY_SQL ASSETS_SQL JOBS_ASSET_INDEX_SQL;
+        IDEMPOTENCY_SQL ASSETS_SQL JOBS_ASSET_INDEX_SQL;
 
 /* Version 1 (jobs only) -> 2: the jobs made before carry no owner and no charge. */
 static const char migrate_v2_sql[] =
@@ -209,7 +209,8 @@ static const char migrate_v2_sql[] =
     "ALTER TABLE jobs ADD COLUMN keep_s REAL NOT NULL DEFAULT 0;" ACCOUNTS_SQL;
 
 /* Version 2 -> 3. */
-static const char migrate_v3_sql[] = "ALTER TABLE jobs ADD COLUMN colour TEXT NOT NULL DEFAULT '';" IDEMPOTENCY_SQL;
+static const char migrate_v3_sql[] =
+    "ALTER TABLE jobs ADD COLUMN colour TEXT NOT NULL DEFAULT '';" IDEMPOTENCY_SQL;
 
 /* Version 3 -> 4: claims with an owner and a lease. */
 static const char migrate_v4_sql[] = "ALTER TABLE jobs ADD COLUMN worker TEXT NOT NULL DEFAULT '';"
@@ -229,8 +230,7 @@ static const char migrate_v5_sql[] = "ALTER TABLE jobs RENAME COLUMN input_path 
  * each job gets the pipeline its settings describe; the input columns go
  * (no index or constraint names them, so DROP COLUMN is clean).
  */
-static const char migrate_v6_sql[] =
-    ASSETS_SQL
+static const char migrate_v6_sql[] = ASSETS_SQL
     "INSERT INTO assets (id, owner, key, name, format, width, height, frames, bytes, created_at, expires_at)"
     " SELECT id, owner, input_key, input_name, input_format, input_width, input_height, 1, input_bytes,"
     " created_at, CASE WHEN status IN (2, 3, 4, 5) THEN expires_at ELSE created_at END FROM jobs;"
@@ -238,13 +238,14 @@ static const char migrate_v6_sql[] =
     "ALTER TABLE jobs ADD COLUMN steps TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE jobs ADD COLUMN report TEXT NOT NULL DEFAULT '';"
     "UPDATE jobs SET asset_id = id,"
-    " steps = " SQ_DEFAULT_STEPS("model", "scale", "tile", "format", "quality") ";"
-    "ALTER TABLE jobs DROP COLUMN input_key;"
-    "ALTER TABLE jobs DROP COLUMN input_name;"
-    "ALTER TABLE jobs DROP COLUMN input_format;"
-    "ALTER TABLE jobs DROP COLUMN input_width;"
-    "ALTER TABLE jobs DROP COLUMN input_height;"
-    "ALTER TABLE jobs DROP COLUMN input_bytes;" JOBS_ASSET_INDEX_SQL;
+    " steps = " SQ_DEFAULT_STEPS("model", "scale", "tile", "format",
+                                 "quality") ";"
+                                            "ALTER TABLE jobs DROP COLUMN input_key;"
+                                            "ALTER TABLE jobs DROP COLUMN input_name;"
+                                            "ALTER TABLE jobs DROP COLUMN input_format;"
+                                            "ALTER TABLE jobs DROP COLUMN input_width;"
+                                            "ALTER TABLE jobs DROP COLUMN input_height;"
+                                            "ALTER TABLE jobs DROP COLUMN input_bytes;" JOBS_ASSET_INDEX_SQL;
 
 /* ---- helpers (sqlite_int.h) ------------------------------------------------------- */
 

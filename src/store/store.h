@@ -236,7 +236,7 @@ typedef struct store_idem {
     char key[256];          /* the client's Idempotency-Key */
     unsigned char hash[32]; /* what the request asked (http_request_digest) */
     int status;             /* the HTTP status of the answer */
-    char *body;             /* its JSON text: borrowed by store_job_submit, new (free()) from store_idem_get */
+    char *body;             /* its JSON text: borrowed by store_jobs_submit, new (free()) from idem_get */
     char job_id[40];
     double created_at; /* read only */
 } store_idem_t;
@@ -263,7 +263,7 @@ int store_job_submit(store_t *st, const job_t *job, double period_start, const s
 int store_jobs_submit(store_t *st, const job_t *jobs, int n, double period_start, const store_idem_t *idem,
                       store_charge_t *charge, up_error_t *err);
 
-/* The answer recorded under scope and key in the last 24 hours into *out (out->body new); UP_ERR_NOT_FOUND. */
+/* The answer recorded under scope and key in the last 24 hours into *out (body new); UP_ERR_NOT_FOUND. */
 int store_idem_get(store_t *st, const char *scope, const char *key, store_idem_t *out, up_error_t *err);
 
 /* ---- assets --------------------------------------------------------------------- */

@@ -109,8 +109,8 @@ static void make_key(store_t *st, api_key_t *k, long long credits) {
 }
 
 static void refused(int rc, const jobs_refusal_t *r, unsigned status, const char *code) {
-    CHECKF(rc == -1 && r->status == status && strcmp(r->code, code) == 0, "rc %d: %u %s (%s), wanted %u %s", rc,
-           r->status, r->code, r->message, status, code);
+    CHECKF(rc == -1 && r->status == status && strcmp(r->code, code) == 0, "rc %d: %u %s (%s), wanted %u %s",
+           rc, r->status, r->code, r->message, status, code);
 }
 
 int main(void) {
@@ -170,16 +170,19 @@ int main(void) {
     job_t batch[2];
     memset(batch, 0, sizeof batch);
     snprintf(batch[0].steps, sizeof batch[0].steps,
-             "[{\"op\":\"upscale\",\"model\":\"%s\",\"scale\":2},{\"op\":\"encode\",\"format\":\"webp\"}]", MODEL);
-    snprintf(batch[1].steps, sizeof batch[1].steps,
-             "[{\"op\":\"upscale\",\"model\":\"%s\",\"scale\":2},{\"op\":\"resize\",\"width\":100,\"height\":60,"
-             "\"fit\":\"pad\"},{\"op\":\"encode\",\"format\":\"jpg\",\"quality\":70}]",
+             "[{\"op\":\"upscale\",\"model\":\"%s\",\"scale\":2},{\"op\":\"encode\",\"format\":\"webp\"}]",
              MODEL);
+    snprintf(
+        batch[1].steps, sizeof batch[1].steps,
+        "[{\"op\":\"upscale\",\"model\":\"%s\",\"scale\":2},{\"op\":\"resize\",\"width\":100,\"height\":60,"
+        "\"fit\":\"pad\"},{\"op\":\"encode\",\"format\":\"jpg\",\"quality\":70}]",
+        MODEL);
     snprintf(batch[0].asset_id, sizeof batch[0].asset_id, "%s", asset.id);
     snprintf(batch[1].asset_id, sizeof batch[1].asset_id, "%s", asset.id);
     jobs_submission_t s = {.key = &key, .jobs = batch, .n = 2, .answer = answer};
     CHECKF(jobs_submit(&jobs, &s, &a, &r) == 0, "%s", r.message);
-    CHECK(a.status == 201 && a.body && strstr(a.body, batch[0].id) && strstr(a.body, batch[1].id) && !a.replayed);
+    CHECK(a.status == 201 && a.body && strstr(a.body, batch[0].id) && strstr(a.body, batch[1].id) &&
+          !a.replayed);
     free(a.body);
     api_key_t k2;
     CHECK(store_key_find(st, key.id, &k2, &err) == 0 && k2.credits == 8); /* 2 jobs x 1 credit */
@@ -187,8 +190,8 @@ int main(void) {
     CHECK(strcmp(batch[1].format, "jpg") == 0 && batch[1].quality == 70);
     job_t j;
     CHECK(wait_done(st, batch[0].id, &j) == JOB_STATUS_COMPLETED);
-    CHECKF(strcmp(j.result_format, "webp") == 0 && j.output_width == 128 && j.output_height == 128, "%s %dx%d",
-           j.result_format, j.output_width, j.output_height);
+    CHECKF(strcmp(j.result_format, "webp") == 0 && j.output_width == 128 && j.output_height == 128,
+           "%s %dx%d", j.result_format, j.output_width, j.output_height);
     CHECKF(strstr(j.report, "\"upscale\"") && strstr(j.report, "\"encode\""), "report %s", j.report);
     CHECK(strcmp(j.asset_id, asset.id) == 0 && strcmp(j.input_name, "chelsea.png") == 0);
     CHECK(wait_done(st, batch[1].id, &j) == JOB_STATUS_COMPLETED);
@@ -202,8 +205,8 @@ int main(void) {
     job_t one;
     memset(&one, 0, sizeof one);
     snprintf(one.steps, sizeof one.steps, "[{\"op\":\"upscale\",\"model\":\"%s\",\"scale\":2}]", MODEL);
-    jobs_submission_t s1 = {.input = {.data = png, .size = png_size, .name = "a.png"}, .jobs = &one, .n = 1,
-                            .answer = answer};
+    jobs_submission_t s1 = {
+        .input = {.data = png, .size = png_size, .name = "a.png"}, .jobs = &one, .n = 1, .answer = answer};
     CHECKF(jobs_submit(&jobs, &s1, &a, &r) == 0, "%s", r.message);
     free(a.body);
     CHECK(strcmp(one.format, "png") == 0); /* the encode the pipeline lacked: the input's format */
@@ -235,10 +238,12 @@ int main(void) {
     refused(jobs_submit(&jobs, &sb, &a, &r), &r, 500, "INTERNAL");
     sb.answer_ctx = NULL;
     snprintf(bad.steps, sizeof bad.steps,
-             "[{\"op\":\"upscale\",\"model\":\"%s\"},{\"op\":\"resize\",\"width\":5000,\"height\":5000}]", MODEL);
+             "[{\"op\":\"upscale\",\"model\":\"%s\"},{\"op\":\"resize\",\"width\":5000,\"height\":5000}]",
+             MODEL);
     refused(jobs_submit(&jobs, &sb, &a, &r), &r, 422, "IMAGE_TOO_LARGE"); /* 25 Mpx over 16.7 */
     snprintf(bad.steps, sizeof bad.steps,
-             "[{\"op\":\"upscale\",\"model\":\"%s\"},{\"op\":\"resize\",\"width\":4500,\"height\":100}]", MODEL);
+             "[{\"op\":\"upscale\",\"model\":\"%s\"},{\"op\":\"resize\",\"width\":4500,\"height\":100}]",
+             MODEL);
     refused(jobs_submit(&jobs, &sb, &a, &r), &r, 400, "TIER_LIMIT_EXCEEDED"); /* basic: 4096 wide at most */
     CHECK(job_count(st) == n_jobs);
 
@@ -248,7 +253,8 @@ int main(void) {
     job_t two[2];
     memset(two, 0, sizeof two);
     for (int i = 0; i < 2; i++) {
-        snprintf(two[i].steps, sizeof two[i].steps, "[{\"op\":\"upscale\",\"model\":\"%s\",\"scale\":2}]", MODEL);
+        snprintf(two[i].steps, sizeof two[i].steps, "[{\"op\":\"upscale\",\"model\":\"%s\",\"scale\":2}]",
+                 MODEL);
         snprintf(two[i].asset_id, sizeof two[i].asset_id, "%s", pa.id);
     }
     jobs_submission_t sp = {.key = &poor, .jobs = two, .n = 2, .answer = answer};
@@ -276,8 +282,8 @@ int main(void) {
     memset(&ik, 0, sizeof ik);
     snprintf(ik.steps, sizeof ik.steps, "[{\"op\":\"upscale\",\"model\":\"%s\",\"scale\":2}]", MODEL);
     snprintf(ik.asset_id, sizeof ik.asset_id, "%s", asset.id);
-    jobs_submission_t si = {.key = &key, .jobs = &ik, .n = 1, .idem_key = "k-1",
-                            .idem_hash = h1, .answer = answer};
+    jobs_submission_t si = {
+        .key = &key, .jobs = &ik, .n = 1, .idem_key = "k-1", .idem_hash = h1, .answer = answer};
     CHECKF(jobs_submit(&jobs, &si, &a, &r) == 0, "%s", r.message);
     char *first = a.body;
     jobs_answer_t again_a;

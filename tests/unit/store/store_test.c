@@ -1352,7 +1352,7 @@ static const char v1_schema[] =
 
 #define V5_IDEMPOTENCY_SQL                                                                                   \
     "CREATE TABLE IF NOT EXISTS idempotency ("                                                               \
-    " scope TEXT NOT NULL," /* the API key id that sent it, '' = anonymous */                               \
+    " scope TEXT NOT NULL," /* the API key id that sent it, '' = anonymous */                                \
     " key TEXT NOT NULL,"                                                                                    \
     " request_hash BLOB NOT NULL CHECK (length(request_hash) = 32),"                                         \
     " status INTEGER NOT NULL,"                                                                              \
@@ -1406,7 +1406,7 @@ static const char v5_schema[] =
     ");"
     "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, created_at, seq);"
     "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;" V5_ACCOUNTS_SQL
-    V5_IDEMPOTENCY_SQL;
+        V5_IDEMPOTENCY_SQL;
 
 /* Run sql on the database in folder sub (made if needed) with the plain sqlite3 API; 0 on success. */
 static int raw_exec(const char *sub, const char *sql) {
@@ -1855,8 +1855,8 @@ static void test_urls(void) {
     CHECKF(strstr(err.msg, "postgresql") && strstr(err.msg, "backends: sqlite"), "%s", err.msg);
     CHECK(store_url_check("postgresql://upres@db.example/upres", &err) == UP_ERR_UNSUPPORTED);
     CHECK(store_url_check("mysql:x", &err) == UP_ERR_UNSUPPORTED);
-    static const char *const bad[] = {"x!", "/abs/path.db", "rel.db", "sqlite:", "sqlite://", "sqlite:dir/",
-                                      "sqlite://host/x.db", "1x:y", ":x"};
+    static const char *const bad[] = {"x!",          "/abs/path.db",       "rel.db", "sqlite:", "sqlite://",
+                                      "sqlite:dir/", "sqlite://host/x.db", "1x:y",   ":x"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         CHECKF(store_url_check(bad[i], &err) == UP_ERR_INVALID, "%s", bad[i]);
         CHECKF(store_open_url(bad[i], base, &st, &err) == UP_ERR_INVALID && st == NULL, "%s", bad[i]);
