@@ -55,11 +55,12 @@
  *
  * Schema version: PRAGMA user_version (SCHEMA_VERSION below). Version 1
  * (jobs only), 2 (accounts), 3 (Idempotency-Key answers, a job's colour
- * setting), 4 (claims: worker, lease, backoff) and 5 (files by blob key)
- * are migrated in place to version 6 (assets and steps) at open, in the
- * transaction that checks the version. A job a version-3 upres left claimed or processing has no
- * lease (lease_until 0): the first rescue takes it, as the start-up
- * recovery did. Version 5 renames input_path and result_path to input_key
+ * setting), 4 (claims: worker, lease, backoff), 5 (files by blob key) and
+ * 6 (assets and steps) are migrated in place to version 7 (guest sessions,
+ * a job's dialect fields) at open, in the transaction that checks the
+ * version. A job a version-3 upres left claimed or processing has no lease
+ * (lease_until 0): the first rescue takes it, as the start-up recovery
+ * did. Version 5 renames input_path and result_path to input_key
  * and result_key and turns each stored path, absolute or relative to
  * whatever folder that upres ran in, into a key: every path an upres wrote
  * is DATA/uploads/<name> or DATA/results/<name>, so the key is its last two
@@ -67,8 +68,11 @@
  * cleared (logged). Version 6 moves each job's input into an asset row of
  * its own (one-shot: id = the job's id) and drops the input columns; a
  * job reads its input_* through a join with its asset, so a job row and
- * its asset are always read in one statement (one snapshot). A database
- * made by a newer upres is refused rather than misread.
+ * its asset are always read in one statement (one snapshot). Version 7
+ * adds guest sessions to the keys (guest, reset_at: every key before was
+ * an operator's, never reset) and a job's dialect fields (meta, '' for
+ * the jobs before). A database made by a newer upres is refused rather
+ * than misread.
  *
  * Assets: store_asset_due and store_assets_due run on the writer, in a
  * BEGIN IMMEDIATE transaction: they see every submission committed before
@@ -92,11 +96,15 @@
 #include "core/xmalloc.h"
 #include "store/sqlite_int.h"
 
-#define SCHEMA_VERSION 6
+#define SCHEMA_VERSION 7
 #define BUSY_TIMEOUT_MS 10000
 
-/* Version 2 additions shared by a new database and the migration from version 1. */
-#define ACCOUNTS_SQL                                                                                         \
+/*
+ * Version 2 additions shared by a new database and the migration from
+ * version 1; more = the keys columns a later version added (KEYS_V7_COLUMNS
+ * for a new database, "" for the migration, whose later steps add them).
+ */
+#define ACCOUNTS_SQL(more)                                                                                   \
     "CREATE TABLE IF NOT EXISTS keys ("                                                                      \
     " id TEXT NOT NULL PRIMARY KEY,"                                                                         \
     " name TEXT NOT NULL DEFAULT '',"                                                                        \
@@ -107,8 +115,7 @@
     " credits INTEGER NOT NULL DEFAULT -1,"                                                                  \
     " created_at REAL NOT NULL DEFAULT 0,"                                                                   \
     " last_used_at REAL NOT NULL DEFAULT 0,"                                                                 \
-    " revoked_at REAL NOT NULL DEFAULT 0"                                                                    \
-    ");"                                                                                                     \
+    " revoked_at REAL NOT NULL DEFAULT 0" more ");"                                                          \
     "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, seq);"                                             \
     "CREATE INDEX IF NOT EXISTS jobs_owner_time ON jobs(owner, created_at);"
 
@@ -153,6 +160,23 @@
 #define JOBS_ASSET_INDEX_SQL "CREATE INDEX IF NOT EXISTS jobs_asset ON jobs(asset_id, status);"
 
 /*
+ * Version 7: guest sessions as key rows (guest, reset_at) and a job's
+ * dialect fields (meta). The columns, as a new keys table declares them
+ * and as the migration adds them (the same text, so that both schemas
+ * read the same). keys_guest lists the operator's keys without reading
+ * the guest sessions; jobs_model_done finds a model's latest completed
+ * jobs (store_model_rate; its WHERE is the statement's, word for word, so
+ * the planner can use it).
+ */
+#define KEYS_GUEST_COLUMN " guest INTEGER NOT NULL DEFAULT 0" /* 1 = a guest session */
+#define KEYS_RESET_COLUMN " reset_at REAL NOT NULL DEFAULT 0" /* the last daily reset, 0 = never */
+#define KEYS_V7_COLUMNS "," KEYS_GUEST_COLUMN "," KEYS_RESET_COLUMN
+#define JOBS_META_COLUMN " meta TEXT NOT NULL DEFAULT ''" /* the dialect's own fields, JSON */
+#define V7_INDEX_SQL                                                                                         \
+    "CREATE INDEX IF NOT EXISTS keys_guest ON keys(guest, created_at);"                                      \
+    "CREATE INDEX IF NOT EXISTS jobs_model_done ON jobs(model, completed_at) WHERE " SQ_DONE_WHERE ";"
+
+/*
  * The whole schema, for a new database. The account columns of jobs come
  * last, where the migration's ALTER TABLE puts them, so that a migrated
  * table and a new one are the same.
@@ -193,11 +217,11 @@ static const char schema_sql[] =
     " not_before REAL NOT NULL DEFAULT 0,"  /* a queued job is not claimed before this */
     " asset_id TEXT NOT NULL DEFAULT '',"   /* the input (assets.id) */
     " steps TEXT NOT NULL DEFAULT '',"      /* the pipeline, JSON (steps.h) */
-    " report TEXT NOT NULL DEFAULT ''"      /* what each step did, JSON; '' until completed */
-    ");"
+    " report TEXT NOT NULL DEFAULT '',"     /* what each step did, JSON; '' until completed */
+    JOBS_META_COLUMN ");"
     "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, created_at, seq);"
-    "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;" ACCOUNTS_SQL
-        IDEMPOTENCY_SQL ASSETS_SQL JOBS_ASSET_INDEX_SQL;
+    "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;" ACCOUNTS_SQL(
+        KEYS_V7_COLUMNS) IDEMPOTENCY_SQL ASSETS_SQL JOBS_ASSET_INDEX_SQL V7_INDEX_SQL;
 
 /* Version 1 (jobs only) -> 2: the jobs made before carry no owner and no charge. */
 static const char migrate_v2_sql[] =
@@ -206,7 +230,7 @@ static const char migrate_v2_sql[] =
     "ALTER TABLE jobs ADD COLUMN tier TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE jobs ADD COLUMN credits INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE jobs ADD COLUMN refunded INTEGER NOT NULL DEFAULT 0;"
-    "ALTER TABLE jobs ADD COLUMN keep_s REAL NOT NULL DEFAULT 0;" ACCOUNTS_SQL;
+    "ALTER TABLE jobs ADD COLUMN keep_s REAL NOT NULL DEFAULT 0;" ACCOUNTS_SQL("");
 
 /* Version 2 -> 3. */
 static const char migrate_v3_sql[] =
@@ -246,6 +270,14 @@ static const char migrate_v6_sql[] = ASSETS_SQL
                                             "ALTER TABLE jobs DROP COLUMN input_width;"
                                             "ALTER TABLE jobs DROP COLUMN input_height;"
                                             "ALTER TABLE jobs DROP COLUMN input_bytes;" JOBS_ASSET_INDEX_SQL;
+
+/*
+ * Version 6 -> 7: every key made so far is an operator's key, never reset;
+ * every job so far has no dialect fields.
+ */
+static const char migrate_v7_sql[] = "ALTER TABLE keys ADD COLUMN" KEYS_GUEST_COLUMN ";"
+                                     "ALTER TABLE keys ADD COLUMN" KEYS_RESET_COLUMN ";"
+                                     "ALTER TABLE jobs ADD COLUMN" JOBS_META_COLUMN ";" V7_INDEX_SQL;
 
 /* ---- helpers (sqlite_int.h) ------------------------------------------------------- */
 
@@ -444,7 +476,7 @@ static int init_schema(sqlite3 *db, const char *path, up_error_t *err) {
         if (version == 0) {
             rc = exec_sql(db, schema_sql, err);
         } else {
-            assert(version >= 1 && version <= 5);
+            assert(version >= 1 && version <= 6);
             log_info("job store: %s: migrating schema version %d to %d", path, version, SCHEMA_VERSION);
             if (version == 1)
                 rc = exec_sql(db, migrate_v2_sql, err);
@@ -456,8 +488,10 @@ static int init_schema(sqlite3 *db, const char *path, up_error_t *err) {
                 rc = exec_sql(db, migrate_v5_sql, err);
             if (!rc && version <= 4)
                 rc = migrate_keys(db, err);
-            if (!rc)
+            if (!rc && version <= 5)
                 rc = exec_sql(db, migrate_v6_sql, err);
+            if (!rc)
+                rc = exec_sql(db, migrate_v7_sql, err);
         }
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
@@ -546,6 +580,10 @@ static const store_vtbl_t sqlite_vtbl = {
     .key_update = sq_key_update,
     .key_touch = sq_key_touch,
     .key_usage = sq_key_usage,
+    .job_queue_position = sq_job_queue_position,
+    .model_rate = sq_model_rate,
+    .keys_reset_guests = sq_keys_reset_guests,
+    .usage_daily = sq_usage_daily,
 };
 
 int store_sqlite_open(const char *path, store_t **out, up_error_t *err) {

@@ -6,7 +6,7 @@
  *   sqlite.c       open, schema and migrations, shared helpers, the table
  *   sqlite_jobs.c  jobs and their assets: submission, claims, transitions,
  *                  reads, retention
- *   sqlite_keys.c  API keys, charges, refunds, usage
+ *   sqlite_keys.c  API keys and guest sessions, charges, refunds, usage
  *
  * Each file owns its statements: an enum and an SQL table of its own,
  * handed to sqlite.c as an sq_sql_t to prepare at open; the prepared ones
@@ -38,6 +38,14 @@
     ", 'scale', " scale ", 'tile', " tile "), json_object('op', 'encode', 'quality', " quality "))"          \
     " ELSE json_array(json_object('op', 'upscale', 'model', " model ", 'scale', " scale ", 'tile', " tile    \
     "), json_object('op', 'encode', 'format', " format ", 'quality', " quality ")) END"
+
+/*
+ * A job that completed (status completed, or expired since: only a
+ * completed job expires), as store_model_rate selects them and as the
+ * partial index jobs_model_done (sqlite.c) is declared: one text, so the
+ * planner sees the index's WHERE in the statement's.
+ */
+#define SQ_DONE_WHERE "status IN (2, 5)"
 
 /* A file's statements: n SQL texts (borrowed, static). */
 typedef struct sq_sql {
@@ -139,6 +147,9 @@ int sq_job_expire(store_t *st, const char *id, up_error_t *err);
 int sq_blobs_referenced(store_t *st, int (*fn)(const char *key, void *ctx), void *ctx, up_error_t *err);
 int sq_job_counts(store_t *st, long long *counts, up_error_t *err);
 int sq_jobs_list(store_t *st, const store_job_filter_t *f, job_t *jobs, int max, int *n, up_error_t *err);
+int sq_job_queue_position(store_t *st, const char *id, int *position, double *mpx_ahead, up_error_t *err);
+int sq_model_rate(store_t *st, const char *model, int last_n, double *seconds_per_mpx, int *n,
+                  up_error_t *err);
 
 /* sqlite_keys.c */
 int sq_key_insert(store_t *st, const api_key_t *key, up_error_t *err);
@@ -149,5 +160,8 @@ int sq_key_revoke(store_t *st, const char *id, up_error_t *err);
 int sq_key_update(store_t *st, const char *id, const store_key_change_t *ch, api_key_t *out, up_error_t *err);
 int sq_key_touch(store_t *st, const char *id, double t, up_error_t *err);
 int sq_key_usage(store_t *st, const char *id, double period_start, long long *used, up_error_t *err);
+int sq_keys_reset_guests(store_t *st, double now, long long *n, up_error_t *err);
+int sq_usage_daily(store_t *st, const char *owner, double day0, int days, long long *jobs, long long *credits,
+                   up_error_t *err);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * sqlite_jobs.c - the SQLite store's jobs and their input assets
  * (store.h): submission, claims, the fenced transitions, rescue, retention
- * and the reads. How claims, fences, charges and asset deletion stay exact
+ * and the reads (a job, lists, counts, a queued job's place and a model's
+ * measured rate). How claims, fences, charges and asset deletion stay exact
  * across threads and processes is sqlite.c's DESIGN; the charge and refund
  * themselves are sqlite_keys.c's.
  *
@@ -29,7 +30,7 @@
     " j.result_key, j.result_format, j.output_width, j.output_height, j.result_bytes,"                       \
     " j.created_at, j.started_at, j.completed_at, j.expires_at, j.error, j.owner, j.tier, j.credits,"        \
     " j.refunded, j.keep_s, j.colour, j.worker, j.lease_s, j.lease_until, j.not_before, j.asset_id,"         \
-    " j.steps, j.report"
+    " j.steps, j.report, j.meta"
 #define JOBS_JOINED " FROM jobs j LEFT JOIN assets a ON a.id = j.asset_id"
 
 /* Every asset read returns these columns in this order (see read_asset), FROM assets a. */
@@ -83,6 +84,8 @@ enum {
     R_LAPSED, /* is there a held job whose lease ran out? */
     R_BLOB_KEYS,
     R_ASSET_GET,
+    R_QUEUE_POSITION,
+    R_MODEL_RATE,
     N_RSTMT
 };
 
@@ -91,9 +94,10 @@ static const char *const wsql[N_WSTMT] = {
     /* steps '' (?15): the pipeline the settings describe, as the migration to version 6 made it */
     [S_INSERT] = "INSERT INTO jobs (id, status, progress, attempts, cancel_requested, model, scale,"
                  " format, quality, tile, created_at, model_alias, owner, tier, credits, keep_s, colour,"
-                 " asset_id, steps)"
+                 " asset_id, steps, meta)"
                  " VALUES (?1, 0, 0, 0, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-                 " CASE WHEN ?15 <> '' THEN ?15 ELSE " SQ_DEFAULT_STEPS("?2", "?3", "?6", "?4", "?5") " END)",
+                 " CASE WHEN ?15 <> '' THEN ?15 ELSE " SQ_DEFAULT_STEPS("?2", "?3", "?6", "?4", "?5") " END,"
+                                                                                                      " ?16)",
     [S_STATUS] = "SELECT status, cancel_requested, attempts, worker FROM jobs WHERE id = ?1",
     [S_NEXT_QUEUED] =
         "SELECT seq FROM jobs WHERE status = 0 AND not_before <= ?1 ORDER BY created_at, seq LIMIT 1",
@@ -176,6 +180,26 @@ static const char *const rsql[N_RSTMT] = {
     [R_BLOB_KEYS] = "SELECT key FROM assets WHERE key <> ''"
                     " UNION ALL SELECT result_key FROM jobs WHERE result_key <> ''",
     [R_ASSET_GET] = "SELECT " ASSET_COLUMNS " FROM assets a WHERE a.id = ?1",
+    /*
+     * ?1 = id, ?2 = now. x is the job asked about; q runs over x and the
+     * queued jobs S_NEXT_QUEUED takes before it (its order: created_at,
+     * seq), a range of jobs_queue. count(q.seq) counts x itself, so it is
+     * the position; a job not queued joins nothing (count 0).
+     */
+    [R_QUEUE_POSITION] =
+        "SELECT count(q.seq), total(1.0 * coalesce(a.width, 0) * coalesce(a.height, 0) * max(q.scale, 1)"
+        " * max(q.scale, 1)) / 1e6 FROM jobs x"
+        " LEFT JOIN jobs q ON x.status = 0 AND q.status = 0 AND (q.created_at, q.seq) <= (x.created_at, "
+        "x.seq)"
+        " AND (q.not_before <= ?2 OR q.seq = x.seq)"
+        " LEFT JOIN assets a ON a.id = q.asset_id WHERE x.id = ?1 GROUP BY x.seq",
+    /* ?1 = model, ?2 = last_n; the inner WHERE holds jobs_model_done's (SQ_DONE_WHERE) */
+    [R_MODEL_RATE] =
+        "SELECT count(*), total(completed_at - started_at),"
+        " total(1.0 * output_width * output_height) / 1e6 FROM"
+        " (SELECT completed_at, started_at, output_width, output_height FROM jobs"
+        " WHERE model = ?1 AND " SQ_DONE_WHERE " AND started_at > 0 AND completed_at >= started_at"
+        " AND output_width > 0 AND output_height > 0 ORDER BY completed_at DESC, seq DESC LIMIT ?2)",
 };
 
 const sq_sql_t sq_jobs_wsql = {wsql, N_WSTMT};
@@ -225,6 +249,7 @@ static void read_row(sqlite3_stmt *s, job_t *j) {
     sq_copy_text(j->asset_id, sizeof j->asset_id, s, c++);
     sq_copy_text(j->steps, sizeof j->steps, s, c++);
     sq_copy_text(j->report, sizeof j->report, s, c++);
+    sq_copy_text(j->meta, sizeof j->meta, s, c++);
 }
 
 static void read_asset(sqlite3_stmt *s, asset_t *a) {
@@ -308,6 +333,7 @@ static int insert_row(sq_store_t *q, const job_t *job, const char *asset_id, dou
     sq_bind_text(s, 13, job->colour);
     sq_bind_text(s, 14, asset_id);
     sq_bind_text(s, 15, job->steps);
+    sq_bind_text(s, 16, job->meta);
     char who[80];
     snprintf(who, sizeof who, "job %s already exists", job->id);
     return sq_step_insert(q, s, UP_ERR_INVALID, who, "cannot insert a job", err);
@@ -840,6 +866,47 @@ int sq_job_counts(store_t *st, long long *counts, up_error_t *err) {
     }
     if (src != SQLITE_DONE)
         rc = sq_db_error(q->r, err, "cannot count jobs");
+    sq_done(s);
+    pthread_mutex_unlock(&q->rmu);
+    return rc;
+}
+
+int sq_job_queue_position(store_t *st, const char *id, int *position, double *mpx_ahead, up_error_t *err) {
+    sq_store_t *q = sq_of(st);
+    pthread_mutex_lock(&q->rmu);
+    sqlite3_stmt *s = q->jr[R_QUEUE_POSITION];
+    sq_bind_text(s, 1, id);
+    sqlite3_bind_double(s, 2, now_s());
+    int src = sqlite3_step(s), rc = UP_OK;
+    if (src == SQLITE_ROW) {
+        sqlite3_int64 pos = sqlite3_column_int64(s, 0);
+        *position = pos > INT32_MAX ? INT32_MAX : (int)pos;
+        *mpx_ahead = pos > 0 ? sqlite3_column_double(s, 1) : 0;
+    } else if (src == SQLITE_DONE) {
+        rc = up_error_set(err, UP_ERR_NOT_FOUND, 0, "no job %s", id);
+    } else {
+        rc = sq_db_error(q->r, err, "cannot find a job's place in the queue");
+    }
+    sq_done(s);
+    pthread_mutex_unlock(&q->rmu);
+    return rc;
+}
+
+int sq_model_rate(store_t *st, const char *model, int last_n, double *seconds_per_mpx, int *n,
+                  up_error_t *err) {
+    sq_store_t *q = sq_of(st);
+    pthread_mutex_lock(&q->rmu);
+    sqlite3_stmt *s = q->jr[R_MODEL_RATE];
+    sq_bind_text(s, 1, model);
+    sqlite3_bind_int(s, 2, last_n);
+    int src = sqlite3_step(s), rc = UP_OK;
+    if (src == SQLITE_ROW) {
+        *n = sqlite3_column_int(s, 0);
+        double seconds = sqlite3_column_double(s, 1), mpx = sqlite3_column_double(s, 2);
+        *seconds_per_mpx = *n > 0 && mpx > 0 ? seconds / mpx : 0;
+    } else {
+        rc = sq_db_error(q->r, err, "cannot measure a model's rate");
+    }
     sq_done(s);
     pthread_mutex_unlock(&q->rmu);
     return rc;

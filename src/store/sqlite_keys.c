@@ -1,7 +1,8 @@
 /*
- * sqlite_keys.c - the SQLite store's accounts (store.h "API keys"): keys,
- * the charge a submission takes and the refund that gives it back, and a
- * key's usage. How charges and refunds stay exact is sqlite.c's DESIGN
+ * sqlite_keys.c - the SQLite store's accounts (store.h "API keys"): keys
+ * and guest sessions (key rows with guest = 1), the charge a submission
+ * takes and the refund that gives it back, and usage (a period's sum, and
+ * by day). How charges and refunds stay exact is sqlite.c's DESIGN
  * ("Charges"); the charge and the refund run inside the transactions of
  * sqlite_jobs.c that insert and end jobs.
  */
@@ -16,7 +17,8 @@
 #include "store/sqlite_int.h"
 
 /* Every key read returns these columns in this order (see read_key). */
-#define KEY_COLUMNS "id, name, prefix, hash, tier, quota, credits, created_at, last_used_at, revoked_at"
+#define KEY_COLUMNS                                                                                          \
+    "id, name, prefix, hash, tier, quota, credits, created_at, last_used_at, revoked_at, guest, reset_at"
 
 /*
  * A key's usage: ?1 = key id, ?2 = period start. Refunded charges do not
@@ -37,10 +39,11 @@ enum {
     S_KEY_TOUCH,
     S_KEY_UPDATE,
     S_W_KEY_BY_ID, /* writer-side read of a key (store_key_update's result) */
+    S_RESET_GUESTS,
     N_WSTMT
 };
 
-enum { R_KEY_BY_HASH, R_KEY_BY_ID, R_KEY_BY_PREFIX, R_KEY_LIST, R_USAGE, N_RSTMT };
+enum { R_KEY_BY_HASH, R_KEY_BY_ID, R_KEY_BY_PREFIX, R_KEY_LIST, R_USAGE, R_USAGE_DAILY, N_RSTMT };
 
 static const char *const wsql[N_WSTMT] = {
     /* the one place a charge is marked refunded: a second refund changes no row */
@@ -51,23 +54,39 @@ static const char *const wsql[N_WSTMT] = {
     [S_KEY_STATE] = "SELECT quota, credits, revoked_at FROM keys WHERE id = ?1",
     [S_USAGE] = USAGE_SQL,
     [S_KEY_DEBIT] = "UPDATE keys SET credits = credits - ?2 WHERE id = ?1 AND credits >= 0",
-    [S_KEY_INSERT] = "INSERT INTO keys (id, name, prefix, hash, tier, quota, credits, created_at)"
-                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [S_KEY_INSERT] = "INSERT INTO keys (id, name, prefix, hash, tier, quota, credits, created_at, guest,"
+                     " reset_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     [S_KEY_REVOKE] = "UPDATE keys SET revoked_at = ?2 WHERE id = ?1",
     [S_KEY_TOUCH] = "UPDATE keys SET last_used_at = max(last_used_at, ?2) WHERE id = ?1",
     /* ?2 NULL keeps the tier; ?3 / ?5 say whether quota / credits are set; ?7 is added to the balance */
     [S_KEY_UPDATE] = "UPDATE keys SET tier = coalesce(?2, tier), quota = CASE WHEN ?3 THEN ?4 ELSE quota END,"
                      " credits = CASE WHEN ?5 THEN ?6 ELSE credits + ?7 END WHERE id = ?1",
     [S_W_KEY_BY_ID] = "SELECT " KEY_COLUMNS " FROM keys WHERE id = ?1",
+    [S_RESET_GUESTS] = "UPDATE keys SET reset_at = ?1 WHERE guest = 1",
 };
 
 static const char *const rsql[N_RSTMT] = {
     [R_KEY_BY_HASH] = "SELECT " KEY_COLUMNS " FROM keys WHERE hash = ?1",
     [R_KEY_BY_ID] = "SELECT " KEY_COLUMNS " FROM keys WHERE id = ?1",
-    /* substr, not LIKE: LIKE folds ASCII case, and a key's characters are case-sensitive */
-    [R_KEY_BY_PREFIX] = "SELECT " KEY_COLUMNS " FROM keys WHERE substr(prefix, 1, length(?1)) = ?1 LIMIT 2",
-    [R_KEY_LIST] = "SELECT " KEY_COLUMNS " FROM keys ORDER BY created_at, rowid",
+    /*
+     * substr, not LIKE: LIKE folds ASCII case, and a key's characters are
+     * case-sensitive. Operators' keys only: a guest's prefix never makes a
+     * key's ambiguous.
+     */
+    [R_KEY_BY_PREFIX] =
+        "SELECT " KEY_COLUMNS " FROM keys WHERE guest = 0 AND substr(prefix, 1, length(?1)) = ?1"
+        " LIMIT 2",
+    /* keys_guest(guest, created_at): the guest sessions are never read */
+    [R_KEY_LIST] = "SELECT " KEY_COLUMNS " FROM keys WHERE guest = 0 ORDER BY created_at, rowid",
     [R_USAGE] = USAGE_SQL,
+    /*
+     * ?1 = owner, ?2 = day0, ?3 = days: one row per day with jobs (d from
+     * 0), a range of jobs_owner_time. CAST truncates, which is floor for
+     * created_at >= day0.
+     */
+    [R_USAGE_DAILY] = "SELECT CAST((created_at - ?2) / 86400 AS INTEGER) AS d, count(*),"
+                      " coalesce(sum(CASE WHEN refunded = 0 THEN credits ELSE 0 END), 0) FROM jobs"
+                      " WHERE owner = ?1 AND created_at >= ?2 AND created_at < ?2 + 86400.0 * ?3 GROUP BY d",
 };
 
 const sq_sql_t sq_keys_wsql = {wsql, N_WSTMT};
@@ -89,6 +108,8 @@ static void read_key(sqlite3_stmt *s, api_key_t *k) {
     k->created_at = sqlite3_column_double(s, c++);
     k->last_used_at = sqlite3_column_double(s, c++);
     k->revoked_at = sqlite3_column_double(s, c++);
+    k->guest = sqlite3_column_int(s, c++);
+    k->reset_at = sqlite3_column_double(s, c++);
 }
 
 /* ---- charges and refunds, inside a write transaction --------------------------------- */
@@ -132,10 +153,10 @@ int sq_charge(sq_store_t *q, const char *owner, long long need, double period_st
         return up_error_set(err, UP_ERR_REVOKED, 0, "key %s is revoked", owner);
     if (c->quota >= 0 && c->used + need > c->quota) {
         if (c->used >= c->quota)
-            return up_error_set(err, UP_ERR_QUOTA, 0, "monthly quota of %lld credits used up (%lld used)",
+            return up_error_set(err, UP_ERR_QUOTA, 0, "quota of %lld credits used up (%lld used this period)",
                                 c->quota, c->used);
         return up_error_set(err, UP_ERR_QUOTA, 0,
-                            "monthly quota of %lld credits too low for this job (%lld used, %lld needed)",
+                            "quota of %lld credits too low for this job (%lld used this period, %lld needed)",
                             c->quota, c->used, need);
     }
     if (c->credits >= 0 && c->credits < need)
@@ -176,6 +197,8 @@ int sq_key_insert(store_t *st, const api_key_t *key, up_error_t *err) {
     sqlite3_bind_int64(s, 6, key->quota);
     sqlite3_bind_int64(s, 7, key->credits);
     sqlite3_bind_double(s, 8, key->created_at > 0 ? key->created_at : now_s());
+    sqlite3_bind_int(s, 9, key->guest);
+    sqlite3_bind_double(s, 10, key->reset_at);
     char who[80];
     snprintf(who, sizeof who, "key %s: a key with this id or hash exists", key->id);
     rc = sq_tx_end(q, sq_step_insert(q, s, UP_ERR_INVALID, who, "cannot insert a key", err), err);
@@ -373,6 +396,45 @@ int sq_key_usage(store_t *st, const char *id, double period_start, long long *us
         *used = sqlite3_column_int64(s, 0);
     else
         rc = sq_db_error(q->r, err, "cannot sum a key's usage");
+    sq_done(s);
+    pthread_mutex_unlock(&q->rmu);
+    return rc;
+}
+
+int sq_keys_reset_guests(store_t *st, double now, long long *n, up_error_t *err) {
+    sq_store_t *q = sq_of(st);
+    pthread_mutex_lock(&q->wmu);
+    int rc = sq_tx_begin(q, err);
+    if (rc)
+        goto out;
+    sqlite3_stmt *s = q->kw[S_RESET_GUESTS];
+    sqlite3_bind_double(s, 1, now);
+    if (!(rc = sq_exec(q, s, "cannot reset the guest sessions", err)))
+        *n = sqlite3_changes64(q->w);
+    rc = sq_tx_end(q, rc, err);
+out:
+    pthread_mutex_unlock(&q->wmu);
+    return rc;
+}
+
+int sq_usage_daily(store_t *st, const char *owner, double day0, int days, long long *jobs, long long *credits,
+                   up_error_t *err) {
+    sq_store_t *q = sq_of(st);
+    pthread_mutex_lock(&q->rmu);
+    sqlite3_stmt *s = q->kr[R_USAGE_DAILY];
+    sq_bind_text(s, 1, owner);
+    sqlite3_bind_double(s, 2, day0);
+    sqlite3_bind_int(s, 3, days);
+    int src, rc = UP_OK;
+    while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+        sqlite3_int64 d = sqlite3_column_int64(s, 0);
+        if (d < 0 || d >= days) /* rounding at the last boundary: the WHERE already bounds created_at */
+            continue;
+        jobs[d] = sqlite3_column_int64(s, 1);
+        credits[d] = sqlite3_column_int64(s, 2);
+    }
+    if (src != SQLITE_DONE)
+        rc = sq_db_error(q->r, err, "cannot sum usage by day");
     sq_done(s);
     pthread_mutex_unlock(&q->rmu);
     return rc;

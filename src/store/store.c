@@ -336,6 +336,26 @@ int store_job_counts(store_t *st, long long *counts, up_error_t *err) {
     return st->vtbl->job_counts(st, counts, err);
 }
 
+int store_job_queue_position(store_t *st, const char *id, int *position, double *mpx_ahead, up_error_t *err) {
+    assert(st && id && position && mpx_ahead);
+    *position = 0;
+    *mpx_ahead = 0;
+    if (!id[0])
+        return up_error_set(err, UP_ERR_NOT_FOUND, 0, "no job \"\"");
+    return st->vtbl->job_queue_position(st, id, position, mpx_ahead, err);
+}
+
+int store_model_rate(store_t *st, const char *model, int last_n, double *seconds_per_mpx, int *n,
+                     up_error_t *err) {
+    assert(st && model && seconds_per_mpx && n);
+    *seconds_per_mpx = 0;
+    *n = 0;
+    if (last_n < 1)
+        return up_error_set(err, UP_ERR_INVALID, 0, "job store: a model's rate needs last_n >= 1, not %d",
+                            last_n);
+    return st->vtbl->model_rate(st, model, last_n, seconds_per_mpx, n, err);
+}
+
 int store_jobs_list(store_t *st, const store_job_filter_t *f, job_t *jobs, int max, int *n, up_error_t *err) {
     assert(st && f && n && (jobs || max <= 0));
     *n = 0;
@@ -354,6 +374,12 @@ int store_key_insert(store_t *st, const api_key_t *key, up_error_t *err) {
         return up_error_set(err, UP_ERR_INVALID, 0, "job store: a key needs an id");
     if (key->quota < -1 || key->credits < -1)
         return up_error_set(err, UP_ERR_INVALID, 0, "job store: key %s: quota and credits are -1 or more",
+                            key->id);
+    if (key->guest != 0 && key->guest != 1)
+        return up_error_set(err, UP_ERR_INVALID, 0, "job store: key %s: guest is 0 or 1, not %d", key->id,
+                            key->guest);
+    if (key->reset_at < 0)
+        return up_error_set(err, UP_ERR_INVALID, 0, "job store: key %s: reset_at is 0 (never) or a time",
                             key->id);
     return st->vtbl->key_insert(st, key, err);
 }
@@ -416,4 +442,29 @@ int store_key_usage(store_t *st, const char *id, double period_start, long long 
     assert(st && id && used);
     *used = 0;
     return st->vtbl->key_usage(st, id, period_start, used, err);
+}
+
+int store_usage_daily(store_t *st, const char *owner, double day0, int days, long long *jobs,
+                      long long *credits, up_error_t *err) {
+    assert(st && owner && (days <= 0 || (jobs && credits)));
+    if (days < 0)
+        return up_error_set(err, UP_ERR_INVALID, 0, "job store: usage over %d days", days);
+    for (int i = 0; i < days; i++)
+        jobs[i] = credits[i] = 0;
+    if (days == 0)
+        return UP_OK;
+    return st->vtbl->usage_daily(st, owner, day0, days, jobs, credits, err);
+}
+
+int store_keys_reset_guests(store_t *st, double now, long long *n, up_error_t *err) {
+    assert(st);
+    long long count = 0;
+    if (n)
+        *n = 0;
+    if (!(now > 0)) /* reset_at 0 means never reset */
+        return up_error_set(err, UP_ERR_INVALID, 0, "job store: a reset needs a time after 0");
+    int rc = st->vtbl->keys_reset_guests(st, now, &count, err);
+    if (!rc && n)
+        *n = count;
+    return rc;
 }

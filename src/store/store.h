@@ -21,7 +21,8 @@
  *
  * A job is its input asset and an ordered list of steps (src/steps/steps.h:
  * JSON text the store keeps and never parses), and, once completed, a
- * report of what each step did (JSON text too).
+ * report of what each step did (JSON text too). A dialect may keep fields
+ * of its own with the job (meta: JSON text the store never parses either).
  *
  * Claims and leases: a claim records the worker's id (unique per process
  * and thread), the attempt (the attempts counter after the claim) and a
@@ -47,11 +48,15 @@
  *
  * Accounts: API keys live here too (only a SHA-256 of each key is kept),
  * and every job made with a key is charged in the same transaction that
- * inserts it (store_jobs_submit): the key's monthly quota and its credit
- * balance are checked and the charge recorded, or nothing happens. A
- * charged job that fails, or is cancelled before it started (queued or
- * claimed), is refunded in the transaction that ends it; a charge is
- * refunded at most once.
+ * inserts it (store_jobs_submit): the key's quota for the period the
+ * caller names and its credit balance are checked and the charge
+ * recorded, or nothing happens. A charged job that fails, or is cancelled
+ * before it started (queued or claimed), is refunded in the transaction
+ * that ends it; a charge is refunded at most once. A guest session (an
+ * anonymous upload's) is a key row too (api_key_t.guest), charged the same
+ * way against a daily quota: the store knows no calendar, the caller
+ * passes the period's start (a calendar month for a key; for a guest the
+ * later of the UTC day's start and the guest's reset_at).
  *
  * What a backend guarantees (each a rule of its functions below; "locked"
  * means no other transaction can change the row until this one ends:
@@ -67,6 +72,10 @@
  *     (and their assets and Idempotency-Key answer) in that one transaction,
  *     so concurrent charges to one key serialise and never overrun quota
  *     or balance.
+ *     The quota period is the caller's (period_start): a guest's reset
+ *     (store_keys_reset_guests) is a write like any other, so a charge
+ *     that passes a period starting at the new reset_at sums only the jobs
+ *     made since.
  *   Refunds at most once. A refund is the conditional flip refunded 0 -> 1
  *     in the transaction that ends the job; the credits go back only when
  *     that flip changed the row, so no retry or race refunds twice.
@@ -82,6 +91,10 @@
  *     every committed submission: serialised with submissions on the asset
  *     (SQLite: the write lock; PostgreSQL: the asset row locked FOR UPDATE
  *     here, FOR SHARE by a submission that uses it).
+ *   Figures in one snapshot. store_usage_daily, store_job_queue_position
+ *     and store_model_rate each read in one statement, so their figures
+ *     come from one committed state (a day's jobs and its credits; a
+ *     position and the megapixels ahead).
  *   Replicas. Only the calls marked [replica] may be answered by a
  *     read-only replica that lags (a stale answer is acceptable there);
  *     every other call, reads included, goes to the primary.
@@ -136,11 +149,14 @@ typedef struct job {
     int output_width, output_height;
     long long result_bytes;
     char report[2048]; /* what each step did, JSON text (steps.h), written by store_job_complete; "" until */
+    char meta[2048];   /* the dialect's own fields, JSON text it owns (Tinify: the request's settings echoed,
+                          its entry point and source); "" = none. Stored at submission, returned by every
+                          read, never parsed by the store */
     /* times, Unix seconds; 0 = not yet */
     double created_at, started_at, completed_at, expires_at;
     char error[512]; /* failed: why */
     /* account */
-    char owner[40];    /* the API key id that made it, "" = anonymous */
+    char owner[40];    /* the API key id that made it (a guest session's too), "" = anonymous */
     char tier[32];     /* the key's tier when it was made, "" = none */
     long long credits; /* credits charged (0 = free) */
     int refunded;      /* the charge was given back (read only) */
@@ -201,7 +217,7 @@ void store_close(store_t *st);
  * Or job->asset_id is "": the job's one-shot asset is made from its
  * input_* fields (id = job->id, owner = job->owner, expires_at =
  * created_at) in the job's transaction. The job's steps "" become the
- * one-upscale pipeline its settings describe.
+ * one-upscale pipeline its settings describe; its meta is kept as given.
  */
 
 /* Insert a new queued job (id, settings, input, owner filled by the caller); no charge. */
@@ -209,7 +225,7 @@ int store_job_insert(store_t *st, const job_t *job, up_error_t *err);
 
 /* What a charge found; filled on success and on refusal. */
 typedef struct store_charge {
-    long long quota;   /* the key's monthly quota in credits, -1 = none */
+    long long quota;   /* the key's quota in credits per period, -1 = none */
     long long used;    /* credits charged since period_start, refunds excluded, before these jobs */
     long long credits; /* the key's balance before these jobs, -1 = no balance kept */
 } store_charge_t;
@@ -221,7 +237,9 @@ typedef struct store_charge {
  *   UP_ERR_REVOKED    the key is revoked
  *   UP_ERR_QUOTA      used + job->credits would pass the key's quota
  *   UP_ERR_CREDITS    the key's balance is below job->credits
- * period_start is the Unix time the quota period (calendar month) began.
+ * period_start is the Unix time the quota period began: the caller's
+ * choice (a key's calendar month; a guest's UTC day, or its reset_at when
+ * later); the store sums the charges of jobs made since then.
  * *charge (may be NULL) gets the figures.
  */
 int store_job_insert_charged(store_t *st, const job_t *job, double period_start, store_charge_t *charge,
@@ -270,7 +288,7 @@ int store_idem_get(store_t *st, const char *scope, const char *key, store_idem_t
 
 typedef struct asset {
     char id[40];       /* UUID v4 */
-    char owner[40];    /* the API key id (or, later, guest session) that uploaded it, "" = anonymous */
+    char owner[40];    /* the API key id (a guest session's too) that uploaded it, "" = anonymous */
     char key[256];     /* blob key of the file ("uploads/<id>.png"), "" once deleted */
     char name[256];    /* the client's file name */
     char format[8];    /* sniffed: "png", "jpg", ... */
@@ -429,6 +447,29 @@ int store_blobs_referenced(store_t *st, int (*fn)(const char *key, void *ctx), v
 /* [replica] Number of jobs in each status, for /health. counts[JOB_STATUS_COUNT]. */
 int store_job_counts(store_t *st, long long *counts, up_error_t *err);
 
+/*
+ * Where queued job id stands: *position = 1 + the number of queued jobs
+ * claimable now (not_before passed) that store_job_claim takes before it
+ * (smaller (created_at, seq)), and *mpx_ahead = the estimated output
+ * megapixels of those jobs and this one: input_width * input_height *
+ * scale^2 / 1e6 each (the asset's size, scale below 1 taken as 1). A job
+ * that is not queued: *position 0 and *mpx_ahead 0. One snapshot (one
+ * statement); UP_ERR_NOT_FOUND for an unknown id. On the primary.
+ */
+int store_job_queue_position(store_t *st, const char *id, int *position, double *mpx_ahead, up_error_t *err);
+
+/*
+ * [replica] Measured throughput of model (job_t.model): over the last_n
+ * (>= 1) completed jobs of that model that were measured (completed or
+ * since expired, with started_at and an output size; latest completed_at
+ * first), *seconds_per_mpx = sum(completed_at - started_at) /
+ * sum(output_width * output_height / 1e6), *n = the jobs used (0: none,
+ * and *seconds_per_mpx 0). started_at is the claim, so the figure
+ * includes loading the model and the input. UP_ERR_INVALID for last_n < 1.
+ */
+int store_model_rate(store_t *st, const char *model, int last_n, double *seconds_per_mpx, int *n,
+                     up_error_t *err);
+
 /* ---- listing one owner's jobs (GET /v1/jobs) ---------------------------------- */
 
 typedef struct store_job_filter {
@@ -449,35 +490,60 @@ int store_jobs_list(store_t *st, const store_job_filter_t *f, job_t *jobs, int m
 
 /* ---- API keys ------------------------------------------------------------------ */
 
+/*
+ * An API key, or a guest session (guest 1): the session an anonymous
+ * upload opens, whose "key" is a random session token kept, as a key is,
+ * only as its SHA-256. A guest's quota is per day: its period starts at
+ * the later of the UTC day's start and reset_at (the caller computes it).
+ */
 typedef struct api_key {
     char id[40];            /* UUID v4 */
     char name[128];         /* the operator's label */
     char prefix[24];        /* the key's first characters, for display ("upres_AbCdEfGh") */
-    unsigned char hash[32]; /* SHA-256 of the whole key */
+    unsigned char hash[32]; /* SHA-256 of the whole key (of a guest's session token) */
     char tier[32];          /* tier name ("basic") */
-    long long quota;        /* credits per calendar month, -1 = no quota */
+    long long quota;        /* credits per period (a key: calendar month; a guest: day), -1 = no quota */
     long long credits;      /* balance, -1 = none kept (unlimited) */
     double created_at;      /* Unix seconds */
     double last_used_at;    /* 0 = never */
     double revoked_at;      /* 0 = active */
+    int guest;              /* 1 = a guest session, 0 = an operator's key */
+    double reset_at;        /* Unix seconds of the last "refresh daily credits" (store_keys_reset_guests);
+                               0 = never */
 } api_key_t;
 
-/* Insert a new key (every field but last_used_at/revoked_at filled). UP_ERR_INVALID for a duplicate id or
- * hash. */
+/*
+ * Insert a new key or guest session (every field but last_used_at and
+ * revoked_at filled; guest and reset_at as given). UP_ERR_INVALID for a
+ * duplicate id or hash.
+ */
 int store_key_insert(store_t *st, const api_key_t *key, up_error_t *err);
 
 /*
- * The key whose hash is hash (revoked ones too: the caller checks revoked_at). UP_ERR_NOT_FOUND if none.
- * On the primary: a revocation counts from its commit.
+ * The key whose hash is hash, guest sessions and revoked keys too (the
+ * caller checks guest and revoked_at). UP_ERR_NOT_FOUND if none. On the
+ * primary: a revocation counts from its commit.
  */
 int store_key_by_hash(store_t *st, const unsigned char hash[32], api_key_t *out, up_error_t *err);
 
-/* The key with this id, or the one key whose prefix starts with ref. UP_ERR_NOT_FOUND; UP_ERR_INVALID when
- * ref is ambiguous. */
+/*
+ * The key with this id (a guest session's too), or the one operator's key
+ * (guest 0) whose prefix starts with ref. UP_ERR_NOT_FOUND; UP_ERR_INVALID
+ * when ref is ambiguous.
+ */
 int store_key_find(store_t *st, const char *ref, api_key_t *out, up_error_t *err);
 
-/* [replica] Every key, oldest first. *keys is new (free()), *n its count. */
+/* [replica] Every operator's key (guest 0; no guest session), oldest first. *keys is new (free()), *n its
+ * count. */
 int store_key_list(store_t *st, api_key_t **keys, int *n, up_error_t *err);
+
+/*
+ * The operator's "refresh daily credits": reset_at = now on every guest
+ * session, revoked ones too, in one transaction, so that each guest's
+ * daily usage counts again from now. *n (may be NULL) = how many rows.
+ * UP_ERR_INVALID unless now > 0 (0 means never).
+ */
+int store_keys_reset_guests(store_t *st, double now, long long *n, up_error_t *err);
 
 /* Revoke key id now. UP_ERR_NOT_FOUND; UP_ERR_INVALID when already revoked. */
 int store_key_revoke(store_t *st, const char *id, up_error_t *err);
@@ -515,6 +581,18 @@ int store_key_touch(store_t *st, const char *id, double t, up_error_t *err);
  * has used 0.
  */
 int store_key_usage(store_t *st, const char *id, double period_start, long long *used, up_error_t *err);
+
+/*
+ * [replica] Usage by day: for each i in [0, days), over the 86400 seconds
+ * from day0 + i * 86400 (a UTC day when day0 is a UTC midnight),
+ * jobs[i] = the jobs owner ("" = anonymous) submitted (by created_at,
+ * whatever became of them) and credits[i] = the credits charged for them
+ * net of refunds (a refunded job counts 0). A day without jobs is 0, 0.
+ * One statement (one snapshot). UP_ERR_INVALID for days < 0; days 0
+ * fills nothing.
+ */
+int store_usage_daily(store_t *st, const char *owner, double day0, int days, long long *jobs,
+                      long long *credits, up_error_t *err);
 
 /* ---- the backend interface ---------------------------------------------------------- */
 
@@ -560,6 +638,10 @@ typedef struct store_vtbl {
     int (*job_expire)(store_t *st, const char *id, up_error_t *err);
     int (*blobs_referenced)(store_t *st, int (*fn)(const char *key, void *ctx), void *ctx, up_error_t *err);
     int (*job_counts)(store_t *st, long long *counts, up_error_t *err); /* counts zeroed by the caller */
+    int (*job_queue_position)(store_t *st, const char *id, int *position, double *mpx_ahead,
+                              up_error_t *err); /* id not "", *position and *mpx_ahead zeroed */
+    int (*model_rate)(store_t *st, const char *model, int last_n, double *seconds_per_mpx, int *n,
+                      up_error_t *err); /* last_n >= 1, outputs zeroed */
     int (*jobs_list)(store_t *st, const store_job_filter_t *f, job_t *jobs, int max, int *n,
                      up_error_t *err); /* max >= 1, f->owner set */
     int (*key_insert)(store_t *st, const api_key_t *key, up_error_t *err);
@@ -571,6 +653,9 @@ typedef struct store_vtbl {
                       up_error_t *err); /* ch checked */
     int (*key_touch)(store_t *st, const char *id, double t, up_error_t *err);
     int (*key_usage)(store_t *st, const char *id, double period_start, long long *used, up_error_t *err);
+    int (*keys_reset_guests)(store_t *st, double now, long long *n, up_error_t *err); /* now > 0, n set */
+    int (*usage_daily)(store_t *st, const char *owner, double day0, int days, long long *jobs,
+                       long long *credits, up_error_t *err); /* days >= 1, arrays zeroed */
 } store_vtbl_t;
 
 /*

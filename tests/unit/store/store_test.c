@@ -43,6 +43,12 @@
  * input columns; a migrated and a new database have the same schema.
  * (assets_test.c tests assets themselves.)
  *
+ * Schema version 7: the migration of a version-6 database makes every key
+ * an operator's key never reset and gives every job an empty meta; the
+ * queue position, model rate and daily usage read the old rows; guests
+ * and meta work on the migrated file, whose schema is a new one's.
+ * (schema7_test.c tests the additions themselves.)
+ *
  * Opening from a URL: sqlite:///ABSOLUTE, sqlite:RELATIVE (resolved at
  * open: a chdir afterwards changes nothing), NULL and "" (the data
  * folder's upres.db); another scheme is UP_ERR_UNSUPPORTED naming this
@@ -790,7 +796,7 @@ static void test_charges(void) {
     CHECK(store_job_get(st, "q3", &got, &err) == UP_ERR_NOT_FOUND); /* nothing written */
     CHECK(insert_charged(st, "q3", "quota", 2, 0, &c, &err) == 0 && c.used == 8);
     CHECK(insert_charged(st, "q4", "quota", 1, 0, &c, &err) == UP_ERR_QUOTA);
-    CHECKF(strcmp(err.msg, "monthly quota of 10 credits used up (10 used)") == 0, "%s", err.msg);
+    CHECKF(strcmp(err.msg, "quota of 10 credits used up (10 used this period)") == 0, "%s", err.msg);
     CHECK(c.used == 10);
     CHECK(insert_charged(st, "q4", "quota", 0, 0, &c, &err) == 0); /* a free job passes a full quota */
     CHECK(store_key_usage(st, "quota", 0, &used, &err) == 0 && used == 10);
@@ -1504,7 +1510,7 @@ static void test_migrate_v1(void) {
     f.owner = "";
     CHECK(store_jobs_list(st, &f, jobs, 4, &n, &err) == 0 && n == 1 && strcmp(jobs[0].id, "old-1") == 0);
     store_close(st);
-    CHECK(user_version("v1") == 6);
+    CHECK(user_version("v1") == 7);
 
     /* migrated and new databases have the same schema */
     store_t *fresh = open_sub("v2-fresh");
@@ -1554,7 +1560,7 @@ static void test_migrate_v3(void) {
     store_t *st = open_sub("v3");
     if (!st)
         return;
-    CHECK(user_version("v3") == 6);
+    CHECK(user_version("v3") == 7);
     up_error_t err;
     job_t got;
     CHECK(store_job_get(st, "v3-run", &got, &err) == 0 && got.status == JOB_STATUS_PROCESSING);
@@ -1668,7 +1674,7 @@ static void test_migrate_v4(void) {
     store_t *st = open_sub("v4");
     if (!st)
         return;
-    CHECK(user_version("v4") == 6);
+    CHECK(user_version("v4") == 7);
     struct {
         const char *id, *in, *res;
     } want[] = {
@@ -1734,7 +1740,7 @@ static void test_migrate_v5(void) {
     store_t *st = open_sub("v5");
     if (!st)
         return;
-    CHECK(user_version("v5") == 6);
+    CHECK(user_version("v5") == 7);
     up_error_t err;
     job_t got;
     asset_t a;
@@ -1784,6 +1790,148 @@ static void test_migrate_v5(void) {
     /* reopening changes nothing */
     st = open_sub("v5");
     CHECK(st && store_job_get(st, "f5", &got, &err) == 0 && strcmp(got.input_key, "uploads/f5.png") == 0);
+    store_close(st);
+}
+
+/* ---- migration from schema version 6: guest sessions and a job's meta -------------------- */
+
+/* The schema version 6 made (user_version 6): jobs with asset_id, steps and report; keys without guests. */
+static const char v6_schema[] =
+    "CREATE TABLE IF NOT EXISTS jobs ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " id TEXT NOT NULL UNIQUE,"
+    " status INTEGER NOT NULL DEFAULT 0,"
+    " progress INTEGER NOT NULL DEFAULT 0,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " cancel_requested INTEGER NOT NULL DEFAULT 0,"
+    " model TEXT NOT NULL DEFAULT '',"
+    " scale INTEGER NOT NULL DEFAULT 0,"
+    " format TEXT NOT NULL DEFAULT '',"
+    " quality INTEGER NOT NULL DEFAULT 0,"
+    " tile INTEGER NOT NULL DEFAULT 0,"
+    " result_key TEXT NOT NULL DEFAULT '',"
+    " result_format TEXT NOT NULL DEFAULT '',"
+    " output_width INTEGER NOT NULL DEFAULT 0,"
+    " output_height INTEGER NOT NULL DEFAULT 0,"
+    " result_bytes INTEGER NOT NULL DEFAULT 0,"
+    " created_at REAL NOT NULL DEFAULT 0,"
+    " started_at REAL NOT NULL DEFAULT 0,"
+    " completed_at REAL NOT NULL DEFAULT 0,"
+    " expires_at REAL NOT NULL DEFAULT 0,"
+    " error TEXT NOT NULL DEFAULT '',"
+    " model_alias TEXT NOT NULL DEFAULT '',"
+    " owner TEXT NOT NULL DEFAULT '',"
+    " tier TEXT NOT NULL DEFAULT '',"
+    " credits INTEGER NOT NULL DEFAULT 0,"
+    " refunded INTEGER NOT NULL DEFAULT 0,"
+    " keep_s REAL NOT NULL DEFAULT 0,"
+    " colour TEXT NOT NULL DEFAULT '',"
+    " worker TEXT NOT NULL DEFAULT '',"
+    " lease_s REAL NOT NULL DEFAULT 0,"
+    " lease_until REAL NOT NULL DEFAULT 0,"
+    " not_before REAL NOT NULL DEFAULT 0,"
+    " asset_id TEXT NOT NULL DEFAULT '',"
+    " steps TEXT NOT NULL DEFAULT '',"
+    " report TEXT NOT NULL DEFAULT ''"
+    ");"
+    "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, created_at, seq);"
+    "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;" V5_ACCOUNTS_SQL
+        V5_IDEMPOTENCY_SQL "CREATE TABLE IF NOT EXISTS assets ("
+    " id TEXT NOT NULL PRIMARY KEY,"
+    " owner TEXT NOT NULL DEFAULT '',"
+    " key TEXT NOT NULL DEFAULT '',"
+    " name TEXT NOT NULL DEFAULT '',"
+    " format TEXT NOT NULL DEFAULT '',"
+    " width INTEGER NOT NULL DEFAULT 0,"
+    " height INTEGER NOT NULL DEFAULT 0,"
+    " frames INTEGER NOT NULL DEFAULT 1,"
+    " bytes INTEGER NOT NULL DEFAULT 0,"
+    " created_at REAL NOT NULL DEFAULT 0,"
+    " expires_at REAL NOT NULL DEFAULT 0"
+    ");"
+    "CREATE INDEX IF NOT EXISTS assets_expiry ON assets(expires_at) WHERE key <> '';"
+    "CREATE INDEX IF NOT EXISTS jobs_asset ON jobs(asset_id, status);";
+
+/*
+ * A version-6 file holding a key, a queued job on a shared asset, and a
+ * completed and a since-downloaded job of one model: every key becomes an
+ * operator's key never reset, every job gets an empty meta, and the new
+ * reads work on the rows that were there.
+ */
+static void test_migrate_v6(void) {
+    char sql[8192];
+    snprintf(
+        sql, sizeof sql,
+        "%s INSERT INTO keys (id, name, prefix, hash, tier, quota, credits, created_at)"
+        " VALUES ('k6', 'six', 'upres_k6', zeroblob(32), 'basic', 10, 5, 1);"
+        " INSERT INTO assets (id, owner, key, name, format, width, height, bytes, created_at, expires_at)"
+        " VALUES ('a6', 'k6', 'uploads/a6.png', 'a.png', 'png', 100, 50, 10, 90, 1e12),"
+        " ('c6', '', '', 'c.png', 'png', 10, 10, 10, 5, 5), ('x6', '', '', 'x.png', 'png', 10, 10, 10, 6, 6);"
+        " INSERT INTO jobs (id, status, model, scale, created_at, started_at, completed_at, output_width,"
+        " output_height, result_key, owner, credits, asset_id, steps) VALUES"
+        " ('q6', 0, 'm6', 2, 100, 0, 0, 0, 0, '', 'k6', 1, 'a6', '[{\"op\":\"upscale\"}]'),"
+        " ('c6', 2, 'm6', 2, 5, 10, 14, 2000, 1000, 'results/c6-a1.png', '', 0, 'c6', ''),"
+        " ('x6', 5, 'm6', 2, 6, 20, 21, 1000, 1000, '', '', 0, 'x6', '');"
+        " PRAGMA user_version = 6;",
+        v6_schema);
+    CHECK(raw_exec("v6", sql) == 0);
+    CHECK(user_version("v6") == 6);
+    store_t *st = open_sub("v6");
+    if (!st)
+        return;
+    CHECK(user_version("v6") == 7);
+    up_error_t err;
+    /* the key: an operator's, never reset, listed */
+    api_key_t k, *keys = NULL;
+    int n = -1;
+    CHECK(store_key_find(st, "k6", &k, &err) == 0 && k.guest == 0 && k.reset_at == 0);
+    CHECK(k.quota == 10 && k.credits == 5 && strcmp(k.prefix, "upres_k6") == 0);
+    CHECK(store_key_list(st, &keys, &n, &err) == 0 && n == 1 && keys && strcmp(keys[0].id, "k6") == 0);
+    free(keys);
+    long long reset = -1;
+    CHECK(store_keys_reset_guests(st, now_s(), &reset, &err) == 0 && reset == 0);
+    CHECK(store_key_find(st, "k6", &k, &err) == 0 && k.reset_at == 0);
+    /* the jobs: no meta, everything else as it was */
+    job_t got;
+    CHECK(store_job_get(st, "q6", &got, &err) == 0 && got.meta[0] == '\0');
+    CHECK(strcmp(got.steps, "[{\"op\":\"upscale\"}]") == 0 && strcmp(got.input_key, "uploads/a6.png") == 0);
+    CHECK(store_job_get(st, "c6", &got, &err) == 0 && got.meta[0] == '\0' && got.output_width == 2000);
+    /* the new reads over the old rows */
+    int pos = -1;
+    double mpx = -1, rate = -1;
+    CHECK(store_job_queue_position(st, "q6", &pos, &mpx, &err) == 0 && pos == 1 && mpx > 0.0199 &&
+          mpx < 0.0201);
+    CHECKF(store_model_rate(st, "m6", 10, &rate, &n, &err) == 0 && n == 2 && rate > 5.0 / 3 - 1e-9 &&
+               rate < 5.0 / 3 + 1e-9,
+           "n %d rate %f", n, rate);
+    long long jobs[2], credits[2];
+    CHECK(store_usage_daily(st, "k6", 0, 2, jobs, credits, &err) == 0 && jobs[0] == 1 && credits[0] == 1 &&
+          jobs[1] == 0);
+    /* guests and meta on the migrated file */
+    make_key(&k, "g6", "", 6, 3, -1, 2.0);
+    k.guest = 1;
+    CHECK(store_key_insert(st, &k, &err) == 0);
+    CHECK(store_key_list(st, &keys, &n, &err) == 0 && n == 1);
+    free(keys);
+    job_t j;
+    make_job(&j, "m6-new", 0);
+    snprintf(j.owner, sizeof j.owner, "g6");
+    snprintf(j.meta, sizeof j.meta, "{\"entry\":\"shrink\"}");
+    CHECKF(store_job_insert(st, &j, &err) == 0, "%s", err.msg);
+    CHECK(store_job_get(st, "m6-new", &got, &err) == 0 && strcmp(got.meta, "{\"entry\":\"shrink\"}") == 0);
+    store_close(st);
+    char x[8192], y[8192];
+    schema_of("v6", x, sizeof x);
+    schema_of("v2-fresh", y, sizeof y);
+    CHECKF(x[0] && strcmp(x, y) == 0, "migrated:\n%s\nnew:\n%s", x, y);
+    CHECK(strstr(y, "guest INTEGER 1 0 0") && strstr(y, "reset_at REAL 1 0 0") &&
+          strstr(y, "meta TEXT 1 '' 0") && strstr(y, "index keys_guest") &&
+          strstr(y, "index jobs_model_done"));
+    /* reopening changes nothing */
+    st = open_sub("v6");
+    CHECK(st && store_key_find(st, "g6", &k, &err) == 0 && k.guest == 1);
+    CHECK(st && store_job_get(st, "m6-new", &got, &err) == 0 &&
+          strcmp(got.meta, "{\"entry\":\"shrink\"}") == 0);
     store_close(st);
 }
 
@@ -2060,6 +2208,7 @@ int main(void) {
     test_blob_keys();
     test_migrate_v4();
     test_migrate_v5();
+    test_migrate_v6();
     test_leases();
     test_urls();
 
