@@ -533,8 +533,11 @@ int store_key_by_hash(store_t *st, const unsigned char hash[32], api_key_t *out,
  */
 int store_key_find(store_t *st, const char *ref, api_key_t *out, up_error_t *err);
 
-/* [replica] Every operator's key (guest 0; no guest session), oldest first. *keys is new (free()), *n its
- * count. */
+/*
+ * [replica] Every operator's key (guest 0: no guest session, so `upres
+ * keys list` shows none), oldest first. *keys is new (free()), *n its
+ * count.
+ */
 int store_key_list(store_t *st, api_key_t **keys, int *n, up_error_t *err);
 
 /*
