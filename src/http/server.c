@@ -71,10 +71,10 @@
 #include "http/http.h"
 
 #define MAX_HEADERS 8
-#define STOP_DRAIN_S 0.5 /* at stop, uploads under way get this long to be answered 503 */
-#define LINGER_S 2.0       /* after an early answer, the body is read and dropped this long at most ... */
+#define STOP_DRAIN_S 0.5       /* at stop, uploads under way get this long to be answered 503 */
+#define LINGER_S 2.0           /* after an early answer, the body is read and dropped this long at most ... */
 #define LINGER_BYTES (1 << 20) /* ... and this many bytes, so the client can read the answer */
-#define SSE_BLOCK 4096 /* bytes MHD asks an event stream for at most per call */
+#define SSE_BLOCK 4096         /* bytes MHD asks an event stream for at most per call */
 
 /*
  * What a connection is doing, for the deadlines (reaper_main): waiting for
@@ -141,9 +141,9 @@ struct http_server {
     int n_conns;
     pthread_t reaper;
     int has_reaper, reaper_stop;
-    atomic_int stopping; /* http_server_quiesce: bodies under way are answered 503 */
+    atomic_int stopping;                       /* http_server_quiesce: bodies under way are answered 503 */
     unsigned long long n_cut_head, n_cut_body; /* connections the reaper closed */
-    const http_route_t *routes; /* borrowed static table */
+    const http_route_t *routes;                /* borrowed static table */
     int n_routes;
     void *ctx;
     http_config_t cfg;
@@ -175,7 +175,7 @@ struct http_request {
     struct timespec t0;
     char method[16];
     char path[1024];
-    char client[64]; /* the client's address, numeric */
+    char client[64];           /* the client's address, numeric */
     const http_route_t *route; /* NULL: no route matched */
     int method_mismatch;       /* the path matched with another method */
     int n_params;
@@ -188,9 +188,9 @@ struct http_request {
     unsigned refused;     /* its status, 0 = none */
     char refuse_code[32]; /* its machine-readable code */
     char refuse_msg[256];
-    int refuse_errno;      /* storage refusals: the errno */
-    int early;             /* the refusal is being answered before the body ended (write_early) */
-    double linger_until;   /* then: when the connection is closed at the latest */
+    int refuse_errno;                /* storage refusals: the errno */
+    int early;                       /* the refusal is being answered before the body ended (write_early) */
+    double linger_until;             /* then: when the connection is closed at the latest */
     unsigned long long linger_bytes; /* and the body bytes read since */
     int n_fields;
     field_t fields[HTTP_MAX_FIELDS];
@@ -203,8 +203,8 @@ struct http_request {
     char upload_path[1100];
     char upload_name[256]; /* valid UTF-8 */
     unsigned long long upload_size;
-    EVP_MD_CTX *upload_md; /* SHA-256 of the upload's bytes, for http_request_digest */
-    kept_text_t *texts;    /* client strings made valid UTF-8 */
+    EVP_MD_CTX *upload_md;    /* SHA-256 of the upload's bytes, for http_request_digest */
+    kept_text_t *texts;       /* client strings made valid UTF-8 */
     unsigned char digest[32]; /* http_request_digest, computed once (before the upload is taken) */
     int has_digest;
     /* the reply */
@@ -333,15 +333,16 @@ static void *reaper_main(void *p) {
         for (conn_t *k = srv->conns; k; k = k->next) {
             double age = now - k->since;
             int late_head = k->phase == CONN_HEAD && age > head;
-            int slow_body = k->phase == CONN_BODY && rate > 0 && age > head && (double)k->body_bytes < rate * age;
+            int slow_body =
+                k->phase == CONN_BODY && rate > 0 && age > head && (double)k->body_bytes < rate * age;
             if (!(late_head || slow_body) || k->cut || k->fd < 0)
                 continue;
             shutdown(k->fd, SHUT_RDWR);
             k->cut = 1;
             unsigned long long *n = late_head ? &srv->n_cut_head : &srv->n_cut_body;
             if ((*n)++ % 1000 == 0) /* a flood logs a line per thousand, not one each */
-                log_info("http: closed %s connection (%llu so far) that %s", *n == 1 ? "a" : "another",
-                         *n, late_head ? "sent no complete request head in time" : "sent its body too slowly");
+                log_info("http: closed %s connection (%llu so far) that %s", *n == 1 ? "a" : "another", *n,
+                         late_head ? "sent no complete request head in time" : "sent its body too slowly");
         }
         pthread_mutex_unlock(&srv->cmu);
         sse_keepalives(srv);
@@ -606,13 +607,16 @@ static void queue_reply(http_request_t *req, unsigned status, struct MHD_Respons
  */
 static void write_early(http_request_t *req, unsigned status, const char *content_type, const void *data,
                         size_t size) {
-    const union MHD_ConnectionInfo *info = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     char head[1536];
     const char *reason = MHD_get_reason_phrase_for(status);
-    int n = snprintf(head, sizeof head, "HTTP/1.1 %u %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", status,
-                     reason && *reason ? reason : "Error", content_type ? content_type : "application/json", size);
+    int n = snprintf(head, sizeof head, "HTTP/1.1 %u %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n",
+                     status, reason && *reason ? reason : "Error",
+                     content_type ? content_type : "application/json", size);
     for (int i = 0; i < req->n_headers && n > 0 && (size_t)n < sizeof head; i++)
-        n += snprintf(head + n, sizeof head - (size_t)n, "%s: %s\r\n", req->header_name[i], req->header_value[i]);
+        n += snprintf(head + n, sizeof head - (size_t)n, "%s: %s\r\n", req->header_name[i],
+                      req->header_value[i]);
     if (n > 0 && (size_t)n < sizeof head)
         n += snprintf(head + n, sizeof head - (size_t)n, "\r\n");
     if (info && n > 0 && (size_t)n < sizeof head) {
@@ -656,8 +660,8 @@ void http_reply_json(http_request_t *req, unsigned status, json_t *body) {
     if (!text) {
         /* every string we pack is valid UTF-8 (client text goes through core/text.h), so this is a bug */
         log_error("http: %s %s: the %u reply could not be encoded", req->method, req->path, status);
-        static const char fail[] =
-            "{\"success\":false,\"error\":\"internal error: the reply could not be encoded\",\"code\":\"INTERNAL\"}";
+        static const char fail[] = "{\"success\":false,\"error\":\"internal error: the reply could not be "
+                                   "encoded\",\"code\":\"INTERNAL\"}";
         http_reply_data(req, 500, "application/json", fail, sizeof fail - 1);
         return;
     }
