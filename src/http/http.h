@@ -101,8 +101,8 @@ typedef struct http_config {
     int n_fetch_threads;      /* HTTP_POOL_FETCH threads (work that waits on others: URL fetches); 0 = 8 */
     int fetch_queue;          /* requests that may wait for one; 0 = 256 */
     unsigned sse_keepalive_s; /* a quiet event stream gets a comment this often; 0 = 15 */
-    const char *cors_origins; /* origins browsers may call from (borrowed): "*" any, or a comma-separated
-                                 list of scheme://host[:port]; "" or "none" = no CORS; NULL = "*" */
+    const char *cors_origins; /* borrowed: "*", a list of origins, or "" / "none" = no CORS (see
+                                 http_cors_origins_check); NULL = "*" */
 } http_config_t;
 
 void http_config_init(http_config_t *cfg);
