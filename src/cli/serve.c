@@ -100,6 +100,13 @@ static int parse_fetch_allow(const char *value, void *dest, up_error_t *err) {
     return 0;
 }
 
+static int parse_cors_origins(const char *value, void *dest, up_error_t *err) {
+    if (http_cors_origins_check(value, err))
+        return -1;
+    *(const char **)dest = value;
+    return 0;
+}
+
 static const setting_choice_t backends[] = {{"dnnl", NN_BACKEND_DNNL}, {"ref", NN_BACKEND_REF}, {NULL, 0}};
 static const setting_choice_t colours[] = {{"keep", 0}, {"srgb", 1}, {NULL, 0}};
 
@@ -312,6 +319,19 @@ static const setting_t serve_items[] = {
      .what = "bytes from 1K to 1G",
      .help = "JSON request body limit",
      HTTP(max_body)},
+    {.name = "cors-origins",
+     .arg = "LIST",
+     .env = "UPRES_CORS_ORIGINS",
+     .type = SETTING_TYPE_STRING,
+     .parse = parse_cors_origins,
+     .def = "*",
+     .what = "* (any), none, or comma-separated origins scheme://host[:port]",
+     .help = "web pages that may call the API from a browser: `*` any; a list: only those (their Origin is "
+             "echoed, with `Vary: Origin`); `none`: no CORS headers",
+     .doc =
+         "every reply carries `Access-Control-Allow-Origin`, and the server answers preflights (`OPTIONS`) "
+         "itself",
+     HTTP(cors_origins)},
     {.name = "submit-threads",
      .arg = "N",
      .env = "UPRES_SUBMIT_THREADS",

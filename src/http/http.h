@@ -6,8 +6,22 @@
  * hands it a static table of routes {method, pattern, handler} and its
  * handlers answer through http_reply_*. Patterns are literal paths whose
  * segments may be "{name}" (one path segment, read back with
- * http_request_param). A request whose path matches no route gets 404, one
- * whose path matches only with another method gets 405; both JSON.
+ * http_request_param). A literal segment beats a "{name}" whatever the
+ * table order ("/status/stream" is never "/status/{job_id}"). A request
+ * whose path matches no route gets 404, one whose path matches only with
+ * another method gets 405 with Allow (the path's methods); both JSON.
+ *
+ * CORS (cfg.cors_origins): every reply of the server, from any layer (JSON,
+ * errors, files, event streams, the refusals written while a body arrives),
+ * carries Access-Control-Allow-Origin ("*", or the request's Origin when
+ * listed, with Vary: Origin; an unlisted Origin gets none) and
+ * Access-Control-Expose-Headers. OPTIONS on a path that has routes is
+ * answered here, before any handler: a preflight (with
+ * Access-Control-Request-Method) gets 204 with the methods, the asked
+ * headers and the usual API ones (Authorization named: a "*" would not
+ * cover it) and Max-Age 600; a plain OPTIONS gets 204 with Allow unless the
+ * table has an OPTIONS route for the path. Only MHD's own refusals (a
+ * request line or head it cannot parse or hold) go out without them.
  *
  * Uploads: a POST with Content-Type multipart/form-data is parsed while it
  * arrives. Small text fields are kept (up to HTTP_FIELD_MAX bytes each as
@@ -70,23 +84,25 @@ typedef struct http_route {
 } http_route_t;
 
 typedef struct http_config {
-    const char *listen_addr;       /* IPv4 or IPv6 literal; NULL = 127.0.0.1 */
-    int port;                      /* 0 = any free port */
-    int n_threads;                 /* MHD thread pool size; 0 = 4 */
-    unsigned conn_timeout_s;       /* idle connection timeout; 0 = 30 */
-    unsigned head_timeout_s;       /* a request head must be in within this, and a body past it keep
-                                      min_body_rate; 0 = 10 */
-    unsigned min_body_rate;        /* bytes/s a body must average once head_timeout_s passed; 0 = no minimum */
-    unsigned max_conns;            /* 0 = 1024 */
-    unsigned max_conns_per_ip;     /* 0 = 64 */
-    const char *upload_dir;        /* where uploads stream to (borrowed, must exist) */
+    const char *listen_addr;   /* IPv4 or IPv6 literal; NULL = 127.0.0.1 */
+    int port;                  /* 0 = any free port */
+    int n_threads;             /* MHD thread pool size; 0 = 4 */
+    unsigned conn_timeout_s;   /* idle connection timeout; 0 = 30 */
+    unsigned head_timeout_s;   /* a request head must be in within this, and a body past it keep
+                                  min_body_rate; 0 = 10 */
+    unsigned min_body_rate;    /* bytes/s a body must average once head_timeout_s passed; 0 = no minimum */
+    unsigned max_conns;        /* 0 = 1024 */
+    unsigned max_conns_per_ip; /* 0 = 64 */
+    const char *upload_dir;    /* where uploads stream to (borrowed, must exist) */
     unsigned long long max_upload; /* bytes of a request body; 0 = 50 MB */
     size_t max_body;               /* bytes of a body kept in memory (not multipart); 0 = 1 MB */
     int n_defer_threads;           /* HTTP_POOL_SUBMIT threads for http_request_defer; 0 = 8 */
     int defer_queue;               /* deferred requests that may wait for one; 0 = 256 */
-    int n_fetch_threads;           /* HTTP_POOL_FETCH threads (work that waits on others: URL fetches); 0 = 8 */
-    int fetch_queue;               /* requests that may wait for one; 0 = 256 */
-    unsigned sse_keepalive_s;      /* a quiet event stream gets a comment this often; 0 = 15 */
+    int n_fetch_threads;      /* HTTP_POOL_FETCH threads (work that waits on others: URL fetches); 0 = 8 */
+    int fetch_queue;          /* requests that may wait for one; 0 = 256 */
+    unsigned sse_keepalive_s; /* a quiet event stream gets a comment this often; 0 = 15 */
+    const char *cors_origins; /* borrowed: "*", a list of origins, or "" / "none" = no CORS (see
+                                 http_cors_origins_check); NULL = "*" */
 } http_config_t;
 
 void http_config_init(http_config_t *cfg);
@@ -94,9 +110,19 @@ void http_config_init(http_config_t *cfg);
 typedef struct http_server http_server_t;
 
 /*
+ * Check a cors_origins value: 0, or UP_ERR_INVALID with err naming the bad
+ * entry. "*", "", "none", or entries (spaces around them ignored), each "*"
+ * or an origin scheme://host[:port] with no path, under HTTP_ORIGIN_MAX
+ * bytes, at most HTTP_CORS_MAX of them.
+ */
+#define HTTP_ORIGIN_MAX 256
+#define HTTP_CORS_MAX 64
+int http_cors_origins_check(const char *list, up_error_t *err);
+
+/*
  * Start serving routes (n_routes entries, borrowed: static tables) with
  * handlers called with ctx. *out is new (http_server_stop).
- * Errors: UP_ERR_INVALID (bad address), UP_ERR_IO (cannot listen).
+ * Errors: UP_ERR_INVALID (bad address or cors_origins), UP_ERR_IO (cannot listen).
  */
 int http_server_start(const http_config_t *cfg, const http_route_t *routes, int n_routes, void *ctx,
                       http_server_t **out, up_error_t *err);
@@ -127,8 +153,24 @@ const char *http_request_path(const http_request_t *req);
 const char *http_request_param(const http_request_t *req, const char *name);
 /* A query-string argument, or NULL. */
 const char *http_request_query(const http_request_t *req, const char *name);
-/* A request header, or NULL. */
+/* A request header (the first line of that name, case-insensitive), or NULL. */
 const char *http_request_header(const http_request_t *req, const char *name);
+/*
+ * Every line of the header name (case-insensitive), joined with ", " in the
+ * order sent, as RFC 9110 5.3 combines them; NULL when there is none.
+ */
+const char *http_request_header_all(const http_request_t *req, const char *name);
+/*
+ * 1 when the Accept header (all its lines) names the media type type
+ * ("text/html", case-insensitive) with a q above 0, else 0. Only the type
+ * itself counts, not a wildcard range (any type, or "text/" with any
+ * subtype): a browser names text/html, while curl and most API clients
+ * send only the full wildcard, so a page can go to the one and JSON to the
+ * others.
+ */
+int http_request_accepts(const http_request_t *req, const char *type);
+/* The same test on an Accept value (NULL: 0). Pure: any thread. */
+int http_accepts(const char *accept, const char *type);
 /* A multipart text field, or NULL when absent. */
 const char *http_request_field(const http_request_t *req, const char *name);
 /* The client's address, numeric ("127.0.0.1", "::1"), or "?". */
@@ -274,7 +316,15 @@ void http_sse_wake(http_sse_t *s);
  */
 void http_sse_send(http_sse_t *s, const char *event, const char *data);
 
-/* Add a header to the response about to be sent (call before http_reply_*). */
+/*
+ * Add a header to the response about to be sent (call before http_reply_*:
+ * it applies to every kind, JSON, data, files, event streams and the early
+ * refusals). name and value are copied. At most HTTP_MAX_REPLY_HEADERS per
+ * request; more are dropped (logged: a bug). A handler that sets
+ * Access-Control-Allow-Origin itself gets none of the server's CORS headers
+ * on that reply.
+ */
+#define HTTP_MAX_REPLY_HEADERS 16
 void http_reply_header(http_request_t *req, const char *name, const char *value);
 
 /*

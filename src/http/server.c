@@ -1,7 +1,8 @@
 /*
- * server.c - libmicrohttpd glue: daemon set-up, routing, multipart uploads
- * streamed to disk, replies, per-request log lines. See http.h for the
- * model; this file is the only one that includes microhttpd.h.
+ * server.c - libmicrohttpd glue: daemon set-up, routing (router.c picks
+ * the route), CORS, multipart uploads streamed to disk, replies,
+ * per-request log lines. See http.h for the model; this file is the only
+ * one that includes microhttpd.h.
  *
  * DESIGN: one http_request_t per HTTP request, created on MHD's first
  * access callback and freed in the "request completed" notification. The
@@ -68,13 +69,13 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "core/xmalloc.h"
-#include "http/http.h"
+#include "http/http_int.h"
 
-#define MAX_HEADERS 8
-#define STOP_DRAIN_S 0.5 /* at stop, uploads under way get this long to be answered 503 */
-#define LINGER_S 2.0       /* after an early answer, the body is read and dropped this long at most ... */
+#define MAX_HEADERS HTTP_MAX_REPLY_HEADERS
+#define STOP_DRAIN_S 0.5       /* at stop, uploads under way get this long to be answered 503 */
+#define LINGER_S 2.0           /* after an early answer, the body is read and dropped this long at most ... */
 #define LINGER_BYTES (1 << 20) /* ... and this many bytes, so the client can read the answer */
-#define SSE_BLOCK 4096 /* bytes MHD asks an event stream for at most per call */
+#define SSE_BLOCK 4096         /* bytes MHD asks an event stream for at most per call */
 
 /*
  * What a connection is doing, for the deadlines (reaper_main): waiting for
@@ -141,9 +142,9 @@ struct http_server {
     int n_conns;
     pthread_t reaper;
     int has_reaper, reaper_stop;
-    atomic_int stopping; /* http_server_quiesce: bodies under way are answered 503 */
+    atomic_int stopping;                       /* http_server_quiesce: bodies under way are answered 503 */
     unsigned long long n_cut_head, n_cut_body; /* connections the reaper closed */
-    const http_route_t *routes; /* borrowed static table */
+    const http_route_t *routes;                /* borrowed static table */
     int n_routes;
     void *ctx;
     http_config_t cfg;
@@ -155,7 +156,19 @@ struct http_server {
     int n_streams;
     int streams_closing;   /* http_server_stop began: new streams start closing */
     atomic_int n_resuming; /* resumes claimed (suspended cleared) and not made yet */
+    /* CORS (cfg.cors_origins) */
+    int cors_any; /* "*": every reply says Access-Control-Allow-Origin: * */
+    int n_cors;   /* listed origins (0 and !cors_any: CORS is off) */
+    char cors_origin[HTTP_CORS_MAX][HTTP_ORIGIN_MAX]; /* the list, as configured */
 };
+
+/* What CORS headers one request's replies carry (cors_note). */
+typedef enum {
+    REQ_CORS_OFF = 0, /* none: CORS is off */
+    REQ_CORS_ANY,     /* Access-Control-Allow-Origin: * */
+    REQ_CORS_ECHO,    /* the request's Origin is listed: echoed, with Vary: Origin */
+    REQ_CORS_UNLISTED /* a list, and this Origin (or none) is not on it: only Vary: Origin */
+} req_cors_t;
 
 typedef struct field {
     char name[64]; /* valid UTF-8 */
@@ -175,12 +188,12 @@ struct http_request {
     struct timespec t0;
     char method[16];
     char path[1024];
-    char client[64]; /* the client's address, numeric */
-    const http_route_t *route; /* NULL: no route matched */
-    int method_mismatch;       /* the path matched with another method */
-    int n_params;
-    char param_name[HTTP_MAX_PARAMS][32];
-    char param_value[HTTP_MAX_PARAMS][256];
+    char client[64];    /* the client's address, numeric */
+    http_match_t match; /* the route (match.route NULL: none answers), its params, the path's methods */
+    const http_route_t *route; /* match.route */
+    int found;                 /* http_route_find's answer: 1 routed, 0 other methods only (405), -1 none */
+    req_cors_t cors;
+    char cors_origin[HTTP_ORIGIN_MAX]; /* REQ_CORS_ECHO: the request's Origin */
     /* body */
     struct MHD_PostProcessor *pp;
     unsigned long long body_bytes;
@@ -188,9 +201,9 @@ struct http_request {
     unsigned refused;     /* its status, 0 = none */
     char refuse_code[32]; /* its machine-readable code */
     char refuse_msg[256];
-    int refuse_errno;      /* storage refusals: the errno */
-    int early;             /* the refusal is being answered before the body ended (write_early) */
-    double linger_until;   /* then: when the connection is closed at the latest */
+    int refuse_errno;                /* storage refusals: the errno */
+    int early;                       /* the refusal is being answered before the body ended (write_early) */
+    double linger_until;             /* then: when the connection is closed at the latest */
     unsigned long long linger_bytes; /* and the body bytes read since */
     int n_fields;
     field_t fields[HTTP_MAX_FIELDS];
@@ -203,8 +216,8 @@ struct http_request {
     char upload_path[1100];
     char upload_name[256]; /* valid UTF-8 */
     unsigned long long upload_size;
-    EVP_MD_CTX *upload_md; /* SHA-256 of the upload's bytes, for http_request_digest */
-    kept_text_t *texts;    /* client strings made valid UTF-8 */
+    EVP_MD_CTX *upload_md;    /* SHA-256 of the upload's bytes, for http_request_digest */
+    kept_text_t *texts;       /* client strings made valid UTF-8 */
     unsigned char digest[32]; /* http_request_digest, computed once (before the upload is taken) */
     int has_digest;
     /* the reply */
@@ -237,6 +250,7 @@ void http_config_init(http_config_t *cfg) {
     cfg->n_fetch_threads = 8;
     cfg->fetch_queue = 256;
     cfg->sse_keepalive_s = 15;
+    cfg->cors_origins = "*";
 }
 
 static double mono_now(void) {
@@ -333,15 +347,16 @@ static void *reaper_main(void *p) {
         for (conn_t *k = srv->conns; k; k = k->next) {
             double age = now - k->since;
             int late_head = k->phase == CONN_HEAD && age > head;
-            int slow_body = k->phase == CONN_BODY && rate > 0 && age > head && (double)k->body_bytes < rate * age;
+            int slow_body =
+                k->phase == CONN_BODY && rate > 0 && age > head && (double)k->body_bytes < rate * age;
             if (!(late_head || slow_body) || k->cut || k->fd < 0)
                 continue;
             shutdown(k->fd, SHUT_RDWR);
             k->cut = 1;
             unsigned long long *n = late_head ? &srv->n_cut_head : &srv->n_cut_body;
             if ((*n)++ % 1000 == 0) /* a flood logs a line per thousand, not one each */
-                log_info("http: closed %s connection (%llu so far) that %s", *n == 1 ? "a" : "another",
-                         *n, late_head ? "sent no complete request head in time" : "sent its body too slowly");
+                log_info("http: closed %s connection (%llu so far) that %s", *n == 1 ? "a" : "another", *n,
+                         late_head ? "sent no complete request head in time" : "sent its body too slowly");
         }
         pthread_mutex_unlock(&srv->cmu);
         sse_keepalives(srv);
@@ -363,57 +378,217 @@ static void *reaper_main(void *p) {
 
 /* ---- routing ---------------------------------------------------------------- */
 
-/* Match path against pattern; fill req's params. 1 on a match. */
-static int match(http_request_t *req, const char *pattern, const char *path) {
-    int n = 0;
-    const char *p = pattern, *s = path;
-    while (*p && *s) {
-        if (*p == '{') {
-            const char *close = strchr(p, '}');
-            if (!close || n >= HTTP_MAX_PARAMS)
-                return 0;
-            const char *end = strchr(s, '/');
-            size_t len = end ? (size_t)(end - s) : strlen(s);
-            if (len == 0 || len >= sizeof req->param_value[0])
-                return 0;
-            size_t nlen = (size_t)(close - p - 1);
-            if (nlen >= sizeof req->param_name[0])
-                return 0;
-            memcpy(req->param_name[n], p + 1, nlen);
-            req->param_name[n][nlen] = '\0';
-            memcpy(req->param_value[n], s, len);
-            req->param_value[n][len] = '\0';
-            n++;
-            p = close + 1;
-            s += len;
-            continue;
-        }
-        if (*p != *s)
-            return 0;
-        p++;
-        s++;
-    }
-    if (*p || *s)
+static void route(http_request_t *req) {
+    req->found = http_route_find(req->srv->routes, req->srv->n_routes, req->method, req->path, &req->match);
+    req->route = req->match.route;
+}
+
+/* ---- CORS ------------------------------------------------------------------------ */
+
+/*
+ * Every reply's CORS headers come from reply_headers, and every reply goes
+ * through it (queue_reply, http_reply_sse, write_early); OPTIONS on a
+ * routed path is answer_options'. The decision for a request (cors_note) is
+ * made once, from its Origin, when its head is in: a deferred thread's
+ * reply needs nothing of MHD's for it.
+ */
+
+#define CORS_EXPOSE "Content-Disposition, Content-Length, Retry-After, Idempotent-Replayed"
+#define CORS_MAX_AGE "600" /* seconds a browser may keep a preflight's answer */
+
+/* What a preflight allows whatever it asks: the headers the API dialects read. "*" would not cover
+ * Authorization (Fetch standard), so each is named. */
+static const char *const cors_allow_headers[] = {"Content-Type",  "Authorization", "X-Session-Token",
+                                                 "Last-Event-ID", "Cache-Control", "Idempotency-Key"};
+
+static void trim(const char **a, const char **b) {
+    while (*a < *b && (**a == ' ' || **a == '\t'))
+        (*a)++;
+    while (*b > *a && ((*b)[-1] == ' ' || (*b)[-1] == '\t'))
+        (*b)--;
+}
+
+/* 1 when the n bytes at s are an origin: scheme://host[:port], nothing more (RFC 6454). */
+static int origin_valid(const char *s, size_t n) {
+    char buf[HTTP_ORIGIN_MAX];
+    if (n == 0 || n >= sizeof buf)
         return 0;
-    req->n_params = n;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    const char *sep = strstr(buf, "://");
+    if (!sep || !isalpha((unsigned char)buf[0]))
+        return 0;
+    for (const char *p = buf; p < sep; p++)
+        if (!isalnum((unsigned char)*p) && *p != '+' && *p != '-' && *p != '.')
+            return 0;
+    return http_host_valid(sep + 3);
+}
+
+/*
+ * Read a cors_origins value (NULL = "*") into srv, or only check it (srv
+ * NULL): 0, or UP_ERR_INVALID with err. The one reader of its syntax.
+ */
+static int cors_parse(const char *list, http_server_t *srv, up_error_t *err) {
+    if (!list)
+        list = "*";
+    const char *a = list, *b = list + strlen(list);
+    trim(&a, &b);
+    if (a == b || (b - a == 4 && !strncasecmp(a, "none", 4)))
+        return 0; /* off */
+    int n = 0;
+    for (const char *e = list;;) {
+        const char *comma = strchr(e, ',');
+        a = e;
+        b = comma ? comma : e + strlen(e);
+        trim(&a, &b);
+        size_t len = (size_t)(b - a);
+        if (len == 1 && *a == '*') {
+            if (srv)
+                srv->cors_any = 1;
+        } else if (!origin_valid(a, len)) {
+            return up_error_set(err, UP_ERR_INVALID, 0,
+                                "'%.*s' is not an origin: expected *, or scheme://host[:port] with no path "
+                                "(a comma-separated list; none = no CORS)",
+                                len > 200 ? 200 : (int)len, a);
+        } else if (n == HTTP_CORS_MAX) {
+            return up_error_set(err, UP_ERR_INVALID, 0, "more than %d CORS origins", HTTP_CORS_MAX);
+        } else {
+            if (srv) {
+                memcpy(srv->cors_origin[n], a, len);
+                srv->cors_origin[n][len] = '\0';
+            }
+            n++;
+        }
+        if (!comma)
+            break;
+        e = comma + 1;
+    }
+    if (srv)
+        srv->n_cors = n;
+    return 0;
+}
+
+int http_cors_origins_check(const char *list, up_error_t *err) { return cors_parse(list, NULL, err); }
+
+/* Which CORS headers req's replies carry, from its Origin (compared without case, echoed as sent). */
+static void cors_note(http_request_t *req) {
+    const http_server_t *srv = req->srv;
+    if (srv->cors_any || !srv->n_cors) {
+        req->cors = srv->cors_any ? REQ_CORS_ANY : REQ_CORS_OFF;
+        return;
+    }
+    req->cors = REQ_CORS_UNLISTED;
+    const char *origin = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Origin");
+    for (int i = 0; origin && i < srv->n_cors; i++)
+        if (!strcasecmp(origin, srv->cors_origin[i])) {
+            snprintf(req->cors_origin, sizeof req->cors_origin, "%s", origin); /* as long as the entry */
+            req->cors = REQ_CORS_ECHO;
+            return;
+        }
+}
+
+typedef void (*header_fn)(void *arg, const char *name, const char *value);
+
+/*
+ * Every header of req's reply beyond what its kind sets itself: the
+ * handler's (http_reply_header), then the CORS ones, unless the handler
+ * set Access-Control-Allow-Origin itself. "Origin" joins the handler's
+ * first Vary when there is one, so that a reply has one Vary line.
+ */
+static void reply_headers(const http_request_t *req, header_fn add, void *arg) {
+    int own = 0, vary_origin = 0;
+    for (int i = 0; i < req->n_headers; i++)
+        own |= !strcasecmp(req->header_name[i], "Access-Control-Allow-Origin");
+    /* a listed origin's reply differs from another's: a cache must not hand out the one for the other */
+    vary_origin = !own && (req->cors == REQ_CORS_ECHO || req->cors == REQ_CORS_UNLISTED);
+    for (int i = 0; i < req->n_headers; i++) {
+        if (vary_origin && !strcasecmp(req->header_name[i], "Vary")) {
+            char v[512];
+            snprintf(v, sizeof v, "%s, Origin", req->header_value[i]);
+            add(arg, req->header_name[i], v);
+            vary_origin = 0;
+        } else {
+            add(arg, req->header_name[i], req->header_value[i]);
+        }
+    }
+    if (vary_origin)
+        add(arg, "Vary", "Origin");
+    if (own || req->cors == REQ_CORS_OFF || req->cors == REQ_CORS_UNLISTED)
+        return;
+    add(arg, "Access-Control-Allow-Origin", req->cors == REQ_CORS_ANY ? "*" : req->cors_origin);
+    add(arg, "Access-Control-Expose-Headers", CORS_EXPOSE);
+}
+
+static void add_to_response(void *arg, const char *name, const char *value) {
+    MHD_add_response_header(arg, name, value);
+}
+
+/* reply_headers onto an MHD response. */
+static void response_headers(const http_request_t *req, struct MHD_Response *resp) {
+    reply_headers(req, add_to_response, resp);
+}
+
+/* 1 when the n bytes at s are an HTTP token (RFC 9110 5.6.2: a method, a header name). */
+static int is_token(const char *s, size_t n) {
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("!#$%&'*+-.^_`|~", s[i]))
+            return 0;
     return 1;
 }
 
-static void route(http_request_t *req) {
-    const char *m = req->method;
-    if (!strcmp(m, "HEAD"))
-        m = "GET";
-    for (int i = 0; i < req->srv->n_routes; i++) {
-        const http_route_t *r = &req->srv->routes[i];
-        if (!match(req, r->pattern, req->path))
-            continue;
-        if (!strcmp(r->method, m)) {
-            req->route = r;
+/* Append the n bytes at s to the ", "-separated list (cap bytes) unless there (nocase: without case). */
+static void list_add(char *list, size_t cap, const char *s, size_t n, int nocase) {
+    for (const char *a = list; *a;) {
+        size_t k = strcspn(a, ",");
+        if (k == n && !(nocase ? strncasecmp(a, s, n) : strncmp(a, s, n)))
             return;
-        }
-        req->method_mismatch = 1;
+        a += k;
+        a += strspn(a, ", ");
     }
-    req->n_params = 0;
+    size_t len = strlen(list);
+    if (len + n + 3 > cap)
+        return; /* full: what a browser asks beyond it is not allowed, and it says so */
+    snprintf(list + len, cap - len, "%s%.*s", len ? ", " : "", (int)n, s);
+}
+
+/* 1 when req is a CORS preflight that this server answers as one (CORS on for its Origin). */
+static int is_preflight(const http_request_t *req) {
+    return !strcmp(req->method, "OPTIONS") && (req->cors == REQ_CORS_ANY || req->cors == REQ_CORS_ECHO) &&
+           MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Access-Control-Request-Method");
+}
+
+/*
+ * OPTIONS on a path that has routes: 204 with Allow, and for a preflight
+ * the methods (the path's, and the one asked, so that a wrong one gets a
+ * 405 the page can read rather than a CORS failure), the headers (ours and
+ * those asked) and Max-Age. Nothing is looked up: no handler runs.
+ */
+static void answer_options(http_request_t *req) {
+    if (is_preflight(req)) {
+        char methods[HTTP_ALLOW_MAX + 32], headers[2048] = "";
+        snprintf(methods, sizeof methods, "%s", req->match.allow);
+        const char *m = http_request_header(req, "Access-Control-Request-Method");
+        if (is_token(m, strlen(m)) && strlen(m) < 32)
+            list_add(methods, sizeof methods, m, strlen(m), 0);
+        for (size_t i = 0; i < sizeof cors_allow_headers / sizeof cors_allow_headers[0]; i++)
+            list_add(headers, sizeof headers, cors_allow_headers[i], strlen(cors_allow_headers[i]), 1);
+        const char *asked = http_request_header_all(req, "Access-Control-Request-Headers");
+        for (const char *e = asked; e && *e;) {
+            const char *a = e, *b = e + strcspn(e, ",");
+            e = *b ? b + 1 : b;
+            trim(&a, &b);
+            if (is_token(a, (size_t)(b - a)))
+                list_add(headers, sizeof headers, a, (size_t)(b - a), 1);
+        }
+        http_reply_header(req, "Access-Control-Allow-Methods", methods);
+        http_reply_header(req, "Access-Control-Allow-Headers", headers);
+        http_reply_header(req, "Access-Control-Max-Age", CORS_MAX_AGE);
+        http_reply_header(req, "Vary", "Access-Control-Request-Method, Access-Control-Request-Headers");
+    }
+    http_reply_header(req, "Allow", req->match.allow);
+    http_reply_data(req, 204, NULL, "", 0);
 }
 
 /* ---- the upload ---------------------------------------------------------------- */
@@ -583,8 +758,7 @@ static void queue_reply(http_request_t *req, unsigned status, struct MHD_Respons
         MHD_destroy_response(resp);
         return;
     }
-    for (int i = 0; i < req->n_headers; i++)
-        MHD_add_response_header(resp, req->header_name[i], req->header_value[i]);
+    response_headers(req, resp);
     if (req->deferred)
         req->kept = resp; /* a background thread: queued by the access callback after the resume */
     else {
@@ -594,6 +768,18 @@ static void queue_reply(http_request_t *req, unsigned status, struct MHD_Respons
     req->replied = 1;
     req->status = status;
     req->reply_bytes = bytes;
+}
+
+/* A reply head written by hand (write_early). */
+typedef struct raw_head {
+    char buf[4096];
+    size_t len; /* sizeof buf or more: it did not fit */
+} raw_head_t;
+
+static void raw_head_add(void *arg, const char *name, const char *value) {
+    raw_head_t *h = arg;
+    if (h->len < sizeof h->buf)
+        h->len += (size_t)snprintf(h->buf + h->len, sizeof h->buf - h->len, "%s: %s\r\n", name, value);
 }
 
 /*
@@ -606,23 +792,29 @@ static void queue_reply(http_request_t *req, unsigned status, struct MHD_Respons
  */
 static void write_early(http_request_t *req, unsigned status, const char *content_type, const void *data,
                         size_t size) {
-    const union MHD_ConnectionInfo *info = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    char head[1536];
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    raw_head_t head;
     const char *reason = MHD_get_reason_phrase_for(status);
-    int n = snprintf(head, sizeof head, "HTTP/1.1 %u %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", status,
-                     reason && *reason ? reason : "Error", content_type ? content_type : "application/json", size);
-    for (int i = 0; i < req->n_headers && n > 0 && (size_t)n < sizeof head; i++)
-        n += snprintf(head + n, sizeof head - (size_t)n, "%s: %s\r\n", req->header_name[i], req->header_value[i]);
-    if (n > 0 && (size_t)n < sizeof head)
-        n += snprintf(head + n, sizeof head - (size_t)n, "\r\n");
-    if (info && n > 0 && (size_t)n < sizeof head) {
+    head.len = (size_t)snprintf(
+        head.buf, sizeof head.buf, "HTTP/1.1 %u %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", status,
+        reason && *reason ? reason : "Error", content_type ? content_type : "application/json", size);
+    reply_headers(req, raw_head_add, &head);
+    if (head.len < sizeof head.buf)
+        head.len += (size_t)snprintf(head.buf + head.len, sizeof head.buf - head.len, "\r\n");
+    if (head.len >= sizeof head.buf) /* our headers only: a bug */
+        log_error("http: %s %s: the early %u answer's head is over %zu bytes: not sent", req->method,
+                  req->path, status, sizeof head.buf);
+    if (info) {
         int fd = info->connect_fd;
-        struct iovec iov[2] = {{head, (size_t)n}, {(void *)data, size}};
-        /* a few hundred bytes on a socket that is reading: the send buffer takes them at once */
-        ssize_t w = writev(fd, iov, 2);
-        if (w != (ssize_t)((size_t)n + size))
-            log_warn("http: %s %s: the early %u answer was cut (%s)", req->method, req->path, status,
-                     w < 0 ? strerror(errno) : "short write");
+        if (head.len < sizeof head.buf) {
+            struct iovec iov[2] = {{head.buf, head.len}, {(void *)data, size}};
+            /* a few hundred bytes on a socket that is reading: the send buffer takes them at once */
+            ssize_t w = writev(fd, iov, 2);
+            if (w != (ssize_t)(head.len + size))
+                log_warn("http: %s %s: the early %u answer was cut (%s)", req->method, req->path, status,
+                         w < 0 ? strerror(errno) : "short write");
+        }
         shutdown(fd, SHUT_WR);
     }
     req->replied = 1;
@@ -656,8 +848,8 @@ void http_reply_json(http_request_t *req, unsigned status, json_t *body) {
     if (!text) {
         /* every string we pack is valid UTF-8 (client text goes through core/text.h), so this is a bug */
         log_error("http: %s %s: the %u reply could not be encoded", req->method, req->path, status);
-        static const char fail[] =
-            "{\"success\":false,\"error\":\"internal error: the reply could not be encoded\",\"code\":\"INTERNAL\"}";
+        static const char fail[] = "{\"success\":false,\"error\":\"internal error: the reply could not be "
+                                   "encoded\",\"code\":\"INTERNAL\"}";
         http_reply_data(req, 500, "application/json", fail, sizeof fail - 1);
         return;
     }
@@ -756,8 +948,11 @@ int http_reply_file(http_request_t *req, unsigned status, const char *path, cons
 }
 
 void http_reply_header(http_request_t *req, const char *name, const char *value) {
-    if (req->n_headers >= MAX_HEADERS)
+    if (req->n_headers >= MAX_HEADERS) {
+        log_error("http: %s %s: more than %d reply headers: %s dropped", req->method, req->path, MAX_HEADERS,
+                  name);
         return;
+    }
     req->header_name[req->n_headers] = xstrdup(name);
     req->header_value[req->n_headers] = xstrdup(value);
     req->n_headers++;
@@ -772,23 +967,27 @@ const char *http_request_method(const http_request_t *req) { return req->method;
 const char *http_request_path(const http_request_t *req) { return req->path; }
 
 const char *http_request_param(const http_request_t *req, const char *name) {
-    for (int i = 0; i < req->n_params; i++)
-        if (!strcmp(req->param_name[i], name))
-            return req->param_value[i];
+    for (int i = 0; i < req->match.n_params; i++)
+        if (!strcmp(req->match.param_name[i], name))
+            return req->match.param_value[i];
     return NULL;
 }
 
-/* raw as valid UTF-8: itself when it is, else a copy kept with the request. */
-static const char *keep_text(const http_request_t *creq, const char *raw) {
-    if (!raw || text_utf8_valid(raw, strlen(raw)))
-        return raw;
+/* The n bytes at raw as valid UTF-8, in a copy kept with the request. */
+static const char *keep_copy(const http_request_t *creq, const char *raw, size_t n) {
     http_request_t *req = (http_request_t *)creq; /* the cache is not part of what callers see */
-    size_t n = strlen(raw);
     kept_text_t *k = xmalloc(sizeof *k + 3 * n + 1);
     text_utf8_copy(k->text, 3 * n + 1, raw, n);
     k->next = req->texts;
     req->texts = k;
     return k->text;
+}
+
+/* raw as valid UTF-8: itself when it is, else a copy kept with the request. */
+static const char *keep_text(const http_request_t *req, const char *raw) {
+    if (!raw || text_utf8_valid(raw, strlen(raw)))
+        return raw;
+    return keep_copy(req, raw, strlen(raw));
 }
 
 const char *http_request_query(const http_request_t *req, const char *name) {
@@ -797,6 +996,90 @@ const char *http_request_query(const http_request_t *req, const char *name) {
 
 const char *http_request_header(const http_request_t *req, const char *name) {
     return keep_text(req, MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name));
+}
+
+typedef struct header_join {
+    const char *name;
+    char *buf; /* new */
+    size_t len, cap;
+    int n; /* lines joined */
+} header_join_t;
+
+static enum MHD_Result join_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    header_join_t *j = cls;
+    (void)kind;
+    if (!key || !value || strcasecmp(key, j->name))
+        return MHD_YES;
+    size_t n = strlen(value), need = j->len + 2 + n + 1;
+    if (need > j->cap) {
+        j->cap = need * 2;
+        j->buf = xrealloc(j->buf, j->cap);
+    }
+    if (j->n++) {
+        memcpy(j->buf + j->len, ", ", 2);
+        j->len += 2;
+    }
+    memcpy(j->buf + j->len, value, n + 1);
+    j->len += n;
+    return MHD_YES;
+}
+
+const char *http_request_header_all(const http_request_t *req, const char *name) {
+    header_join_t j = {.name = name};
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, join_header, &j);
+    const char *all = j.n == 1 ? http_request_header(req, name) : j.n ? keep_copy(req, j.buf, j.len) : NULL;
+    free(j.buf);
+    return all;
+}
+
+/* 1 when a q parameter's value (at v, up to a delimiter) is 0: "0", "0.", "0.000" (RFC 9110 12.4.2). */
+static int q_is_zero(const char *v) {
+    if (*v != '0')
+        return 0;
+    for (v++; *v && !strchr(" \t;,", *v); v++)
+        if (*v != '.' && *v != '0')
+            return 0;
+    return 1;
+}
+
+int http_accepts(const char *accept, const char *type) {
+    if (!accept || !type)
+        return 0;
+    size_t tn = strlen(type);
+    for (const char *p = accept; *p;) {
+        /* one element: a media range, its parameters, up to a comma outside a quoted string */
+        p += strspn(p, " \t,");
+        const char *range = p;
+        size_t rn = strcspn(p, " \t;,");
+        p += rn;
+        int named = rn == tn && !strncasecmp(range, type, tn), zero = 0;
+        while (*p && *p != ',') {
+            if (*p == '"') { /* a quoted parameter value: commas and semicolons in it count for nothing */
+                for (p++; *p && *p != '"'; p++)
+                    if (*p == '\\' && p[1])
+                        p++;
+                if (*p)
+                    p++;
+            } else if (*p == ';') {
+                p++;
+                p += strspn(p, " \t");
+                if ((*p == 'q' || *p == 'Q') && p[1 + strspn(p + 1, " \t")] == '=') {
+                    p += 1 + strspn(p + 1, " \t") + 1;
+                    p += strspn(p, " \t");
+                    zero = q_is_zero(p);
+                }
+            } else {
+                p++;
+            }
+        }
+        if (named && rn > 0)
+            return !zero; /* the first element naming it decides */
+    }
+    return 0;
+}
+
+int http_request_accepts(const http_request_t *req, const char *type) {
+    return http_accepts(http_request_header_all(req, "Accept"), type);
 }
 
 void http_request_digest(const http_request_t *creq, unsigned char out[32]) {
@@ -1166,8 +1449,7 @@ int http_reply_sse(http_request_t *req, http_sse_fill_fn fill, http_sse_end_fn e
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no"); /* a proxy (nginx) passes events on at once */
-    for (int i = 0; i < req->n_headers; i++)
-        MHD_add_response_header(resp, req->header_name[i], req->header_value[i]);
+    response_headers(req, resp);
     pthread_mutex_lock(&srv->smu);
     s->closing = srv->streams_closing; /* stopping already: the first state, then the end */
     s->next = srv->streams;
@@ -1325,6 +1607,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         *con_cls = req;
         conn_phase(srv, c, CONN_BODY);
         route(req);
+        cors_note(req);
         const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (host && !http_host_valid(host)) /* RFC 9112 3.2: an invalid Host is answered 400 */
@@ -1396,14 +1679,18 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     if (req->refused) {
         if (!req->replied)
             answer_refusal(req, 0);
+    } else if (!strcmp(req->method, "OPTIONS") && req->found >= 0 && (!req->route || is_preflight(req))) {
+        answer_options(req); /* before any handler: a preflight needs no credentials */
     } else if (req->route) {
         fields_finish(req);
         req->route->handler(req, srv->ctx);
         if (req->deferred)
             return MHD_YES; /* suspended: a background thread has it now */
-    } else if (req->method_mismatch)
-        http_reply_error(req, 405, "method %s not allowed on %s", req->method, req->path);
-    else
+    } else if (req->found == 0) {
+        http_reply_header(req, "Allow", req->match.allow);
+        http_reply_error(req, 405, "method %s not allowed on %s (allowed: %s)", req->method, req->path,
+                         req->match.allow);
+    } else
         http_reply_error(req, 404, "no such endpoint: %s %s", req->method, req->path);
     if (!req->replied) {
         log_error("http: %s %s: the handler sent no reply", req->method, req->path);
@@ -1463,6 +1750,8 @@ int http_server_start(const http_config_t *cfg_in, const http_route_t *routes, i
         cfg.sse_keepalive_s = def.sse_keepalive_s;
     if (cfg.port < 0 || cfg.port > 65535)
         return up_error_set(err, UP_ERR_INVALID, 0, "bad port %d", cfg.port);
+    if (cors_parse(cfg.cors_origins, NULL, err))
+        return UP_ERR_INVALID;
 
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
@@ -1488,7 +1777,9 @@ int http_server_start(const http_config_t *cfg_in, const http_route_t *routes, i
     srv->ctx = ctx;
     snprintf(srv->upload_dir, sizeof srv->upload_dir, "%s", cfg.upload_dir ? cfg.upload_dir : ".");
     cfg.upload_dir = srv->upload_dir;
-    cfg.listen_addr = NULL; /* not kept */
+    cfg.listen_addr = NULL;                 /* not kept */
+    cors_parse(cfg.cors_origins, srv, err); /* checked above */
+    cfg.cors_origins = NULL;                /* kept parsed */
     srv->cfg = cfg;
     pthread_mutex_init(&srv->cmu, NULL);
     pthread_cond_init(&srv->ccv, NULL);
