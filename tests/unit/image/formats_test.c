@@ -484,7 +484,7 @@ static void test_frames_load(void) {
     n = image_new_frames(4, 3, 3, 8, 1);
     CHECK(n && n->n_pages == 1 && !n->delays);
     image_free(n);
-    CHECK(!image_new_frames(4, 3, 3, 8, 0) && !image_new_frames(1 << 20, 1 << 20, 4, 16, 1 << 20));
+    CHECK(!image_new_frames(4, 3, 3, 8, 0) && !image_new_frames(1 << 20, 1 << 20, 4, 16, 1 << 30));
 }
 
 static void test_frames_save(void) {
