@@ -1315,7 +1315,9 @@ int image_to_srgb(up_image_t *img, up_error_t *err) {
         VipsImage **t = (VipsImage **)vips_object_local_array(ctx, 1);
         VipsImage *x;
         up_image_t *conv = NULL;
-        if (!(rc = wrap_image(ctx, img, &t[0], err)) && !(rc = srgb_from_profile(ctx, t[0], img, &x, err)) &&
+        /* every frame: in place, so the whole buffer changes */
+        if (!(rc = wrap_frames(ctx, img, n_pages_of(img), &t[0], err)) &&
+            !(rc = srgb_from_profile(ctx, t[0], img, &x, err)) &&
             !(rc = materialize(ctx, x, "cannot convert the image to sRGB", &conv, err))) {
             free(img->pixels); /* same shape: only the buffer changes hands */
             img->pixels = conv->pixels;

@@ -43,7 +43,8 @@
  * applied the file's disposal and blending), with its display time in
  * delays[i] (ms) and the loop count in loop. Only image_load_*_frames makes
  * more than one; only image_save_* to gif or webp writes more than one (an
- * animation); every other function here reads the first frame alone, and
+ * animation), and image_to_srgb converts them all; every other function
+ * here reads the first frame alone, and
  * what it makes (a resized, cropped or embedded copy) has one frame. To
  * work on each frame, take image_frame_view(img, i) and assemble the
  * results in an image_new_frames image.
@@ -282,7 +283,7 @@ void image_frames_keep(up_image_t *img, int n);
 int image_copy_metadata(up_image_t *dst, const up_image_t *src);
 
 /*
- * Convert img's values, in place, from its ICC profile to sRGB (gray stays
+ * Convert img's values (every frame), in place, from its ICC profile to sRGB (gray stays
  * gray, in sRGB's tone curve; same bands, depth and alpha), then free the
  * profile (icc NULL). A no-op for an image without a profile; an sRGB
  * profile is dropped without touching the values. EXIF and XMP are kept.

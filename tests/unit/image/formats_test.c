@@ -559,6 +559,48 @@ static void test_frames_save(void) {
     }
 }
 
+/* image_to_srgb converts every frame, each as it converts alone */
+static void test_frames_srgb(void) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/image/adobe-rgb-1998.icc", test_env("UPRES_TEST_CASES"));
+    FILE *f = fopen(path, "rb");
+    CHECKF(f != NULL, "cannot open %s", path);
+    if (!f)
+        return;
+    static uint8_t icc[8192];
+    size_t icc_n = fread(icc, 1, sizeof icc, f);
+    fclose(f);
+    up_image_t *a = image_new_frames(6, 4, 3, 8, 3);
+    if (!a)
+        return;
+    for (int i = 0; i < 3; i++) {
+        uint8_t *p = image_frame_pixels(a, i);
+        for (int k = 0; k < 6 * 4; k++)
+            memcpy(p + 3 * k, anim_colours[i + 1], 3);
+        a->delays[i] = 100;
+    }
+    a->icc = malloc(icc_n);
+    memcpy(a->icc, icc, icc_n);
+    a->icc_size = icc_n;
+    up_image_t *one[3];
+    up_error_t err;
+    for (int i = 0; i < 3; i++) { /* each frame alone, converted */
+        up_image_t v = image_frame_view(a, i);
+        one[i] = NULL;
+        CHECK(image_crop(&v, 0, 0, 6, 4, &one[i], &err) == 0 && one[i] && one[i]->icc &&
+              image_to_srgb(one[i], &err) == 0);
+    }
+    CHECKF(image_to_srgb(a, &err) == 0 && !a->icc && a->n_pages == 3, "%s", err.msg);
+    for (int i = 0; i < 3; i++) {
+        CHECKF(one[i] && !memcmp(image_frame_pixels(a, i), one[i]->pixels, image_size(a)) &&
+                   !frame_is(a, i, i + 1, 0),
+               "frame %d: converted %u %u %u", i, sample(a, i, 0, 0, 0), sample(a, i, 0, 0, 1),
+               sample(a, i, 0, 0, 2));
+        image_free(one[i]);
+    }
+    image_free(a);
+}
+
 int main(void) {
     shared = test_env("UPRES_SHARED_DATA");
     CHECK(image_init() == 0);
@@ -566,6 +608,7 @@ int main(void) {
     test_encodes();
     test_frames_load();
     test_frames_save();
+    test_frames_srgb();
     image_shutdown();
     return test_summary();
 }
