@@ -31,7 +31,16 @@ packages=(gcc make cmake pkg-config libvips-dev libdnnl-dev libjansson-dev
           libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev nodejs npm python3
           python3-yaml python3-jsonschema # the e2e tests validate replies against ../shared/specs
           wrk # wrk: bench/server_load.py
-          clang libclang-rt-14-dev libomp-dev) # tests/fuzz/run.sh: libFuzzer and clang's OpenMP
+          clang libclang-rt-14-dev libomp-dev # tests/fuzz/run.sh: libFuzzer and clang's OpenMP
+          # AVIF and GIF output (src/image): libvips' heif module writes AV1 through libheif,
+          # which on bookworm (libheif 1.15) has the aom encoder built in (libaom3 holds it);
+          # GIF goes through cgif. libvips42 already depends on all three: named here because
+          # the encoders are what upres needs, not a detail of libvips' packaging.
+          libheif1 libaom3 libcgif0)
+# Newer Debian (trixie's libheif) splits the encoders into plugin packages, which libheif1
+# only recommends (and --no-install-recommends skips): where apt knows aom's, ask for it.
+heif_plugin=libheif-plugin-aomenc
+apt-cache show "$heif_plugin" >/dev/null 2>&1 && packages+=("$heif_plugin")
 missing=()
 for p in "${packages[@]}"; do
   # nodejs/npm may come from elsewhere than Debian: a working command is enough
@@ -48,6 +57,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -q >/dev/null || die "apt-get update failed"
+  # a fresh machine's package lists were empty before the update
+  if [[ " ${packages[*]} " != *" $heif_plugin "* ]] && apt-cache show "$heif_plugin" >/dev/null 2>&1; then
+    missing+=("$heif_plugin")
+  fi
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
     || die "apt-get install ${missing[*]} failed"
 else

@@ -20,7 +20,9 @@
  *     integer, 1-bit) becomes 8 or 16 bits;
  *   - multi-frame images (animated GIF/WebP, multi-page TIFF, HEIF
  *     collections): the frame count is read from the header and checked
- *     against a limit; only the first frame is decoded;
+ *     against a limit; image_load_file and image_load_buffer decode only
+ *     the first frame, image_load_*_frames the first N frames of an
+ *     animated GIF or WebP (see Frames below);
  *   - truncated or corrupt files are errors, never half images, and the
  *     pixel and frame limits are enforced from the header before anything
  *     is decoded;
@@ -28,9 +30,24 @@
  *     without holding its pixels: image_probe_* reads the header only,
  *     image_verify_* also decodes every pixel in strips and drops them.
  *
- * Saving writes the image's ICC profile, EXIF and XMP back (PNG, JPEG and
- * WebP all carry them), or converts to sRGB and writes no profile when asked
- * to (image_save_opts_t.srgb), or writes no metadata at all (.strip).
+ * Saving writes PNG, JPEG, WebP, AVIF, GIF or ICO (image_format_canonical
+ * names them). PNG, JPEG, WebP and AVIF carry the image's ICC profile, EXIF
+ * and XMP back, or sRGB values and no profile when asked to
+ * (image_save_opts_t.srgb), or no metadata at all (.strip); GIF and ICO
+ * always hold sRGB values and no metadata.
+ *
+ * Frames. An up_image_t holds n_pages frames of width x height, one after
+ * the other in pixels: libvips' own layout for animations, a width x
+ * (height * n_pages) image whose page height is height. Frame i starts at
+ * image_frame_pixels(img, i); every frame is a whole canvas (the loader has
+ * applied the file's disposal and blending), with its display time in
+ * delays[i] (ms) and the loop count in loop. Only image_load_*_frames makes
+ * more than one; only image_save_* to gif or webp writes more than one (an
+ * animation), and image_to_srgb converts them all; every other function
+ * here reads the first frame alone, and
+ * what it makes (a resized, cropped or embedded copy) has one frame. To
+ * work on each frame, take image_frame_view(img, i) and assemble the
+ * results in an image_new_frames image.
  *
  * Every function that takes an up_error_t fills it (when not NULL) with a
  * one-line message fit to show to a user, and returns the same code.
@@ -49,13 +66,20 @@
 #include "core/err.h"
 
 typedef struct up_image {
-    int width, height; /* pixels, >= 1 */
+    int width, height; /* pixels of one frame, >= 1 */
     int bands;         /* 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA */
     int depth;         /* bits per sample: 8 (uint8_t) or 16 (uint16_t) */
-    void *pixels;      /* owned, malloc()ed: width*height*bands samples, interleaved, row-major */
+    void *pixels;      /* owned, malloc()ed: width*height*bands samples, interleaved, row-major, times
+                          n_pages frames one after another (see Frames) */
     char format[8];    /* source format: "png","jpg","webp","tiff","gif","heif","avif", or "" */
-    int n_frames;      /* frames (pages) in the source, of which only the first is decoded; 1 for a
+    int n_frames;      /* frames (pages) in the source, of which the first n_pages are decoded; 1 for a
                           still image and for image_new */
+    int n_pages;       /* frames held in pixels, 1 .. n_frames: 1 but after image_load_*_frames or
+                          image_new_frames (0, in a struct filled by hand, is read as 1) */
+    int *delays;       /* owned, malloc()ed, n_pages entries when n_pages > 1, else NULL: how long each
+                          frame shows, ms (GIF stores centiseconds: a multiple of 10) */
+    int loop;          /* times an animation plays, 0 = forever (libvips' "loop": GIF's NETSCAPE2.0
+                          count, WebP's ANIM count); 0 for a still image */
     /* Metadata, each owned and malloc()ed, NULL (size 0) when absent: */
     void *icc;        /* the ICC profile the pixel values are in (RGB profile for 3-4 bands, gray
                          for 1-2); NULL = sRGB */
@@ -80,12 +104,21 @@ typedef struct image_info {
     int bands;      /* as up_image_t.bands (see image_probe_file for GIF) */
     int depth;      /* as up_image_t.depth: 8 or 16 bits per sample */
     int n_frames;   /* as up_image_t.n_frames: 1 for a still image */
+    double fps;     /* frames per second of an animation, as Tinify reports one at upload: 1000 /
+                       the mean delay in ms over all n_frames frames (= 100 / the mean in GIF's
+                       centiseconds); 0 for a still image and when the file says no delays (or
+                       only delays of 0) */
+    int loop;       /* as up_image_t.loop: times an animation plays, 0 = forever (and for a still
+                       image) */
 } image_info_t;
 
 typedef struct image_save_opts {
-    const char *format; /* "png", "jpg" (or "jpeg"), "webp"; NULL = from the path's
-                           extension, else the image's source format if writable, else png */
-    int quality;        /* 1..100 for jpg/webp; 0 = default (jpg 92, webp 90); ignored for png */
+    const char *format; /* any name image_format_canonical knows: "png", "jpg" (or "jpeg"),
+                           "webp", "avif", "gif", "ico"; NULL = from the path's extension, else
+                           image_format_default_output(the image's source format) */
+    int quality;        /* 1..100 for jpg, webp, avif and gif; 0 = the format's default
+                           (image_format_default_quality); ignored for png and ico. gif: see
+                           image_save_buffer */
     int srgb;           /* 1: convert the values from img->icc to sRGB and write no ICC profile
                            (EXIF and XMP are still written); 0: write the values and img->icc as
                            they are */
@@ -140,6 +173,29 @@ int image_load_buffer(const void *buf, size_t size, const image_limits_t *lim, u
                       up_error_t *err);
 
 /*
+ * image_load_file, keeping an animation: an animated GIF or WebP decodes
+ * its first min(max_frames, n_frames) frames into *out (n_pages of them,
+ * each a whole canvas, with their delays and the loop count; see Frames).
+ * Any other file, a still one, and max_frames <= 1 load as
+ * image_load_file does (n_pages 1). lim applies as there: max_frames
+ * refuses a file with more frames in all (so the caller's frame limit is
+ * max_frames here, a file's is lim->max_frames); max_pixels bounds one
+ * frame (the same message) and also all the frames decoded together:
+ * UP_ERR_TOO_LARGE "5 frames of 4000x3000 are 60.0 megapixels, over the
+ * limit of 40.0 megapixels", refused from the header. An animated WebP
+ * with an EXIF orientation other than 1 (which libvips cannot turn frame
+ * by frame) loads its first frame only, turned. Errors as
+ * image_load_file's.
+ */
+int image_load_file_frames(const char *path, const image_limits_t *lim, int max_frames, up_image_t **out,
+                           up_error_t *err);
+
+/* image_load_file_frames for an image held in memory (buf borrowed, only
+ * read during the call); errors as image_load_buffer's. */
+int image_load_buffer_frames(const void *buf, size_t size, const image_limits_t *lim, int max_frames,
+                             up_image_t **out, up_error_t *err);
+
+/*
  * What image_load_file would make of path, from the header only, into *info
  * (cleared first): the format from the bytes (same allow-list as the load),
  * the size as seen, bands, depth and frame count, nothing decoded. lim may
@@ -183,8 +239,40 @@ int image_verify_buffer(const void *buf, size_t size, const image_limits_t *lim,
  */
 up_image_t *image_new(int width, int height, int bands, int depth);
 
-/* Free an image, its pixels and its metadata; accepts NULL. */
+/*
+ * A new image of n_pages frames (>= 1; n_frames the same) with zeroed
+ * pixels and, for n_pages > 1, zeroed delays (the caller sets them) and
+ * loop 0; otherwise as image_new, which is image_new_frames(..., 1). NULL
+ * on a bad argument, on size overflow or when out of memory.
+ */
+up_image_t *image_new_frames(int width, int height, int bands, int depth, int n_pages);
+
+/* Free an image, its pixels, delays and metadata; accepts NULL. */
 void image_free(up_image_t *img);
+
+/* Bytes of one frame of img: width*height*bands*depth/8 (image_size). */
+size_t image_size(const up_image_t *img);
+
+/* The first sample of frame i (0 .. n_pages-1) of img (borrowed). */
+static inline void *image_frame_pixels(const up_image_t *img, int i) {
+    return (unsigned char *)img->pixels + (size_t)i * image_size(img);
+}
+
+/*
+ * Frame i (0 .. n_pages-1) of img as a one-frame image, by value, for the
+ * functions that take an image (image_resize, upscaler_run, ...): its
+ * pixels, format and metadata are img's (borrowed: valid while img is,
+ * never to be freed: do not pass the view to image_free), n_pages 1,
+ * delays NULL, loop 0.
+ */
+up_image_t image_frame_view(const up_image_t *img, int i);
+
+/*
+ * Keep the first n frames of img (1 .. n_pages), in place: the pixel
+ * buffer shrinks to them (when realloc can), and n 1 frees the delays and
+ * sets loop 0. n_frames (the source's count) is untouched.
+ */
+void image_frames_keep(up_image_t *img, int n);
 
 /*
  * Replace dst's ICC profile, EXIF and XMP with copies of src's (borrowed),
@@ -195,7 +283,7 @@ void image_free(up_image_t *img);
 int image_copy_metadata(up_image_t *dst, const up_image_t *src);
 
 /*
- * Convert img's values, in place, from its ICC profile to sRGB (gray stays
+ * Convert img's values (every frame), in place, from its ICC profile to sRGB (gray stays
  * gray, in sRGB's tone curve; same bands, depth and alpha), then free the
  * profile (icc NULL). A no-op for an image without a profile; an sRGB
  * profile is dropped without touching the values. EXIF and XMP are kept.
@@ -204,21 +292,35 @@ int image_copy_metadata(up_image_t *dst, const up_image_t *src);
  */
 int image_to_srgb(up_image_t *img, up_error_t *err);
 
-/* Bytes of img->pixels: width*height*bands*depth/8. */
-size_t image_size(const up_image_t *img);
-
 /* 1 when the last band is alpha (bands 2 or 4). */
 static inline int image_has_alpha(const up_image_t *img) { return img->bands == 2 || img->bands == 4; }
 
 /*
  * Encode img (borrowed) to *buf (new, release with free()) and *size bytes.
- * png keeps depth and alpha; jpg flattens alpha onto white and writes 8 bits;
- * webp keeps alpha and writes 8 bits. Metadata: img->icc, img->exif (with
- * orientation 1, EXIF over 64 KB dropped) and img->xmp are written unless
- * opts says srgb (values converted to sRGB, no ICC profile) or strip (no
- * metadata, values converted to sRGB). A profile the format cannot carry
- * (a gray profile in WebP, which is always RGB) is converted to sRGB
- * instead. opts may be NULL.
+ *   png   keeps depth and alpha;
+ *   jpg   flattens alpha onto white and writes 8 bits;
+ *   webp  keeps alpha and writes 8 bits; every frame of an image with
+ *         n_pages > 1, as an animation with its delays and loop count;
+ *   avif  AV1 in HEIF (libheif's aom encoder, libvips' effort 2 of 0..9),
+ *         lossy at quality, 8 bits, alpha kept; the first frame;
+ *   gif   a palette of up to 256 colours from libvips' quantiser (cgif),
+ *         1-bit transparency; every frame, as an animation, like webp.
+ *         quality q picks 2^ceil(8q/100) colours (88..100: 256, 76..87:
+ *         128, ... 1..12: 2), error-diffusion dither from q 50 up, and in
+ *         an animation lets a pixel that changes by at most (100-q)*0.32
+ *         keep the previous frame's value (libvips' interframe_maxerror),
+ *         so that lower qualities make smaller files;
+ *   ico   one entry: a 32-bit RGBA PNG (gray made RGB, alpha added), the
+ *         first frame fitted into 256x256 (image_format_output_size: ICO
+ *         cannot hold more), written in the ICO container (ICONDIR and one
+ *         ICONDIRENTRY, see image.c); quality ignored.
+ * Metadata (png, jpg, webp, avif): img->icc, img->exif (with orientation
+ * 1, EXIF over 64 KB dropped) and img->xmp are written unless opts says
+ * srgb (values converted to sRGB, no ICC profile) or strip (no metadata,
+ * values converted to sRGB). A profile the format cannot carry (a gray
+ * profile in WebP or AVIF, which are always RGB) is converted to sRGB
+ * instead. gif and ico: values converted to sRGB, no metadata. opts may
+ * be NULL.
  * Errors: UP_ERR_INVALID (unknown output format, quality out of range, bad
  * image), UP_ERR_IMAGE (the encoder failed), UP_ERR_NOMEM.
  */
@@ -278,22 +380,52 @@ int image_png_palette_supported(void);
 
 /*
  * Output format named by a path's extension, case-insensitive: "png" (.png),
- * "jpg" (.jpg, .jpeg, .jpe), "webp" (.webp); NULL for anything else. The
- * returned string is static.
+ * "jpg" (.jpg, .jpeg, .jpe), "webp" (.webp), "avif" (.avif), "gif" (.gif),
+ * "ico" (.ico); NULL for anything else. The returned string is static.
  */
 const char *image_format_from_path(const char *path);
 
-/* 1 when image_save_* can write fmt ("png", "jpg", "jpeg", "webp"), else 0. */
+/* 1 when image_save_* can write fmt (any name image_format_canonical knows), else 0. */
 int image_format_supported_for_output(const char *fmt);
 
 /*
  * The canonical name of an output format image_save_* can write, given any
- * of its names, case-insensitive: "png", "jpg" (for "jpg" and "jpeg") or
- * "webp"; NULL for anything else (and for NULL). The string is static.
+ * of its names, case-insensitive: "png", "jpg" (for "jpg" and "jpeg"),
+ * "webp", "avif", "gif" or "ico"; NULL for anything else (and for NULL).
+ * The string is static. This list is the one list of output formats.
  */
 const char *image_format_canonical(const char *fmt);
 
-/* The quality image_save_* uses for quality 0: 92 for jpg, 90 for webp, 0 for png or anything else. */
+/*
+ * The quality image_save_* uses for quality 0: 92 for jpg, 90 for webp, 60
+ * for avif, 100 for gif (256 colours), 0 for png, ico or anything else.
+ */
 int image_format_default_quality(const char *fmt);
+
+/*
+ * The format written when none is asked for, from an image's source format
+ * (up_image_t.format): the source's own when it is png, jpg or webp, else
+ * "png" (a GIF, AVIF, TIFF or HEIF source, "" or NULL), as before avif, gif
+ * and ico could be written. Static string.
+ */
+const char *image_format_default_output(const char *source);
+
+/*
+ * The HTTP Content-Type of an output format, any of its names
+ * (case-insensitive): "image/png", "image/jpeg", "image/webp",
+ * "image/avif", "image/gif", "image/x-icon"; NULL for anything else.
+ * Static string.
+ */
+const char *image_content_type(const char *fmt);
+
+/* 1 when image_save_* writes every frame of fmt (an animation: gif, webp), else 0. */
+int image_format_animated(const char *fmt);
+
+/*
+ * The size image_save_* writes a w x h image at in fmt: w x h, but for ico
+ * when a side is over 256: fitted into 256 x 256 keeping the aspect ratio
+ * (the longer side 256, the other rounded half up, at least 1).
+ */
+void image_format_output_size(const char *fmt, long long w, long long h, long long *ow, long long *oh);
 
 #endif

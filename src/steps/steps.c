@@ -39,7 +39,7 @@
  * between the encodes of a search; env->abort also stops a tile between
  * layers.
  *
- * Encode search (target_bytes). jpg and webp: the requested quality (or
+ * Encode search (target_bytes). jpg, webp, avif and gif: the requested quality (or
  * the format's default) first; when too big, a binary search below it that
  * keeps lo = the best quality known to fit and hi = the lowest known not
  * to, so the quality chosen is one whose next step up was tried and did not
@@ -47,8 +47,21 @@
  * 16-bit image, then (where libvips can quantise) a 256-colour dithered
  * palette with a binary search on the quantiser's quality, then undithered
  * palettes of 256, 16, 4 and 2 colours at the lowest quality; the first
- * that fits wins. The dimensions never change. When nothing fits, the step
- * fails with UP_ERR_TOO_LARGE naming the smallest result.
+ * that fits wins. ico: its one encode (a full-colour PNG entry). The
+ * dimensions never change (ico's fit into 256x256 comes before, as the
+ * encode's size). When nothing fits, the step fails with UP_ERR_TOO_LARGE
+ * naming the smallest result.
+ *
+ * Frames. An animation (up_image_t.n_pages > 1, from image_load_*_frames)
+ * stays one only when the encode writes gif or webp with "frames" > 1:
+ * steps_run first keeps that many frames, else the first alone, so a still
+ * result never costs the other frames' work. Upscale and resize then run
+ * frame by frame (each_frame): every frame goes through the op as an image
+ * of its own (image_frame_view) and the results are stacked again, delays
+ * and loop kept; never across frame borders, since the upscaler pads each
+ * tile with its neighbouring pixels and the resampler's kernels reach
+ * across rows. Sizes are per frame; costs and max_output_pixels count every
+ * frame; cancellation is checked between frames too.
  *
  * Ownership in steps_run: one image (run_t.img) is held between steps;
  * each step makes its successor and the old one is freed at once, so at most
@@ -75,6 +88,7 @@
 #define TILE_MIN 16             /* upscale tile, when not 0: as the Upscale Service dialect */
 #define TILE_MAX 8192           /* likewise */
 #define TARGET_MAX 1000000000LL /* encode target_bytes: 1 GB */
+#define FRAMES_MAX 10000        /* encode frames */
 #define GUESS_SCALE 4           /* scale 0 of a model whose name says no -xN (see steps_output_size) */
 
 /* ---- the op table -------------------------------------------------------- */
@@ -109,6 +123,8 @@ struct run {
     up_image_t *img; /* the one image between steps (owned) */
     upscaler_t *up;  /* the current upscale step's upscaler (borrowed from env) */
     steps_result_t *res;
+    int n_pages;  /* frames run through the pipeline, >= 1 */
+    int frame;    /* the frame each_frame is at, 0 .. n_pages-1 */
     double done;  /* cost units of the steps finished */
     double cost;  /* cost units of the step running */
     double total; /* cost units of the whole pipeline, > 0 */
@@ -333,15 +349,72 @@ static int upscale_prepare(run_t *r, step_t *s, up_error_t *err) {
 
 static int progress_at(run_t *r, double fraction);
 
-/* The upscaler's progress (0..100 over its tiles) as a share of this step. */
-static int on_tiles(void *ctx, int percent) { return progress_at(ctx, percent / 100.0) != UP_OK; }
+/* The upscaler's progress (0..100 over one frame's tiles) as a share of this step. */
+static int on_tiles(void *ctx, int percent) {
+    run_t *r = ctx;
+    return progress_at(r, (r->frame + percent / 100.0) / r->n_pages) != UP_OK;
+}
 
 static void replace_image(run_t *r, up_image_t *img) {
     image_free(r->img);
     r->img = img;
 }
 
-static int upscale_run(run_t *r, const step_t *s, json_t *entry, up_error_t *err) {
+/* One frame's share of an op: in (borrowed, one frame) into *out (new), or *out NULL for "unchanged". */
+typedef int (*frame_fn)(run_t *r, const step_t *s, const up_image_t *in, up_image_t **out, up_error_t *err);
+
+/*
+ * Replace r->img with what fn makes of each of its frames (DESIGN, Frames):
+ * a still image goes to fn as it is; an animation frame by frame, the
+ * results stacked in a new image with the same delays and loop. fn makes
+ * every frame the same shape, the frames being alike.
+ */
+static int each_frame(run_t *r, const step_t *s, frame_fn fn, up_error_t *err) {
+    up_image_t *img = r->img, *out = NULL, *all = NULL;
+    int n = r->n_pages, rc = UP_OK;
+    assert(n == (img->n_pages > 1 ? img->n_pages : 1));
+    for (int i = 0; i < n; i++) {
+        r->frame = i;
+        if (i > 0 && (rc = progress_at(r, (double)i / n))) {
+            up_error_set(err, rc, 0, "cancelled at frame %d of %d", i + 1, n);
+            goto fail;
+        }
+        up_image_t view = n > 1 ? image_frame_view(img, i) : *img;
+        if ((rc = fn(r, s, &view, &out, err)))
+            goto fail;
+        if (n == 1) {
+            if (out)
+                replace_image(r, out);
+            return UP_OK;
+        }
+        const up_image_t *made = out ? out : &view;
+        if (!all) {
+            if (!(all = image_new_frames(made->width, made->height, made->bands, made->depth, n)) ||
+                image_copy_metadata(all, made)) {
+                rc = up_error_set(err, UP_ERR_NOMEM, 0, "cannot allocate %d frames of %dx%d", n, made->width,
+                                  made->height);
+                goto fail;
+            }
+            memcpy(all->format, made->format, sizeof all->format);
+            memcpy(all->delays, img->delays, (size_t)n * sizeof *all->delays);
+            all->loop = img->loop;
+            all->n_frames = img->n_frames;
+        }
+        assert(made->width == all->width && made->height == all->height && made->bands == all->bands &&
+               made->depth == all->depth);
+        memcpy(image_frame_pixels(all, i), made->pixels, image_size(made));
+        image_free(out);
+        out = NULL;
+    }
+    replace_image(r, all);
+    return UP_OK;
+fail:
+    image_free(out);
+    image_free(all);
+    return rc;
+}
+
+static int upscale_frame(run_t *r, const step_t *s, const up_image_t *in, up_image_t **out, up_error_t *err) {
     upscale_opts_t o;
     upscale_opts_init(&o);
     o.scale = s->upscale.scale;
@@ -352,15 +425,17 @@ static int upscale_run(run_t *r, const step_t *s, json_t *entry, up_error_t *err
     o.progress_ctx = r;
     o.abort = r->env->abort;
     o.max_output_pixels = r->env->max_output_pixels;
-    up_image_t *out = NULL;
-    int rc = upscaler_run(r->up, r->img, &o, &out, err);
+    return upscaler_run(r->up, in, &o, out, err);
+}
+
+static int upscale_run(run_t *r, const step_t *s, json_t *entry, up_error_t *err) {
+    int rc = each_frame(r, s, upscale_frame, err);
     if (rc)
         return rc;
-    replace_image(r, out);
     json_object_set_new(entry, "model", json_string(s->upscale.model));
     json_object_set_new(entry, "variant_scale", json_integer(upscaler_scale(r->up)));
     json_object_set_new(entry, "scale", json_real(s->upscale.scale));
-    if (s->upscale.alpha != UPSCALE_ALPHA_RESAMPLE && image_has_alpha(out))
+    if (s->upscale.alpha != UPSCALE_ALPHA_RESAMPLE && image_has_alpha(r->img))
         json_object_set_new(entry, "alpha", json_string(alpha_names[s->upscale.alpha]));
     return UP_OK;
 }
@@ -482,43 +557,67 @@ static double resize_cost(const step_t *s, long long w, long long h, long long o
     return ((double)w * (double)h + (double)ow * (double)oh) / 100;
 }
 
-static int resize_run(run_t *r, const step_t *s, json_t *entry, up_error_t *err) {
+/* The bars of a pad: the step's background, else transparent where the image has alpha, else white. */
+static const unsigned char *pad_background(const step_t *s, int has_alpha) {
+    static const unsigned char clear[4] = {0, 0, 0, 0}, white[4] = {255, 255, 255, 255};
+    return s->resize.has_background ? s->resize.background : has_alpha ? clear : white;
+}
+
+/* Replace *cur (owned, NULL = still in) with next. */
+static void advance(up_image_t **cur, up_image_t *next) {
+    image_free(*cur);
+    *cur = next;
+}
+
+static int resize_frame(run_t *r, const step_t *s, const up_image_t *in, up_image_t **out, up_error_t *err) {
+    (void)r;
     resize_plan_t p;
-    resize_plan(s, r->img->width, r->img->height, &p);
-    up_image_t *next = NULL;
+    resize_plan(s, in->width, in->height, &p);
+    up_image_t *cur = NULL, *next = NULL; /* cur: the frame so far (owned), NULL while it is in */
     int rc;
-    if (p.sw != r->img->width || p.sh != r->img->height) {
-        if ((rc = image_crop(r->img, (int)p.sx, (int)p.sy, (int)p.sw, (int)p.sh, &next, err)))
-            return rc;
-        replace_image(r, next);
+    if (p.sw != in->width || p.sh != in->height) {
+        if ((rc = image_crop(in, (int)p.sx, (int)p.sy, (int)p.sw, (int)p.sh, &next, err)))
+            goto fail;
+        advance(&cur, next);
     }
-    if (p.iw != r->img->width || p.ih != r->img->height) {
-        if ((rc = image_resize(r->img, (int)p.iw, (int)p.ih, &next, err)))
-            return rc;
-        replace_image(r, next);
+    if (p.iw != (cur ? cur : in)->width || p.ih != (cur ? cur : in)->height) {
+        if ((rc = image_resize(cur ? cur : in, (int)p.iw, (int)p.ih, &next, err)))
+            goto fail;
+        advance(&cur, next);
     }
+    if (s->resize.fit == STEP_FIT_PAD && s->resize.width && s->resize.height) {
+        const unsigned char *bg = pad_background(s, image_has_alpha(in));
+        if ((rc = image_embed(cur ? cur : in, (int)p.ow, (int)p.oh, (int)p.x, (int)p.y, bg, &next, err)))
+            goto fail;
+        advance(&cur, next);
+    }
+    assert((cur ? cur : in)->width == p.ow && (cur ? cur : in)->height == p.oh);
+    *out = cur;
+    return UP_OK;
+fail:
+    image_free(cur);
+    return rc;
+}
+
+static int resize_run(run_t *r, const step_t *s, json_t *entry, up_error_t *err) {
+    int had_alpha = image_has_alpha(r->img);
+    int rc = each_frame(r, s, resize_frame, err);
+    if (rc)
+        return rc;
     if (s->resize.width && s->resize.height)
         json_object_set_new(entry, "fit", json_string(fit_names[s->resize.fit]));
     if (s->resize.fit == STEP_FIT_PAD && s->resize.width && s->resize.height) {
-        /* default bars: transparent where there is alpha, else white */
-        static const unsigned char clear[4] = {0, 0, 0, 0}, white[4] = {255, 255, 255, 255};
-        const unsigned char *bg = s->resize.has_background  ? s->resize.background
-                                  : image_has_alpha(r->img) ? clear
-                                                            : white;
-        if ((rc = image_embed(r->img, (int)p.ow, (int)p.oh, (int)p.x, (int)p.y, bg, &next, err)))
-            return rc;
-        replace_image(r, next);
+        const unsigned char *bg = pad_background(s, had_alpha);
         char hex[10];
         snprintf(hex, sizeof hex, "#%02x%02x%02x%02x", bg[0], bg[1], bg[2], bg[3]);
         json_object_set_new(entry, "background", json_string(hex));
     }
-    assert(r->img->width == p.ow && r->img->height == p.oh);
     return UP_OK;
 }
 
 /* ---- encode -------------------------------------------------------------- */
 
-static const char *const encode_fields[] = {"format", "quality", "target_bytes", NULL};
+static const char *const encode_fields[] = {"format", "quality", "target_bytes", "frames", NULL};
 
 static int parse_encode(pctx_t *p, step_t *s) {
     const char *fmt = NULL;
@@ -530,16 +629,20 @@ static int parse_encode(pctx_t *p, step_t *s) {
         if (!canon) {
             char shown[200];
             show(shown, sizeof shown, fmt);
-            return bad(p, "format must be \"png\", \"jpg\" or \"webp\", not \"%s\"", shown);
+            return bad(p,
+                       "format must be \"png\", \"jpg\", \"webp\", \"avif\", \"gif\" or \"ico\", not \"%s\"",
+                       shown);
         }
         snprintf(s->encode.format, sizeof s->encode.format, "%s", canon);
     }
-    long long q = 0, target = 0;
+    long long q = 0, target = 0, frames = 0;
     if ((rc = get_int(p, "quality", 1, 100, 1, "1 to 100 (0 = the format's default)", &q)) < 0 ||
-        (rc = get_int(p, "target_bytes", 1, TARGET_MAX, 1, "1 to 1000000000 (0 = none)", &target)) < 0)
+        (rc = get_int(p, "target_bytes", 1, TARGET_MAX, 1, "1 to 1000000000 (0 = none)", &target)) < 0 ||
+        (rc = get_int(p, "frames", 1, FRAMES_MAX, 1, "1 to 10000 (0 = the first frame only)", &frames)) < 0)
         return rc;
     s->encode.quality = (int)q;
     s->encode.target_bytes = target;
+    s->encode.frames = (int)frames;
     return UP_OK;
 }
 
@@ -551,13 +654,14 @@ static json_t *encode_to_json(const step_t *s) {
         json_object_set_new(o, "quality", json_integer(s->encode.quality));
     if (o && s->encode.target_bytes)
         json_object_set_new(o, "target_bytes", json_integer(s->encode.target_bytes));
+    if (o && s->encode.frames)
+        json_object_set_new(o, "frames", json_integer(s->encode.frames));
     return o;
 }
 
+/* The same size, but for ico (fitted into 256x256); "" is the input's own format, never ico. */
 static void encode_size(const step_t *s, long long w, long long h, long long *ow, long long *oh) {
-    (void)s;
-    *ow = w;
-    *oh = h;
+    image_format_output_size(s->encode.format, w, h, ow, oh);
 }
 
 static double encode_cost(const step_t *s, long long w, long long h, long long ow, long long oh) {
@@ -604,7 +708,7 @@ static int try_encode(search_t *st, const image_save_opts_t *o, int *fits, up_er
     return UP_OK;
 }
 
-/* jpg, webp: the quality asked for, else the highest below it that fits (DESIGN). */
+/* jpg, webp, avif, gif: the quality asked for, else the highest below it that fits (DESIGN). */
 static int search_quality(search_t *st, image_save_opts_t o, up_error_t *err) {
     int fits, rc = try_encode(st, &o, &fits, err);
     int lo = 0, hi = o.quality; /* lo fits (0: none known), hi does not */
@@ -663,7 +767,9 @@ static int search_png(search_t *st, image_save_opts_t o, up_error_t *err) {
 
 /* What an encode was, for messages: "webp, quality 40", "png, 16 colours, no dither". */
 static void describe(const image_save_opts_t *o, char *dst, size_t size) {
-    if (strcmp(o->format, "png") != 0)
+    if (strcmp(o->format, "ico") == 0)
+        snprintf(dst, size, "ico");
+    else if (strcmp(o->format, "png") != 0)
         snprintf(dst, size, "%s, quality %d", o->format, o->quality);
     else if (o->png_palette)
         snprintf(dst, size, "png, %d colours, quantiser quality %d, %s", o->png_palette,
@@ -675,17 +781,30 @@ static void describe(const image_save_opts_t *o, char *dst, size_t size) {
         snprintf(dst, size, "png");
 }
 
+/* The format an encode step writes for an image from source (up_image_t.format). */
+static const char *encode_format(const step_t *s, const char *source) {
+    return s->encode.format[0] ? s->encode.format : image_format_default_output(source);
+}
+
 static int encode_run(run_t *r, const step_t *s, json_t *entry, up_error_t *err) {
-    const char *fmt = s->encode.format[0] ? s->encode.format : image_format_canonical(r->img->format);
-    if (!fmt)
-        fmt = "png";
+    const char *fmt = encode_format(s, r->img->format);
+    int png = strcmp(fmt, "png") == 0, ico = strcmp(fmt, "ico") == 0, rc;
+    long long w, h;
+    image_format_output_size(fmt, r->img->width, r->img->height, &w, &h);
+    if (w != r->img->width || h != r->img->height) { /* ico: fitted first, so that "out" says so */
+        up_image_t *fitted = NULL;
+        if ((rc = image_resize(r->img, (int)w, (int)h, &fitted, err)))
+            return rc;
+        replace_image(r, fitted);
+    }
     image_save_opts_t o = {.format = fmt, .srgb = r->env->srgb, .strip = r->env->strip};
-    int png = strcmp(fmt, "png") == 0;
-    o.quality = png ? 0 : s->encode.quality ? s->encode.quality : image_format_default_quality(fmt);
+    int has_quality = image_format_default_quality(fmt) > 0;
+    o.quality = !has_quality ? 0 : s->encode.quality ? s->encode.quality : image_format_default_quality(fmt);
     search_t st = {.r = r, .target = s->encode.target_bytes};
     if (st.target)
-        st.n_expected = png ? 14 : 8;
-    int rc = png ? search_png(&st, o, err) : search_quality(&st, o, err);
+        st.n_expected = png ? 14 : ico ? 1 : 8;
+    int fits;
+    rc = png ? search_png(&st, o, err) : ico ? try_encode(&st, &o, &fits, err) : search_quality(&st, o, err);
     if (rc)
         goto fail;
     if (!st.best) {
@@ -697,7 +816,7 @@ static int encode_run(run_t *r, const step_t *s, json_t *entry, up_error_t *err)
     }
     const image_save_opts_t *b = &st.best_opts;
     json_object_set_new(entry, "format", json_string(fmt));
-    if (!png)
+    if (has_quality)
         json_object_set_new(entry, "quality", json_integer(b->quality));
     if (b->png_depth)
         json_object_set_new(entry, "depth", json_integer(b->png_depth));
@@ -716,6 +835,7 @@ static int encode_run(run_t *r, const step_t *s, json_t *entry, up_error_t *err)
     snprintf(r->res->format, sizeof r->res->format, "%s", fmt);
     r->res->width = r->img->width;
     r->res->height = r->img->height;
+    r->res->n_frames = r->n_pages;
     return UP_OK;
 fail:
     free(st.best);
@@ -865,6 +985,16 @@ void steps_upscale(steps_t *out, const char *model, double scale, int tile, cons
     e->encode.quality = quality;
 }
 
+int steps_frame_limit(const steps_t *steps) {
+    assert(steps);
+    const step_t *e = steps->n > 0 ? &steps->step[steps->n - 1] : NULL;
+    if (!e || e->kind != STEP_ENCODE || e->encode.frames <= 1)
+        return 1;
+    if (e->encode.format[0] && !image_format_animated(e->encode.format))
+        return 1;
+    return e->encode.frames;
+}
+
 const step_t *steps_first_upscale(const steps_t *steps) {
     for (int i = 0; steps && i < steps->n; i++)
         if (steps->step[i].kind == STEP_UPSCALE)
@@ -976,15 +1106,27 @@ static int run_step(run_t *r, step_t *s, int index, up_error_t *err) {
     if (op->prepare && (rc = op->prepare(r, s, err)))
         goto fail;
     step_size(s, iw, ih, &ow, &oh);
-    if (ow > SIDE_LIMIT || oh > SIDE_LIMIT) {
-        rc = up_error_set(err, UP_ERR_TOO_LARGE, 0, "output %lldx%lld is too large (at most %lld a side)", ow,
-                          oh, SIDE_LIMIT);
+    long long n = r->n_pages; /* frames: libvips holds them stacked, the limit counts them all */
+    if (ow > SIDE_LIMIT || oh * n > SIDE_LIMIT) {
+        if (n > 1)
+            rc = up_error_set(err, UP_ERR_TOO_LARGE, 0,
+                              "output %lld frames of %lldx%lld is too large (at most %lld rows in all)", n,
+                              ow, oh, SIDE_LIMIT);
+        else
+            rc = up_error_set(err, UP_ERR_TOO_LARGE, 0, "output %lldx%lld is too large (at most %lld a side)",
+                              ow, oh, SIDE_LIMIT);
         goto fail;
     }
-    if (env->max_output_pixels && (unsigned long long)(ow * oh) > env->max_output_pixels) {
-        rc = up_error_set(err, UP_ERR_TOO_LARGE, 0,
-                          "output %lldx%lld (%.1f megapixels) is over the limit of %.1f megapixels", ow, oh,
-                          (double)(ow * oh) / 1e6, (double)env->max_output_pixels / 1e6);
+    if (env->max_output_pixels && (unsigned long long)(ow * oh * n) > env->max_output_pixels) {
+        if (n > 1)
+            rc = up_error_set(err, UP_ERR_TOO_LARGE, 0,
+                              "output %lld frames of %lldx%lld (%.1f megapixels) is over the limit of %.1f "
+                              "megapixels",
+                              n, ow, oh, (double)(ow * oh * n) / 1e6, (double)env->max_output_pixels / 1e6);
+        else
+            rc = up_error_set(err, UP_ERR_TOO_LARGE, 0,
+                              "output %lldx%lld (%.1f megapixels) is over the limit of %.1f megapixels", ow,
+                              oh, (double)(ow * oh) / 1e6, (double)env->max_output_pixels / 1e6);
         goto fail;
     }
     if (!(entry = json_pack("{s:s, s:o}", "op", op->name, "in", size_json(iw, ih)))) {
@@ -994,7 +1136,10 @@ static int run_step(run_t *r, step_t *s, int index, up_error_t *err) {
     if ((rc = op->run(r, s, entry, err)))
         goto fail;
     assert(r->img->width == ow && r->img->height == oh); /* steps_output_size tells the truth */
+    assert((r->img->n_pages > 1 ? r->img->n_pages : 1) == r->n_pages);
     json_object_set_new(entry, "out", size_json(r->img->width, r->img->height));
+    if (r->n_pages > 1)
+        json_object_set_new(entry, "frames", json_integer(r->n_pages));
     json_object_set_new(entry, "seconds", json_real(mono_s() - t0));
     if (json_array_append_new(r->res->report, entry)) { /* takes entry, even on failure */
         entry = NULL;
@@ -1031,11 +1176,19 @@ int steps_run(const steps_t *steps, up_image_t *in, const steps_env_t *env, step
         memset(&plan[n], 0, sizeof plan[n]);
         plan[n++].kind = STEP_ENCODE;
     }
+    /* the frames to run (DESIGN, Frames): all those kept for an animated result, else the first */
+    const step_t *enc = &plan[n - 1];
+    int held = in->n_pages > 1 ? in->n_pages : 1;
+    r.n_pages = image_format_animated(encode_format(enc, in->format)) && enc->encode.frames > 1
+                    ? (enc->encode.frames < held ? enc->encode.frames : held)
+                    : 1;
+    if (r.n_pages < held)
+        image_frames_keep(in, r.n_pages);
     long long w = in->width, h = in->height;
     for (int i = 0; i < n; i++) {
         long long ow, oh;
         step_size(&plan[i], w, h, &ow, &oh);
-        costs[i] = ops[plan[i].kind].cost(&plan[i], w, h, ow, oh) + 1; /* never 0 */
+        costs[i] = ops[plan[i].kind].cost(&plan[i], w, h, ow, oh) * r.n_pages + 1; /* never 0 */
         r.total += costs[i];
         w = ow;
         h = oh;

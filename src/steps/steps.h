@@ -1,6 +1,7 @@
 /*
  * steps.h - a job's pipeline: an ordered list of steps run over one decoded
- * image, from the job's input asset to its encoded result.
+ * image (a still, or the frames of an animation), from the job's input
+ * asset to its encoded result.
  *
  * A pipeline is data: a JSON array kept in the job's record, each element
  * an object with "op" and that step's fields, so a new step is a new
@@ -23,15 +24,29 @@
  *       "#rrggbb" or "#rrggbbaa", absent = transparent where the image has
  *       alpha, else white; an alpha below ff gives an image without alpha
  *       an alpha band, a colour that is not gray makes a gray image RGB.
- *   {"op":"encode", "format":"webp", "quality":80, "target_bytes":200000}
- *       format: "png", "jpg" ("jpeg" is read as "jpg"), "webp", or absent =
- *       the input's own if it can be written, else png; quality (jpg and
- *       webp; png ignores it) 1..100, 0 or absent = the format's default;
+ *   {"op":"encode", "format":"webp", "quality":80, "target_bytes":200000, "frames":100}
+ *       format: "png", "jpg" ("jpeg" is read as "jpg"), "webp", "avif",
+ *       "gif", "ico", or absent = the input's own if it is png, jpg or
+ *       webp, else png (image_format_default_output);
+ *       quality (jpg, webp, avif, gif; png and ico ignore it) 1..100, 0 or
+ *       absent = the format's default (image_format_default_quality; for
+ *       gif it picks colours, dither and inter-frame loss: image.h);
  *       target_bytes 1 .. 10^9, 0 or absent = none: the largest result
  *       wanted, met by searching quality below the one asked (and for PNG
- *       8 bits, then palette quantisation), never by changing the
- *       dimensions; unreachable = the step fails naming the smallest size
- *       it reached.
+ *       8 bits, then palette quantisation; ico: its one encode), never by
+ *       changing the dimensions; unreachable = the step fails naming the
+ *       smallest size it reached;
+ *       frames 1 .. 10000, 0 or absent = 1: the frame limit. With gif or
+ *       webp output (asked for, or webp as the input's own) an animated
+ *       input keeps its first `frames` frames, delays and loop count, and
+ *       every step runs on each frame alone; otherwise, and with frames 1,
+ *       the result is the input's first frame, still. The input must
+ *       hold those frames: steps_frame_limit says how many the worker
+ *       loads (image_load_file_frames).
+ *       ico holds one image of at most 256x256 (its directory stores a
+ *       side in one byte): a larger image is first resampled to fit,
+ *       keeping its aspect ratio (the longer side 256, the other rounded
+ *       half up), and the encode's "out" and steps_output_size say so.
  *
  * A pipeline has at least one step; encode, when present, is last, and a
  * pipeline without one ends with the default encode. Parsing checks every
@@ -40,7 +55,9 @@
  * check (it depends on the registry: steps_resolve).
  *
  * Running: steps_run decodes nothing and encodes once (a target_bytes
- * search: up to 8 times, 14 for PNG). It keeps one image
+ * search: up to 8 times, 14 for PNG). Animations run frame by frame:
+ * upscale and resize never see across a frame's border (the upscaler pads
+ * its tiles with neighbouring pixels). It keeps one image
  * between the steps, reports progress over the whole pipeline (each step
  * weighted by its expected cost: upscales by the pixels the network makes, the rest
  * a small share), and records what each step did in a JSON array parallel
@@ -89,9 +106,11 @@ typedef struct step {
         unsigned char background[4]; /* RGBA */
     } resize;
     struct {
-        char format[8];         /* "png", "jpg", "webp"; "" = the input's if writable, else png */
+        char format[8];         /* "png", "jpg", "webp", "avif", "gif", "ico"; "" = the input's if png,
+                                   jpg or webp, else png */
         int quality;            /* 1..100, 0 = default */
         long long target_bytes; /* 0 = none */
+        int frames;             /* frames of an animation kept for gif/webp output, 1..10000; 0 = 1 */
     } encode;
 } step_t;
 
@@ -116,6 +135,14 @@ char *steps_text(const steps_t *steps);
 /* The one-step pipeline the older dialects submit: upscale with model and scale, then encode. */
 void steps_upscale(steps_t *out, const char *model, double scale, int tile, const char *format, int quality);
 
+/*
+ * How many frames the worker decodes for this pipeline, the max_frames of
+ * image_load_file_frames: the encode step's frames when it writes gif or
+ * webp, or leaves the format to the input (a WebP stays WebP), else 1.
+ * steps_run keeps at most this many of the frames it is given.
+ */
+int steps_frame_limit(const steps_t *steps);
+
 /* The first upscale step, or NULL (borrowed: for a job's summary fields, model and scale). */
 const step_t *steps_first_upscale(const steps_t *steps);
 
@@ -130,8 +157,9 @@ const step_t *steps_first_upscale(const steps_t *steps);
 int steps_resolve(steps_t *steps, const upscale_registry_t *reg, up_error_t *err);
 
 /*
- * The output size the pipeline will make from a w x h input, for checks at
- * submission (pixel limits, tiers): *ow, *oh, exactly what steps_run makes
+ * The output size the pipeline will make from a w x h input (one frame:
+ * an animation of n frames makes n of these), for checks at submission
+ * (pixel limits, tiers): *ow, *oh, exactly what steps_run makes
  * (the same size functions; an upscale is round(w * scale), a side kept in
  * proportion round half up, at least 1). An upscale with scale 0 counts as
  * the scale its model's name ends in ("-x2") or else 4: steps_resolve
@@ -154,7 +182,8 @@ typedef struct steps_env {
     void *progress_ctx;
     const atomic_int *abort;              /* borrowed, may be NULL: stop between layers */
     size_t tile_memory;                   /* 0 = default */
-    unsigned long long max_output_pixels; /* 0 = no limit: checked before each step runs */
+    unsigned long long max_output_pixels; /* 0 = no limit: checked before each step runs, over all
+                                             the frames it makes */
     int srgb;                             /* encode: convert to sRGB, no ICC profile */
     int strip;                            /* encode: no metadata */
 } steps_env_t;
@@ -165,22 +194,25 @@ typedef struct steps_env {
  *   upscale: "model" (as asked), "variant_scale" (the native scale run),
  *            "scale" (the factor made), "alpha" when "model" on alpha;
  *   resize:  "fit" (with both sides), "background" ("#rrggbbaa", pad only);
- *   encode:  "format", "quality" (jpg, webp: the one used), "bytes", and
- *            with target_bytes "target_bytes" and "encodes" (how many
- *            tried); for a PNG that had to shrink "depth": 8 or "palette":
- *            {"colours", "quality" (the quantiser's), "dither"}.
+ *   encode:  "format", "quality" (jpg, webp, avif, gif: the one used),
+ *            "bytes", and with target_bytes "target_bytes" and "encodes"
+ *            (how many tried); for a PNG that had to shrink "depth": 8 or
+ *            "palette": {"colours", "quality" (the quantiser's), "dither"}.
+ * Every entry of an animation also has "frames" (how many it ran on).
  */
 typedef struct steps_result {
-    void *data;     /* the encoded result (new: free()) */
-    size_t size;    /* bytes */
-    char format[8]; /* "png", "jpg", "webp" */
-    int width, height;
-    json_t *report; /* one object per step run, the default encode included (new reference) */
+    void *data;        /* the encoded result (new: free()) */
+    size_t size;       /* bytes */
+    char format[8];    /* "png", "jpg", "webp", "avif", "gif", "ico" */
+    int width, height; /* of a frame */
+    int n_frames;      /* frames in the result: 1, or an animation's (gif, webp) */
+    json_t *report;    /* one object per step run, the default encode included (new reference) */
 } steps_result_t;
 
 /*
- * Run steps over in (taken over: freed by the call, whatever happens) and
- * fill *res. Returns 0, UP_ERR_CANCELLED (progress said so or abort was
+ * Run steps over in (taken over: freed by the call, whatever happens; its
+ * frames beyond what the encode keeps are dropped first, see "frames")
+ * and fill *res. Returns 0, UP_ERR_CANCELLED (progress said so or abort was
  * set), UP_ERR_TOO_LARGE (a step would pass max_output_pixels, or an
  * encode cannot reach target_bytes: "cannot reach N bytes: the smallest is
  * M bytes (webp, quality 1)"), or the failing step's error with its

@@ -240,9 +240,10 @@ static void test_parse_refusals(void) {
         {"[{\"op\":\"resize\",\"width\":8,\"color\":\"#ffffff\"}]",
          "step 1 (resize): unknown field \"color\" (width, height, fit, background)"},
         /* encode */
-        {"[{\"op\":\"encode\",\"format\":\"gif\"}]",
-         "step 1 (encode): format must be \"png\", \"jpg\" or \"webp\", not \"gif\""},
-        {"[{\"op\":\"encode\",\"format\":\"\"}]", "format must be \"png\", \"jpg\" or \"webp\", not \"\""},
+        {"[{\"op\":\"encode\",\"format\":\"bmp\"}]", "step 1 (encode): format must be \"png\", \"jpg\", "
+                                                     "\"webp\", \"avif\", \"gif\" or \"ico\", not \"bmp\""},
+        {"[{\"op\":\"encode\",\"format\":\"\"}]",
+         "format must be \"png\", \"jpg\", \"webp\", \"avif\", \"gif\" or \"ico\", not \"\""},
         {"[{\"op\":\"encode\",\"format\":\"tiff\"}]", "format must be"},
         {"[{\"op\":\"encode\",\"format\":null}]", "format must be a string"},
         {"[{\"op\":\"encode\",\"quality\":101}]",
@@ -256,7 +257,11 @@ static void test_parse_refusals(void) {
         {"[{\"op\":\"encode\",\"target_bytes\":1e5}]", "target_bytes must be a whole number"},
         {"[{\"op\":\"encode\",\"target_bytes\":false}]", "target_bytes must be a whole number"},
         {"[{\"op\":\"encode\",\"lossless\":true}]",
-         "step 1 (encode): unknown field \"lossless\" (format, quality, target_bytes)"},
+         "step 1 (encode): unknown field \"lossless\" (format, quality, target_bytes, frames)"},
+        {"[{\"op\":\"encode\",\"frames\":-1}]",
+         "step 1 (encode): frames must be 1 to 10000 (0 = the first frame only), not -1"},
+        {"[{\"op\":\"encode\",\"frames\":10001}]", "frames must be 1 to 10000"},
+        {"[{\"op\":\"encode\",\"frames\":2.5}]", "frames must be a whole number"},
         /* the step number is the failing step's */
         {"[{\"op\":\"upscale\",\"model\":\"m\"},{\"op\":\"resize\",\"width\":4},{\"op\":\"encode\","
          "\"quality\":0},"
@@ -339,6 +344,9 @@ static void test_parse_accepts(void) {
         "[{\"op\":\"encode\",\"format\":\"webp\",\"quality\":1}]",
         "[{\"op\":\"encode\",\"format\":\"png\",\"quality\":100,\"target_bytes\":1000000000}]",
         "[{\"op\":\"encode\",\"target_bytes\":0}]",
+        "[{\"op\":\"encode\",\"format\":\"AVIF\",\"quality\":1}]",
+        "[{\"op\":\"encode\",\"format\":\"gif\",\"frames\":10000}]",
+        "[{\"op\":\"encode\",\"format\":\"ico\",\"frames\":0}]",
         "[{\"op\":\"resize\",\"width\":1},{\"op\":\"resize\",\"width\":1},{\"op\":\"resize\",\"width\":1},"
         "{\"op\":\"resize\",\"width\":1},{\"op\":\"resize\",\"width\":1},{\"op\":\"resize\",\"width\":1},"
         "{\"op\":\"resize\",\"width\":1},{\"op\":\"encode\"}]",
@@ -369,7 +377,7 @@ static int same_steps(const steps_t *a, const steps_t *b) {
             return 0;
         if (x->kind == STEP_ENCODE &&
             (strcmp(x->encode.format, y->encode.format) || x->encode.quality != y->encode.quality ||
-             x->encode.target_bytes != y->encode.target_bytes))
+             x->encode.target_bytes != y->encode.target_bytes || x->encode.frames != y->encode.frames))
             return 0;
     }
     return 1;
@@ -392,6 +400,9 @@ static void test_round_trip(void) {
         "[{\"op\":\"resize\",\"width\":3,\"height\":4,\"fit\":\"pad\"}]",
         "[{\"op\":\"resize\",\"width\":3,\"height\":4}]",
         "[{\"op\":\"encode\"}]",
+        "[{\"op\":\"encode\",\"format\":\"gif\",\"quality\":40,\"frames\":12}]",
+        "[{\"op\":\"encode\",\"format\":\"avif\",\"target_bytes\":5000}]",
+        "[{\"op\":\"encode\",\"format\":\"ico\"}]",
     };
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
         steps_t a, b;
@@ -983,6 +994,324 @@ static void test_default_encode_limits(void) {
     steps_result_fini(NULL);
 }
 
+/* ---- the Tinify formats and animations ---------------------------------------------- */
+
+/* The frames of a result (new), at most max, or NULL. */
+static up_image_t *decode_frames(const steps_result_t *res, int max) {
+    up_image_t *img = NULL;
+    up_error_t err;
+    CHECKF(res->data && image_load_buffer_frames(res->data, res->size, NULL, max, &img, &err) == 0,
+           "decode: %s", res->data ? err.msg : "no data");
+    return img;
+}
+
+static void test_frame_limit(void) {
+    static const struct {
+        const char *text;
+        int limit;
+    } cases[] = {
+        {"[{\"op\":\"encode\",\"format\":\"gif\",\"frames\":7}]", 7},
+        {"[{\"op\":\"resize\",\"width\":9},{\"op\":\"encode\",\"format\":\"webp\",\"frames\":3}]", 3},
+        {"[{\"op\":\"encode\",\"frames\":5}]", 5}, /* the input's own format: a WebP stays WebP */
+        {"[{\"op\":\"encode\",\"format\":\"png\",\"frames\":7}]", 1},
+        {"[{\"op\":\"encode\",\"format\":\"avif\",\"frames\":7}]", 1},
+        {"[{\"op\":\"encode\",\"format\":\"gif\"}]", 1},
+        {"[{\"op\":\"encode\",\"format\":\"gif\",\"frames\":1}]", 1},
+        {"[{\"op\":\"resize\",\"width\":9}]", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        steps_t st;
+        up_error_t err;
+        CHECKF(steps_parse_text(cases[i].text, &st, &err) == 0, "%s: %s", cases[i].text, err.msg);
+        CHECKF(steps_frame_limit(&st) == cases[i].limit, "%s: limit %d", cases[i].text,
+               steps_frame_limit(&st));
+    }
+}
+
+/* Every output format from a still photo: decodes at the size steps_output_size said. */
+static void test_formats(void) {
+    up_image_t *photo = load("images/chelsea.png"); /* 451x300 */
+    if (!photo)
+        return;
+    steps_env_t env = env_default();
+    steps_result_t res;
+    up_error_t err;
+    static const char *const fmts[] = {"png", "jpg", "webp", "avif", "gif", "ico"};
+    for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++) {
+        char text[160];
+        snprintf(text, sizeof text,
+                 "[{\"op\":\"resize\",\"width\":300},{\"op\":\"encode\",\"format\":\"%s\"}]", fmts[f]);
+        steps_t st;
+        CHECK(steps_parse_text(text, &st, &err) == 0);
+        int ow, oh;
+        steps_output_size(&st, photo->width, photo->height, &ow, &oh);
+        int rc = run_text(text, copy_image(photo), &env, &res, &err);
+        CHECKF(rc == 0, "%s: %s", text, err.msg);
+        if (rc)
+            continue;
+        int want_w = strcmp(fmts[f], "ico") ? 300 : 256, want_h = strcmp(fmts[f], "ico") ? 200 : 171;
+        CHECKF(ow == want_w && oh == want_h && res.width == ow && res.height == oh && res.n_frames == 1 &&
+                   !strcmp(res.format, fmts[f]) && strcmp(image_content_type(res.format), "") != 0,
+               "%s: %dx%d, result %dx%d", fmts[f], ow, oh, res.width, res.height);
+        json_t *e = json_array_get(res.report, 1), *out = json_object_get(e, "out");
+        CHECK(json_integer_value(json_array_get(out, 0)) == ow &&
+              json_integer_value(json_array_get(out, 1)) == oh);
+        CHECK(report_int(&res, 1, "quality") == (image_format_default_quality(fmts[f]) ?: -1));
+        if (strcmp(fmts[f], "ico") != 0) {
+            up_image_t *img = decode(&res);
+            CHECK(img && img->width == ow && img->height == oh && !strcmp(img->format, fmts[f]));
+            image_free(img);
+        } else { /* ICONDIR, one entry of 256 x 171, then the PNG */
+            const uint8_t *p = res.data;
+            CHECK(res.size > 22 && p[2] == 1 && p[4] == 1 && p[6] == 0 && p[7] == 171 &&
+                  !memcmp(p + 22, "\x89PNG", 4));
+            up_image_t *img = NULL;
+            CHECK(image_load_buffer(p + 22, res.size - 22, NULL, &img, &err) == 0 && img &&
+                  img->width == 256 && img->height == 171 && img->bands == 4);
+            image_free(img);
+        }
+        steps_result_fini(&res);
+    }
+    /* a small ico keeps its size */
+    CHECK(run_text("[{\"op\":\"resize\",\"width\":32,\"height\":32},{\"op\":\"encode\",\"format\":\"ico\"}]",
+                   copy_image(photo), &env, &res, &err) == 0 &&
+          res.width == 32 && res.height == 32 && res.size > 22 && ((uint8_t *)res.data)[6] == 32);
+    steps_result_fini(&res);
+
+    /* target_bytes for avif and gif: the next quality up does not fit */
+    static const char *const searched[] = {"avif", "gif"};
+    for (int f = 0; f < 2; f++) {
+        size_t top = encoded_size(photo, searched[f], image_format_default_quality(searched[f]));
+        size_t q40 = encoded_size(photo, searched[f], 40);
+        long long targets[] = {(long long)top + 10, (long long)q40, (long long)(q40 * 3 / 4)};
+        for (int t = 0; t < 3; t++) {
+            char text[160];
+            snprintf(text, sizeof text, "[{\"op\":\"encode\",\"format\":\"%s\",\"target_bytes\":%lld}]",
+                     searched[f], targets[t]);
+            int rc = run_text(text, copy_image(photo), &env, &res, &err);
+            CHECKF(rc == 0, "%s: %s", text, err.msg);
+            if (rc)
+                continue;
+            long long q = report_int(&res, 0, "quality"), n = report_int(&res, 0, "encodes");
+            CHECKF((long long)res.size <= targets[t] && n >= 1 && n <= 8, "%s: %zu bytes, %lld encodes", text,
+                   res.size, n);
+            if (q < image_format_default_quality(searched[f]))
+                CHECKF((long long)encoded_size(photo, searched[f], (int)q + 1) > targets[t],
+                       "%s: q%lld+1 fits", text, q);
+            CHECK(encoded_size(photo, searched[f], (int)q) == res.size);
+            printf("target %s %lld: quality %lld, %zu bytes, %lld encodes\n", searched[f], targets[t], q,
+                   res.size, n);
+            steps_result_fini(&res);
+        }
+        char text[160];
+        snprintf(text, sizeof text, "[{\"op\":\"encode\",\"format\":\"%s\",\"target_bytes\":50}]",
+                 searched[f]);
+        CHECKF(run_text(text, copy_image(photo), &env, &res, &err) == UP_ERR_TOO_LARGE &&
+                   strstr(err.msg, "cannot reach 50 bytes"),
+               "%s: %s", text, err.msg);
+    }
+    CHECK(run_text("[{\"op\":\"encode\",\"format\":\"ico\",\"target_bytes\":100}]", copy_image(photo), &env,
+                   &res, &err) == UP_ERR_TOO_LARGE &&
+          strstr(err.msg, "bytes (ico)"));
+    image_free(photo);
+}
+
+#define N_ANIM 5
+static const int anim_delays[N_ANIM] = {60, 90, 150, 240, 400};
+static const unsigned char anim_colours[N_ANIM][3] = {
+    {230, 20, 20}, {20, 200, 40}, {30, 40, 220}, {240, 220, 30}, {250, 250, 250}};
+
+/* An animated GIF (fmt "gif") or WebP of N_ANIM flat frames of w x h, looping twice, decoded with its frames.
+ */
+static up_image_t *animation(const char *fmt, int w, int h) {
+    up_image_t *a = image_new_frames(w, h, 3, 8, N_ANIM), *back = NULL;
+    if (!a)
+        return NULL;
+    for (int i = 0; i < N_ANIM; i++) {
+        uint8_t *p = image_frame_pixels(a, i);
+        for (int k = 0; k < w * h; k++)
+            memcpy(p + 3 * k, anim_colours[i], 3);
+        a->delays[i] = anim_delays[i];
+    }
+    a->loop = 2;
+    image_save_opts_t o = {.format = fmt, .quality = 100};
+    void *buf = NULL;
+    size_t n = 0;
+    up_error_t err;
+    CHECKF(image_save_buffer(a, &o, &buf, &n, &err) == 0 &&
+               image_load_buffer_frames(buf, n, NULL, 100, &back, &err) == 0,
+           "animation: %s", err.msg);
+    CHECK(back && back->n_pages == N_ANIM && back->width == w && !strcmp(back->format, fmt));
+    free(buf);
+    image_free(a);
+    return back;
+}
+
+/* Frame i of img is near colour c on its top and bottom rows (tol) and in its middle. */
+static int frame_near(const up_image_t *img, int i, int c, int tol) {
+    up_image_t v = image_frame_view(img, i);
+    int rows[3] = {0, v.height / 2, v.height - 1};
+    for (int r = 0; r < 3; r++)
+        for (int x = 0; x < v.width; x++)
+            for (int b = 0; b < 3; b++)
+                if (abs((int)px(&v, x, rows[r], b) - anim_colours[c][b]) > tol)
+                    return 0;
+    return 1;
+}
+
+/* A result that is an animation of n frames of w x h from the first n of anim_*. */
+static void check_result_anim(const char *what, const steps_result_t *res, const char *fmt, int n, int w,
+                              int h, int tol) {
+    CHECKF(!strcmp(res->format, fmt) && res->n_frames == n && res->width == w && res->height == h,
+           "%s: %s, %d frames of %dx%d", what, res->format, res->n_frames, res->width, res->height);
+    up_image_t *img = decode_frames(res, 100);
+    CHECKF(img && img->n_pages == n && img->n_frames == n && img->width == w && img->height == h,
+           "%s: decoded %d frames of %dx%d", what, img ? img->n_pages : 0, img ? img->width : 0,
+           img ? img->height : 0);
+    for (int i = 0; img && i < img->n_pages && n > 1; i++) {
+        CHECKF(img->delays[i] == anim_delays[i], "%s: frame %d delay %d", what, i, img->delays[i]);
+        /* no bleed: each frame its own colour, also on the rows next to its neighbours */
+        up_image_t v = image_frame_view(img, i);
+        CHECKF(frame_near(img, i, i, tol), "%s: frame %d is not its colour: top %u %u %u, bottom %u %u %u",
+               what, i, px(&v, 0, 0, 0), px(&v, 0, 0, 1), px(&v, 0, 0, 2), px(&v, 0, h - 1, 0),
+               px(&v, 0, h - 1, 1), px(&v, 0, h - 1, 2));
+    }
+    if (img && n > 1)
+        CHECKF(img->loop == 2, "%s: loop %d", what, img->loop);
+    image_free(img);
+}
+
+static void test_animation(void) {
+    steps_env_t env = env_default();
+    steps_result_t res;
+    up_error_t err;
+    static const char *const fmts[] = {"gif", "webp"};
+    for (int f = 0; f < 2; f++) {
+        int tol = f == 0 ? 12 : 16; /* the network on flat colour, then GIF's palette or lossy WebP */
+        char text[256], what[64];
+        /* upscale x2, every frame */
+        snprintf(text, sizeof text,
+                 "[{\"op\":\"upscale\",\"model\":\"realesr-animevideov3\",\"scale\":2},"
+                 "{\"op\":\"encode\",\"format\":\"%s\",\"frames\":10}]",
+                 fmts[f]);
+        snprintf(what, sizeof what, "%s upscale x2", fmts[f]);
+        int rc = run_text(text, animation(fmts[f], 24, 16), &env, &res, &err);
+        CHECKF(rc == 0, "%s: %s", what, err.msg);
+        if (!rc) {
+            check_result_anim(what, &res, fmts[f], N_ANIM, 48, 32, tol);
+            CHECK(report_int(&res, 0, "frames") == N_ANIM && report_int(&res, 1, "frames") == N_ANIM);
+        }
+        steps_result_fini(&res);
+
+        /* the frame limit: the first 3 */
+        snprintf(text, sizeof text,
+                 "[{\"op\":\"upscale\",\"model\":\"realesr-animevideov3\",\"scale\":2},"
+                 "{\"op\":\"encode\",\"format\":\"%s\",\"frames\":3}]",
+                 fmts[f]);
+        snprintf(what, sizeof what, "%s 3 frames", fmts[f]);
+        CHECKF(run_text(text, animation(fmts[f], 24, 16), &env, &res, &err) == 0, "%s: %s", what, err.msg);
+        check_result_anim(what, &res, fmts[f], 3, 48, 32, tol);
+        steps_result_fini(&res);
+
+        /* resize per frame, crop and pad too; to the other animated format */
+        const char *other = fmts[1 - f];
+        snprintf(text, sizeof text,
+                 "[{\"op\":\"resize\",\"width\":36,\"height\":20,\"fit\":\"crop\"},"
+                 "{\"op\":\"resize\",\"width\":40,\"height\":40,\"fit\":\"pad\",\"background\":\"#000000\"},"
+                 "{\"op\":\"resize\",\"width\":20},{\"op\":\"encode\",\"format\":\"%s\",\"frames\":5}]",
+                 other);
+        snprintf(what, sizeof what, "%s resize to %s", fmts[f], other);
+        CHECKF(run_text(text, animation(fmts[f], 24, 16), &env, &res, &err) == 0, "%s: %s", what, err.msg);
+        CHECKF(res.n_frames == N_ANIM && res.width == 20 && res.height == 20 && !strcmp(res.format, other),
+               "%s", what);
+        up_image_t *img = decode_frames(&res, 100);
+        for (int i = 0; img && i < img->n_pages; i++) { /* the picture in the middle, black bars */
+            up_image_t v = image_frame_view(img, i);
+            CHECKF(abs((int)px(&v, 10, 10, 0) - anim_colours[i][0]) <= 16 && px(&v, 10, 0, 0) < 16 &&
+                       px(&v, 10, 19, 1) < 16 && img->delays[i] == anim_delays[i],
+                   "%s: frame %d: middle %u, bar %u", what, i, px(&v, 10, 10, 0), px(&v, 10, 0, 0));
+        }
+        CHECK(img && img->n_pages == N_ANIM);
+        image_free(img);
+        steps_result_fini(&res);
+
+        /* a still format takes the first frame, whatever frames says, and runs it alone */
+        static const char *const still[] = {"png", "jpg", "avif", "ico"};
+        for (int s = 0; s < 4; s++) {
+            cache.calls = 0;
+            snprintf(text, sizeof text,
+                     "[{\"op\":\"resize\",\"width\":48},{\"op\":\"encode\",\"format\":\"%s\",\"frames\":10}]",
+                     still[s]);
+            snprintf(what, sizeof what, "%s to %s", fmts[f], still[s]);
+            CHECKF(run_text(text, animation(fmts[f], 24, 16), &env, &res, &err) == 0, "%s: %s", what,
+                   err.msg);
+            CHECKF(res.n_frames == 1 && res.width == 48 && res.height == 32 &&
+                       report_int(&res, 0, "frames") == -1,
+                   "%s: %d frames", what, res.n_frames);
+            img = NULL;
+            if (!strcmp(still[s], "ico"))
+                CHECK(res.size > 22 &&
+                      image_load_buffer((uint8_t *)res.data + 22, res.size - 22, NULL, &img, &err) == 0);
+            else
+                img = decode_frames(&res, 100);
+            CHECKF(img && img->n_pages == 1 && frame_near(img, 0, 0, strcmp(still[s], "png") ? 12 : 1),
+                   "%s: not the first frame", what);
+            image_free(img);
+            steps_result_fini(&res);
+        }
+        /* no frames asked: the first frame, even for gif */
+        snprintf(text, sizeof text, "[{\"op\":\"encode\",\"format\":\"%s\"}]", fmts[f]);
+        CHECK(run_text(text, animation(fmts[f], 24, 16), &env, &res, &err) == 0 && res.n_frames == 1);
+        img = decode_frames(&res, 100);
+        CHECK(img && img->n_pages == 1 && img->n_frames == 1);
+        image_free(img);
+        steps_result_fini(&res);
+    }
+    /* the default encode of a GIF is a still PNG; of an animated WebP, with frames, a WebP animation */
+    CHECK(run_text("[{\"op\":\"encode\",\"frames\":10}]", animation("gif", 24, 16), &env, &res, &err) == 0 &&
+          !strcmp(res.format, "png") && res.n_frames == 1);
+    steps_result_fini(&res);
+    CHECK(run_text("[{\"op\":\"encode\",\"frames\":10}]", animation("webp", 24, 16), &env, &res, &err) == 0 &&
+          !strcmp(res.format, "webp") && res.n_frames == N_ANIM);
+    steps_result_fini(&res);
+
+    /* max_output_pixels counts every frame */
+    steps_env_t lim = env;
+    lim.max_output_pixels = 48 * 32 * 4;
+    CHECK(run_text("[{\"op\":\"upscale\",\"model\":\"realesr-animevideov3\",\"scale\":2},"
+                   "{\"op\":\"encode\",\"format\":\"gif\",\"frames\":5}]",
+                   animation("gif", 24, 16), &lim, &res, &err) == UP_ERR_TOO_LARGE &&
+          strstr(err.msg, "step 1 (upscale): output 5 frames of 48x32 (0.0 megapixels) is over the limit"));
+    CHECK(run_text("[{\"op\":\"upscale\",\"model\":\"realesr-animevideov3\",\"scale\":2},"
+                   "{\"op\":\"encode\",\"format\":\"gif\",\"frames\":4}]",
+                   animation("gif", 24, 16), &lim, &res, &err) == 0 &&
+          res.n_frames == 4);
+    steps_result_fini(&res);
+
+    /* progress over the frames: non-decreasing, 100 once, every frame's tiles reported; cancel midway */
+    static progress_log_t log;
+    memset(&log, 0, sizeof log);
+    steps_env_t pe = env;
+    pe.progress = on_progress;
+    pe.progress_ctx = &log;
+    CHECK(run_text("[{\"op\":\"upscale\",\"model\":\"realesr-animevideov3\",\"scale\":2,\"tile\":16},"
+                   "{\"op\":\"encode\",\"format\":\"webp\",\"frames\":5}]",
+                   animation("gif", 24, 16), &pe, &res, &err) == 0);
+    int mono = 1, hundreds = 0;
+    for (int i = 0; i < log.n && i < 4096; i++) {
+        mono &= log.values[i] >= 0 && log.values[i] <= 100 && (i == 0 || log.values[i] >= log.values[i - 1]);
+        hundreds += log.values[i] == 100;
+    }
+    CHECKF(mono && hundreds == 1 && log.n > 2 * N_ANIM && log.values[log.n - 1] == 100, "%d calls", log.n);
+    steps_result_fini(&res);
+    memset(&log, 0, sizeof log);
+    log.cancel_at = 6;
+    CHECK(run_text("[{\"op\":\"resize\",\"width\":40},{\"op\":\"upscale\",\"model\":\"realesr-animevideov3\","
+                   "\"scale\":2},{\"op\":\"encode\",\"format\":\"gif\",\"frames\":5}]",
+                   animation("gif", 24, 16), &pe, &res, &err) == UP_ERR_CANCELLED &&
+          !res.data && strstr(err.msg, "step 2 (upscale)"));
+}
+
 int main(void) {
     data = test_env("UPRES_SHARED_DATA");
     const char *models = test_env("UPRES_TEST_MODELS");
@@ -1001,6 +1330,9 @@ int main(void) {
     test_progress_cancel();
     test_target_bytes();
     test_default_encode_limits();
+    test_frame_limit();
+    test_formats();
+    test_animation();
     cache_fini();
     upscale_registry_free(reg);
     return test_summary();
