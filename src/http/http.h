@@ -153,6 +153,10 @@ const char *http_request_path(const http_request_t *req);
 const char *http_request_param(const http_request_t *req, const char *name);
 /* A query-string argument, or NULL. */
 const char *http_request_query(const http_request_t *req, const char *name);
+/* Every value of a query parameter given several times (?id=a&id=b), in order, to fn until it returns
+ * non-zero. */
+void http_request_query_all(const http_request_t *req, const char *name,
+                            int (*fn)(const char *value, void *ctx), void *ctx);
 /* A request header (the first line of that name, case-insensitive), or NULL. */
 const char *http_request_header(const http_request_t *req, const char *name);
 /*
@@ -247,12 +251,13 @@ char *http_json_text(json_t *body);
  */
 void http_reply_storage_error(http_request_t *req, int e);
 
-/* Reply {"success": false, "error": "<message>", "code": "<CODE>"} with status; CODE follows from status. */
+/* Reply {"success": false, "error": "<message>", "code": "<CODE>", "detail": "<message>"}; CODE from status.
+ */
 void http_reply_error(http_request_t *req, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /*
- * Reply {"success": false, "error": "<message>", "code": "<code>"} with
+ * Reply {"success": false, "error": "<message>", "code": "<code>", "detail"} with
  * status: code is a machine-readable name (PicShapes' "INSUFFICIENT_CREDITS").
  * extra, when not NULL, is merged into the body (taken over).
  */
@@ -315,6 +320,9 @@ void http_sse_wake(http_sse_t *s);
  * data may hold newlines, each line becomes a "data:" line).
  */
 void http_sse_send(http_sse_t *s, const char *event, const char *data);
+
+/* From fill: queue "retry: ms" (how long an EventSource waits before it reconnects). */
+void http_sse_retry(http_sse_t *s, int ms);
 
 /*
  * Add a header to the response about to be sent (call before http_reply_*:

@@ -884,14 +884,22 @@ static void format_message(char *msg, size_t size, const char *fmt, va_list ap) 
     text_utf8_copy(msg, size, raw, strlen(raw));
 }
 
+/*
+ * Every error body: {"success": false, "error", "code", "detail"}, detail
+ * the message again (the Tinify contract's shape; a superset of the other
+ * specs' error schemas, none of which forbids fields).
+ */
+static json_t *error_body(const char *msg, const char *code) {
+    return json_pack("{s:b,s:s,s:s,s:s}", "success", 0, "error", msg, "code", code, "detail", msg);
+}
+
 void http_reply_error(http_request_t *req, unsigned status, const char *fmt, ...) {
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     format_message(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    http_reply_json(req, status,
-                    json_pack("{s:b,s:s,s:s}", "success", 0, "error", msg, "code", status_code_name(status)));
+    http_reply_json(req, status, error_body(msg, status_code_name(status)));
 }
 
 void http_reply_error_code(http_request_t *req, unsigned status, const char *code, json_t *extra,
@@ -901,7 +909,7 @@ void http_reply_error_code(http_request_t *req, unsigned status, const char *cod
     va_start(ap, fmt);
     format_message(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    json_t *o = json_pack("{s:b,s:s,s:s}", "success", 0, "error", msg, "code", code);
+    json_t *o = error_body(msg, code);
     if (extra) {
         json_object_update(o, extra);
         json_decref(extra);
@@ -992,6 +1000,28 @@ static const char *keep_text(const http_request_t *req, const char *raw) {
 
 const char *http_request_query(const http_request_t *req, const char *name) {
     return keep_text(req, MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name));
+}
+
+/* MHD_KeyValueIterator over the query: every value of one name, made valid UTF-8, to the caller's fn. */
+typedef struct query_walk {
+    http_request_t *req;
+    const char *name;
+    int (*fn)(const char *value, void *ctx);
+    void *ctx;
+} query_walk_t;
+
+static enum MHD_Result query_value(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    query_walk_t *w = cls;
+    (void)kind;
+    if (!key || strcmp(key, w->name))
+        return MHD_YES;
+    return w->fn(keep_text(w->req, value ? value : ""), w->ctx) ? MHD_NO : MHD_YES;
+}
+
+void http_request_query_all(const http_request_t *req, const char *name,
+                            int (*fn)(const char *value, void *ctx), void *ctx) {
+    query_walk_t w = {(http_request_t *)req, name, fn, ctx};
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, query_value, &w);
 }
 
 const char *http_request_header(const http_request_t *req, const char *name) {
@@ -1299,6 +1329,12 @@ void http_sse_send(http_sse_t *s, const char *event, const char *data) {
         p += p[0] == '\r' && p[1] == '\n' ? 2 : 1;
     }
     sse_append(s, "\n", 1);
+}
+
+void http_sse_retry(http_sse_t *s, int ms) {
+    char line[32];
+    int n = snprintf(line, sizeof line, "retry: %d\n\n", ms > 0 ? ms : 0);
+    sse_append(s, line, (size_t)n);
 }
 
 /*
