@@ -730,19 +730,22 @@ static int search_png(search_t *st, image_save_opts_t o, up_error_t *err) {
     int fits, rc = try_encode(st, &o, &fits, err);
     if (rc || fits)
         return rc;
-    if (st->r->img->depth == 16) {
-        o.png_depth = 8;
+    int hi = o.png_palette_quality; /* asked for a palette (quality below 100): search below it */
+    if (!o.png_palette) {
+        if (st->r->img->depth == 16) {
+            o.png_depth = 8;
+            if ((rc = try_encode(st, &o, &fits, err)) || fits)
+                return rc;
+        }
+        if (!image_png_palette_supported())
+            return UP_OK; /* said once in the log by image.c */
+        o.png_palette = 256;
+        o.png_dither = 1;
+        o.png_palette_quality = hi = 100;
         if ((rc = try_encode(st, &o, &fits, err)) || fits)
             return rc;
     }
-    if (!image_png_palette_supported())
-        return UP_OK; /* said once in the log by image.c */
-    o.png_palette = 256;
-    o.png_dither = 1;
-    o.png_palette_quality = 100;
-    if ((rc = try_encode(st, &o, &fits, err)) || fits)
-        return rc;
-    int lo = 0, hi = 100; /* quantiser quality: lo fits (0: none known), hi does not */
+    int lo = 0; /* quantiser quality: lo fits (0: none known), hi does not */
     while (hi - lo > 1) {
         o.png_palette_quality = (lo + hi) / 2;
         if ((rc = try_encode(st, &o, &fits, err)))
@@ -800,6 +803,12 @@ static int encode_run(run_t *r, const step_t *s, json_t *entry, up_error_t *err)
     image_save_opts_t o = {.format = fmt, .srgb = r->env->srgb, .strip = r->env->strip};
     int has_quality = image_format_default_quality(fmt) > 0;
     o.quality = !has_quality ? 0 : s->encode.quality ? s->encode.quality : image_format_default_quality(fmt);
+    if (png && s->encode.quality > 0 && s->encode.quality < 100 && image_png_palette_supported()) {
+        o.png_palette =
+            256; /* a PNG below quality 100 is quantised (smaller than its source), 100 lossless */
+        o.png_dither = 1;
+        o.png_palette_quality = s->encode.quality;
+    }
     search_t st = {.r = r, .target = s->encode.target_bytes};
     if (st.target)
         st.n_expected = png ? 14 : ico ? 1 : 8;

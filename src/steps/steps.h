@@ -28,9 +28,11 @@
  *       format: "png", "jpg" ("jpeg" is read as "jpg"), "webp", "avif",
  *       "gif", "ico", or absent = the input's own if it is png, jpg or
  *       webp, else png (image_format_default_output);
- *       quality (jpg, webp, avif, gif; png and ico ignore it) 1..100, 0 or
+ *       quality (jpg, webp, avif, gif; ico ignores it) 1..100, 0 or
  *       absent = the format's default (image_format_default_quality; for
- *       gif it picks colours, dither and inter-frame loss: image.h);
+ *       gif it picks colours, dither and inter-frame loss: image.h); a png
+ *       below 100 is quantised to a 256-colour palette at that quality
+ *       (libimagequant), 100 or absent is lossless;
  *       target_bytes 1 .. 10^9, 0 or absent = none: the largest result
  *       wanted, met by searching quality below the one asked (and for PNG
  *       8 bits, then palette quantisation; ico: its one encode), never by
