@@ -364,7 +364,7 @@ static void run_job(worker_t *w, job_t *job) {
         goto end;
     }
     if ((rc = blob_path(q->bs, job->input_key, input, sizeof input, &err)) ||
-        (rc = image_load_file(input, &lim, &in, &err))) {
+        (rc = image_load_file_frames(input, &lim, steps_frame_limit(&steps), &in, &err))) {
         if (rc == UP_ERR_NOT_FOUND)
             up_error_set(&err, rc, 0, "the uploaded input is gone");
         else
@@ -607,7 +607,13 @@ static void *keeper_main(void *arg) {
 
 /* ---- retention ---------------------------------------------------------------- */
 
-static void sweep(queue_t *q) {
+/*
+ * One sweep: results past retention (their jobs expire) and inputs whose
+ * asset is due. *deleted counts the files deleted, *errors those that
+ * could not be (tried again next sweep). Another process's sweep of the
+ * same store may take some first: each deletion is recorded once.
+ */
+static void sweep(queue_t *q, int *deleted, int *errors) {
     job_t *jobs = xmalloc(SWEEP_BATCH * sizeof *jobs);
     for (;;) {
         int n = 0;
@@ -617,8 +623,10 @@ static void sweep(queue_t *q) {
         int n_done = 0;
         for (int i = 0; i < n; i++) {
             /* a file we cannot delete stays recorded and is tried again next sweep */
-            if (remove_blob(q, jobs[i].result_key))
+            if (remove_blob(q, jobs[i].result_key)) {
+                (*errors)++;
                 continue;
+            }
             if (store_job_expire(q->st, jobs[i].id, &err) == 0) {
                 n_done++;
                 events_publish(q->cfg.events, jobs[i].id);
@@ -628,6 +636,7 @@ static void sweep(queue_t *q) {
                     log_debug("job %s: files deleted (retention)", jobs[i].id);
             }
         }
+        *deleted += n_done;
         if (n < SWEEP_BATCH || n_done == 0 || atomic_load(&q->stopping))
             break;
     }
@@ -639,13 +648,23 @@ static void sweep(queue_t *q) {
         up_error_t err;
         if (store_assets_due(q->st, now_s(), assets, SWEEP_BATCH, &n, &err))
             break;
-        for (int i = 0; i < n; i++)
-            if (remove_blob(q, assets[i].key) == 0 && store_asset_deleted(q->st, assets[i].id, &err) == 0)
+        for (int i = 0; i < n; i++) {
+            if (remove_blob(q, assets[i].key))
+                (*errors)++;
+            else if (store_asset_deleted(q->st, assets[i].id, &err) == 0)
                 n_done++;
+        }
+        *deleted += n_done;
         if (n < SWEEP_BATCH || n_done == 0 || atomic_load(&q->stopping))
             break;
     }
     free(assets);
+}
+
+void queue_sweep_now(queue_t *q, int *deleted, int *errors) {
+    *deleted = *errors = 0;
+    if (q)
+        sweep(q, deleted, errors);
 }
 
 static void *sweeper_main(void *arg) {
@@ -653,7 +672,8 @@ static void *sweeper_main(void *arg) {
     pthread_mutex_lock(&q->mu);
     while (!atomic_load(&q->stopping)) {
         pthread_mutex_unlock(&q->mu);
-        sweep(q);
+        int deleted, errors;
+        queue_sweep_now(q, &deleted, &errors);
         pthread_mutex_lock(&q->mu);
         if (!atomic_load(&q->stopping))
             timed_wait(&q->sweep_cond, &q->mu, q->cfg.sweep_interval_s);

@@ -88,6 +88,14 @@ void queue_stop(queue_t *q);
  */
 int queue_job_cancel(queue_t *q, const char *id, job_status_t *was, up_error_t *err);
 
+/*
+ * Sweep now, as the sweeper does every sweep_interval_s (an operator's
+ * cleanup): results past retention deleted and their jobs expired, inputs
+ * whose asset is due deleted. *deleted = files deleted, *errors = files
+ * that could not be (kept and tried again). Accepts NULL (nothing swept).
+ */
+void queue_sweep_now(queue_t *q, int *deleted, int *errors);
+
 /* The result of a completed job was downloaded in full: delete the file, record it. */
 int queue_job_downloaded(queue_t *q, const char *id, up_error_t *err);
 
