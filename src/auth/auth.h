@@ -76,7 +76,8 @@ void auth_sign(const unsigned char secret[32], const char *id, long long expires
  * signature (wrong, malformed, for another id or expiry), UP_ERR_EXPIRED
  * when it is right but late. Constant-time comparison.
  */
-int auth_verify(const unsigned char secret[32], const char *id, long long expires, const char *sig, double now);
+int auth_verify(const unsigned char secret[32], const char *id, long long expires, const char *sig,
+                double now);
 
 /* ---- rate limits ---------------------------------------------------------------- */
 
@@ -137,5 +138,8 @@ const tier_t *tiers_find(const tiers_t *t, const char *name);
 
 /* Unix time at which the UTC calendar month holding t began (the quota period). */
 double auth_month_start(double t);
+
+/* The start of t's UTC day (Unix seconds): a guest session's credit period. */
+double auth_day_start(double t);
 
 #endif

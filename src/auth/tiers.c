@@ -175,3 +175,5 @@ double auth_month_start(double t) {
     tm.tm_isdst = 0;
     return (double)timegm(&tm);
 }
+
+double auth_day_start(double t) { return floor(t / 86400.0) * 86400.0; /* Unix time has no leap seconds */ }

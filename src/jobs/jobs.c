@@ -38,9 +38,7 @@ void jobs_refusal_fini(jobs_refusal_t *r) {
     r->extra = NULL;
 }
 
-/* Fill *r (extra taken over) and return -1. */
-static int __attribute__((format(printf, 5, 6)))
-refuse(jobs_refusal_t *r, unsigned status, const char *code, json_t *extra, const char *fmt, ...) {
+int jobs_refuse(jobs_refusal_t *r, unsigned status, const char *code, json_t *extra, const char *fmt, ...) {
     r->status = status;
     snprintf(r->code, sizeof r->code, "%s", code);
     va_list ap;
@@ -57,17 +55,18 @@ refuse(jobs_refusal_t *r, unsigned status, const char *code, json_t *extra, cons
 /* The store failed (logged here, once): 500. */
 static int internal(jobs_refusal_t *r, const char *what, const up_error_t *err) {
     log_error("jobs: %s: %s", what, err->msg);
-    return refuse(r, 500, "INTERNAL", NULL, "%s", what);
+    return jobs_refuse(r, 500, "INTERNAL", NULL, "%s", what);
 }
 
 /* A file could not be stored (errno e): 507 when the disk is full, else 503 with a retry. */
 static int storage_refused(jobs_refusal_t *r, const up_error_t *err, int e) {
     log_error("jobs: cannot store the image: %s", err->msg);
     if (e == ENOSPC || e == EDQUOT)
-        return refuse(r, 507, "INSUFFICIENT_STORAGE", NULL,
-                      "the server has no room to store this request now (%s): try again later", strerror(e));
-    refuse(r, 503, "STORAGE_UNAVAILABLE", NULL,
-           "the server cannot store this request now (%s): try again later", strerror(e ? e : EIO));
+        return jobs_refuse(r, 507, "INSUFFICIENT_STORAGE", NULL,
+                           "the server has no room to store this request now (%s): try again later",
+                           strerror(e));
+    jobs_refuse(r, 503, "STORAGE_UNAVAILABLE", NULL,
+                "the server cannot store this request now (%s): try again later", strerror(e ? e : EIO));
     r->retry_after = 30;
     return -1;
 }
@@ -75,7 +74,7 @@ static int storage_refused(jobs_refusal_t *r, const up_error_t *err, int e) {
 static int stopping(jobs_t *jobs, jobs_refusal_t *r) {
     if (!atomic_load(&jobs->stopping))
         return 0;
-    return refuse(r, 503, "UNAVAILABLE", NULL, "the server is shutting down: try again shortly");
+    return jobs_refuse(r, 503, "UNAVAILABLE", NULL, "the server is shutting down: try again shortly");
 }
 
 /* ---- assets ------------------------------------------------------------------------- */
@@ -89,14 +88,14 @@ static int verify(jobs_t *jobs, const jobs_input_t *in, image_info_t *info, jobs
     int rc = in->path ? image_verify_file(in->path, &lim, info, &err)
                       : image_verify_buffer(in->data, in->size, &lim, info, &err);
     if (rc == UP_ERR_IMAGE || rc == UP_ERR_FORMAT || rc == UP_ERR_UNSUPPORTED)
-        return refuse(r, in->from_url ? 422 : 415, "UNSUPPORTED_IMAGE", NULL,
-                      "%s is not a supported image (PNG, JPEG, WebP, TIFF, ...): %s",
-                      in->from_url ? "the content at image_url" : "the upload", err.msg);
+        return jobs_refuse(r, in->from_url ? 422 : 415, "UNSUPPORTED_IMAGE", NULL,
+                           "%s is not a supported image (PNG, JPEG, WebP, TIFF, ...): %s",
+                           in->from_url ? "the content at image_url" : "the upload", err.msg);
     if (rc == UP_ERR_TOO_LARGE)
-        return refuse(r, 422, "IMAGE_TOO_LARGE", NULL, "image too large: %s", err.msg);
+        return jobs_refuse(r, 422, "IMAGE_TOO_LARGE", NULL, "image too large: %s", err.msg);
     if (rc)
-        return refuse(r, rc == UP_ERR_NOMEM ? 503 : 500, "INTERNAL", NULL, "cannot read the image: %s",
-                      err.msg);
+        return jobs_refuse(r, rc == UP_ERR_NOMEM ? 503 : 500, "INTERNAL", NULL, "cannot read the image: %s",
+                           err.msg);
     return 0;
 }
 
@@ -121,7 +120,7 @@ static void asset_fill(asset_t *a, const jobs_input_t *in, const image_info_t *i
 }
 
 int jobs_asset_put(jobs_t *jobs, const jobs_input_t *in, const char *owner, double ttl_s, asset_t *out,
-                   jobs_refusal_t *r) {
+                   image_info_t *checked, jobs_refusal_t *r) {
     memset(out, 0, sizeof *out);
     image_info_t info;
     if (stopping(jobs, r) || verify(jobs, in, &info, r)) {
@@ -141,6 +140,8 @@ int jobs_asset_put(jobs_t *jobs, const jobs_input_t *in, const char *owner, doub
         blob_delete(jobs->blobs, out->key, NULL);
         return internal(r, "cannot record the upload", &err);
     }
+    if (checked)
+        *checked = info;
     log_info("jobs: asset %s stored (%s %dx%d, %d frames, %lld bytes, owner %s)", out->id, out->format,
              out->width, out->height, out->frames, out->bytes, out->owner[0] ? out->owner : "-");
     return 0;
@@ -153,9 +154,10 @@ static int asset_for(jobs_t *jobs, const char *id, const char *owner, asset_t *a
     if (rc && rc != UP_ERR_NOT_FOUND)
         return internal(r, "cannot read the upload", &err);
     if (rc || strcmp(a->owner, owner)) /* another caller's upload is not found, never forbidden */
-        return refuse(r, 404, "NOT_FOUND", NULL, "no upload with id '%s'", id);
+        return jobs_refuse(r, 404, "NOT_FOUND", NULL, "no upload with id '%s'", id);
     if (!a->key[0] || a->expires_at <= now_s())
-        return refuse(r, 404, "NOT_FOUND", NULL, "the upload '%s' has expired: upload the file again", id);
+        return jobs_refuse(r, 404, "NOT_FOUND", NULL, "the upload '%s' has expired: upload the file again",
+                           id);
     return 0;
 }
 
@@ -174,25 +176,26 @@ static int check_pipeline(jobs_t *jobs, job_t *job, const image_info_t *info, co
     steps_t st;
     up_error_t err;
     if (steps_parse_text(job->steps, &st, &err))
-        return refuse(r, 400, "INVALID_REQUEST", NULL, "invalid pipeline: %s", err.msg);
+        return jobs_refuse(r, 400, "INVALID_REQUEST", NULL, "invalid pipeline: %s", err.msg);
     if (steps_resolve(&st, jobs->registry, &err)) /* the models exist; a native scale is settled */
-        return refuse(r, 400, "INVALID_MODEL", NULL, "%s", err.msg);
+        return jobs_refuse(r, 400, "INVALID_MODEL", NULL, "%s", err.msg);
     step_t *enc = st.step[st.n - 1].kind == STEP_ENCODE ? &st.step[st.n - 1] : NULL;
     if (!enc) {
         if (st.n == STEPS_MAX)
-            return refuse(r, 400, "INVALID_REQUEST", NULL, "invalid pipeline: more than %d steps", STEPS_MAX);
+            return jobs_refuse(r, 400, "INVALID_REQUEST", NULL, "invalid pipeline: more than %d steps",
+                               STEPS_MAX);
         enc = &st.step[st.n++];
         memset(enc, 0, sizeof *enc);
         enc->kind = STEP_ENCODE;
     }
     if (!enc->encode.format[0]) {
-        const char *f = image_format_canonical(info->format);
-        snprintf(enc->encode.format, sizeof enc->encode.format, "%s", f ? f : "png");
+        snprintf(enc->encode.format, sizeof enc->encode.format, "%s",
+                 image_format_default_output(info->format));
     }
     char *text = steps_text(&st);
     if (!text || strlen(text) >= sizeof job->steps) {
         free(text);
-        return refuse(r, 400, "INVALID_REQUEST", NULL, "invalid pipeline: too long");
+        return jobs_refuse(r, 400, "INVALID_REQUEST", NULL, "invalid pipeline: too long");
     }
     memcpy(job->steps, text, strlen(text) + 1);
     free(text);
@@ -207,15 +210,20 @@ static int check_pipeline(jobs_t *jobs, job_t *job, const image_info_t *info, co
 
     int ow, oh;
     steps_output_size(&st, info->width, info->height, &ow, &oh);
-    unsigned long long pixels = (unsigned long long)ow * (unsigned long long)oh;
+    /* an animation kept as one (gif, webp) runs every frame it keeps: the worker counts them all */
+    int frames = steps_frame_limit(&st);
+    if (frames > info->n_frames)
+        frames = info->n_frames > 0 ? info->n_frames : 1;
+    unsigned long long pixels = (unsigned long long)ow * (unsigned long long)oh * (unsigned long long)frames;
     if (jobs->max_output_pixels && pixels > jobs->max_output_pixels)
-        return refuse(r, 422, "IMAGE_TOO_LARGE", NULL,
-                      "output too large: %dx%d becomes %dx%d, %llu pixels; the limit is %llu", info->width,
-                      info->height, ow, oh, pixels, jobs->max_output_pixels);
+        return jobs_refuse(r, 422, "IMAGE_TOO_LARGE", NULL,
+                           "output too large: %dx%d becomes %dx%d%s, %llu pixels; the limit is %llu",
+                           info->width, info->height, ow, oh, frames > 1 ? " per frame" : "", pixels,
+                           jobs->max_output_pixels);
     if (t && (ow > t->max_width || oh > t->max_height))
-        return refuse(r, 400, "TIER_LIMIT_EXCEEDED", NULL,
-                      "Output %dx%d exceeds the %s tier maximum of %dx%d (input %dx%d).", ow, oh, t->name,
-                      t->max_width, t->max_height, info->width, info->height);
+        return jobs_refuse(r, 400, "TIER_LIMIT_EXCEEDED", NULL,
+                           "Output %dx%d exceeds the %s tier maximum of %dx%d (input %dx%d).", ow, oh,
+                           t->name, t->max_width, t->max_height, info->width, info->height);
     return 0;
 }
 
@@ -223,17 +231,18 @@ static int check_pipeline(jobs_t *jobs, job_t *job, const image_info_t *info, co
 static int charge_refused(int rc, const store_charge_t *ch, long long needed, const up_error_t *err,
                           jobs_refusal_t *r) {
     if (rc == UP_ERR_QUOTA)
-        return refuse(r, 402, "QUOTA_EXCEEDED",
-                      json_pack("{s:I,s:I}", "quota", (json_int_t)ch->quota, "used", (json_int_t)ch->used),
-                      "Monthly quota exceeded: %lld of %lld credits used, this request needs %lld.", ch->used,
-                      ch->quota, needed);
+        return jobs_refuse(
+            r, 402, "QUOTA_EXCEEDED",
+            json_pack("{s:I,s:I}", "quota", (json_int_t)ch->quota, "used", (json_int_t)ch->used),
+            "Quota exceeded: %lld of %lld credits used this period, this request needs %lld.", ch->used,
+            ch->quota, needed);
     if (rc == UP_ERR_CREDITS)
-        return refuse(
+        return jobs_refuse(
             r, 402, "INSUFFICIENT_CREDITS",
             json_pack("{s:I,s:I}", "credits", (json_int_t)ch->credits, "credits_needed", (json_int_t)needed),
             "Insufficient credits: %lld left, this request needs %lld.", ch->credits, needed);
     if (rc == UP_ERR_REVOKED || rc == UP_ERR_NOT_FOUND)
-        return refuse(r, 401, "UNAUTHORIZED", NULL, "Invalid or revoked API key.");
+        return jobs_refuse(r, 401, "UNAUTHORIZED", NULL, "Invalid or revoked API key.");
     return internal(r, "cannot record the job", err);
 }
 
@@ -280,8 +289,8 @@ int jobs_submit(jobs_t *jobs, jobs_submission_t *s, jobs_answer_t *a, jobs_refus
     if (stopping(jobs, r))
         goto refused;
     if (s->n < 1 || s->n > JOBS_BATCH_MAX || (in && s->n != 1)) {
-        refuse(r, 400, "INVALID_REQUEST", NULL, "a submission is 1 to %d jobs (a new upload: one job)",
-               JOBS_BATCH_MAX);
+        jobs_refuse(r, 400, "INVALID_REQUEST", NULL, "a submission is 1 to %d jobs (a new upload: one job)",
+                    JOBS_BATCH_MAX);
         goto refused;
     }
     image_info_t checked = {0}; /* a new file is checked now, an asset was when it was put */
@@ -290,8 +299,8 @@ int jobs_submit(jobs_t *jobs, jobs_submission_t *s, jobs_answer_t *a, jobs_refus
     const tier_t *t = NULL;
     if (s->key && !(t = tiers_find(&jobs->tiers, s->key->tier))) {
         log_error("jobs: key %s has tier '%s', which the tier table lacks", s->key->prefix, s->key->tier);
-        refuse(r, 400, "INVALID_TIER", NULL, "this key's tier '%s' is not configured on this server",
-               s->key->tier);
+        jobs_refuse(r, 400, "INVALID_TIER", NULL, "this key's tier '%s' is not configured on this server",
+                    s->key->tier);
         goto refused;
     }
     double now = (double)llround(now_s() * 1000.0) / 1000.0; /* shown to the millisecond: stored so */
@@ -324,7 +333,7 @@ int jobs_submit(jobs_t *jobs, jobs_submission_t *s, jobs_answer_t *a, jobs_refus
     char *text = s->answer(s->answer_ctx, s->jobs, s->n, note[0] ? note : NULL, &status);
     if (!text) {
         log_error("jobs: job %s: its answer could not be encoded; nothing stored", s->jobs[0].id);
-        refuse(r, 500, "INTERNAL", NULL, "cannot encode the answer: nothing was stored");
+        jobs_refuse(r, 500, "INTERNAL", NULL, "cannot encode the answer: nothing was stored");
         goto unput;
     }
     store_idem_t idem = {.status = (int)status, .body = text};
@@ -336,8 +345,11 @@ int jobs_submit(jobs_t *jobs, jobs_submission_t *s, jobs_answer_t *a, jobs_refus
     }
     store_charge_t ch = {0};
     up_error_t err = {0};
-    int rc = store_jobs_submit(jobs->store, s->jobs, s->n, s->key ? auth_month_start(now) : -1,
-                               s->idem_key ? &idem : NULL, &ch, &err);
+    /* a key's quota is per calendar month; a guest session's credits per UTC day, since any refresh */
+    double period = !s->key         ? -1
+                    : s->key->guest ? fmax(auth_day_start(now), s->key->reset_at)
+                                    : auth_month_start(now);
+    int rc = store_jobs_submit(jobs->store, s->jobs, s->n, period, s->idem_key ? &idem : NULL, &ch, &err);
     if (rc) {
         free(text);
         if (in)
@@ -386,7 +398,7 @@ int jobs_idem_find(jobs_t *jobs, const char *scope, const char *idem_key, const 
         return internal(r, "cannot check the Idempotency-Key", &err);
     if (memcmp(hash, rec.hash, sizeof rec.hash)) {
         free(rec.body);
-        return refuse(
+        return jobs_refuse(
             r, 422, "IDEMPOTENCY_KEY_REUSED", NULL,
             "this Idempotency-Key was used for a different request in the last 24 hours: send a new "
             "key for a new request");
@@ -405,11 +417,12 @@ int jobs_access(const job_t *job, const api_key_t *caller, int owner_only, jobs_
     int keyed = job->owner[0] != 0;
     /* another key's job is not found, never forbidden: ids leak nothing */
     if ((caller && keyed && !mine) || (owner_only && !mine))
-        return refuse(r, 404, "NOT_FOUND", NULL, "Job not found.");
+        return jobs_refuse(r, 404, "NOT_FOUND", NULL, "Job not found.");
     if (action == JOBS_DESTROY && keyed && !caller)
-        return refuse(r, 401, "UNAUTHORIZED", NULL,
-                      "this job was made with an API key: send that key (Authorization: Bearer upres_...) to "
-                      "cancel it or to download and delete its result");
+        return jobs_refuse(
+            r, 401, "UNAUTHORIZED", NULL,
+            "this job was made with an API key: send that key (Authorization: Bearer upres_...) to "
+            "cancel it or to download and delete its result");
     return 0;
 }
 
@@ -418,7 +431,7 @@ int jobs_get(jobs_t *jobs, const char *id, const api_key_t *caller, int owner_on
     up_error_t err;
     int rc = id && uuid_valid(id) ? store_job_get(jobs->store, id, out, &err) : UP_ERR_NOT_FOUND;
     if (rc == UP_ERR_NOT_FOUND)
-        return refuse(r, 404, "NOT_FOUND", NULL, "Job not found.");
+        return jobs_refuse(r, 404, "NOT_FOUND", NULL, "Job not found.");
     if (rc)
         return internal(r, "cannot read the job", &err);
     return jobs_access(out, caller, owner_only, action, r);
@@ -435,10 +448,10 @@ int jobs_cancel(jobs_t *jobs, const job_t *job, job_status_t *was, jobs_refusal_
     up_error_t err;
     int rc = queue_job_cancel(jobs->queue, job->id, was, &err);
     if (rc == UP_ERR_INVALID)
-        return refuse(r, 409, "JOB_FINISHED", NULL, "the job cannot be cancelled: it is already %s",
-                      job_status_name(*was));
+        return jobs_refuse(r, 409, "JOB_FINISHED", NULL, "the job cannot be cancelled: it is already %s",
+                           job_status_name(*was));
     if (rc == UP_ERR_NOT_FOUND)
-        return refuse(r, 404, "NOT_FOUND", NULL, "Job not found.");
+        return jobs_refuse(r, 404, "NOT_FOUND", NULL, "Job not found.");
     if (rc)
         return internal(r, "cannot cancel the job", &err);
     return 0; /* published by the queue (queued) or the worker that stops it */
@@ -448,7 +461,7 @@ int jobs_downloaded(jobs_t *jobs, const char *id, jobs_refusal_t *r) {
     up_error_t err;
     if (queue_job_downloaded(jobs->queue, id, &err)) {
         log_warn("jobs: job %s downloaded, but: %s", id, err.msg);
-        return refuse(r, 500, "INTERNAL", NULL, "cannot record the download");
+        return jobs_refuse(r, 500, "INTERNAL", NULL, "cannot record the download");
     }
     events_publish(jobs->events, id);
     return 0;

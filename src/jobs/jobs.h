@@ -31,6 +31,7 @@
 
 #include "auth/auth.h"
 #include "blob/blob.h"
+#include "image/image.h"
 #include "queue/events.h"
 #include "queue/queue.h"
 #include "store/store.h"
@@ -67,6 +68,10 @@ typedef struct jobs_refusal {
 /* Free what a refusal holds (accepts one that holds nothing). */
 void jobs_refusal_fini(jobs_refusal_t *r);
 
+/* Fill *r (extra taken over, its old one freed; retry_after 0) and return -1: for callers' own refusals. */
+int jobs_refuse(jobs_refusal_t *r, unsigned status, const char *code, json_t *extra, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
 /* ---- assets ------------------------------------------------------------------------ */
 
 /* Where a file is. */
@@ -83,10 +88,11 @@ typedef struct jobs_input {
  * Check in (header and every pixel in strips: what it is, its size and
  * frames, refused when not an image we read or over the limits) and store
  * it as an asset of owner (a key id, "" = anonymous) that feeds jobs until
- * ttl_s from now. *out gets the record. 0, or -1 with *r filled.
+ * ttl_s from now. *out gets the record, *info (may be NULL) what the check
+ * found (an animation's fps too). 0, or -1 with *r filled.
  */
 int jobs_asset_put(jobs_t *jobs, const jobs_input_t *in, const char *owner, double ttl_s, asset_t *out,
-                   jobs_refusal_t *r);
+                   image_info_t *info, jobs_refusal_t *r);
 
 /* ---- submission ------------------------------------------------------------------- */
 

@@ -165,7 +165,7 @@ int main(void) {
     /* one asset, two pipelines, one charge */
     asset_t asset;
     jobs_input_t in = {.data = png, .size = png_size, .name = "chelsea.png"};
-    CHECKF(jobs_asset_put(&jobs, &in, key.id, 3600, &asset, &r) == 0, "%s", r.message);
+    CHECKF(jobs_asset_put(&jobs, &in, key.id, 3600, &asset, NULL, &r) == 0, "%s", r.message);
     CHECK(asset.width == 64 && asset.height == 64 && strcmp(asset.format, "png") == 0 && asset.frames == 1);
     job_t batch[2];
     memset(batch, 0, sizeof batch);
@@ -249,7 +249,7 @@ int main(void) {
 
     /* a batch the key cannot pay for is refused whole */
     asset_t pa;
-    CHECK(jobs_asset_put(&jobs, &in, poor.id, 3600, &pa, &r) == 0);
+    CHECK(jobs_asset_put(&jobs, &in, poor.id, 3600, &pa, NULL, &r) == 0);
     job_t two[2];
     memset(two, 0, sizeof two);
     for (int i = 0; i < 2; i++) {
