@@ -48,6 +48,12 @@ void api_init(api_t *api) {
     fetch_opts_init(&api->fetch);
     api->fetch_per_key = 2;
     api->fetch_per_ip = 8;
+    api->guest_daily_credits = 20;
+    api->tinify_model = UPSCALE_DEFAULT_MODEL;
+    api->retention_s = 900;
+    api->temp_ttl_s = 3600;
+    api->signed_url_ttl = 900;
+    api->max_batch = 20;
     api->fetching = xcalloc(1, sizeof *api->fetching);
     pthread_mutex_init(&api->fetching->mu, NULL);
 }
@@ -125,7 +131,8 @@ static void fetch_give(api_t *api, const char *key_who, const char *ip_who) {
 }
 
 http_route_t *api_routes(int *n) {
-    const http_route_t *(*const tables[])(int *) = {upscale_service_routes, upres_v1_routes, accounts_routes};
+    const http_route_t *(*const tables[])(int *) = {upscale_service_routes, upres_v1_routes, accounts_routes,
+                                                    tinify_routes};
     int total = 0, k;
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
         tables[i](&k);
@@ -169,57 +176,87 @@ int api_refuse_if_stopping(api_t *api, http_request_t *req) {
 
 /* ---- authentication ------------------------------------------------------------- */
 
-static int unauthorized(http_request_t *req, const char *why) {
-    http_reply_header(req, "WWW-Authenticate", "Bearer");
-    http_reply_error_code(req, 401, "UNAUTHORIZED", NULL, "%s", why);
-    return -1;
+/* A 401 refusal (-1). */
+static int unauthorized(jobs_refusal_t *r, const char *why) {
+    return jobs_refuse(r, 401, "UNAUTHORIZED", NULL, "%s", why);
 }
 
-int api_auth(api_t *api, http_request_t *req, int required, api_key_t *key) {
-    const char *h = http_request_header(req, "Authorization");
-    if (!h)
-        return required ? unauthorized(req, "Missing API key: send Authorization: Bearer upres_<key>.") : 0;
-    size_t len;
-    const char *tok = auth_bearer_token(h, &len);
-    if (!tok)
-        return unauthorized(req, "Malformed Authorization header: expected Bearer upres_<key>.");
-    char presented[AUTH_KEY_LEN + 1];
-    if (len != AUTH_KEY_LEN)
-        return unauthorized(req, "Invalid or revoked API key.");
-    memcpy(presented, tok, len);
-    presented[len] = '\0';
-    if (!auth_key_wellformed(presented))
-        return unauthorized(req, "Invalid or revoked API key.");
-    unsigned char hash[32];
-    auth_key_hash(presented, hash);
+/* The key whose SHA-256 is hash, live (not revoked): 1 with *key, -1 with *r (401, 500). */
+static int key_by_hash(api_t *api, const unsigned char hash[32], api_key_t *key, jobs_refusal_t *r) {
     up_error_t err;
     int rc = store_key_by_hash(api->jobs.store, hash, key, &err);
     if (rc == UP_ERR_NOT_FOUND || (!rc && (!auth_hash_equal(hash, key->hash) || key->revoked_at > 0)))
-        return unauthorized(req, "Invalid or revoked API key.");
+        return unauthorized(r, "Invalid or revoked API key.");
     if (rc) {
         log_error("api: reading API keys: %s", err.msg);
-        http_reply_error_code(req, 500, "INTERNAL", NULL, "cannot check the API key");
-        return -1;
+        return jobs_refuse(r, 500, "INTERNAL", NULL, "cannot check the API key");
     }
+    return 1;
+}
+
+/* Count a request of key against the rate limits and record its use: 0, or -1 with *r (429). */
+static int key_use(api_t *api, api_key_t *key, jobs_refusal_t *r) {
     double retry = 0;
     int window = 0;
     if (api->rate && !ratelimit_take(api->rate, key->id, mono_s(), &retry, &window)) {
         long secs = (long)ceil(retry);
         if (secs < 1)
             secs = 1;
-        char v[32];
-        snprintf(v, sizeof v, "%ld", secs);
-        http_reply_header(req, "Retry-After", v);
-        http_reply_error_code(req, 429, "RATE_LIMITED", json_pack("{s:I}", "retry_after", (json_int_t)secs),
-                              "Rate limit exceeded: at most %d requests per %s for this key; retry in %ld s.",
-                              window == 60 ? api->rate_per_minute : api->rate_per_day,
-                              window == 60 ? "minute" : "day", secs);
+        jobs_refuse(r, 429, "RATE_LIMITED", json_pack("{s:I}", "retry_after", (json_int_t)secs),
+                    "Rate limit exceeded: at most %d requests per %s for this key; retry in %ld s.",
+                    window == 60 ? api->rate_per_minute : api->rate_per_day, window == 60 ? "minute" : "day",
+                    secs);
+        r->retry_after = (int)secs;
         return -1;
     }
     double now = now_s();
+    up_error_t err;
     if (now - key->last_used_at >= KEY_TOUCH_S && store_key_touch(api->jobs.store, key->id, now, &err))
         log_warn("api: recording the use of key %s: %s", key->prefix, err.msg);
-    return 1;
+    return 0;
+}
+
+int api_key_check(api_t *api, http_request_t *req, int required, api_key_t *key, jobs_refusal_t *r) {
+    const char *h = http_request_header(req, "Authorization");
+    if (!h)
+        return required ? unauthorized(r, "Missing API key: send Authorization: Bearer upres_<key>.") : 0;
+    size_t len;
+    const char *tok = auth_bearer_token(h, &len);
+    if (!tok)
+        return unauthorized(r, "Malformed Authorization header: expected Bearer upres_<key>.");
+    char presented[AUTH_KEY_LEN + 1];
+    if (len != AUTH_KEY_LEN)
+        return unauthorized(r, "Invalid or revoked API key.");
+    memcpy(presented, tok, len);
+    presented[len] = '\0';
+    if (!auth_key_wellformed(presented))
+        return unauthorized(r, "Invalid or revoked API key.");
+    unsigned char hash[32];
+    auth_key_hash(presented, hash);
+    if (key_by_hash(api, hash, key, r) < 0)
+        return -1;
+    if (key->guest) /* a session token is no API key */
+        return unauthorized(r, "Invalid or revoked API key.");
+    return key_use(api, key, r) ? -1 : 1;
+}
+
+int api_session_check(api_t *api, const char *token, api_key_t *key, jobs_refusal_t *r) {
+    unsigned char hash[32];
+    auth_key_hash(token, hash);
+    if (key_by_hash(api, hash, key, r) < 0 || !key->guest) {
+        if (r->status == 500)
+            return -1;
+        return unauthorized(r, "Unknown or expired session token: upload without one to open a new session.");
+    }
+    return key_use(api, key, r) ? -1 : 1;
+}
+
+int api_auth(api_t *api, http_request_t *req, int required, api_key_t *key) {
+    jobs_refusal_t r = {0};
+    int rc = api_key_check(api, req, required, key, &r);
+    if (rc < 0)
+        api_reply_refusal(req, &r);
+    return rc;
 }
 
 /* ---- who may do what with a job --------------------------------------------------- */
@@ -297,13 +334,8 @@ const char *api_output_format(const char *s) {
 }
 
 const char *api_content_type(const char *fmt) {
-    if (!strcmp(fmt, "png"))
-        return "image/png";
-    if (!strcmp(fmt, "jpg") || !strcmp(fmt, "jpeg"))
-        return "image/jpeg";
-    if (!strcmp(fmt, "webp"))
-        return "image/webp";
-    return "application/octet-stream";
+    const char *t = image_content_type(fmt);
+    return t ? t : "application/octet-stream";
 }
 
 /* An Idempotency-Key header: 0 with *key set (NULL when none), or -1 after replying 400. */
@@ -442,32 +474,79 @@ static void url_file_name(const char *url, char *out, size_t size) {
     text_utf8_copy(out, size, seg, (size_t)(path + end - seg));
 }
 
-/* Fetch image_url and submit it. 0, or -1 after replying. */
-static int submit_url(api_t *api, http_request_t *req, const api_key_t *key, const char *url, job_t *job,
-                      api_reply_fn reply) {
+/* ---- fetching URLs on the fetch pool ---------------------------------------------- */
+
+/* A fetch on its way to the fetch pool. */
+typedef struct fetching {
+    api_fetched_fn done;
+    api_fetch_refused_fn refused;
+    void *arg;
+    char key_who[56], ip_who[72]; /* the counts it holds (fetch_take) */
+    char url[];
+} fetching_t;
+
+static void fetch_later(http_request_t *req, void *ctx, void *arg) {
+    api_t *api = ctx;
+    fetching_t *f = arg;
+    jobs_refusal_t r = {0};
     void *body = NULL;
     size_t size = 0;
     up_error_t err;
-    int rc = fetch_url(url, &api->fetch, &body, &size, &err);
-    if (rc == UP_ERR_INVALID) {
-        http_reply_error_code(req, 400, "URL_REFUSED", NULL, "image_url refused: %s", err.msg);
-        return -1;
+    int rc = UP_OK;
+    if (atomic_load(&api->jobs.stopping))
+        jobs_refuse(&r, 503, "UNAVAILABLE", NULL, "the server is shutting down: try again shortly");
+    else if ((rc = fetch_url(f->url, &api->fetch, &body, &size, &err)) == UP_ERR_INVALID)
+        jobs_refuse(&r, 400, "URL_REFUSED", NULL, "image_url refused: %s", err.msg);
+    else if (rc == UP_ERR_NOMEM)
+        jobs_refuse(&r, 503, "UNAVAILABLE", NULL, "cannot fetch image_url now: %s", err.msg);
+    else if (rc)
+        jobs_refuse(&r, 422, "URL_FETCH_FAILED", NULL, "cannot fetch image_url: %s", err.msg);
+    fetch_give(api, f->key_who, f->ip_who);
+    if (r.status) {
+        f->refused(req, &r, f->arg);
+    } else {
+        char name[256];
+        url_file_name(f->url, name, sizeof name);
+        api_input_t in = {.data = body, .size = size, .name = name, .from_url = 1};
+        f->done(api, req, &in, f->arg);
     }
-    if (rc == UP_ERR_NOMEM) {
-        http_reply_error_code(req, 503, "UNAVAILABLE", NULL, "cannot fetch image_url now: %s", err.msg);
-        return -1;
-    }
-    if (rc) {
-        http_reply_error_code(req, 422, "URL_FETCH_FAILED", NULL, "cannot fetch image_url: %s", err.msg);
-        return -1;
-    }
-    char name[256];
-    url_file_name(url, name, sizeof name);
-    api_input_t in = {.data = body, .size = size, .name = name, .from_url = 1};
-    rc = api_submit(api, req, key, &in, job, reply);
+    jobs_refusal_fini(&r);
     free(body);
-    return rc;
+    free(f);
 }
+
+int api_fetch_async(api_t *api, http_request_t *req, const api_key_t *key, const char *url,
+                    api_fetched_fn done, api_fetch_refused_fn refused, void *arg, jobs_refusal_t *r) {
+    size_t ulen = strlen(url);
+    fetching_t *f = xcalloc(1, sizeof *f + ulen + 1);
+    f->done = done;
+    f->refused = refused;
+    f->arg = arg;
+    memcpy(f->url, url, ulen + 1);
+    /* a slow source holds a fetch thread, never a submit thread, and one caller holds few of them */
+    if (key)
+        snprintf(f->key_who, sizeof f->key_who, "key:%s", key->id);
+    snprintf(f->ip_who, sizeof f->ip_who, "ip:%s", http_request_client(req));
+    int full = fetch_take(api, f->key_who, f->ip_who);
+    if (full != FETCH_OK) {
+        free(f);
+        jobs_refuse(r, 429, "TOO_MANY_FETCHES", json_pack("{s:i}", "retry_after", 1),
+                    "%d image_url fetches %s are under way already: wait for one to finish",
+                    full == FETCH_KEY_FULL ? api->fetch_per_key : api->fetch_per_ip,
+                    full == FETCH_KEY_FULL ? "of this key" : "from your address");
+        r->retry_after = 1;
+        return -1;
+    }
+    if (http_request_defer(req, HTTP_POOL_FETCH, fetch_later, f) == 0)
+        return 0;
+    fetch_give(api, f->key_who, f->ip_who);
+    free(f);
+    jobs_refuse(r, 503, "UNAVAILABLE", NULL, "the server is busy with other requests: retry in a second");
+    r->retry_after = 1;
+    return -1;
+}
+
+/* ---- asynchronous submission ---------------------------------------------------------- */
 
 /* A submission on its way to a background thread. */
 typedef struct pending {
@@ -476,22 +555,23 @@ typedef struct pending {
     api_input_t in; /* an upload: its strings point into the request, which outlives this */
     job_t job;
     api_reply_fn reply;
-    char key_who[56], ip_who[72]; /* a fetch: the counts it holds (fetch_take) */
-    char url[];                   /* image_url, "" for an upload */
 } pending_t;
 
 static void submit_later(http_request_t *req, void *ctx, void *arg) {
-    api_t *api = ctx;
     pending_t *p = arg;
-    const api_key_t *key = p->has_key ? &p->key : NULL;
-    if (!p->url[0])
-        api_submit(api, req, key, &p->in, &p->job, p->reply);
-    else {
-        if (!api_refuse_if_stopping(api, req))
-            submit_url(api, req, key, p->url, &p->job, p->reply);
-        fetch_give(api, p->key_who, p->ip_who);
-    }
+    api_submit(ctx, req, p->has_key ? &p->key : NULL, &p->in, &p->job, p->reply);
     free(p);
+}
+
+static void submit_fetched(api_t *api, http_request_t *req, const api_input_t *in, void *arg) {
+    pending_t *p = arg;
+    api_submit(api, req, p->has_key ? &p->key : NULL, in, &p->job, p->reply);
+    free(p);
+}
+
+static void submit_fetch_refused(http_request_t *req, jobs_refusal_t *r, void *arg) {
+    api_reply_refusal(req, r);
+    free(arg);
 }
 
 int api_submit_async(api_t *api, http_request_t *req, const api_key_t *key, const api_input_t *in,
@@ -499,8 +579,7 @@ int api_submit_async(api_t *api, http_request_t *req, const api_key_t *key, cons
     int rc = idem_check(api, req, key);
     if (rc)
         return rc > 0 ? 0 : -1;
-    size_t ulen = url ? strlen(url) : 0;
-    pending_t *p = xcalloc(1, sizeof *p + ulen + 1);
+    pending_t *p = xcalloc(1, sizeof *p);
     p->has_key = key != NULL;
     if (key)
         p->key = *key;
@@ -508,32 +587,132 @@ int api_submit_async(api_t *api, http_request_t *req, const api_key_t *key, cons
         p->in = *in;
     p->job = *job;
     p->reply = reply;
-    memcpy(p->url, url ? url : "", ulen + 1);
+    jobs_refusal_t r = {0};
     if (url) {
-        /* a slow source holds a fetch thread, never a submit thread, and one caller holds few of them */
-        if (key)
-            snprintf(p->key_who, sizeof p->key_who, "key:%s", key->id);
-        snprintf(p->ip_who, sizeof p->ip_who, "ip:%s", http_request_client(req));
-        int full = fetch_take(api, p->key_who, p->ip_who);
-        if (full != FETCH_OK) {
-            free(p);
-            http_reply_header(req, "Retry-After", "1");
-            http_reply_error_code(req, 429, "TOO_MANY_FETCHES", json_pack("{s:i}", "retry_after", 1),
-                                  "%d image_url fetches %s are under way already: wait for one to finish",
-                                  full == FETCH_KEY_FULL ? api->fetch_per_key : api->fetch_per_ip,
-                                  full == FETCH_KEY_FULL ? "of this key" : "from your address");
-            return -1;
-        }
-    }
-    if (http_request_defer(req, url ? HTTP_POOL_FETCH : HTTP_POOL_SUBMIT, submit_later, p) == 0)
+        if (api_fetch_async(api, req, key, url, submit_fetched, submit_fetch_refused, p, &r) == 0)
+            return 0;
+    } else if (http_request_defer(req, HTTP_POOL_SUBMIT, submit_later, p) == 0) {
         return 0;
-    if (url)
-        fetch_give(api, p->key_who, p->ip_who);
+    } else {
+        jobs_refuse(&r, 503, "UNAVAILABLE", NULL,
+                    "the server is busy with other submissions: retry in a second");
+        r.retry_after = 1;
+    }
     free(p);
-    http_reply_header(req, "Retry-After", "1");
-    http_reply_error_code(req, 503, "UNAVAILABLE", NULL,
-                          "the server is busy with other submissions: retry in a second");
+    api_reply_refusal(req, &r);
     return -1;
+}
+
+/* ---- job event streams -------------------------------------------------------------- */
+
+/*
+ * Events say only "job X changed" (queue/events.h): each fill reads the
+ * jobs from the store, so changes that come close together merge into one
+ * event with the latest state, and one that is the same as the last sent
+ * (a wake with nothing new, a keep-alive) sends nothing. The
+ * subscriptions are made before the first fill reads the jobs (the fill
+ * runs once the handler returned), so no change between the two is lost.
+ */
+typedef struct job_stream {
+    api_t *api;
+    const api_stream_fmt_t *fmt;
+    http_sse_t *sse; /* borrowed from the HTTP layer until stream_end */
+    double t0;       /* mono_s at the start, for fmt->timeout_s */
+    int started;     /* retry: sent */
+    int n;
+    struct {
+        char id[EVENTS_ID_MAX];
+        int handle; /* the events subscription; 0 = none */
+        int final;  /* its terminal event was sent */
+        char *sent; /* the last event data sent (new), NULL before the first */
+    } job[];
+} job_stream_t;
+
+static void stream_changed(void *ctx, const char *job_id) {
+    job_stream_t *st = ctx;
+    (void)job_id;
+    http_sse_wake(st->sse);
+}
+
+static void stream_end(void *arg) {
+    job_stream_t *st = arg;
+    for (int i = 0; i < st->n; i++) {
+        if (st->job[i].handle > 0)
+            jobs_unsubscribe(&st->api->jobs, st->job[i].handle); /* a wake under way has ended on return */
+        free(st->job[i].sent);
+    }
+    free(st);
+}
+
+static int stream_fill(http_sse_t *sse, void *arg) {
+    job_stream_t *st = arg;
+    if (!st->started && st->fmt->retry_ms > 0)
+        http_sse_retry(sse, st->fmt->retry_ms);
+    st->started = 1;
+    job_t *jobs = xmalloc((size_t)st->n * sizeof *jobs);
+    int n_final = 0, ok = 1;
+    for (int i = 0; i < st->n; i++) {
+        up_error_t err;
+        int rc = store_job_get(st->api->jobs.store, st->job[i].id, &jobs[i], &err);
+        if (rc) {
+            if (rc != UP_ERR_NOT_FOUND)
+                log_warn("api: stream of job %s: %s (tried again at the next change)", st->job[i].id,
+                         err.msg);
+            ok = 0;
+            continue;
+        }
+        if (st->job[i].final) {
+            n_final++;
+            continue;
+        }
+        const char *name = NULL;
+        int final = 0;
+        char *text = st->fmt->event(st->api, &jobs[i], &name, &final);
+        if (text && (!st->job[i].sent || strcmp(st->job[i].sent, text))) {
+            http_sse_send(sse, name, text);
+            free(st->job[i].sent);
+            st->job[i].sent = text;
+        } else {
+            free(text);
+        }
+        st->job[i].final = final;
+        n_final += final;
+    }
+    int end = 0;
+    if (ok && n_final == st->n) {
+        const char *name = NULL;
+        char *text = st->fmt->done ? st->fmt->done(st->api, jobs, st->n, &name) : NULL;
+        if (text)
+            http_sse_send(sse, name, text);
+        free(text);
+        end = 1;
+    } else if (st->fmt->timeout_s > 0 && mono_s() - st->t0 > st->fmt->timeout_s) {
+        http_sse_send(sse, "timeout",
+                      "{\"success\":false,\"error\":\"the stream timed out: open a new one\"}");
+        end = 1;
+    }
+    free(jobs);
+    return end;
+}
+
+int api_job_stream(api_t *api, http_request_t *req, const char (*ids)[40], int n, const api_stream_fmt_t *fmt,
+                   const int *final) {
+    job_stream_t *st = xcalloc(1, sizeof *st + (size_t)n * sizeof st->job[0]);
+    st->api = api;
+    st->fmt = fmt;
+    st->t0 = mono_s();
+    st->n = n;
+    for (int i = 0; i < n; i++)
+        snprintf(st->job[i].id, sizeof st->job[i].id, "%s", ids[i]);
+    if (http_reply_sse(req, stream_fill, stream_end, st, &st->sse)) {
+        free(st);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        int h = final && final[i] ? 0 : jobs_subscribe(&api->jobs, st->job[i].id, stream_changed, st);
+        st->job[i].handle = h > 0 ? h : 0;
+    }
+    return 0;
 }
 
 /* ---- formatting ----------------------------------------------------------------- */
@@ -619,13 +798,18 @@ static const char *safe_host(http_request_t *req) {
 }
 
 int api_result_url(api_t *api, http_request_t *req, const job_t *job, char *out, size_t size) {
+    return api_signed_url(api, req, job, "/v1/results/", api->result_url_ttl, out, size, NULL);
+}
+
+int api_signed_url(api_t *api, http_request_t *req, const job_t *job, const char *path, double ttl, char *out,
+                   size_t size, long long *expires_out) {
     blob_info_t info;
     /* sign only what exists: a result deleted under the row (by hand, a full disk) gets no link */
     if (job->status != JOB_STATUS_COMPLETED || !job->result_key[0] ||
         blob_stat(api->jobs.blobs, job->result_key, &info, NULL))
         return -1;
     double now = now_s();
-    long long expires = (long long)floor(now + api->result_url_ttl);
+    long long expires = (long long)floor(now + ttl);
     /* a link never outlives its file: the sweeper deletes it at expires_at */
     if (job->expires_at > 0 && expires > (long long)floor(job->expires_at))
         expires = (long long)floor(job->expires_at);
@@ -643,6 +827,8 @@ int api_result_url(api_t *api, http_request_t *req, const job_t *job, char *out,
         const char *host = safe_host(req);
         snprintf(base, sizeof base, "http://%s", host ? host : "localhost");
     }
-    int n = snprintf(out, size, "%s/v1/results/%s?expires=%lld&sig=%s", base, job->id, expires, sig);
+    int n = snprintf(out, size, "%s%s%s?expires=%lld&sig=%s", base, path, job->id, expires, sig);
+    if (expires_out)
+        *expires_out = expires;
     return n < 0 || (size_t)n >= size ? -1 : 0;
 }

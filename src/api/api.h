@@ -9,9 +9,12 @@
  *                      and /api/v1/status/{id}/stream (Server-Sent Events, an extension)
  *   upres_v1.c         /v1/jobs, /v1/results/{id} (upres.ai)
  *   accounts.c         /api/v1/users/me[/credits], /api/v1/tiers, /api/v1/jobs/{id}[/result] (PicShapes)
+ *   tinify.c           /upload, /auto, /compress, /resize, /upscale, /status, /download, /usage, /config,
+ *                      ... at the server root (Tinify.ai)
  *
- * Error bodies are {"success": false, "error": "...", "code": "..."} in
- * every dialect: each spec's Error schema is a subset of that.
+ * Error bodies are {"success": false, "error": "...", "code": "...",
+ * "detail": "..."} in every dialect: each spec's Error schema is a subset
+ * of that (Tinify's 422 is FastAPI's, detail a list naming the fields).
  */
 #ifndef UPRES_API_API_H
 #define UPRES_API_API_H
@@ -47,6 +50,15 @@ typedef struct api {
     int fetch_per_key;        /* image_url fetches one key may have under way; more get 429; default 2 */
     int fetch_per_ip;         /* and one client address, with or without keys; default 8 */
     struct api_fetch_counts *fetching; /* those under way (api_init; api_fini frees) */
+    /* Tinify.ai (tinify.c) */
+    int guest_daily_credits;             /* credits a guest session gets per UTC day; default 20 */
+    const char *admin_token;             /* operator endpoints' Bearer token; NULL = they are refused */
+    const char *tinify_model;            /* the model an upscale runs; default UPSCALE_DEFAULT_MODEL */
+    double retention_s;                  /* how long results are kept after completion (the queue's) */
+    double temp_ttl_s;                   /* an upload (asset) feeds jobs this long; default 3600 */
+    double signed_url_ttl;               /* /download/{id}/url links; default 900 */
+    int max_batch;                       /* temp files in one request; default 20 */
+    unsigned long long max_upload_bytes; /* the HTTP layer's limit, for /config */
 } api_t;
 
 /* Set the defaults of everything above that has one (tiers, 3600 s, fetch). */
@@ -62,6 +74,7 @@ http_route_t *api_routes(int *n);
 const http_route_t *upscale_service_routes(int *n_routes);
 const http_route_t *upres_v1_routes(int *n_routes);
 const http_route_t *accounts_routes(int *n_routes);
+const http_route_t *tinify_routes(int *n_routes);
 
 /* ---- authentication --------------------------------------------------------------- */
 
@@ -76,6 +89,17 @@ const http_route_t *accounts_routes(int *n_routes);
  * A header that is present is always checked, required or not.
  */
 int api_auth(api_t *api, http_request_t *req, int required, api_key_t *key);
+
+/* api_auth with the refusal as a value (*r filled on -1) instead of a reply, for dialects of their own shape.
+ */
+int api_key_check(api_t *api, http_request_t *req, int required, api_key_t *key, jobs_refusal_t *r);
+
+/*
+ * A guest session by its token (X-Session-Token): 1 with *key (a guest
+ * row, counted against the rate limits like a key), or -1 with *r: 401 for
+ * an unknown token or one that is an API key, 429, 500.
+ */
+int api_session_check(api_t *api, const char *token, api_key_t *key, jobs_refusal_t *r);
 
 /* ---- the engine's answers as replies ------------------------------------------------ */
 
@@ -161,8 +185,51 @@ int api_submit(api_t *api, http_request_t *req, const api_key_t *key, const api_
 int api_submit_async(api_t *api, http_request_t *req, const api_key_t *key, const api_input_t *in,
                      const char *url, const job_t *job, api_reply_fn reply);
 
+/*
+ * Fetch url (image_url: the SSRF-safe fetcher, api->fetch) on the fetch
+ * pool (HTTP_POOL_FETCH), at most api->fetch_per_key fetches per key and
+ * api->fetch_per_ip per client address under way, then, on that thread,
+ * done(api, req, in, arg) with the bytes (in->data, borrowed for the call;
+ * in->name the URL's last segment; from_url set), or refused(req, r, arg)
+ * (400 URL_REFUSED: a malformed URL, a scheme other than http/https, an
+ * address that is not public, too many redirects; 422 URL_FETCH_FAILED:
+ * unreachable, an HTTP error, too large, too slow; 503 stopping). Each
+ * replies once and frees arg. Returns 0, or -1 with *r filled (429
+ * TOO_MANY_FETCHES, 503 every fetch thread busy) and arg still the
+ * caller's.
+ */
+typedef void (*api_fetched_fn)(api_t *api, http_request_t *req, const api_input_t *in, void *arg);
+typedef void (*api_fetch_refused_fn)(http_request_t *req, jobs_refusal_t *r, void *arg);
+int api_fetch_async(api_t *api, http_request_t *req, const api_key_t *key, const char *url,
+                    api_fetched_fn done, api_fetch_refused_fn refused, void *arg, jobs_refusal_t *r);
+
 /* 503 when the server is stopping (returns -1 after replying), else 0. */
 int api_refuse_if_stopping(api_t *api, http_request_t *req);
+
+/* ---- job event streams ---------------------------------------------------------------- */
+
+/* What a dialect's event stream says about its jobs. */
+typedef struct api_stream_fmt {
+    int retry_ms;     /* "retry:" sent first; 0 = none */
+    double timeout_s; /* after this the stream ends with a "timeout" event; 0 = never */
+    /* one job's state as an event: its data (new text, or NULL: nothing), *name, *final = 1 when terminal */
+    char *(*event)(api_t *api, const job_t *job, const char **name, int *final);
+    /* once every job's terminal event went out: the closing event's data (new) and *name, or NULL */
+    char *(*done)(api_t *api, const job_t *jobs, int n, const char **name);
+} api_stream_fmt_t;
+
+/*
+ * Answer req with Server-Sent Events about jobs ids[0..n-1] (read by the
+ * caller, who checked access): fmt's event for each at once, then one per
+ * change of each (an event equal to the last sent is not repeated), until
+ * every job's is terminal; then fmt's done event, and the stream ends. No
+ * thread is held meanwhile (http_reply_sse). final[i] (may be NULL): job
+ * i is terminal already (no subscription). fmt is borrowed for the
+ * stream's life (static). Returns 0, or -1 when nothing was sent (the
+ * caller answers).
+ */
+int api_job_stream(api_t *api, http_request_t *req, const char (*ids)[40], int n, const api_stream_fmt_t *fmt,
+                   const int *final);
 
 /* ---- formatting --------------------------------------------------------------------- */
 
@@ -186,6 +253,11 @@ int api_time_parse(const char *s, double *t);
  * no result to link (not completed, file gone, or already past expiry).
  */
 int api_result_url(api_t *api, http_request_t *req, const job_t *job, char *out, size_t size);
+
+/* The same for any path: <base><path><id>?expires=E&sig=S, valid ttl seconds (never past expires_at); E too.
+ */
+int api_signed_url(api_t *api, http_request_t *req, const job_t *job, const char *path, double ttl, char *out,
+                   size_t size, long long *expires);
 
 /*
  * Paging cursors (GET /v1/jobs): the position after the job with sequence

@@ -233,63 +233,21 @@ static void h_status(http_request_t *req, void *ctx) {
 /*
  * The job's status object as "event: status", at once and then at each
  * change, until the job ends: the terminal state is the last event, then
- * the stream ends. Events say only "job X changed" (queue/events.h): each
- * fill reads the job from the store, so changes that come close together
- * merge into one event with the latest state, and one that is the same as
- * the last sent (a wake with nothing new, a keep-alive) sends nothing.
- * The subscription is made before the first fill reads the job (the fill
- * runs once the handler returned), so no change between the two is lost.
+ * the stream ends (api_job_stream).
  */
-typedef struct status_stream {
-    api_t *api;
-    char id[EVENTS_ID_MAX];
-    http_sse_t *sse; /* borrowed from the HTTP layer until stream_end */
-    int handle;      /* the events subscription; 0 = none */
-    char *sent;      /* the last status object sent (compact JSON, new), NULL before the first */
-} status_stream_t;
-
 static int status_final(job_status_t s) {
     return s == JOB_STATUS_COMPLETED || s == JOB_STATUS_FAILED || s == JOB_STATUS_CANCELLED ||
            s == JOB_STATUS_EXPIRED;
 }
 
-static int stream_fill(http_sse_t *sse, void *arg) {
-    status_stream_t *st = arg;
-    job_t job;
-    up_error_t err;
-    int rc = store_job_get(st->api->jobs.store, st->id, &job, &err);
-    if (rc == UP_ERR_NOT_FOUND)
-        return 1; /* the record is gone: nothing more will come */
-    if (rc) {
-        log_warn("upscale-service: stream of job %s: %s (tried again at the next change)", st->id, err.msg);
-        return 0;
-    }
-    char *text = http_json_text(status_json(&job));
-    if (!text)
-        return 0;
-    if (st->sent && !strcmp(st->sent, text)) {
-        free(text);
-        return 0;
-    }
-    http_sse_send(sse, "status", text);
-    free(st->sent);
-    st->sent = text;
-    return status_final(job.status);
+static char *status_event(api_t *api, const job_t *job, const char **name, int *final) {
+    (void)api;
+    *name = "status";
+    *final = status_final(job->status);
+    return http_json_text(status_json(job));
 }
 
-/* events_fn: a worker (or a handler) changed the job; the fill reads what. */
-static void stream_changed(void *ctx, const char *job_id) {
-    status_stream_t *st = ctx;
-    (void)job_id;
-    http_sse_wake(st->sse);
-}
-
-static void stream_end(void *arg) {
-    status_stream_t *st = arg;
-    jobs_unsubscribe(&st->api->jobs, st->handle); /* a wake under way has ended when this returns */
-    free(st->sent);
-    free(st);
-}
+static const api_stream_fmt_t status_stream = {.event = status_event};
 
 static void h_status_stream(http_request_t *req, void *ctx) {
     api_t *api = ctx;
@@ -298,18 +256,9 @@ static void h_status_stream(http_request_t *req, void *ctx) {
     int keyed;
     if (get_job(api, req, JOBS_STATUS, &job, &key, &keyed)) /* the rule of GET /status/{id} */
         return;
-    status_stream_t *st = xcalloc(1, sizeof *st);
-    st->api = api;
-    snprintf(st->id, sizeof st->id, "%s", job.id);
-    if (http_reply_sse(req, stream_fill, stream_end, st, &st->sse)) {
-        free(st);
+    int final = status_final(job.status);
+    if (api_job_stream(api, req, (const char(*)[40])job.id, 1, &status_stream, &final))
         http_reply_error(req, 500, "cannot start the event stream");
-        return;
-    }
-    if (!status_final(job.status)) {
-        int h = jobs_subscribe(&api->jobs, st->id, stream_changed, st);
-        st->handle = h > 0 ? h : 0;
-    }
 }
 
 /* ---- GET /api/v1/download/{job_id} ---------------------------------------------- */
