@@ -93,6 +93,30 @@ static int parse_public_url(const char *value, void *dest, up_error_t *err) {
     return 0;
 }
 
+/* A model name as the registry names files: letters, digits and . _ + -, 1 to 127 bytes. */
+static int parse_model_name(const char *value, void *dest, up_error_t *err) {
+    (void)err;
+    size_t n = strlen(value);
+    if (n == 0 || n > 127 ||
+        strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-") != n)
+        return -1;
+    *(const char **)dest = value;
+    return 0;
+}
+
+/* An operator's secret: 16 to 256 printable ASCII characters, no spaces (a guessable one is refused). */
+static int parse_admin_token(const char *value, void *dest, up_error_t *err) {
+    (void)err;
+    size_t n = strlen(value);
+    int ok = n >= 16 && n <= 256;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = value[i] > 0x20 && value[i] < 0x7f;
+    if (!ok)
+        return -1;
+    *(const char **)dest = value;
+    return 0;
+}
+
 static int parse_fetch_allow(const char *value, void *dest, up_error_t *err) {
     if (fetch_allow_validate(value, err))
         return -1;
@@ -479,6 +503,56 @@ static const setting_t serve_items[] = {
      .what = "bytes, with an optional K, M or G suffix",
      .help = "`image_url` size limit",
      LOCAL(fetch_max)},
+    {.name = "guest-daily-credits",
+     .arg = "N",
+     .env = "UPRES_GUEST_DAILY_CREDITS",
+     NUMBER(INT, 0, 1000000000),
+     .def = "20",
+     .what = "0 or more",
+     .help = "credits a Tinify guest session gets per UTC day",
+     API(guest_daily_credits)},
+    {.name = "tinify-model",
+     .arg = "NAME",
+     .env = "UPRES_TINIFY_MODEL",
+     .type = SETTING_TYPE_STRING,
+     .parse = parse_model_name,
+     .def = UPSCALE_DEFAULT_MODEL,
+     .what = "a model name (`upres models`): letters, digits and . _ + -",
+     .help = "the model a Tinify upscale runs",
+     API(tinify_model)},
+    {.name = "temp-ttl",
+     .arg = "SEC",
+     .env = "UPRES_TEMP_TTL",
+     NUMBER(SECONDS, 1, 1e8),
+     .def = "3600",
+     .what = "seconds, 1 or more",
+     .help = "how long a Tinify upload can feed jobs",
+     API(temp_ttl_s)},
+    {.name = "signed-url-ttl",
+     .arg = "SEC",
+     .env = "UPRES_SIGNED_URL_TTL",
+     NUMBER(SECONDS, 1, 1e8),
+     .def = "900",
+     .what = "seconds, 1 or more",
+     .help = "how long a Tinify `/download/{id}/url` link is valid",
+     API(signed_url_ttl)},
+    {.name = "max-batch",
+     .arg = "N",
+     .env = "UPRES_MAX_BATCH",
+     NUMBER(INT, 1, JOBS_BATCH_MAX),
+     .def = "20",
+     .what = "1 to 32",
+     .help = "temp files in one Tinify request",
+     API(max_batch)},
+    {.name = "admin-token",
+     .arg = "TOKEN",
+     .env = "UPRES_ADMIN_TOKEN",
+     .type = SETTING_TYPE_STRING,
+     .parse = parse_admin_token,
+     .def_text = "none: operator endpoints refused",
+     .what = "16 to 256 printable characters",
+     .help = "Bearer token of the Tinify operator endpoints (`/internal/*`)",
+     API(admin_token)},
     {.name = "fetch-allow",
      .arg = "CIDRS",
      .env = "UPRES_FETCH_ALLOW",
@@ -626,6 +700,8 @@ int cmd_serve(int argc, char **argv) {
     api.web_dir = upscale_service_web_dir(o_web, web_buf, sizeof web_buf);
     api.jobs.max_input_pixels = qc.max_input_pixels; /* the API checks at submit what the workers enforce */
     api.jobs.max_output_pixels = qc.max_output_pixels;
+    api.retention_s = qc.retention_s;     /* Tinify's expires_at */
+    api.max_upload_bytes = hc.max_upload; /* for /config */
     api.n_workers = qc.n_workers;
     api.rate = ratelimit_new(per_minute, per_day);
     api.rate_per_minute = per_minute;

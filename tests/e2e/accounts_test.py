@@ -43,8 +43,8 @@ import client  # noqa: E402
 from client import (SHARED, SLOW, UPRES, Server, check, free_port, make_tmp, multipart, png,  # noqa: E402
                     png_size, request, run, submit, tally, wait_status)
 
-import jsonschema  # noqa: E402  (python3-jsonschema)
 import yaml  # noqa: E402  (python3-yaml)
+from spec import parse_time, response_schema, validate  # noqa: E402  (spec.py: JSON Schema helpers)
 
 SPECS = os.environ.get("UPRES_SPECS", os.path.join(os.path.dirname(os.path.abspath(SHARED)), "specs"))
 SMALL = os.path.join(SHARED, "ref/in/chelsea_lr64.png")
@@ -72,82 +72,6 @@ with open(os.path.join(SPECS, "upres-ai.openapi.json")) as _f:
     AI = json.load(_f)
 with open(os.path.join(SPECS, "picshapes.openapi.yaml")) as _f:
     PS = yaml.safe_load(_f)
-
-FORMATS = jsonschema.FormatChecker(())
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_DATETIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
-
-
-@FORMATS.checks("uuid")
-def _is_uuid(v):
-    return not isinstance(v, str) or bool(_UUID.match(v))
-
-
-def parse_time(v):
-    """An RFC 3339 date-time as a Unix time, or None."""
-    m = _DATETIME.match(v) if isinstance(v, str) else None
-    if not m:
-        return None
-    try:
-        s = v.replace("t", "T").replace("z", "Z").replace("Z", "+00:00")
-        return datetime.datetime.fromisoformat(s).timestamp()
-    except ValueError:
-        return None
-
-
-@FORMATS.checks("date-time")
-def _is_datetime(v):
-    return not isinstance(v, str) or parse_time(v) is not None
-
-
-@FORMATS.checks("uri")
-def _is_uri(v):
-    if not isinstance(v, str):
-        return True
-    u = urllib.parse.urlsplit(v)
-    return u.scheme in ("http", "https") and bool(u.hostname) and not re.search(r"\s", v)
-
-
-@FORMATS.checks("email")
-def _is_email(v):
-    return not isinstance(v, str) or bool(re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", v))
-
-
-def inline(spec, node, depth=0):
-    """node with each "$ref": "#/..." replaced by what it points to in spec."""
-    if depth > 64:
-        raise ValueError("$ref nesting too deep")
-    if isinstance(node, dict):
-        if "$ref" in node:
-            target = spec
-            for part in node["$ref"].lstrip("#/").split("/"):
-                target = target[part.replace("~1", "/").replace("~0", "~")]
-            return inline(spec, target, depth + 1)
-        return {k: inline(spec, v, depth + 1) for k, v in node.items()}
-    if isinstance(node, list):
-        return [inline(spec, v, depth + 1) for v in node]
-    return node
-
-
-def validate(doc, spec, schema):
-    """Check doc against schema ({"$ref": ...} into spec, or inline). Returns "" or the errors.
-
-    `nullable` is an unknown keyword to JSON Schema draft 7, so null stays refused.
-    """
-    v = jsonschema.Draft7Validator(inline(spec, schema), format_checker=FORMATS)
-    errs = sorted(v.iter_errors(doc), key=lambda e: list(e.absolute_path))
-    return "; ".join("%s: %s" % ("/".join(map(str, e.absolute_path)) or "(root)", e.message) for e in errs[:8])
-
-
-def response_schema(spec, path, method, code):
-    """The JSON schema spec gives for path, method and status code, or None."""
-    op = spec["paths"].get(path, {}).get(method.lower(), {})
-    resp = op.get("responses", {}).get(str(code)) or op.get("responses", {}).get("default")
-    if not resp:
-        return None
-    resp = inline(spec, resp)
-    return ((resp.get("content") or {}).get("application/json") or {}).get("schema")
-
 
 ENVELOPE = {"type": "object", "required": ["success", "error", "code"],
             "properties": {"success": {"const": False}, "error": {"type": "string", "minLength": 1},

@@ -267,3 +267,100 @@ class Server:
         except ValueError:
             print("keys list --json: rc %d\n%s%s" % (p.returncode, p.stdout, p.stderr))
             return None
+
+
+# ---- Server-Sent Events -------------------------------------------------------------
+
+
+class Stream:
+    """GET path on a plain socket: .status, .headers, .body (when not chunked); event() reads on."""
+
+    def __init__(self, port, path, headers=None, timeout=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout * SLOW)
+        extra = "".join("%s: %s\r\n" % kv for kv in (headers or {}).items())
+        self.sock.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s\r\n" % (path, port, extra)).encode())
+        self.raw = b""     # bytes read and not decoded yet
+        self.text = b""    # decoded body not parsed into events yet
+        self.done = False  # the last chunk came: a clean end
+        self.eof = False   # the connection closed
+        deadline = time.time() + timeout * SLOW
+        while b"\r\n\r\n" not in self.raw and not self.eof:
+            self._recv(deadline)
+        head, _, self.raw = self.raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1]) if lines[0].startswith("HTTP/") else 0
+        self.headers = {}
+        for ln in lines[1:]:
+            k, _, v = ln.partition(":")
+            self.headers[k.strip().lower()] = v.strip()
+        self.chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        self.body = b""
+        if not self.chunked:
+            n = int(self.headers.get("content-length", "0") or 0)
+            while len(self.raw) < n and not self.eof:
+                self._recv(deadline)
+            self.body, self.raw = self.raw[:n], self.raw[n:]
+
+    def _recv(self, deadline):
+        left = deadline - time.time()
+        if left <= 0:
+            raise TimeoutError("no bytes in time")
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            raise TimeoutError("no bytes in time")
+        except OSError:
+            data = b""
+        if data:
+            self.raw += data
+        else:
+            self.eof = True
+
+    def _decode(self):
+        while self.chunked and not self.done:
+            line, sep, rest = self.raw.partition(b"\r\n")
+            if not sep:
+                return
+            size = int(line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                self.done = True  # trailers, if any, are not looked at
+                self.raw = rest
+                return
+            if len(rest) < size + 2:
+                return
+            self.text += rest[:size]
+            self.raw = rest[size + 2:]
+
+    def event(self, timeout):
+        """The next block: {"event", "data"} or {"comment"}; None at the end of the stream.
+        Raises TimeoutError when nothing whole came within timeout seconds."""
+        deadline = time.time() + timeout
+        while True:
+            self._decode()
+            if b"\n\n" in self.text:
+                block, _, self.text = self.text.partition(b"\n\n")
+                ev = {}
+                for ln in block.decode("utf-8").split("\n"):
+                    if ln.startswith(":"):
+                        ev["comment"] = ln[1:].strip()
+                    else:
+                        k, _, v = ln.partition(":")
+                        v = v[1:] if v.startswith(" ") else v
+                        ev[k] = ev[k] + "\n" + v if k == "data" and k in ev else v
+                return ev
+            if self.done or self.eof:
+                return None
+            self._recv(deadline)
+
+    def json_data(self, ev):
+        try:
+            return json.loads(ev.get("data", ""))
+        except ValueError:
+            return None
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
