@@ -1000,7 +1000,7 @@ static int add_ids(const char *value, void *ctx) {
             else if (l->n >= STATUS_IDS_MAX)
                 l->over = 1;
             else
-                snprintf(l->id[l->n++], 40, "%s", one);
+                memcpy(l->id[l->n++], one, 37); /* a valid UUID is 36 characters */
         }
         p += len;
         if (*p == ',')
