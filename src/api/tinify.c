@@ -354,7 +354,6 @@ static void h_config(http_request_t *req, void *ctx) {
 
 /* An upload on its way to a background thread: who, and the new session when there is none. */
 typedef struct upload {
-    api_t *api;
     int kind;       /* caller_t */
     api_key_t key;  /* the caller's key or session (kind != CALLER_NONE) */
     char token[64]; /* a session token sent, echoed back; or the new one */
@@ -428,7 +427,6 @@ static void upload_later(http_request_t *req, void *ctx, void *arg) {
 /* Who uploads: a key, a session, or nobody (a session is opened). NULL after replying. */
 static upload_t *upload_new(api_t *api, http_request_t *req) {
     upload_t *u = xcalloc(1, sizeof *u);
-    u->api = api;
     u->kind = tz_caller(api, req, 0, &u->key);
     if (u->kind < 0) {
         free(u);
