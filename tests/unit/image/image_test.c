@@ -1797,7 +1797,9 @@ static void *worker(void *arg) {
     for (int i = 0; i < 3; i++) {
         up_image_t *img = NULL, *r = NULL;
         up_error_t err;
-        if (image_load_file(shared_path(i % 2 ? "logo.png" : "chelsea.png"), NULL, &img, &err))
+        char path[1024]; /* its own: shared_path's buffer is one for every thread */
+        snprintf(path, sizeof path, "%s/images/%s", shared, i % 2 ? "logo.png" : "chelsea.png");
+        if (image_load_file(path, NULL, &img, &err))
             return (void *)1;
         void *buf;
         size_t size;
