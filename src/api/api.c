@@ -49,6 +49,7 @@ void api_init(api_t *api) {
     api->fetch_per_key = 2;
     api->fetch_per_ip = 8;
     api->guest_daily_credits = 20;
+    api->guest_sessions_per_ip = 50;
     api->tinify_model = UPSCALE_DEFAULT_MODEL;
     api->retention_s = 900;
     api->temp_ttl_s = 3600;

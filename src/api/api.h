@@ -52,6 +52,8 @@ typedef struct api {
     struct api_fetch_counts *fetching; /* those under way (api_init; api_fini frees) */
     /* Tinify.ai (tinify.c) */
     int guest_daily_credits;             /* credits a guest session gets per UTC day; default 20 */
+    int guest_sessions_per_ip;           /* new guest sessions one client address may open a day; 0 = any */
+    ratelimit_t *session_rate;           /* counts them (NULL = no cap) */
     const char *admin_token;             /* operator endpoints' Bearer token; NULL = they are refused */
     const char *tinify_model;            /* the model an upscale runs; default UPSCALE_DEFAULT_MODEL */
     double retention_s;                  /* how long results are kept after completion (the queue's) */

@@ -362,8 +362,24 @@ typedef struct upload {
     jobs_input_t in;     /* /upload: that file */
 } upload_t;
 
-/* A new guest session (a key row marked guest) owning what an upload stores: 0, or -1 with *r. */
-static int open_session(api_t *api, upload_t *u, jobs_refusal_t *r) {
+/*
+ * A new guest session (a key row marked guest) owning what an upload
+ * stores: 0, or -1 with *r (429 when the address opened its day's share:
+ * section 6.11, a dropped token must not be a free refill).
+ */
+static int open_session(api_t *api, http_request_t *req, upload_t *u, jobs_refusal_t *r) {
+    double retry = 0;
+    char who[80];
+    snprintf(who, sizeof who, "ip:%s", http_request_client(req));
+    if (api->session_rate && !ratelimit_take(api->session_rate, who, mono_s(), &retry, NULL)) {
+        long secs = (long)ceil(retry);
+        jobs_refuse(r, 429, "TOO_MANY_SESSIONS", json_pack("{s:I}", "retry_after", (json_int_t)secs),
+                    "this address opened %d guest sessions in the last 24 hours: keep using one "
+                    "(X-Session-Token) or use an API key",
+                    api->guest_sessions_per_ip);
+        r->retry_after = (int)secs;
+        return -1;
+    }
     unsigned char raw[SESSION_TOKEN_BYTES];
     if (RAND_bytes(raw, sizeof raw) != 1)
         return jobs_refuse(r, 500, "INTERNAL", NULL, "cannot make a session token");
@@ -388,7 +404,7 @@ static void upload_put(api_t *api, http_request_t *req, upload_t *u, const jobs_
     jobs_refusal_t r = {0};
     asset_t a;
     int new_session = u->kind == CALLER_NONE;
-    if (new_session && open_session(api, u, &r)) {
+    if (new_session && open_session(api, req, u, &r)) {
         tz_refusal(req, &r);
         return;
     }

@@ -511,6 +511,16 @@ static const setting_t serve_items[] = {
      .what = "0 or more",
      .help = "credits a Tinify guest session gets per UTC day",
      API(guest_daily_credits)},
+    {.name = "guest-sessions-per-ip",
+     .arg = "N",
+     .env = "UPRES_GUEST_SESSIONS_PER_IP",
+     NUMBER(INT, 0, 1000000000),
+     .def = "50",
+     .what = "0 (no cap) or more",
+     .help = "Tinify uploads without a credential (each opens a guest session) one client address may make "
+             "in any 24 hours; more get 429",
+     .doc = "dropping a token and uploading again would otherwise give anyone fresh credits",
+     API(guest_sessions_per_ip)},
     {.name = "tinify-model",
      .arg = "NAME",
      .env = "UPRES_TINIFY_MODEL",
@@ -704,6 +714,7 @@ int cmd_serve(int argc, char **argv) {
     api.max_upload_bytes = hc.max_upload; /* for /config */
     api.n_workers = qc.n_workers;
     api.rate = ratelimit_new(per_minute, per_day);
+    api.session_rate = api.guest_sessions_per_ip ? ratelimit_new(0, api.guest_sessions_per_ip) : NULL;
     api.rate_per_minute = per_minute;
     api.rate_per_day = per_day;
 
@@ -738,6 +749,7 @@ done:
     http_server_stop(srv);
     free(routes);
     ratelimit_free(api.rate);
+    ratelimit_free(api.session_rate);
     api_fini(&api);
     queue_stop(q);
     store_close(st);

@@ -457,6 +457,22 @@ def test_processing(s):
         d = fetch(p, jid)
         check(d.status == 200 and image_size(d.body) == want, "17. x%d as %s: %r" % (factor, fmt, want),
               repr(image_size(d.body)))
+    # the network, not a classical kernel: the same pixels as the Upscale Service's x2 of the same model
+    r = process(p, "upscale", ids, h, output_format="png", settings={"output_quality": 100})
+    jid = r.json()["jobs"][0]["id"]
+    wait_job(p, jid)
+    ours = fetch(p, jid).body
+    body, ctype = multipart({"model_name": FAST, "scale": "2", "format": "png"},
+                            {"image": ("c.png", open(SMALL, "rb").read(), "image/png")})
+    us = request(p, "POST", "/api/v1/upscale", body, {"Content-Type": ctype}).json().get("job_id")
+    for _ in range(int(600 * SLOW)):
+        if (request(p, "GET", "/api/v1/status/" + us).json() or {}).get("status") in ("completed", "failed"):
+            break
+        time.sleep(0.05)
+    theirs = request(p, "GET", "/api/v1/download/" + us).body
+    check(image_size(ours) == ("png", 128, 128) and ours == theirs,
+          "17. x2 is the network's output (the Upscale Service's bytes for the same model)",
+          "%d vs %d bytes" % (len(ours), len(theirs)))
     for q in (30, 90):
         r = process(p, "compress", ids, h, output_format="jpg", quality=q)
         jid = r.json()["jobs"][0]["id"]
@@ -710,6 +726,14 @@ def test_credits(s):
     check(summ.get("credits_remaining") == 3, "29. refresh restores the guest's credits", json.dumps(summ))
     check(call(p, "POST", "/process", headers={"Authorization": "Bearer " + ADMIN}).status == 501,
           "29. /process with the token -> 501")
+    # section 6.11: one address opens at most --guest-sessions-per-ip sessions (4 here; 1 used above)
+    data = open(SMALL, "rb").read()
+    codes = [upload(p, data).status for _ in range(4)]
+    r = upload(p, data)
+    check(codes[:3] == [200, 200, 200] and codes[3] == 429 and r.status == 429
+          and r.json().get("code") == "TOO_MANY_SESSIONS" and int(r.headers.get("retry-after", "0")) > 0,
+          "6.11. new sessions per address are capped (429 with Retry-After)", "%r %r" % (codes, r))
+    check(upload(p, data, headers=h).status == 200, "6.11. ... while an open session keeps uploading")
 
 
 def test_out_of_scope(s):
@@ -758,6 +782,7 @@ def main():
     main_srv = Server("tinify", "--tinify-model", FAST, "--admin-token", ADMIN, "--max-output-pixels", "1000000",
                       "--max-upload", "8M", "--rate-per-minute", "0", "--rate-per-day", "0")
     small = Server("tinify-credits", "--tinify-model", FAST, "--admin-token", ADMIN, "--guest-daily-credits", "3",
+                   "--guest-sessions-per-ip", "4",
                    "--rate-per-minute", "0", "--rate-per-day", "0")
     if not check(main_srv.start() and small.start(), "servers start"):
         return 1
