@@ -197,7 +197,14 @@ int upscaler_choose_tile(upscaler_t *up, int h, int w, const upscale_opts_t *opt
     if (t < 32)
         t = 32;
     int longest = h > w ? h : w;
-    return t >= longest ? 0 : t;
+    if (t >= longest)
+        return 0;
+    /* split evenly: as many tiles as the budget needs along the longer side, each as small as that
+     * allows (1024 at a budget of 896 is 2 x 512, not 896 and a second 896 shifted back: 3.1x the
+     * pixels); a multiple of 4 (the Winograd output tile) that never passes the budget's edge */
+    int n = (longest + t - 1) / t;
+    int even = ((longest + n - 1) / n + 3) / 4 * 4;
+    return even < t ? even : t;
 }
 
 /* ---- float planes ------------------------------------------------------------ */
