@@ -213,6 +213,14 @@ static void test_scales_tiles_progress(void) {
     CHECKF(t >= 32 && t < 90, "3 MB budget chose tile %d", t);
     opts.tile_memory = 4u << 30;
     CHECK(upscaler_choose_tile(up, 70, 90, &opts, &err) == 0); /* one tile fits */
+    /* the tiles split a side evenly: n tiles of t cover 1024 with less than 4 px each to spare
+     * (the budget's own edge, e.g. 736, would take 2 x 736 for 1024: 448 px shifted over) */
+    for (int mb = 60; mb <= 600; mb *= 2) {
+        opts.tile_memory = (size_t)mb << 20;
+        int et = upscaler_choose_tile(up, 1024, 1024, &opts, &err);
+        int n = et > 0 ? (1024 + et - 1) / et : 1;
+        CHECKF(et >= 0 && (et == 0 || (n * et - 1024 < 4 * n && et % 4 == 0)), "%d MB: tile %d", mb, et);
+    }
 
     /* the output limit */
     opts.max_output_pixels = 100000;
