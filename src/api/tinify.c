@@ -654,6 +654,14 @@ static int get_choice(json_t *o, const field_t *f, const char *const *names, cha
 }
 
 /* The ProcessingSettings object (may be absent or null) into *st. 0, or -1 after replying. */
+/* get_int into an int (untouched when absent or null). */
+static int get_int_to(json_t *o, const field_t *f, long long lo, long long hi, int nullable, int *dst) {
+    long long x = *dst;
+    int rc = get_int(o, f, lo, hi, nullable, &x);
+    *dst = (int)x;
+    return rc;
+}
+
 static int parse_settings(http_request_t *req, json_t *o, settings_t *st) {
     if (!o || json_is_null(o))
         return 0;
@@ -663,67 +671,36 @@ static int parse_settings(http_request_t *req, json_t *o, settings_t *st) {
         return -1;
     }
     field_t f = {req, "settings", NULL};
-    long long x;
-    int rc;
 #define FIELD(n) (f.name = (n), &f)
     if (get_choice(o, FIELD("output_format"), format_names, st->format, sizeof st->format) < 0 ||
-        get_number(o, FIELD("output_upscale_factor"), 0.1, 10, &st->factor) < 0)
+        get_number(o, FIELD("output_upscale_factor"), 0.1, 10, &st->factor) < 0 ||
+        get_int_to(o, FIELD("output_width"), 1, 8192, 1, &st->width) < 0 ||
+        get_int_to(o, FIELD("output_height"), 1, 8192, 1, &st->height) < 0 ||
+        get_choice(o, FIELD("output_resize_behavior"), behavior_names, st->behavior, sizeof st->behavior) <
+            0 ||
+        get_int_to(o, FIELD("output_quality"), 1, 100, 0, &st->quality) < 0 ||
+        get_int(o, FIELD("output_file_size_limit"), 1, LLONG_MAX, 1, &st->size_limit) < 0 ||
+        get_bool(o, FIELD("output_seo_tag_gen"), &st->seo_tag) < 0 ||
+        get_bool(o, FIELD("output_seo_rename"), &st->seo_rename) < 0 ||
+        get_int_to(o, FIELD("gif_frame_limit"), 1, 100, 1, &st->frame_limit) < 0)
         return -1;
-    if ((rc = get_int(o, FIELD("output_width"), 1, 8192, 1, &x)) < 0)
-        return -1;
-    if (rc)
-        st->width = (int)x;
-    if ((rc = get_int(o, FIELD("output_height"), 1, 8192, 1, &x)) < 0)
-        return -1;
-    if (rc)
-        st->height = (int)x;
-    if (get_choice(o, FIELD("output_resize_behavior"), behavior_names, st->behavior, sizeof st->behavior) < 0)
-        return -1;
-    if ((rc = get_int(o, FIELD("output_quality"), 1, 100, 0, &x)) < 0)
-        return -1;
-    if (rc)
-        st->quality = (int)x;
-    if ((rc = get_int(o, FIELD("output_file_size_limit"), 1, LLONG_MAX, 1, &x)) < 0)
-        return -1;
-    if (rc)
-        st->size_limit = x;
-    if (get_bool(o, FIELD("output_seo_tag_gen"), &st->seo_tag) < 0 ||
-        get_bool(o, FIELD("output_seo_rename"), &st->seo_rename) < 0)
-        return -1;
-    if ((rc = get_int(o, FIELD("gif_frame_limit"), 1, 100, 1, &x)) < 0)
-        return -1;
-    if (rc)
-        st->frame_limit = (int)x;
     return 0;
 }
 
 /* The endpoint's own top-level fields over *st. 0, or -1 after replying. */
 static int parse_top(http_request_t *req, json_t *o, entry_t entry, settings_t *st) {
     field_t f = {req, NULL, NULL};
-    long long x;
-    int rc;
     if (entry != ENTRY_AUTO &&
         get_choice(o, FIELD("output_format"), format_names, st->format, sizeof st->format) < 0)
         return -1;
     if (entry == ENTRY_COMPRESS) {
-        if ((rc = get_int(o, FIELD("quality"), 1, 100, 0, &x)) < 0)
+        if (get_int_to(o, FIELD("quality"), 1, 100, 0, &st->quality) < 0 ||
+            get_int(o, FIELD("target_file_size"), 1, LLONG_MAX, 1, &st->size_limit) < 0)
             return -1;
-        if (rc)
-            st->quality = (int)x;
-        if ((rc = get_int(o, FIELD("target_file_size"), 1, LLONG_MAX, 1, &x)) < 0)
-            return -1;
-        if (rc)
-            st->size_limit = x;
     } else if (entry == ENTRY_RESIZE) {
-        if ((rc = get_int(o, FIELD("width"), 1, 8192, 1, &x)) < 0)
-            return -1;
-        if (rc)
-            st->width = (int)x;
-        if ((rc = get_int(o, FIELD("height"), 1, 8192, 1, &x)) < 0)
-            return -1;
-        if (rc)
-            st->height = (int)x;
-        if (get_choice(o, FIELD("resize_behavior"), behavior_names, st->behavior, sizeof st->behavior) < 0)
+        if (get_int_to(o, FIELD("width"), 1, 8192, 1, &st->width) < 0 ||
+            get_int_to(o, FIELD("height"), 1, 8192, 1, &st->height) < 0 ||
+            get_choice(o, FIELD("resize_behavior"), behavior_names, st->behavior, sizeof st->behavior) < 0)
             return -1;
         if (!st->width && !st->height) {
             tz_invalid(req, loc2("body", "width"), "missing", "resize needs width, height or both");
