@@ -41,11 +41,12 @@ void jobs_refusal_fini(jobs_refusal_t *r) {
 int jobs_refuse(jobs_refusal_t *r, unsigned status, const char *code, json_t *extra, const char *fmt, ...) {
     r->status = status;
     snprintf(r->code, sizeof r->code, "%s", code);
+    char raw[sizeof r->message];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(r->message, sizeof r->message, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    text_utf8_copy(r->message, sizeof r->message, r->message, strlen(r->message)); /* cut on a character */
+    text_utf8_copy(r->message, sizeof r->message, raw, strlen(raw)); /* a cut falls on a character */
     json_decref(r->extra);
     r->extra = extra;
     r->retry_after = 0;
