@@ -7,7 +7,9 @@
 #      SHA-256; a second run finds them verified and downloads nothing,
 #   3. installs Swagger UI (npm swagger-ui-dist, pinned) into web/vendor for
 #      the server's /api/v1/docs page, only when missing,
-#   4. configures and builds upres in build/ (skip with --no-build).
+#   4. installs the browser tests' npm packages (tests/browser: playwright-core,
+#      pinned in its package-lock.json) with `npm ci`, only when missing,
+#   5. configures and builds upres in build/ (skip with --no-build).
 #
 # The models folder is $UPRES_MODELS, default <repo>/models; upres finds the
 # same folder by default (see README, "Models").
@@ -36,7 +38,8 @@ packages=(gcc make cmake pkg-config libvips-dev libdnnl-dev libjansson-dev
           # which on bookworm (libheif 1.15) has the aom encoder built in (libaom3 holds it);
           # GIF goes through cgif. libvips42 already depends on all three: named here because
           # the encoders are what upres needs, not a detail of libvips' packaging.
-          libheif1 libaom3 libcgif0)
+          libheif1 libaom3 libcgif0
+          chromium) # tests/browser: the web page in a real browser (playwright-core drives it)
 # Newer Debian (trixie's libheif) splits the encoders into plugin packages, which libheif1
 # only recommends (and --no-install-recommends skips): where apt knows aom's, ask for it.
 heif_plugin=libheif-plugin-aomenc
@@ -118,7 +121,22 @@ else
     || die "could not install swagger-ui-dist@$swagger_version with npm"
 fi
 
-# ---- 4. build -------------------------------------------------------------------
+# ---- 4. browser tests ----------------------------------------------------------
+# tests/browser drives Debian's chromium with npm's playwright-core, at the exact
+# version its package-lock.json pins; node_modules there is gitignored.
+browser=$repo/tests/browser
+pw_want=$(node -p "require('$browser/package-lock.json').packages['node_modules/playwright-core'].version" 2>/dev/null) \
+  || die "cannot read the playwright-core version from $browser/package-lock.json"
+pw_have=$(node -p "require('$browser/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
+if [ "$pw_have" = "$pw_want" ]; then
+  say "browser tests: playwright-core@$pw_want present"
+else
+  say "fetching playwright-core@$pw_want for tests/browser (npm ci)"
+  (cd "$browser" && npm ci --silent --no-audit --no-fund >/dev/null) \
+    || die "could not install playwright-core@$pw_want in tests/browser with npm ci"
+fi
+
+# ---- 5. build -------------------------------------------------------------------
 if [ $build -eq 1 ]; then
   say "building upres in build/"
   cmake -S "$repo" -B "$repo/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
