@@ -133,7 +133,7 @@ static void fetch_give(api_t *api, const char *key_who, const char *ip_who) {
 
 http_route_t *api_routes(int *n) {
     const http_route_t *(*const tables[])(int *) = {upscale_service_routes, upres_v1_routes, accounts_routes,
-                                                    tinify_routes};
+                                                    tinify_routes, page_routes};
     int total = 0, k;
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
         tables[i](&k);

@@ -35,9 +35,10 @@
 
 /* The context of every handler; pointers are borrowed and outlive the server. */
 typedef struct api {
-    jobs_t jobs;         /* the engine: store, blobs, queue, events, registry, limits, tiers (jobs.h) */
-    const char *web_dir; /* web/: openapi.json, vendor/ (Swagger UI) */
-    int n_workers;       /* worker threads, for model availability */
+    jobs_t jobs;               /* the engine: store, blobs, queue, events, registry, limits, tiers (jobs.h) */
+    const char *web_dir;       /* web/: openapi.json, vendor/ (Swagger UI), page/ (the web page) */
+    nn_backend_kind_t backend; /* the workers' engine, for the page's previews */
+    int n_workers;             /* worker threads, for model availability */
     /* accounts */
     int require_keys;    /* the Upscale Service endpoints need a key too */
     ratelimit_t *rate;   /* per-key request limits (NULL = none) */
@@ -77,6 +78,16 @@ const http_route_t *upscale_service_routes(int *n_routes);
 const http_route_t *upres_v1_routes(int *n_routes);
 const http_route_t *accounts_routes(int *n_routes);
 const http_route_t *tinify_routes(int *n_routes);
+const http_route_t *page_routes(int *n_routes);
+
+/* The web page's index (web/page/index.html) with its Content-Security-Policy: the root for browsers. */
+void api_page_index(api_t *api, http_request_t *req);
+
+/* The Content-Type of a static file by its extension (application/octet-stream when unknown). */
+const char *api_file_type(const char *name);
+
+/* 1 when name may be a static file's: letters, digits, '.', '-', '_', not starting with '.'. */
+int api_file_name_ok(const char *name);
 
 /* ---- authentication --------------------------------------------------------------- */
 

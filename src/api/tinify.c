@@ -246,6 +246,8 @@ static json_t *job_response(api_t *api, const job_t *j) {
     json_object_set_new(o, "seo_alt_text", json_null());
     json_object_set_new(o, "seo_filename", json_null());
     json_object_set_new(o, "seo_keywords", json_null());
+    json_t *model = json_object_get(meta, "upscale_model"); /* an upres extension: the model that runs */
+    json_object_set(o, "upscale_model", model ? model : json_null());
     json_t *src = json_object_get(meta, "job_source"), *entry = json_object_get(meta, "job_entry_point");
     json_object_set(o, "job_source", src ? src : json_null());
     json_object_set(o, "job_entry_point", entry ? entry : json_null());
@@ -301,7 +303,10 @@ static json_t *status_response(api_t *api, const job_t *j) {
 /* ---- GET /, /health, /readiness, /config ------------------------------------------------ */
 
 static void h_root(http_request_t *req, void *ctx) {
-    (void)ctx;
+    if (http_request_accepts(req, "text/html")) { /* a browser: the web page */
+        api_page_index(ctx, req);
+        return;
+    }
     http_reply_json(req, 200,
                     json_pack("{s:s,s:s,s:s,s:s}", "name", "upres", "api", "tinify", "version", API_VERSION,
                               "docs", "/api/v1/docs"));
@@ -557,11 +562,16 @@ typedef struct settings {
     long long size_limit;    /* bytes, 0 = none */
     int seo_tag, seo_rename; /* out of scope: 501 when set */
     int frame_limit;         /* gif_frame_limit, 0 = all */
+    /* upres extensions (the web page's options): top level for /upscale, else in settings */
+    char model[64]; /* "" = api->tinify_model */
+    int tile;       /* tile_size: 0 = automatic */
+    char alpha[12]; /* alpha_mode: "" (resample) or "model" */
 } settings_t;
 
 static const char *const format_names[] = {"original", "jpg", "png", "webp", "avif",
                                            "gif",      "svg", "ico", NULL};
 static const char *const behavior_names[] = {"pad", "crop", NULL};
+static const char *const alpha_names[] = {"resample", "model", NULL};
 
 static int in_list(const char *const *names, const char *s) {
     for (int i = 0; names[i]; i++)
@@ -653,7 +663,25 @@ static int get_choice(json_t *o, const field_t *f, const char *const *names, cha
     return 1;
 }
 
-/* The ProcessingSettings object (may be absent or null) into *st. 0, or -1 after replying. */
+/* A model name (letters, digits and . _ + -, under 64): 0 absent or null, 1 read, -1 after replying. */
+static int get_name(json_t *o, const field_t *f, char *out, size_t size) {
+    json_t *v = json_object_get(o, f->name);
+    if (!v || json_is_null(v))
+        return 0;
+    const char *s = json_is_string(v) ? json_string_value(v) : "";
+    size_t n = strlen(s);
+    int ok = n > 0 && n < size;
+    for (size_t i = 0; i < n && ok; i++)
+        ok = isalnum((unsigned char)s[i]) || strchr("._+-", s[i]);
+    if (!ok) {
+        tz_invalid(f->req, field_loc(f), "string_pattern_mismatch",
+                   "Input should be a model name from /api/v1/models");
+        return -1;
+    }
+    memcpy(out, s, n + 1);
+    return 1;
+}
+
 /* get_int into an int (untouched when absent or null). */
 static int get_int_to(json_t *o, const field_t *f, long long lo, long long hi, int nullable, int *dst) {
     long long x = *dst;
@@ -662,6 +690,23 @@ static int get_int_to(json_t *o, const field_t *f, long long lo, long long hi, i
     return rc;
 }
 
+/* The upres extensions (settings_t): 0, or -1 after replying. */
+static int get_extensions(json_t *o, field_t *f, settings_t *st) {
+    f->name = "model";
+    if (get_name(o, f, st->model, sizeof st->model) < 0)
+        return -1;
+    f->name = "tile_size";
+    if (get_int_to(o, f, 0, 8192, 1, &st->tile) < 0)
+        return -1;
+    if (st->tile > 0 && st->tile < 16) {
+        tz_invalid(f->req, field_loc(f), "greater_than_equal", "Input should be 0 (automatic) or 16 to 8192");
+        return -1;
+    }
+    f->name = "alpha_mode";
+    return get_choice(o, f, alpha_names, st->alpha, sizeof st->alpha) < 0 ? -1 : 0;
+}
+
+/* The ProcessingSettings object (may be absent or null) into *st. 0, or -1 after replying. */
 static int parse_settings(http_request_t *req, json_t *o, settings_t *st) {
     if (!o || json_is_null(o))
         return 0;
@@ -682,7 +727,8 @@ static int parse_settings(http_request_t *req, json_t *o, settings_t *st) {
         get_int(o, FIELD("output_file_size_limit"), 1, LLONG_MAX, 1, &st->size_limit) < 0 ||
         get_bool(o, FIELD("output_seo_tag_gen"), &st->seo_tag) < 0 ||
         get_bool(o, FIELD("output_seo_rename"), &st->seo_rename) < 0 ||
-        get_int_to(o, FIELD("gif_frame_limit"), 1, 100, 1, &st->frame_limit) < 0)
+        get_int_to(o, FIELD("gif_frame_limit"), 1, 100, 1, &st->frame_limit) < 0 ||
+        get_extensions(o, &f, st) < 0)
         return -1;
     return 0;
 }
@@ -707,13 +753,18 @@ static int parse_top(http_request_t *req, json_t *o, entry_t entry, settings_t *
             return -1;
         }
     } else if (entry == ENTRY_UPSCALE) {
-        if (get_number(o, FIELD("factor"), 1, 4, &st->factor) < 0)
+        if (get_number(o, FIELD("factor"), 1, 4, &st->factor) < 0 || get_extensions(o, &f, st) < 0)
             return -1;
         if (!st->factor)
             st->factor = 2; /* the spec's default */
     }
 #undef FIELD
     return 0;
+}
+
+/* The model an upscale runs: the request's, else the server's Tinify model. */
+static const char *upscale_model(const api_t *api, const settings_t *st) {
+    return st->model[0] ? st->model : api->tinify_model;
 }
 
 /* The format a job writes: "original" is the input's own when writable, else png. */
@@ -731,10 +782,15 @@ static const char *out_format(const settings_t *st, const asset_t *a) {
  */
 static int build_steps(api_t *api, http_request_t *req, const settings_t *st, const asset_t *a, job_t *job) {
     json_t *steps = json_array();
-    if (st->factor > 1)
-        json_array_append_new(steps, json_pack("{s:s,s:s,s:f}", "op", "upscale", "model", api->tinify_model,
-                                               "scale", st->factor));
-    else if (st->factor > 0 && st->factor < 1)
+    if (st->factor > 1) {
+        json_t *u =
+            json_pack("{s:s,s:s,s:f}", "op", "upscale", "model", upscale_model(api, st), "scale", st->factor);
+        if (st->tile)
+            json_object_set_new(u, "tile", json_integer(st->tile));
+        if (st->alpha[0])
+            json_object_set_new(u, "alpha", json_string(st->alpha));
+        json_array_append_new(steps, u);
+    } else if (st->factor > 0 && st->factor < 1)
         json_array_append_new(steps, json_pack("{s:s,s:i,s:i}", "op", "resize", "width",
                                                (int)fmax(1, llround(a->width * st->factor)), "height",
                                                (int)fmax(1, llround(a->height * st->factor))));
@@ -779,7 +835,8 @@ static int build_steps(api_t *api, http_request_t *req, const settings_t *st, co
 }
 
 /* What the request asked, kept with each job (job_t.meta) for its JobResponse. */
-static int set_meta(http_request_t *req, const settings_t *st, entry_t entry, int guest, job_t *job) {
+static int set_meta(const api_t *api, http_request_t *req, const settings_t *st, entry_t entry, int guest,
+                    job_t *job) {
     json_t *m =
         json_pack("{s:s,s:s,s:s,s:o,s:o,s:o,s:s,s:i,s:o,s:b,s:b,s:o}", "job_entry_point", entry_names[entry],
                   "job_source", guest ? "web" : "api", "output_format", st->format, "output_upscale_factor",
@@ -790,6 +847,8 @@ static int set_meta(http_request_t *req, const settings_t *st, entry_t entry, in
                   st->size_limit ? json_integer(st->size_limit) : json_null(), "output_seo_tag_gen",
                   st->seo_tag, "output_seo_rename", st->seo_rename, "gif_frame_limit",
                   st->frame_limit ? json_integer(st->frame_limit) : json_null());
+    json_object_set_new(m, "upscale_model",
+                        st->factor > 1 ? json_string(upscale_model(api, st)) : json_null()); /* upres's own */
     char *text = json_dumps(m, JSON_COMPACT);
     json_decref(m);
     int ok = text && strlen(text) < sizeof job->meta;
@@ -886,6 +945,11 @@ static void process(http_request_t *req, api_t *api, entry_t entry) {
                    st.format);
         goto out;
     }
+    if (st.model[0] && !upscale_registry_find(api->jobs.registry, st.model)) {
+        tz_invalid(req, loc2("body", "model"), "enum", "no model '%s' here: GET /api/v1/models lists them",
+                   st.model);
+        goto out;
+    }
     if (st.seo_tag || st.seo_rename) {
         tz_error(req, 501, "NOT_IMPLEMENTED", NULL, "AI tagging and SEO renaming are not part of upres");
         goto out;
@@ -906,7 +970,7 @@ static void process(http_request_t *req, api_t *api, entry_t entry) {
         }
         snprintf(j->asset_id, sizeof j->asset_id, "%s", a.id);
         j->keep_s = api->retention_s; /* Tinify retention: until expires_at, downloads delete nothing */
-        if (build_steps(api, req, &st, &a, j) || set_meta(req, &st, entry, kind == CALLER_GUEST, j))
+        if (build_steps(api, req, &st, &a, j) || set_meta(api, req, &st, entry, kind == CALLER_GUEST, j))
             goto out;
     }
     process_answer_t pa = {.api = api, .left = credits_left(api, &key)};
@@ -1097,6 +1161,36 @@ static void h_status_batch_stream(http_request_t *req, void *ctx) {
     }
     free(jobs);
     free(l.id);
+}
+
+/* ---- cancel (an upres extension, for the web page) ----------------------------------------- */
+
+/*
+ * POST /cancel/{job_id}: with the job's own credential (its key, or the
+ * session that made it). 200 {status: "cancelled"} for a queued job, 202
+ * {status: "processing"} for a running one (it stops within a moment and
+ * then reads as failed, "cancelled"); 409 JOB_FINISHED, 401, 404.
+ */
+static void h_cancel(http_request_t *req, void *ctx) {
+    api_t *api = ctx;
+    job_t job;
+    api_key_t key;
+    int kind;
+    if (path_job(api, req, &job) || (kind = tz_caller(api, req, 0, &key)) < 0)
+        return;
+    jobs_refusal_t r = {0};
+    job_status_t was = JOB_STATUS_QUEUED;
+    if (jobs_access(&job, kind == CALLER_NONE ? NULL : &key, 1, JOBS_DESTROY, &r) ||
+        jobs_cancel(&api->jobs, &job, &was, &r)) {
+        tz_refusal(req, &r);
+        return;
+    }
+    int queued = was == JOB_STATUS_QUEUED;
+    http_reply_json(
+        req, queued ? 200 : 202,
+        json_pack("{s:b,s:s,s:s,s:s}", "success", 1, "job_id", job.id, "status",
+                  queued ? "cancelled" : "processing", "message",
+                  queued ? "the job was cancelled" : "cancel requested: the job stops within a moment"));
 }
 
 /* ---- downloads (section 5.7) ----------------------------------------------------------------- */
@@ -1312,6 +1406,7 @@ static const http_route_t routes[] = {
     {"GET", "/status/{job_id}", h_status},
     {"GET", "/download/{job_id}/url", h_download_url},
     {"GET", "/download/{job_id}", h_download},
+    {"POST", "/cancel/{job_id}", h_cancel},
     {"GET", "/usage/summary", h_usage_summary},
     {"GET", "/usage/history", h_usage_history},
     {"POST", "/internal/cleanup", h_cleanup},

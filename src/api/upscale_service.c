@@ -436,36 +436,16 @@ static void h_docs(http_request_t *req, void *ctx) {
     http_reply_data(req, 200, "text/html; charset=utf-8", docs_page, sizeof docs_page - 1);
 }
 
-static const char *asset_type(const char *name) {
-    const char *dot = strrchr(name, '.');
-    if (!dot)
-        return "application/octet-stream";
-    if (!strcmp(dot, ".js"))
-        return "application/javascript";
-    if (!strcmp(dot, ".css"))
-        return "text/css";
-    if (!strcmp(dot, ".html"))
-        return "text/html; charset=utf-8";
-    if (!strcmp(dot, ".png"))
-        return "image/png";
-    if (!strcmp(dot, ".map") || !strcmp(dot, ".json"))
-        return "application/json";
-    return "application/octet-stream";
-}
-
 static void h_docs_asset(http_request_t *req, void *ctx) {
     api_t *api = ctx;
     const char *file = http_request_param(req, "file");
-    int ok = file[0] != '.';
-    for (const char *p = file; *p && ok; p++)
-        ok = isalnum((unsigned char)*p) || *p == '.' || *p == '-' || *p == '_';
-    if (!ok) {
+    if (!api_file_name_ok(file)) {
         http_reply_error(req, 404, "no such file: %s", file);
         return;
     }
     char path[2048];
     snprintf(path, sizeof path, "%s/%s/%s", api->web_dir, SWAGGER_DIR, file);
-    if (http_reply_file(req, 200, path, asset_type(file), NULL))
+    if (http_reply_file(req, 200, path, api_file_type(file), NULL))
         http_reply_error(req, 404, "no such file: %s (Swagger UI is installed by scripts/setup.sh)", file);
 }
 

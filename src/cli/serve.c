@@ -708,6 +708,7 @@ int cmd_serve(int argc, char **argv) {
     api.jobs.events = events;
     api.jobs.registry = reg;
     api.web_dir = upscale_service_web_dir(o_web, web_buf, sizeof web_buf);
+    api.backend = qc.backend;
     api.jobs.max_input_pixels = qc.max_input_pixels; /* the API checks at submit what the workers enforce */
     api.jobs.max_output_pixels = qc.max_output_pixels;
     api.retention_s = qc.retention_s;     /* Tinify's expires_at */
