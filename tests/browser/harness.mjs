@@ -221,7 +221,8 @@ export async function theBrowser() {
  * A test in a fresh browser context on server's page. fn({page, context, server, guard}).
  * opts: viewport, colorScheme, allowConsole (regexps of console errors this test provokes on
  * purpose: a refused request shows in Chromium's console as "Failed to load resource ..."),
- * timeout (ms, unscaled), goto (false: do not open the page first).
+ * timeout (ms, unscaled), init(context) (before the page opens: recordStates), goto (false: do
+ * not open the page first).
  * After fn, the guard fails the test on any console error or page error not allowed, or any
  * request to another origin; on a failure a screenshot goes to ARTIFACTS/FAILED-<name>.png.
  */
@@ -243,6 +244,7 @@ export function browserTest(name, holder, opts, fn) {
     guard.watchPage(page);
     let ok = false;
     try {
+      if (opts.init) await opts.init(context);
       if (opts.goto !== false) await openPage(page, server);
       await fn({ page, context, server, guard });
       ok = true;
@@ -479,14 +481,30 @@ export async function recordStates(context) {
         if (rec.progress[rec.progress.length - 1] !== v) rec.progress.push(v);
       }
     };
-    const scan = () => document.querySelectorAll('#jobs li.job').forEach(note);
-    new MutationObserver(scan).observe(document, { subtree: true, childList: true, attributes: true,
-      attributeFilter: ['data-state', 'value'] });
+    window.__batch = []; // every text #batch-text showed, in order
+    window.__notice = []; // every [data-kind, text] #notice showed, in order
+    const last = (a) => a[a.length - 1];
+    const scan = () => {
+      document.querySelectorAll('#jobs li.job').forEach(note);
+      const b = document.getElementById('batch-text');
+      const bt = b && b.textContent.trim();
+      if (bt && last(window.__batch) !== bt) window.__batch.push(bt);
+      const n = document.getElementById('notice');
+      const nt = n && !n.hidden && n.textContent.trim();
+      if (nt) {
+        const k = n.getAttribute('data-kind');
+        const l = last(window.__notice);
+        if (!l || l[0] !== k || l[1] !== nt) window.__notice.push([k, nt]);
+      }
+    };
+    new MutationObserver(scan).observe(document, { subtree: true, childList: true, characterData: true,
+      attributes: true });
     // a progress element's value set as a property changes no attribute: look often too
     setInterval(scan, 20);
   });
 }
 
 export async function seen(page) {
-  return page.evaluate(() => window.__seen || {});
+  return page.evaluate(() => ({ jobs: window.__seen || {}, batch: window.__batch || [],
+    notice: window.__notice || [] }));
 }
