@@ -220,6 +220,14 @@ async function api(path, { method = 'GET', json, body, signal } = {}) {
 let config = {};
 let models = [];
 
+let tierName = ''; /* a key's tier from /usage/summary; guests get the server's first tier */
+
+function tierLimits() {
+  const tiers = Array.isArray(config.tiers) ? config.tiers : [];
+  const t = saved.get('key') ? tiers.find(x => x.name === tierName) : tiers[0];
+  return t && t.max_width > 0 && t.max_height > 0 ? t : null;
+}
+
 const limit = name => (Number.isFinite(config[name]) && config[name] > 0 ? config[name] : Infinity);
 
 function scalesOf(name) {
@@ -228,7 +236,7 @@ function scalesOf(name) {
   return [...s].sort((a, b) => a - b);
 }
 
-const FORMAT_NAMES = { original: 'Same as input', png: 'PNG', jpg: 'JPEG', webp: 'WebP', avif: 'AVIF', gif: 'GIF', ico: 'ICO' };
+const FORMAT_NAMES = { original: 'Original', png: 'PNG', jpg: 'JPEG', webp: 'WebP', avif: 'AVIF', gif: 'GIF', ico: 'ICO' };
 
 function fillSelect(select, values, label) {
   select.replaceChildren(...values.map(v => new Option(label(v), v)));
@@ -335,7 +343,7 @@ function render(job) {
   $('.job-name', li).textContent = job.label;
   $('.job-size', li).textContent = job.w
     ? `${job.w}×${job.h} → ${job.out ? `${job.out.w}×${job.out.h}` : '?'}`
-    : 'Size: read by the server';
+    : job.state === 'refused' ? '' : 'Size: read by the server';
   const bar = $('.job-progress', li);
   if (job.state === 'uploading') bar.removeAttribute('value'); /* no upload progress with fetch: indeterminate */
   else bar.value = job.progress;
@@ -420,6 +428,10 @@ async function check(job) {
   const peak = Math.max(job.out.w * job.out.h, pixels * job.factor * job.factor);
   if (peak > limit('max_output_pixels')) {
     return refuse(job, `This would make a ${mp(peak)} image; the server makes at most ${mp(config.max_output_pixels)}. Choose a smaller scale or size.`);
+  }
+  const tier = tierLimits();
+  if (tier && (job.out.w > tier.max_width || job.out.h > tier.max_height)) {
+    return refuse(job, `The result would be ${job.out.w}×${job.out.h}; your plan allows up to ${tier.max_width}×${tier.max_height}. Choose a smaller scale or size.`);
   }
   render(job);
   return true;
@@ -530,7 +542,7 @@ function applyStatus(job, s) {
     job.outName = j.processed_filename;
     if (j.processed_width) job.out = { w: j.processed_width, h: j.processed_height };
     setState(job, 'completed');
-  } else if (j.status === 'failed' && (job.cancelling || /cancel/i.test(j.error_message || ''))) {
+  } else if (j.status === 'failed' && (job.cancelling || tinifyStatus(j) === 'cancelled')) {
     setState(job, 'cancelled', 'Cancelled.');
   } else if (j.status === 'failed' || j.status === 'expired') {
     setState(job, 'failed', j.status === 'expired' ? 'The result has expired.' : j.error_message || 'The job failed.');
@@ -767,7 +779,7 @@ function compareRun() {
 /* Box size from the room there is, then the shared pan, clamped so the image covers its pane. */
 function layout() {
   if ($('#viewer').hidden) return;
-  const room = compare.parentElement.clientWidth;
+  const room = $('.viewer-bar').clientWidth; /* the viewer's width inside its padding */
   const side = viewer.mode === 'side';
   const stacked = side && room < 640;
   let w = side && !stacked ? (room - 12) / 2 : room;
@@ -803,6 +815,7 @@ function setZoom(zoom) {
   viewer.x = viewer.w / 2 - cx * after;
   viewer.y = viewer.h / 2 - cy * after;
   compare.classList.toggle('zoomed', zoom > 100);
+  compare.tabIndex = zoom > 100 ? 0 : -1; /* a stop for the arrow keys only when there is something to pan */
   for (const b of $$('[data-zoom]')) b.setAttribute('aria-pressed', String(Number(b.dataset.zoom) === zoom));
   layout();
 }
@@ -875,7 +888,7 @@ function pointerDown(e) {
 
 /* ---- history and credits ------------------------------------------------------------------ */
 
-const STATUS_WORDS = { pending: 'Queued', queued: 'Queued', processing: 'Processing', completed: 'Done', failed: 'Failed', expired: 'Expired' };
+const STATUS_WORDS = { pending: 'Queued', queued: 'Queued', processing: 'Processing', completed: 'Done', failed: 'Failed', cancelled: 'Cancelled', expired: 'Expired' };
 let historyItems = [];
 
 function remember(job) {
@@ -884,6 +897,9 @@ function remember(job) {
   saved.set('history', mine.slice(0, 50));
   refreshHistorySoon();
 }
+
+/* Tinify reports a cancelled job as failed, saying so in its error message. */
+const tinifyStatus = j => (j.status === 'failed' && /cancel/i.test(j.error_message || '') ? 'cancelled' : j.status);
 
 async function statusesOf(ids) {
   if (!ids.length) return new Map();
@@ -897,7 +913,7 @@ async function historyOfBrowser() {
   const known = await statusesOf(mine.map(x => x.id));
   return mine.map(x => {
     const j = known.get(x.id); /* the server leaves out what it has deleted */
-    return { id: x.id, name: x.name, at: x.at, status: j ? j.status : 'expired', expires: j ? Date.parse(j.expires_at) : 0 };
+    return { id: x.id, name: x.name, at: x.at, status: j ? tinifyStatus(j) : 'expired', expires: j ? Date.parse(j.expires_at) : 0 };
   });
 }
 
@@ -908,7 +924,7 @@ async function historyOfKey() {
   const known = await statusesOf(list.map(j => j.id));
   return list.map(j => {
     const t = known.get(j.id);
-    return { id: j.id, name: j.original_filename, at: Date.parse(j.created_at), status: t ? t.status : j.status, expires: t ? Date.parse(t.expires_at) : null };
+    return { id: j.id, name: j.original_filename, at: Date.parse(j.created_at), status: t ? tinifyStatus(t) : j.status, expires: t ? Date.parse(t.expires_at) : null };
   });
 }
 
@@ -958,6 +974,7 @@ function renderHistory() {
 
 function showCredits(u) {
   const out = $('#credits');
+  if (u.tier && u.tier !== 'guest') tierName = u.tier;
   if (u.unlimited) out.textContent = 'Unlimited credits';
   else if (Number.isFinite(u.quota) && Number.isFinite(u.credits_used_this_period)) {
     out.textContent = `${plural(Math.max(0, u.quota - u.credits_used_this_period), 'credit')} left this month`;
@@ -1095,11 +1112,11 @@ function wire() {
   window.addEventListener('resize', layout);
 
   $('#api-key').value = saved.get('key', '');
-  $('#api-key-save').addEventListener('click', saveKey);
-  $('#api-key-clear').addEventListener('click', clearKey);
-  $('#api-key').addEventListener('keydown', e => {
-    if (e.key === 'Enter') saveKey();
+  $('#key-form').addEventListener('submit', e => {
+    e.preventDefault();
+    saveKey();
   });
+  $('#api-key-clear').addEventListener('click', clearKey);
   setInterval(renderHistory, 30000); /* the time left counts down */
 }
 
