@@ -55,6 +55,13 @@ fs.mkdirSync(ARTIFACTS, { recursive: true });
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** promise's value, or null after ms (the timer does not keep the process alive). */
+export function within(promise, ms) {
+  let timer;
+  const late = new Promise((r) => { timer = setTimeout(() => r(null), ms); });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 /** A free TCP port on 127.0.0.1. */
 export function freePort() {
   return new Promise((resolve, reject) => {
@@ -132,10 +139,10 @@ export class Server {
     if (!this.proc) return null;
     if (!this.exit) {
       this.proc.kill('SIGTERM');
-      const t = await Promise.race([this.exited, sleep(T(60000)).then(() => null)]);
+      const t = await within(this.exited, T(60000));
       if (!t) {
         this.proc.kill('SIGKILL');
-        await Promise.race([this.exited, sleep(10000)]);
+        await within(this.exited, 10000);
         this.cleanup();
         return null;
       }
@@ -333,15 +340,15 @@ export function sharedPng(name) {
   return fs.readFileSync(p);
 }
 
-/** A valid RGB PNG of width x height with a pattern, built by hand. */
-export function png(width, height, seed = 0) {
+/** A valid RGB PNG of width x height with a pattern (flat: one colour, a few hundred bytes), built by hand. */
+export function png(width, height, seed = 0, flat = false) {
   const rows = [];
   for (let y = 0; y < height; y++) {
     const row = Buffer.alloc(1 + width * 3);
     for (let x = 0; x < width; x++) {
-      row[1 + x * 3] = (x * 7 + seed) & 255;
-      row[2 + x * 3] = (y * 5 + seed) & 255;
-      row[3 + x * 3] = ((x ^ y) * 3) & 255;
+      row[1 + x * 3] = flat ? seed : (x * 7 + seed) & 255;
+      row[2 + x * 3] = flat ? 128 : (y * 5 + seed) & 255;
+      row[3 + x * 3] = flat ? 200 : ((x ^ y) * 3) & 255;
     }
     rows.push(row);
   }

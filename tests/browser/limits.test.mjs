@@ -42,9 +42,9 @@ function crc32(buf) {
 browserTest('a file over --max-upload or --max-pixels is refused before upload, with a sentence', srv,
   async ({ page, guard }) => {
     await chooseOptions(page, { scale: 2, format: 'png' });
-    const heavy = noisePng(90, 50); // 4500 px, under the pixel limit; ~13.5 KB... made heavier below
-    const big = Buffer.concat([heavy, crypto.randomBytes(MAX_UPLOAD)]); // trailing bytes: still a PNG
-    const wide = png(100, 100); // 10000 px > 5000, a few KB
+    // 4500 px, under the pixel limit, and over 20 KB: 13.5 KB of noise, then 20 KB after IEND (still a PNG)
+    const big = Buffer.concat([noisePng(90, 50), crypto.randomBytes(MAX_UPLOAD)]);
+    const wide = png(100, 100, 30, true); // 10000 px > 5000, a few hundred bytes
     assert.ok(big.length > MAX_UPLOAD && wide.length < MAX_UPLOAD, `${big.length} ${wide.length}`);
     await pick(page, [{ name: 'big.png', buffer: big }, { name: 'wide.png', buffer: wide }]);
     for (const n of ['big.png', 'wide.png']) {
