@@ -3,7 +3,7 @@
 // that of three large uploads one runs while the others wait.
 import assert from 'node:assert/strict';
 import {
-  browserTest, chooseOptions, fileServer, job, pick, png, stopsCleanly, waitState,
+  browserTest, chooseOptions, fileServer, job, pick, png, stopsCleanly, until, waitState,
 } from './harness.mjs';
 
 const srv = fileServer('cancel', ['--workers', '1']);
@@ -32,10 +32,11 @@ browserTest('cancel a queued job and a running one: both end cancelled, and the 
     assert.match(j.error_message || '', /cancel/i);
 
     // the one running now (the first, unless it finished already: then the second)
-    const running = await page.waitForFunction(() => {
+    const running = await until(page, 'a job processing', () => {
       const li = document.querySelector('#jobs li.job[data-state="processing"]');
       return li && li.getAttribute('data-name');
-    }, null, { polling: 20 }).then((h) => h.jsonValue());
+    }, null, { now: (p) => p.locator('#jobs li.job').evaluateAll((l) => l.map((x) => x.dataset.state).join()) })
+      .then((h) => h.jsonValue());
     await job(page, running).locator('button.job-cancel').click();
     assert.equal(await waitState(page, running, ['cancelled', 'completed', 'failed']), 'cancelled', running);
     j = await serverSays(page, server, running);

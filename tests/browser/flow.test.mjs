@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import {
   FAST, SECOND, browserTest, chooseOptions, drop, fileServer, imageInfo, job, openPage, pick, png,
-  recordStates, seen, sharedPng, shot, stopsCleanly, waitState,
+  recordStates, seen, sharedPng, shot, stopsCleanly, until, waitState,
 } from './harness.mjs';
 
 const srv = fileServer('flow');
@@ -33,10 +33,10 @@ async function runOne(page, name, buffer, opts = {}) {
 /** The viewer's two images have loaded; their natural widths [before, after]. */
 async function viewerWidths(page) {
   await page.locator('#viewer').waitFor({ state: 'visible' });
-  await page.waitForFunction(() => ['before-img', 'after-img'].every((id) => {
+  await until(page, 'both images of the viewer loaded', () => ['before-img', 'after-img'].every((id) => {
     const im = document.getElementById(id);
     return im && im.complete && im.naturalWidth > 0;
-  }), null, { polling: 50 });
+  }));
   return page.evaluate(() => ['before-img', 'after-img'].map((id) => document.getElementById(id).naturalWidth));
 }
 
@@ -84,8 +84,9 @@ browserTest('a batch of 3 through the picker: the batch bar counts "N of 3: name
     await waitState(page, 'one.png', ['processing', 'queued', 'completed']);
     await shot(page, '06-batch');
     for (const n of names) assert.equal(await waitState(page, n, ['completed', 'failed', 'cancelled']), 'completed', n);
-    await page.waitForFunction(() => /^3 of 3\b/.test(document.getElementById('batch-text').textContent.trim()),
-      null, { polling: 50 });
+    await until(page, '#batch-text "3 of 3: ..."',
+      () => /^3 of 3\b/.test(document.getElementById('batch-text').textContent.trim()), null,
+      { now: (p) => p.locator('#batch-text').textContent() });
     const { batch } = await seen(page);
     const re = /^([1-3]) of 3: (one|two|three)\.png$/;
     assert.ok(batch.length >= 2 && batch.every((t) => re.test(t)), `#batch-text said: ${JSON.stringify(batch)}`);
@@ -161,21 +162,21 @@ browserTest(`compare two models: ${FAST} against ${SECOND} on the same upload`, 
     await page.selectOption('#compare-model', SECOND);
     await page.click('#compare-run');
     // a second job from the same upload: no new upload, and the viewer shows A (128) against B (128)
-    await page.waitForFunction((id) => [...document.querySelectorAll('#jobs li.job')]
-      .some((li) => li.getAttribute('data-job-id') && li.getAttribute('data-job-id') !== id), first,
-    { polling: 50 });
+    await until(page, 'a second job (#compare-run)', (id) => [...document.querySelectorAll('#jobs li.job')]
+      .some((li) => li.getAttribute('data-job-id') && li.getAttribute('data-job-id') !== id), first);
     const other = await page.locator('#jobs li.job').evaluateAll((lis, id) => lis
       .map((li) => li.getAttribute('data-job-id')).find((x) => x && x !== id), first);
-    await page.waitForFunction((id) => {
+    await until(page, `the ${SECOND} job to finish`, (id) => {
       const li = document.querySelector(`#jobs li.job[data-job-id="${id}"]`);
       return li && ['completed', 'failed', 'cancelled'].includes(li.getAttribute('data-state'));
-    }, other, { timeout: 60000, polling: 50 });
+    }, other, { ms: 60000 });
     assert.equal(await page.locator(`#jobs li.job[data-job-id="${other}"]`).getAttribute('data-state'), 'completed');
     assert.equal(guard.requestsTo('/upload').length, uploads, 'the same upload, not a new one');
     const st = await server.json('/status/' + other);
     assert.equal(st.body.job.upscale_model, SECOND, JSON.stringify(st.body.job));
-    await page.waitForFunction(() => document.getElementById('before-img').naturalWidth === 128, null,
-      { polling: 50 });
+    await until(page, 'model A (128 px) on the left of the viewer',
+      () => document.getElementById('before-img').naturalWidth === 128, null,
+      { now: (p) => p.evaluate(() => document.getElementById('before-img').naturalWidth) });
     assert.deepEqual(await viewerWidths(page), [128, 128], 'model A against model B');
   });
 
@@ -203,7 +204,8 @@ browserTest('options are remembered after a reload', srv, async ({ page, server 
   await page.locator('#alpha').blur();
   await page.reload();
   await openPage(page, server);
-  await page.waitForFunction((m) => document.getElementById('model').value === m, SECOND, { polling: 50 });
+  await until(page, `#model restored to ${SECOND}`, (m) => document.getElementById('model').value === m, SECOND,
+    { now: (p) => p.inputValue('#model') });
   assert.equal(await page.inputValue('#scale'), '3');
   assert.equal(await page.inputValue('#format'), 'webp');
   assert.equal(await page.inputValue('#quality'), '67');
@@ -217,7 +219,8 @@ browserTest('options are remembered after a reload', srv, async ({ page, server 
   await page.locator('#height').blur();
   await page.reload();
   await openPage(page, server);
-  await page.waitForFunction(() => document.getElementById('scale').value === 'exact', null, { polling: 50 });
+  await until(page, '#scale restored to exact', () => document.getElementById('scale').value === 'exact', null,
+    { now: (p) => p.inputValue('#scale') });
   assert.equal(await page.inputValue('#width'), '300');
   assert.equal(await page.inputValue('#height'), '200');
 });

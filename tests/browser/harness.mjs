@@ -249,14 +249,16 @@ export function browserTest(name, holder, opts, fn) {
     guard.watch(context);
     const page = await context.newPage();
     guard.watchPage(page);
-    let ok = false;
     try {
       if (opts.init) await opts.init(context);
       if (opts.goto !== false) await openPage(page, server);
       await fn({ page, context, server, guard });
-      ok = true;
+    } catch (e) {
+      await shot(page, 'FAILED-' + name.replace(/[^A-Za-z0-9]+/g, '-')).catch(() => {});
+      // what the guard saw may be the cause: say it with the failure
+      if (guard.errors.length) throw new Error(`${e.message}\n(and the ${guard.report()})`, { cause: e });
+      throw e;
     } finally {
-      if (!ok) await shot(page, 'FAILED-' + name.replace(/[^A-Za-z0-9]+/g, '-')).catch(() => {});
       await context.close().catch(() => {});
     }
     guard.check();
@@ -319,8 +321,12 @@ export class Guard {
     });
   }
 
+  report() {
+    return 'guard:\n  ' + this.errors.join('\n  ');
+  }
+
   check() {
-    if (this.errors.length) throw new Error('guard:\n  ' + this.errors.join('\n  '));
+    if (this.errors.length) throw new Error(this.report());
   }
 }
 
@@ -457,15 +463,29 @@ export function job(page, name) {
   return page.locator(`#jobs li.job[data-name="${name}"]`);
 }
 
+/**
+ * page.waitForFunction(fn, arg) with a failure that says what was awaited: what, and what
+ * now(page) reads at the time (when given).
+ */
+export async function until(page, what, fn, arg, { ms = 15000, now } = {}) {
+  try {
+    return await page.waitForFunction(fn, arg, { timeout: T(ms), polling: 50 });
+  } catch (e) {
+    if (e.name !== 'TimeoutError') throw e;
+    const got = now ? await now(page).catch((x) => `(unreadable: ${x.message})`) : '';
+    throw new Error(`timed out (${T(ms)} ms) waiting for ${what}${now ? `; now: ${got}` : ''}`);
+  }
+}
+
 /** Wait until the job of name has data-state in states (an array); returns the state. */
 export async function waitState(page, name, states, ms = 60000) {
-  const li = job(page, name);
-  await li.waitFor({ state: 'attached', timeout: T(ms) });
-  const h = await page.waitForFunction(([sel, want]) => {
+  await job(page, name).waitFor({ state: 'attached', timeout: T(ms) });
+  const sel = `#jobs li.job[data-name="${name}"]`;
+  const h = await until(page, `${name} to be ${states.join(' or ')}`, ([sel, want]) => {
     const el = document.querySelector(sel);
     const s = el && el.getAttribute('data-state');
     return want.includes(s) ? s : false;
-  }, [`#jobs li.job[data-name="${name}"]`, states], { timeout: T(ms), polling: 50 });
+  }, [sel, states], { ms, now: (p) => p.locator(sel).getAttribute('data-state') });
   return h.jsonValue();
 }
 
