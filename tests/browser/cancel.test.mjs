@@ -20,7 +20,10 @@ async function serverSays(page, server, name) {
 browserTest('cancel a queued job and a running one: both end cancelled, and the server agrees', srv,
   { timeout: 120000 }, async ({ page, server }) => {
     await chooseOptions(page, { scale: 4, format: 'png' });
-    // 512 x 512 at x4: a second or more each, one at a time
+    // 512 x 512 at x4 in 128 px tiles: a second or more each, one at a time, with a point to stop
+    // at after every tile
+    await page.locator('#advanced').evaluate((d) => { d.open = true; });
+    await page.fill('#tile', '128');
     const names = ['run.png', 'wait.png', 'last.png'];
     await pick(page, names.map((name, i) => ({ name, buffer: png(512, 512, i * 40) })));
     assert.equal(await waitState(page, 'last.png', ['queued', 'processing', 'completed']), 'queued',
