@@ -124,7 +124,7 @@ function rateLimited(header) {
 
 /* ---- the API client ---- */
 
-/* The server's codes as sentences; anything else falls back to the server's own text. */
+/* The codes this page can meet, as sentences; any other falls back to the server's own text. */
 const SENTENCES = {
   INSUFFICIENT_CREDITS: 'Not enough credits left. Guest credits come back at midnight UTC.',
   QUOTA_EXCEEDED: 'This API key has used its monthly quota.',
@@ -132,16 +132,12 @@ const SENTENCES = {
   IMAGE_TOO_LARGE: 'This image is too large for the server.',
   UNSUPPORTED_IMAGE: 'The server cannot read this file as an image.',
   UNAUTHORIZED: 'The credentials were not accepted. Check the API key, or clear it to work as a guest.',
-  FORBIDDEN: 'Not allowed with these credentials.',
   TOO_MANY_SESSIONS: 'Too many guest sessions from this address today. Use an API key, or come back tomorrow.',
   NOT_FOUND: 'The server no longer has this: uploads and results are kept for a limited time.',
-  JOB_NOT_READY: 'The result is not ready yet.',
-  JOB_FAILED: 'This job failed, so there is no result.',
   INVALID_MODEL: 'This model is not installed on the server.',
   INSUFFICIENT_STORAGE: 'The server is out of disk space.',
   STORAGE_UNAVAILABLE: 'The server cannot store files right now.',
   UNAVAILABLE: 'The server is busy or stopping. Try again in a moment.',
-  NOT_IMPLEMENTED: 'This server does not support that.',
   INTERNAL: 'Something went wrong on the server.',
 };
 
@@ -724,7 +720,8 @@ function showPair(left, right, focus) {
   setZoom(100);
   if (focus) {
     $('#viewer-title').focus({ preventScroll: true });
-    $('#viewer').scrollIntoView({ behavior: 'smooth', block: 'start' });
+    const still = matchMedia('(prefers-reduced-motion: reduce)').matches;
+    $('#viewer').scrollIntoView({ behavior: still ? 'auto' : 'smooth', block: 'start' });
   }
 }
 
@@ -1099,7 +1096,7 @@ async function start() {
   showOptions();
   refreshCredits();
   refreshHistory();
-  healthTimer = setTimeout(checkHealth, 30000);
+  healthTimer = healthTimer || setTimeout(checkHealth, 30000); /* unless a failed start set one */
 }
 
 start();
