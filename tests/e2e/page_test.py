@@ -167,6 +167,8 @@ def test_extensions(s):
     job = ((r.json() or {}).get("jobs") or [{}])[0]
     check(r.status == 200 and "upscale_model" in job and job["upscale_model"] is None,
           "no upscale: upscale_model is null", job)
+    cfg = request(s.port, "GET", "/config").json() or {}
+    check(cfg.get("upscale_model") == FAST, "/config names the default model (upscale_model)", cfg)
     before = (request(s.port, "GET", "/usage/summary", headers={"X-Session-Token": token}).json() or {}).get(
         "credits_remaining")
     for body, loc in (({"model": "no such"}, ["body", "model"]), ({"model": "nomodel"}, ["body", "model"]),
