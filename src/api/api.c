@@ -620,6 +620,7 @@ typedef struct job_stream {
     http_sse_t *sse; /* borrowed from the HTTP layer until stream_end */
     double t0;       /* mono_s at the start, for fmt->timeout_s */
     int started;     /* retry: sent */
+    int moved;       /* the EVENTS_QUEUE_MOVED subscription (queue positions); 0 = none */
     int n;
     struct {
         char id[EVENTS_ID_MAX];
@@ -637,6 +638,8 @@ static void stream_changed(void *ctx, const char *job_id) {
 
 static void stream_end(void *arg) {
     job_stream_t *st = arg;
+    if (st->moved > 0)
+        jobs_unsubscribe(&st->api->jobs, st->moved);
     for (int i = 0; i < st->n; i++) {
         if (st->job[i].handle > 0)
             jobs_unsubscribe(&st->api->jobs, st->job[i].handle); /* a wake under way has ended on return */
@@ -709,9 +712,16 @@ int api_job_stream(api_t *api, http_request_t *req, const char (*ids)[40], int n
         free(st);
         return -1;
     }
+    int live = 0;
     for (int i = 0; i < n; i++) {
         int h = final && final[i] ? 0 : jobs_subscribe(&api->jobs, st->job[i].id, stream_changed, st);
         st->job[i].handle = h > 0 ? h : 0;
+        live += h > 0;
+    }
+    /* a job ahead leaving the queue changes nothing of this one's record, but moves its position */
+    if (live) {
+        int h = jobs_subscribe(&api->jobs, EVENTS_QUEUE_MOVED, stream_changed, st);
+        st->moved = h > 0 ? h : 0;
     }
     return 0;
 }

@@ -234,7 +234,9 @@ typedef struct api_stream_fmt {
 /*
  * Answer req with Server-Sent Events about jobs ids[0..n-1] (read by the
  * caller, who checked access): fmt's event for each at once, then one per
- * change of each (an event equal to the last sent is not repeated), until
+ * change of each, and when a job leaves the queue (EVENTS_QUEUE_MOVED:
+ * positions shown in the events move) (an event equal to the last sent is
+ * not repeated), until
  * every job's is terminal; then fmt's done event, and the stream ends. No
  * thread is held meanwhile (http_reply_sse). final[i] (may be NULL): job
  * i is terminal already (no subscription). fmt is borrowed for the

@@ -350,6 +350,7 @@ static void h_config(http_request_t *req, void *ctx) {
                           "signed_url_ttl_seconds", (json_int_t)api->signed_url_ttl);
     json_object_set_new(o, "output_formats",
                         json_pack("[s,s,s,s,s,s,s]", "original", "jpg", "png", "webp", "avif", "gif", "ico"));
+    json_object_set_new(o, "upscale_model", json_string(api->tinify_model)); /* upres: the default `model` */
     json_object_set_new(o, "tiers", tiers);
     json_object_set_new(o, "upscale_model", json_string(api->tinify_model));
     http_reply_json(req, 200, o);

@@ -20,6 +20,14 @@
 
 #define EVENTS_ID_MAX 64 /* bytes of a job id, with its NUL */
 
+/*
+ * A topic, not a job (no job id looks like it): published when a job leaves
+ * the queue (claimed, or cancelled while queued), so that the queue
+ * positions of the jobs behind it moved. Streams that show positions
+ * subscribe to it as to a job.
+ */
+#define EVENTS_QUEUE_MOVED "queue-moved"
+
 typedef struct events events_t;
 
 /* Told that job_id (borrowed, valid during the call) changed; ctx as subscribed. */

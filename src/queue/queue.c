@@ -498,6 +498,7 @@ static void *worker_main(void *arg) {
         int rc = store_job_claim(q->st, w->id, q->cfg.lease_s, job, &err);
         if (rc == 0) {
             events_publish(q->cfg.events, job->id);
+            events_publish(q->cfg.events, EVENTS_QUEUE_MOVED);
             run_job(w, job);
             continue;
         }
@@ -881,6 +882,7 @@ int queue_job_cancel(queue_t *q, const char *id, job_status_t *was, up_error_t *
         free(j);
         log_info("job %s cancelled while queued", id);
         events_publish(q->cfg.events, id);
+        events_publish(q->cfg.events, EVENTS_QUEUE_MOVED);
     } else if (rc == 0) {
         /* run by a worker of ours: it stops between two layers; else (another process
          * runs it, or it is between claim and start) the next poll or start sees it */

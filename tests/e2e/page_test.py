@@ -20,7 +20,9 @@ Run by ctest as: python3 tests/e2e/page_test.py PATH/TO/upres
   values: 422 with the field's loc, nothing charged;
 - `POST /cancel/{id}`: a queued job -> 200 cancelled and refunded; a
   processing one -> 202, then failed "cancelled"; a finished one -> 409
-  JOB_FINISHED; another session's or no credential -> 404; a bad id -> 422.
+  JOB_FINISHED; another session's or no credential -> 404; a bad id -> 422;
+- a queued job's status stream sends its new queue_position when a job
+  ahead leaves the queue (the job's own record did not change).
 
 Every wait is bounded in count and time. Prints "N passed, N failed".
 """
@@ -32,8 +34,8 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from client import (SHARED, SLOW, Server, check, make_tmp, multipart, png_size, request, run,  # noqa: E402
-                    tally)
+from client import (SHARED, SLOW, Server, Stream, check, make_tmp, multipart, png_size, request,  # noqa: E402
+                    run, tally)
 
 FAST = "realesr-animevideov3"
 TMP = make_tmp("upres-page-test-")
@@ -165,6 +167,8 @@ def test_extensions(s):
     job = ((r.json() or {}).get("jobs") or [{}])[0]
     check(r.status == 200 and "upscale_model" in job and job["upscale_model"] is None,
           "no upscale: upscale_model is null", job)
+    cfg = request(s.port, "GET", "/config").json() or {}
+    check(cfg.get("upscale_model") == FAST, "/config names the default model (upscale_model)", cfg)
     before = (request(s.port, "GET", "/usage/summary", headers={"X-Session-Token": token}).json() or {}).get(
         "credits_remaining")
     for body, loc in (({"model": "no such"}, ["body", "model"]), ({"model": "nomodel"}, ["body", "model"]),
@@ -215,6 +219,38 @@ def test_cancel(s):
     check(r.status == 422, "a bad id -> 422", r.status)
 
 
+def test_stream_position(s):
+    """A queued job's stream says when its queue position moves, though its own record did not change."""
+    up = upload(s, path=os.path.join(SHARED, "ref/in/astronaut_lr128.png"))
+    token, tid = up.get("session_token"), up.get("temp_file_id")
+    r = post(s, "/upscale", {"temp_file_ids": [tid, tid, tid], "factor": 4, "model": "realesrgan-x4plus"}, token)
+    jobs = [j.get("id", "") for j in (r.json() or {}).get("jobs") or []]
+    if not check(r.status == 200 and len(jobs) == 3, "three x4plus jobs submitted", r.body[:300]):
+        return
+    running, second, third = jobs
+    check(wait_job(s, running, ("processing",), 30).get("status") == "processing", "the first one runs")
+    st = Stream(s.port, "/status/%s/stream" % third, timeout=30 * SLOW)
+    try:
+        ev = st.event(10 * SLOW)
+        if ev and "retry" in ev and "data" not in ev:  # the stream's retry: line comes first, alone
+            ev = st.event(10 * SLOW)
+        first = st.json_data(ev) or {}
+        check(ev and ev.get("event") == "status" and first.get("queue_position") == 2,
+              "the third job's stream: queue_position 2", ev)
+        r = request(s.port, "POST", "/cancel/" + second, headers={"X-Session-Token": token})
+        check(r.status == 200, "the second one is cancelled", r.status)
+        ev = st.event(5 * SLOW)
+        moved = st.json_data(ev) or {}
+        ahead = wait_job(s, running, ("processing", "completed"), 1)
+        check(moved.get("queue_position") == 1 and moved["job"].get("status") == "queued" and
+              ahead.get("status") == "processing",
+              "  a new status event with queue_position 1 while the first still runs", (ev, ahead.get("status")))
+    finally:
+        st.close()
+        for j in jobs:
+            request(s.port, "POST", "/cancel/" + j, headers={"X-Session-Token": token})
+
+
 def main():
     t0 = time.time()
     s = Server("page", "--tinify-model", FAST, "--workers", "1", "--rate-per-minute", "0")
@@ -226,6 +262,7 @@ def main():
         run(test_previews, s)
         run(test_extensions, s)
         run(test_cancel, s)
+        run(test_stream_position, s)
     finally:
         rc = s.stop()
         check(rc == 0, "server stops cleanly on SIGTERM (exit 0)", rc)

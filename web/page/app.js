@@ -7,7 +7,7 @@
  * app.css and this file only sets attributes, text and CSS custom properties. */
 'use strict';
 
-/* ---- helpers ---------------------------------------------------------------------------- */
+/* ---- helpers ---- */
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
@@ -27,21 +27,14 @@ function duration(s) {
 }
 
 /* localStorage can be off or full (private windows): then the page just forgets. */
+function keep(fn, fallback) {
+  try { return fn(localStorage); } catch { return fallback; }
+}
+
 const saved = {
-  get(name, fallback) {
-    try {
-      const v = localStorage.getItem('upres.' + name);
-      return v === null ? fallback : JSON.parse(v);
-    } catch {
-      return fallback;
-    }
-  },
-  set(name, value) {
-    try { localStorage.setItem('upres.' + name, JSON.stringify(value)); } catch { /* unsaved */ }
-  },
-  drop(name) {
-    try { localStorage.removeItem('upres.' + name); } catch { /* nothing kept anyway */ }
-  },
+  get: (name, fallback) => keep(ls => JSON.parse(ls.getItem('upres.' + name)) ?? fallback, fallback),
+  set: (name, value) => keep(ls => ls.setItem('upres.' + name, JSON.stringify(value))),
+  drop: name => keep(ls => ls.removeItem('upres.' + name)),
 };
 
 function announce(text) {
@@ -55,7 +48,7 @@ function flash(button, text) {
   setTimeout(() => { button.textContent = label; }, 2000);
 }
 
-/* ---- server-wide notices ------------------------------------------------------------------ */
+/* ---- server-wide notices ---- */
 
 const notice = $('#notice');
 let noticeTimer = 0;
@@ -108,16 +101,9 @@ async function checkHealth() {
 /* One countdown for every request refused with 429; all of them retry when it ends. */
 let rateWait = null;
 
-function retrySeconds(header) {
-  const n = Number(header);
-  if (header && Number.isFinite(n)) return Math.max(1, Math.ceil(n));
-  const at = Date.parse(header || '');
-  return Number.isNaN(at) ? 5 : Math.max(1, Math.ceil((at - Date.now()) / 1000));
-}
-
 function rateLimited(header) {
   rateWait = rateWait || new Promise(resolve => {
-    let left = retrySeconds(header);
+    let left = Math.max(1, Math.ceil(Number(header)) || 5); /* upres sends seconds, never a date */
     let timer = 0;
     const tick = () => {
       if (left > 0) {
@@ -136,29 +122,22 @@ function rateLimited(header) {
   return rateWait;
 }
 
-/* ---- the API client ------------------------------------------------------------------------ */
+/* ---- the API client ---- */
 
-/* The server's codes as sentences; anything else falls back to the server's own text. */
+/* The codes this page can meet, as sentences; any other falls back to the server's own text. */
 const SENTENCES = {
-  INSUFFICIENT_CREDITS: 'There are not enough credits left for this. Guest credits come back at midnight UTC.',
-  QUOTA_EXCEEDED: 'This API key has used its quota for this month.',
-  TIER_LIMIT_EXCEEDED: 'The result would be larger than your plan allows. Choose a smaller scale or size.',
+  INSUFFICIENT_CREDITS: 'Not enough credits left. Guest credits come back at midnight UTC.',
+  QUOTA_EXCEEDED: 'This API key has used its monthly quota.',
+  TIER_LIMIT_EXCEEDED: 'The result is larger than your plan allows. Choose a smaller scale or size.',
   IMAGE_TOO_LARGE: 'This image is too large for the server.',
   UNSUPPORTED_IMAGE: 'The server cannot read this file as an image.',
-  UNAUTHORIZED: 'The server did not accept the credentials. Check the API key, or clear it to work as a guest.',
-  FORBIDDEN: 'This is not allowed with the current credentials.',
-  TOO_MANY_SESSIONS: 'Too many guest sessions were opened from this address today. Use an API key, or try again tomorrow.',
-  NOT_FOUND: 'The server no longer has this (uploads and results are kept for a limited time).',
-  JOB_NOT_READY: 'The result is not ready yet.',
-  JOB_FAILED: 'This job failed, so there is no result.',
-  JOB_FINISHED: 'This job has already finished.',
+  UNAUTHORIZED: 'The credentials were not accepted. Check the API key, or clear it to work as a guest.',
+  TOO_MANY_SESSIONS: 'Too many guest sessions from this address today. Use an API key, or come back tomorrow.',
+  NOT_FOUND: 'The server no longer has this: uploads and results are kept for a limited time.',
   INVALID_MODEL: 'This model is not installed on the server.',
-  MODEL_UNAVAILABLE: 'This model is not installed on the server.',
-  INSUFFICIENT_STORAGE: 'The server is out of disk space. Try again later.',
-  STORAGE_UNAVAILABLE: 'The server cannot store files right now. Try again later.',
+  INSUFFICIENT_STORAGE: 'The server is out of disk space.',
+  STORAGE_UNAVAILABLE: 'The server cannot store files right now.',
   UNAVAILABLE: 'The server is busy or stopping. Try again in a moment.',
-  SERVICE_UNAVAILABLE: 'The server is busy or stopping. Try again in a moment.',
-  NOT_IMPLEMENTED: 'This server does not support that.',
   INTERNAL: 'Something went wrong on the server.',
 };
 
@@ -215,7 +194,7 @@ async function api(path, { method = 'GET', json, body, signal } = {}) {
   }
 }
 
-/* ---- server facts: limits and models ------------------------------------------------------- */
+/* ---- server facts: limits and models ---- */
 
 let config = {};
 let models = [];
@@ -257,7 +236,7 @@ async function loadServer() {
   if (config.upscale_model) select.value = config.upscale_model;
 }
 
-/* ---- options ------------------------------------------------------------------------------- */
+/* ---- options ---- */
 
 const form = $('#options');
 const FIELDS = ['model', 'scale', 'width', 'height', 'format', 'quality', 'tile', 'alpha'];
@@ -475,17 +454,18 @@ function settingsOf(job) {
   const o = job.opts;
   const png = o.format === 'png' || (o.format === 'original' && job.file.type === 'image/png');
   const s = {
-    model: job.model,
+    model: job.model || undefined, /* none listed: the server's own */
     output_format: o.format,
     output_quality: png ? 100 : o.quality,
     tile_size: o.tile,
     alpha_mode: o.alpha,
-    output_upscale_factor: job.factor || Math.max(...scalesOf(job.model)),
   };
   if (o.scale !== 'exact') return { ...s, output_upscale_factor: Number(o.scale) };
   /* With both sides "pad": Tinify has pad and crop only, and pad keeps the whole picture,
-   * undistorted, in exactly W×H. With one side the server keeps the aspect. */
-  return { ...s, output_width: o.width || undefined, output_height: o.height || undefined, output_resize_behavior: 'pad' };
+   * undistorted, in exactly W×H. With one side the server keeps the aspect. An input the
+   * browser could not measure runs at the model's largest scale. */
+  const factor = job.factor || Math.max(...scalesOf(job.model));
+  return { ...s, output_upscale_factor: factor, output_width: o.width || undefined, output_height: o.height || undefined, output_resize_behavior: 'pad' };
 }
 
 async function upload(job, signal) {
@@ -561,7 +541,7 @@ function finished(job) {
   follow();
 }
 
-/* ---- following jobs: SSE, with polling when a stream fails --------------------------------- */
+/* ---- following jobs: SSE, with polling when a stream fails ---- */
 
 const MAX_STREAMS = 3; /* HTTP/1.1 allows 6 connections per origin: leave room for uploads and calls */
 const POLL_MS = 2000;
@@ -608,24 +588,20 @@ function closeStream(job) {
 }
 
 async function poll() {
-  const polled = jobs.filter(j => j.id && !isDone(j) && !j.stream).slice(0, 100);
+  const polled = jobs.filter(j => j.id && !isDone(j) && !j.stream);
   try {
-    if (polled.length) {
-      const r = await api('/status?job_ids=' + polled.map(j => j.id).join(','));
-      const byId = new Map(r.jobs.map(j => [j.id, j]));
-      for (const job of polled) {
-        if (isDone(job)) continue;
-        const j = byId.get(job.id);
-        if (j) applyStatus(job, { job: j });
-        else setState(job, 'failed', 'The server no longer knows this job.');
-      }
+    const known = await statusesOf(polled.map(j => j.id));
+    for (const job of polled.filter(j => !isDone(j))) {
+      const j = known.get(job.id);
+      if (j) applyStatus(job, { job: j });
+      else setState(job, 'failed', 'The server no longer knows this job.');
     }
   } catch { /* the notice tells why; the next round tries again */ }
   pollTimer = 0;
   follow();
 }
 
-/* ---- job actions ----------------------------------------------------------------------------- */
+/* ---- job actions ---- */
 
 async function cancel(job) {
   if (isDone(job)) return;
@@ -640,7 +616,7 @@ async function cancel(job) {
     if (r && /failed|cancel/.test(r.status || '') && !isDone(job)) setState(job, 'cancelled', 'Cancelled.');
   } catch (e) {
     job.cancelling = false;
-    if (e.code !== 'JOB_FINISHED' && e.status !== 409) setNotice('error', `Could not cancel ${job.label}: ${e.message}`);
+    if (e.status !== 409) setNotice('error', `Could not cancel ${job.label}: ${e.message}`);
   }
 }
 
@@ -676,7 +652,7 @@ function clearFinished() {
   for (const job of jobs.filter(isDone)) {
     job.li.remove();
     jobs.splice(jobs.indexOf(job), 1);
-    if (viewer.job === job || (viewer.left && viewer.left === job)) closeViewer();
+    if (viewer.job === job || viewer.left === job) closeViewer();
     releaseUrl(job);
   }
   batch = batch.filter(j => !isDone(j));
@@ -684,7 +660,7 @@ function clearFinished() {
   $('#drop').focus();
 }
 
-/* ---- the batch bar ------------------------------------------------------------------------- */
+/* ---- the batch bar ---- */
 
 function renderBatch() {
   const box = $('#batch');
@@ -708,7 +684,7 @@ async function downloadAll() {
   }
 }
 
-/* ---- the viewer: before/after slider, side by side, zoom with one pan for both --------------- */
+/* ---- the viewer: before/after slider, side by side, zoom with one pan for both ---- */
 
 const viewer = { job: null, left: null, mode: 'slider', zoom: 100, split: 50, x: 0, y: 0, w: 0, h: 0, ratio: 1 };
 const compare = $('#compare');
@@ -744,7 +720,8 @@ function showPair(left, right, focus) {
   setZoom(100);
   if (focus) {
     $('#viewer-title').focus({ preventScroll: true });
-    $('#viewer').scrollIntoView({ behavior: 'smooth', block: 'start' });
+    const still = matchMedia('(prefers-reduced-motion: reduce)').matches;
+    $('#viewer').scrollIntoView({ behavior: still ? 'auto' : 'smooth', block: 'start' });
   }
 }
 
@@ -791,8 +768,7 @@ function layout() {
   }
   Object.assign(viewer, { w, h });
   compare.classList.toggle('stacked', stacked);
-  compare.style.setProperty('--w', `${w}px`);
-  compare.style.setProperty('--h', `${h}px`);
+  setVars({ '--w': `${w}px`, '--h': `${h}px` });
   pan(0, 0);
 }
 
@@ -800,9 +776,15 @@ function pan(dx, dy) {
   const z = viewer.zoom / 100;
   viewer.x = clamp(viewer.x + dx, viewer.w - viewer.w * z, 0);
   viewer.y = clamp(viewer.y + dy, viewer.h - viewer.h * z, 0);
-  compare.style.setProperty('--z', z);
-  compare.style.setProperty('--px', `${viewer.x}px`);
-  compare.style.setProperty('--py', `${viewer.y}px`);
+  setVars({ '--z': z, '--px': `${viewer.x}px`, '--py': `${viewer.y}px` });
+}
+
+function setVars(vars) {
+  for (const [name, value] of Object.entries(vars)) compare.style.setProperty(name, value);
+}
+
+function setPressed(selector, pressed) {
+  for (const b of $$(selector)) b.setAttribute('aria-pressed', String(pressed(b)));
 }
 
 /* Zoom about the middle of the view, so what was in the centre stays there. */
@@ -816,20 +798,20 @@ function setZoom(zoom) {
   viewer.y = viewer.h / 2 - cy * after;
   compare.classList.toggle('zoomed', zoom > 100);
   compare.tabIndex = zoom > 100 ? 0 : -1; /* a stop for the arrow keys only when there is something to pan */
-  for (const b of $$('[data-zoom]')) b.setAttribute('aria-pressed', String(Number(b.dataset.zoom) === zoom));
+  setPressed('[data-zoom]', b => Number(b.dataset.zoom) === zoom);
   layout();
 }
 
 function setMode(mode) {
   viewer.mode = mode;
   compare.dataset.mode = mode;
-  for (const b of $$('#view-mode [data-mode]')) b.setAttribute('aria-pressed', String(b.dataset.mode === mode));
+  setPressed('#view-mode [data-mode]', b => b.dataset.mode === mode);
   layout();
 }
 
 function setSplit(v) {
   viewer.split = clamp(v, 0, 100);
-  compare.style.setProperty('--split', `${viewer.split}%`);
+  setVars({ '--split': `${viewer.split}%` });
   slider.setAttribute('aria-valuenow', String(Math.round(viewer.split)));
   slider.setAttribute('aria-valuetext', `${Math.round(viewer.split)}% before`);
 }
@@ -862,6 +844,8 @@ function pointerDown(e) {
   if (!splitting && viewer.zoom === 100) return;
   e.preventDefault();
   compare.setPointerCapture(e.pointerId);
+  const drag = new AbortController();
+  const on = { signal: drag.signal };
   let last = { x: e.clientX, y: e.clientY };
   const move = ev => {
     if (splitting) {
@@ -872,21 +856,16 @@ function pointerDown(e) {
       last = { x: ev.clientX, y: ev.clientY };
     }
   };
-  const up = () => {
-    compare.removeEventListener('pointermove', move);
-    compare.removeEventListener('pointerup', up);
-    compare.removeEventListener('pointercancel', up);
-  };
   if (splitting) {
     move(e);
     slider.focus({ preventScroll: true });
   }
-  compare.addEventListener('pointermove', move);
-  compare.addEventListener('pointerup', up);
-  compare.addEventListener('pointercancel', up);
+  compare.addEventListener('pointermove', move, on);
+  compare.addEventListener('pointerup', () => drag.abort(), on);
+  compare.addEventListener('pointercancel', () => drag.abort(), on);
 }
 
-/* ---- history and credits ------------------------------------------------------------------ */
+/* ---- history and credits ---- */
 
 const STATUS_WORDS = { pending: 'Queued', queued: 'Queued', processing: 'Processing', completed: 'Done', failed: 'Failed', cancelled: 'Cancelled', expired: 'Expired' };
 let historyItems = [];
@@ -907,30 +886,19 @@ async function statusesOf(ids) {
   return new Map(r.jobs.map(j => [j.id, j]));
 }
 
-/* Items: {id, name, at (ms), status, expires (ms, or null when unknown)}. */
-async function historyOfBrowser() {
-  const mine = saved.get('history', []);
-  const known = await statusesOf(mine.map(x => x.id));
-  return mine.map(x => {
-    const j = known.get(x.id); /* the server leaves out what it has deleted */
-    return { id: x.id, name: x.name, at: x.at, status: j ? tinifyStatus(j) : 'expired', expires: j ? Date.parse(j.expires_at) : 0 };
-  });
-}
-
-/* /v1/jobs has no expires_at: a second look-up in the Tinify status gives it for Tinify jobs. */
-async function historyOfKey() {
-  const r = await api('/v1/jobs?limit=50');
-  const list = (r && r.data) || [];
-  const known = await statusesOf(list.map(j => j.id));
-  return list.map(j => {
-    const t = known.get(j.id);
-    return { id: j.id, name: j.original_filename, at: Date.parse(j.created_at), status: t ? tinifyStatus(t) : j.status, expires: t ? Date.parse(t.expires_at) : null };
-  });
-}
-
+/* Items: {id, name, at (ms), status, expires (ms; none when unknown)}. The key's jobs come from
+ * /v1/jobs, which has no expires_at: the Tinify status gives it, for the jobs made in Tinify. */
 async function refreshHistory() {
   try {
-    historyItems = saved.get('key') ? await historyOfKey() : await historyOfBrowser();
+    const own = saved.get('key')
+      ? ((await api('/v1/jobs?limit=50')).data || [])
+        .map(j => ({ id: j.id, name: j.original_filename, at: Date.parse(j.created_at), status: j.status }))
+      : saved.get('history', []).map(x => ({ ...x, status: 'expired' })); /* left out: deleted */
+    const known = await statusesOf(own.map(x => x.id));
+    historyItems = own.map(x => {
+      const t = known.get(x.id);
+      return t ? { ...x, status: tinifyStatus(t), expires: Date.parse(t.expires_at) } : x;
+    });
     renderHistory();
   } catch (e) {
     if (e.status) setNotice('error', `Could not load the history: ${e.message}`);
@@ -945,7 +913,7 @@ function refreshHistorySoon() {
 
 function timeLeft(item) {
   if (item.status === 'expired') return 'expired';
-  if (item.status !== 'completed' || item.expires === null) return '';
+  if (item.status !== 'completed' || !item.expires) return '';
   const s = (item.expires - Date.now()) / 1000;
   return s > 0 ? `${duration(s)} left` : 'expired';
 }
@@ -1026,7 +994,7 @@ function clearKey() {
   refreshHistory();
 }
 
-/* ---- input: picker, drop (files and folders), paste ----------------------------------------- */
+/* ---- input: picker, drop (files and folders), paste ---- */
 
 async function filesOf(entry) {
   if (entry.isFile) return [await new Promise((ok, no) => entry.file(ok, no))];
@@ -1060,7 +1028,7 @@ function pasted(e) {
   addFiles(files);
 }
 
-/* ---- start ------------------------------------------------------------------------------------ */
+/* ---- start ---- */
 
 function wire() {
   const picker = $('#file-input');
@@ -1128,7 +1096,7 @@ async function start() {
   showOptions();
   refreshCredits();
   refreshHistory();
-  healthTimer = setTimeout(checkHealth, 30000);
+  healthTimer = healthTimer || setTimeout(checkHealth, 30000); /* unless a failed start set one */
 }
 
 start();
