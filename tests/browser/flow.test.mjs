@@ -2,6 +2,7 @@
 // downloaded result, a batch of three, the viewer (slider by keyboard, view modes, zoom, two
 // models compared), history and options after a reload, a server error as a sentence, 390 px.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import {
   FAST, SECOND, browserTest, chooseOptions, drop, fileServer, imageInfo, job, openPage, pick, png,
   recordStates, seen, sharedPng, shot, stopsCleanly, until, waitState,
@@ -16,7 +17,6 @@ async function download(page, name) {
   assert.match(href || '', /\/download\/[0-9a-f-]{36}/, `a.job-download href ${href}`);
   assert.notEqual(await link.getAttribute('download'), null, 'a.job-download has a download attribute');
   const [dl] = await Promise.all([page.waitForEvent('download'), link.click()]);
-  const fs = await import('node:fs');
   const buffer = fs.readFileSync(await dl.path());
   return { buffer, info: imageInfo(buffer), name: dl.suggestedFilename() };
 }

@@ -5,38 +5,20 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import zlib from 'node:zlib';
 import {
-  browserTest, chooseOptions, fileServer, job, pick, png, recordStates, seen, sleep, stopsCleanly, waitState,
+  browserTest, chooseOptions, fileServer, job, pick, png, pngChunk, recordStates, seen, sleep, stopsCleanly,
+  waitState,
 } from './harness.mjs';
 
 const MAX_UPLOAD = 20 * 1024, MAX_PIXELS = 5000;
 const srv = fileServer('limits', ['--max-upload', '20K', '--max-pixels', String(MAX_PIXELS),
   '--rate-per-minute', '2']);
 
-/** A PNG of noise (it does not compress): about w*h*3 bytes. */
+/** A w x h PNG of noise (it does not compress): about w*h*3 bytes. */
 function noisePng(w, h) {
-  const p = png(w, h);
-  // swap the IDAT for one of random rows (filter byte 0 each)
   const rows = [];
   for (let y = 0; y < h; y++) rows.push(Buffer.concat([Buffer.from([0]), crypto.randomBytes(w * 3)]));
-  const idat = zlib.deflateSync(Buffer.concat(rows));
-  const head = p.subarray(0, 33); // signature + IHDR chunk
-  const chunk = (kind, data) => {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(data.length);
-    const body = Buffer.concat([Buffer.from(kind, 'latin1'), data]);
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(crc32(body));
-    return Buffer.concat([len, body, crc]);
-  };
-  return Buffer.concat([head, chunk('IDAT', idat), chunk('IEND', Buffer.alloc(0))]);
-}
-function crc32(buf) {
-  let c = ~0;
-  for (const b of buf) {
-    c ^= b;
-    for (let k = 0; k < 8; k++) c = (c >>> 1) ^ (0xedb88320 & -(c & 1));
-  }
-  return ~c >>> 0;
+  const head = png(w, h).subarray(0, 33); // the signature and the IHDR chunk
+  return Buffer.concat([head, pngChunk('IDAT', zlib.deflateSync(Buffer.concat(rows))), pngChunk('IEND', Buffer.alloc(0))]);
 }
 
 browserTest('a file over --max-upload or --max-pixels is refused before upload, with a sentence', srv,
