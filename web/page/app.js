@@ -1,10 +1,7 @@
-/* upres web page: drop images, upscale them on this server, compare, download.
- *
- * It speaks the Tinify dialect of its own origin (shared/specs/tinify.openapi.json): one
- * POST /upload per file, one POST /auto per job, progress over SSE (/status/{id}/stream) with
- * polling of /status?job_ids= as the fallback. The DOM ids and classes are a contract with the
- * browser tests (page-contract.md). The CSP forbids inline code and styles, so looks live in
- * app.css and this file only sets attributes, text and CSS custom properties. */
+/* upres web page. It speaks the Tinify dialect of its own origin: one POST /upload per file, one
+ * POST /auto per job, progress over SSE with /status polling as the fallback. tests/browser finds
+ * things by the ids and classes used here. The CSP forbids inline code and styles: looks live in
+ * app.css, and this file sets only attributes, text and CSS custom properties. */
 'use strict';
 
 /* ---- helpers ---- */
@@ -288,7 +285,7 @@ function showOptions() {
   }
 }
 
-/* ---- jobs: one per file -------------------------------------------------------------------------
+/* ---- jobs: one per file ----
  * A job: {li, file, name, label, opts, model, url (object URL of the file), w, h (input), out {w, h},
  * factor, tempId, id, state, progress, wait, error, stream, polled, abort, compareOf}. */
 
@@ -461,9 +458,8 @@ function settingsOf(job) {
     alpha_mode: o.alpha,
   };
   if (o.scale !== 'exact') return { ...s, output_upscale_factor: Number(o.scale) };
-  /* With both sides "pad": Tinify has pad and crop only, and pad keeps the whole picture,
-   * undistorted, in exactly W×H. With one side the server keeps the aspect. An input the
-   * browser could not measure runs at the model's largest scale. */
+  /* Both sides: "pad" (Tinify has pad and crop) keeps the whole picture, undistorted, in exactly
+   * W×H; one side keeps the aspect. An input the browser could not measure: the largest scale. */
   const factor = job.factor || Math.max(...scalesOf(job.model));
   return { ...s, output_upscale_factor: factor, output_width: o.width || undefined, output_height: o.height || undefined, output_resize_behavior: 'pad' };
 }
