@@ -1998,13 +1998,18 @@ static void test_urls(void) {
 
     /* another scheme: this build has no such backend; malformed URLs */
     st = (store_t *)&st; /* any non-NULL value: a refusal sets *out to NULL */
-    CHECK(store_open_url("postgresql://upres@db.example/upres", base, &st, &err) == UP_ERR_UNSUPPORTED &&
+    CHECK(store_open_url("mysql://upres@db.example/upres", base, &st, &err) == UP_ERR_UNSUPPORTED &&
           st == NULL);
-    CHECKF(strstr(err.msg, "postgresql") && strstr(err.msg, "backends: sqlite"), "%s", err.msg);
-    CHECK(store_url_check("postgresql://upres@db.example/upres", &err) == UP_ERR_UNSUPPORTED);
+    CHECKF(strstr(err.msg, "mysql") && strstr(err.msg, "backends: sqlite, postgresql"), "%s", err.msg);
     CHECK(store_url_check("mysql:x", &err) == UP_ERR_UNSUPPORTED);
-    static const char *const bad[] = {"x!",          "/abs/path.db",       "rel.db", "sqlite:", "sqlite://",
-                                      "sqlite:dir/", "sqlite://host/x.db", "1x:y",   ":x"};
+    /* PostgreSQL's URLs are libpq's: checked here for their scheme only (test_pg_only opens them) */
+    CHECK(store_url_check("postgresql://upres@db.example/upres", &err) == 0);
+    CHECK(store_url_check("postgres://upres@db.example:5433/upres?sslmode=require", &err) == 0);
+    CHECK(store_url_check("postgresql:///upres?host=/run/postgresql", &err) == 0);
+    static const char *const bad[] = {
+        "x!",          "/abs/path.db",       "rel.db", "sqlite:", "sqlite://",
+        "sqlite:dir/", "sqlite://host/x.db", "1x:y",   ":x",      "postgresql:x",
+        "postgres:/x"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         CHECKF(store_url_check(bad[i], &err) == UP_ERR_INVALID, "%s", bad[i]);
         CHECKF(store_open_url(bad[i], base, &st, &err) == UP_ERR_INVALID && st == NULL, "%s", bad[i]);
