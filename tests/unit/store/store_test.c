@@ -68,6 +68,7 @@
 #include "core/uuid.h"
 #include "store/store.h"
 #include "test.h"
+#include "unit/store/backends.h"
 
 static char dir[256];
 
@@ -107,12 +108,12 @@ static const store_fence_t *held(store_t *st, const char *id) {
 
 /*
  * What a dead process leaves: every claimed or processing job of the
- * database in folder sub ("" = the main one) has its lease run out; then
+ * store named sub ("" = the main one) has its lease run out; then
  * store_jobs_rescue (no backoff) counts the jobs queued again and failed.
  */
 static int recover(store_t *st, const char *sub, int max_attempts, double retention_s, int *n_re,
                    int *n_fail) {
-    if (raw_exec(sub, "UPDATE jobs SET lease_until = 1 WHERE status IN (1, 6)"))
+    if (tb_exec(sub, "UPDATE jobs SET lease_until = 1 WHERE status IN (1, 6)"))
         return -1;
     job_t jobs[16];
     int n = 0, re = 0, fail = 0;
@@ -434,12 +435,8 @@ static void *race(void *arg) {
 }
 
 static void test_claim_race(void) {
-    char rdir[300];
-    snprintf(rdir, sizeof rdir, "%s/race", dir);
     up_error_t err;
-    store_t *a = NULL, *b = NULL;
-    CHECKF(store_open(rdir, &a, &err) == 0, "%s", err.msg);
-    CHECKF(store_open(rdir, &b, &err) == 0, "%s", err.msg); /* a second handle, as another process */
+    store_t *a = tb_open("race"), *b = tb_open("race"); /* a second handle, as another process */
     if (!a || !b)
         goto out;
     job_t j;
@@ -483,15 +480,11 @@ out:
 
 /* ---- claimed ----------------------------------------------------------------- */
 
-/* A store of its own in dir/name, for tests that claim (claim takes the oldest queued job of all). */
-static store_t *open_sub(const char *name) {
-    char sub[300];
-    snprintf(sub, sizeof sub, "%s/%s", dir, name);
-    store_t *st = NULL;
-    up_error_t err;
-    CHECKF(store_open(sub, &st, &err) == 0, "%s: %s", name, err.msg);
-    return st;
-}
+/*
+ * A store of its own named name (SQLite: dir/name; PostgreSQL: a schema),
+ * for tests that claim (claim takes the oldest queued job of all).
+ */
+static store_t *open_sub(const char *name) { return tb_open(name); }
 
 static void test_claimed(void) {
     store_t *st = open_sub("claimed");
@@ -2160,20 +2153,122 @@ static void test_leases(void) {
     store_close(b);
 }
 
-int main(void) {
-    snprintf(dir, sizeof dir, "/tmp/upres-store-test-%d", (int)getpid());
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {
-    }
+/* ---- PostgreSQL only ------------------------------------------------------------------- */
 
-    test_uuid();
+typedef struct opener {
+    char name[32];
+    int rc;
+} opener_t;
 
-    up_error_t err;
+static void *open_race(void *arg) {
+    opener_t *o = arg;
     store_t *st = NULL;
-    CHECKF(store_open(dir, &st, &err) == 0, "%s", err.msg);
+    char url[700];
+    up_error_t err;
+    tb_url(o->name, url, sizeof url);
+    o->rc = store_open_url(url, NULL, &st, &err);
+    store_close(st);
+    return NULL;
+}
+
+/*
+ * What only the PostgreSQL store has: processes starting at once on a new
+ * database (the schema made once, under the advisory lock); a database
+ * newer than this upres refused; a lost connection made again; a claim
+ * that skips a row another transaction holds instead of waiting for it;
+ * the URL forms (postgres:// too; an unreachable server is UP_ERR_IO).
+ */
+static void test_pg_only(void) {
+    up_error_t err;
+    job_t j, got;
+
+    /* 6 handles opening one new schema at once: every open succeeds, one schema made */
+    enum { N_OPEN = 6 };
+    static opener_t openers[N_OPEN];
+    pthread_t th[N_OPEN];
+    tb_exec("opened", "SELECT 1"); /* makes the schema, empty */
+    for (int i = 0; i < N_OPEN; i++) {
+        snprintf(openers[i].name, sizeof openers[i].name, "opened");
+        openers[i].rc = -1;
+        pthread_create(&th[i], NULL, open_race, &openers[i]);
+    }
+    int opened = 0;
+    for (int i = 0; i < N_OPEN; i++) {
+        pthread_join(th[i], NULL);
+        opened += openers[i].rc == 0;
+    }
+    CHECKF(opened == N_OPEN, "%d of %d opens", opened, N_OPEN);
+    CHECK(tb_exec(
+              "opened",
+              "DO $$BEGIN IF (SELECT count(*) FROM schema_version) <> 1"
+              " OR (SELECT max(version) FROM schema_version) <> 1 THEN RAISE 'bad version'; END IF; END$$") ==
+          0);
+
+    /* newer than this upres: refused, nothing changed */
+    CHECK(tb_exec("opened", "UPDATE schema_version SET version = 99") == 0);
+    char url[700];
+    tb_url("opened", url, sizeof url);
+    store_t *st = (store_t *)&st;
+    CHECK(store_open_url(url, NULL, &st, &err) == UP_ERR_IO && st == NULL);
+    CHECKF(strstr(err.msg, "newer") && strstr(err.msg, "99"), "%s", err.msg);
+
+    /* a lost connection: the call that finds it fails (UP_ERR_IO), the next one reconnects */
+    char app[64];
+    snprintf(app, sizeof app, "upres-test-%d", (int)getpid()); /* no other test's connection */
+    tb_exec("reconnect", "SELECT 1");
+    tb_url("reconnect", url, sizeof url);
+    snprintf(url + strlen(url), sizeof url - strlen(url), "&application_name=%s", app);
+    store_t *a = NULL;
+    CHECKF(store_open_url(url, NULL, &a, &err) == 0, "%s: %s", url, err.msg);
+    if (!a)
+        return;
+    make_job(&j, "rc-1", 1.0);
+    CHECK(store_job_insert(a, &j, &err) == 0);
+    char kill[300];
+    snprintf(kill, sizeof kill,
+             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '%s'", app);
+    CHECK(tb_exec("reconnect", kill) == 0);
+    int rc1 = store_job_get(a, "rc-1", &got, &err);
+    CHECKF(rc1 == UP_ERR_IO || rc1 == 0, "%d %s", rc1, err.msg);
+    CHECKF(store_job_get(a, "rc-1", &got, &err) == 0 && strcmp(got.id, "rc-1") == 0, "%s", err.msg);
+    make_job(&j, "rc-2", 2.0);
+    CHECK(store_job_insert(a, &j, &err) == 0); /* the statements are prepared again */
+
+    /* a claim skips the oldest job while another transaction holds its row, and does not wait */
+    PGconn *c = tb_pg_connect("reconnect");
+    PGresult *r = PQexec(c, "BEGIN; SELECT 1 FROM jobs WHERE id = 'rc-1' FOR UPDATE");
+    CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
+    PQclear(r);
+    double t0 = now_s();
+    CHECK(claim(a, &got, &err) == 0 && strcmp(got.id, "rc-2") == 0 && now_s() - t0 < 2);
+    CHECK(claim(a, &got, &err) == UP_ERR_NOT_FOUND);
+    PQclear(PQexec(c, "ROLLBACK"));
+    PQfinish(c);
+    CHECK(claim(a, &got, &err) == 0 && strcmp(got.id, "rc-1") == 0);
+    store_close(a);
+
+    /* URL forms: postgres:// is postgresql:// */
+    char alt[800];
+    tb_url("reconnect", url, sizeof url);
+    snprintf(alt, sizeof alt, "postgres%s", strchr(url, ':'));
+    CHECKF(store_open_url(alt, NULL, &st, &err) == 0 && st, "%s: %s", alt, err.msg);
+    CHECK(st && store_job_get(st, "rc-2", &got, &err) == 0);
+    store_close(st);
+    st = (store_t *)&st;
+    CHECK(store_open_url("postgresql:///upres_test?host=/nonexistent-socket-dir", NULL, &st, &err) ==
+              UP_ERR_IO &&
+          st == NULL);
+    CHECKF(strstr(err.msg, "cannot connect") && strstr(err.msg, "upres_test"), "%s", err.msg);
+}
+
+/* ---- main ---------------------------------------------------------------------------------- */
+
+/* The backend-neutral cases, on whichever backend tb_run runs them. */
+static void run_all(void) {
+    up_error_t err;
+    store_t *st = tb_open("");
     if (!st)
-        return test_summary();
+        return;
     test_transitions(st);
     test_due(st);
     /* a=expired b=failed c=cancelled d=failed e=cancelled f=expired g=completed h=queued */
@@ -2184,8 +2279,7 @@ int main(void) {
     job_t before, after;
     CHECK(store_job_get(st, "job-g", &before, &err) == 0);
     store_close(st);
-    st = NULL;
-    CHECKF(store_open(dir, &st, &err) == 0, "%s", err.msg);
+    st = tb_open("");
     if (st) {
         test_counts(st, expect);
         CHECK(store_job_get(st, "job-g", &after, &err) == 0);
@@ -2208,16 +2302,33 @@ int main(void) {
     test_key_update();
     test_topup_race();
     test_list();
+    test_blob_keys();
+    test_leases();
+    if (tb_pg)
+        test_pg_only();
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "/tmp/upres-store-test-%d", (int)getpid());
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) {
+    }
+
+    test_uuid();
+    tb_run(dir, run_all);
+
+    /* SQLite only: its files' migrations and URLs */
     test_migrate_v1();
     test_migrate_v3();
-    test_blob_keys();
     test_migrate_v4();
     test_migrate_v5();
     test_migrate_v6();
-    test_leases();
     test_urls();
 
     /* a path where the database cannot be created */
+    up_error_t err;
+    store_t *st = NULL;
     CHECK(store_open("/proc/upres-no-such-dir", &st, &err) == UP_ERR_IO && st == NULL);
 
     if (system(cmd)) {
