@@ -1,6 +1,6 @@
 /*
  * assets_test.c - jobs as an input asset plus steps (store.h, schema 6),
- * on the SQLite store.
+ * on SQLite and on PostgreSQL (backends.h).
  *
  * Assets: insert, get and their refusals (duplicate id, a path for a key);
  * one asset feeding two jobs, each reading its input through the asset; a

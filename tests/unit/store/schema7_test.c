@@ -1,7 +1,7 @@
 /*
  * schema7_test.c - what schema version 7 added to the store (store.h) for
- * the dialects and the jobs API, on the SQLite store. (store_test.c
- * migrates a version-6 file.)
+ * the dialects and the jobs API, on SQLite and on PostgreSQL (backends.h).
+ * (store_test.c migrates a version-6 SQLite file.)
  *
  * Guest sessions: a guest row (guest 1) inserted with its reset_at, found
  * by hash and by id but never listed, and never making a key's prefix

@@ -1,5 +1,7 @@
 /*
- * store_test.c - the SQLite job store (src/store/sqlite*.c, through store.c).
+ * store_test.c - the job store (through store.c) on SQLite (src/store/sqlite*.c)
+ * and PostgreSQL (src/store/pg*.c): backends.h runs the backend-neutral
+ * cases on each; the file migrations and sqlite: URLs are SQLite's alone.
  *
  * Every transition and its refusals: insert (and a duplicate id), get of an
  * unknown id, claim in creation order (to claimed), start (to processing),
@@ -26,7 +28,8 @@
  * back (fail, cancel while queued or claimed, recover) and not where it is
  * kept (cancelled while processing, completed); charged inserts from many
  * threads on two handles against one balance and one quota, and against
- * top-ups made at the same time (neither change lost); listing an
+ * top-ups made at the same time (neither change lost); charged jobs ended
+ * at once by threads on two handles (one end each, refunded once); listing an
  * owner's jobs (filters, newest first, paging while jobs arrive); and the
  * in-place migration of a version-1 and of a version-3 database (a job it
  * left processing has no lease, so the first rescue takes it).
@@ -51,8 +54,15 @@
  *
  * Opening from a URL: sqlite:///ABSOLUTE, sqlite:RELATIVE (resolved at
  * open: a chdir afterwards changes nothing), NULL and "" (the data
- * folder's upres.db); another scheme is UP_ERR_UNSUPPORTED naming this
- * build's backends, a malformed URL UP_ERR_INVALID.
+ * folder's upres.db); postgresql:// and postgres:// pass the check; another
+ * scheme is UP_ERR_UNSUPPORTED naming this build's backends, a malformed
+ * URL UP_ERR_INVALID.
+ *
+ * PostgreSQL only: six opens racing on a new schema (made once, under the
+ * advisory lock), a schema newer than this upres refused, a lost connection
+ * made again by the next call, a claim that skips a row another
+ * transaction holds without waiting for it, postgres:// URLs and an
+ * unreachable server (UP_ERR_IO).
  */
 #include <limits.h>
 #include <pthread.h>
@@ -998,6 +1008,84 @@ static void test_charge_race(void) {
     CHECK(balance(a, "q10") == -1);
     long long counts[JOB_STATUS_COUNT];
     CHECK(store_job_counts(b, counts, &err) == 0 && counts[JOB_STATUS_QUEUED] == 20);
+out:
+    store_close(a);
+    store_close(b);
+}
+
+/* ---- refunds from many threads ----------------------------------------------------- */
+
+#define N_REFUND_JOBS 40
+#define N_REFUND_THREADS 8
+
+typedef struct refunder {
+    store_t *st;
+    int ith;
+    int n_ok, n_refused, n_other;
+} refunder_t;
+
+/* Every thread ends every job: half by failing it, half by cancelling it; one end per job may win. */
+static void *refund_race(void *arg) {
+    refunder_t *r = arg;
+    up_error_t err;
+    for (int i = 0; i < N_REFUND_JOBS; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "rr-%d", (i + r->ith * 7) % N_REFUND_JOBS);
+        job_status_t was;
+        int rc = r->ith % 2 ? store_job_fail(r->st, id, NULL, "raced", 60, &err)
+                            : store_job_cancel(r->st, id, &was, &err);
+        if (rc == 0)
+            r->n_ok++;
+        else if (rc == UP_ERR_INVALID)
+            r->n_refused++;
+        else
+            r->n_other++;
+    }
+    return NULL;
+}
+
+/*
+ * Refunds at most once under races: charged jobs ended at once by threads
+ * on two handles (as two processes), each trying every job: one end wins
+ * per job and the balance gets each charge back exactly once.
+ */
+static void test_refund_race(void) {
+    store_t *a = open_sub("refund-race"), *b = open_sub("refund-race");
+    if (!a || !b)
+        goto out;
+    up_error_t err;
+    api_key_t k;
+    make_key(&k, "rr", "upres_rr", 1, -1, 1000, 1.0);
+    CHECK(store_key_insert(a, &k, &err) == 0);
+    for (int i = 0; i < N_REFUND_JOBS; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "rr-%d", i);
+        CHECK(insert_charged(a, id, "rr", 1 + i % 3, 1.0 + i, NULL, &err) == 0);
+    }
+    long long charged = 1000 - balance(a, "rr");
+    static refunder_t refunders[N_REFUND_THREADS];
+    pthread_t th[N_REFUND_THREADS];
+    for (int i = 0; i < N_REFUND_THREADS; i++) {
+        refunders[i] = (refunder_t){.st = i % 4 < 2 ? a : b, .ith = i};
+        pthread_create(&th[i], NULL, refund_race, &refunders[i]);
+    }
+    int ok = 0, refused = 0, other = 0;
+    for (int i = 0; i < N_REFUND_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        ok += refunders[i].n_ok;
+        refused += refunders[i].n_refused;
+        other += refunders[i].n_other;
+    }
+    CHECKF(ok == N_REFUND_JOBS && refused == N_REFUND_JOBS * (N_REFUND_THREADS - 1) && other == 0,
+           "%d ended, %d refused, %d other", ok, refused, other);
+    CHECKF(charged > 0 && balance(b, "rr") == 1000, "charged %lld, balance %lld", charged, balance(b, "rr"));
+    int all_refunded = 1;
+    for (int i = 0; i < N_REFUND_JOBS; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "rr-%d", i);
+        all_refunded &= refunded(b, id) == 1;
+    }
+    CHECK(all_refunded);
 out:
     store_close(a);
     store_close(b);
@@ -2218,8 +2306,8 @@ static void test_pg_only(void) {
     tb_exec("reconnect", "SELECT 1");
     tb_url("reconnect", url, sizeof url);
     /* a statement that waits on a lock (a claim that would not skip one) fails in 5 s instead of hanging */
-    snprintf(url + strlen(url), sizeof url - strlen(url), "%%20-cstatement_timeout%%3D5000&application_name=%s",
-             app);
+    snprintf(url + strlen(url), sizeof url - strlen(url),
+             "%%20-cstatement_timeout%%3D5000&application_name=%s", app);
     store_t *a = NULL;
     CHECKF(store_open_url(url, NULL, &a, &err) == 0, "%s: %s", url, err.msg);
     if (!a)
@@ -2301,6 +2389,7 @@ static void run_all(void) {
     test_keys();
     test_charges();
     test_charge_race();
+    test_refund_race();
     test_key_update();
     test_topup_race();
     test_list();
