@@ -61,8 +61,9 @@
  * PostgreSQL only: six opens racing on a new schema (made once, under the
  * advisory lock), a schema newer than this upres refused, a lost connection
  * made again by the next call, a claim that skips a row another
- * transaction holds without waiting for it, postgres:// URLs and an
- * unreachable server (UP_ERR_IO).
+ * transaction holds without waiting for it, asset deletion waiting for a
+ * submission in flight, postgres:// URLs and an unreachable server
+ * (UP_ERR_IO).
  */
 #include <limits.h>
 #include <pthread.h>
@@ -2259,6 +2260,63 @@ static void *open_race(void *arg) {
     return NULL;
 }
 
+typedef struct due_asker {
+    store_t *st;
+    const char *id;
+    int plural; /* store_assets_due, else store_asset_due */
+    int rc, due;
+} due_asker_t;
+
+static void *ask_due(void *arg) {
+    due_asker_t *d = arg;
+    up_error_t err;
+    asset_t out[8];
+    if (!d->plural) {
+        d->rc = store_asset_due(d->st, d->id, now_s() + 1e6, out, &err);
+        d->due = d->rc == 0;
+        return NULL;
+    }
+    int n = 0;
+    d->rc = store_assets_due(d->st, now_s() + 1e6, out, 8, &n, &err);
+    for (int i = 0; i < n; i++)
+        d->due += strcmp(out[i].id, d->id) == 0;
+    return NULL;
+}
+
+/*
+ * Asset deletion serialised with submissions: a submission in flight (its
+ * asset held FOR SHARE, its job inserted, not committed yet) makes the
+ * sweeper's store_asset_due and store_assets_due wait, and once it commits
+ * they see its job and do not find the asset due.
+ */
+static void test_pg_asset_race(store_t *a) {
+    up_error_t err;
+    for (int plural = 0; plural < 2; plural++) {
+        asset_t s = {.frames = 1, .width = 8, .height = 8, .bytes = 10, .expires_at = now_s() + 3600};
+        snprintf(s.id, sizeof s.id, "ad-%d", plural);
+        snprintf(s.key, sizeof s.key, "uploads/ad-%d.png", plural);
+        CHECK(store_asset_insert(a, &s, &err) == 0);
+        PGconn *c = tb_pg_connect("reconnect");
+        char sql[400];
+        snprintf(sql, sizeof sql,
+                 "BEGIN; SELECT 1 FROM assets WHERE id = '%s' FOR SHARE;"
+                 " INSERT INTO jobs (id, status, asset_id) VALUES ('ad-job-%d', 0, '%s')",
+                 s.id, plural, s.id);
+        PGresult *r = PQexec(c, sql);
+        CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+        PQclear(r);
+        due_asker_t d = {.st = a, .id = s.id, .plural = plural, .rc = -1};
+        pthread_t th;
+        pthread_create(&th, NULL, ask_due, &d);
+        sleep_s(0.3); /* the sweeper is waiting on the asset's row by now */
+        PQclear(PQexec(c, "COMMIT"));
+        pthread_join(th, NULL);
+        CHECKF(d.due == 0 && (plural ? d.rc == 0 : d.rc == UP_ERR_NOT_FOUND), "%s: rc %d, due %d",
+               plural ? "assets_due" : "asset_due", d.rc, d.due);
+        PQfinish(c);
+    }
+}
+
 /*
  * What only the PostgreSQL store has: processes starting at once on a new
  * database (the schema made once, under the advisory lock); a database
@@ -2335,6 +2393,7 @@ static void test_pg_only(void) {
     PQclear(PQexec(c, "ROLLBACK"));
     PQfinish(c);
     CHECK(claim(a, &got, &err) == 0 && strcmp(got.id, "rc-1") == 0);
+    test_pg_asset_race(a);
     store_close(a);
 
     /* URL forms: postgres:// is postgresql:// */
