@@ -31,6 +31,8 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 # ---- 1. Debian packages -------------------------------------------------
 packages=(gcc make cmake pkg-config libvips-dev libdnnl-dev libjansson-dev
           libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev nodejs npm python3
+          libpq-dev # src/store/pg*.c: the PostgreSQL store (libpq)
+          postgresql # its server: the store tests start a throw-away cluster (tests/pg/cluster.sh)
           python3-yaml python3-jsonschema # the e2e tests validate replies against ../shared/specs
           wrk # wrk: bench/server_load.py
           clang libclang-rt-14-dev libomp-dev # tests/fuzz/run.sh: libFuzzer and clang's OpenMP

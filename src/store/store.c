@@ -18,7 +18,7 @@
 #include "blob/blob.h"
 #include "core/log.h"
 
-#define BACKENDS "sqlite" /* the schemes this build opens, for the refusal's message */
+#define BACKENDS "sqlite, postgresql" /* the schemes this build opens, for the refusal's message */
 
 const char *job_status_name(job_status_t s) {
     switch (s) {
@@ -39,16 +39,28 @@ const char *job_status_name(job_status_t s) {
 /*
  * Split url: *path gets the SQLite file's path as given (absolute for
  * "sqlite:///", relative for "sqlite:"), or NULL for the default (NULL or
- * ""). The refusals of store_open_url, told without the URL (the caller
- * names it: a setting's "bad store 'URL': ...").
+ * ""); *pg is 1 for a PostgreSQL URL (postgresql:// or postgres://, which
+ * libpq reads whole), *path then NULL. The refusals of store_open_url,
+ * told without the URL (the caller names it: a setting's "bad store 'URL':
+ * ...").
  */
-static int parse_url(const char *url, const char **path, up_error_t *err) {
-    static const char forms[] = "sqlite:///ABSOLUTE/PATH.db or sqlite:RELATIVE/PATH.db";
+static int parse_url(const char *url, const char **path, int *pg, up_error_t *err) {
+    static const char forms[] =
+        "sqlite:///ABSOLUTE/PATH.db, sqlite:RELATIVE/PATH.db or postgresql://[USER@]HOST[:PORT]/DB";
     *path = NULL;
+    *pg = 0;
     if (!url || !*url)
         return UP_OK;
     const char *colon = strchr(url, ':');
     size_t scheme_len = colon ? (size_t)(colon - url) : 0;
+    if (colon && ((scheme_len == 10 && strncmp(url, "postgresql", 10) == 0) ||
+                  (scheme_len == 8 && strncmp(url, "postgres", 8) == 0))) {
+        /* libpq parses the rest (host, port, ?host=/socket/dir, options) and says what it refuses */
+        if (strncmp(colon + 1, "//", 2) != 0)
+            return up_error_set(err, UP_ERR_INVALID, 0, "%s expected (two slashes after the scheme)", forms);
+        *pg = 1;
+        return UP_OK;
+    }
     if (colon && scheme_len == 6 && strncmp(url, "sqlite", 6) == 0) {
         const char *p = colon + 1;
         if (strncmp(p, "//", 2) == 0) {
@@ -78,18 +90,22 @@ static int parse_url(const char *url, const char **path, up_error_t *err) {
 
 int store_url_check(const char *url, up_error_t *err) {
     const char *path;
-    return parse_url(url, &path, err);
+    int pg;
+    return parse_url(url, &path, &pg, err);
 }
 
 int store_open_url(const char *url, const char *data_dir, store_t **out, up_error_t *err) {
     assert(out);
     *out = NULL;
     const char *path;
-    int rc = parse_url(url, &path, err);
+    int pg;
+    int rc = parse_url(url, &path, &pg, err);
     if (rc) {
         up_error_prefix(err, "job store: URL '%.200s'", url);
         return rc;
     }
+    if (pg)
+        return store_pg_open(url, out, err);
     char file[PATH_MAX];
     int n;
     if (!path) {

@@ -1,9 +1,9 @@
 /*
  * store.h - durable job records behind one interface: a table of functions
  * (store_vtbl_t, at the end) that each backend fills, opened from a URL
- * (store_open_url). SQLite today (src/store/sqlite*.c); PostgreSQL later
- * (src/store/pg.c, libpq), which must keep every rule written here, the
- * transaction rules of "What a backend guarantees" above all.
+ * (store_open_url): SQLite (src/store/sqlite*.c, the default) and
+ * PostgreSQL (src/store/pg*.c, libpq), each keeping every rule written
+ * here, the transaction rules of "What a backend guarantees" above all.
  *
  * A job record never disappears: its files do (retention), and then it
  * answers JOB_EXPIRED. Every function is safe to call from any thread, on
@@ -191,10 +191,15 @@ typedef struct store store_t;
  *                                 chdir changes nothing)
  *   NULL or ""                    data_dir/upres.db (store_open), data_dir
  *                                 made when missing
- * The file's folder must exist for the two URL forms. UP_ERR_UNSUPPORTED for
- * a scheme this build has no backend for (postgresql://: the message names
- * this build's backends); UP_ERR_INVALID for a malformed URL; UP_ERR_IO when
- * the database cannot be opened, or is newer than this upres.
+ *   postgresql://USER@HOST:PORT/DB  a PostgreSQL database (store_pg_open):
+ *   postgres://...                any URI libpq reads, its query settings
+ *                                 included (postgresql:///DB?host=/SOCKET/DIR
+ *                                 for a Unix socket); the schema is made or
+ *                                 migrated at open; data_dir is not used
+ * The file's folder must exist for the two sqlite forms. UP_ERR_UNSUPPORTED
+ * for a scheme this build has no backend for (the message names this
+ * build's backends); UP_ERR_INVALID for a malformed URL; UP_ERR_IO when the
+ * database cannot be opened or reached, or is newer than this upres.
  */
 int store_open_url(const char *url, const char *data_dir, store_t **out, up_error_t *err);
 
@@ -671,5 +676,13 @@ struct store {
 
 /* The SQLite backend's open (sqlite.c): the file at path (absolute), created when missing. */
 int store_sqlite_open(const char *path, store_t **out, up_error_t *err);
+
+/*
+ * The PostgreSQL backend's open (pg.c): connect with libpq to url (a
+ * postgresql:// or postgres:// URI), create or migrate the schema, prepare
+ * the statements. *out is new (store_close). UP_ERR_IO when the server
+ * cannot be reached or refuses, or its schema is newer than this upres.
+ */
+int store_pg_open(const char *url, store_t **out, up_error_t *err);
 
 #endif

@@ -1,6 +1,6 @@
 /*
  * assets_test.c - jobs as an input asset plus steps (store.h, schema 6),
- * on the SQLite store.
+ * on SQLite and on PostgreSQL (backends.h).
  *
  * Assets: insert, get and their refusals (duplicate id, a path for a key);
  * one asset feeding two jobs, each reading its input through the asset; a
@@ -29,19 +29,11 @@
 #include "core/clock.h"
 #include "store/store.h"
 #include "test.h"
+#include "unit/store/backends.h"
 
 #define WORKER "test-host:1:0:0000asse"
 
-static char dir[256];
-
-static store_t *open_sub(const char *name) {
-    char sub[300];
-    snprintf(sub, sizeof sub, "%s/%s", dir, name);
-    store_t *st = NULL;
-    up_error_t err;
-    CHECKF(store_open(sub, &st, &err) == 0, "%s: %s", name, err.msg);
-    return st;
-}
+static store_t *open_sub(const char *name) { return tb_open(name); }
 
 static void make_asset(asset_t *a, const char *id, const char *owner, double expires_at) {
     memset(a, 0, sizeof *a);
@@ -441,18 +433,23 @@ static void test_steps_report(void) {
     store_close(st);
 }
 
-int main(void) {
-    snprintf(dir, sizeof dir, "/tmp/upres-assets-test-%d", (int)getpid());
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {
-    }
-    mkdir(dir, 0777);
+/* The cases, on whichever backend tb_run runs them. */
+static void run_all(void) {
     test_assets();
     test_shared();
     test_one_shot();
     test_batch();
     test_steps_report();
+}
+
+int main(void) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "/tmp/upres-assets-test-%d", (int)getpid());
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) {
+    }
+    tb_run(dir, run_all);
     if (system(cmd)) {
     }
     return test_summary();

@@ -1,7 +1,7 @@
 /*
  * schema7_test.c - what schema version 7 added to the store (store.h) for
- * the dialects and the jobs API, on the SQLite store. (store_test.c
- * migrates a version-6 file.)
+ * the dialects and the jobs API, on SQLite and on PostgreSQL (backends.h).
+ * (store_test.c migrates a version-6 SQLite file.)
  *
  * Guest sessions: a guest row (guest 1) inserted with its reset_at, found
  * by hash and by id but never listed, and never making a key's prefix
@@ -40,21 +40,13 @@
 #include "core/clock.h"
 #include "store/store.h"
 #include "test.h"
+#include "unit/store/backends.h"
 
 #define WORKER "test-host:1:0:0000sch7"
 #define DAY 86400.0
 #define DAY0 1767225600.0 /* 2026-01-01T00:00:00Z */
 
-static char dir[256];
-
-static store_t *open_sub(const char *name) {
-    char sub[300];
-    snprintf(sub, sizeof sub, "%s/%s", dir, name);
-    store_t *st = NULL;
-    up_error_t err;
-    CHECKF(store_open(sub, &st, &err) == 0, "%s: %s", name, err.msg);
-    return st;
-}
+static store_t *open_sub(const char *name) { return tb_open(name); }
 
 static void sleep_s(double s) {
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
@@ -430,18 +422,23 @@ static void test_model_rate(void) {
     store_close(st);
 }
 
-int main(void) {
-    snprintf(dir, sizeof dir, "/tmp/upres-schema7-test-%d", (int)getpid());
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {
-    }
-    mkdir(dir, 0777);
+/* The cases, on whichever backend tb_run runs them. */
+static void run_all(void) {
     test_guests();
     test_meta();
     test_usage_daily();
     test_queue_position();
     test_model_rate();
+}
+
+int main(void) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "/tmp/upres-schema7-test-%d", (int)getpid());
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) {
+    }
+    tb_run(dir, run_all);
     if (system(cmd)) {
     }
     return test_summary();

@@ -1,5 +1,7 @@
 /*
- * store_test.c - the SQLite job store (src/store/sqlite*.c, through store.c).
+ * store_test.c - the job store (through store.c) on SQLite (src/store/sqlite*.c)
+ * and PostgreSQL (src/store/pg*.c): backends.h runs the backend-neutral
+ * cases on each; the file migrations and sqlite: URLs are SQLite's alone.
  *
  * Every transition and its refusals: insert (and a duplicate id), get of an
  * unknown id, claim in creation order (to claimed), start (to processing),
@@ -26,7 +28,8 @@
  * back (fail, cancel while queued or claimed, recover) and not where it is
  * kept (cancelled while processing, completed); charged inserts from many
  * threads on two handles against one balance and one quota, and against
- * top-ups made at the same time (neither change lost); listing an
+ * top-ups made at the same time (neither change lost); charged jobs ended
+ * at once by threads on two handles (one end each, refunded once); listing an
  * owner's jobs (filters, newest first, paging while jobs arrive); and the
  * in-place migration of a version-1 and of a version-3 database (a job it
  * left processing has no lease, so the first rescue takes it).
@@ -51,8 +54,16 @@
  *
  * Opening from a URL: sqlite:///ABSOLUTE, sqlite:RELATIVE (resolved at
  * open: a chdir afterwards changes nothing), NULL and "" (the data
- * folder's upres.db); another scheme is UP_ERR_UNSUPPORTED naming this
- * build's backends, a malformed URL UP_ERR_INVALID.
+ * folder's upres.db); postgresql:// and postgres:// pass the check; another
+ * scheme is UP_ERR_UNSUPPORTED naming this build's backends, a malformed
+ * URL UP_ERR_INVALID.
+ *
+ * PostgreSQL only: six opens racing on a new schema (made once, under the
+ * advisory lock), a schema newer than this upres refused, a lost connection
+ * made again by the next call, a claim that skips a row another
+ * transaction holds without waiting for it, asset deletion waiting for a
+ * submission in flight, postgres:// URLs and an unreachable server
+ * (UP_ERR_IO).
  */
 #include <limits.h>
 #include <pthread.h>
@@ -68,6 +79,7 @@
 #include "core/uuid.h"
 #include "store/store.h"
 #include "test.h"
+#include "unit/store/backends.h"
 
 static char dir[256];
 
@@ -107,12 +119,12 @@ static const store_fence_t *held(store_t *st, const char *id) {
 
 /*
  * What a dead process leaves: every claimed or processing job of the
- * database in folder sub ("" = the main one) has its lease run out; then
+ * store named sub ("" = the main one) has its lease run out; then
  * store_jobs_rescue (no backoff) counts the jobs queued again and failed.
  */
 static int recover(store_t *st, const char *sub, int max_attempts, double retention_s, int *n_re,
                    int *n_fail) {
-    if (raw_exec(sub, "UPDATE jobs SET lease_until = 1 WHERE status IN (1, 6)"))
+    if (tb_exec(sub, "UPDATE jobs SET lease_until = 1 WHERE status IN (1, 6)"))
         return -1;
     job_t jobs[16];
     int n = 0, re = 0, fail = 0;
@@ -434,12 +446,8 @@ static void *race(void *arg) {
 }
 
 static void test_claim_race(void) {
-    char rdir[300];
-    snprintf(rdir, sizeof rdir, "%s/race", dir);
     up_error_t err;
-    store_t *a = NULL, *b = NULL;
-    CHECKF(store_open(rdir, &a, &err) == 0, "%s", err.msg);
-    CHECKF(store_open(rdir, &b, &err) == 0, "%s", err.msg); /* a second handle, as another process */
+    store_t *a = tb_open("race"), *b = tb_open("race"); /* a second handle, as another process */
     if (!a || !b)
         goto out;
     job_t j;
@@ -483,15 +491,11 @@ out:
 
 /* ---- claimed ----------------------------------------------------------------- */
 
-/* A store of its own in dir/name, for tests that claim (claim takes the oldest queued job of all). */
-static store_t *open_sub(const char *name) {
-    char sub[300];
-    snprintf(sub, sizeof sub, "%s/%s", dir, name);
-    store_t *st = NULL;
-    up_error_t err;
-    CHECKF(store_open(sub, &st, &err) == 0, "%s: %s", name, err.msg);
-    return st;
-}
+/*
+ * A store of its own named name (SQLite: dir/name; PostgreSQL: a schema),
+ * for tests that claim (claim takes the oldest queued job of all).
+ */
+static store_t *open_sub(const char *name) { return tb_open(name); }
 
 static void test_claimed(void) {
     store_t *st = open_sub("claimed");
@@ -1005,6 +1009,84 @@ static void test_charge_race(void) {
     CHECK(balance(a, "q10") == -1);
     long long counts[JOB_STATUS_COUNT];
     CHECK(store_job_counts(b, counts, &err) == 0 && counts[JOB_STATUS_QUEUED] == 20);
+out:
+    store_close(a);
+    store_close(b);
+}
+
+/* ---- refunds from many threads ----------------------------------------------------- */
+
+#define N_REFUND_JOBS 40
+#define N_REFUND_THREADS 8
+
+typedef struct refunder {
+    store_t *st;
+    int ith;
+    int n_ok, n_refused, n_other;
+} refunder_t;
+
+/* Every thread ends every job: half by failing it, half by cancelling it; one end per job may win. */
+static void *refund_race(void *arg) {
+    refunder_t *r = arg;
+    up_error_t err;
+    for (int i = 0; i < N_REFUND_JOBS; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "rr-%d", (i + r->ith * 7) % N_REFUND_JOBS);
+        job_status_t was;
+        int rc = r->ith % 2 ? store_job_fail(r->st, id, NULL, "raced", 60, &err)
+                            : store_job_cancel(r->st, id, &was, &err);
+        if (rc == 0)
+            r->n_ok++;
+        else if (rc == UP_ERR_INVALID)
+            r->n_refused++;
+        else
+            r->n_other++;
+    }
+    return NULL;
+}
+
+/*
+ * Refunds at most once under races: charged jobs ended at once by threads
+ * on two handles (as two processes), each trying every job: one end wins
+ * per job and the balance gets each charge back exactly once.
+ */
+static void test_refund_race(void) {
+    store_t *a = open_sub("refund-race"), *b = open_sub("refund-race");
+    if (!a || !b)
+        goto out;
+    up_error_t err;
+    api_key_t k;
+    make_key(&k, "rr", "upres_rr", 1, -1, 1000, 1.0);
+    CHECK(store_key_insert(a, &k, &err) == 0);
+    for (int i = 0; i < N_REFUND_JOBS; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "rr-%d", i);
+        CHECK(insert_charged(a, id, "rr", 1 + i % 3, 1.0 + i, NULL, &err) == 0);
+    }
+    long long charged = 1000 - balance(a, "rr");
+    static refunder_t refunders[N_REFUND_THREADS];
+    pthread_t th[N_REFUND_THREADS];
+    for (int i = 0; i < N_REFUND_THREADS; i++) {
+        refunders[i] = (refunder_t){.st = i % 4 < 2 ? a : b, .ith = i};
+        pthread_create(&th[i], NULL, refund_race, &refunders[i]);
+    }
+    int ok = 0, refused = 0, other = 0;
+    for (int i = 0; i < N_REFUND_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        ok += refunders[i].n_ok;
+        refused += refunders[i].n_refused;
+        other += refunders[i].n_other;
+    }
+    CHECKF(ok == N_REFUND_JOBS && refused == N_REFUND_JOBS * (N_REFUND_THREADS - 1) && other == 0,
+           "%d ended, %d refused, %d other", ok, refused, other);
+    CHECKF(charged > 0 && balance(b, "rr") == 1000, "charged %lld, balance %lld", charged, balance(b, "rr"));
+    int all_refunded = 1;
+    for (int i = 0; i < N_REFUND_JOBS; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "rr-%d", i);
+        all_refunded &= refunded(b, id) == 1;
+    }
+    CHECK(all_refunded);
 out:
     store_close(a);
     store_close(b);
@@ -1998,13 +2080,18 @@ static void test_urls(void) {
 
     /* another scheme: this build has no such backend; malformed URLs */
     st = (store_t *)&st; /* any non-NULL value: a refusal sets *out to NULL */
-    CHECK(store_open_url("postgresql://upres@db.example/upres", base, &st, &err) == UP_ERR_UNSUPPORTED &&
+    CHECK(store_open_url("mysql://upres@db.example/upres", base, &st, &err) == UP_ERR_UNSUPPORTED &&
           st == NULL);
-    CHECKF(strstr(err.msg, "postgresql") && strstr(err.msg, "backends: sqlite"), "%s", err.msg);
-    CHECK(store_url_check("postgresql://upres@db.example/upres", &err) == UP_ERR_UNSUPPORTED);
+    CHECKF(strstr(err.msg, "mysql") && strstr(err.msg, "backends: sqlite, postgresql"), "%s", err.msg);
     CHECK(store_url_check("mysql:x", &err) == UP_ERR_UNSUPPORTED);
-    static const char *const bad[] = {"x!",          "/abs/path.db",       "rel.db", "sqlite:", "sqlite://",
-                                      "sqlite:dir/", "sqlite://host/x.db", "1x:y",   ":x"};
+    /* PostgreSQL's URLs are libpq's: checked here for their scheme only (test_pg_only opens them) */
+    CHECK(store_url_check("postgresql://upres@db.example/upres", &err) == 0);
+    CHECK(store_url_check("postgres://upres@db.example:5433/upres?sslmode=require", &err) == 0);
+    CHECK(store_url_check("postgresql:///upres?host=/run/postgresql", &err) == 0);
+    static const char *const bad[] = {
+        "x!",          "/abs/path.db",       "rel.db", "sqlite:", "sqlite://",
+        "sqlite:dir/", "sqlite://host/x.db", "1x:y",   ":x",      "postgresql:x",
+        "postgres:/x"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         CHECKF(store_url_check(bad[i], &err) == UP_ERR_INVALID, "%s", bad[i]);
         CHECKF(store_open_url(bad[i], base, &st, &err) == UP_ERR_INVALID && st == NULL, "%s", bad[i]);
@@ -2155,20 +2242,182 @@ static void test_leases(void) {
     store_close(b);
 }
 
-int main(void) {
-    snprintf(dir, sizeof dir, "/tmp/upres-store-test-%d", (int)getpid());
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {
-    }
+/* ---- PostgreSQL only ------------------------------------------------------------------- */
 
-    test_uuid();
+typedef struct opener {
+    char name[32];
+    int rc;
+} opener_t;
 
-    up_error_t err;
+static void *open_race(void *arg) {
+    opener_t *o = arg;
     store_t *st = NULL;
-    CHECKF(store_open(dir, &st, &err) == 0, "%s", err.msg);
+    char url[700];
+    up_error_t err;
+    tb_url(o->name, url, sizeof url);
+    o->rc = store_open_url(url, NULL, &st, &err);
+    store_close(st);
+    return NULL;
+}
+
+typedef struct due_asker {
+    store_t *st;
+    const char *id;
+    int plural; /* store_assets_due, else store_asset_due */
+    int rc, due;
+} due_asker_t;
+
+static void *ask_due(void *arg) {
+    due_asker_t *d = arg;
+    up_error_t err;
+    asset_t out[8];
+    if (!d->plural) {
+        d->rc = store_asset_due(d->st, d->id, now_s() + 1e6, out, &err);
+        d->due = d->rc == 0;
+        return NULL;
+    }
+    int n = 0;
+    d->rc = store_assets_due(d->st, now_s() + 1e6, out, 8, &n, &err);
+    for (int i = 0; i < n; i++)
+        d->due += strcmp(out[i].id, d->id) == 0;
+    return NULL;
+}
+
+/*
+ * Asset deletion serialised with submissions: a submission in flight (its
+ * asset held FOR SHARE, its job inserted, not committed yet) makes the
+ * sweeper's store_asset_due and store_assets_due wait, and once it commits
+ * they see its job and do not find the asset due.
+ */
+static void test_pg_asset_race(store_t *a) {
+    up_error_t err;
+    for (int plural = 0; plural < 2; plural++) {
+        asset_t s = {.frames = 1, .width = 8, .height = 8, .bytes = 10, .expires_at = now_s() + 3600};
+        snprintf(s.id, sizeof s.id, "ad-%d", plural);
+        snprintf(s.key, sizeof s.key, "uploads/ad-%d.png", plural);
+        CHECK(store_asset_insert(a, &s, &err) == 0);
+        PGconn *c = tb_pg_connect("reconnect");
+        char sql[400];
+        snprintf(sql, sizeof sql,
+                 "BEGIN; SELECT 1 FROM assets WHERE id = '%s' FOR SHARE;"
+                 " INSERT INTO jobs (id, status, asset_id) VALUES ('ad-job-%d', 0, '%s')",
+                 s.id, plural, s.id);
+        PGresult *r = PQexec(c, sql);
+        CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+        PQclear(r);
+        due_asker_t d = {.st = a, .id = s.id, .plural = plural, .rc = -1};
+        pthread_t th;
+        pthread_create(&th, NULL, ask_due, &d);
+        sleep_s(0.3); /* the sweeper is waiting on the asset's row by now */
+        PQclear(PQexec(c, "COMMIT"));
+        pthread_join(th, NULL);
+        CHECKF(d.due == 0 && (plural ? d.rc == 0 : d.rc == UP_ERR_NOT_FOUND), "%s: rc %d, due %d",
+               plural ? "assets_due" : "asset_due", d.rc, d.due);
+        PQfinish(c);
+    }
+}
+
+/*
+ * What only the PostgreSQL store has: processes starting at once on a new
+ * database (the schema made once, under the advisory lock); a database
+ * newer than this upres refused; a lost connection made again; a claim
+ * that skips a row another transaction holds instead of waiting for it;
+ * the URL forms (postgres:// too; an unreachable server is UP_ERR_IO).
+ */
+static void test_pg_only(void) {
+    up_error_t err;
+    job_t j, got;
+
+    /* 6 handles opening one new schema at once: every open succeeds, one schema made */
+    enum { N_OPEN = 6 };
+    static opener_t openers[N_OPEN];
+    pthread_t th[N_OPEN];
+    tb_exec("opened", "SELECT 1"); /* makes the schema, empty */
+    for (int i = 0; i < N_OPEN; i++) {
+        snprintf(openers[i].name, sizeof openers[i].name, "opened");
+        openers[i].rc = -1;
+        pthread_create(&th[i], NULL, open_race, &openers[i]);
+    }
+    int opened = 0;
+    for (int i = 0; i < N_OPEN; i++) {
+        pthread_join(th[i], NULL);
+        opened += openers[i].rc == 0;
+    }
+    CHECKF(opened == N_OPEN, "%d of %d opens", opened, N_OPEN);
+    CHECK(tb_exec(
+              "opened",
+              "DO $$BEGIN IF (SELECT count(*) FROM schema_version) <> 1"
+              " OR (SELECT max(version) FROM schema_version) <> 1 THEN RAISE 'bad version'; END IF; END$$") ==
+          0);
+
+    /* newer than this upres: refused, nothing changed */
+    CHECK(tb_exec("opened", "UPDATE schema_version SET version = 99") == 0);
+    char url[700];
+    tb_url("opened", url, sizeof url);
+    store_t *st = (store_t *)&st;
+    CHECK(store_open_url(url, NULL, &st, &err) == UP_ERR_IO && st == NULL);
+    CHECKF(strstr(err.msg, "newer") && strstr(err.msg, "99"), "%s", err.msg);
+
+    /* a lost connection: the call that finds it fails (UP_ERR_IO), the next one reconnects */
+    char app[64];
+    snprintf(app, sizeof app, "upres-test-%d", (int)getpid()); /* no other test's connection */
+    tb_exec("reconnect", "SELECT 1");
+    tb_url("reconnect", url, sizeof url);
+    /* a statement that waits on a lock (a claim that would not skip one) fails in 5 s instead of hanging */
+    snprintf(url + strlen(url), sizeof url - strlen(url),
+             "%%20-cstatement_timeout%%3D5000&application_name=%s", app);
+    store_t *a = NULL;
+    CHECKF(store_open_url(url, NULL, &a, &err) == 0, "%s: %s", url, err.msg);
+    if (!a)
+        return;
+    make_job(&j, "rc-1", 1.0);
+    CHECK(store_job_insert(a, &j, &err) == 0);
+    char kill[300];
+    snprintf(kill, sizeof kill,
+             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '%s'", app);
+    CHECK(tb_exec("reconnect", kill) == 0);
+    int rc1 = store_job_get(a, "rc-1", &got, &err);
+    CHECKF(rc1 == UP_ERR_IO || rc1 == 0, "%d %s", rc1, err.msg);
+    CHECKF(store_job_get(a, "rc-1", &got, &err) == 0 && strcmp(got.id, "rc-1") == 0, "%s", err.msg);
+    make_job(&j, "rc-2", 2.0);
+    CHECK(store_job_insert(a, &j, &err) == 0); /* the statements are prepared again */
+
+    /* a claim skips the oldest job while another transaction holds its row, and does not wait */
+    PGconn *c = tb_pg_connect("reconnect");
+    PGresult *r = PQexec(c, "BEGIN; SELECT 1 FROM jobs WHERE id = 'rc-1' FOR UPDATE");
+    CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
+    PQclear(r);
+    double t0 = now_s();
+    CHECK(claim(a, &got, &err) == 0 && strcmp(got.id, "rc-2") == 0 && now_s() - t0 < 2);
+    CHECK(claim(a, &got, &err) == UP_ERR_NOT_FOUND);
+    PQclear(PQexec(c, "ROLLBACK"));
+    PQfinish(c);
+    CHECK(claim(a, &got, &err) == 0 && strcmp(got.id, "rc-1") == 0);
+    test_pg_asset_race(a);
+    store_close(a);
+
+    /* URL forms: postgres:// is postgresql:// */
+    char alt[800];
+    tb_url("reconnect", url, sizeof url);
+    snprintf(alt, sizeof alt, "postgres%s", strchr(url, ':'));
+    CHECKF(store_open_url(alt, NULL, &st, &err) == 0 && st, "%s: %s", alt, err.msg);
+    CHECK(st && store_job_get(st, "rc-2", &got, &err) == 0);
+    store_close(st);
+    st = (store_t *)&st;
+    CHECK(store_open_url("postgresql:///upres_test?host=/nonexistent-socket-dir", NULL, &st, &err) ==
+              UP_ERR_IO &&
+          st == NULL);
+    CHECKF(strstr(err.msg, "cannot connect") && strstr(err.msg, "upres_test"), "%s", err.msg);
+}
+
+/* ---- main ---------------------------------------------------------------------------------- */
+
+/* The backend-neutral cases, on whichever backend tb_run runs them. */
+static void run_all(void) {
+    up_error_t err;
+    store_t *st = tb_open("");
     if (!st)
-        return test_summary();
+        return;
     test_transitions(st);
     test_due(st);
     /* a=expired b=failed c=cancelled d=failed e=cancelled f=expired g=completed h=queued */
@@ -2179,8 +2428,7 @@ int main(void) {
     job_t before, after;
     CHECK(store_job_get(st, "job-g", &before, &err) == 0);
     store_close(st);
-    st = NULL;
-    CHECKF(store_open(dir, &st, &err) == 0, "%s", err.msg);
+    st = tb_open("");
     if (st) {
         test_counts(st, expect);
         CHECK(store_job_get(st, "job-g", &after, &err) == 0);
@@ -2200,19 +2448,37 @@ int main(void) {
     test_keys();
     test_charges();
     test_charge_race();
+    test_refund_race();
     test_key_update();
     test_topup_race();
     test_list();
+    test_blob_keys();
+    test_leases();
+    if (tb_pg)
+        test_pg_only();
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "/tmp/upres-store-test-%d", (int)getpid());
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) {
+    }
+
+    test_uuid();
+    tb_run(dir, run_all);
+
+    /* SQLite only: its files' migrations and URLs */
     test_migrate_v1();
     test_migrate_v3();
-    test_blob_keys();
     test_migrate_v4();
     test_migrate_v5();
     test_migrate_v6();
-    test_leases();
     test_urls();
 
     /* a path where the database cannot be created */
+    up_error_t err;
+    store_t *st = NULL;
     CHECK(store_open("/proc/upres-no-such-dir", &st, &err) == UP_ERR_IO && st == NULL);
 
     if (system(cmd)) {
