@@ -179,9 +179,10 @@ static const setting_t serve_items[] = {
      .env = "UPRES_STORE",
      .type = SETTING_TYPE_STRING,
      .def_text = "`DATA/upres.db`",
-     .what = "sqlite:///ABSOLUTE/PATH.db or sqlite:RELATIVE/PATH.db",
+     .what = "sqlite:///ABSOLUTE/PATH.db, sqlite:RELATIVE/PATH.db or postgresql://[USER@]HOST[:PORT]/DB "
+             "(any libpq URI)",
      .help = "the job database, by URL, instead of the data folder's (which keeps the uploads and results)",
-     .doc = "a relative path is the working directory's at start",
+     .doc = "a relative path is the working directory's at start; see \"PostgreSQL\"",
      .parse = parse_store,
      LOCAL(store_url)},
     {.name = "models",
