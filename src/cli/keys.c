@@ -150,7 +150,7 @@ static int open_store(const opts_t *o, int must_exist, store_t **st) {
         dir = "./data";
     up_error_t err;
     if (store_url_check(url, &err)) { /* a usage error, as serve's */
-        cli_error("bad store '%s': %s", url, err.msg);
+        cli_error("%s", err.msg);
         return 2;
     }
     struct stat sb;

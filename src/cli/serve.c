@@ -184,6 +184,7 @@ static const setting_t serve_items[] = {
      .help = "the job database, by URL, instead of the data folder's (which keeps the uploads and results)",
      .doc = "a relative path is the working directory's at start; see \"PostgreSQL\"",
      .parse = parse_store,
+     .own_message = 1, /* store_url_check's, which hides a password */
      LOCAL(store_url)},
     {.name = "models",
      .short_flag = 'm',

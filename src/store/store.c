@@ -88,10 +88,38 @@ static int parse_url(const char *url, const char **path, int *pg, up_error_t *er
                         url);
 }
 
+/* url for a message: a password (user:PASSWORD@ in any form, or password=... in the query) as "***". */
+static void redact(const char *url, char *out, size_t size) {
+    size_t n = 0;
+    const char *at = strchr(url, '@'), *scheme = strchr(url, ':');
+    const char *pw = NULL; /* the last ':' between the scheme's and the '@' */
+    for (const char *p = scheme ? scheme + 1 : url; at && scheme && p < at; p++)
+        if (*p == ':')
+            pw = p;
+    for (const char *p = url; *p && n + 4 < size;) {
+        if (pw && p == pw + 1) {
+            n += (size_t)snprintf(out + n, size - n, "***");
+            p = at;
+        } else if (!strncmp(p, "password=", 9) && (p == url || p[-1] == '?' || p[-1] == '&')) {
+            n += (size_t)snprintf(out + n, size - n, "password=***");
+            p += 9 + strcspn(p + 9, "&");
+        } else {
+            out[n++] = *p++;
+        }
+    }
+    out[n < size ? n : size - 1] = '\0';
+}
+
 int store_url_check(const char *url, up_error_t *err) {
     const char *path;
     int pg;
-    return parse_url(url, &path, &pg, err);
+    int rc = parse_url(url, &path, &pg, err);
+    if (rc) {
+        char shown[512];
+        redact(url, shown, sizeof shown);
+        up_error_prefix(err, "bad store '%s'", shown);
+    }
+    return rc;
 }
 
 int store_open_url(const char *url, const char *data_dir, store_t **out, up_error_t *err) {

@@ -203,7 +203,11 @@ typedef struct store store_t;
  */
 int store_open_url(const char *url, const char *data_dir, store_t **out, up_error_t *err);
 
-/* Check url's form and scheme as store_open_url would, opening nothing (a setting's check). */
+/*
+ * Check url's form and scheme as store_open_url would, opening nothing (a
+ * setting's check). A refusal's message names the URL ("bad store 'URL':
+ * ...") with any password in it shown as "***", ready to print.
+ */
 int store_url_check(const char *url, up_error_t *err);
 
 /* store_open_url(NULL, data_dir, ...): data_dir/upres.db. */

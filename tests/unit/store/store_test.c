@@ -2099,6 +2099,21 @@ static void test_urls(void) {
     }
     CHECK(store_url_check(NULL, &err) == 0 && store_url_check("", &err) == 0);
     CHECK(store_url_check("sqlite:///x.db", &err) == 0 && store_url_check("sqlite:x.db", &err) == 0);
+    /* a refusal names the URL, ready to print, with any password hidden */
+    static const struct {
+        const char *url, *shown;
+    } secret[] = {
+        {"postgresql:u:s3cret@h/db", "bad store 'postgresql:u:***@h/db'"},
+        {"mysql://u:s3cret@h/db", "bad store 'mysql://u:***@h/db'"},
+        {"postgres:h?sslmode=require&password=s3cret&x=1",
+         "bad store 'postgres:h?sslmode=require&password=***&x=1'"},
+        {"sqlite:", "bad store 'sqlite:'"},
+    };
+    for (size_t i = 0; i < sizeof secret / sizeof *secret; i++) {
+        CHECK(store_url_check(secret[i].url, &err) != 0);
+        CHECKF(!strncmp(err.msg, secret[i].shown, strlen(secret[i].shown)) && !strstr(err.msg, "s3cret"),
+               "%s", err.msg);
+    }
     /* a folder that is missing: the open fails, nothing is made */
     snprintf(url, sizeof url, "sqlite://%s/missing/x.db", base);
     CHECK(store_open_url(url, NULL, &st, &err) == UP_ERR_IO && st == NULL);
