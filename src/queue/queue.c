@@ -768,6 +768,8 @@ int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_
         free(q);
         return rc;
     }
+    if (q->cfg.tile_memory == 0)
+        q->cfg.tile_memory = upscale_tile_memory_auto(q->cfg.n_workers);
     q->threads_per_worker = q->cfg.threads_per_worker;
     if (q->threads_per_worker <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -818,9 +820,11 @@ int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_
         goto fail;
     }
     q->keeper_started = 1;
-    log_info("job queue: %d worker(s) x %d threads (%s), retention %.0f s, lease %g s renewed every %g s",
-             q->cfg.n_workers, q->threads_per_worker, nn_backend_name(q->cfg.backend), q->cfg.retention_s,
-             q->cfg.lease_s, q->cfg.heartbeat_s);
+    log_info(
+        "job queue: %d worker(s) x %d threads (%s), tiles within %.0f MiB each, retention %.0f s, lease %g "
+        "s renewed every %g s",
+        q->cfg.n_workers, q->threads_per_worker, nn_backend_name(q->cfg.backend),
+        (double)q->cfg.tile_memory / (1 << 20), q->cfg.retention_s, q->cfg.lease_s, q->cfg.heartbeat_s);
     *out = q;
     return UP_OK;
 fail:

@@ -47,7 +47,7 @@ typedef struct queue_config {
     double orphan_age_s; /* default 300: ... and a blob no row references past this, seconds */
     unsigned long long max_input_pixels;  /* 0 = no limit; default upscale_max_input_pixels() */
     unsigned long long max_output_pixels; /* 0 = no limit; default as upscale_opts_init */
-    size_t tile_memory;                   /* bytes for automatic tiles, 0 = default */
+    size_t tile_memory; /* bytes for one worker's automatic tiles; 0 = upscale_tile_memory_auto(n_workers) */
     int colour_srgb;    /* results are converted to sRGB; 0 (default) = they keep the input's ICC profile
                            and values (the network ran on them). A job's own "colour" ("srgb", "keep")
                            wins over this */

@@ -419,7 +419,8 @@ static int upscale_frame(run_t *r, const step_t *s, const up_image_t *in, up_ima
     upscale_opts_init(&o);
     o.scale = s->upscale.scale;
     o.tile = s->upscale.tile;
-    o.tile_memory = r->env->tile_memory ? r->env->tile_memory : UPSCALE_DEFAULT_TILE_MEMORY;
+    if (r->env->tile_memory)
+        o.tile_memory = r->env->tile_memory;
     o.alpha = s->upscale.alpha;
     o.progress = on_tiles;
     o.progress_ctx = r;

@@ -183,7 +183,7 @@ typedef struct steps_env {
     upscale_progress_fn progress;
     void *progress_ctx;
     const atomic_int *abort;              /* borrowed, may be NULL: stop between layers */
-    size_t tile_memory;                   /* 0 = default */
+    size_t tile_memory;                   /* 0 = upscale_opts_init's */
     unsigned long long max_output_pixels; /* 0 = no limit: checked before each step runs, over all
                                              the frames it makes */
     int srgb;                             /* encode: convert to sRGB, no ICC profile */

@@ -27,6 +27,7 @@
  * is not stitched in, and upscaler_run frees its partial output.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,9 +58,31 @@ static unsigned long long env_pixels(const char *name, unsigned long long def) {
     return n;
 }
 
+size_t upscale_tile_memory_auto(int n_workers) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    unsigned long long kb = 0;
+    char line[128];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    if (kb == 0)
+        return UPSCALE_DEFAULT_TILE_MEMORY;
+    unsigned long long b = kb * 1024 / 2 / (unsigned long long)(n_workers > 0 ? n_workers : 1);
+    return b < UPSCALE_TILE_MEMORY_MIN   ? UPSCALE_TILE_MEMORY_MIN
+           : b > UPSCALE_TILE_MEMORY_MAX ? UPSCALE_TILE_MEMORY_MAX
+                                         : (size_t)b;
+}
+
+static size_t once_budget;
+static void once_budget_init(void) { once_budget = upscale_tile_memory_auto(1); }
+
 void upscale_opts_init(upscale_opts_t *opts) {
     memset(opts, 0, sizeof *opts);
-    opts->tile_memory = UPSCALE_DEFAULT_TILE_MEMORY;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, once_budget_init); /* read once: every image of a run gets the same tiles */
+    opts->tile_memory = once_budget;
     opts->alpha = UPSCALE_ALPHA_RESAMPLE;
     opts->max_output_pixels = env_pixels("UPRES_MAX_OUTPUT_PIXELS", UPSCALE_DEFAULT_MAX_OUTPUT_PIXELS);
 }
@@ -196,6 +219,8 @@ int upscaler_choose_tile(upscaler_t *up, int h, int w, const upscale_opts_t *opt
     t = t / 16 * 16;
     if (t < 32)
         t = 32;
+    if (t > UPSCALE_AUTO_TILE_MAX) /* past it a larger tile only costs memory and cache: see the header */
+        t = UPSCALE_AUTO_TILE_MAX;
     int longest = h > w ? h : w;
     if (t >= longest)
         return 0;

@@ -103,12 +103,25 @@ typedef struct upscale_opts {
     unsigned long long max_output_pixels; /* 0 = no limit */
 } upscale_opts_t;
 
-#define UPSCALE_DEFAULT_TILE_MEMORY ((size_t)1 << 30)
+#define UPSCALE_DEFAULT_TILE_MEMORY ((size_t)1 << 30) /* when the machine's memory cannot be read */
+#define UPSCALE_TILE_MEMORY_MIN ((size_t)256 << 20)
+#define UPSCALE_TILE_MEMORY_MAX ((size_t)8 << 30)
+
+/*
+ * The automatic tile budget of one of n_workers networks running at once:
+ * half of the memory available now (MemAvailable in /proc/meminfo) shared
+ * between them, within [UPSCALE_TILE_MEMORY_MIN, UPSCALE_TILE_MEMORY_MAX];
+ * UPSCALE_DEFAULT_TILE_MEMORY when it cannot be read. Larger tiles mean
+ * fewer passes over the borders each tile recomputes (x4plus at 512^2: 25 s
+ * in one tile, 36 s in tiles of 128), so the budget grows with the machine.
+ */
+size_t upscale_tile_memory_auto(int n_workers);
 #define UPSCALE_DEFAULT_MAX_INPUT_PIXELS 40000000ULL   /* PRODUCT.md: 40 megapixels in */
 #define UPSCALE_DEFAULT_MAX_OUTPUT_PIXELS 400000000ULL /* and at most 400 megapixels out */
 
 /*
- * Defaults: native scale, automatic tiles within 1 GiB, alpha resampled,
+ * Defaults: native scale, automatic tiles within upscale_tile_memory_auto(1)
+ * (read at the first call, the same for the whole run), alpha resampled,
  * output at most $UPRES_MAX_OUTPUT_PIXELS pixels (default 400 million).
  */
 void upscale_opts_init(upscale_opts_t *opts);
@@ -139,7 +152,21 @@ int upscaler_scale(const upscaler_t *up); /* native scale */
 int upscaler_run_planes(upscaler_t *up, const float *in, int c, int h, int w, float *out, int tile,
                         const upscale_opts_t *opts, int first, int total, up_error_t *err);
 
-/* The tile edge that fits opts->tile_memory for this image (opts->tile if set). */
+/*
+ * Automatic tiles are at most this edge: a tile recomputes 10 pixels of
+ * context on each side (8% more pixels at 512), while a larger one costs
+ * memory and cache (bench/tile_choice.py: animevideov3 on 2048^2 takes
+ * 20.9 s in tiles of 512 and 24.6 s in one tile; x4plus on 512^2, 31.6 s
+ * in one tile of 512, 41.6 s in tiles of 128).
+ */
+#define UPSCALE_AUTO_TILE_MAX 512
+
+/*
+ * The tile edge for this image (opts->tile if set): the largest that fits
+ * opts->tile_memory, at most UPSCALE_AUTO_TILE_MAX, then the image split
+ * evenly into as many tiles of it as that takes along the longer side.
+ * 0 = one tile for the whole image.
+ */
 int upscaler_choose_tile(upscaler_t *up, int h, int w, const upscale_opts_t *opts, up_error_t *err);
 
 /*

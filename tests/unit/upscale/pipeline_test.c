@@ -221,6 +221,21 @@ static void test_scales_tiles_progress(void) {
         int n = et > 0 ? (1024 + et - 1) / et : 1;
         CHECKF(et >= 0 && (et == 0 || (n * et - 1024 < 4 * n && et % 4 == 0)), "%d MB: tile %d", mb, et);
     }
+    /* a budget that fits the whole image still splits a large one into tiles of at most
+     * UPSCALE_AUTO_TILE_MAX (faster: bench/tile_choice.py), and leaves a small one whole */
+    opts.tile_memory = UPSCALE_TILE_MEMORY_MAX;
+    int big = upscaler_choose_tile(up, 2048, 2000, &opts, &err);
+    CHECKF(big == UPSCALE_AUTO_TILE_MAX, "8 GiB, 2048 x 2000: tile %d", big);
+    CHECK(upscaler_choose_tile(up, 1000, 1000, &opts, &err) == 500); /* 2 x 500, not 512 + a shifted 512 */
+    CHECK(upscaler_choose_tile(up, 512, 300, &opts, &err) == 0);
+    /* the default budget: half the available memory over the workers, within its bounds */
+    size_t one = upscale_tile_memory_auto(1), two = upscale_tile_memory_auto(2);
+    CHECKF(one >= UPSCALE_TILE_MEMORY_MIN && one <= UPSCALE_TILE_MEMORY_MAX && two <= one &&
+               upscale_tile_memory_auto(100000) == UPSCALE_TILE_MEMORY_MIN,
+           "%zu, %zu", one, two);
+    upscale_opts_t fresh;
+    upscale_opts_init(&fresh); /* read once per process (the same tiles all run long) */
+    CHECK(fresh.tile_memory >= UPSCALE_TILE_MEMORY_MIN && fresh.tile_memory <= UPSCALE_TILE_MEMORY_MAX);
 
     /* the output limit */
     opts.max_output_pixels = 100000;
