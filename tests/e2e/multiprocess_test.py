@@ -24,11 +24,18 @@ restarted each time. Then:
 
 Also: `serve` refuses a --heartbeat that is not under --lease.
 
+The same scenario runs again on PostgreSQL when UPRES_TEST_PG names a
+database (ctest's pg fixture, tests/pg/cluster.sh): both servers take
+`--store` with that URL (a schema of their own through its search_path,
+made here with psql), the store is read with psql, and its check is the
+rows' statuses alone (no integrity_check).
+
 The measured rescue times are printed.
 """
 import datetime
 import os
 import re
+import uuid
 import signal
 import sqlite3
 import subprocess
@@ -41,7 +48,6 @@ from client import (QUIET, SLOW, UPRES, Server, check, make_tmp, png, png_size, 
                     tally)
 
 TMP = make_tmp("upres-multiprocess-test-")
-DATA = os.path.join(TMP, "data")
 LEASE_S, HEARTBEAT_S = 3, 1
 N_JOBS, N_WAVES = 40, 4
 N_KILLS = 3  # mid-job kills wanted (at most one per job: a job has 3 attempts)
@@ -65,17 +71,52 @@ def log_time(stamp):
         tzinfo=datetime.timezone.utc).timestamp()
 
 
-def db():
-    return sqlite3.connect("file:%s?mode=ro" % os.path.join(DATA, "upres.db"), uri=True, timeout=10)
+PG = os.environ.get("UPRES_TEST_PG")
 
 
-def job_row(jid):
+class Store:
+    """Where the two servers keep their jobs: the data folder's SQLite file, or a PostgreSQL schema."""
+
+    def __init__(self, data, pg_url=None):
+        self.data = data
+        self.url = None
+        if pg_url:
+            schema = "mp_" + uuid.uuid4().hex[:12]
+            self.base = pg_url
+            self.psql("CREATE SCHEMA %s" % schema, search_path=False)
+            self.schema = schema
+            self.url = "%s%coptions=-csearch_path%%3D%s" % (pg_url, "&" if "?" in pg_url else "?", schema)
+        self.name = "PostgreSQL" if pg_url else "SQLite"
+
+    def args(self):
+        return ("--store", self.url) if self.url else ()
+
+    def psql(self, sql, search_path=True):
+        if search_path:
+            sql = "SET search_path = %s; %s" % (self.schema, sql)
+        p = subprocess.run(["psql", "-X", "-q", "-At", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", self.base,
+                            "-c", sql], capture_output=True, text=True, timeout=30 * SLOW)
+        if p.returncode != 0:
+            raise RuntimeError("psql: %s" % p.stderr.strip())
+        return [tuple(int(x) if x.lstrip("-").isdigit() else x for x in line.split("|"))
+                for line in p.stdout.splitlines() if line]
+
+    def rows(self, sql):
+        """The rows of sql (no parameters: ids here are the server's UUIDs), ints as ints."""
+        if self.url:
+            return self.psql(sql)
+        con = sqlite3.connect("file:%s?mode=ro" % os.path.join(self.data, "upres.db"), uri=True, timeout=10)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+
+def job_row(store, jid):
     """(status, attempts, worker) of job jid in the store, or None."""
-    con = db()
-    try:
-        return con.execute("SELECT status, attempts, worker FROM jobs WHERE id = ?", (jid,)).fetchone()
-    finally:
-        con.close()
+    assert re.fullmatch(r"[0-9a-f-]{36}", jid)
+    rows = store.rows("SELECT status, attempts, coalesce(worker, '') FROM jobs WHERE id = '%s'" % jid)
+    return rows[0] if rows else None
 
 
 def read_from(path, offset):
@@ -94,7 +135,7 @@ def pending_claim(text):
     return last
 
 
-def kill_mid_job(a, killed, budget_s):
+def kill_mid_job(store, a, killed, budget_s):
     """Wait (up to budget_s) until A holds a job not killed before, SIGKILL A and say whether the
     store showed that job held by A's worker at the kill: (job id, kill time) or None."""
     offset = a.log_offset
@@ -105,7 +146,7 @@ def kill_mid_job(a, killed, budget_s):
             a.proc.send_signal(signal.SIGKILL)
             t_kill = time.time()
             a.proc.wait(timeout=30)
-            row = job_row(p[0])
+            row = job_row(store, p[0])
             held = row is not None and row[0] in (1, 6) and row[2] == p[1]
             say("killed A (pid %d) holding job %s: store says %r" % (a.proc.pid, p[0], row))
             return (p[0], t_kill) if held else None
@@ -118,21 +159,13 @@ def start(s):
     return s.start()
 
 
-def main():
-    for f in (UPRES,):
-        if not os.path.exists(f):
-            print("missing %s" % f)
-            return 1
-    t0 = time.time()
-    # a heartbeat that is not under the lease would let a live worker's claim run out: refused
-    for args in (("--lease", "2", "--heartbeat", "2"), ("--heartbeat", "30"), ("--lease", "0")):
-        p = subprocess.run([UPRES, "serve", "--port", "0", "--data", os.path.join(TMP, "refused")] + list(args),
-                           capture_output=True, text=True, timeout=30 * SLOW)
-        check(p.returncode == 2 and ("heartbeat" in p.stderr or "lease" in p.stderr),
-              "serve %s -> exit 2 with a message" % " ".join(args), (p.returncode, p.stderr[-300:]))
-    a = Server("a", *ARGS, data=DATA, threads=1)
-    b = Server("b", *ARGS, data=DATA, threads=1)
-    if not check(start(a) and start(b), "two servers start on one data folder"):
+def scenario(store):
+    """Two servers on store and one data folder, A killed mid-job N_KILLS times: 0, or 1 when they did not start."""
+    data = store.data
+    say("---- %s ----" % store.name)
+    a = Server("a-" + store.name, *(ARGS + store.args()), data=data, threads=1)
+    b = Server("b-" + store.name, *(ARGS + store.args()), data=data, threads=1)
+    if not check(start(a) and start(b), "%s: two servers start on one data folder" % store.name):
         a.stop()
         b.stop()
         return 1
@@ -147,7 +180,7 @@ def main():
                 if check(r.status == 202 and jid, "submit job %d to %s -> 202" % (len(ids), s.name), r):
                     ids.append(jid)
             if len(killed) < N_KILLS:
-                got = kill_mid_job(a, killed, 20)
+                got = kill_mid_job(store, a, killed, 20)
                 kills += 1
                 if got:
                     killed[got[0]] = got[1]
@@ -158,7 +191,7 @@ def main():
             r = [submit((a if i % 2 == 0 else b).port, data=image, filename="x.png", model_name=MODEL, scale=2)
                  for i in range(4)]
             ids.extend((x.json() or {}).get("job_id", "") for x in r if x.status == 202)
-            got = kill_mid_job(a, killed, 20)
+            got = kill_mid_job(store, a, killed, 20)
             kills += 1
             if got:
                 killed[got[0]] = got[1]
@@ -177,7 +210,7 @@ def main():
         statuses = {j: (request(b.port, "GET", "/api/v1/status/" + j).json() or {}).get("status") for j in ids}
         check(all(v == "completed" for v in statuses.values()), "all %d jobs completed" % len(ids),
               {j: v for j, v in statuses.items() if v != "completed"})
-        uploads = os.listdir(os.path.join(DATA, "uploads"))
+        uploads = os.listdir(os.path.join(data, "uploads"))
         check(not uploads, "uploads/ is empty once the jobs completed", uploads)
 
         logs = read_from(a.log, 0) + read_from(b.log, 0)
@@ -208,7 +241,7 @@ def main():
                 bad.append((jid, r.status, png_size(r.body)))
         check(not bad, "every result downloads: 200, a %dx%d PNG" % (2 * EDGE, 2 * EDGE), bad)
         time.sleep(0.3)  # the download's deletion runs once the reply is sent
-        results = os.listdir(os.path.join(DATA, "results"))
+        results = os.listdir(os.path.join(data, "results"))
         check(not results, "results/ is empty after the downloads", results)
     finally:
         rc_a, rc_b = a.stop(), b.stop()
@@ -216,17 +249,37 @@ def main():
         if tally.failed:
             for s in (a, b):
                 print("---- %s log (tail) ----\n%s" % (s.name, s.tail(3000)))
-    con = db()
-    try:
-        ok = con.execute("PRAGMA integrity_check").fetchall()
-        rows = con.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall()
-        attempts = dict(con.execute("SELECT id, attempts FROM jobs").fetchall())
-    finally:
-        con.close()
-    check(ok == [("ok",)], "PRAGMA integrity_check: ok", ok)
+    if not store.url:
+        ok = store.rows("PRAGMA integrity_check")
+        check(ok == [("ok",)], "PRAGMA integrity_check: ok", ok)
+    rows = store.rows("SELECT status, count(*) FROM jobs GROUP BY status")
+    attempts = dict(store.rows("SELECT id, attempts FROM jobs"))
     check(rows == [(5, len(ids))], "every job downloaded (expired) in the store", rows)
     check(all(attempts.get(j, 0) >= 2 for j in killed), "each killed job took a second attempt",
           {j: attempts.get(j) for j in killed})
+    return 0
+
+
+def main():
+    for f in (UPRES,):
+        if not os.path.exists(f):
+            print("missing %s" % f)
+            return 1
+    t0 = time.time()
+    # a heartbeat that is not under the lease would let a live worker's claim run out: refused
+    for args in (("--lease", "2", "--heartbeat", "2"), ("--heartbeat", "30"), ("--lease", "0")):
+        p = subprocess.run([UPRES, "serve", "--port", "0", "--data", os.path.join(TMP, "refused")] + list(args),
+                           capture_output=True, text=True, timeout=30 * SLOW)
+        check(p.returncode == 2 and ("heartbeat" in p.stderr or "lease" in p.stderr),
+              "serve %s -> exit 2 with a message" % " ".join(args), (p.returncode, p.stderr[-300:]))
+    stores = [Store(os.path.join(TMP, "data"))]
+    if PG:
+        stores.append(Store(os.path.join(TMP, "data-pg"), PG))
+    else:
+        print("multiprocess_test: UPRES_TEST_PG is not set: SQLite only (ctest sets it with a PostgreSQL server)")
+    for store in stores:
+        if scenario(store):
+            return 1
     print("multiprocess_test: %d passed, %d failed (%.1f s)" % (tally.passed, tally.failed, time.time() - t0))
     return 1 if tally.failed else 0
 
