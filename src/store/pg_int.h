@@ -21,7 +21,6 @@
 
 #include "store/store.h"
 
-#define PG_BIT(s) (1u << (s))
 #define PG_MAX_ARGS 24
 
 /* A file's statements: n SQL texts (borrowed, static), prepared as prefix + index. */

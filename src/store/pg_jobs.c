@@ -19,6 +19,7 @@
 #include "core/clock.h"
 #include "core/xmalloc.h"
 #include "store/pg_int.h"
+#include "store/rules.h"
 
 #define IDEM_KEEP_S 86400.0 /* an Idempotency-Key's answer is replayed for 24 hours */
 
@@ -529,12 +530,11 @@ int pg_job_claim(store_t *st, const char *worker, double lease_s, job_t *out, up
     return rc;
 }
 
-/* Most writes: one statement on one job, allowed from some statuses only. */
+/* Most writes: one statement on one job, under its rule (rules.h: from which statuses, refunded from which).
+ */
 typedef struct transition {
-    int stmt;             /* S_* run when allowed */
-    unsigned allowed;     /* bit (1 << status) for each status it applies to */
-    unsigned refund_from; /* statuses from which the job's charge is refunded in the same transaction */
-    const char *what;     /* for error messages */
+    int stmt;                 /* S_* run when allowed */
+    const store_rule_t *rule; /* store.c's, the same for every backend */
 } transition_t;
 
 /*
@@ -557,14 +557,14 @@ static int transition(pg_store_t *p, const char *id, const store_fence_t *fence,
         *cancel = js.cancel;
     if ((rc = check_fence(id, &js, fence, err)))
         goto end;
-    if (!(t->allowed & PG_BIT(js.status))) {
+    if (!(t->rule->allowed & STORE_BIT(js.status))) {
         rc = up_error_set(err, UP_ERR_INVALID, 0, "job %s is %s: cannot %s it", id,
-                          job_status_name(js.status), t->what);
+                          job_status_name(js.status), t->rule->what);
         goto end;
     }
-    if ((rc = run(p, t->stmt, a, NULL, NULL, t->what, err)))
+    if ((rc = run(p, t->stmt, a, NULL, NULL, t->rule->what, err)))
         goto end;
-    if (t->refund_from & PG_BIT(js.status))
+    if (t->rule->refund_from & STORE_BIT(js.status))
         rc = pg_refund(p, id, err);
 end:
     rc = pg_tx_end(p, rc, err);
@@ -583,7 +583,7 @@ static void transition_args(pg_args_t *a, const char *id) {
 }
 
 int pg_job_start(store_t *st, const char *id, const store_fence_t *fence, int *cancel, up_error_t *err) {
-    static const transition_t t = {.stmt = S_START, .allowed = PG_BIT(JOB_STATUS_CLAIMED), .what = "start"};
+    static const transition_t t = {S_START, &store_rule_start};
     pg_args_t a;
     transition_args(&a, id);
     int c = 0;
@@ -595,8 +595,7 @@ int pg_job_start(store_t *st, const char *id, const store_fence_t *fence, int *c
 
 int pg_job_progress(store_t *st, const char *id, const store_fence_t *fence, int progress, int *cancel,
                     up_error_t *err) {
-    static const transition_t t = {
-        .stmt = S_PROGRESS, .allowed = PG_BIT(JOB_STATUS_PROCESSING), .what = "report progress of"};
+    static const transition_t t = {S_PROGRESS, &store_rule_progress};
     pg_args_t a;
     transition_args(&a, id);
     pg_arg_int(&a, progress);
@@ -608,9 +607,7 @@ int pg_job_progress(store_t *st, const char *id, const store_fence_t *fence, int
 }
 
 int pg_job_heartbeat(store_t *st, const char *id, const store_fence_t *fence, int *cancel, up_error_t *err) {
-    static const transition_t t = {.stmt = S_HEARTBEAT,
-                                   .allowed = PG_BIT(JOB_STATUS_CLAIMED) | PG_BIT(JOB_STATUS_PROCESSING),
-                                   .what = "renew the lease of"};
+    static const transition_t t = {S_HEARTBEAT, &store_rule_heartbeat};
     pg_args_t a;
     transition_args(&a, id);
     int c = 0;
@@ -622,8 +619,7 @@ int pg_job_heartbeat(store_t *st, const char *id, const store_fence_t *fence, in
 
 int pg_job_complete(store_t *st, const job_t *job, const store_fence_t *fence, double retention_s,
                     up_error_t *err) {
-    static const transition_t t = {
-        .stmt = S_COMPLETE, .allowed = PG_BIT(JOB_STATUS_PROCESSING), .what = "complete"};
+    static const transition_t t = {S_COMPLETE, &store_rule_complete};
     pg_args_t a;
     transition_args(&a, job->id);
     pg_arg_text(&a, job->result_key);
@@ -638,9 +634,7 @@ int pg_job_complete(store_t *st, const job_t *job, const store_fence_t *fence, d
 
 int pg_job_fail(store_t *st, const char *id, const store_fence_t *fence, const char *message,
                 double retention_s, up_error_t *err) {
-    /* a queued job may fail too (e.g. its input vanished before a worker took it) */
-    enum { LIVE = PG_BIT(JOB_STATUS_QUEUED) | PG_BIT(JOB_STATUS_CLAIMED) | PG_BIT(JOB_STATUS_PROCESSING) };
-    static const transition_t t = {.stmt = S_FAIL, .allowed = LIVE, .refund_from = LIVE, .what = "fail"};
+    static const transition_t t = {S_FAIL, &store_rule_fail};
     pg_args_t a;
     transition_args(&a, id);
     pg_arg_text(&a, message);
@@ -682,11 +676,7 @@ leave:
 
 int pg_job_cancelled(store_t *st, const char *id, const store_fence_t *fence, double retention_s,
                      up_error_t *err) {
-    /* still claimed: the job never ran, so it costs nothing */
-    static const transition_t t = {.stmt = S_CANCELLED,
-                                   .allowed = PG_BIT(JOB_STATUS_CLAIMED) | PG_BIT(JOB_STATUS_PROCESSING),
-                                   .refund_from = PG_BIT(JOB_STATUS_CLAIMED),
-                                   .what = "mark cancelled"};
+    static const transition_t t = {S_CANCELLED, &store_rule_cancelled};
     pg_args_t a;
     transition_args(&a, id);
     pg_arg_double(&a, retention_s);
@@ -694,9 +684,7 @@ int pg_job_cancelled(store_t *st, const char *id, const store_fence_t *fence, do
 }
 
 int pg_job_requeue(store_t *st, const char *id, const store_fence_t *fence, up_error_t *err) {
-    static const transition_t t = {.stmt = S_REQUEUE,
-                                   .allowed = PG_BIT(JOB_STATUS_CLAIMED) | PG_BIT(JOB_STATUS_PROCESSING),
-                                   .what = "requeue"};
+    static const transition_t t = {S_REQUEUE, &store_rule_requeue};
     pg_args_t a;
     transition_args(&a, id);
     a.n = 1; /* S_REQUEUE takes the id only */
@@ -769,16 +757,12 @@ static int plain_transition(store_t *st, const char *id, const transition_t *t, 
 }
 
 int pg_job_downloaded(store_t *st, const char *id, up_error_t *err) {
-    static const transition_t t = {
-        .stmt = S_DOWNLOADED, .allowed = PG_BIT(JOB_STATUS_COMPLETED), .what = "download"};
+    static const transition_t t = {S_DOWNLOADED, &store_rule_downloaded};
     return plain_transition(st, id, &t, err);
 }
 
 int pg_job_expire(store_t *st, const char *id, up_error_t *err) {
-    static const transition_t t = {.stmt = S_EXPIRE,
-                                   .allowed = PG_BIT(JOB_STATUS_COMPLETED) | PG_BIT(JOB_STATUS_FAILED) |
-                                              PG_BIT(JOB_STATUS_CANCELLED) | PG_BIT(JOB_STATUS_EXPIRED),
-                                   .what = "expire"};
+    static const transition_t t = {S_EXPIRE, &store_rule_expire};
     return plain_transition(st, id, &t, err);
 }
 

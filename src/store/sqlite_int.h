@@ -22,8 +22,6 @@
 
 #include "store/store.h"
 
-#define BIT(s) (1u << (s))
-
 /*
  * The pipeline of a job that names none, as SQL over the expressions
  * model, scale, tile, format and quality (columns or parameters): upscale,

@@ -19,6 +19,7 @@
 
 #include "core/clock.h"
 #include "core/xmalloc.h"
+#include "store/rules.h"
 #include "store/sqlite_int.h"
 
 #define IDEM_KEEP_S 86400.0 /* an Idempotency-Key's answer is replayed for 24 hours */
@@ -519,19 +520,18 @@ out:
     return rc;
 }
 
-/* Most writes: one statement on one job, allowed from some statuses only. */
+/* Most writes: one statement on one job, under its rule (rules.h: from which statuses, refunded from which).
+ */
 typedef struct transition {
-    int stmt;             /* S_* run when allowed */
-    unsigned allowed;     /* bit (1 << status) for each status it applies to */
-    unsigned refund_from; /* statuses from which the job's charge is refunded in the same transaction */
-    const char *what;     /* for error messages */
+    int stmt;                 /* S_* run when allowed */
+    const store_rule_t *rule; /* store.c's, the same for every backend */
 } transition_t;
 
 /*
  * Run transition t on id: UP_ERR_NOT_FOUND for an unknown id,
  * UP_ERR_CONFLICT when fence (NULL: not fenced) is not the job's current
  * claim, UP_ERR_INVALID (with *was set) when the job's status is not in
- * t->allowed. The statement has ?1 = id and ?2 = now; the caller bound its
+ * t->rule->allowed. The statement has ?1 = id and ?2 = now; the caller bound its
  * other parameters before the call (they are cleared on every path).
  * *cancel gets cancel_requested as it was before.
  */
@@ -550,16 +550,16 @@ static int transition(sq_store_t *q, const char *id, const store_fence_t *fence,
         *cancel = js.cancel;
     if ((rc = check_fence(id, &js, fence, err)))
         goto end;
-    if (!(t->allowed & BIT(js.status))) {
+    if (!(t->rule->allowed & STORE_BIT(js.status))) {
         rc = up_error_set(err, UP_ERR_INVALID, 0, "job %s is %s: cannot %s it", id,
-                          job_status_name(js.status), t->what);
+                          job_status_name(js.status), t->rule->what);
         goto end;
     }
     sq_bind_text(s, 1, id);
     sqlite3_bind_double(s, 2, now_s());
-    if ((rc = sq_exec(q, q->jw[t->stmt], t->what, err)))
+    if ((rc = sq_exec(q, q->jw[t->stmt], t->rule->what, err)))
         goto end;
-    if (t->refund_from & BIT(js.status))
+    if (t->rule->refund_from & STORE_BIT(js.status))
         rc = sq_refund(q, id, err);
 end:
     rc = sq_tx_end(q, rc, err);
@@ -570,7 +570,7 @@ fail:
 
 int sq_job_start(store_t *st, const char *id, const store_fence_t *fence, int *cancel, up_error_t *err) {
     sq_store_t *q = sq_of(st);
-    static const transition_t t = {.stmt = S_START, .allowed = BIT(JOB_STATUS_CLAIMED), .what = "start"};
+    static const transition_t t = {S_START, &store_rule_start};
     int c = 0;
     pthread_mutex_lock(&q->wmu);
     int rc = transition(q, id, fence, &t, NULL, &c, err);
@@ -583,8 +583,7 @@ int sq_job_start(store_t *st, const char *id, const store_fence_t *fence, int *c
 int sq_job_progress(store_t *st, const char *id, const store_fence_t *fence, int progress, int *cancel,
                     up_error_t *err) {
     sq_store_t *q = sq_of(st);
-    static const transition_t t = {
-        .stmt = S_PROGRESS, .allowed = BIT(JOB_STATUS_PROCESSING), .what = "report progress of"};
+    static const transition_t t = {S_PROGRESS, &store_rule_progress};
     int c = 0;
     pthread_mutex_lock(&q->wmu);
     sqlite3_bind_int(q->jw[S_PROGRESS], 3, progress);
@@ -597,9 +596,7 @@ int sq_job_progress(store_t *st, const char *id, const store_fence_t *fence, int
 
 int sq_job_heartbeat(store_t *st, const char *id, const store_fence_t *fence, int *cancel, up_error_t *err) {
     sq_store_t *q = sq_of(st);
-    static const transition_t t = {.stmt = S_HEARTBEAT,
-                                   .allowed = BIT(JOB_STATUS_CLAIMED) | BIT(JOB_STATUS_PROCESSING),
-                                   .what = "renew the lease of"};
+    static const transition_t t = {S_HEARTBEAT, &store_rule_heartbeat};
     int c = 0;
     pthread_mutex_lock(&q->wmu);
     int rc = transition(q, id, fence, &t, NULL, &c, err);
@@ -612,8 +609,7 @@ int sq_job_heartbeat(store_t *st, const char *id, const store_fence_t *fence, in
 int sq_job_complete(store_t *st, const job_t *job, const store_fence_t *fence, double retention_s,
                     up_error_t *err) {
     sq_store_t *q = sq_of(st);
-    static const transition_t t = {
-        .stmt = S_COMPLETE, .allowed = BIT(JOB_STATUS_PROCESSING), .what = "complete"};
+    static const transition_t t = {S_COMPLETE, &store_rule_complete};
     pthread_mutex_lock(&q->wmu);
     sqlite3_stmt *s = q->jw[S_COMPLETE];
     sq_bind_text(s, 3, job->result_key);
@@ -631,9 +627,7 @@ int sq_job_complete(store_t *st, const job_t *job, const store_fence_t *fence, d
 int sq_job_fail(store_t *st, const char *id, const store_fence_t *fence, const char *message,
                 double retention_s, up_error_t *err) {
     sq_store_t *q = sq_of(st);
-    /* a queued job may fail too (e.g. its input vanished before a worker took it) */
-    enum { LIVE = BIT(JOB_STATUS_QUEUED) | BIT(JOB_STATUS_CLAIMED) | BIT(JOB_STATUS_PROCESSING) };
-    static const transition_t t = {.stmt = S_FAIL, .allowed = LIVE, .refund_from = LIVE, .what = "fail"};
+    static const transition_t t = {S_FAIL, &store_rule_fail};
     pthread_mutex_lock(&q->wmu);
     sqlite3_stmt *s = q->jw[S_FAIL];
     sq_bind_text(s, 3, message);
@@ -677,11 +671,7 @@ out:
 int sq_job_cancelled(store_t *st, const char *id, const store_fence_t *fence, double retention_s,
                      up_error_t *err) {
     sq_store_t *q = sq_of(st);
-    /* still claimed: the job never ran, so it costs nothing */
-    static const transition_t t = {.stmt = S_CANCELLED,
-                                   .allowed = BIT(JOB_STATUS_CLAIMED) | BIT(JOB_STATUS_PROCESSING),
-                                   .refund_from = BIT(JOB_STATUS_CLAIMED),
-                                   .what = "mark cancelled"};
+    static const transition_t t = {S_CANCELLED, &store_rule_cancelled};
     pthread_mutex_lock(&q->wmu);
     sqlite3_bind_double(q->jw[S_CANCELLED], 3, retention_s);
     int rc = transition(q, id, fence, &t, NULL, NULL, err);
@@ -691,9 +681,7 @@ int sq_job_cancelled(store_t *st, const char *id, const store_fence_t *fence, do
 
 int sq_job_requeue(store_t *st, const char *id, const store_fence_t *fence, up_error_t *err) {
     sq_store_t *q = sq_of(st);
-    static const transition_t t = {.stmt = S_REQUEUE,
-                                   .allowed = BIT(JOB_STATUS_CLAIMED) | BIT(JOB_STATUS_PROCESSING),
-                                   .what = "requeue"};
+    static const transition_t t = {S_REQUEUE, &store_rule_requeue};
     pthread_mutex_lock(&q->wmu);
     int rc = transition(q, id, fence, &t, NULL, NULL, err);
     pthread_mutex_unlock(&q->wmu);
@@ -773,8 +761,7 @@ out:
 
 int sq_job_downloaded(store_t *st, const char *id, up_error_t *err) {
     sq_store_t *q = sq_of(st);
-    static const transition_t t = {
-        .stmt = S_DOWNLOADED, .allowed = BIT(JOB_STATUS_COMPLETED), .what = "download"};
+    static const transition_t t = {S_DOWNLOADED, &store_rule_downloaded};
     pthread_mutex_lock(&q->wmu);
     int rc = transition(q, id, NULL, &t, NULL, NULL, err);
     pthread_mutex_unlock(&q->wmu);
@@ -783,10 +770,7 @@ int sq_job_downloaded(store_t *st, const char *id, up_error_t *err) {
 
 int sq_job_expire(store_t *st, const char *id, up_error_t *err) {
     sq_store_t *q = sq_of(st);
-    static const transition_t t = {.stmt = S_EXPIRE,
-                                   .allowed = BIT(JOB_STATUS_COMPLETED) | BIT(JOB_STATUS_FAILED) |
-                                              BIT(JOB_STATUS_CANCELLED) | BIT(JOB_STATUS_EXPIRED),
-                                   .what = "expire"};
+    static const transition_t t = {S_EXPIRE, &store_rule_expire};
     pthread_mutex_lock(&q->wmu);
     int rc = transition(q, id, NULL, &t, NULL, NULL, err);
     pthread_mutex_unlock(&q->wmu);

@@ -5,6 +5,7 @@
  * table (store_vtbl_t). It knows no backend's insides.
  */
 #include "store/store.h"
+#include "store/rules.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -33,6 +34,25 @@ const char *job_status_name(job_status_t s) {
     }
     return "unknown";
 }
+
+/* ---- the rules every backend's writes keep (rules.h) --------------------------------- */
+
+#define LIVE (STORE_BIT(JOB_STATUS_QUEUED) | STORE_BIT(JOB_STATUS_CLAIMED) | STORE_BIT(JOB_STATUS_PROCESSING))
+#define HELD (STORE_BIT(JOB_STATUS_CLAIMED) | STORE_BIT(JOB_STATUS_PROCESSING))
+
+const store_rule_t store_rule_start = {STORE_BIT(JOB_STATUS_CLAIMED), 0, "start"};
+const store_rule_t store_rule_progress = {STORE_BIT(JOB_STATUS_PROCESSING), 0, "report progress of"};
+const store_rule_t store_rule_heartbeat = {HELD, 0, "renew the lease of"};
+const store_rule_t store_rule_complete = {STORE_BIT(JOB_STATUS_PROCESSING), 0, "complete"};
+/* a queued job may fail too (its input vanished before a worker took it) */
+const store_rule_t store_rule_fail = {LIVE, LIVE, "fail"};
+/* still claimed: the job never ran, so it costs nothing */
+const store_rule_t store_rule_cancelled = {HELD, STORE_BIT(JOB_STATUS_CLAIMED), "mark cancelled"};
+const store_rule_t store_rule_requeue = {HELD, 0, "requeue"};
+const store_rule_t store_rule_downloaded = {STORE_BIT(JOB_STATUS_COMPLETED), 0, "download"};
+const store_rule_t store_rule_expire = {STORE_BIT(JOB_STATUS_COMPLETED) | STORE_BIT(JOB_STATUS_FAILED) |
+                                            STORE_BIT(JOB_STATUS_CANCELLED) | STORE_BIT(JOB_STATUS_EXPIRED),
+                                        0, "expire"};
 
 /* ---- opening ------------------------------------------------------------------- */
 
