@@ -1,6 +1,6 @@
-// cancel.test.mjs - cancelling from the page: a queued job and a running one end `cancelled`, and
-// the server agrees (GET /status/{id}: failed, "cancelled"). One worker (the server's default), so
-// that of three large uploads one runs while the others wait.
+// cancel.test.mjs - cancelling from the page: a queued job (which shows its queue position first)
+// and a running one end `cancelled`, and the server agrees (GET /status/{id}: failed, "cancelled").
+// One worker (the server's default), so that of three large uploads one runs while the others wait.
 import assert from 'node:assert/strict';
 import {
   browserTest, chooseOptions, fileServer, job, pick, png, stopsCleanly, until, waitState,
@@ -28,6 +28,11 @@ browserTest('cancel a queued job and a running one: both end cancelled, and the 
     await pick(page, names.map((name, i) => ({ name, buffer: png(512, 512, i * 40) })));
     assert.equal(await waitState(page, 'last.png', ['queued', 'processing', 'completed']), 'queued',
       'the last of three waits behind one worker');
+    // while it waits the page says where it is in the queue (the stream's queue_position)
+    await until(page, 'last.png shows its queue position',
+      () => /^Position [1-9]\d* in the queue/.test(
+        document.querySelector('#jobs li.job[data-name="last.png"] .job-wait').textContent), null,
+      { now: (p) => job(p, 'last.png').locator('.job-wait').textContent() });
     await job(page, 'last.png').locator('button.job-cancel').click();
     assert.equal(await waitState(page, 'last.png', ['cancelled', 'completed', 'failed']), 'cancelled');
     let j = await serverSays(page, server, 'last.png');
