@@ -67,6 +67,15 @@ const char *auth_bearer_token(const char *header, size_t *len);
  */
 int auth_secret_load(const char *data_dir, unsigned char secret[32], up_error_t *err);
 
+/*
+ * A secret given by the operator, shared by servers that share no data
+ * folder: text is 64 hexadecimal digits (surrounding white space ignored);
+ * path is a regular file of 32 raw bytes (a copy of a secret.key) or of
+ * such text. UP_ERR_INVALID for anything else, UP_ERR_IO when unreadable.
+ */
+int auth_secret_parse(const char *text, size_t len, unsigned char secret[32], up_error_t *err);
+int auth_secret_read(const char *path, unsigned char secret[32], up_error_t *err);
+
 /* sig (65 bytes) gets the lower-case hex HMAC-SHA256 of "<id>.<expires>" under secret. */
 void auth_sign(const unsigned char secret[32], const char *id, long long expires, char sig[65]);
 

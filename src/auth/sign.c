@@ -13,6 +13,12 @@
  * temporary name and link()s it to secret.key; link() fails with EEXIST
  * when another maker won, and the loser then reads the winner's file, so
  * everyone ends with the same secret and nobody ever sees a partial file.
+ *
+ * Processes on several machines share no data folder, so an operator gives
+ * them all one secret instead: a file (32 raw bytes, e.g. a copy of one
+ * secret.key, or 64 hexadecimal digits) or the digits themselves
+ * (auth_secret_read, auth_secret_parse; serve's --secret-file and
+ * UPRES_SECRET).
  */
 #include "auth/auth.h"
 
@@ -35,8 +41,11 @@
 #define SECRET_SIZE 32
 #define SECRET_FILE "secret.key"
 
-/* Read path into secret; it must be a regular file of exactly SECRET_SIZE bytes. */
-static int read_secret(const char *path, unsigned char secret[SECRET_SIZE], up_error_t *err) {
+/*
+ * Read the regular file path whole into buf (at most cap bytes; a longer
+ * file is an error), warning when other users may read it: a secret's file.
+ */
+static int read_small(const char *path, unsigned char *buf, size_t cap, size_t *len, up_error_t *err) {
     int rc = UP_ERR_IO;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -50,25 +59,20 @@ static int read_secret(const char *path, unsigned char secret[SECRET_SIZE], up_e
         up_error_set(err, UP_ERR_IO, 0, "%s: not a regular file", path);
         goto fail;
     }
-    if (st.st_size != SECRET_SIZE) {
-        up_error_set(err, UP_ERR_IO, 0,
-                     "%s: the link-signing secret is %lld bytes, expected %d; it is never replaced "
-                     "automatically (that would void every signed link): restore it, or delete it to "
-                     "make a new one",
-                     path, (long long)st.st_size, SECRET_SIZE);
-        goto fail;
-    }
     size_t got = 0;
-    while (got < SECRET_SIZE) {
-        ssize_t n = read(fd, secret + got, SECRET_SIZE - got);
+    for (;;) {
+        unsigned char extra;
+        ssize_t n = got < cap ? read(fd, buf + got, cap - got) : read(fd, &extra, 1);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
             up_error_set(err, UP_ERR_IO, 0, "%s: cannot read: %s", path, strerror(errno));
             goto fail;
         }
-        if (n == 0) {
-            up_error_set(err, UP_ERR_IO, 0, "%s: shorter than %d bytes", path, SECRET_SIZE);
+        if (n == 0)
+            break;
+        if (got == cap) {
+            up_error_set(err, UP_ERR_IO, 0, "%s: longer than %zu bytes: not a secret", path, cap);
             goto fail;
         }
         got += (size_t)n;
@@ -76,9 +80,59 @@ static int read_secret(const char *path, unsigned char secret[SECRET_SIZE], up_e
     if (st.st_mode & 077)
         log_warn("auth: %s is readable by other users (mode %03o); it should be 0600", path,
                  (unsigned)(st.st_mode & 0777));
+    *len = got;
     rc = 0;
 fail:
     close(fd);
+    return rc;
+}
+
+/* Read data_dir's secret.key into secret; it must be exactly SECRET_SIZE bytes. */
+static int read_secret(const char *path, unsigned char secret[SECRET_SIZE], up_error_t *err) {
+    size_t n;
+    int rc = read_small(path, secret, SECRET_SIZE, &n, err);
+    if (rc == 0 && n != SECRET_SIZE)
+        rc = up_error_set(err, UP_ERR_IO, 0,
+                          "%s: the link-signing secret is %zu bytes, expected %d; it is never replaced "
+                          "automatically (that would void every signed link): restore it, or delete it to "
+                          "make a new one",
+                          path, n, SECRET_SIZE);
+    return rc;
+}
+
+int auth_secret_parse(const char *text, size_t len, unsigned char secret[32], up_error_t *err) {
+    while (len > 0 && strchr(" \t\r\n", text[len - 1]))
+        len--;
+    while (len > 0 && strchr(" \t\r\n", *text))
+        text++, len--;
+    int ok = len == 2 * SECRET_SIZE;
+    for (size_t i = 0; ok && i < SECRET_SIZE; i++) {
+        int hi = OPENSSL_hexchar2int((unsigned char)text[2 * i]);
+        int lo = OPENSSL_hexchar2int((unsigned char)text[2 * i + 1]);
+        ok = hi >= 0 && lo >= 0;
+        secret[i] = (unsigned char)(hi << 4 | lo);
+    }
+    if (!ok) {
+        OPENSSL_cleanse(secret, SECRET_SIZE);
+        return up_error_set(
+            err, UP_ERR_INVALID, 0,
+            "a link-signing secret is 64 hexadecimal digits (32 bytes; `openssl rand -hex 32` "
+            "makes one)");
+    }
+    return 0;
+}
+
+int auth_secret_read(const char *path, unsigned char secret[32], up_error_t *err) {
+    unsigned char buf[2 * SECRET_SIZE + 8]; /* hex digits and a line end or a few spaces */
+    size_t n;
+    int rc = read_small(path, buf, sizeof buf, &n, err);
+    if (rc == 0 && n == SECRET_SIZE) {
+        memcpy(secret, buf, SECRET_SIZE); /* raw, as a data folder's secret.key */
+    } else if (rc == 0 && auth_secret_parse((const char *)buf, n, secret, err)) {
+        rc = up_error_set(err, UP_ERR_INVALID, 0,
+                          "%s: %zu bytes, neither 32 raw bytes nor 64 hexadecimal digits", path, n);
+    }
+    OPENSSL_cleanse(buf, sizeof buf);
     return rc;
 }
 

@@ -19,6 +19,7 @@
  * shutdown_test.py holds it to 2 s with a job mid-tile).
  */
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -49,6 +50,8 @@ enum { SERVE_IN_HTTP, SERVE_IN_QUEUE, SERVE_IN_API, SERVE_IN_LOCAL };
 typedef struct serve_locals {
     const char *data_dir;
     const char *store_url;        /* NULL: data_dir/upres.db */
+    const char *secret;           /* the link-signing secret in hex; NULL: secret_file's */
+    const char *secret_file;      /* NULL: data_dir/secret.key */
     const char *models;           /* NULL: upscale_models_dir finds them */
     const char *web;              /* NULL: upscale_service_web_dir finds it */
     int per_minute, per_day;      /* rate limits per key, 0 = none */
@@ -77,6 +80,31 @@ static int parse_log_level(const char *value, void *dest, up_error_t *err) {
 static int parse_store(const char *value, void *dest, up_error_t *err) {
     if (store_url_check(value, err))
         return -1;
+    *(const char **)dest = value;
+    return 0;
+}
+
+/* Checked here, kept as text; a refusal never echoes the value (own_message). */
+static int parse_secret(const char *value, void *dest, up_error_t *err) {
+    unsigned char secret[32];
+    if (auth_secret_parse(value, strlen(value), secret, err)) {
+        up_error_set(
+            err, UP_ERR_INVALID, 0,
+            "bad secret (its value not shown): 64 hexadecimal digits expected (`openssl rand -hex 32` "
+            "makes one)");
+        return -1;
+    }
+    OPENSSL_cleanse(secret, sizeof secret);
+    *(const char **)dest = value;
+    return 0;
+}
+
+/* Read at start too, so that a missing or malformed file is refused before anything is made. */
+static int parse_secret_file(const char *value, void *dest, up_error_t *err) {
+    unsigned char secret[32];
+    if (auth_secret_read(value, secret, err))
+        return -1;
+    OPENSSL_cleanse(secret, sizeof secret);
     *(const char **)dest = value;
     return 0;
 }
@@ -186,6 +214,28 @@ static const setting_t serve_items[] = {
      .parse = parse_store,
      .own_message = 1, /* store_url_check's, which hides a password */
      LOCAL(store_url)},
+    {.name = "secret-file",
+     .arg = "PATH",
+     .env = "UPRES_SECRET_FILE",
+     .type = SETTING_TYPE_STRING,
+     .def_text = "`DATA/secret.key` (made on first start)",
+     .what = "a file of 32 raw bytes or 64 hexadecimal digits",
+     .help = "the secret that signs result links, shared by every server behind one address",
+     .doc = "give all servers of one database the same secret (a copy of one `secret.key` will do): a link "
+            "signed by one is then valid on all",
+     .parse = parse_secret_file,
+     LOCAL(secret_file)},
+    {.name = "secret",
+     .arg = "HEX",
+     .env = "UPRES_SECRET",
+     .type = SETTING_TYPE_STRING,
+     .def_text = "none: `--secret-file`'s",
+     .what = "64 hexadecimal digits",
+     .help = "the link-signing secret itself, which wins over `--secret-file`",
+     .doc = "prefer the variable: a flag's value is visible to every user of the machine in `ps`",
+     .parse = parse_secret,
+     .own_message = 1, /* never echo a secret */
+     LOCAL(secret)},
     {.name = "models",
      .short_flag = 'm',
      .arg = "DIR",
@@ -710,10 +760,16 @@ int cmd_serve(int argc, char **argv) {
         cli_error("%s", err.msg);
         goto done;
     }
-    if (auth_secret_load(data_dir, api.secret, &err)) {
+    if (loc.secret        ? auth_secret_parse(loc.secret, strlen(loc.secret), api.secret, &err)
+        : loc.secret_file ? auth_secret_read(loc.secret_file, api.secret, &err)
+                          : auth_secret_load(data_dir, api.secret, &err)) {
         cli_error("%s", err.msg);
         goto done;
     }
+    if (!loc.secret && !loc.secret_file && loc.store_url && !strncmp(loc.store_url, "postgres", 8))
+        log_warn("serve: result links are signed with %s/secret.key: other servers of this database refuse "
+                 "them unless they share it (--secret-file or UPRES_SECRET)",
+                 data_dir);
     api.jobs.store = st;
     api.jobs.blobs = blobs;
     api.jobs.queue = q;

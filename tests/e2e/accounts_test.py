@@ -26,6 +26,8 @@ exits non-zero on any failure.
 import base64
 import datetime
 import glob
+import hashlib
+import hmac
 import http.server
 import json
 import os
@@ -1066,7 +1068,9 @@ def test_signed(s, ctx):
     check(r.status == 200, "the link works more than once", r.status)
 
     host = "http://files.example.test:8123"
-    st = start("ttl", "--result-url-ttl", "1", "--public-url", host, *NO_RATE)
+    # a secret shared by servers of one database (UPRES_SECRET): this server's links are signed with it
+    shared = os.urandom(32)
+    st = start("ttl", "--result-url-ttl", "1", "--public-url", host, *NO_RATE, env={"UPRES_SECRET": shared.hex()})
     if not st:
         return
     try:
@@ -1078,6 +1082,8 @@ def test_signed(s, ctx):
             m = re.match(r"^%s/v1/results/%s\?expires=(\d+)&sig=[0-9a-f]{64}$" % (re.escape(host), jid), url)
             check(m is not None, "--public-url: the link starts with it", url)
             if m:
+                want = hmac.new(shared, ("%s.%s" % (jid, m.group(1))).encode(), hashlib.sha256).hexdigest()
+                check(url.endswith("&sig=" + want), "UPRES_SECRET: the link is signed with that secret", url)
                 check(int(m.group(1)) <= time.time() + 2, "--result-url-ttl 1: expires within 1 s", url)
                 time.sleep(max(0.0, int(m.group(1)) + 2 - time.time()))
                 r = fetch_result(st.port, url)

@@ -169,6 +169,7 @@ def main():
         check(len(lines) == 1, "%s: one error line" % what, err)
         want = "bad %s '%s'" % (name, value) if name else value
         check(want in err, "%s: says %r" % (what, want), err)
+        check(name or value == want or value not in err, "%s: the value is not echoed" % what, err)
         check(not os.path.exists(data), "%s: no data folder made" % what)
         shutil.rmtree(data, ignore_errors=True)
 
@@ -180,12 +181,15 @@ def main():
         long_flag = flag.split(", ")[-1]
         name = long_flag[2:]
         bad = "x!"
-        # tiers: the loader's own message names the file
+        # tiers: the loader's own message names the file; secret: the value is never echoed
         told = None if name == "tiers" else name
-        refused("%s %s" % (long_flag, bad), [long_flag, bad], None, told, bad)
+        said = "bad secret (its value not shown)" if name == "secret" else bad
+        if name == "secret":
+            told = None
+        refused("%s %s" % (long_flag, bad), [long_flag, bad], None, told, said)
         e = clean_env()
         e[env] = bad
-        refused("%s=%s" % (env, bad), [], e, told, bad)
+        refused("%s=%s" % (env, bad), [], e, told, said)
         n_checked += 1
     check(n_checked >= 30, "most settings check their values", "%d checked" % n_checked)
     e = clean_env()

@@ -120,6 +120,55 @@ static void test_secret_file(void) {
     remove_dir(dir2);
 }
 
+/* An operator's shared secret: 64 hex digits, as text or in a file, or a file of 32 raw bytes. */
+static void test_shared_secret(void) {
+    static const char hex[] = "00112233445566778899aabbccddeeffFFEEDDCCBBAA99887766554433221100";
+    unsigned char want[32], got[32], raw[32];
+    for (int i = 0; i < 16; i++)
+        want[i] = (unsigned char)(i * 0x11), want[31 - i] = (unsigned char)(i * 0x11);
+    up_error_t err;
+    CHECKF(auth_secret_parse(hex, strlen(hex), got, &err) == 0, "%s", err.msg);
+    CHECK(memcmp(got, want, 32) == 0);
+    char padded[80];
+    snprintf(padded, sizeof padded, "  %s\n", hex);
+    CHECK(auth_secret_parse(padded, strlen(padded), got, &err) == 0 && memcmp(got, want, 32) == 0);
+    /* Wrong length, a non-digit, a digit missing: refused, and the message does not echo the text. */
+    CHECK(auth_secret_parse(hex, 62, got, &err) == UP_ERR_INVALID);
+    CHECK(strstr(err.msg, "0011") == NULL && strstr(err.msg, "64 hexadecimal") != NULL);
+    char bad[65];
+    memcpy(bad, hex, 65);
+    bad[40] = 'g';
+    CHECK(auth_secret_parse(bad, 64, got, &err) == UP_ERR_INVALID);
+    CHECK(auth_secret_parse("", 0, got, &err) == UP_ERR_INVALID);
+
+    char dir[300], path[400];
+    make_dir(dir, sizeof dir, "shared");
+    snprintf(path, sizeof path, "%s/link.secret", dir);
+    write_file(path, padded, strlen(padded));
+    chmod(path, 0600);
+    CHECKF(auth_secret_read(path, got, &err) == 0, "%s", err.msg);
+    CHECK(memcmp(got, want, 32) == 0);
+    /* 32 raw bytes: a copy of a data folder's secret.key is the same secret there. */
+    CHECKF(auth_secret_load(dir, raw, &err) == 0, "%s", err.msg);
+    char key[400];
+    snprintf(key, sizeof key, "%s/secret.key", dir);
+    CHECKF(auth_secret_read(key, got, &err) == 0, "%s", err.msg);
+    CHECK(memcmp(got, raw, 32) == 0);
+    /* Neither: 31 or 33 raw bytes, hex with a digit short, a long file, a folder, nothing. */
+    write_file(path, raw, 31);
+    CHECK(auth_secret_read(path, got, &err) == UP_ERR_INVALID && strstr(err.msg, "31 bytes"));
+    write_file(path, hex, 63);
+    CHECK(auth_secret_read(path, got, &err) == UP_ERR_INVALID);
+    char big[4096];
+    memset(big, 'a', sizeof big);
+    write_file(path, big, sizeof big);
+    CHECK(auth_secret_read(path, got, &err) == UP_ERR_IO && strstr(err.msg, "longer"));
+    CHECK(auth_secret_read(dir, got, &err) == UP_ERR_IO && strstr(err.msg, "not a regular file"));
+    unlink(path);
+    CHECK(auth_secret_read(path, got, &err) == UP_ERR_IO && strstr(err.msg, "link.secret"));
+    remove_dir(dir);
+}
+
 typedef struct {
     const char *dir;
     pthread_barrier_t *go;
@@ -259,6 +308,7 @@ int main(void) {
     }
     test_secret_file();
     test_secret_race();
+    test_shared_secret();
     test_sign_verify();
     rmdir(root);
     return test_summary();
