@@ -133,7 +133,7 @@ static void fetch_give(api_t *api, const char *key_who, const char *ip_who) {
 
 http_route_t *api_routes(int *n) {
     const http_route_t *(*const tables[])(int *) = {upscale_service_routes, upres_v1_routes, accounts_routes,
-                                                    tinify_routes, page_routes};
+                                                    tinify_routes,          page_routes,     metrics_routes};
     int total = 0, k;
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
         tables[i](&k);
@@ -148,6 +148,20 @@ http_route_t *api_routes(int *n) {
     }
     *n = total;
     return all;
+}
+
+int api_admin_token_ok(const api_t *api, http_request_t *req) {
+    const char *h = http_request_header(req, "Authorization");
+    size_t len = 0;
+    const char *tok = h ? auth_bearer_token(h, &len) : NULL;
+    if (!api->admin_token || !*api->admin_token || !tok)
+        return 0;
+    unsigned char a[32], b[32];
+    char sent[512];
+    snprintf(sent, sizeof sent, "%.*s", (int)(len < sizeof sent ? len : sizeof sent - 1), tok);
+    auth_key_hash(sent, a); /* compared as hashes: the same time whatever the token */
+    auth_key_hash(api->admin_token, b);
+    return auth_hash_equal(a, b);
 }
 
 int api_parse_int(const char *s, long *out) {

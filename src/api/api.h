@@ -33,6 +33,9 @@
 
 #define API_VERSION "1.0.0"
 
+/* Who may read /metrics (metrics.c). */
+typedef enum { API_METRICS_OPEN = 0, API_METRICS_ADMIN = 1, API_METRICS_OFF = 2 } api_metrics_t;
+
 /* The context of every handler; pointers are borrowed and outlive the server. */
 typedef struct api {
     jobs_t jobs;               /* the engine: store, blobs, queue, events, registry, limits, tiers (jobs.h) */
@@ -56,6 +59,7 @@ typedef struct api {
     int guest_sessions_per_ip;           /* new guest sessions one client address may open a day; 0 = any */
     ratelimit_t *session_rate;           /* counts them (NULL = no cap) */
     const char *admin_token;             /* operator endpoints' Bearer token; NULL = they are refused */
+    api_metrics_t metrics;               /* who may read /metrics; default API_METRICS_OPEN */
     const char *tinify_model;            /* the model an upscale runs; default UPSCALE_DEFAULT_MODEL */
     double retention_s;                  /* how long results are kept after completion (the queue's) */
     double temp_ttl_s;                   /* an upload (asset) feeds jobs this long; default 3600 */
@@ -79,6 +83,7 @@ const http_route_t *upres_v1_routes(int *n_routes);
 const http_route_t *accounts_routes(int *n_routes);
 const http_route_t *tinify_routes(int *n_routes);
 const http_route_t *page_routes(int *n_routes);
+const http_route_t *metrics_routes(int *n_routes);
 
 /* The web page's index (web/page/index.html) with its Content-Security-Policy: the root for browsers. */
 void api_page_index(api_t *api, http_request_t *req);
@@ -90,6 +95,9 @@ const char *api_file_type(const char *name);
 int api_file_name_ok(const char *name);
 
 /* ---- authentication --------------------------------------------------------------- */
+
+/* 1 when the request's "Authorization: Bearer" is the --admin-token (never when none is set). */
+int api_admin_token_ok(const api_t *api, http_request_t *req);
 
 /*
  * Authenticate the request's "Authorization: Bearer upres_..." and count it

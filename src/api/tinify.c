@@ -1333,18 +1333,8 @@ static void h_usage_history(http_request_t *req, void *ctx) {
 
 /* 0 when the request carries the admin token, else -1 after replying 401 (none set, none sent, wrong). */
 static int admin(api_t *api, http_request_t *req) {
-    const char *h = http_request_header(req, "Authorization");
-    size_t len = 0;
-    const char *tok = h ? auth_bearer_token(h, &len) : NULL;
-    if (api->admin_token && *api->admin_token && tok) {
-        unsigned char a[32], b[32];
-        char sent[512];
-        snprintf(sent, sizeof sent, "%.*s", (int)(len < sizeof sent ? len : sizeof sent - 1), tok);
-        auth_key_hash(sent, a);
-        auth_key_hash(api->admin_token, b);
-        if (auth_hash_equal(a, b))
-            return 0;
-    }
+    if (api_admin_token_ok(api, req))
+        return 0;
     tz_error(req, 401, "UNAUTHORIZED", NULL, "%s",
              api->admin_token && *api->admin_token
                  ? "operator endpoints need the admin token: Authorization: Bearer <--admin-token>"

@@ -161,6 +161,8 @@ static int parse_cors_origins(const char *value, void *dest, up_error_t *err) {
 
 static const setting_choice_t backends[] = {{"dnnl", NN_BACKEND_DNNL}, {"ref", NN_BACKEND_REF}, {NULL, 0}};
 static const setting_choice_t colours[] = {{"keep", 0}, {"srgb", 1}, {NULL, 0}};
+static const setting_choice_t metrics_choices[] = {
+    {"open", API_METRICS_OPEN}, {"admin", API_METRICS_ADMIN}, {"off", API_METRICS_OFF}, {NULL, 0}};
 
 #define HTTP(field) SETTING_AT(SERVE_IN_HTTP, http_config_t, field)
 #define QUEUE(field) SETTING_AT(SERVE_IN_QUEUE, queue_config_t, field)
@@ -625,6 +627,14 @@ static const setting_t serve_items[] = {
      .what = "16 to 256 printable characters",
      .help = "Bearer token of the Tinify operator endpoints (`/internal/*`)",
      API(admin_token)},
+    {.name = "metrics",
+     .arg = "WHO",
+     .env = "UPRES_METRICS",
+     .type = SETTING_TYPE_ENUM,
+     .choices = metrics_choices,
+     .def = "open",
+     .help = "who may read `/metrics` (Prometheus): anyone, the `--admin-token` only, or nobody",
+     API(metrics)},
     {.name = "fetch-allow",
      .arg = "CIDRS",
      .env = "UPRES_FETCH_ALLOW",

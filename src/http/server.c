@@ -67,6 +67,7 @@
 
 #include "core/fileio.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/text.h"
 #include "core/xmalloc.h"
 #include "http/http_int.h"
@@ -1746,6 +1747,11 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     conn_phase(req->srv, c, CONN_HEAD); /* the next request's head is due from now */
     if (req->on_complete)
         req->on_complete(req, ok, req->srv->ctx);
+    if (req->replied) {
+        char code[8];
+        snprintf(code, sizeof code, "%u", req->status);
+        metrics_add("upres_http_requests_total", code, 1);
+    }
     log_info("http: %s %s %u %llu %.1fms%s", req->method, req->path, req->replied ? req->status : 0,
              req->reply_bytes, ms_since(&req->t0), ok ? "" : " (not completed)");
     request_free(req);

@@ -86,6 +86,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/uuid.h"
 #include "core/xmalloc.h"
 #include "image/image.h"
@@ -440,6 +441,9 @@ static void run_job(worker_t *w, job_t *job) {
         goto refused;
     }
     end = END_COMPLETED;
+    metrics_add("upres_jobs_completed_total", job->model, 1);
+    metrics_add("upres_output_megapixels_total", job->model, (double)res.width * res.height / 1e6);
+    metrics_observe("upres_job_seconds", job->model, mono_s() - t0);
     events_publish(q->cfg.events, job->id);
     log_info("job %s completed in %.2f s (%dx%d -> %dx%d, %lld bytes, attempt %d)", job->id, mono_s() - t0,
              in_w, in_h, res.width, res.height, job->result_bytes, job->attempts);
@@ -450,18 +454,24 @@ end:
     if (end == END_SUPERSEDED) {
         rc = UP_ERR_CONFLICT;
     } else if (end == END_REQUEUED) {
-        if ((rc = store_job_requeue(st, job->id, &fence, &err)) == 0)
+        if ((rc = store_job_requeue(st, job->id, &fence, &err)) == 0) {
+            metrics_add("upres_jobs_requeued_total", job->model, 1);
             log_info("job %s queued again (the server is stopping)", job->id);
+        }
         if (rc != UP_ERR_CONFLICT)
             goto out; /* keep the input: the job runs again */
     } else if (end == END_CANCELLED) {
-        if ((rc = store_job_cancelled(st, job->id, &fence, q->cfg.retention_s, &err)) == 0)
+        if ((rc = store_job_cancelled(st, job->id, &fence, q->cfg.retention_s, &err)) == 0) {
+            metrics_add("upres_jobs_cancelled_total", job->model, 1);
             log_info("job %s cancelled after %.2f s", job->id, mono_s() - t0);
+        }
     } else {
         char why[sizeof err.msg];
         snprintf(why, sizeof why, "%s", err.msg[0] ? err.msg : up_strerror(rc));
-        if ((rc = store_job_fail(st, job->id, &fence, why, q->cfg.retention_s, &err)) == 0)
+        if ((rc = store_job_fail(st, job->id, &fence, why, q->cfg.retention_s, &err)) == 0) {
+            metrics_add("upres_jobs_failed_total", job->model, 1);
             log_warn("job %s failed: %s", job->id, why);
+        }
     }
     if (rc == 0) {
         remove_attempt_results(q, job->id, job->attempts, 0);
@@ -495,8 +505,12 @@ static void *worker_main(void *arg) {
         pthread_mutex_unlock(&q->mu);
 
         up_error_t err;
+        double t_claim = mono_s();
         int rc = store_job_claim(q->st, w->id, q->cfg.lease_s, job, &err);
+        metrics_observe("upres_claim_seconds", NULL, mono_s() - t_claim);
         if (rc == 0) {
+            metrics_add("upres_jobs_claimed_total", job->model, 1);
+            metrics_observe("upres_queue_wait_seconds", job->model, now_s() - job->created_at);
             events_publish(q->cfg.events, job->id);
             events_publish(q->cfg.events, EVENTS_QUEUE_MOVED);
             run_job(w, job);
@@ -562,6 +576,7 @@ static void rescue(queue_t *q) {
             break;
         for (int i = 0; i < n; i++) {
             job_t *j = &jobs[i];
+            metrics_add("upres_lease_rescues_total", NULL, 1);
             events_publish(q->cfg.events, j->id); /* queued again, failed or cancelled */
             if (j->status == JOB_STATUS_QUEUED) {
                 log_info("job %s queued again: the lease of attempt %d ran out (claimable in %.0f s)", j->id,
