@@ -209,11 +209,37 @@ static int key_by_hash(api_t *api, const unsigned char hash[32], api_key_t *key,
     return 1;
 }
 
+int api_rate_take(api_t *api, ratelimit_t *rl, const char *scope, const char *subject, int per_minute,
+                  int per_day, double *retry_after, int *window_s) {
+    if (!rl || (per_minute <= 0 && per_day <= 0))
+        return 1;
+    if (!api->shared_limits)
+        return ratelimit_take(rl, subject, mono_s(), retry_after, window_s);
+    char who[320];
+    snprintf(who, sizeof who, "%s:%s", scope, subject);
+    const store_rate_limit_t limits[2] = {{per_minute, 60}, {per_day, 86400}};
+    int allowed = 1, window = 0;
+    double retry = 0;
+    up_error_t err;
+    if (store_rate_take(api->jobs.store, who, limits, 2, now_s(), &allowed, &retry, &window, &err)) {
+        log_warn("api: shared rate limits: %s (the request is let through)", err.msg);
+        return 1; /* the request's own store calls will fail it if the database is really gone */
+    }
+    if (!allowed) {
+        if (retry_after)
+            *retry_after = retry;
+        if (window_s)
+            *window_s = window;
+    }
+    return allowed;
+}
+
 /* Count a request of key against the rate limits and record its use: 0, or -1 with *r (429). */
 static int key_use(api_t *api, api_key_t *key, jobs_refusal_t *r) {
     double retry = 0;
     int window = 0;
-    if (api->rate && !ratelimit_take(api->rate, key->id, mono_s(), &retry, &window)) {
+    if (!api_rate_take(api, api->rate, "key", key->id, api->rate_per_minute, api->rate_per_day, &retry,
+                       &window)) {
         long secs = (long)ceil(retry);
         if (secs < 1)
             secs = 1;

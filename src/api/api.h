@@ -45,6 +45,7 @@ typedef struct api {
     /* accounts */
     int require_keys;    /* the Upscale Service endpoints need a key too */
     ratelimit_t *rate;   /* per-key request limits (NULL = none) */
+    int shared_limits;   /* the limits are counted in the database (api_rate_take), not in rate */
     int rate_per_minute; /* the limits rate was made with, for messages */
     int rate_per_day;
     unsigned char secret[32]; /* signs result links (data_dir/secret.key) */
@@ -95,6 +96,18 @@ const char *api_file_type(const char *name);
 int api_file_name_ok(const char *name);
 
 /* ---- authentication --------------------------------------------------------------- */
+
+/*
+ * Count a request of subject (within scope: "key", "session") against a
+ * limiter: ratelimit_take on rl (made with per_minute and per_day) in this
+ * process, or when shared_limits is set the same rule in the database
+ * (store_rate_take), so that every server of one PostgreSQL database sees
+ * the same counts. rl NULL: no limit. Returns 1 (allowed, counted) or 0
+ * with *retry_after and *window_s (each may be NULL) as ratelimit_take's.
+ * A database that fails lets the request through, with a log line.
+ */
+int api_rate_take(api_t *api, ratelimit_t *rl, const char *scope, const char *subject, int per_minute,
+                  int per_day, double *retry_after, int *window_s);
 
 /* 1 when the request's "Authorization: Bearer" is the --admin-token (never when none is set). */
 int api_admin_token_ok(const api_t *api, http_request_t *req);

@@ -377,7 +377,7 @@ static int open_session(api_t *api, http_request_t *req, upload_t *u, jobs_refus
     double retry = 0;
     char who[80];
     snprintf(who, sizeof who, "ip:%s", http_request_client(req));
-    if (api->session_rate && !ratelimit_take(api->session_rate, who, mono_s(), &retry, NULL)) {
+    if (!api_rate_take(api, api->session_rate, "session", who, 0, api->guest_sessions_per_ip, &retry, NULL)) {
         long secs = (long)ceil(retry);
         jobs_refuse(r, 429, "TOO_MANY_SESSIONS", json_pack("{s:I}", "retry_after", (json_int_t)secs),
                     "this address opened %d guest sessions in the last 24 hours: keep using one "

@@ -793,6 +793,7 @@ int cmd_serve(int argc, char **argv) {
     api.max_upload_bytes = hc.max_upload; /* for /config */
     api.n_workers = qc.n_workers;
     api.rate = ratelimit_new(per_minute, per_day);
+    api.shared_limits = store_rate_shared(st); /* PostgreSQL: every server of the database counts together */
     api.session_rate = api.guest_sessions_per_ip ? ratelimit_new(0, api.guest_sessions_per_ip) : NULL;
     api.rate_per_minute = per_minute;
     api.rate_per_day = per_day;

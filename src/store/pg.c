@@ -54,7 +54,8 @@
  * at once do not race (the second waits, then finds the schema made).
  * schema_version holds the version; migrations[v] takes version v - 1 to
  * v; a database newer than this upres is refused. Version 1 is SQLite's
- * schema 7, column for column. The claim's index is partial (status = 0)
+ * schema 7, column for column; version 2 adds rate_events (pg_rate.c),
+ * which SQLite has no use for. The claim's index is partial (status = 0)
  * on (created_at, seq): a later migration adds a priority column and an
  * index leading with it, and per-key fair scheduling groups by owner,
  * which jobs_owner_time already orders.
@@ -69,7 +70,7 @@
 #include "core/xmalloc.h"
 #include "store/pg_int.h"
 
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 #define PG_SCHEMA_LOCK 0x75707265734c4bLL /* "upresLK": the migration's advisory lock */
 
 /* Version 1: every table, as SQLite's schema version 7 has them. */
@@ -161,8 +162,15 @@ static const char schema_v1[] =
     ");"
     "CREATE INDEX IF NOT EXISTS assets_expiry ON assets (expires_at) WHERE key <> '';";
 
+/* Version 2: request limits shared by the processes (pg_rate.c); unlogged, as they need no durability. */
+static const char schema_v2[] = "CREATE UNLOGGED TABLE IF NOT EXISTS rate_events ("
+                                " subject TEXT NOT NULL,"
+                                " t DOUBLE PRECISION NOT NULL"
+                                ");"
+                                "CREATE INDEX IF NOT EXISTS rate_events_subject ON rate_events (subject, t);";
+
 /* migrations[v]: from version v - 1 to v (index 0 unused). */
-static const char *const migrations[PG_SCHEMA_VERSION + 1] = {[1] = schema_v1};
+static const char *const migrations[PG_SCHEMA_VERSION + 1] = {[1] = schema_v1, [2] = schema_v2};
 
 /* ---- arguments ------------------------------------------------------------------ */
 
@@ -374,7 +382,9 @@ static int prepare_table(pg_store_t *p, const pg_sql_t *t, up_error_t *err) {
 
 static int prepare_all(pg_store_t *p, up_error_t *err) {
     int rc = prepare_table(p, &pg_jobs_sql, err);
-    return rc ? rc : prepare_table(p, &pg_keys_sql, err);
+    if (!rc)
+        rc = prepare_table(p, &pg_keys_sql, err);
+    return rc ? rc : prepare_table(p, &pg_rate_sql, err);
 }
 
 int pg_enter(pg_store_t *p, up_error_t *err) {
@@ -485,6 +495,7 @@ static const store_vtbl_t pg_vtbl = {
     .job_expire = pg_job_expire,
     .blobs_referenced = pg_blobs_referenced,
     .job_counts = pg_job_counts,
+    .rate_take = pg_rate_take,
     .jobs_list = pg_jobs_list,
     .key_insert = pg_key_insert,
     .key_by_hash = pg_key_by_hash,

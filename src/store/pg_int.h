@@ -8,6 +8,7 @@
  *   pg_jobs.c  jobs and their assets: submission, claims, transitions,
  *              reads, retention
  *   pg_keys.c  API keys and guest sessions, charges, refunds, usage
+ *   pg_rate.c  request limits shared by the processes
  *
  * Each file owns its statements: an enum and an SQL table of its own,
  * handed to pg.c as a pg_sql_t, prepared on the connection (PQprepare,
@@ -32,6 +33,7 @@ typedef struct pg_sql {
 
 extern const pg_sql_t pg_jobs_sql; /* pg_jobs.c */
 extern const pg_sql_t pg_keys_sql; /* pg_keys.c */
+extern const pg_sql_t pg_rate_sql; /* pg_rate.c */
 
 /* The handle (see pg.c, DESIGN: one connection). */
 typedef struct pg_store {
@@ -150,5 +152,9 @@ int pg_key_usage(store_t *st, const char *id, double period_start, long long *us
 int pg_keys_reset_guests(store_t *st, double now, long long *n, up_error_t *err);
 int pg_usage_daily(store_t *st, const char *owner, double day0, int days, long long *jobs, long long *credits,
                    up_error_t *err);
+
+/* pg_rate.c */
+int pg_rate_take(store_t *st, const char *subject, const store_rate_limit_t *limits, int n_limits, double now,
+                 int *allowed, double *retry_after, int *window_s, up_error_t *err);
 
 #endif

@@ -532,3 +532,19 @@ int store_keys_reset_guests(store_t *st, double now, long long *n, up_error_t *e
         *n = count;
     return rc;
 }
+
+int store_rate_take(store_t *st, const char *subject, const store_rate_limit_t *limits, int n_limits,
+                    double now, int *allowed, double *retry_after, int *window_s, up_error_t *err) {
+    assert(st && subject && (limits || n_limits == 0) && allowed && retry_after && window_s);
+    for (int i = 0; i < n_limits; i++)
+        assert(limits[i].n >= 0 && limits[i].window_s >= 1 && limits[i].window_s <= STORE_RATE_MAX_WINDOW);
+    *allowed = 1;
+    *retry_after = 0;
+    *window_s = 0;
+    if (!st->vtbl->rate_take)
+        return up_error_set(err, UP_ERR_UNSUPPORTED, 0, "the %s store keeps no shared request limits",
+                            st->vtbl->name);
+    return st->vtbl->rate_take(st, subject, limits, n_limits, now, allowed, retry_after, window_s, err);
+}
+
+int store_rate_shared(const store_t *st) { return st->vtbl->rate_take != NULL; }

@@ -608,6 +608,33 @@ int store_usage_daily(store_t *st, const char *owner, double day0, int days, lon
 
 /* ---- the backend interface ---------------------------------------------------------- */
 
+/* ---- request limits shared by processes ------------------------------------------- */
+
+#define STORE_RATE_MAX_WINDOW 86400 /* seconds: the longest window a limit may have */
+
+typedef struct store_rate_limit {
+    int n;        /* requests allowed per window; 0 = this limit is off */
+    int window_s; /* 1 to STORE_RATE_MAX_WINDOW */
+} store_rate_limit_t;
+
+/*
+ * Count a request of subject (a key id, "ip:ADDR": any text) at now (Unix
+ * seconds) against limits, as the in-memory limiter does (auth.h,
+ * ratelimit_take) but for every process of the database: *allowed = 1 and
+ * the request recorded when, for each limit that is on, fewer than n
+ * requests of subject were recorded in (now - window_s, now]; else
+ * *allowed = 0, nothing recorded, *retry_after the seconds until every full
+ * limit has a free slot (> 0) and *window_s the window of the one that
+ * frees up last. One subject's calls are serialised across processes.
+ * UP_ERR_UNSUPPORTED on a store without shared limits (SQLite: one machine,
+ * whose processes keep their limits in memory).
+ */
+int store_rate_take(store_t *st, const char *subject, const store_rate_limit_t *limits, int n_limits,
+                    double now, int *allowed, double *retry_after, int *window_s, up_error_t *err);
+
+/* 1 when store_rate_take works on st. */
+int store_rate_shared(const store_t *st);
+
 /*
  * What a backend implements: one function per operation, each with the
  * rules of its public function above. The public functions (store.c)
@@ -668,6 +695,9 @@ typedef struct store_vtbl {
     int (*keys_reset_guests)(store_t *st, double now, long long *n, up_error_t *err); /* now > 0, n set */
     int (*usage_daily)(store_t *st, const char *owner, double day0, int days, long long *jobs,
                        long long *credits, up_error_t *err); /* days >= 1, arrays zeroed */
+    int (*rate_take)(store_t *st, const char *subject, const store_rate_limit_t *limits, int n_limits,
+                     double now, int *allowed, double *retry_after, int *window_s,
+                     up_error_t *err); /* NULL: not offered; limits checked; outputs set when refused */
 } store_vtbl_t;
 
 /*

@@ -30,6 +30,10 @@ database (ctest's pg fixture, tests/pg/cluster.sh): both servers take
 made here with psql), the store is read with psql, and its check is the
 rows' statuses alone (no integrity_check).
 
+On PostgreSQL, two more servers with data folders of their own share one
+key's request limit and one address's guest-session limit: the counts
+live in the database.
+
 The measured rescue times are printed.
 """
 import datetime
@@ -44,6 +48,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import client  # noqa: E402
 from client import (QUIET, SLOW, UPRES, Server, check, make_tmp, png, png_size, request, submit,  # noqa: E402
                     tally)
 
@@ -260,6 +265,40 @@ def scenario(store):
     return 0
 
 
+def shared_limits(store):
+    """PostgreSQL: two servers with data folders of their own count one key's requests and one address's guest
+    sessions together (the limits live in the database)."""
+    say("---- shared limits (%s) ----" % store.name)
+    common = ("--rate-per-minute", "4", "--rate-per-day", "0", "--guest-sessions-per-ip", "2")
+    a = Server("la", *(common + store.args()), data=os.path.join(TMP, "limits-a"))
+    b = Server("lb", *(common + store.args()), data=os.path.join(TMP, "limits-b"))
+    try:
+        if not check(start(a) and start(b), "two servers on one database, each with its own data folder"):
+            return
+        p = a.cli("keys", "create", "--name", "shared", "--store", store.url)
+        key = p.stdout.split("\n", 1)[0].strip() if p.returncode == 0 else None
+        if not check(key, "a key made through server A's database"):
+            return
+        auth = {"Authorization": "Bearer " + key}
+        codes = [request(s.port, "GET", "/api/v1/users/me", headers=auth).status for s in (a, b, a, b, a, b)]
+        check(codes == [200, 200, 200, 200, 429, 429],
+              "--rate-per-minute 4: two requests on A and two on B, then both refuse (429)", codes)
+        r = request(b.port, "GET", "/api/v1/users/me", headers=auth)
+        retry = int(r.headers.get("retry-after", "0"))
+        check(r.status == 429 and 50 <= retry <= 60, "B's 429 says Retry-After of about a minute", r.headers)
+        body, ctype = client.multipart({}, {"file": ("g.png", png(8, 8), "image/png")})
+        got = [request(s.port, "POST", "/upload", body=body, headers={"Content-Type": ctype}).status
+               for s in (a, b, a)]
+        check(got[:2] == [200, 200] and got[2] == 429,
+              "--guest-sessions-per-ip 2: a session on A, one on B, the third refused on A", got)
+    finally:
+        rc_a, rc_b = a.stop(), b.stop()
+        check(rc_a == 0 and rc_b == 0, "both limit servers stop with status 0", (rc_a, rc_b))
+        if tally.failed:
+            for s in (a, b):
+                print("---- %s log (tail) ----\n%s" % (s.name, s.tail(3000)))
+
+
 def main():
     for f in (UPRES,):
         if not os.path.exists(f):
@@ -280,6 +319,8 @@ def main():
     for store in stores:
         if scenario(store):
             return 1
+    if PG:
+        shared_limits(Store(os.path.join(TMP, "data-limits"), PG))
     print("multiprocess_test: %d passed, %d failed (%.1f s)" % (tally.passed, tally.failed, time.time() - t0))
     return 1 if tally.failed else 0
 
