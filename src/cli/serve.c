@@ -34,6 +34,7 @@
 #include "http/fetch.h"
 #include "cli/cli.h"
 #include "cli/settings.h"
+#include "core/cidr.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "http/http.h"
@@ -147,6 +148,13 @@ static int parse_admin_token(const char *value, void *dest, up_error_t *err) {
 
 static int parse_fetch_allow(const char *value, void *dest, up_error_t *err) {
     if (fetch_allow_validate(value, err))
+        return -1;
+    *(const char **)dest = value;
+    return 0;
+}
+
+static int parse_cidrs(const char *value, void *dest, up_error_t *err) {
+    if (cidr_list_check(value, err))
         return -1;
     *(const char **)dest = value;
     return 0;
@@ -635,6 +643,17 @@ static const setting_t serve_items[] = {
      .def = "open",
      .help = "who may read `/metrics` (Prometheus): anyone, the `--admin-token` only, or nobody",
      API(metrics)},
+    {.name = "trusted-proxies",
+     .arg = "CIDRS",
+     .env = "UPRES_TRUSTED_PROXIES",
+     .type = SETTING_TYPE_STRING,
+     .parse = parse_cidrs,
+     .def_text = "none: the peer is the client",
+     .what = "comma-separated CIDR ranges",
+     .help = "load balancers or proxies whose `X-Forwarded-For` names the client, read from the right",
+     .doc = "per-address limits (`--fetch-per-ip`, `--guest-sessions-per-ip`) then count the client; "
+            "`--max-conns-per-ip` still counts connections from the proxy",
+     HTTP(trusted_proxies)},
     {.name = "fetch-allow",
      .arg = "CIDRS",
      .env = "UPRES_FETCH_ALLOW",

@@ -27,8 +27,9 @@
 #include <string.h>
 #include <strings.h>
 
-#define URL_MAX 8192       /* longer URLs are refused as invalid */
-#define ALLOW_ENTRY_MAX 64 /* longest "address/prefix" text in an allow list */
+#include "core/cidr.h"
+
+#define URL_MAX 8192 /* longer URLs are refused as invalid */
 
 /* ---- address classification ------------------------------------------- */
 
@@ -84,17 +85,6 @@ static const range6_t refused6[] = {
     {{0xff}, 8, "multicast", EMBED_NONE, NULL},                        /* ff00::/8 */
 };
 
-/* 1 when the first `bits` bits of a and b agree. */
-static int prefix_match(const uint8_t *a, const uint8_t *b, int bits) {
-    int whole = bits / 8, rest = bits % 8;
-    if (memcmp(a, b, (size_t)whole) != 0)
-        return 0;
-    if (rest == 0)
-        return 1;
-    uint8_t mask = (uint8_t)(0xffu << (8 - rest));
-    return (a[whole] & mask) == (b[whole] & mask);
-}
-
 static const char *classify4(uint32_t a) {
     for (size_t i = 0; i < sizeof refused4 / sizeof refused4[0]; i++) {
         uint32_t mask = refused4[i].prefix ? 0xffffffffu << (32 - refused4[i].prefix) : 0;
@@ -102,97 +92,6 @@ static const char *classify4(uint32_t a) {
             return refused4[i].kind;
     }
     return NULL;
-}
-
-typedef struct cidr {
-    int family;      /* AF_INET or AF_INET6 */
-    uint8_t net[16]; /* network bytes; 4 used for AF_INET */
-    int prefix;
-} cidr_t;
-
-/* Parse one "addr[/prefix]" entry of n bytes. Returns 0 or -1. */
-static int cidr_parse(const char *s, size_t n, cidr_t *c) {
-    char buf[ALLOW_ENTRY_MAX];
-    if (n == 0 || n >= sizeof buf)
-        return -1;
-    memcpy(buf, s, n);
-    buf[n] = '\0';
-    char *slash = strchr(buf, '/');
-    long prefix = -1;
-    if (slash) {
-        *slash = '\0';
-        const char *p = slash + 1;
-        if (*p == '\0' || strlen(p) > 3)
-            return -1;
-        prefix = 0;
-        for (; *p; p++) {
-            if (*p < '0' || *p > '9')
-                return -1;
-            prefix = prefix * 10 + (*p - '0');
-        }
-    }
-    memset(c, 0, sizeof *c);
-    if (inet_pton(AF_INET, buf, c->net) == 1) {
-        c->family = AF_INET;
-        c->prefix = prefix < 0 ? 32 : (int)prefix;
-        return prefix > 32 ? -1 : 0;
-    }
-    if (inet_pton(AF_INET6, buf, c->net) == 1) {
-        c->family = AF_INET6;
-        c->prefix = prefix < 0 ? 128 : (int)prefix;
-        return prefix > 128 ? -1 : 0;
-    }
-    return -1;
-}
-
-/*
- * Walk the allow list; for each entry call back with (entry, its length, the
- * parsed range or NULL when malformed). Stops when the callback returns
- * non-zero and returns that value.
- */
-typedef int (*allow_fn)(const char *s, size_t n, const cidr_t *c, void *ud);
-
-static int allow_walk(const char *allow, allow_fn fn, void *ud) {
-    if (!allow)
-        return 0;
-    const char *p = allow;
-    for (;;) {
-        const char *end = strchr(p, ',');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-        const char *s = p;
-        while (n > 0 && (*s == ' ' || *s == '\t')) {
-            s++;
-            n--;
-        }
-        while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
-            n--;
-        if (n > 0) {
-            cidr_t c;
-            int r = fn(s, n, cidr_parse(s, n, &c) == 0 ? &c : NULL, ud);
-            if (r)
-                return r;
-        }
-        if (!end)
-            return 0;
-        p = end + 1;
-    }
-}
-
-typedef struct match_ctx {
-    int family;
-    const uint8_t *addr;
-} match_ctx_t;
-
-static int match_entry(const char *s, size_t n, const cidr_t *c, void *ud) {
-    (void)s;
-    (void)n;
-    const match_ctx_t *m = ud;
-    return c && c->family == m->family && prefix_match(c->net, m->addr, c->prefix);
-}
-
-static int allowed_by(const char *allow, int family, const uint8_t *addr) {
-    match_ctx_t m = {family, addr};
-    return allow_walk(allow, match_entry, &m);
 }
 
 static int refuse(char *why, size_t why_size, const char *addr, const char *kind, const char *form,
@@ -218,7 +117,7 @@ int fetch_addr_allowed(const struct sockaddr *sa, const char *allow, char *why, 
         struct sockaddr_in in;
         memcpy(&in, sa, sizeof in);
         const uint8_t *b = (const uint8_t *)&in.sin_addr;
-        if (allowed_by(allow, AF_INET, b))
+        if (cidr_list_match(allow, AF_INET, b))
             return 1;
         const char *kind = classify4(ntohl(in.sin_addr.s_addr));
         if (!kind)
@@ -233,18 +132,18 @@ int fetch_addr_allowed(const struct sockaddr *sa, const char *allow, char *why, 
     struct sockaddr_in6 in6;
     memcpy(&in6, sa, sizeof in6);
     const uint8_t *b = in6.sin6_addr.s6_addr;
-    if (allowed_by(allow, AF_INET6, b))
+    if (cidr_list_match(allow, AF_INET6, b))
         return 1;
     inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof text);
     for (size_t i = 0; i < sizeof refused6 / sizeof refused6[0]; i++) {
         const range6_t *r = &refused6[i];
-        if (!prefix_match(r->net, b, r->prefix))
+        if (!cidr_prefix_match(r->net, b, r->prefix))
             continue;
         if (r->embed == EMBED_NONE)
             return refuse(why, why_size, text, r->kind, NULL, NULL);
         const uint8_t *v4 = r->embed == EMBED_LOW32 ? b + 12 : b + 2;
         /* An IPv4-mapped address is the IPv4 host itself: IPv4 allow ranges apply. */
-        if (r->embed == EMBED_LOW32 && r->net[10] == 0xff && allowed_by(allow, AF_INET, v4))
+        if (r->embed == EMBED_LOW32 && r->net[10] == 0xff && cidr_list_match(allow, AF_INET, v4))
             return 1;
         uint32_t a = (uint32_t)v4[0] << 24 | (uint32_t)v4[1] << 16 | (uint32_t)v4[2] << 8 | v4[3];
         const char *kind = classify4(a);
@@ -257,23 +156,11 @@ int fetch_addr_allowed(const struct sockaddr *sa, const char *allow, char *why, 
     return 1;
 }
 
-typedef struct validate_ctx {
-    up_error_t *err;
-} validate_ctx_t;
-
-static int validate_entry(const char *s, size_t n, const cidr_t *c, void *ud) {
-    validate_ctx_t *v = ud;
-    if (c)
-        return 0;
-    up_error_set(v->err, UP_ERR_INVALID, 0,
-                 "the allowed address range \"%.*s\" is not an address or CIDR range", (int)(n > 80 ? 80 : n),
-                 s);
-    return UP_ERR_INVALID;
-}
-
 int fetch_allow_validate(const char *allow, up_error_t *err) {
-    validate_ctx_t v = {err};
-    return allow_walk(allow, validate_entry, &v);
+    if (cidr_list_check(allow, err) == 0)
+        return 0;
+    up_error_prefix(err, "the allowed address ranges");
+    return UP_ERR_INVALID;
 }
 
 /* ---- libcurl ----------------------------------------------------------- */
@@ -431,8 +318,8 @@ static int fail_from_curl(CURL *c, CURLcode cc, const transfer_t *t, const char 
         if (connect_us == 0)
             return up_error_set(err, UP_ERR_IO, 0, "connecting to %s timed out", host);
         if (strstr(detail, "too slow"))
-            return up_error_set(err, UP_ERR_IO, 0, "the image URL sent less than %g bytes/s for %g s", o->min_rate,
-                                ceil(o->min_rate_s));
+            return up_error_set(err, UP_ERR_IO, 0, "the image URL sent less than %g bytes/s for %g s",
+                                o->min_rate, ceil(o->min_rate_s));
         return up_error_set(err, UP_ERR_IO, 0, "fetching the image URL timed out after %g s", o->timeout_s);
     default: break;
     }
@@ -499,7 +386,8 @@ int fetch_url(const char *url, const fetch_opts_t *opts, void **body, size_t *si
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, connect_ms > 0 ? connect_ms : 1L) != CURLE_OK ||
         /* a source that trickles bytes is cut long before the total time runs out */
         curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, (long)o.min_rate) != CURLE_OK ||
-        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, o.min_rate > 0 ? (long)ceil(o.min_rate_s) : 0L) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, o.min_rate > 0 ? (long)ceil(o.min_rate_s) : 0L) !=
+            CURLE_OK ||
         curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o.max_bytes) != CURLE_OK ||
         curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write) != CURLE_OK ||
         curl_easy_setopt(c, CURLOPT_WRITEDATA, &t) != CURLE_OK ||

@@ -98,11 +98,13 @@ typedef struct http_config {
     size_t max_body;               /* bytes of a body kept in memory (not multipart); 0 = 1 MB */
     int n_defer_threads;           /* HTTP_POOL_SUBMIT threads for http_request_defer; 0 = 8 */
     int defer_queue;               /* deferred requests that may wait for one; 0 = 256 */
-    int n_fetch_threads;      /* HTTP_POOL_FETCH threads (work that waits on others: URL fetches); 0 = 8 */
-    int fetch_queue;          /* requests that may wait for one; 0 = 256 */
-    unsigned sse_keepalive_s; /* a quiet event stream gets a comment this often; 0 = 15 */
-    const char *cors_origins; /* borrowed: "*", a list of origins, or "" / "none" = no CORS (see
-                                 http_cors_origins_check); NULL = "*" */
+    int n_fetch_threads;         /* HTTP_POOL_FETCH threads (work that waits on others: URL fetches); 0 = 8 */
+    int fetch_queue;             /* requests that may wait for one; 0 = 256 */
+    unsigned sse_keepalive_s;    /* a quiet event stream gets a comment this often; 0 = 15 */
+    const char *cors_origins;    /* borrowed: "*", a list of origins, or "" / "none" = no CORS (see
+                                    http_cors_origins_check); NULL = "*" */
+    const char *trusted_proxies; /* borrowed: CIDR ranges (core/cidr.h) whose X-Forwarded-For names the
+                                    client (http_request_client); NULL or "" = none: the peer is the client */
 } http_config_t;
 
 void http_config_init(http_config_t *cfg);
@@ -177,7 +179,11 @@ int http_request_accepts(const http_request_t *req, const char *type);
 int http_accepts(const char *accept, const char *type);
 /* A multipart text field, or NULL when absent. */
 const char *http_request_field(const http_request_t *req, const char *name);
-/* The client's address, numeric ("127.0.0.1", "::1"), or "?". */
+/*
+ * The client's address, numeric ("127.0.0.1", "::1"), or "?": the peer's,
+ * or behind a trusted proxy the one its X-Forwarded-For names (see
+ * http_config_t.trusted_proxies). What per-address limits count.
+ */
 const char *http_request_client(const http_request_t *req);
 /*
  * Every string above is valid UTF-8 (core/text.h: invalid bytes replaced

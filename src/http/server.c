@@ -66,6 +66,7 @@
 #include <openssl/evp.h>
 
 #include "core/fileio.h"
+#include "core/cidr.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/text.h"
@@ -1602,6 +1603,47 @@ static void client_address(struct MHD_Connection *c, char *out, size_t size) {
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)size);
 }
 
+/*
+ * The client behind trusted proxies (cfg.trusted_proxies): when the peer is
+ * one, X-Forwarded-For (all its lines, in order) is read from the right,
+ * each proxy having appended the address it saw; the first address that is
+ * not a trusted proxy is the client. An entry that is not a bare address
+ * ("unknown", a port, garbage: not written by a proxy we trust) stops the
+ * walk at the hop before it, which is the most a trusted proxy vouches
+ * for. A peer that is not trusted is the client whatever it sends.
+ */
+static void forwarded_client(http_request_t *req) {
+    const char *trusted = req->srv->cfg.trusted_proxies;
+    if (!trusted || !*trusted || !cidr_list_match_text(trusted, req->client))
+        return;
+    const char *xff = http_request_header_all(req, "X-Forwarded-For");
+    if (!xff)
+        return;
+    size_t end = strlen(xff);
+    while (end > 0) {
+        size_t start = end;
+        while (start > 0 && xff[start - 1] != ',')
+            start--;
+        size_t a = start, b = end;
+        while (a < b && (xff[a] == ' ' || xff[a] == '\t'))
+            a++;
+        while (b > a && (xff[b - 1] == ' ' || xff[b - 1] == '\t'))
+            b--;
+        char hop[INET6_ADDRSTRLEN];
+        unsigned char bytes[16];
+        if (b - a >= sizeof hop)
+            return;
+        memcpy(hop, xff + a, b - a);
+        hop[b - a] = '\0';
+        if (inet_pton(AF_INET, hop, bytes) != 1 && inet_pton(AF_INET6, hop, bytes) != 1)
+            return;
+        snprintf(req->client, sizeof req->client, "%s", hop);
+        if (!cidr_list_match_text(trusted, hop))
+            return;
+        end = start > 0 ? start - 1 : 0;
+    }
+}
+
 const char *http_request_client(const http_request_t *req) { return req->client; }
 
 static int is_multipart(struct MHD_Connection *c) {
@@ -1641,6 +1683,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         text_utf8_copy(req->method, sizeof req->method, method, strlen(method));
         text_utf8_copy(req->path, sizeof req->path, url, strlen(url));
         client_address(c, req->client, sizeof req->client);
+        forwarded_client(req);
         *con_cls = req;
         conn_phase(srv, c, CONN_BODY);
         route(req);
