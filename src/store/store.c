@@ -10,6 +10,7 @@
 #include <assert.h>
 #include <ctype.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,14 @@ const store_rule_t store_rule_downloaded = {STORE_BIT(JOB_STATUS_COMPLETED), 0, 
 const store_rule_t store_rule_expire = {STORE_BIT(JOB_STATUS_COMPLETED) | STORE_BIT(JOB_STATUS_FAILED) |
                                             STORE_BIT(JOB_STATUS_CANCELLED) | STORE_BIT(JOB_STATUS_EXPIRED),
                                         0, "expire"};
+
+double store_fair_tag(double vtime, double last, double cost, double weight) {
+    if (!(cost > 0))
+        cost = 1;
+    if (!(weight > 0))
+        weight = 1;
+    return (last > vtime ? last : vtime) + cost / weight;
+}
 
 /* ---- opening ------------------------------------------------------------------- */
 
@@ -213,6 +222,12 @@ static int check_new_jobs(const job_t *jobs, int n, double period_start, up_erro
         if (period_start < 0 && job->credits != 0)
             return up_error_set(err, UP_ERR_INVALID, 0,
                                 "job store: job %s: a charged job needs its owner and period", job->id);
+        if (job->priority < STORE_PRIORITY_MIN || job->priority > STORE_PRIORITY_MAX)
+            return up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s: priority %d is outside %d..%d",
+                                job->id, job->priority, STORE_PRIORITY_MIN, STORE_PRIORITY_MAX);
+        if (!isfinite(job->cost) || !isfinite(job->weight))
+            return up_error_set(err, UP_ERR_INVALID, 0,
+                                "job store: job %s: a cost and weight must be numbers", job->id);
         if (strcmp(job->owner, jobs[0].owner) != 0)
             return up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s: one submission has one owner",
                                 job->id);

@@ -14,8 +14,8 @@
  *
  * Lifecycle (PRODUCT.md "What a job is"):
  *   queued -> claimed -> processing -> completed | failed | cancelled -> expired
- * claim moves the oldest claimable queued job to claimed (a worker has it)
- * and counts an attempt; store_job_start moves it on to processing once the
+ * claim moves the next claimable queued job (see "Order") to claimed (a
+ * worker has it) and counts an attempt; store_job_start moves it on to processing once the
  * worker has its model and input. Queued, claimed and processing are the
  * live statuses; the others are the ended ones.
  *
@@ -34,6 +34,24 @@
  * UP_ERR_CONFLICT ("superseded") once the claim is no longer the job's
  * current one, so a worker that lost its lease (paused, cut off from the
  * disk) can never complete, fail or requeue a job another worker now runs.
+ *
+ * Order: weighted fair queueing between owners, under a strict priority.
+ * A claim takes the queued job with the highest priority, then the
+ * smallest virtual finish tag (vtag), then the smallest seq; one index
+ * scan (priority DESC, vtag, seq) over the queued jobs. Each priority
+ * level is its own fair queue: a job submitted at priority p gets
+ *   vtag = max(V, L) + cost / weight           (store_fair_tag, store.c)
+ * where V is level p's virtual time, the vtag of the job the claim would
+ * take next at that level (else, with none queued there, the largest
+ * vtag of a claimed or processing job, else 0), and L is the largest
+ * vtag among the owner's queued jobs at that level (none: V). So an
+ * owner with a backlog queues behind its own backlog, an owner with none
+ * starts at V (a long-idle key banks no credit, a cancelled job gives its
+ * place back), and over a busy period each owner is served work in
+ * proportion to its weight. A requeued or rescued job keeps its vtag, so
+ * its place. Tags are computed in the submission's transaction, job by
+ * job (a batch chains: each job sees the ones before it); anonymous jobs
+ * (owner "") are one owner.
  *
  * Files: an asset row names its file and a job row its result by blob key
  * (blob.h), relative to the data folder, never by file-system path, so a
@@ -168,6 +186,12 @@ typedef struct job {
     double lease_s;     /* the lease length the claim asked for, seconds; renewals extend by this */
     double lease_until; /* Unix seconds the claim is valid until; 0 = no live claim */
     double not_before;  /* a queued job is not claimed before this (backoff after a lost lease); 0 = now */
+    /* scheduling (see "Order" above) */
+    int priority;  /* STORE_PRIORITY_MIN..MAX (rules.h), 0 = normal: a higher one is always claimed first */
+    double cost;   /* submission only (not stored, reads give 0): the job's work, in estimated seconds
+                      (output megapixels x the model's seconds per megapixel); <= 0 = 1 */
+    double weight; /* submission only (not stored): the owner's share, its tier's weight; <= 0 = 1 */
+    double vtag;   /* read only: the virtual finish tag the submission gave it (store_fair_tag) */
 } job_t;
 
 /*
@@ -284,7 +308,8 @@ int store_job_submit(store_t *st, const job_t *job, double period_start, const s
  *     written, when scope and key are taken (a concurrent retry won).
  * Answers older than 24 hours are deleted in the same transaction.
  * UP_ERR_INVALID for a duplicate id, jobs of several owners, a negative
- * charge or an input key that is not a blob key; UP_ERR_NOT_FOUND for an
+ * charge, a priority outside STORE_PRIORITY_MIN..MAX, a cost or weight
+ * that is not a finite number, or an input key that is not a blob key; UP_ERR_NOT_FOUND for an
  * asset refused as above (the message names it).
  */
 int store_jobs_submit(store_t *st, const job_t *jobs, int n, double period_start, const store_idem_t *idem,
@@ -336,7 +361,7 @@ int store_asset_deleted(store_t *st, const char *id, up_error_t *err);
 int store_job_get(store_t *st, const char *id, job_t *out, up_error_t *err);
 
 /*
- * Take the oldest queued job whose not_before has passed, for worker (its
+ * Take the next queued job (see "Order") whose not_before has passed, for worker (its
  * id, unique per process and thread): status claimed, attempts + 1,
  * started_at now, progress 0, lease_until = now + lease_s. *out gets the
  * claimed job (out->worker and out->attempts are its fence). No job is
@@ -459,7 +484,7 @@ int store_job_counts(store_t *st, long long *counts, up_error_t *err);
 /*
  * Where queued job id stands: *position = 1 + the number of queued jobs
  * claimable now (not_before passed) that store_job_claim takes before it
- * (smaller (created_at, seq)), and *mpx_ahead = the estimated output
+ * (a higher priority, or the same and a smaller (vtag, seq)), and *mpx_ahead = the estimated output
  * megapixels of those jobs and this one: input_width * input_height *
  * scale^2 / 1e6 each (the asset's size, scale below 1 taken as 1). A job
  * that is not queued: *position 0 and *mpx_ahead 0. One snapshot (one
