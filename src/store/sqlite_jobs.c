@@ -112,8 +112,8 @@ static const char *const wsql[N_WSTMT] = {
         " ORDER BY priority DESC, vtag, seq LIMIT 1), (SELECT max(vtag) FROM jobs WHERE status IN (1, 6)),"
         " 0), (SELECT max(vtag) FROM jobs WHERE status = 0 AND owner = ?3 AND priority = ?1)",
     [S_STATUS] = "SELECT status, cancel_requested, attempts, worker FROM jobs WHERE id = ?1",
-    [S_NEXT_QUEUED] = "SELECT seq FROM jobs WHERE status = 0 AND not_before <= ?1 ORDER BY priority DESC, "
-                      "vtag, seq LIMIT 1",
+    [S_NEXT_QUEUED] = "SELECT seq FROM jobs WHERE status = 0 AND not_before <= ?1"
+                      " ORDER BY priority DESC, vtag, seq LIMIT 1",
     [S_CLAIM] = "UPDATE jobs SET status = 6, attempts = attempts + 1, started_at = ?2, progress = 0,"
                 " cancel_requested = 0, worker = ?3, lease_s = ?4, lease_until = ?2 + ?4, not_before = 0"
                 " WHERE seq = ?1 AND status = 0",
