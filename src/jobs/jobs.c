@@ -233,15 +233,15 @@ static int check_pipeline(jobs_t *jobs, job_t *job, const image_info_t *info, co
 /*
  * The job's priority against the caller's tier t (NULL: no key, whose
  * highest is 0): any caller may lower its own jobs, down to
- * STORE_PRIORITY_MIN; raising them is the tier's (max_priority). 0, or -1
- * with *r (400).
+ * STORE_PRIORITY_MIN; raising them is the tier's (max_priority), or the
+ * operator's (operator 1: any). 0, or -1 with *r (400).
  */
-static int check_priority(const job_t *job, const tier_t *t, jobs_refusal_t *r) {
+static int check_priority(const job_t *job, const tier_t *t, int operator, jobs_refusal_t * r) {
     if (job->priority < STORE_PRIORITY_MIN || job->priority > STORE_PRIORITY_MAX)
         return jobs_refuse(r, 400, "INVALID_REQUEST", NULL,
                            "invalid priority %d: a whole number from %d to %d", job->priority,
                            STORE_PRIORITY_MIN, STORE_PRIORITY_MAX);
-    int max = t ? t->max_priority : 0;
+    int max = operator? STORE_PRIORITY_MAX : t ? t->max_priority : 0;
     if (job->priority > max)
         return jobs_refuse(r, 400, "PRIORITY_NOT_ALLOWED", json_pack("{s:i}", "max_priority", max),
                            "priority %d is above the highest %s may ask for (%d)", job->priority,
@@ -351,7 +351,7 @@ int jobs_submit(jobs_t *jobs, jobs_submission_t *s, jobs_answer_t *a, jobs_refus
         uuid_v4(j->id);
         double mpx = 0;
         if (job_input(jobs, j, in, &checked, owner, &info, r) || check_pipeline(jobs, j, &info, t, &mpx, r) ||
-            check_priority(j, t, r))
+            check_priority(j, t, s->operator_priority, r))
             goto refused;
         j->cost = job_cost(jobs, j, mpx);
         j->weight = t ? t->weight : 1;

@@ -127,6 +127,8 @@ typedef struct jobs_submission {
     const unsigned char *idem_hash; /* what the request asked (32 bytes) with idem_key */
     jobs_answer_fn answer;
     void *answer_ctx;
+    int operator_priority; /* 1: the operator's own submission (upres submit): any priority in bounds,
+                              whatever the tier's max_priority */
 } jobs_submission_t;
 
 /* A submission's answer: the dialect's (or the one recorded under its Idempotency-Key). */
