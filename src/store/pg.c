@@ -468,6 +468,7 @@ static void close_store(store_t *st) {
     pg_store_t *p = pg_of(st);
     PQfinish(p->conn);
     pthread_mutex_destroy(&p->mu);
+    free(p->url);
     free(p);
 }
 
@@ -510,6 +511,7 @@ static const store_vtbl_t pg_vtbl = {
     .model_rate = pg_model_rate,
     .keys_reset_guests = pg_keys_reset_guests,
     .usage_daily = pg_usage_daily,
+    .listen = pg_listen,
 };
 
 int store_pg_open(const char *url, store_t **out, up_error_t *err) {
@@ -518,6 +520,7 @@ int store_pg_open(const char *url, store_t **out, up_error_t *err) {
     pg_store_t *p = xcalloc(1, sizeof *p);
     p->base.vtbl = &pg_vtbl;
     pthread_mutex_init(&p->mu, NULL);
+    p->url = xstrdup(url);
     /* the URL's own settings first; ours after it win: text is UTF-8 both ways */
     const char *const keys[] = {"dbname", "client_encoding", "fallback_application_name", NULL};
     const char *const vals[] = {url, "UTF8", "upres", NULL};

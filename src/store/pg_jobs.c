@@ -46,9 +46,10 @@
 
 enum {
     S_INSERT,
-    S_FAIR_LOCK, /* the owner's advisory lock, for the submission's transaction */
-    S_FAIR,      /* V and L of a new job (store.h "Order") */
-    S_STATUS,    /* status, cancel_requested, attempts, worker of one id, the row locked */
+    S_NOTIFY_NEW, /* new jobs: the listeners told at commit */
+    S_FAIR_LOCK,  /* the owner's advisory lock, for the submission's transaction */
+    S_FAIR,       /* V and L of a new job (store.h "Order") */
+    S_STATUS,     /* status, cancel_requested, attempts, worker of one id, the row locked */
     S_CLAIM,
     S_START,
     S_PROGRESS,
@@ -94,6 +95,8 @@ static const char *const sql[N_STMT] = {
         " tier, credits, keep_s, colour, asset_id, steps, meta, priority, vtag) VALUES ($1::text,"
         " $2::text, $3::int, $4::text, $5::int, $6::int, $7::float8, $8::text, $9::text, $10::text,"
         " $11::bigint, $12::float8, $13::text, $14::text, $15::text, $16::text, $17::int, $18::float8)",
+    /* at the submission's commit, every listener hears of new jobs (pg_notify.c) */
+    [S_NOTIFY_NEW] = "SELECT pg_notify('" PG_CHANNEL_JOBS "', '')",
     [S_FAIR_LOCK] = "SELECT pg_advisory_xact_lock(" PG_FAIR_LOCK_SQL ", hashtext($1::text))",
     /* as sqlite_jobs.c's S_FAIR: $1 = priority, $2 = now, $3 = owner */
     [S_FAIR] = "SELECT coalesce((SELECT vtag FROM jobs WHERE status = 0 AND priority = $1::int"
@@ -493,6 +496,8 @@ int pg_jobs_submit(store_t *st, const job_t *jobs, int n, double period_start, c
             }
             if (!rc && idem)
                 rc = idem_insert(p, idem, now, err);
+            if (!rc)
+                rc = run(p, S_NOTIFY_NEW, NULL, NULL, NULL, "cannot notify the new jobs", err);
             rc = pg_tx_end(p, rc, err);
         }
         pg_leave(p);

@@ -547,3 +547,40 @@ int store_keys_reset_guests(store_t *st, double now, long long *n, up_error_t *e
         *n = count;
     return rc;
 }
+
+/* ---- notices ---------------------------------------------------------------------- */
+
+int store_listen(store_t *st, store_listener_t **out, up_error_t *err) {
+    assert(st && out);
+    *out = NULL;
+    if (!st->vtbl->listen)
+        return up_error_set(err, UP_ERR_UNSUPPORTED, 0,
+                            "job store: the %s store has no notices (it is polled)", st->vtbl->name);
+    return st->vtbl->listen(st, out, err);
+}
+
+int store_listener_wait(store_listener_t *l, double timeout_s, const store_listen_fns_t *fns, void *ctx,
+                        up_error_t *err) {
+    assert(l && fns);
+    return l->vtbl->wait(l, timeout_s > 0 ? timeout_s : 0, fns, ctx, err);
+}
+
+void store_listener_send(store_listener_t *l, const char *id) {
+    assert(l && id);
+    size_t n = strlen(id);
+    if (n == 0 || n >= STORE_NOTICE_ID_MAX ||
+        strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                   "0123456789_.:-") != n)
+        return;
+    l->vtbl->send(l, id);
+}
+
+void store_listener_wake(store_listener_t *l) {
+    assert(l);
+    l->vtbl->wake(l);
+}
+
+void store_listener_free(store_listener_t *l) {
+    if (l)
+        l->vtbl->free(l);
+}

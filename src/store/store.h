@@ -631,6 +631,74 @@ int store_key_usage(store_t *st, const char *id, double period_start, long long 
 int store_usage_daily(store_t *st, const char *owner, double day0, int days, long long *jobs,
                       long long *credits, up_error_t *err);
 
+/* ---- notices across processes (PostgreSQL LISTEN/NOTIFY) -------------------------------- */
+
+/*
+ * What a listener hears, on its waiting thread: job_new(ctx) when jobs
+ * were queued on the store (by any process: a submission's transaction
+ * notifies at its commit), and job_event(ctx, id) for each id another
+ * process sent (store_listener_send: job events, EVENTS_QUEUE_MOVED, ...;
+ * id borrowed for the call). Both may come merged or late, never lost
+ * while the connection holds; after the listener's connection was lost
+ * and made again, job_new is called once (what was sent meanwhile is
+ * gone: callers re-read, as they would after a poll).
+ */
+typedef struct store_listen_fns {
+    void (*job_new)(void *ctx);
+    void (*job_event)(void *ctx, const char *id);
+} store_listen_fns_t;
+
+typedef struct store_listener store_listener_t;
+
+#define STORE_NOTICE_ID_MAX 64 /* bytes of a sent id, with its NUL (job ids, topics) */
+
+/*
+ * A listener on st's database, with a connection of its own (LISTEN on
+ * the jobs and events channels). *out is new (store_listener_free).
+ * UP_ERR_UNSUPPORTED for a backend that has no notices (SQLite: its
+ * processes find new jobs by polling); UP_ERR_IO when the database cannot
+ * be reached.
+ */
+int store_listen(store_t *st, store_listener_t **out, up_error_t *err);
+
+/*
+ * Wait up to timeout_s for notices and call fns with each (from this
+ * thread), first sending what store_listener_send queued. Returns as soon
+ * as something was heard, when woken (store_listener_wake) or at the
+ * timeout: 0. A lost connection is made again here, with a pause between
+ * tries (within timeout_s): UP_ERR_IO while it cannot be (logged once per
+ * outage). One thread waits on a listener at a time.
+ */
+int store_listener_wait(store_listener_t *l, double timeout_s, const store_listen_fns_t *fns, void *ctx,
+                        up_error_t *err);
+
+/*
+ * Queue id (1 to STORE_NOTICE_ID_MAX - 1 bytes of [A-Za-z0-9_.:-]; others
+ * are dropped) to be sent to every other listener on the database by the
+ * waiting thread, merged with the same id not yet sent. Quick and never
+ * blocking on the network: any thread, an event callback too.
+ */
+void store_listener_send(store_listener_t *l, const char *id);
+
+/* Make a store_listener_wait under way (or the next one) return at once. Any thread. */
+void store_listener_wake(store_listener_t *l);
+
+/* Close the listener (accepts NULL). No wait may be under way. */
+void store_listener_free(store_listener_t *l);
+
+/* What a listener implements (the PostgreSQL backend's, pg_notify.c); a listener's handle starts with it. */
+typedef struct store_listener_vtbl {
+    int (*wait)(store_listener_t *l, double timeout_s, const store_listen_fns_t *fns, void *ctx,
+                up_error_t *err);
+    void (*send)(store_listener_t *l, const char *id);
+    void (*wake)(store_listener_t *l);
+    void (*free)(store_listener_t *l);
+} store_listener_vtbl_t;
+
+struct store_listener {
+    const store_listener_vtbl_t *vtbl; /* borrowed, static */
+};
+
 /* ---- the backend interface ---------------------------------------------------------- */
 
 /*
@@ -692,7 +760,8 @@ typedef struct store_vtbl {
     int (*key_usage)(store_t *st, const char *id, double period_start, long long *used, up_error_t *err);
     int (*keys_reset_guests)(store_t *st, double now, long long *n, up_error_t *err); /* now > 0, n set */
     int (*usage_daily)(store_t *st, const char *owner, double day0, int days, long long *jobs,
-                       long long *credits, up_error_t *err); /* days >= 1, arrays zeroed */
+                       long long *credits, up_error_t *err);             /* days >= 1, arrays zeroed */
+    int (*listen)(store_t *st, store_listener_t **out, up_error_t *err); /* NULL: no notices */
 } store_vtbl_t;
 
 /*
