@@ -104,8 +104,8 @@ static const char *const wsql[N_WSTMT] = {
     /*
      * ?1 = priority, ?2 = now, ?3 = owner: V (the level's next claim, else
      * the largest held tag, else 0) and L (the owner's largest queued tag
-     * at the level, NULL = none); one probe of jobs_fair, of jobs_queue's
-     * held range and of jobs_owner_fair
+     * at the level, NULL = none); one probe each of jobs_fair,
+     * jobs_held_vtag and jobs_owner_fair
      */
     [S_FAIR] =
         "SELECT coalesce((SELECT vtag FROM jobs WHERE status = 0 AND priority = ?1 AND not_before <= ?2"
