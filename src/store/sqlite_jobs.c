@@ -49,7 +49,7 @@ enum {
     S_INSERT,
     S_FAIR,        /* V and L of a new job (store.h "Order") */
     S_STATUS,      /* status, cancel_requested, attempts, worker of one id */
-    S_NEXT_QUEUED, /* seq of the oldest claimable queued job */
+    S_NEXT_QUEUED, /* seq of the next claimable queued job (store.h "Order") */
     S_CLAIM,
     S_START,
     S_PROGRESS,
