@@ -409,6 +409,8 @@ int jobs_submit(jobs_t *jobs, jobs_submission_t *s, jobs_answer_t *a, jobs_refus
     }
     if (jobs->queue)
         queue_notify(jobs->queue);
+    /* fair queueing: another key's new job may go ahead of jobs queued before it, so positions move */
+    events_publish(jobs->events, EVENTS_QUEUE_MOVED);
     for (int i = 0; i < s->n; i++) {
         const job_t *j = &s->jobs[i];
         events_publish(jobs->events, j->id);

@@ -22,8 +22,9 @@
 
 /*
  * A topic, not a job (no job id looks like it): published when a job leaves
- * the queue (claimed, or cancelled while queued), so that the queue
- * positions of the jobs behind it moved. Streams that show positions
+ * the queue (claimed, or cancelled while queued), or jobs join it (fair
+ * queueing may put another key's new job ahead of queued ones), so that
+ * queue positions moved. Streams that show positions
  * subscribe to it as to a job.
  */
 #define EVENTS_QUEUE_MOVED "queue-moved"
