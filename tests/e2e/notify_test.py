@@ -122,6 +122,8 @@ def main():
         check(lag is not None and lag < 5, "  and its completion within 5 s on A (keep-alive: 15 s)", lag)
         print("notify_test: a stream on A saw the job B ran complete %.3f s after it did (runner %s)" %
               (lag if lag is not None else -1, runner))
+        rcs = (a.stop(), b.stop())
+        check(rcs == (0, 0), "both stop on SIGTERM with exit status 0 (A's long job requeued)", (rcs, a.tail(600)))
     finally:
         a.stop()
         b.stop()
