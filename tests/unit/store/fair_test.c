@@ -8,6 +8,7 @@
  * same tags (store_fair_tag).
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -264,7 +265,52 @@ static void test_tags(void) {
     store_close(st);
 }
 
+typedef struct racer {
+    store_t *st;
+    const char *prefix;
+    int rc;
+} racer_t;
+
+static void *race_submit(void *arg) {
+    racer_t *r = arg;
+    r->rc = 0;
+    for (int i = 0; i < 30 && !r->rc; i++)
+        r->rc =
+            submit(r->st, r->prefix, i, 1, "", 1, 1, 0); /* one job a transaction: 30 chances to collide */
+    return NULL;
+}
+
+/* Two handles (two processes) submitting for one owner at once chain their tags: no two are equal. */
+static void test_concurrent_owner(void) {
+    store_t *a = tb_open("race"), *b = tb_open("race");
+    if (!a || !b) {
+        store_close(a);
+        store_close(b);
+        return;
+    }
+    racer_t ra = {a, "X", -1}, rb = {b, "Y", -1};
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, race_submit, &ra);
+    pthread_create(&tb, NULL, race_submit, &rb);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    CHECK(ra.rc == 0 && rb.rc == 0);
+    double tags[60];
+    int n = 0;
+    job_t got;
+    up_error_t err;
+    while (n < 60 && store_job_claim(a, WORKER, 60, &got, &err) == 0)
+        tags[n++] = got.vtag;
+    int dup = 0;
+    for (int i = 1; i < n; i++)
+        dup += !(tags[i] > tags[i - 1]); /* claimed in tag order, each one larger */
+    CHECKF(n == 60 && dup == 0, "%d jobs, %d tags not above the one before", n, dup);
+    store_close(a);
+    store_close(b);
+}
+
 static void run_all(void) {
+    test_concurrent_owner();
     test_tags();
     test_batch_does_not_starve();
     test_weights();
