@@ -737,7 +737,16 @@ int pg_job_requeue(store_t *st, const char *id, const store_fence_t *fence, up_e
     pg_args_t a;
     transition_args(&a, id);
     a.n = 1; /* S_REQUEUE takes the id only */
-    return transition(pg_of(st), id, fence, &t, &a, NULL, err);
+    int rc = transition(pg_of(st), id, fence, &t, &a, NULL, err);
+    if (rc ==
+        UP_OK) { /* claimable at once: the other processes' idle workers hear of it (after the commit) */
+        pg_store_t *p = pg_of(st);
+        if (pg_enter(p, NULL) == UP_OK) {
+            run(p, S_NOTIFY_NEW, NULL, NULL, NULL, "cannot notify a requeued job", NULL);
+            pg_leave(p);
+        }
+    }
+    return rc;
 }
 
 /* Inside a transaction: rescue job seq (locked; its lease ended before now), then read it back into *out. */

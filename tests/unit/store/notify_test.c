@@ -90,6 +90,17 @@ static void test_listener(void) {
     CHECKF(t < 5, "the new job was heard after %.3f s", t);
     printf("postgresql: a submission woke another handle's listener in %.1f ms\n", t * 1000);
 
+    /* a job requeued on a (its worker stopped by SIGTERM) is claimable at once: b hears of it */
+    job_t got;
+    CHECK(store_job_claim(a, "notify-test-worker", 60, &got, &err) == 0);
+    memset(&hb, 0, sizeof hb);
+    store_listener_wait(lb, 0.2, &fns, &hb, NULL);
+    memset(&hb, 0, sizeof hb);
+    store_fence_t f = {got.worker, got.attempts};
+    CHECK(store_job_requeue(a, got.id, &f, &err) == 0);
+    t = wait_for(lb, &hb, heard_new, 10);
+    CHECKF(t < 5, "the requeued job was heard after %.3f s", t);
+
     /* an id sent by a reaches b, and a does not hear its own */
     memset(&hb, 0, sizeof hb);
     heard_t ha = {0};
