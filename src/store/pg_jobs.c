@@ -738,8 +738,8 @@ int pg_job_requeue(store_t *st, const char *id, const store_fence_t *fence, up_e
     transition_args(&a, id);
     a.n = 1; /* S_REQUEUE takes the id only */
     int rc = transition(pg_of(st), id, fence, &t, &a, NULL, err);
-    if (rc ==
-        UP_OK) { /* claimable at once: the other processes' idle workers hear of it (after the commit) */
+    /* claimable at once: the other processes' idle workers hear of it (after the commit) */
+    if (rc == UP_OK) {
         pg_store_t *p = pg_of(st);
         if (pg_enter(p, NULL) == UP_OK) {
             run(p, S_NOTIFY_NEW, NULL, NULL, NULL, "cannot notify a requeued job", NULL);
