@@ -255,14 +255,24 @@ static int check_priority(const job_t *job, const tier_t *t, int operator, jobs_
  * its last JOBS_RATE_JOBS jobs; JOBS_DEFAULT_S_PER_MPX until it has one),
  * so that a key's share counts the work its jobs ask for, not their number.
  */
-static double job_cost(jobs_t *jobs, const job_t *job, double mpx) {
-    double spm = 0;
-    int n = 0;
-    up_error_t err;
-    if (!job->model[0] || store_model_rate(jobs->store, job->model, JOBS_RATE_JOBS, &spm, &n, &err) ||
-        n == 0 || !(spm > 0))
-        spm = JOBS_DEFAULT_S_PER_MPX;
-    double cost = mpx * spm;
+/* The last model a submission looked up (a batch asks once per model, not once per job). */
+typedef struct rate_cache {
+    char model[128];
+    double s_per_mpx;
+} rate_cache_t;
+
+static double job_cost(jobs_t *jobs, const job_t *job, double mpx, rate_cache_t *c) {
+    if (!c->model[0] || strcmp(c->model, job->model) != 0) {
+        double spm = 0;
+        int n = 0;
+        up_error_t err;
+        if (!job->model[0] || store_model_rate(jobs->store, job->model, JOBS_RATE_JOBS, &spm, &n, &err) ||
+            n == 0 || !(spm > 0))
+            spm = JOBS_DEFAULT_S_PER_MPX;
+        snprintf(c->model, sizeof c->model, "%s", job->model);
+        c->s_per_mpx = spm;
+    }
+    double cost = mpx * c->s_per_mpx;
     return cost > 1e-6 ? cost : 1e-6; /* a job is never free: a key's tags always move on */
 }
 
@@ -345,6 +355,7 @@ int jobs_submit(jobs_t *jobs, jobs_submission_t *s, jobs_answer_t *a, jobs_refus
     double now = (double)llround(now_s() * 1000.0) / 1000.0; /* shown to the millisecond: stored so */
     long long credits = 0;
     int frames = 1;
+    rate_cache_t rates = {.s_per_mpx = 0};
     for (int i = 0; i < s->n; i++) {
         job_t *j = &s->jobs[i];
         image_info_t info;
@@ -353,7 +364,7 @@ int jobs_submit(jobs_t *jobs, jobs_submission_t *s, jobs_answer_t *a, jobs_refus
         if (job_input(jobs, j, in, &checked, owner, &info, r) || check_pipeline(jobs, j, &info, t, &mpx, r) ||
             check_priority(j, t, s->operator_priority, r))
             goto refused;
-        j->cost = job_cost(jobs, j, mpx);
+        j->cost = job_cost(jobs, j, mpx, &rates);
         j->weight = t ? t->weight : 1;
         if (info.n_frames > frames)
             frames = info.n_frames;
