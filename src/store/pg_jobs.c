@@ -39,6 +39,22 @@
     "a.id, a.owner, a.key, a.name, a.format, a.width, a.height, a.frames, a.bytes, a.created_at, "           \
     "a.expires_at"
 
+/* A job's estimated output megapixels times 1e6, summed over job rows j with their assets a (a missing one:
+ * 0). */
+#define PG_MPX(a, j)                                                                                         \
+    "coalesce(sum(coalesce(" a ".width, 0)::float8 * coalesce(" a ".height, 0) * greatest(" j ".scale, 1)"   \
+    " * greatest(" j ".scale, 1)), 0)"
+
+/* The queue position's two ranges of jobs_fair, as sqlite_jobs.c's QP_HIGHER and QP_LEVEL ($1 = id, $2 =
+ * now). */
+#define PQP_HIGHER                                                                                           \
+    " FROM jobs h LEFT JOIN assets b ON b.id = h.asset_id"                                                   \
+    " WHERE h.status = 0 AND h.priority > x.priority AND h.not_before <= $2::float8"
+#define PQP_LEVEL                                                                                            \
+    " LEFT JOIN jobs q ON x.status = 0 AND q.status = 0 AND q.priority = x.priority"                         \
+    " AND (q.vtag, q.seq) <= (x.vtag, x.seq) AND (q.not_before <= $2::float8 OR q.seq = x.seq)"              \
+    " LEFT JOIN assets a ON a.id = q.asset_id WHERE x.id = $1::text GROUP BY x.seq"
+
 /* $1 = now. Status numbers are job_status_t: "IN (0, 1, 6)" is a live job (queued, processing, claimed). */
 #define DUE_WHERE                                                                                            \
     " a.key <> '' AND a.expires_at <= $1::float8"                                                            \
@@ -185,14 +201,12 @@ static const char *const sql[N_STMT] = {
     [S_BLOB_KEYS] = "SELECT key FROM assets WHERE key <> ''"
                     " UNION ALL SELECT result_key FROM jobs WHERE result_key <> ''",
     [S_ASSET_GET] = "SELECT " ASSET_COLUMNS " FROM assets a WHERE a.id = $1::text",
-    /* as sqlite_jobs.c's: x is the job asked about, q runs over it and the queued jobs claimed before it */
+    /* as sqlite_jobs.c's: x is the job asked about; h the claimable jobs above its level, q x and those
+     * before it at its level */
     [S_QUEUE_POSITION] =
-        "SELECT count(q.seq), coalesce(sum(coalesce(a.width, 0)::float8 * coalesce(a.height, 0)"
-        " * greatest(q.scale, 1) * greatest(q.scale, 1)), 0) / 1e6 FROM jobs x"
-        " LEFT JOIN jobs q ON x.status = 0 AND q.status = 0 AND (q.priority > x.priority"
-        " OR (q.priority = x.priority AND (q.vtag, q.seq) <= (x.vtag, x.seq)))"
-        " AND (q.not_before <= $2::float8 OR q.seq = x.seq)"
-        " LEFT JOIN assets a ON a.id = q.asset_id WHERE x.id = $1::text GROUP BY x.seq",
+        "SELECT CASE WHEN x.status = 0 THEN count(q.seq) + (SELECT count(*)" PQP_HIGHER
+        ") ELSE 0 END, CASE WHEN x.status = 0 THEN (" PG_MPX("a", "q") " + (SELECT " PG_MPX("b", "h")
+            PQP_HIGHER ")) / 1e6 ELSE 0 END FROM jobs x" PQP_LEVEL,
     [S_MODEL_RATE] = "SELECT count(*), coalesce(sum(completed_at - started_at), 0),"
                      " coalesce(sum(output_width::float8 * output_height), 0) / 1e6 FROM"
                      " (SELECT completed_at, started_at, output_width, output_height FROM jobs"

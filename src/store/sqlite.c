@@ -31,7 +31,9 @@
  * jobs_fair, which holds the queued jobs only. seq is the rowid, which is
  * insertion order (AUTOINCREMENT: never reused, so a listing cursor stays
  * valid). A submission reads each new job's V and L (S_FAIR) from
- * jobs_fair, jobs_held_vtag and jobs_owner_fair, one probe each.
+ * jobs_fair, jobs_queue (the held jobs) and jobs_owner_fair, one probe
+ * each; the statements name the index (INDEXED BY) where the planner,
+ * without statistics or with them, would take another.
  *
  * Claims: the claim writes the worker id, the lease (lease_s, lease_until)
  * and counts the attempt in the row. Every write a worker makes reads
@@ -290,16 +292,15 @@ static const char migrate_v7_sql[] = "ALTER TABLE keys ADD COLUMN" KEYS_GUEST_CO
 /*
  * Version 7 -> 8: scheduling (store.h "Order"). jobs_fair is the claim's
  * order over the queued jobs only; jobs_owner_fair finds an owner's
- * largest queued tag at a priority level; jobs_held_vtag the largest tag
- * of a held job (partial, so the planner takes it over a scan even when
- * statistics say status is not selective: held jobs are a handful).
+ * largest queued tag at a priority level (the held jobs' largest tag is
+ * read from jobs_queue's status range: a handful of rows). Each index
+ * costs every status change a write, so there are no more than these.
  */
 static const char migrate_v8_sql[] =
     "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE jobs ADD COLUMN vtag REAL NOT NULL DEFAULT 0;"
     "CREATE INDEX IF NOT EXISTS jobs_fair ON jobs(priority DESC, vtag, seq) WHERE status = 0;"
-    "CREATE INDEX IF NOT EXISTS jobs_owner_fair ON jobs(owner, priority, vtag) WHERE status = 0;"
-    "CREATE INDEX IF NOT EXISTS jobs_held_vtag ON jobs(vtag) WHERE status IN (1, 6);";
+    "CREATE INDEX IF NOT EXISTS jobs_owner_fair ON jobs(owner, priority, vtag) WHERE status = 0;";
 
 /* ---- helpers (sqlite_int.h) ------------------------------------------------------- */
 

@@ -34,6 +34,26 @@
     " j.steps, j.report, j.meta, j.priority, j.vtag"
 #define JOBS_JOINED " FROM jobs j LEFT JOIN assets a ON a.id = j.asset_id"
 
+/* A job's estimated output megapixels times 1e6, summed over job rows j with their assets a (a missing one:
+ * 0). */
+#define SQ_MPX(a, j)                                                                                         \
+    "total(1.0 * coalesce(" a ".width, 0) * coalesce(" a ".height, 0) * max(" j ".scale, 1) * max(" j        \
+    ".scale, 1))"
+
+/*
+ * The queue position's two ranges of jobs_fair (R_QUEUE_POSITION; x is
+ * the job asked about, ?2 now): h, the claimable jobs of a higher
+ * priority (with their assets b); q, x and the claimable jobs before it at
+ * its own level (with their assets a).
+ */
+#define QP_HIGHER                                                                                            \
+    " FROM jobs h INDEXED BY jobs_fair LEFT JOIN assets b ON b.id = h.asset_id"                              \
+    " WHERE h.status = 0 AND h.priority > x.priority AND h.not_before <= ?2"
+#define QP_LEVEL                                                                                             \
+    " LEFT JOIN jobs q INDEXED BY jobs_fair ON x.status = 0 AND q.status = 0 AND q.priority = x.priority"    \
+    " AND (q.vtag, q.seq) <= (x.vtag, x.seq) AND (q.not_before <= ?2 OR q.seq = x.seq)"                      \
+    " LEFT JOIN assets a ON a.id = q.asset_id WHERE x.id = ?1 GROUP BY x.seq"
+
 /* Every asset read returns these columns in this order (see read_asset), FROM assets a. */
 #define ASSET_COLUMNS                                                                                        \
     "a.id, a.owner, a.key, a.name, a.format, a.width, a.height, a.frames, a.bytes, a.created_at, "           \
@@ -105,14 +125,22 @@ static const char *const wsql[N_WSTMT] = {
      * ?1 = priority, ?2 = now, ?3 = owner: V (the level's next claim, else
      * the largest held tag, else 0) and L (the owner's largest queued tag
      * at the level, NULL = none); one probe each of jobs_fair,
-     * jobs_held_vtag and jobs_owner_fair
+     * jobs_queue (status IN (1, 6): the held jobs, a handful) and
+     * jobs_owner_fair
      */
     [S_FAIR] =
-        "SELECT coalesce((SELECT vtag FROM jobs WHERE status = 0 AND priority = ?1 AND not_before <= ?2"
-        " ORDER BY priority DESC, vtag, seq LIMIT 1), (SELECT max(vtag) FROM jobs WHERE status IN (1, 6)),"
+        "SELECT coalesce((SELECT vtag FROM jobs INDEXED BY jobs_fair WHERE status = 0 AND priority = ?1"
+        " AND not_before <= ?2"
+        " ORDER BY priority DESC, vtag, seq LIMIT 1), (SELECT max(vtag) FROM jobs INDEXED BY jobs_queue"
+        " WHERE status IN (1, 6)),"
         " 0), (SELECT max(vtag) FROM jobs WHERE status = 0 AND owner = ?3 AND priority = ?1)",
     [S_STATUS] = "SELECT status, cancel_requested, attempts, worker FROM jobs WHERE id = ?1",
-    [S_NEXT_QUEUED] = "SELECT seq FROM jobs WHERE status = 0 AND not_before <= ?1"
+    /*
+     * INDEXED BY: without statistics the planner prefers jobs_queue's
+     * status range and then sorts every queued job (a claim in O(queue));
+     * jobs_fair is the claim's order, so its first entry is the answer
+     */
+    [S_NEXT_QUEUED] = "SELECT seq FROM jobs INDEXED BY jobs_fair WHERE status = 0 AND not_before <= ?1"
                       " ORDER BY priority DESC, vtag, seq LIMIT 1",
     [S_CLAIM] = "UPDATE jobs SET status = 6, attempts = attempts + 1, started_at = ?2, progress = 0,"
                 " cancel_requested = 0, worker = ?3, lease_s = ?4, lease_until = ?2 + ?4, not_before = 0"
@@ -194,18 +222,17 @@ static const char *const rsql[N_RSTMT] = {
                     " UNION ALL SELECT result_key FROM jobs WHERE result_key <> ''",
     [R_ASSET_GET] = "SELECT " ASSET_COLUMNS " FROM assets a WHERE a.id = ?1",
     /*
-     * ?1 = id, ?2 = now. x is the job asked about; q runs over x and the
-     * queued jobs S_NEXT_QUEUED takes before it (its order: priority
-     * descending, vtag, seq), a range of jobs_fair. count(q.seq) counts x
-     * itself, so it is the position; a job not queued joins nothing (count 0).
+     * ?1 = id, ?2 = now. x is the job asked about; the jobs
+     * S_NEXT_QUEUED takes before it (its order: priority descending, vtag,
+     * seq) are two ranges of jobs_fair: h, every claimable job of a higher
+     * priority, and q, x and the claimable jobs before it at its own level.
+     * count(q.seq) counts x itself, so the sum is the position; a job not
+     * queued is 0.
      */
     [R_QUEUE_POSITION] =
-        "SELECT count(q.seq), total(1.0 * coalesce(a.width, 0) * coalesce(a.height, 0) * max(q.scale, 1)"
-        " * max(q.scale, 1)) / 1e6 FROM jobs x"
-        " LEFT JOIN jobs q ON x.status = 0 AND q.status = 0 AND (q.priority > x.priority"
-        " OR (q.priority = x.priority AND (q.vtag, q.seq) <= (x.vtag, x.seq)))"
-        " AND (q.not_before <= ?2 OR q.seq = x.seq)"
-        " LEFT JOIN assets a ON a.id = q.asset_id WHERE x.id = ?1 GROUP BY x.seq",
+        "SELECT CASE WHEN x.status = 0 THEN count(q.seq) + (SELECT count(*)" QP_HIGHER
+        ") ELSE 0 END, CASE WHEN x.status = 0 THEN (" SQ_MPX("a", "q") " + (SELECT " SQ_MPX("b", "h")
+            QP_HIGHER ")) / 1e6 ELSE 0 END FROM jobs x" QP_LEVEL,
     /* ?1 = model, ?2 = last_n; the inner WHERE holds jobs_model_done's (SQ_DONE_WHERE) */
     [R_MODEL_RATE] =
         "SELECT count(*), total(completed_at - started_at),"
