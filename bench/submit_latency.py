@@ -8,17 +8,20 @@ scale 2), each after the previous one completed, so that a worker is always
 free when a job arrives:
   http: POST /api/v1/upscale, answered by the server itself, which wakes
         its worker at once;
-  cli:  `upres submit` on the same data folder, a separate process: the
-        server finds the job at its next poll of the store (once a second).
+  cli:  `upres submit` on the same store, a separate process: on SQLite
+        the server finds the job at its next poll of the store (once a
+        second); on PostgreSQL (UPRES_BENCH_PG set to a postgresql:// URL:
+        the run is repeated there, in a schema of its own) the submission's
+        NOTIFY wakes the server's idle worker at once.
 Submit-to-start is the job's started_at (its claim) minus its created_at,
 as the server recorded them (GET /api/v1/jobs/{id}, millisecond times); the
 answer time is from sending the POST to its answer. Prints median, p90 and
 the slowest of each.
 
-usage: bench/submit_latency.py [PATH/TO/upres] [N]
+usage: [UPRES_BENCH_PG=postgresql://...] bench/submit_latency.py [PATH/TO/upres] [N]
 Loopback only; every loop is bounded in count and time.
 """
-import datetime, json, os, statistics, sys, time
+import datetime, json, os, statistics, subprocess, sys, time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "../tests/e2e"))
@@ -49,9 +52,9 @@ def summary(name, xs):
             f"slowest {xs[-1] * 1000:.1f} ms")
 
 
-def main():
-    client.make_tmp("upres-submit-latency-")
-    server = Server("latency", "--workers", "1", "--rate-per-minute", "0", "--rate-per-day", "0", threads=1)
+def measure(name, env):
+    """One server (env: its store); the three figures."""
+    server = Server(name, "--workers", "1", "--rate-per-minute", "0", "--rate-per-day", "0", threads=1, env=env)
     with open(os.path.join(SHARED, "ref", "in", "chelsea_lr64.png"), "rb") as f:
         image = f.read()
     path = os.path.join(client.TMP, "chelsea.png")
@@ -80,11 +83,38 @@ def main():
                 d = started_minus_created(port, job)
                 if d is not None:
                     cli_start.append(d)
-        print(summary("http submit -> start", http_start))
-        print(summary("http submit answer", http_answer))
-        print(summary("cli submit -> start (found by the 1 s poll)", cli_start))
+        return http_start, http_answer, cli_start
     finally:
         server.stop()
+
+
+def pg_schema_url(url):
+    """A fresh schema in the database url names (psql), and url with it as the search_path."""
+    schema = "bench_latency_%d" % os.getpid()
+    sql = "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s" % (schema, schema)
+    subprocess.run(["psql", "-q", "-X", url, "-c", sql], check=True, capture_output=True)
+    return url + ("&" if "?" in url else "?") + "options=-csearch_path%3D" + schema, schema
+
+
+def main():
+    client.make_tmp("upres-submit-latency-")
+    http_start, http_answer, cli_start = measure("latency", {})
+    print(summary("sqlite: http submit -> start", http_start))
+    print(summary("sqlite: http submit answer", http_answer))
+    print(summary("sqlite: cli submit -> start (another process: found by the 1 s poll)", cli_start))
+    url = os.environ.get("UPRES_BENCH_PG")
+    if not url:
+        print("postgresql: not run (set UPRES_BENCH_PG to a postgresql:// URL; see README, Benchmarks)")
+        return
+    store, schema = pg_schema_url(url)
+    try:
+        http_start, http_answer, cli_start = measure("latency-pg", {"UPRES_STORE": store})
+        print(summary("postgresql: http submit -> start", http_start))
+        print(summary("postgresql: http submit answer", http_answer))
+        print(summary("postgresql: cli submit -> start (another process: woken by NOTIFY)", cli_start))
+    finally:
+        subprocess.run(["psql", "-q", "-X", url, "-c", "DROP SCHEMA IF EXISTS %s CASCADE" % schema],
+                       capture_output=True)
 
 
 if __name__ == "__main__":

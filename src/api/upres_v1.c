@@ -31,6 +31,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/uuid.h"
+#include "store/rules.h"
 
 #define LIST_MAX 100
 #define LIST_DEFAULT 20
@@ -120,6 +121,8 @@ static json_t *job_json(api_t *api, http_request_t *req, const job_t *j) {
     }
     if (j->credits > 0)
         json_object_set_new(o, "credits_charged", json_integer(j->refunded ? 0 : j->credits));
+    if (j->priority) /* an upres extension, left out at the default */
+        json_object_set_new(o, "priority", json_integer(j->priority));
     return o;
 }
 
@@ -127,7 +130,13 @@ static json_t *job_json(api_t *api, http_request_t *req, const job_t *j) {
 
 /* Settings common to both bodies; 0, or -1 after replying. */
 static int job_settings(api_t *api, http_request_t *req, const char *model, long scale, const char *colour,
-                        job_t *job) {
+                        long priority, job_t *job) {
+    if (priority < STORE_PRIORITY_MIN || priority > STORE_PRIORITY_MAX) {
+        http_reply_error_code(req, 400, "INVALID_REQUEST", NULL,
+                              "invalid priority %ld: a whole number from %d to %d", priority,
+                              STORE_PRIORITY_MIN, STORE_PRIORITY_MAX);
+        return -1;
+    }
     if (scale < 2 || scale > 8) {
         http_reply_error_code(req, 400, "INVALID_REQUEST", NULL,
                               "invalid scale %ld: a whole number from 2 to 8", scale);
@@ -151,6 +160,7 @@ static int job_settings(api_t *api, http_request_t *req, const char *model, long
     if (strcmp(ours, model))
         snprintf(job->model_alias, sizeof job->model_alias, "%s", model);
     job->scale = (int)scale;
+    job->priority = (int)priority; /* raising it is the tier's: jobs_submit checks */
     return 0;
 }
 
@@ -172,13 +182,15 @@ static void create_from_upload(api_t *api, http_request_t *req, const api_key_t 
         return;
     }
     const char *model = http_request_field(req, "model");
-    const char *s = http_request_field(req, "scale");
-    long scale = 4;
+    const char *s = http_request_field(req, "scale"), *p = http_request_field(req, "priority");
+    long scale = 4, priority = 0;
     job_t job;
     if (s && *s && api_parse_int(s, &scale))
         bad_request(req, "invalid scale '%s': a whole number from 2 to 8", s);
+    else if (p && *p && api_parse_int(p, &priority))
+        bad_request(req, "invalid priority '%s': a whole number from -10 to 10", p);
     else if (!job_settings(api, req, model && *model ? model : DEFAULT_MODEL, scale,
-                           http_request_field(req, "colour"), &job)) {
+                           http_request_field(req, "colour"), priority, &job)) {
         api_input_t in = {.path = upath, .size = (size_t)usize, .name = uname};
         api_submit_async(api, req, key, &in, NULL, &job, reply_created);
     }
@@ -190,7 +202,8 @@ static void create_from_json(api_t *api, http_request_t *req, const api_key_t *k
     json_error_t jerr;
     json_t *o = json_loadb(body, n, 0, &jerr);
     json_t *url = json_object_get(o, "image_url"), *model = json_object_get(o, "model"),
-           *scale = json_object_get(o, "scale"), *colour = json_object_get(o, "colour");
+           *scale = json_object_get(o, "scale"), *colour = json_object_get(o, "colour"),
+           *priority = json_object_get(o, "priority");
     job_t job;
     if (!json_is_object(o))
         bad_request(req, "the body is not a JSON object: %s",
@@ -204,9 +217,13 @@ static void create_from_json(api_t *api, http_request_t *req, const api_key_t *k
         bad_request(req, "%s", "scale must be a whole number from 2 to 8");
     else if (colour && !json_is_string(colour))
         bad_request(req, "%s", "colour must be a string: srgb or keep");
+    else if (priority && (!json_is_integer(priority) || json_integer_value(priority) < STORE_PRIORITY_MIN ||
+                          json_integer_value(priority) > STORE_PRIORITY_MAX))
+        bad_request(req, "%s", "priority must be a whole number from -10 to 10");
     else if (!job_settings(api, req, model ? json_string_value(model) : DEFAULT_MODEL,
                            scale ? (long)json_integer_value(scale) : 4,
-                           colour ? json_string_value(colour) : NULL, &job))
+                           colour ? json_string_value(colour) : NULL,
+                           priority ? (long)json_integer_value(priority) : 0, &job))
         api_submit_async(api, req, key, NULL, json_string_value(url), &job, reply_created);
     json_decref(o);
 }

@@ -118,6 +118,8 @@ typedef struct tier {
     char description[256];
     int max_width, max_height; /* largest output, pixels */
     int credits;               /* cost of one job */
+    double weight;             /* share of the workers against other keys' queued jobs (store.h "Order") */
+    int max_priority; /* highest job priority a key of this tier may ask for, 0..STORE_PRIORITY_MAX */
 } tier_t;
 
 typedef struct tiers {
@@ -126,16 +128,18 @@ typedef struct tiers {
 } tiers_t;
 
 /*
- * The built-in table: basic (1 credit, up to 4096x4096 output), pro
- * (3 credits, 8192x8192), premium (5 credits, 16384x16384).
+ * The built-in table: basic (1 credit, up to 4096x4096 output, weight 1,
+ * priority up to 0), pro (3 credits, 8192x8192, weight 2, up to 2),
+ * premium (5 credits, 16384x16384, weight 4, up to 5).
  */
 void tiers_default(tiers_t *t);
 
 /*
  * Read a tier table from a JSON file shaped as GET /api/v1/tiers answers:
  * {"tiers": {"basic": {"description": ..., "max_width": N, "max_height": N,
- * "credits": N}, ...}} (name defaults to the key; at most TIERS_MAX tiers;
- * credits >= 0, sizes >= 1). Returns 0, or UP_ERR_IO / UP_ERR_FORMAT with
+ * "credits": N, "weight": W, "max_priority": P}, ...}} (name defaults to
+ * the key; at most TIERS_MAX tiers; credits >= 0, sizes >= 1; weight 0.01
+ * to 1000, default 1; max_priority 0 to 10, default 0). Returns 0, or UP_ERR_IO / UP_ERR_FORMAT with
  * err saying where.
  */
 int tiers_load(const char *path, tiers_t *t, up_error_t *err);

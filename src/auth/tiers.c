@@ -13,10 +13,15 @@
  *   tiers.<key>.max_width        integer  required; 1 to TIER_MAX_SIZE pixels
  *   tiers.<key>.max_height       integer  required; 1 to TIER_MAX_SIZE pixels
  *   tiers.<key>.credits          integer  required; 0 to TIER_MAX_CREDITS per job
+ *   tiers.<key>.weight           number   optional (default 1); TIER_MIN_WEIGHT to TIER_MAX_WEIGHT: the
+ *                                         tier's share of the workers when keys compete (fair queueing)
+ *   tiers.<key>.max_priority     integer  optional (default 0); 0 to STORE_PRIORITY_MAX: the highest job
+ *                                         priority its keys may ask for (any key may ask for less than 0)
  *
  * Other members (max_steps, min_vram, ... in PicShapes answers) are ignored.
  */
 #include "auth/auth.h"
+#include "store/rules.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -26,21 +31,27 @@
 
 #define TIER_MAX_SIZE 65535      /* pixels per side: w*h stays below 2^32 */
 #define TIER_MAX_CREDITS 1000000 /* per job */
+#define TIER_MIN_WEIGHT 0.01
+#define TIER_MAX_WEIGHT 1000.0
 
-static void tier_set(tier_t *t, const char *name, const char *description, int w, int h, int credits) {
+static void tier_set(tier_t *t, const char *name, const char *description, int w, int h, int credits,
+                     double weight, int max_priority) {
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
     snprintf(t->description, sizeof t->description, "%s", description);
     t->max_width = w;
     t->max_height = h;
     t->credits = credits;
+    t->weight = weight;
+    t->max_priority = max_priority;
 }
 
+/* a paying tier's work goes out faster when keys compete, and it may jump its own queue a little */
 void tiers_default(tiers_t *t) {
     memset(t, 0, sizeof *t);
-    tier_set(&t->tier[0], "basic", "Up to 4096x4096 output", 4096, 4096, 1);
-    tier_set(&t->tier[1], "pro", "Up to 8192x8192 output", 8192, 8192, 3);
-    tier_set(&t->tier[2], "premium", "Up to 16384x16384 output", 16384, 16384, 5);
+    tier_set(&t->tier[0], "basic", "Up to 4096x4096 output", 4096, 4096, 1, 1, 0);
+    tier_set(&t->tier[1], "pro", "Up to 8192x8192 output", 8192, 8192, 3, 2, 2);
+    tier_set(&t->tier[2], "premium", "Up to 16384x16384 output", 16384, 16384, 5, 4, 5);
     t->n = 3;
 }
 
@@ -105,6 +116,20 @@ static int load_tier(const char *path, const char *key, json_t *obj, tier_t *t, 
         (rc = int_field(path, key, obj, "max_height", 1, TIER_MAX_SIZE, &t->max_height, err)) ||
         (rc = int_field(path, key, obj, "credits", 0, TIER_MAX_CREDITS, &t->credits, err)))
         return rc;
+    t->max_priority = 0;
+    if (json_object_get(obj, "max_priority") &&
+        (rc = int_field(path, key, obj, "max_priority", 0, STORE_PRIORITY_MAX, &t->max_priority, err)))
+        return rc;
+    t->weight = 1;
+    json_t *w = json_object_get(obj, "weight");
+    if (w) {
+        double v = json_is_number(w) ? json_number_value(w) : -1;
+        if (!(v >= TIER_MIN_WEIGHT && v <= TIER_MAX_WEIGHT))
+            return up_error_set(err, UP_ERR_FORMAT, 0,
+                                "%s: tier \"%s\": \"weight\" must be a number from %g to %g", path, key,
+                                TIER_MIN_WEIGHT, TIER_MAX_WEIGHT);
+        t->weight = v;
+    }
     return 0;
 }
 

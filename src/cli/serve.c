@@ -40,6 +40,7 @@
 #include "http/http.h"
 #include "image/image.h"
 #include "queue/events.h"
+#include "queue/notify.h"
 #include "queue/queue.h"
 #include "store/store.h"
 #include "upscale/upscale.h"
@@ -753,6 +754,7 @@ int cmd_serve(int argc, char **argv) {
     store_t *st = NULL;
     blob_store_t *blobs = NULL;
     queue_t *q = NULL;
+    notify_t *nt = NULL;             /* cross-process notices (PostgreSQL) */
     events_t *events = events_new(); /* job changes: the queue publishes, event streams listen */
     http_server_t *srv = NULL;
     char models_buf[1024], web_buf[1024];
@@ -789,6 +791,9 @@ int cmd_serve(int argc, char **argv) {
         cli_error("%s", err.msg);
         goto done;
     }
+    /* PostgreSQL: other processes' jobs wake our workers, and events reach every server (queue/notify.h) */
+    if (notify_start(st, events, q, &nt, &err) && err.code != UP_ERR_UNSUPPORTED)
+        log_warn("serve: %s: other processes' jobs are found by polling", err.msg);
     if (loc.secret        ? auth_secret_parse(loc.secret, strlen(loc.secret), api.secret, &err)
         : loc.secret_file ? auth_secret_read(loc.secret_file, api.secret, &err)
                           : auth_secret_load(data_dir, api.secret, &err)) {
@@ -840,6 +845,8 @@ int cmd_serve(int argc, char **argv) {
     http_server_quiesce(srv);
     http_server_stop(srv); /* before queue_stop: handlers use the queue */
     srv = NULL;
+    notify_stop(nt); /* before queue_stop: it wakes the queue */
+    nt = NULL;
     queue_stop(q);
     q = NULL;
     status = 0;
@@ -850,6 +857,7 @@ done:
     ratelimit_free(api.rate);
     ratelimit_free(api.session_rate);
     api_fini(&api);
+    notify_stop(nt);
     queue_stop(q);
     store_close(st);
     blob_close(blobs);

@@ -18,6 +18,7 @@
 #include "jobs/jobs.h"
 #include "steps/steps.h"
 #include "store/store.h"
+#include "store/rules.h"
 #include "upscale/upscale.h"
 
 static void usage(FILE *f) {
@@ -34,6 +35,7 @@ static void usage(FILE *f) {
           "  -f, --format F       png, jpg or webp (default: the input's, else png)\n"
           "  -q, --quality Q      1 to 100 for jpg and webp\n"
           "      --steps JSON     a whole pipeline instead of -m/-s/-f/-q (see docs/architecture.md)\n"
+          "      --priority N     -10 to 10 (default 0): a higher one is claimed first, whatever the queue\n"
           "      --models DIR     models folder\n"
           "  -h, --help           this help\n",
           f);
@@ -81,7 +83,7 @@ static void print_refusal(const char *file, jobs_refusal_t *r) {
 }
 
 int cmd_submit(int argc, char **argv) {
-    enum { OPT_STORE = 256, OPT_STEPS, OPT_MODELS };
+    enum { OPT_STORE = 256, OPT_STEPS, OPT_MODELS, OPT_PRIORITY };
     static const struct option longopts[] = {
         {"data", required_argument, 0, 'd'},
         {"store", required_argument, 0, OPT_STORE},
@@ -91,13 +93,14 @@ int cmd_submit(int argc, char **argv) {
         {"quality", required_argument, 0, 'q'},
         {"steps", required_argument, 0, OPT_STEPS},
         {"models", required_argument, 0, OPT_MODELS},
+        {"priority", required_argument, 0, OPT_PRIORITY},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *data = NULL, *store_url = NULL, *model = UPSCALE_DEFAULT_MODEL, *format = "", *steps = NULL,
                *models = NULL;
     double scale = 0;
-    int quality = 0, c;
+    int quality = 0, priority = 0, c;
     char *end;
     /* getopt takes argv[0] for the program name: start at the subcommand's name */
     argc++;
@@ -132,6 +135,13 @@ int cmd_submit(int argc, char **argv) {
             break;
         case OPT_STEPS: steps = optarg; break;
         case OPT_MODELS: models = optarg; break;
+        case OPT_PRIORITY:
+            priority = (int)strtol(optarg, &end, 10);
+            if (!*optarg || *end || priority < STORE_PRIORITY_MIN || priority > STORE_PRIORITY_MAX) {
+                cli_error("bad priority '%s': %d to %d", optarg, STORE_PRIORITY_MIN, STORE_PRIORITY_MAX);
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         case ':': cli_error("option %s needs a value", argv[optind - 1]); return 2;
         default: cli_error("unknown option %s (try: upres submit -h)", argv[optind - 1]); return 2;
@@ -197,11 +207,13 @@ int cmd_submit(int argc, char **argv) {
         job_t job;
         memset(&job, 0, sizeof job);
         snprintf(job.steps, sizeof job.steps, "%s", steps_json);
+        job.priority = priority;
         jobs_submission_t s = {.input = {.data = bytes, .size = size, .name = base ? base + 1 : file},
                                .jobs = &job,
                                .n = 1,
                                .answer = answer,
-                               .answer_ctx = (void *)file};
+                               .answer_ctx = (void *)file,
+                               .operator_priority = 1}; /* the operator's own queue */
         jobs_answer_t a;
         if (jobs_submit(&jobs, &s, &a, &r)) {
             print_refusal(file, &r);

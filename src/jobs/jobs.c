@@ -25,6 +25,7 @@
 #include "core/xmalloc.h"
 #include "image/image.h"
 #include "steps/steps.h"
+#include "store/rules.h"
 
 void jobs_init(jobs_t *jobs) {
     memset(jobs, 0, sizeof *jobs);
@@ -172,7 +173,7 @@ static int asset_for(jobs_t *jobs, const char *id, const char *owner, asset_t *a
  * limits. The summary fields (model, scale, format, quality, output size)
  * follow from the steps. 0, or -1 with *r.
  */
-static int check_pipeline(jobs_t *jobs, job_t *job, const image_info_t *info, const tier_t *t,
+static int check_pipeline(jobs_t *jobs, job_t *job, const image_info_t *info, const tier_t *t, double *mpx,
                           jobs_refusal_t *r) {
     steps_t st;
     up_error_t err;
@@ -221,11 +222,58 @@ static int check_pipeline(jobs_t *jobs, job_t *job, const image_info_t *info, co
                            "output too large: %dx%d becomes %dx%d%s, %llu pixels; the limit is %llu",
                            info->width, info->height, ow, oh, frames > 1 ? " per frame" : "", pixels,
                            jobs->max_output_pixels);
+    *mpx = (double)pixels / 1e6;
     if (t && (ow > t->max_width || oh > t->max_height))
         return jobs_refuse(r, 400, "TIER_LIMIT_EXCEEDED", NULL,
                            "Output %dx%d exceeds the %s tier maximum of %dx%d (input %dx%d).", ow, oh,
                            t->name, t->max_width, t->max_height, info->width, info->height);
     return 0;
+}
+
+/*
+ * The job's priority against the caller's tier t (NULL: no key, whose
+ * highest is 0): any caller may lower its own jobs, down to
+ * STORE_PRIORITY_MIN; raising them is the tier's (max_priority), or the
+ * operator's (operator 1: any). 0, or -1 with *r (400).
+ */
+static int check_priority(const job_t *job, const tier_t *t, int operator, jobs_refusal_t * r) {
+    if (job->priority < STORE_PRIORITY_MIN || job->priority > STORE_PRIORITY_MAX)
+        return jobs_refuse(r, 400, "INVALID_REQUEST", NULL,
+                           "invalid priority %d: a whole number from %d to %d", job->priority,
+                           STORE_PRIORITY_MIN, STORE_PRIORITY_MAX);
+    int max = operator? STORE_PRIORITY_MAX : t ? t->max_priority : 0;
+    if (job->priority > max)
+        return jobs_refuse(r, 400, "PRIORITY_NOT_ALLOWED", json_pack("{s:i}", "max_priority", max),
+                           "priority %d is above the highest %s may ask for (%d)", job->priority,
+                           t ? t->name : "a request without a key", max);
+    return 0;
+}
+
+/*
+ * The job's fair-queueing cost (store.h "Order"): its output megapixels
+ * times the model's measured seconds per megapixel (store_model_rate over
+ * its last JOBS_RATE_JOBS jobs; JOBS_DEFAULT_S_PER_MPX until it has one),
+ * so that a key's share counts the work its jobs ask for, not their number.
+ */
+/* The last model a submission looked up (a batch asks once per model, not once per job). */
+typedef struct rate_cache {
+    char model[128];
+    double s_per_mpx;
+} rate_cache_t;
+
+static double job_cost(jobs_t *jobs, const job_t *job, double mpx, rate_cache_t *c) {
+    if (!c->model[0] || strcmp(c->model, job->model) != 0) {
+        double spm = 0;
+        int n = 0;
+        up_error_t err;
+        if (!job->model[0] || store_model_rate(jobs->store, job->model, JOBS_RATE_JOBS, &spm, &n, &err) ||
+            n == 0 || !(spm > 0))
+            spm = JOBS_DEFAULT_S_PER_MPX;
+        snprintf(c->model, sizeof c->model, "%s", job->model);
+        c->s_per_mpx = spm;
+    }
+    double cost = mpx * c->s_per_mpx;
+    return cost > 1e-6 ? cost : 1e-6; /* a job is never free: a key's tags always move on */
 }
 
 /* The store refused the charge or the insert (rc): the refusal a client can act on. */
@@ -307,12 +355,17 @@ int jobs_submit(jobs_t *jobs, jobs_submission_t *s, jobs_answer_t *a, jobs_refus
     double now = (double)llround(now_s() * 1000.0) / 1000.0; /* shown to the millisecond: stored so */
     long long credits = 0;
     int frames = 1;
+    rate_cache_t rates = {.s_per_mpx = 0};
     for (int i = 0; i < s->n; i++) {
         job_t *j = &s->jobs[i];
         image_info_t info;
         uuid_v4(j->id);
-        if (job_input(jobs, j, in, &checked, owner, &info, r) || check_pipeline(jobs, j, &info, t, r))
+        double mpx = 0;
+        if (job_input(jobs, j, in, &checked, owner, &info, r) || check_pipeline(jobs, j, &info, t, &mpx, r) ||
+            check_priority(j, t, s->operator_priority, r))
             goto refused;
+        j->cost = job_cost(jobs, j, mpx, &rates);
+        j->weight = t ? t->weight : 1;
         if (info.n_frames > frames)
             frames = info.n_frames;
         j->status = JOB_STATUS_QUEUED;
@@ -367,6 +420,8 @@ int jobs_submit(jobs_t *jobs, jobs_submission_t *s, jobs_answer_t *a, jobs_refus
     }
     if (jobs->queue)
         queue_notify(jobs->queue);
+    /* fair queueing: another key's new job may go ahead of jobs queued before it, so positions move */
+    events_publish(jobs->events, EVENTS_QUEUE_MOVED);
     for (int i = 0; i < s->n; i++) {
         const job_t *j = &s->jobs[i];
         events_publish(jobs->events, j->id);

@@ -15,8 +15,12 @@
  *
  * Submission is checked in the order a client can act on: the image (415
  * or 422: it is not one we read, or it passes the pixel or frame limits),
- * the pipeline (400), the output size (422), the key's tier (400), then
- * the charge (402). The dialect's answer is built before anything is
+ * the pipeline (400), the output size (422), the key's tier (400), the
+ * priority (400: job_t.priority, which a dialect sets; above the tier's
+ * max_priority is PRIORITY_NOT_ALLOWED), then the charge (402). Each job
+ * is queued with its cost (output megapixels x the model's measured
+ * seconds per megapixel) and its tier's weight, for fair queueing
+ * between keys (store.h "Order"). The dialect's answer is built before anything is
  * stored (jobs_answer_fn) and the jobs are stored only when it could be,
  * so a client never pays for a job it cannot hear of. Jobs, their charge
  * and the answer under an Idempotency-Key are one transaction (store.h).
@@ -38,6 +42,8 @@
 #include "upscale/upscale.h"
 
 #define JOBS_BATCH_MAX 32 /* jobs in one submission */
+#define JOBS_RATE_JOBS 20 /* a model's seconds per megapixel: over its last jobs (store_model_rate) */
+#define JOBS_DEFAULT_S_PER_MPX 1.0 /* ... and before it has any */
 
 /* The engine's parts (borrowed, outliving every call) and the limits submissions are held to. */
 typedef struct jobs {
@@ -121,6 +127,8 @@ typedef struct jobs_submission {
     const unsigned char *idem_hash; /* what the request asked (32 bytes) with idem_key */
     jobs_answer_fn answer;
     void *answer_ctx;
+    int operator_priority; /* 1: the operator's own submission (upres submit): any priority in bounds,
+                              whatever the tier's max_priority */
 } jobs_submission_t;
 
 /* A submission's answer: the dialect's (or the one recorded under its Idempotency-Key). */

@@ -21,6 +21,13 @@
  *
  * `n_subs` is atomic so that a publish with nobody listening (the common
  * case: every progress write of every job) costs one load and no lock.
+ *
+ * Relay: with one set (src/queue/notify.c: other processes), each
+ * events_publish first hands the id to it under `mu`, so that
+ * events_set_relay(NULL) waits for a call under way and none comes after;
+ * the relay only queues the id (it must not block or call the bus).
+ * events_deliver is the local half alone, for events that came from
+ * another process (relaying them again would echo them forever).
  */
 #include "queue/events.h"
 
@@ -53,6 +60,9 @@ struct events {
     sub_t *by_handle[N_BUCKETS];
     int next_handle;
     atomic_int n_subs;
+    atomic_int has_relay;  /* a relay is set: read before taking mu */
+    events_relay_fn relay; /* under mu */
+    void *relay_ctx;
 };
 
 static unsigned hash_id(const char *s) {
@@ -67,6 +77,7 @@ events_t *events_new(void) {
     pthread_mutex_init(&ev->mu, NULL);
     pthread_cond_init(&ev->idle, NULL);
     atomic_init(&ev->n_subs, 0);
+    atomic_init(&ev->has_relay, 0);
     return ev;
 }
 
@@ -141,7 +152,30 @@ void events_unsubscribe(events_t *ev, int handle) {
     free(s);
 }
 
+void events_set_relay(events_t *ev, events_relay_fn fn, void *ctx) {
+    if (!ev)
+        return;
+    pthread_mutex_lock(&ev->mu);
+    ev->relay = fn;
+    ev->relay_ctx = ctx;
+    atomic_store(&ev->has_relay, fn != NULL);
+    pthread_mutex_unlock(&ev->mu);
+}
+
 void events_publish(events_t *ev, const char *job_id) {
+    if (!ev || !job_id)
+        return;
+    if (atomic_load(
+            &ev->has_relay)) { /* under mu: once events_set_relay returns, the old one is not called */
+        pthread_mutex_lock(&ev->mu);
+        if (ev->relay)
+            ev->relay(ev->relay_ctx, job_id);
+        pthread_mutex_unlock(&ev->mu);
+    }
+    events_deliver(ev, job_id);
+}
+
+void events_deliver(events_t *ev, const char *job_id) {
     if (!ev || !job_id || atomic_load(&ev->n_subs) == 0)
         return;
     sub_t *local[SNAPSHOT], **found = local;

@@ -5,9 +5,9 @@
  * An event carries only the job's id, never its state: a subscriber reads
  * the job's current state from the store when it is told. Events may be
  * merged or arrive late, and a reader always sees at least the state after
- * the last change it was told of, so nothing is lost by coalescing; and
- * the same contract holds when the bus later spans processes (PostgreSQL
- * LISTEN/NOTIFY carries an id just as well).
+ * the last change it was told of, so nothing is lost by coalescing; the
+ * same contract holds across processes, where src/queue/notify.c relays
+ * the ids over PostgreSQL LISTEN/NOTIFY (events_set_relay, events_deliver).
  *
  * Thread safety: every function may be called from any thread. The bus's
  * lock is never held while a callback runs, so a callback may publish,
@@ -22,8 +22,9 @@
 
 /*
  * A topic, not a job (no job id looks like it): published when a job leaves
- * the queue (claimed, or cancelled while queued), so that the queue
- * positions of the jobs behind it moved. Streams that show positions
+ * the queue (claimed, or cancelled while queued), or jobs join it (fair
+ * queueing may put another key's new job ahead of queued ones), so that
+ * queue positions moved. Streams that show positions
  * subscribe to it as to a job.
  */
 #define EVENTS_QUEUE_MOVED "queue-moved"
@@ -55,8 +56,23 @@ int events_subscribe(events_t *ev, const char *job_id, events_fn fn, void *ctx);
  */
 void events_unsubscribe(events_t *ev, int handle);
 
-/* Tell job_id's subscribers that it changed. ev may be NULL (nobody listens). */
+/*
+ * Tell job_id's subscribers that it changed, and the relay (when one is
+ * set: the other processes). ev may be NULL (nobody listens).
+ */
 void events_publish(events_t *ev, const char *job_id);
+
+/* Tell this process's subscribers only (an event another process published). ev may be NULL. */
+void events_deliver(events_t *ev, const char *job_id);
+
+/*
+ * Hand every later events_publish's id to fn(ctx, job_id) too (NULL: no
+ * more), on the publishing thread, under the bus's lock: fn must be quick,
+ * must not block and must not call the bus. When this returns, the old
+ * relay is not running and will not be called again.
+ */
+typedef void (*events_relay_fn)(void *ctx, const char *job_id);
+void events_set_relay(events_t *ev, events_relay_fn fn, void *ctx);
 
 /* Subscriptions open now (for tests and the log). */
 int events_count(events_t *ev);

@@ -33,7 +33,8 @@
  *   - fenced transitions: the job row SELECT ... FOR UPDATE, its (status,
  *     attempts, worker) checked against the fence, then the write;
  *   - claims: one statement, UPDATE ... WHERE seq = (SELECT seq ... ORDER
- *     BY created_at, seq LIMIT 1 FOR UPDATE SKIP LOCKED) AND status = 0
+ *     BY priority DESC, vtag, seq LIMIT 1 FOR UPDATE SKIP LOCKED) AND
+ *     status = 0
  *     RETURNING, so concurrent claimers take different rows without
  *     waiting on each other and nothing is held across inference; rescue
  *     locks the lapsed rows the same way, each write masked by status and
@@ -54,11 +55,14 @@
  * at once do not race (the second waits, then finds the schema made).
  * schema_version holds the version; migrations[v] takes version v - 1 to
  * v; a database newer than this upres is refused. Version 1 is SQLite's
- * schema 7, column for column; version 2 adds rate_events (pg_rate.c),
- * which SQLite has no use for. The claim's index is partial (status = 0)
- * on (created_at, seq): a later migration adds a priority column and an
- * index leading with it, and per-key fair scheduling groups by owner,
- * which jobs_owner_time already orders.
+ * schema 7, column for column; version 2 is SQLite's 8 (scheduling:
+ * priority, vtag, the claim's partial index jobs_fair on (priority DESC,
+ * vtag, seq) WHERE status = 0 in place of jobs_queue, and jobs_owner_fair
+ * for an owner's largest queued tag). A submission takes a transaction
+ * advisory lock on its owner (PG_FAIR_LOCK, hashed owner) before it reads
+ * the tags, so two submissions of one owner (anonymous ones too, which
+ * lock no key row) chain their tags instead of both reading the same L.
+ * Version 3 adds rate_events (pg_rate.c), which SQLite has no use for.
  */
 #include <assert.h>
 #include <stdio.h>
@@ -70,7 +74,7 @@
 #include "core/xmalloc.h"
 #include "store/pg_int.h"
 
-#define PG_SCHEMA_VERSION 2
+#define PG_SCHEMA_VERSION 3
 #define PG_SCHEMA_LOCK 0x75707265734c4bLL /* "upresLK": the migration's advisory lock */
 
 /* Version 1: every table, as SQLite's schema version 7 has them. */
@@ -162,15 +166,23 @@ static const char schema_v1[] =
     ");"
     "CREATE INDEX IF NOT EXISTS assets_expiry ON assets (expires_at) WHERE key <> '';";
 
-/* Version 2: request limits shared by the processes (pg_rate.c); unlogged, as they need no durability. */
-static const char schema_v2[] = "CREATE UNLOGGED TABLE IF NOT EXISTS rate_events ("
+/* Version 2: scheduling (store.h "Order"), as SQLite's version 8; the jobs queued before keep their order. */
+static const char schema_v2[] =
+    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS priority INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS vtag DOUBLE PRECISION NOT NULL DEFAULT 0;"
+    "DROP INDEX IF EXISTS jobs_queue;"
+    "CREATE INDEX IF NOT EXISTS jobs_fair ON jobs (priority DESC, vtag, seq) WHERE status = 0;"
+    "CREATE INDEX IF NOT EXISTS jobs_owner_fair ON jobs (owner, priority, vtag) WHERE status = 0;";
+/* Version 3: request limits shared by the processes (pg_rate.c); unlogged, as they need no durability. */
+static const char schema_v3[] = "CREATE UNLOGGED TABLE IF NOT EXISTS rate_events ("
                                 " subject TEXT NOT NULL,"
                                 " t DOUBLE PRECISION NOT NULL"
                                 ");"
                                 "CREATE INDEX IF NOT EXISTS rate_events_subject ON rate_events (subject, t);";
 
 /* migrations[v]: from version v - 1 to v (index 0 unused). */
-static const char *const migrations[PG_SCHEMA_VERSION + 1] = {[1] = schema_v1, [2] = schema_v2};
+static const char *const migrations[PG_SCHEMA_VERSION + 1] = {
+    [1] = schema_v1, [2] = schema_v2, [3] = schema_v3};
 
 /* ---- arguments ------------------------------------------------------------------ */
 
@@ -466,6 +478,7 @@ static void close_store(store_t *st) {
     pg_store_t *p = pg_of(st);
     PQfinish(p->conn);
     pthread_mutex_destroy(&p->mu);
+    free(p->url);
     free(p);
 }
 
@@ -509,6 +522,7 @@ static const store_vtbl_t pg_vtbl = {
     .model_rate = pg_model_rate,
     .keys_reset_guests = pg_keys_reset_guests,
     .usage_daily = pg_usage_daily,
+    .listen = pg_listen,
 };
 
 int store_pg_open(const char *url, store_t **out, up_error_t *err) {
@@ -517,6 +531,7 @@ int store_pg_open(const char *url, store_t **out, up_error_t *err) {
     pg_store_t *p = xcalloc(1, sizeof *p);
     p->base.vtbl = &pg_vtbl;
     pthread_mutex_init(&p->mu, NULL);
+    p->url = xstrdup(url);
     /* the URL's own settings first; ours after it win: text is UTF-8 both ways */
     const char *const keys[] = {"dbname", "client_encoding", "fallback_application_name", NULL};
     const char *const vals[] = {url, "UTF8", "upres", NULL};

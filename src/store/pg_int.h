@@ -42,7 +42,14 @@ typedef struct pg_store {
     PGconn *conn;
     int in_tx;       /* a BEGIN is open on conn */
     char where[160]; /* the URL without its password, for messages */
+    char *url;       /* as opened (a listener connects with it) */
 } pg_store_t;
+
+/* The notice channels (pg_notify.c): new jobs (a submission's transaction), job events (listeners). */
+#define PG_CHANNEL_JOBS "upres_jobs"
+#define PG_CHANNEL_EVENTS "upres_events"
+
+int pg_listen(store_t *st, store_listener_t **out, up_error_t *err); /* pg_notify.c */
 
 static inline pg_store_t *pg_of(store_t *st) { return (pg_store_t *)st; }
 

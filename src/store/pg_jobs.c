@@ -21,6 +21,8 @@
 #include "store/pg_int.h"
 #include "store/rules.h"
 
+#define PG_FAIR_LOCK_SQL                                                                                     \
+    "1970170226"            /* the owners' advisory locks: this first key, the owner's hash second */
 #define IDEM_KEEP_S 86400.0 /* an Idempotency-Key's answer is replayed for 24 hours */
 
 /* Every job read returns these columns in this order (see read_row). */
@@ -30,12 +32,28 @@
     " j.result_key, j.result_format, j.output_width, j.output_height, j.result_bytes,"                       \
     " j.created_at, j.started_at, j.completed_at, j.expires_at, j.error, j.owner, j.tier, j.credits,"        \
     " j.refunded, j.keep_s, j.colour, j.worker, j.lease_s, j.lease_until, j.not_before, j.asset_id,"         \
-    " j.steps, j.report, j.meta"
+    " j.steps, j.report, j.meta, j.priority, j.vtag"
 #define JOBS_JOINED " FROM jobs j LEFT JOIN assets a ON a.id = j.asset_id"
 
 #define ASSET_COLUMNS                                                                                        \
     "a.id, a.owner, a.key, a.name, a.format, a.width, a.height, a.frames, a.bytes, a.created_at, "           \
     "a.expires_at"
+
+/* A job's estimated output megapixels times 1e6, summed over job rows j with their assets a (a missing one:
+ * 0). */
+#define PG_MPX(a, j)                                                                                         \
+    "coalesce(sum(coalesce(" a ".width, 0)::float8 * coalesce(" a ".height, 0) * greatest(" j ".scale, 1)"   \
+    " * greatest(" j ".scale, 1)), 0)"
+
+/* The queue position's two ranges of jobs_fair, as sqlite_jobs.c's QP_HIGHER and QP_LEVEL ($1 = id, $2 =
+ * now). */
+#define PQP_HIGHER                                                                                           \
+    " FROM jobs h LEFT JOIN assets b ON b.id = h.asset_id"                                                   \
+    " WHERE h.status = 0 AND h.priority > x.priority AND h.not_before <= $2::float8"
+#define PQP_LEVEL                                                                                            \
+    " LEFT JOIN jobs q ON x.status = 0 AND q.status = 0 AND q.priority = x.priority"                         \
+    " AND (q.vtag, q.seq) <= (x.vtag, x.seq) AND (q.not_before <= $2::float8 OR q.seq = x.seq)"              \
+    " LEFT JOIN assets a ON a.id = q.asset_id WHERE x.id = $1::text GROUP BY x.seq"
 
 /* $1 = now. Status numbers are job_status_t: "IN (0, 1, 6)" is a live job (queued, processing, claimed). */
 #define DUE_WHERE                                                                                            \
@@ -44,7 +62,10 @@
 
 enum {
     S_INSERT,
-    S_STATUS, /* status, cancel_requested, attempts, worker of one id, the row locked */
+    S_NOTIFY_NEW, /* new jobs: the listeners told at commit */
+    S_FAIR_LOCK,  /* the owner's advisory lock, for the submission's transaction */
+    S_FAIR,       /* V and L of a new job (store.h "Order") */
+    S_STATUS,     /* status, cancel_requested, attempts, worker of one id, the row locked */
     S_CLAIM,
     S_START,
     S_PROGRESS,
@@ -85,18 +106,28 @@ enum {
 
 /* Status numbers are job_status_t: "IN (1, 6)" is a job a worker holds (processing, claimed). */
 static const char *const sql[N_STMT] = {
-    [S_INSERT] = "INSERT INTO jobs (id, model, scale, format, quality, tile, created_at, model_alias, owner,"
-                 " tier, credits, keep_s, colour, asset_id, steps, meta) VALUES ($1::text, $2::text, $3::int,"
-                 " $4::text, $5::int, $6::int, $7::float8, $8::text, $9::text, $10::text, $11::bigint,"
-                 " $12::float8, $13::text, $14::text, $15::text, $16::text)",
+    [S_INSERT] =
+        "INSERT INTO jobs (id, model, scale, format, quality, tile, created_at, model_alias, owner,"
+        " tier, credits, keep_s, colour, asset_id, steps, meta, priority, vtag) VALUES ($1::text,"
+        " $2::text, $3::int, $4::text, $5::int, $6::int, $7::float8, $8::text, $9::text, $10::text,"
+        " $11::bigint, $12::float8, $13::text, $14::text, $15::text, $16::text, $17::int, $18::float8)",
+    /* at the submission's commit, every listener hears of new jobs (pg_notify.c) */
+    [S_NOTIFY_NEW] = "SELECT pg_notify('" PG_CHANNEL_JOBS "', '')",
+    [S_FAIR_LOCK] = "SELECT pg_advisory_xact_lock(" PG_FAIR_LOCK_SQL ", hashtext($1::text))",
+    /* as sqlite_jobs.c's S_FAIR: $1 = priority, $2 = now, $3 = owner */
+    [S_FAIR] = "SELECT coalesce((SELECT vtag FROM jobs WHERE status = 0 AND priority = $1::int"
+               " AND not_before <= $2::float8 ORDER BY priority DESC, vtag, seq LIMIT 1),"
+               " (SELECT max(vtag) FROM jobs WHERE status IN (1, 6)), 0),"
+               " (SELECT max(vtag) FROM jobs WHERE status = 0 AND owner = $3::text AND priority = $1::int)",
     [S_STATUS] = "SELECT status, cancel_requested, attempts, worker FROM jobs WHERE id = $1::text FOR UPDATE",
     /* $1 = now, $2 = worker, $3 = lease_s: one statement, the row found and locked by SKIP LOCKED */
-    [S_CLAIM] = "WITH c AS (UPDATE jobs SET status = 6, attempts = attempts + 1, started_at = $1::float8,"
-                " progress = 0, cancel_requested = 0, worker = $2::text, lease_s = $3::float8,"
-                " lease_until = $1::float8 + $3::float8, not_before = 0"
-                " WHERE seq = (SELECT seq FROM jobs WHERE status = 0 AND not_before <= $1::float8"
-                " ORDER BY created_at, seq LIMIT 1 FOR UPDATE SKIP LOCKED) AND status = 0 RETURNING *)"
-                " SELECT " JOB_COLUMNS " FROM c j LEFT JOIN assets a ON a.id = j.asset_id",
+    [S_CLAIM] =
+        "WITH c AS (UPDATE jobs SET status = 6, attempts = attempts + 1, started_at = $1::float8,"
+        " progress = 0, cancel_requested = 0, worker = $2::text, lease_s = $3::float8,"
+        " lease_until = $1::float8 + $3::float8, not_before = 0"
+        " WHERE seq = (SELECT seq FROM jobs WHERE status = 0 AND not_before <= $1::float8"
+        " ORDER BY priority DESC, vtag, seq LIMIT 1 FOR UPDATE SKIP LOCKED) AND status = 0 RETURNING *)"
+        " SELECT " JOB_COLUMNS " FROM c j LEFT JOIN assets a ON a.id = j.asset_id",
     /* $1 = id, $2 = now in every transition; a job cancelled while claimed stays claimed */
     [S_START] = "UPDATE jobs SET status = 1, lease_until = $2::float8 + lease_s WHERE id = $1::text"
                 " AND cancel_requested = 0",
@@ -170,14 +201,12 @@ static const char *const sql[N_STMT] = {
     [S_BLOB_KEYS] = "SELECT key FROM assets WHERE key <> ''"
                     " UNION ALL SELECT result_key FROM jobs WHERE result_key <> ''",
     [S_ASSET_GET] = "SELECT " ASSET_COLUMNS " FROM assets a WHERE a.id = $1::text",
-    /* as sqlite_jobs.c's: x is the job asked about, q runs over it and the queued jobs claimed before it */
+    /* as sqlite_jobs.c's: x is the job asked about; h the claimable jobs above its level, q x and those
+     * before it at its level */
     [S_QUEUE_POSITION] =
-        "SELECT count(q.seq), coalesce(sum(coalesce(a.width, 0)::float8 * coalesce(a.height, 0)"
-        " * greatest(q.scale, 1) * greatest(q.scale, 1)), 0) / 1e6 FROM jobs x"
-        " LEFT JOIN jobs q ON x.status = 0 AND q.status = 0 AND (q.created_at, q.seq) <= (x.created_at, "
-        "x.seq)"
-        " AND (q.not_before <= $2::float8 OR q.seq = x.seq)"
-        " LEFT JOIN assets a ON a.id = q.asset_id WHERE x.id = $1::text GROUP BY x.seq",
+        "SELECT CASE WHEN x.status = 0 THEN count(q.seq) + (SELECT count(*)" PQP_HIGHER
+        ") ELSE 0 END, CASE WHEN x.status = 0 THEN (" PG_MPX("a", "q") " + (SELECT " PG_MPX("b", "h")
+            PQP_HIGHER ")) / 1e6 ELSE 0 END FROM jobs x" PQP_LEVEL,
     [S_MODEL_RATE] = "SELECT count(*), coalesce(sum(completed_at - started_at), 0),"
                      " coalesce(sum(output_width::float8 * output_height), 0) / 1e6 FROM"
                      " (SELECT completed_at, started_at, output_width, output_height FROM jobs"
@@ -238,6 +267,8 @@ static void read_row(const PGresult *r, int row, job_t *j) {
     pg_copy(j->steps, sizeof j->steps, r, row, c++);
     pg_copy(j->report, sizeof j->report, r, row, c++);
     pg_copy(j->meta, sizeof j->meta, r, row, c++);
+    j->priority = (int)pg_ll(r, row, c++);
+    j->vtag = pg_dbl(r, row, c++);
 }
 
 static void read_asset(const PGresult *r, int row, asset_t *a) {
@@ -322,9 +353,31 @@ static char *default_steps(const job_t *job) {
     return text ? text : xstrdup("");
 }
 
+/* Inside a transaction: the fair-queueing tag of job, queued now (store.h "Order"). */
+static int fair_tag(pg_store_t *p, const job_t *job, double now, double *vtag, up_error_t *err) {
+    pg_args_t a = {0};
+    pg_arg_int(&a, job->priority);
+    pg_arg_double(&a, now);
+    pg_arg_text(&a, job->owner);
+    PGresult *r;
+    int rc = run(p, S_FAIR, &a, &r, NULL, "cannot read the queue's virtual time", err);
+    pg_args_fini(&a);
+    if (rc)
+        return rc;
+    double v = pg_dbl(r, 0, 0);
+    double last = PQgetisnull(r, 0, 1) ? v : pg_dbl(r, 0, 1);
+    *vtag = store_fair_tag(v, last, job->cost, job->weight);
+    PQclear(r);
+    return UP_OK;
+}
+
 /* Inside a transaction: insert job, queued, made at created_at. UP_ERR_INVALID for a duplicate id. */
-static int insert_row(pg_store_t *p, const job_t *job, const char *asset_id, double created_at,
+static int insert_row(pg_store_t *p, const job_t *job, const char *asset_id, double created_at, double now,
                       up_error_t *err) {
+    double vtag = 0;
+    int rc = fair_tag(p, job, now, &vtag, err);
+    if (rc)
+        return rc;
     char *steps = job->steps[0] ? NULL : default_steps(job);
     pg_args_t a = {0};
     pg_arg_text(&a, job->id);
@@ -343,10 +396,11 @@ static int insert_row(pg_store_t *p, const job_t *job, const char *asset_id, dou
     pg_arg_text(&a, asset_id);
     pg_arg_text(&a, steps ? steps : job->steps);
     pg_arg_text(&a, job->meta);
+    pg_arg_int(&a, job->priority);
+    pg_arg_double(&a, vtag);
     char who[80];
     snprintf(who, sizeof who, "job %s already exists", job->id);
-    int rc =
-        pg_run(p, &pg_jobs_sql, S_INSERT, &a, NULL, NULL, UP_ERR_INVALID, who, "cannot insert a job", err);
+    rc = pg_run(p, &pg_jobs_sql, S_INSERT, &a, NULL, NULL, UP_ERR_INVALID, who, "cannot insert a job", err);
     pg_args_fini(&a);
     free(steps);
     return rc;
@@ -441,14 +495,23 @@ int pg_jobs_submit(store_t *st, const job_t *jobs, int n, double period_start, c
         if (!(rc = pg_tx_begin(p, err))) {
             if (period_start >= 0)
                 rc = pg_charge(p, jobs[0].owner, need, period_start, &c, err);
+            if (!rc) { /* after the key row: the lock order is key row, then the owner's tags */
+                pg_args_t a = {0};
+                pg_arg_text(&a, jobs[0].owner);
+                rc = run(p, S_FAIR_LOCK, &a, NULL, NULL, "cannot lock the owner's place in the queue", err);
+                pg_args_fini(&a);
+            }
             for (int i = 0; i < n && !rc; i++) {
                 const job_t *job = &jobs[i];
                 double created_at = job->created_at > 0 ? job->created_at : now;
-                if (!(rc = insert_row(p, job, job->asset_id[0] ? job->asset_id : job->id, created_at, err)))
+                if (!(rc = insert_row(p, job, job->asset_id[0] ? job->asset_id : job->id, created_at, now,
+                                      err)))
                     rc = job_input(p, job, created_at, now, err);
             }
             if (!rc && idem)
                 rc = idem_insert(p, idem, now, err);
+            if (!rc)
+                rc = run(p, S_NOTIFY_NEW, NULL, NULL, NULL, "cannot notify the new jobs", err);
             rc = pg_tx_end(p, rc, err);
         }
         pg_leave(p);
@@ -688,7 +751,16 @@ int pg_job_requeue(store_t *st, const char *id, const store_fence_t *fence, up_e
     pg_args_t a;
     transition_args(&a, id);
     a.n = 1; /* S_REQUEUE takes the id only */
-    return transition(pg_of(st), id, fence, &t, &a, NULL, err);
+    int rc = transition(pg_of(st), id, fence, &t, &a, NULL, err);
+    /* claimable at once: the other processes' idle workers hear of it (after the commit) */
+    if (rc == UP_OK) {
+        pg_store_t *p = pg_of(st);
+        if (pg_enter(p, NULL) == UP_OK) {
+            run(p, S_NOTIFY_NEW, NULL, NULL, NULL, "cannot notify a requeued job", NULL);
+            pg_leave(p);
+        }
+    }
+    return rc;
 }
 
 /* Inside a transaction: rescue job seq (locked; its lease ended before now), then read it back into *out. */

@@ -2,9 +2,8 @@
  * rules.h - the rules of the job writes that every store backend keeps
  * alike (store.h's transitions): from which statuses each write applies,
  * and from which one the job's charge is refunded in the same
- * transaction. A backend pairs each rule with its own statement; the
- * rules themselves live once, in store.c, so that the backends cannot
- * drift apart.
+ * transaction; and the arithmetic of the fair-queueing tags. A backend pairs each rule with its own
+ * statement; the rules themselves live once, in store.c, so that the backends cannot drift apart.
  */
 #ifndef UPRES_STORE_RULES_H
 #define UPRES_STORE_RULES_H
@@ -26,5 +25,18 @@ extern const store_rule_t store_rule_cancelled; /* claimed or processing -> canc
 extern const store_rule_t store_rule_requeue;   /* claimed or processing -> queued */
 extern const store_rule_t store_rule_downloaded; /* completed: the result downloaded */
 extern const store_rule_t store_rule_expire;     /* ended -> expired */
+
+/* A job's priority (job_t.priority): strict, higher first; 0 is normal. */
+#define STORE_PRIORITY_MIN -10
+#define STORE_PRIORITY_MAX 10
+
+/*
+ * The fair-queueing tag of a new job (store.h "Order"): max(vtime, last) +
+ * cost / weight, where vtime is its priority level's virtual time, last
+ * the owner's largest queued tag at that level (vtime when it has none)
+ * and cost and weight the job's (each <= 0 taken as 1). Every backend
+ * computes tags with this one function.
+ */
+double store_fair_tag(double vtime, double last, double cost, double weight);
 
 #endif

@@ -25,9 +25,15 @@
  * makes few writes (insert, claim, start, progress at most a few per
  * second, complete), so the extra fsync costs little.
  *
- * Order: claim takes the queued job with the smallest (created_at, seq)
- * whose not_before has passed; seq is the rowid, which is insertion order
- * (AUTOINCREMENT: never reused, so a listing cursor stays valid).
+ * Order: claim takes the queued job with the highest priority, then the
+ * smallest fair-queueing tag (vtag), then the smallest seq, whose
+ * not_before has passed (store.h "Order"): one scan of the partial index
+ * jobs_fair, which holds the queued jobs only. seq is the rowid, which is
+ * insertion order (AUTOINCREMENT: never reused, so a listing cursor stays
+ * valid). A submission reads each new job's V and L (S_FAIR) from
+ * jobs_fair, jobs_queue (the held jobs) and jobs_owner_fair, one probe
+ * each; the statements name the index (INDEXED BY) where the planner,
+ * without statistics or with them, would take another.
  *
  * Claims: the claim writes the worker id, the lease (lease_s, lease_until)
  * and counts the attempt in the row. Every write a worker makes reads
@@ -71,7 +77,11 @@
  * its asset are always read in one statement (one snapshot). Version 7
  * adds guest sessions to the keys (guest, reset_at: every key before was
  * an operator's, never reset) and a job's dialect fields (meta, '' for
- * the jobs before). A database made by a newer upres is refused rather
+ * the jobs before). Version 8 adds scheduling: priority (0 for the jobs
+ * before) and vtag (0: the jobs queued before the migration keep their
+ * first-come order and go before every later one) and the fair-queueing
+ * indexes; a new database is made as version 7 and then migrated, so the
+ * two are the same. A database made by a newer upres is refused rather
  * than misread.
  *
  * Assets: store_asset_due and store_assets_due run on the writer, in a
@@ -96,7 +106,7 @@
 #include "core/xmalloc.h"
 #include "store/sqlite_int.h"
 
-#define SCHEMA_VERSION 7
+#define SCHEMA_VERSION 8
 #define BUSY_TIMEOUT_MS 10000
 
 /*
@@ -278,6 +288,19 @@ static const char migrate_v6_sql[] = ASSETS_SQL
 static const char migrate_v7_sql[] = "ALTER TABLE keys ADD COLUMN" KEYS_GUEST_COLUMN ";"
                                      "ALTER TABLE keys ADD COLUMN" KEYS_RESET_COLUMN ";"
                                      "ALTER TABLE jobs ADD COLUMN" JOBS_META_COLUMN ";" V7_INDEX_SQL;
+
+/*
+ * Version 7 -> 8: scheduling (store.h "Order"). jobs_fair is the claim's
+ * order over the queued jobs only; jobs_owner_fair finds an owner's
+ * largest queued tag at a priority level (the held jobs' largest tag is
+ * read from jobs_queue's status range: a handful of rows). Each index
+ * costs every status change a write, so there are no more than these.
+ */
+static const char migrate_v8_sql[] =
+    "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN vtag REAL NOT NULL DEFAULT 0;"
+    "CREATE INDEX IF NOT EXISTS jobs_fair ON jobs(priority DESC, vtag, seq) WHERE status = 0;"
+    "CREATE INDEX IF NOT EXISTS jobs_owner_fair ON jobs(owner, priority, vtag) WHERE status = 0;";
 
 /* ---- helpers (sqlite_int.h) ------------------------------------------------------- */
 
@@ -475,8 +498,10 @@ static int init_schema(sqlite3 *db, const char *path, up_error_t *err) {
     } else if (version < SCHEMA_VERSION) {
         if (version == 0) {
             rc = exec_sql(db, schema_sql, err);
+            if (!rc)
+                rc = exec_sql(db, migrate_v8_sql, err);
         } else {
-            assert(version >= 1 && version <= 6);
+            assert(version >= 1 && version <= 7);
             log_info("job store: %s: migrating schema version %d to %d", path, version, SCHEMA_VERSION);
             if (version == 1)
                 rc = exec_sql(db, migrate_v2_sql, err);
@@ -490,8 +515,10 @@ static int init_schema(sqlite3 *db, const char *path, up_error_t *err) {
                 rc = migrate_keys(db, err);
             if (!rc && version <= 5)
                 rc = exec_sql(db, migrate_v6_sql, err);
-            if (!rc)
+            if (!rc && version <= 6)
                 rc = exec_sql(db, migrate_v7_sql, err);
+            if (!rc && version <= 7)
+                rc = exec_sql(db, migrate_v8_sql, err);
         }
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);

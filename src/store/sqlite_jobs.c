@@ -31,8 +31,28 @@
     " j.result_key, j.result_format, j.output_width, j.output_height, j.result_bytes,"                       \
     " j.created_at, j.started_at, j.completed_at, j.expires_at, j.error, j.owner, j.tier, j.credits,"        \
     " j.refunded, j.keep_s, j.colour, j.worker, j.lease_s, j.lease_until, j.not_before, j.asset_id,"         \
-    " j.steps, j.report, j.meta"
+    " j.steps, j.report, j.meta, j.priority, j.vtag"
 #define JOBS_JOINED " FROM jobs j LEFT JOIN assets a ON a.id = j.asset_id"
+
+/* A job's estimated output megapixels times 1e6, summed over job rows j with their assets a (a missing one:
+ * 0). */
+#define SQ_MPX(a, j)                                                                                         \
+    "total(1.0 * coalesce(" a ".width, 0) * coalesce(" a ".height, 0) * max(" j ".scale, 1) * max(" j        \
+    ".scale, 1))"
+
+/*
+ * The queue position's two ranges of jobs_fair (R_QUEUE_POSITION; x is
+ * the job asked about, ?2 now): h, the claimable jobs of a higher
+ * priority (with their assets b); q, x and the claimable jobs before it at
+ * its own level (with their assets a).
+ */
+#define QP_HIGHER                                                                                            \
+    " FROM jobs h INDEXED BY jobs_fair LEFT JOIN assets b ON b.id = h.asset_id"                              \
+    " WHERE h.status = 0 AND h.priority > x.priority AND h.not_before <= ?2"
+#define QP_LEVEL                                                                                             \
+    " LEFT JOIN jobs q INDEXED BY jobs_fair ON x.status = 0 AND q.status = 0 AND q.priority = x.priority"    \
+    " AND (q.vtag, q.seq) <= (x.vtag, x.seq) AND (q.not_before <= ?2 OR q.seq = x.seq)"                      \
+    " LEFT JOIN assets a ON a.id = q.asset_id WHERE x.id = ?1 GROUP BY x.seq"
 
 /* Every asset read returns these columns in this order (see read_asset), FROM assets a. */
 #define ASSET_COLUMNS                                                                                        \
@@ -47,8 +67,9 @@
 /* Statements, prepared at open (sqlite.c) on the writer (wsql: q->jw) and the reader (rsql: q->jr). */
 enum {
     S_INSERT,
+    S_FAIR,        /* V and L of a new job (store.h "Order") */
     S_STATUS,      /* status, cancel_requested, attempts, worker of one id */
-    S_NEXT_QUEUED, /* seq of the oldest claimable queued job */
+    S_NEXT_QUEUED, /* seq of the next claimable queued job (store.h "Order") */
     S_CLAIM,
     S_START,
     S_PROGRESS,
@@ -95,13 +116,32 @@ static const char *const wsql[N_WSTMT] = {
     /* steps '' (?15): the pipeline the settings describe, as the migration to version 6 made it */
     [S_INSERT] = "INSERT INTO jobs (id, status, progress, attempts, cancel_requested, model, scale,"
                  " format, quality, tile, created_at, model_alias, owner, tier, credits, keep_s, colour,"
-                 " asset_id, steps, meta)"
+                 " asset_id, steps, meta, priority, vtag)"
                  " VALUES (?1, 0, 0, 0, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-                 " CASE WHEN ?15 <> '' THEN ?15 ELSE " SQ_DEFAULT_STEPS("?2", "?3", "?6", "?4", "?5") " END,"
-                                                                                                      " ?16)",
+                 " CASE WHEN ?15 <> '' THEN ?15 ELSE " SQ_DEFAULT_STEPS("?2", "?3", "?6", "?4",
+                                                                        "?5") " END,"
+                                                                              " ?16, ?17, ?18)",
+    /*
+     * ?1 = priority, ?2 = now, ?3 = owner: V (the level's next claim, else
+     * the largest held tag, else 0) and L (the owner's largest queued tag
+     * at the level, NULL = none); one probe each of jobs_fair,
+     * jobs_queue (status IN (1, 6): the held jobs, a handful) and
+     * jobs_owner_fair
+     */
+    [S_FAIR] =
+        "SELECT coalesce((SELECT vtag FROM jobs INDEXED BY jobs_fair WHERE status = 0 AND priority = ?1"
+        " AND not_before <= ?2"
+        " ORDER BY priority DESC, vtag, seq LIMIT 1), (SELECT max(vtag) FROM jobs INDEXED BY jobs_queue"
+        " WHERE status IN (1, 6)),"
+        " 0), (SELECT max(vtag) FROM jobs WHERE status = 0 AND owner = ?3 AND priority = ?1)",
     [S_STATUS] = "SELECT status, cancel_requested, attempts, worker FROM jobs WHERE id = ?1",
-    [S_NEXT_QUEUED] =
-        "SELECT seq FROM jobs WHERE status = 0 AND not_before <= ?1 ORDER BY created_at, seq LIMIT 1",
+    /*
+     * INDEXED BY: without statistics the planner prefers jobs_queue's
+     * status range and then sorts every queued job (a claim in O(queue));
+     * jobs_fair is the claim's order, so its first entry is the answer
+     */
+    [S_NEXT_QUEUED] = "SELECT seq FROM jobs INDEXED BY jobs_fair WHERE status = 0 AND not_before <= ?1"
+                      " ORDER BY priority DESC, vtag, seq LIMIT 1",
     [S_CLAIM] = "UPDATE jobs SET status = 6, attempts = attempts + 1, started_at = ?2, progress = 0,"
                 " cancel_requested = 0, worker = ?3, lease_s = ?4, lease_until = ?2 + ?4, not_before = 0"
                 " WHERE seq = ?1 AND status = 0",
@@ -182,18 +222,17 @@ static const char *const rsql[N_RSTMT] = {
                     " UNION ALL SELECT result_key FROM jobs WHERE result_key <> ''",
     [R_ASSET_GET] = "SELECT " ASSET_COLUMNS " FROM assets a WHERE a.id = ?1",
     /*
-     * ?1 = id, ?2 = now. x is the job asked about; q runs over x and the
-     * queued jobs S_NEXT_QUEUED takes before it (its order: created_at,
-     * seq), a range of jobs_queue. count(q.seq) counts x itself, so it is
-     * the position; a job not queued joins nothing (count 0).
+     * ?1 = id, ?2 = now. x is the job asked about; the jobs
+     * S_NEXT_QUEUED takes before it (its order: priority descending, vtag,
+     * seq) are two ranges of jobs_fair: h, every claimable job of a higher
+     * priority, and q, x and the claimable jobs before it at its own level.
+     * count(q.seq) counts x itself, so the sum is the position; a job not
+     * queued is 0.
      */
     [R_QUEUE_POSITION] =
-        "SELECT count(q.seq), total(1.0 * coalesce(a.width, 0) * coalesce(a.height, 0) * max(q.scale, 1)"
-        " * max(q.scale, 1)) / 1e6 FROM jobs x"
-        " LEFT JOIN jobs q ON x.status = 0 AND q.status = 0 AND (q.created_at, q.seq) <= (x.created_at, "
-        "x.seq)"
-        " AND (q.not_before <= ?2 OR q.seq = x.seq)"
-        " LEFT JOIN assets a ON a.id = q.asset_id WHERE x.id = ?1 GROUP BY x.seq",
+        "SELECT CASE WHEN x.status = 0 THEN count(q.seq) + (SELECT count(*)" QP_HIGHER
+        ") ELSE 0 END, CASE WHEN x.status = 0 THEN (" SQ_MPX("a", "q") " + (SELECT " SQ_MPX("b", "h")
+            QP_HIGHER ")) / 1e6 ELSE 0 END FROM jobs x" QP_LEVEL,
     /* ?1 = model, ?2 = last_n; the inner WHERE holds jobs_model_done's (SQ_DONE_WHERE) */
     [R_MODEL_RATE] =
         "SELECT count(*), total(completed_at - started_at),"
@@ -251,6 +290,8 @@ static void read_row(sqlite3_stmt *s, job_t *j) {
     sq_copy_text(j->steps, sizeof j->steps, s, c++);
     sq_copy_text(j->report, sizeof j->report, s, c++);
     sq_copy_text(j->meta, sizeof j->meta, s, c++);
+    j->priority = sqlite3_column_int(s, c++);
+    j->vtag = sqlite3_column_double(s, c++);
 }
 
 static void read_asset(sqlite3_stmt *s, asset_t *a) {
@@ -315,9 +356,29 @@ static int check_fence(const char *id, const job_state_t *js, const store_fence_
 
 /* ---- inserting jobs ------------------------------------------------------------ */
 
+/* Inside a write transaction: the fair-queueing tag of job, queued now (store.h "Order"). */
+static int fair_tag(sq_store_t *q, const job_t *job, double now, double *vtag, up_error_t *err) {
+    sqlite3_stmt *s = q->jw[S_FAIR];
+    sqlite3_bind_int(s, 1, job->priority);
+    sqlite3_bind_double(s, 2, now);
+    sq_bind_text(s, 3, job->owner);
+    int src = sqlite3_step(s);
+    if (src == SQLITE_ROW) {
+        double v = sqlite3_column_double(s, 0);
+        double last = sqlite3_column_type(s, 1) == SQLITE_NULL ? v : sqlite3_column_double(s, 1);
+        *vtag = store_fair_tag(v, last, job->cost, job->weight);
+    }
+    sq_done(s);
+    return src == SQLITE_ROW ? UP_OK : sq_db_error(q->w, err, "cannot read the queue's virtual time");
+}
+
 /* Inside a write transaction: insert job, queued, made at created_at. UP_ERR_INVALID for a duplicate id. */
-static int insert_row(sq_store_t *q, const job_t *job, const char *asset_id, double created_at,
+static int insert_row(sq_store_t *q, const job_t *job, const char *asset_id, double created_at, double now,
                       up_error_t *err) {
+    double vtag = 0;
+    int rc = fair_tag(q, job, now, &vtag, err);
+    if (rc)
+        return rc;
     sqlite3_stmt *s = q->jw[S_INSERT];
     sq_bind_text(s, 1, job->id);
     sq_bind_text(s, 2, job->model);
@@ -335,6 +396,8 @@ static int insert_row(sq_store_t *q, const job_t *job, const char *asset_id, dou
     sq_bind_text(s, 14, asset_id);
     sq_bind_text(s, 15, job->steps);
     sq_bind_text(s, 16, job->meta);
+    sqlite3_bind_int(s, 17, job->priority);
+    sqlite3_bind_double(s, 18, vtag);
     char who[80];
     snprintf(who, sizeof who, "job %s already exists", job->id);
     return sq_step_insert(q, s, UP_ERR_INVALID, who, "cannot insert a job", err);
@@ -431,7 +494,7 @@ int sq_jobs_submit(store_t *st, const job_t *jobs, int n, double period_start, c
         for (int i = 0; i < n && !rc; i++) {
             const job_t *job = &jobs[i];
             double created_at = job->created_at > 0 ? job->created_at : now;
-            if (!(rc = insert_row(q, job, job->asset_id[0] ? job->asset_id : job->id, created_at, err)))
+            if (!(rc = insert_row(q, job, job->asset_id[0] ? job->asset_id : job->id, created_at, now, err)))
                 rc = job_input(q, job, created_at, now, err);
         }
         if (!rc && idem)

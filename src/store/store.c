@@ -10,6 +10,7 @@
 #include <assert.h>
 #include <ctype.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,14 @@ const store_rule_t store_rule_downloaded = {STORE_BIT(JOB_STATUS_COMPLETED), 0, 
 const store_rule_t store_rule_expire = {STORE_BIT(JOB_STATUS_COMPLETED) | STORE_BIT(JOB_STATUS_FAILED) |
                                             STORE_BIT(JOB_STATUS_CANCELLED) | STORE_BIT(JOB_STATUS_EXPIRED),
                                         0, "expire"};
+
+double store_fair_tag(double vtime, double last, double cost, double weight) {
+    if (!(cost > 0))
+        cost = 1;
+    if (!(weight > 0))
+        weight = 1;
+    return (last > vtime ? last : vtime) + cost / weight;
+}
 
 /* ---- opening ------------------------------------------------------------------- */
 
@@ -213,6 +222,12 @@ static int check_new_jobs(const job_t *jobs, int n, double period_start, up_erro
         if (period_start < 0 && job->credits != 0)
             return up_error_set(err, UP_ERR_INVALID, 0,
                                 "job store: job %s: a charged job needs its owner and period", job->id);
+        if (job->priority < STORE_PRIORITY_MIN || job->priority > STORE_PRIORITY_MAX)
+            return up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s: priority %d is outside %d..%d",
+                                job->id, job->priority, STORE_PRIORITY_MIN, STORE_PRIORITY_MAX);
+        if (!isfinite(job->cost) || !isfinite(job->weight))
+            return up_error_set(err, UP_ERR_INVALID, 0,
+                                "job store: job %s: a cost and weight must be numbers", job->id);
         if (strcmp(job->owner, jobs[0].owner) != 0)
             return up_error_set(err, UP_ERR_INVALID, 0, "job store: job %s: one submission has one owner",
                                 job->id);
@@ -531,6 +546,43 @@ int store_keys_reset_guests(store_t *st, double now, long long *n, up_error_t *e
     if (!rc && n)
         *n = count;
     return rc;
+}
+
+/* ---- notices ---------------------------------------------------------------------- */
+
+int store_listen(store_t *st, store_listener_t **out, up_error_t *err) {
+    assert(st && out);
+    *out = NULL;
+    if (!st->vtbl->listen)
+        return up_error_set(err, UP_ERR_UNSUPPORTED, 0,
+                            "job store: the %s store has no notices (it is polled)", st->vtbl->name);
+    return st->vtbl->listen(st, out, err);
+}
+
+int store_listener_wait(store_listener_t *l, double timeout_s, const store_listen_fns_t *fns, void *ctx,
+                        up_error_t *err) {
+    assert(l && fns);
+    return l->vtbl->wait(l, timeout_s > 0 ? timeout_s : 0, fns, ctx, err);
+}
+
+void store_listener_send(store_listener_t *l, const char *id) {
+    assert(l && id);
+    size_t n = strlen(id);
+    if (n == 0 || n >= STORE_NOTICE_ID_MAX ||
+        strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                   "0123456789_.:-") != n)
+        return;
+    l->vtbl->send(l, id);
+}
+
+void store_listener_wake(store_listener_t *l) {
+    assert(l);
+    l->vtbl->wake(l);
+}
+
+void store_listener_free(store_listener_t *l) {
+    if (l)
+        l->vtbl->free(l);
 }
 
 int store_rate_take(store_t *st, const char *subject, const store_rate_limit_t *limits, int n_limits,

@@ -14,8 +14,8 @@
  *
  * Lifecycle (PRODUCT.md "What a job is"):
  *   queued -> claimed -> processing -> completed | failed | cancelled -> expired
- * claim moves the oldest claimable queued job to claimed (a worker has it)
- * and counts an attempt; store_job_start moves it on to processing once the
+ * claim moves the next claimable queued job (see "Order") to claimed (a
+ * worker has it) and counts an attempt; store_job_start moves it on to processing once the
  * worker has its model and input. Queued, claimed and processing are the
  * live statuses; the others are the ended ones.
  *
@@ -34,6 +34,24 @@
  * UP_ERR_CONFLICT ("superseded") once the claim is no longer the job's
  * current one, so a worker that lost its lease (paused, cut off from the
  * disk) can never complete, fail or requeue a job another worker now runs.
+ *
+ * Order: weighted fair queueing between owners, under a strict priority.
+ * A claim takes the queued job with the highest priority, then the
+ * smallest virtual finish tag (vtag), then the smallest seq; one index
+ * scan (priority DESC, vtag, seq) over the queued jobs. Each priority
+ * level is its own fair queue: a job submitted at priority p gets
+ *   vtag = max(V, L) + cost / weight           (store_fair_tag, store.c)
+ * where V is level p's virtual time, the vtag of the job the claim would
+ * take next at that level (else, with none queued there, the largest
+ * vtag of a claimed or processing job, else 0), and L is the largest
+ * vtag among the owner's queued jobs at that level (none: V). So an
+ * owner with a backlog queues behind its own backlog, an owner with none
+ * starts at V (a long-idle key banks no credit, a cancelled job gives its
+ * place back), and over a busy period each owner is served work in
+ * proportion to its weight. A requeued or rescued job keeps its vtag, so
+ * its place. Tags are computed in the submission's transaction, job by
+ * job (a batch chains: each job sees the ones before it); anonymous jobs
+ * (owner "") are one owner.
  *
  * Files: an asset row names its file and a job row its result by blob key
  * (blob.h), relative to the data folder, never by file-system path, so a
@@ -168,6 +186,12 @@ typedef struct job {
     double lease_s;     /* the lease length the claim asked for, seconds; renewals extend by this */
     double lease_until; /* Unix seconds the claim is valid until; 0 = no live claim */
     double not_before;  /* a queued job is not claimed before this (backoff after a lost lease); 0 = now */
+    /* scheduling (see "Order" above) */
+    int priority;  /* STORE_PRIORITY_MIN..MAX (rules.h), 0 = normal: a higher one is always claimed first */
+    double cost;   /* submission only (not stored, reads give 0): the job's work, in estimated seconds
+                      (output megapixels x the model's seconds per megapixel); <= 0 = 1 */
+    double weight; /* submission only (not stored): the owner's share, its tier's weight; <= 0 = 1 */
+    double vtag;   /* read only: the virtual finish tag the submission gave it (store_fair_tag) */
 } job_t;
 
 /*
@@ -284,7 +308,8 @@ int store_job_submit(store_t *st, const job_t *job, double period_start, const s
  *     written, when scope and key are taken (a concurrent retry won).
  * Answers older than 24 hours are deleted in the same transaction.
  * UP_ERR_INVALID for a duplicate id, jobs of several owners, a negative
- * charge or an input key that is not a blob key; UP_ERR_NOT_FOUND for an
+ * charge, a priority outside STORE_PRIORITY_MIN..MAX, a cost or weight
+ * that is not a finite number, or an input key that is not a blob key; UP_ERR_NOT_FOUND for an
  * asset refused as above (the message names it).
  */
 int store_jobs_submit(store_t *st, const job_t *jobs, int n, double period_start, const store_idem_t *idem,
@@ -336,7 +361,7 @@ int store_asset_deleted(store_t *st, const char *id, up_error_t *err);
 int store_job_get(store_t *st, const char *id, job_t *out, up_error_t *err);
 
 /*
- * Take the oldest queued job whose not_before has passed, for worker (its
+ * Take the next queued job (see "Order") whose not_before has passed, for worker (its
  * id, unique per process and thread): status claimed, attempts + 1,
  * started_at now, progress 0, lease_until = now + lease_s. *out gets the
  * claimed job (out->worker and out->attempts are its fence). No job is
@@ -459,7 +484,7 @@ int store_job_counts(store_t *st, long long *counts, up_error_t *err);
 /*
  * Where queued job id stands: *position = 1 + the number of queued jobs
  * claimable now (not_before passed) that store_job_claim takes before it
- * (smaller (created_at, seq)), and *mpx_ahead = the estimated output
+ * (a higher priority, or the same and a smaller (vtag, seq)), and *mpx_ahead = the estimated output
  * megapixels of those jobs and this one: input_width * input_height *
  * scale^2 / 1e6 each (the asset's size, scale below 1 taken as 1). A job
  * that is not queued: *position 0 and *mpx_ahead 0. One snapshot (one
@@ -606,6 +631,74 @@ int store_key_usage(store_t *st, const char *id, double period_start, long long 
 int store_usage_daily(store_t *st, const char *owner, double day0, int days, long long *jobs,
                       long long *credits, up_error_t *err);
 
+/* ---- notices across processes (PostgreSQL LISTEN/NOTIFY) -------------------------------- */
+
+/*
+ * What a listener hears, on its waiting thread: job_new(ctx) when jobs
+ * were queued on the store (by any process: a submission's transaction
+ * notifies at its commit), and job_event(ctx, id) for each id another
+ * process sent (store_listener_send: job events, EVENTS_QUEUE_MOVED, ...;
+ * id borrowed for the call). Both may come merged or late, never lost
+ * while the connection holds; after the listener's connection was lost
+ * and made again, job_new is called once (what was sent meanwhile is
+ * gone: callers re-read, as they would after a poll).
+ */
+typedef struct store_listen_fns {
+    void (*job_new)(void *ctx);
+    void (*job_event)(void *ctx, const char *id);
+} store_listen_fns_t;
+
+typedef struct store_listener store_listener_t;
+
+#define STORE_NOTICE_ID_MAX 64 /* bytes of a sent id, with its NUL (job ids, topics) */
+
+/*
+ * A listener on st's database, with a connection of its own (LISTEN on
+ * the jobs and events channels). *out is new (store_listener_free).
+ * UP_ERR_UNSUPPORTED for a backend that has no notices (SQLite: its
+ * processes find new jobs by polling); UP_ERR_IO when the database cannot
+ * be reached.
+ */
+int store_listen(store_t *st, store_listener_t **out, up_error_t *err);
+
+/*
+ * Wait up to timeout_s for notices and call fns with each (from this
+ * thread), first sending what store_listener_send queued. Returns as soon
+ * as something was heard, when woken (store_listener_wake) or at the
+ * timeout: 0. A lost connection is made again here, with a pause between
+ * tries (within timeout_s): UP_ERR_IO while it cannot be (logged once per
+ * outage). One thread waits on a listener at a time.
+ */
+int store_listener_wait(store_listener_t *l, double timeout_s, const store_listen_fns_t *fns, void *ctx,
+                        up_error_t *err);
+
+/*
+ * Queue id (1 to STORE_NOTICE_ID_MAX - 1 bytes of [A-Za-z0-9_.:-]; others
+ * are dropped) to be sent to every other listener on the database by the
+ * waiting thread, merged with the same id not yet sent. Quick and never
+ * blocking on the network: any thread, an event callback too.
+ */
+void store_listener_send(store_listener_t *l, const char *id);
+
+/* Make a store_listener_wait under way (or the next one) return at once. Any thread. */
+void store_listener_wake(store_listener_t *l);
+
+/* Close the listener (accepts NULL). No wait may be under way. */
+void store_listener_free(store_listener_t *l);
+
+/* What a listener implements (the PostgreSQL backend's, pg_notify.c); a listener's handle starts with it. */
+typedef struct store_listener_vtbl {
+    int (*wait)(store_listener_t *l, double timeout_s, const store_listen_fns_t *fns, void *ctx,
+                up_error_t *err);
+    void (*send)(store_listener_t *l, const char *id);
+    void (*wake)(store_listener_t *l);
+    void (*free)(store_listener_t *l);
+} store_listener_vtbl_t;
+
+struct store_listener {
+    const store_listener_vtbl_t *vtbl; /* borrowed, static */
+};
+
 /* ---- the backend interface ---------------------------------------------------------- */
 
 /* ---- request limits shared by processes ------------------------------------------- */
@@ -694,7 +787,8 @@ typedef struct store_vtbl {
     int (*key_usage)(store_t *st, const char *id, double period_start, long long *used, up_error_t *err);
     int (*keys_reset_guests)(store_t *st, double now, long long *n, up_error_t *err); /* now > 0, n set */
     int (*usage_daily)(store_t *st, const char *owner, double day0, int days, long long *jobs,
-                       long long *credits, up_error_t *err); /* days >= 1, arrays zeroed */
+                       long long *credits, up_error_t *err);             /* days >= 1, arrays zeroed */
+    int (*listen)(store_t *st, store_listener_t **out, up_error_t *err); /* NULL: no notices */
     int (*rate_take)(store_t *st, const char *subject, const store_rate_limit_t *limits, int n_limits,
                      double now, int *allowed, double *retry_after, int *window_s,
                      up_error_t *err); /* NULL: not offered; limits checked; outputs set when refused */

@@ -779,6 +779,20 @@ def test_tiers(s, ctx):
     me = call(p, "GET", "/api/v1/users/me", kx).json() or {}
     check(me.get("tier") == "premium", "users/me: tier premium", me)
 
+    # priority (an upres extension): any key may lower its jobs, raising them is the tier's max_priority
+    r = create(p, kb, data=png(16, 16), filename="t.png", model=FAST, scale=2, priority=1)
+    check(is_err(r, 400, "PRIORITY_NOT_ALLOWED") and (r.json() or {}).get("max_priority") == 0 and
+          credits(p, kb) == 97, "basic: priority 1 -> 400 PRIORITY_NOT_ALLOWED, max_priority 0, nothing charged", r)
+    r = create(p, kb, data=png(16, 16), filename="t.png", model=FAST, scale=2, priority=-3)
+    check(r.status == 201 and (r.json() or {}).get("priority") == -3 and credits(p, kb) == 96,
+          "basic: priority -3 -> 201, the job shows it", r)
+    r = create(p, kb, data=png(16, 16), filename="t.png", model=FAST, scale=2, priority="high")
+    check(is_err(r, 400, "INVALID_REQUEST"), "priority 'high' -> 400 INVALID_REQUEST", r)
+    r = create(p, kb, data=png(16, 16), filename="t.png", model=FAST, scale=2, priority=11)
+    check(is_err(r, 400, "INVALID_REQUEST") and credits(p, kb) == 96, "priority 11 -> 400 INVALID_REQUEST", r)
+    r = create(p, kx, data=png(16, 16), filename="t.png", model=FAST, scale=2, priority=5)
+    check(r.status == 201 and (r.json() or {}).get("priority") == 5, "premium: priority 5 -> 201", r)
+
     # a custom table
     table = {"tiers": {"basic": {"name": "basic", "description": "Small", "max_width": 200, "max_height": 150,
                                  "credits": 2},

@@ -37,6 +37,10 @@ static void test_default(void) {
           t.tier[1].credits == 3);
     CHECK(strcmp(t.tier[2].name, "premium") == 0 && t.tier[2].max_width == 16384 &&
           t.tier[2].max_height == 16384 && t.tier[2].credits == 5);
+    /* fair-queueing weights and priority caps: basic 1 and 0, pro 2 and 2, premium 4 and 5 */
+    CHECK(t.tier[0].weight == 1 && t.tier[0].max_priority == 0);
+    CHECK(t.tier[1].weight == 2 && t.tier[1].max_priority == 2);
+    CHECK(t.tier[2].weight == 4 && t.tier[2].max_priority == 5);
     CHECK(strcmp(t.tier[0].description, "Up to 4096x4096 output") == 0);
     CHECK(strcmp(t.tier[2].description, "Up to 16384x16384 output") == 0);
     CHECK(tiers_find(&t, "pro") == &t.tier[1]);
@@ -53,7 +57,8 @@ static void test_load(void) {
                "  \"tiers\": {\n"
                "    \"small\": {\"description\": \"Thumbnails\", \"max_width\": 1024, \"max_height\": 768,\n"
                "              \"credits\": 0, \"max_steps\": 8, \"min_vram\": 4},\n"
-               "    \"zeta\": {\"max_width\": 2048, \"max_height\": 2048, \"credits\": 2},\n"
+               "    \"zeta\": {\"max_width\": 2048, \"max_height\": 2048, \"credits\": 2, \"weight\": 2.5,\n"
+               "             \"max_priority\": 7},\n"
                "    \"alpha\": {\"name\": \"huge\", \"description\": \"Posters\", \"max_width\": 65535,\n"
                "              \"max_height\": 1, \"credits\": 1000000}\n"
                "  },\n"
@@ -66,6 +71,20 @@ static void test_load(void) {
     CHECK(t.tier[0].max_width == 1024 && t.tier[0].max_height == 768 && t.tier[0].credits == 0);
     CHECK(strcmp(t.tier[1].name, "zeta") == 0 && strcmp(t.tier[1].description, "") == 0);
     CHECK(t.tier[1].max_width == 2048 && t.tier[1].credits == 2);
+    CHECK(t.tier[1].weight == 2.5 && t.tier[1].max_priority == 7);
+    CHECK(t.tier[0].weight == 1 && t.tier[0].max_priority == 0); /* the defaults when left out */
+    /* out of bounds: refused, naming the field */
+    write_text("{\"tiers\": {\"a\": {\"max_width\": 1, \"max_height\": 1, \"credits\": 1, \"weight\": 0}}}");
+    CHECK(tiers_load(path, &t, &err) == UP_ERR_FORMAT && strstr(err.msg, "weight") != NULL);
+    write_text(
+        "{\"tiers\": {\"a\": {\"max_width\": 1, \"max_height\": 1, \"credits\": 1, \"weight\": \"x\"}}}");
+    CHECK(tiers_load(path, &t, &err) == UP_ERR_FORMAT);
+    write_text(
+        "{\"tiers\": {\"a\": {\"max_width\": 1, \"max_height\": 1, \"credits\": 1, \"max_priority\": 11}}}");
+    CHECK(tiers_load(path, &t, &err) == UP_ERR_FORMAT && strstr(err.msg, "max_priority") != NULL);
+    write_text(
+        "{\"tiers\": {\"a\": {\"max_width\": 1, \"max_height\": 1, \"credits\": 1, \"max_priority\": -1}}}");
+    CHECK(tiers_load(path, &t, &err) == UP_ERR_FORMAT);
     CHECK(strcmp(t.tier[2].name, "huge") == 0 && strcmp(t.tier[2].description, "Posters") == 0);
     CHECK(t.tier[2].max_width == 65535 && t.tier[2].max_height == 1 && t.tier[2].credits == 1000000);
     CHECK(tiers_find(&t, "huge") == &t.tier[2]);

@@ -245,6 +245,15 @@ int main(void) {
              "[{\"op\":\"upscale\",\"model\":\"%s\"},{\"op\":\"resize\",\"width\":4500,\"height\":100}]",
              MODEL);
     refused(jobs_submit(&jobs, &sb, &a, &r), &r, 400, "TIER_LIMIT_EXCEEDED"); /* basic: 4096 wide at most */
+    /* priority: bounded, and raising it is the tier's (basic: 0 at most) */
+    snprintf(bad.steps, sizeof bad.steps, "[{\"op\":\"upscale\",\"model\":\"%s\",\"scale\":2}]", MODEL);
+    bad.priority = 1;
+    refused(jobs_submit(&jobs, &sb, &a, &r), &r, 400, "PRIORITY_NOT_ALLOWED");
+    CHECK(json_integer_value(json_object_get(r.extra, "max_priority")) == 0);
+    jobs_refusal_fini(&r);
+    bad.priority = -11;
+    refused(jobs_submit(&jobs, &sb, &a, &r), &r, 400, "INVALID_REQUEST");
+    bad.priority = 0;
     CHECK(job_count(st) == n_jobs);
 
     /* a batch the key cannot pay for is refused whole */

@@ -242,7 +242,27 @@ static void test_threads(void) {
     events_free(sh.ev);
 }
 
+/* The relay (the other processes): every publish, with or without subscribers; never a delivered one. */
+static void test_relay(void) {
+    events_t *ev = events_new();
+    counter_t relayed = {0}, sub = {0};
+    events_set_relay(ev, record_fn, &relayed);
+    events_publish(ev, "job-r"); /* nobody subscribed here: relayed all the same */
+    CHECK(atomic_load(&relayed.calls) == 1 && strcmp(relayed.last, "job-r") == 0);
+    int h = events_subscribe(ev, "job-r", record_fn, &sub);
+    events_deliver(ev, "job-r"); /* from another process: here only */
+    CHECK(atomic_load(&sub.calls) == 1 && atomic_load(&relayed.calls) == 1);
+    events_publish(ev, "job-r");
+    CHECK(atomic_load(&sub.calls) == 2 && atomic_load(&relayed.calls) == 2);
+    events_set_relay(ev, NULL, NULL);
+    events_publish(ev, "job-r");
+    CHECK(atomic_load(&sub.calls) == 3 && atomic_load(&relayed.calls) == 2);
+    events_unsubscribe(ev, h);
+    events_free(ev);
+}
+
 int main(void) {
+    test_relay();
     test_basics();
     test_many_of_one_job();
     test_reentrant();

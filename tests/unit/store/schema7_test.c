@@ -310,10 +310,8 @@ static void test_queue_position(void) {
     CHECK(store_jobs_rescue(st, 3, 1e6, 60, rescued, 1, &n, &err) == 0 && n == 1);
     CHECK(rescued[0].status == JOB_STATUS_QUEUED && rescued[0].not_before > now_s() + 1e5);
 
-    /* the queue, in claim order: created_at, then insertion */
+    /* the queue, in claim order (one owner, one priority: submission order, store.h "Order") */
     make_job(&j, "p-a", "", 10, 100, 100, 2); /* 0.04 Mpx */
-    CHECK(store_job_insert(st, &j, &err) == 0);
-    make_job(&j, "p-c", "", 20, 200, 100, 0); /* scale 0 counts as 1: 0.02 Mpx */
     CHECK(store_job_insert(st, &j, &err) == 0);
     asset_t a;
     memset(&a, 0, sizeof a);
@@ -327,6 +325,8 @@ static void test_queue_position(void) {
     CHECK(store_asset_insert(st, &a, &err) == 0);
     make_job(&j, "p-b", "", 15, 1, 1, 4); /* on the shared asset: 1000 x 1000 x 16 = 16 Mpx */
     snprintf(j.asset_id, sizeof j.asset_id, "p-in");
+    CHECK(store_job_insert(st, &j, &err) == 0);
+    make_job(&j, "p-c", "", 20, 200, 100, 0); /* scale 0 counts as 1: 0.02 Mpx */
     CHECK(store_job_insert(st, &j, &err) == 0);
     make_job(&j, "p-d", "", 20, 10, 10, 1); /* created with p-c, inserted after it */
     CHECK(store_job_insert(st, &j, &err) == 0);

@@ -201,7 +201,8 @@ static void test_transitions(store_t *st) {
     CHECK(got.created_at == 1000.0 && got.started_at == 0 && got.expires_at == 0);
     CHECK(store_job_get(st, "nope", &got, &err) == UP_ERR_NOT_FOUND);
 
-    /* claim order: created_at first, then insertion order */
+    /* claim order: one owner's jobs at one priority in submission order (their fair-queueing tags chain:
+     * store.h "Order"), whatever their created_at */
     make_job(&j, "job-a", 999.0);
     CHECK(store_job_insert(st, &j, &err) == 0);
     make_job(&j, "job-c", 1000.0);
@@ -211,11 +212,11 @@ static void test_transitions(store_t *st) {
     CHECK(store_job_get(st, "job-d", &got, &err) == 0 && got.created_at > 1.6e9);
 
     double t = now_s();
+    job_t b, c, d;
+    CHECK(claim(st, &b, &err) == 0 && strcmp(b.id, "job-b") == 0);
     CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "job-a") == 0);
     CHECK(got.status == JOB_STATUS_CLAIMED && got.attempts == 1 && got.started_at >= t - 1);
     CHECK(got.seq > 0 && status_of(st, "job-a") == JOB_STATUS_CLAIMED);
-    job_t b, c, d;
-    CHECK(claim(st, &b, &err) == 0 && strcmp(b.id, "job-b") == 0);
     CHECK(claim(st, &c, &err) == 0 && strcmp(c.id, "job-c") == 0);
     CHECK(claim(st, &d, &err) == 0 && strcmp(d.id, "job-d") == 0);
     CHECK(claim(st, &got, &err) == UP_ERR_NOT_FOUND);
@@ -871,7 +872,10 @@ static void test_charges(void) {
     CHECK(insert_charged(st, "r2", "r", 2, 0, &c, &err) == 0 && balance(st, "r") == 8);
     CHECK(store_job_cancel(st, "r2", &was, &err) == 0 && was == JOB_STATUS_QUEUED);
     CHECK(balance(st, "r") == 10 && refunded(st, "r2") == 1);
-    /* the jobs below are the oldest, so claim takes them in this order */
+    /* the other keys' queued jobs set aside (cancelled, as an operator would): the jobs below are the
+     * queue, and one owner's jobs are claimed in submission order */
+    CHECK(tb_exec("charges",
+                  "UPDATE jobs SET status = 4, completed_at = 1, expires_at = 1 WHERE status = 0") == 0);
     CHECK(insert_charged(st, "r3", "r", 3, 1.0, &c, &err) == 0 && balance(st, "r") == 7);
     CHECK(insert_charged(st, "r4", "r", 3, 2.0, &c, &err) == 0 && balance(st, "r") == 4);
     CHECK(insert_charged(st, "r5", "r", 2, 3.0, &c, &err) == 0 && balance(st, "r") == 2);
@@ -907,8 +911,9 @@ static void test_charges(void) {
     CHECK(insert_charged(st, "r8", "r", 2, 6.0, &c, &err) == 0);
     CHECK(insert_charged(st, "r9", "r", 1, 7.0, &c, &err) == 0);
     CHECK(insert_charged(st, "r10", "r", 1, 8.0, &c, &err) == 0 && balance(st, "r") == 1);
-    make_job(&j, "f-old", 5.5); /* a job of the unlimited key, claimed too */
+    make_job(&j, "f-old", 5.5); /* a job of the unlimited key, claimed too (first: a higher priority) */
     snprintf(j.owner, sizeof j.owner, "free");
+    j.priority = 1;
     j.credits = 7;
     CHECK(store_job_insert_charged(st, &j, 0, &c, &err) == 0);
     CHECK(claim(st, &got, &err) == 0 && strcmp(got.id, "f-old") == 0);
@@ -1592,7 +1597,7 @@ static void test_migrate_v1(void) {
     f.owner = "";
     CHECK(store_jobs_list(st, &f, jobs, 4, &n, &err) == 0 && n == 1 && strcmp(jobs[0].id, "old-1") == 0);
     store_close(st);
-    CHECK(user_version("v1") == 7);
+    CHECK(user_version("v1") == 8);
 
     /* migrated and new databases have the same schema */
     store_t *fresh = open_sub("v2-fresh");
@@ -1642,7 +1647,7 @@ static void test_migrate_v3(void) {
     store_t *st = open_sub("v3");
     if (!st)
         return;
-    CHECK(user_version("v3") == 7);
+    CHECK(user_version("v3") == 8);
     up_error_t err;
     job_t got;
     CHECK(store_job_get(st, "v3-run", &got, &err) == 0 && got.status == JOB_STATUS_PROCESSING);
@@ -1756,7 +1761,7 @@ static void test_migrate_v4(void) {
     store_t *st = open_sub("v4");
     if (!st)
         return;
-    CHECK(user_version("v4") == 7);
+    CHECK(user_version("v4") == 8);
     struct {
         const char *id, *in, *res;
     } want[] = {
@@ -1822,7 +1827,7 @@ static void test_migrate_v5(void) {
     store_t *st = open_sub("v5");
     if (!st)
         return;
-    CHECK(user_version("v5") == 7);
+    CHECK(user_version("v5") == 8);
     up_error_t err;
     job_t got;
     asset_t a;
@@ -1961,7 +1966,7 @@ static void test_migrate_v6(void) {
     store_t *st = open_sub("v6");
     if (!st)
         return;
-    CHECK(user_version("v6") == 7);
+    CHECK(user_version("v6") == 8);
     up_error_t err;
     /* the key: an operator's, never reset, listed */
     api_key_t k, *keys = NULL;
@@ -2362,7 +2367,7 @@ static void test_pg_only(void) {
     CHECK(tb_exec(
               "opened",
               "DO $$BEGIN IF (SELECT count(*) FROM schema_version) <> 1"
-              " OR (SELECT max(version) FROM schema_version) <> 1 THEN RAISE 'bad version'; END IF; END$$") ==
+              " OR (SELECT max(version) FROM schema_version) <> 3 THEN RAISE 'bad version'; END IF; END$$") ==
           0);
 
     /* newer than this upres: refused, nothing changed */
