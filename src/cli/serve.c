@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/stat.h>
 
 #include "api/upscale_service.h"
@@ -49,6 +50,8 @@ enum { SERVE_IN_HTTP, SERVE_IN_QUEUE, SERVE_IN_API, SERVE_IN_LOCAL };
 typedef struct serve_locals {
     const char *data_dir;
     const char *store_url;        /* NULL: data_dir/upres.db */
+    const char *blobs_url;        /* NULL: data_dir */
+    int no_workers;               /* an API-only process: no worker threads */
     const char *models;           /* NULL: upscale_models_dir finds them */
     const char *web;              /* NULL: upscale_service_web_dir finds it */
     int per_minute, per_day;      /* rate limits per key, 0 = none */
@@ -76,6 +79,26 @@ static int parse_log_level(const char *value, void *dest, up_error_t *err) {
 
 static int parse_store(const char *value, void *dest, up_error_t *err) {
     if (store_url_check(value, err))
+        return -1;
+    *(const char **)dest = value;
+    return 0;
+}
+
+static int parse_blobs(const char *value, void *dest, up_error_t *err) {
+    if (blob_url_check(value, err))
+        return -1;
+    *(const char **)dest = value;
+    return 0;
+}
+
+/* A registry name: 1 to 127 printable characters, no spaces or commas. */
+static int parse_worker_name(const char *value, void *dest, up_error_t *err) {
+    (void)err;
+    size_t n = strlen(value);
+    int ok = n >= 1 && n <= 127;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = value[i] > 0x20 && value[i] < 0x7f && value[i] != ',';
+    if (!ok)
         return -1;
     *(const char **)dest = value;
     return 0;
@@ -186,6 +209,18 @@ static const setting_t serve_items[] = {
      .parse = parse_store,
      .own_message = 1, /* store_url_check's, which hides a password */
      LOCAL(store_url)},
+    {.name = "blobs",
+     .arg = "URL",
+     .env = "UPRES_BLOBS",
+     .type = SETTING_TYPE_STRING,
+     .def_text = "`DATA`",
+     .what = "file:///ABSOLUTE/DIR or a folder's path",
+     .help = "the blob folder (uploads and results) instead of the data folder: a shared mount when workers "
+             "run on other machines",
+     .doc = "see \"Scaling out\"",
+     .parse = parse_blobs,
+     .own_message = 1,
+     LOCAL(blobs_url)},
     {.name = "models",
      .short_flag = 'm',
      .arg = "DIR",
@@ -213,6 +248,22 @@ static const setting_t serve_items[] = {
      .what = "1 to 256",
      .help = "jobs run at once",
      QUEUE(n_workers)},
+    {.name = "no-workers",
+     .env = "UPRES_NO_WORKERS",
+     .type = SETTING_TYPE_BOOL,
+     .def = "0",
+     .help = "answer the API only: jobs run in `upres worker` processes on the same store",
+     .doc = "it still deletes expired files and requeues the jobs of workers that died",
+     LOCAL(no_workers)},
+    {.name = "name",
+     .arg = "NAME",
+     .env = "UPRES_NAME",
+     .type = SETTING_TYPE_STRING,
+     .parse = parse_worker_name,
+     .def_text = "`<host>:<pid>`",
+     .what = "1 to 127 printable characters, no spaces or commas",
+     .help = "this server's name in the workers registry (`upres workers list`)",
+     QUEUE(name)},
     {.name = "tile-memory",
      .arg = "BYTES",
      .env = "UPRES_TILE_MEMORY",
@@ -676,7 +727,7 @@ int cmd_serve(int argc, char **argv) {
     queue_t *q = NULL;
     events_t *events = events_new(); /* job changes: the queue publishes, event streams listen */
     http_server_t *srv = NULL;
-    char models_buf[1024], web_buf[1024];
+    char models_buf[1024], web_buf[1024], data_abs[PATH_MAX];
     http_route_t *routes = NULL;
 
     if (mkdir(data_dir, 0755) && errno != EEXIST) {
@@ -694,11 +745,18 @@ int cmd_serve(int argc, char **argv) {
     }
     if (reg->n_models == 0)
         log_warn("serve: no models in %s (run scripts/setup.sh)", models_dir);
-    if (blob_open_local(data_dir, &blobs, &err)) {
-        cli_error("%s", err.msg);
+    if (!loc.blobs_url) { /* the data folder: absolute from here on, nothing depends on the working directory */
+        if (blob_open_url(NULL, data_dir, &blobs, &err)) {
+            cli_error("%s", err.msg);
+            goto done;
+        }
+        data_dir = blob_root(blobs);
+    } else if (!realpath(data_dir, data_abs) || blob_open_url(loc.blobs_url, data_dir, &blobs, &err)) {
+        cli_error("%s", blobs ? err.msg : "cannot resolve the data folder");
         goto done;
+    } else {
+        data_dir = data_abs;
     }
-    data_dir = blob_root(blobs); /* absolute from here on: nothing depends on the working directory */
     if (store_open_url(loc.store_url, data_dir, &st, &err)) {
         cli_error("%s", err.msg);
         goto done;
@@ -706,6 +764,8 @@ int cmd_serve(int argc, char **argv) {
     qc.blobs = blobs;
     qc.registry = reg;
     qc.events = events;
+    if (loc.no_workers)
+        qc.n_workers = 0;
     if (queue_start(st, &qc, &q, &err)) {
         cli_error("%s", err.msg);
         goto done;

@@ -54,7 +54,8 @@
  * at once do not race (the second waits, then finds the schema made).
  * schema_version holds the version; migrations[v] takes version v - 1 to
  * v; a database newer than this upres is refused. Version 1 is SQLite's
- * schema 7, column for column. The claim's index is partial (status = 0)
+ * schema 7, column for column; version 2 adds the workers registry (SQLite's
+ * 8). The claim's index is partial (status = 0)
  * on (created_at, seq): a later migration adds a priority column and an
  * index leading with it, and per-key fair scheduling groups by owner,
  * which jobs_owner_time already orders.
@@ -69,7 +70,7 @@
 #include "core/xmalloc.h"
 #include "store/pg_int.h"
 
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 #define PG_SCHEMA_LOCK 0x75707265734c4bLL /* "upresLK": the migration's advisory lock */
 
 /* Version 1: every table, as SQLite's schema version 7 has them. */
@@ -161,8 +162,23 @@ static const char schema_v1[] =
     ");"
     "CREATE INDEX IF NOT EXISTS assets_expiry ON assets (expires_at) WHERE key <> '';";
 
+/* Version 2: the workers registry (store.h "The workers registry"), as SQLite's schema version 8 has it. */
+static const char schema_v2[] = "CREATE TABLE IF NOT EXISTS workers ("
+                                " name TEXT NOT NULL PRIMARY KEY,"
+                                " host TEXT NOT NULL DEFAULT '',"
+                                " pid INTEGER NOT NULL DEFAULT 0,"
+                                " models TEXT NOT NULL DEFAULT ''," /* comma-separated, '' = every model */
+                                " slots INTEGER NOT NULL DEFAULT 1,"
+                                " lease_s DOUBLE PRECISION NOT NULL DEFAULT 0," /* live while heartbeat_at +
+                                                                                   lease_s >= now */
+                                " started_at DOUBLE PRECISION NOT NULL DEFAULT 0,"
+                                " heartbeat_at DOUBLE PRECISION NOT NULL DEFAULT 0,"
+                                " jobs TEXT NOT NULL DEFAULT ''," /* the job ids it runs now */
+                                " state TEXT NOT NULL DEFAULT 'running'"
+                                ");";
+
 /* migrations[v]: from version v - 1 to v (index 0 unused). */
-static const char *const migrations[PG_SCHEMA_VERSION + 1] = {[1] = schema_v1};
+static const char *const migrations[PG_SCHEMA_VERSION + 1] = {[1] = schema_v1, [2] = schema_v2};
 
 /* ---- arguments ------------------------------------------------------------------ */
 
@@ -374,7 +390,9 @@ static int prepare_table(pg_store_t *p, const pg_sql_t *t, up_error_t *err) {
 
 static int prepare_all(pg_store_t *p, up_error_t *err) {
     int rc = prepare_table(p, &pg_jobs_sql, err);
-    return rc ? rc : prepare_table(p, &pg_keys_sql, err);
+    if (!rc)
+        rc = prepare_table(p, &pg_keys_sql, err);
+    return rc ? rc : prepare_table(p, &pg_workers_sql, err);
 }
 
 int pg_enter(pg_store_t *p, up_error_t *err) {
@@ -498,6 +516,11 @@ static const store_vtbl_t pg_vtbl = {
     .model_rate = pg_model_rate,
     .keys_reset_guests = pg_keys_reset_guests,
     .usage_daily = pg_usage_daily,
+    .worker_register = pg_worker_register,
+    .worker_heartbeat = pg_worker_heartbeat,
+    .worker_remove = pg_worker_remove,
+    .workers_list = pg_workers_list,
+    .schema_version = pg_schema_version,
 };
 
 int store_pg_open(const char *url, store_t **out, up_error_t *err) {

@@ -56,8 +56,9 @@
  * Schema version: PRAGMA user_version (SCHEMA_VERSION below). Version 1
  * (jobs only), 2 (accounts), 3 (Idempotency-Key answers, a job's colour
  * setting), 4 (claims: worker, lease, backoff), 5 (files by blob key) and
- * 6 (assets and steps) are migrated in place to version 7 (guest sessions,
- * a job's dialect fields) at open, in the transaction that checks the
+ * 6 (assets and steps) and 7 (guest sessions, a job's dialect fields) are
+ * migrated in place to version 8 (the workers registry) at open, in the
+ * transaction that checks the
  * version. A job a version-3 upres left claimed or processing has no lease
  * (lease_until 0): the first rescue takes it, as the start-up recovery
  * did. Version 5 renames input_path and result_path to input_key
@@ -96,7 +97,7 @@
 #include "core/xmalloc.h"
 #include "store/sqlite_int.h"
 
-#define SCHEMA_VERSION 7
+#define SCHEMA_VERSION 8
 #define BUSY_TIMEOUT_MS 10000
 
 /*
@@ -177,6 +178,25 @@
     "CREATE INDEX IF NOT EXISTS jobs_model_done ON jobs(model, completed_at) WHERE " SQ_DONE_WHERE ";"
 
 /*
+ * Version 8: the workers registry (store.h "The workers registry"), one
+ * row per process that runs jobs, by name. A new database and the
+ * migration from version 7 run the same text.
+ */
+#define WORKERS_SQL                                                                                          \
+    "CREATE TABLE IF NOT EXISTS workers ("                                                                   \
+    " name TEXT NOT NULL PRIMARY KEY,"                                                                       \
+    " host TEXT NOT NULL DEFAULT '',"                                                                        \
+    " pid INTEGER NOT NULL DEFAULT 0,"                                                                       \
+    " models TEXT NOT NULL DEFAULT ''," /* comma-separated, '' = every model */                             \
+    " slots INTEGER NOT NULL DEFAULT 1,"                                                                     \
+    " lease_s REAL NOT NULL DEFAULT 0," /* live while heartbeat_at + lease_s >= now */                      \
+    " started_at REAL NOT NULL DEFAULT 0,"                                                                   \
+    " heartbeat_at REAL NOT NULL DEFAULT 0,"                                                                 \
+    " jobs TEXT NOT NULL DEFAULT ''," /* the job ids it runs now, comma-separated */                        \
+    " state TEXT NOT NULL DEFAULT 'running'"                                                                 \
+    ");"
+
+/*
  * The whole schema, for a new database. The account columns of jobs come
  * last, where the migration's ALTER TABLE puts them, so that a migrated
  * table and a new one are the same.
@@ -221,7 +241,7 @@ static const char schema_sql[] =
     JOBS_META_COLUMN ");"
     "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, created_at, seq);"
     "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;" ACCOUNTS_SQL(
-        KEYS_V7_COLUMNS) IDEMPOTENCY_SQL ASSETS_SQL JOBS_ASSET_INDEX_SQL V7_INDEX_SQL;
+        KEYS_V7_COLUMNS) IDEMPOTENCY_SQL ASSETS_SQL JOBS_ASSET_INDEX_SQL V7_INDEX_SQL WORKERS_SQL;
 
 /* Version 1 (jobs only) -> 2: the jobs made before carry no owner and no charge. */
 static const char migrate_v2_sql[] =
@@ -278,6 +298,9 @@ static const char migrate_v6_sql[] = ASSETS_SQL
 static const char migrate_v7_sql[] = "ALTER TABLE keys ADD COLUMN" KEYS_GUEST_COLUMN ";"
                                      "ALTER TABLE keys ADD COLUMN" KEYS_RESET_COLUMN ";"
                                      "ALTER TABLE jobs ADD COLUMN" JOBS_META_COLUMN ";" V7_INDEX_SQL;
+
+/* Version 7 -> 8: the workers registry, empty (the processes running now register at their next start). */
+static const char migrate_v8_sql[] = WORKERS_SQL;
 
 /* ---- helpers (sqlite_int.h) ------------------------------------------------------- */
 
@@ -476,7 +499,7 @@ static int init_schema(sqlite3 *db, const char *path, up_error_t *err) {
         if (version == 0) {
             rc = exec_sql(db, schema_sql, err);
         } else {
-            assert(version >= 1 && version <= 6);
+            assert(version >= 1 && version <= 7);
             log_info("job store: %s: migrating schema version %d to %d", path, version, SCHEMA_VERSION);
             if (version == 1)
                 rc = exec_sql(db, migrate_v2_sql, err);
@@ -490,8 +513,10 @@ static int init_schema(sqlite3 *db, const char *path, up_error_t *err) {
                 rc = migrate_keys(db, err);
             if (!rc && version <= 5)
                 rc = exec_sql(db, migrate_v6_sql, err);
-            if (!rc)
+            if (!rc && version <= 6)
                 rc = exec_sql(db, migrate_v7_sql, err);
+            if (!rc)
+                rc = exec_sql(db, migrate_v8_sql, err);
         }
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
@@ -535,6 +560,8 @@ static void close_store(store_t *st) {
     finalize_all(q->jr, sq_jobs_rsql.n);
     finalize_all(q->kw, sq_keys_wsql.n);
     finalize_all(q->kr, sq_keys_rsql.n);
+    finalize_all(q->ww, sq_workers_wsql.n);
+    finalize_all(q->wr, sq_workers_rsql.n);
     sqlite3_finalize(q->begin);
     sqlite3_finalize(q->commit);
     sqlite3_finalize(q->rollback);
@@ -584,6 +611,11 @@ static const store_vtbl_t sqlite_vtbl = {
     .model_rate = sq_model_rate,
     .keys_reset_guests = sq_keys_reset_guests,
     .usage_daily = sq_usage_daily,
+    .worker_register = sq_worker_register,
+    .worker_heartbeat = sq_worker_heartbeat,
+    .worker_remove = sq_worker_remove,
+    .workers_list = sq_workers_list,
+    .schema_version = sq_schema_version,
 };
 
 int store_sqlite_open(const char *path, store_t **out, up_error_t *err) {
@@ -614,7 +646,9 @@ int store_sqlite_open(const char *path, store_t **out, up_error_t *err) {
         (rc = prepare_all(q->w, &sq_jobs_wsql, &q->jw, err)) ||
         (rc = prepare_all(q->r, &sq_jobs_rsql, &q->jr, err)) ||
         (rc = prepare_all(q->w, &sq_keys_wsql, &q->kw, err)) ||
-        (rc = prepare_all(q->r, &sq_keys_rsql, &q->kr, err)))
+        (rc = prepare_all(q->r, &sq_keys_rsql, &q->kr, err)) ||
+        (rc = prepare_all(q->w, &sq_workers_wsql, &q->ww, err)) ||
+        (rc = prepare_all(q->r, &sq_workers_rsql, &q->wr, err)))
         goto fail;
     *out = &q->base;
     return UP_OK;

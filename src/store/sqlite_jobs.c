@@ -100,8 +100,10 @@ static const char *const wsql[N_WSTMT] = {
                  " CASE WHEN ?15 <> '' THEN ?15 ELSE " SQ_DEFAULT_STEPS("?2", "?3", "?6", "?4", "?5") " END,"
                                                                                                       " ?16)",
     [S_STATUS] = "SELECT status, cancel_requested, attempts, worker FROM jobs WHERE id = ?1",
-    [S_NEXT_QUEUED] =
-        "SELECT seq FROM jobs WHERE status = 0 AND not_before <= ?1 ORDER BY created_at, seq LIMIT 1",
+    /* ?2 = the models served, comma-separated, '' = any (store_job_claim) */
+    [S_NEXT_QUEUED] = "SELECT seq FROM jobs WHERE status = 0 AND not_before <= ?1"
+                      " AND (?2 = '' OR instr(',' || ?2 || ',', ',' || model || ',') > 0)"
+                      " ORDER BY created_at, seq LIMIT 1",
     [S_CLAIM] = "UPDATE jobs SET status = 6, attempts = attempts + 1, started_at = ?2, progress = 0,"
                 " cancel_requested = 0, worker = ?3, lease_s = ?4, lease_until = ?2 + ?4, not_before = 0"
                 " WHERE seq = ?1 AND status = 0",
@@ -485,7 +487,8 @@ static int read_seq(sq_store_t *q, sqlite3_int64 seq, job_t *out, const char *wh
     return src == SQLITE_ROW ? UP_OK : sq_db_error(q->w, err, what);
 }
 
-int sq_job_claim(store_t *st, const char *worker, double lease_s, job_t *out, up_error_t *err) {
+int sq_job_claim(store_t *st, const char *worker, double lease_s, const char *models, job_t *out,
+                 up_error_t *err) {
     sq_store_t *q = sq_of(st);
     double now = now_s();
     pthread_mutex_lock(&q->wmu);
@@ -494,6 +497,7 @@ int sq_job_claim(store_t *st, const char *worker, double lease_s, job_t *out, up
         goto out;
     sqlite3_stmt *s = q->jw[S_NEXT_QUEUED];
     sqlite3_bind_double(s, 1, now);
+    sq_bind_text(s, 2, models);
     int src = sqlite3_step(s);
     sqlite3_int64 seq = src == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
     sq_done(s);

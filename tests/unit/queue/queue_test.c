@@ -302,7 +302,7 @@ static void session_retention(void) {
     CHECK(store_job_insert(st, &j, &err) == 0);
     job_t c;
     for (int i = 0; i < 3; i++) {
-        CHECK(store_job_claim(st, "dead-host:1:0:0000dead", 0.05, &c, &err) == 0 && strcmp(c.id, j.id) == 0);
+        CHECK(store_job_claim(st, "dead-host:1:0:0000dead", 0.05, NULL, &c, &err) == 0 && strcmp(c.id, j.id) == 0);
         sleep_s(0.1); /* the dead process's lease runs out */
         int n = 0;
         if (i < 2)
@@ -471,7 +471,7 @@ static void session_leases(void) {
     submit(st, NULL, dir, a, "ref/in/chelsea_lr64.png", MODEL, 0, "");
     const char *dead = "dead-host:1:0:0000dead";
     job_t j;
-    CHECK(store_job_claim(st, dead, 1.0, &j, &err) == 0 && strcmp(j.id, a) == 0);
+    CHECK(store_job_claim(st, dead, 1.0, NULL, &j, &err) == 0 && strcmp(j.id, a) == 0);
     double lapse = j.lease_until;
     char orphan[600];
     snprintf(orphan, sizeof orphan, "%s/%s-a1.png", results, a);

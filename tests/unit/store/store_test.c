@@ -94,7 +94,7 @@ static void sleep_s(double s) {
 
 /* A claim by WORKER with a long lease: the transitions' tests run well within it. */
 static int claim(store_t *st, job_t *out, up_error_t *err) {
-    return store_job_claim(st, WORKER, 60, out, err);
+    return store_job_claim(st, WORKER, 60, NULL, out, err);
 }
 
 /*
@@ -2133,14 +2133,14 @@ static void test_leases(void) {
     job_t j, got, jobs[4];
     int n = -1, cancel = -1;
     const char *A = "host-a:100:0:aaaa0000", *B = "host-b:200:0:bbbb0000";
-    CHECK(store_job_claim(a, "", 1, &got, &err) == UP_ERR_INVALID);
-    CHECK(store_job_claim(a, A, 0, &got, &err) == UP_ERR_INVALID);
+    CHECK(store_job_claim(a, "", 1, NULL, &got, &err) == UP_ERR_INVALID);
+    CHECK(store_job_claim(a, A, 0, NULL, &got, &err) == UP_ERR_INVALID);
 
     /* a claim records its worker, attempt and lease; the holder's writes renew the lease */
     make_job(&j, "l1", 1.0);
     CHECK(store_job_insert(a, &j, &err) == 0);
     double t0 = now_s();
-    CHECK(store_job_claim(a, A, 0.4, &got, &err) == 0 && strcmp(got.id, "l1") == 0);
+    CHECK(store_job_claim(a, A, 0.4, NULL, &got, &err) == 0 && strcmp(got.id, "l1") == 0);
     CHECK(strcmp(got.worker, A) == 0 && got.attempts == 1 && got.lease_s == 0.4);
     CHECKF(got.lease_until >= t0 + 0.4 && got.lease_until <= now_s() + 0.4, "%f", got.lease_until - t0);
     store_fence_t fa = {.worker = A, .attempt = 1};
@@ -2185,10 +2185,10 @@ static void test_leases(void) {
     CHECK(store_job_heartbeat(a, "l1", &fa, NULL, &err) == UP_ERR_CONFLICT);
     CHECK(store_job_fail(a, "l1", &fa, "late", 60, &err) == UP_ERR_CONFLICT);
     CHECK(status_of(a, "l1") == JOB_STATUS_QUEUED);
-    CHECK(store_job_claim(b, B, 5, &got, &err) == UP_ERR_NOT_FOUND); /* still backing off */
+    CHECK(store_job_claim(b, B, 5, NULL, &got, &err) == UP_ERR_NOT_FOUND); /* still backing off */
     while (now_s() < jobs[0].not_before + 0.01)
         sleep_s(0.02);
-    CHECK(store_job_claim(b, B, 5, &got, &err) == 0 && strcmp(got.id, "l1") == 0 && got.attempts == 2);
+    CHECK(store_job_claim(b, B, 5, NULL, &got, &err) == 0 && strcmp(got.id, "l1") == 0 && got.attempts == 2);
     fb.attempt = 2;
 
     /* the superseded worker wakes up: its progress, complete and fail are refused, the winner's are not */
@@ -2216,7 +2216,7 @@ static void test_leases(void) {
     store_charge_t c;
     CHECK(insert_charged(a, "l2", "lk", 4, 2.0, &c, &err) == 0 && balance(a, "lk") == 6);
     for (int attempt = 1; attempt <= 2; attempt++) {
-        CHECK(store_job_claim(a, A, 0.05, &got, &err) == 0 && strcmp(got.id, "l2") == 0);
+        CHECK(store_job_claim(a, A, 0.05, NULL, &got, &err) == 0 && strcmp(got.id, "l2") == 0);
         CHECK(got.attempts == attempt);
         if (attempt == 2)
             CHECK(store_job_start(a, "l2", &(store_fence_t){.worker = A, .attempt = 2}, NULL, &err) == 0);
@@ -2234,7 +2234,7 @@ static void test_leases(void) {
 
     /* a cancel asked of a job whose worker died ends it cancelled: refunded when still claimed */
     CHECK(insert_charged(a, "l3", "lk", 3, 3.0, &c, &err) == 0 && balance(a, "lk") == 7);
-    CHECK(store_job_claim(a, A, 0.05, &got, &err) == 0 && strcmp(got.id, "l3") == 0);
+    CHECK(store_job_claim(a, A, 0.05, NULL, &got, &err) == 0 && strcmp(got.id, "l3") == 0);
     job_status_t was;
     CHECK(store_job_cancel(b, "l3", &was, &err) == 0 && was == JOB_STATUS_CLAIMED);
     sleep_s(0.1);
@@ -2244,13 +2244,13 @@ static void test_leases(void) {
     /* a graceful requeue gives the attempt back and ends the claim: the old fence is refused after it */
     make_job(&j, "l4", 4.0);
     CHECK(store_job_insert(a, &j, &err) == 0);
-    CHECK(store_job_claim(a, A, 5, &got, &err) == 0 && strcmp(got.id, "l4") == 0 && got.attempts == 1);
+    CHECK(store_job_claim(a, A, 5, NULL, &got, &err) == 0 && strcmp(got.id, "l4") == 0 && got.attempts == 1);
     fa.attempt = 1;
     CHECK(store_job_requeue(a, "l4", &fa, &err) == 0);
     CHECK(store_job_get(a, "l4", &got, &err) == 0 && got.status == JOB_STATUS_QUEUED && got.attempts == 0);
     CHECK(got.worker[0] == '\0' && got.not_before == 0);
     CHECK(store_job_heartbeat(a, "l4", &fa, NULL, &err) == UP_ERR_CONFLICT);
-    CHECK(store_job_claim(b, B, 5, &got, &err) == 0 && strcmp(got.id, "l4") == 0 && got.attempts == 1);
+    CHECK(store_job_claim(b, B, 5, NULL, &got, &err) == 0 && strcmp(got.id, "l4") == 0 && got.attempts == 1);
     CHECK(store_job_heartbeat(a, "l4", &fa, NULL, &err) == UP_ERR_CONFLICT); /* same attempt, other worker */
     CHECK(store_job_heartbeat(b, "l4", &(store_fence_t){.worker = B, .attempt = 1}, &cancel, &err) == 0);
     store_close(a);
