@@ -54,9 +54,10 @@ CLUSTER = os.path.join(REPO, "tests", "pg", "cluster.sh")
 DATA = os.path.join(TMP, "data")
 LEASE_S, HEARTBEAT_S = 3, 1
 MODEL = "realesr-animevideov3"
+OTHER = "realesrgan-x4plus"  # served by one more worker, which must never take a MODEL job
 EDGE = 160  # input pixels: a few tenths of a second a job on one thread, long enough to be caught mid-job
 N_JOBS, N_KILLS = 60, 10
-WORKER_ARGS = ("--lease", str(LEASE_S), "--heartbeat", str(HEARTBEAT_S), "--threads", "1", "--models", MODEL)
+WORKER_ARGS = ("--lease", str(LEASE_S), "--heartbeat", str(HEARTBEAT_S), "--threads", "1")
 
 CLAIMED = re.compile(r"^(\S+) info job ([0-9a-f-]{36}) claimed \(.*attempt (\d+), worker ([^)]+)\)$", re.M)
 COMPLETED = re.compile(r" info job ([0-9a-f-]{36}) completed in ", re.M)
@@ -111,14 +112,14 @@ class Worker:
     """`upres worker` on the test's store and blob folder: .proc, .log, .name."""
     n = 0
 
-    def __init__(self, url, *extra):
+    def __init__(self, url, *extra, models=MODEL):
         Worker.n += 1
         self.name = "w%d" % Worker.n
         self.log = os.path.join(TMP, self.name + ".log")
         # the first through a file: URL, the others through the plain path
         blobs = "file://" + DATA if Worker.n == 1 else DATA
         cmd = [UPRES, "worker", "--store", url, "--blobs", blobs, "--data", os.path.join(TMP, self.name),
-               "--name", self.name] + list(WORKER_ARGS) + list(extra)
+               "--name", self.name, "--models", models] + list(WORKER_ARGS) + list(extra)
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, env=dict(os.environ, UPRES_MODELS=MODELS))
         logf.close()
@@ -141,10 +142,10 @@ class Worker:
         return self.proc.returncode
 
 
-def worker_count(api):
+def worker_count(api, model=MODEL):
     r = request(api.port, "GET", "/api/v1/models")
     for m in (r.json() or {}).get("models", []):
-        if m.get("name") == MODEL:
+        if m.get("name") == model:
             return m.get("worker_count"), m.get("available")
     return None, None
 
@@ -229,10 +230,14 @@ def scenario(url, api, keys, workers):
     # ---- models before any worker, then three
     got = worker_count(api)
     check(got == (0, False), "models: no worker -> worker_count 0, available false", got)
+    other = Worker(url, models=OTHER)
+    workers.append(other)
     for _ in range(3):
         workers.append(Worker(url))
     got = wait_count(api, 3, 20)
     check(got == (3, True), "models: three workers -> worker_count 3, available true", got)
+    got = worker_count(api, OTHER)
+    check(got == (1, True), "models: the worker of another model counts for that model only", got)
     p = subprocess.run([UPRES, "workers", "list", "--store", url], capture_output=True, text=True, timeout=30 * SLOW)
     check(p.returncode == 0 and all(w.name in p.stdout for w in workers) and MODEL in p.stdout,
           "upres workers list names the three workers and their model", p.stdout + p.stderr)
@@ -355,6 +360,9 @@ def scenario(url, api, keys, workers):
         check(all(v == "completed" for v in st.values()), "the other jobs complete too", st)
         check(re.search(r"job %s queued again" % jid, w.text()), "its log says the job went back to the queue",
               w.text()[-800:])
+
+    check(other.alive() and " claimed (" not in other.text(),
+          "the worker serving only %s never claimed a %s job" % (OTHER, MODEL), other.text()[-800:])
 
     # ---- exactly once, downloads, nothing left
     logs = "".join(open(os.path.join(TMP, f), "rb").read().decode("utf-8", "replace")
