@@ -91,14 +91,12 @@ static int parse_blobs(const char *value, void *dest, up_error_t *err) {
     return 0;
 }
 
-/* A registry name: 1 to 127 printable characters, no spaces or commas. */
+/* A registry name: 1 to 127 letters, digits and . _ - : @ (a host name and pid fit). */
 static int parse_worker_name(const char *value, void *dest, up_error_t *err) {
     (void)err;
     size_t n = strlen(value);
-    int ok = n >= 1 && n <= 127;
-    for (size_t i = 0; ok && i < n; i++)
-        ok = value[i] > 0x20 && value[i] < 0x7f && value[i] != ',';
-    if (!ok)
+    if (n == 0 || n > 127 ||
+        strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:@") != n)
         return -1;
     *(const char **)dest = value;
     return 0;
@@ -214,7 +212,7 @@ static const setting_t serve_items[] = {
      .env = "UPRES_BLOBS",
      .type = SETTING_TYPE_STRING,
      .def_text = "`DATA`",
-     .what = "file:///ABSOLUTE/DIR or a folder's path",
+     .what = "a folder's path, or file:///ABSOLUTE/DIR",
      .help = "the blob folder (uploads and results) instead of the data folder: a shared mount when workers "
              "run on other machines",
      .doc = "see \"Scaling out\"",
@@ -261,7 +259,7 @@ static const setting_t serve_items[] = {
      .type = SETTING_TYPE_STRING,
      .parse = parse_worker_name,
      .def_text = "`<host>:<pid>`",
-     .what = "1 to 127 printable characters, no spaces or commas",
+     .what = "1 to 127 letters, digits and . _ - : @",
      .help = "this server's name in the workers registry (`upres workers list`)",
      QUEUE(name)},
     {.name = "tile-memory",

@@ -81,10 +81,8 @@ static int parse_models(const char *value, void *dest, up_error_t *err) {
 static int parse_name(const char *value, void *dest, up_error_t *err) {
     (void)err;
     size_t n = strlen(value);
-    int ok = n >= 1 && n <= 127;
-    for (size_t i = 0; ok && i < n; i++)
-        ok = value[i] > 0x20 && value[i] < 0x7f && value[i] != ',';
-    if (!ok)
+    if (n == 0 || n > 127 ||
+        strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:@") != n)
         return -1;
     *(const char **)dest = value;
     return 0;
@@ -121,7 +119,7 @@ static const setting_t worker_items[] = {
      .env = "UPRES_BLOBS",
      .type = SETTING_TYPE_STRING,
      .def_text = "`DATA`",
-     .what = "file:///ABSOLUTE/DIR or a folder's path",
+     .what = "a folder's path, or file:///ABSOLUTE/DIR",
      .help = "the blob folder (uploads and results) the API servers use: a shared mount across machines",
      .parse = parse_blobs,
      .own_message = 1,
@@ -177,7 +175,7 @@ static const setting_t worker_items[] = {
      .type = SETTING_TYPE_STRING,
      .parse = parse_name,
      .def_text = "`<host>:<pid>`",
-     .what = "1 to 127 printable characters, no spaces or commas",
+     .what = "1 to 127 letters, digits and . _ - : @",
      .help = "this worker's name in the workers registry (unique among live ones)",
      QUEUE(name)},
     {.name = "backend",
