@@ -410,12 +410,25 @@ def main():
         print("scaleout_test: no PostgreSQL server (scripts/setup.sh installs postgresql): not run")
         return 0
     t0 = time.time()
+    # blob URLs this build has no backend for, or malformed: refused before anything starts
+    for cmd, value, want in (("serve", "s3://bucket/x", "no s3 blob store"), ("worker", "postgresql:", "no postgresql blob store"),
+                             ("worker", "file://host/dir", "three slashes")):
+        p = subprocess.run([UPRES, cmd, "--blobs", value, "--data", os.path.join(TMP, "refused")], capture_output=True,
+                           text=True, timeout=30 * SLOW)
+        check(p.returncode == 2 and "bad blobs" in p.stderr and want in p.stderr and not os.path.exists(
+            os.path.join(TMP, "refused")), "%s --blobs %s -> exit 2, %r" % (cmd, value, want), (p.returncode, p.stderr))
+    p = subprocess.run([UPRES, "worker", "--models", "no-such-model", "--data", os.path.join(TMP, "refused")],
+                       capture_output=True, text=True, timeout=30 * SLOW, env=dict(os.environ, UPRES_MODELS=MODELS))
+    check(p.returncode == 2 and "no model no-such-model" in p.stderr, "worker --models of a model not installed -> exit 2",
+          (p.returncode, p.stderr))
     p = subprocess.run(["bash", CLUSTER, "start", PG_DIR], capture_output=True, text=True, timeout=120 * SLOW)
     if not check(p.returncode == 0, "a throw-away PostgreSQL cluster starts", p.stderr):
         return 1
     url = p.stdout.strip().splitlines()[-1]
-    api = Server("api", "--no-workers", "--store", url, "--lease", str(LEASE_S), "--heartbeat", str(HEARTBEAT_S),
-                 "--rate-per-minute", "0", "--rate-per-day", "0", data=DATA)
+    # the API server's data folder (its secret) is its own; the blobs are the folder the workers share
+    api = Server("api", "--no-workers", "--store", url, "--blobs", "file://" + DATA, "--lease", str(LEASE_S),
+                 "--heartbeat", str(HEARTBEAT_S), "--rate-per-minute", "0", "--rate-per-day", "0",
+                 data=os.path.join(TMP, "api-data"))
     workers = []
     try:
         p = subprocess.run([UPRES, "db", "migrate", "--store", url], capture_output=True, text=True,
