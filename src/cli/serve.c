@@ -1,6 +1,10 @@
 /*
  * serve.c - `upres serve`: the HTTP API and the worker threads in one
- * process, over a SQLite database and files in the data folder.
+ * process, over a SQLite database and files in the data folder (or a
+ * --store and a --blobs folder shared with other processes). With worker
+ * threads it is a row of the store's workers registry, as an `upres
+ * worker` is (src/queue); `--no-workers` makes it an API server only, whose
+ * queue still rescues lapsed leases and enforces retention.
  *
  * Every setting is a flag, and an UPRES_* environment variable when the
  * flag is absent (flag > environment > default): one table, serve_items,
