@@ -383,14 +383,16 @@ def scenario(url, api, keys, workers):
     check(not bad, "every result downloads: a %dx%d PNG" % (2 * EDGE, 2 * EDGE), bad[:5])
 
 
-def lost_store(url, workers):
+def lost_store(url, api, workers):
     """A worker on a server that goes away: retries, then exits 1 saying so."""
     w = Worker(url, "--db-retries", "2")
     deadline = time.time() + 20 * SLOW
     while time.time() < deadline and "worker: %s running" % w.name not in w.text():
         time.sleep(0.05)
-    for x in workers:
-        x.stop()
+    rcs = [(x.name, x.stop()) for x in workers]
+    check(all(rc == 0 for _, rc in rcs), "every worker drains and exits 0 on SIGTERM", rcs)
+    check(wait_count(api, 1, LEASE_S + 2) == (1, True), "models: only the last worker counts once the others left",
+          worker_count(api))
     check(pg_ctl("-m", "fast", "stop"), "PostgreSQL stops")
     try:
         rc = w.proc.wait(timeout=30 * SLOW)
@@ -444,7 +446,7 @@ def main():
         if not check(all(keys), "three keys made on the cluster", keys):
             return 1
         scenario(url, api, keys, workers)
-        lost_store(url, workers)
+        lost_store(url, api, workers)
     finally:
         for w in workers:
             w.stop()
