@@ -470,8 +470,8 @@ static int parse_url(const char *url, const char **dir, up_error_t *err) {
     if (scheme_len == 4 && strncmp(url, "file", 4) == 0) {
         if (strncmp(url + 5, "///", 3) != 0)
             return up_error_set(err, UP_ERR_INVALID, 0,
-                                "bad blobs '%.300s': %s expected (three slashes before an absolute path)", url,
-                                forms);
+                                "bad blobs '%.300s': %s expected (three slashes before an absolute path)",
+                                url, forms);
         *dir = url + 7;
         return UP_OK;
     }

@@ -747,7 +747,8 @@ int cmd_serve(int argc, char **argv) {
     }
     if (reg->n_models == 0)
         log_warn("serve: no models in %s (run scripts/setup.sh)", models_dir);
-    if (!loc.blobs_url) { /* the data folder: absolute from here on, nothing depends on the working directory */
+    if (!loc.blobs_url) { /* the data folder: absolute from here on, nothing depends on the working directory
+                           */
         if (blob_open_url(NULL, data_dir, &blobs, &err)) {
             cli_error("%s", err.msg);
             goto done;

@@ -354,8 +354,8 @@ int cmd_worker(int argc, char **argv) {
         cli_error("%s", err.msg);
         goto done;
     }
-    log_info("worker: %s running the jobs of %s (blobs %s)", queue_name(q), loc.models ? loc.models : "every model",
-             blob_root(blobs));
+    log_info("worker: %s running the jobs of %s (blobs %s)", queue_name(q),
+             loc.models ? loc.models : "every model", blob_root(blobs));
 
     int sig = 0;
     for (;;) {

@@ -62,15 +62,16 @@ static int parse_opts(int argc, char **argv, const char *usage, int with_all, st
     return -1;
 }
 
-static const char list_usage[] = "usage: upres workers list [--all] [--store URL] [-d DIR]\n"
-                                 "\n"
-                                 "The processes that run jobs on the store (upres worker, upres serve with\n"
-                                 "workers): name, models, slots, current jobs, last heartbeat, state.\n"
-                                 "\n"
-                                 "      --all           also the rows whose heartbeat lapsed (state 'lapsed')\n"
-                                 "      --store URL     job store (default $UPRES_STORE, else the data folder's)\n"
-                                 "  -d, --data DIR      data folder (default $UPRES_DATA, else ./data)\n"
-                                 "  -h, --help          this help\n";
+static const char list_usage[] =
+    "usage: upres workers list [--all] [--store URL] [-d DIR]\n"
+    "\n"
+    "The processes that run jobs on the store (upres worker, upres serve with\n"
+    "workers): name, models, slots, current jobs, last heartbeat, state.\n"
+    "\n"
+    "      --all           also the rows whose heartbeat lapsed (state 'lapsed')\n"
+    "      --store URL     job store (default $UPRES_STORE, else the data folder's)\n"
+    "  -d, --data DIR      data folder (default $UPRES_DATA, else ./data)\n"
+    "  -h, --help          this help\n";
 
 static int workers_list(int argc, char **argv) {
     store_opts_t o;
@@ -106,14 +107,15 @@ static int workers_list(int argc, char **argv) {
     return 0;
 }
 
-static const char migrate_usage[] = "usage: upres db migrate [--store URL] [-d DIR]\n"
-                                    "\n"
-                                    "Create the store's schema, or migrate it to this upres's version, and\n"
-                                    "print the version (every command that opens a store does the same first).\n"
-                                    "\n"
-                                    "      --store URL     job store (default $UPRES_STORE, else the data folder's)\n"
-                                    "  -d, --data DIR      data folder (default $UPRES_DATA, else ./data)\n"
-                                    "  -h, --help          this help\n";
+static const char migrate_usage[] =
+    "usage: upres db migrate [--store URL] [-d DIR]\n"
+    "\n"
+    "Create the store's schema, or migrate it to this upres's version, and\n"
+    "print the version (every command that opens a store does the same first).\n"
+    "\n"
+    "      --store URL     job store (default $UPRES_STORE, else the data folder's)\n"
+    "  -d, --data DIR      data folder (default $UPRES_DATA, else ./data)\n"
+    "  -h, --help          this help\n";
 
 static int db_migrate(int argc, char **argv) {
     store_opts_t o;

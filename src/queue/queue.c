@@ -149,11 +149,11 @@ struct queue {
     int keeper_started;
 
     /* the workers registry (see DESIGN); the keeper's alone once started */
-    char name[128];     /* the row's name, "" = no row (no workers) */
-    int registered;     /* the row was made */
-    int reg_failures;   /* heartbeats failed in a row */
-    double reg_next;    /* mono_s of the next registry heartbeat */
-    atomic_int failed;  /* queue_failed */
+    char name[128];    /* the row's name, "" = no row (no workers) */
+    int registered;    /* the row was made */
+    int reg_failures;  /* heartbeats failed in a row */
+    double reg_next;   /* mono_s of the next registry heartbeat */
+    atomic_int failed; /* queue_failed */
 };
 
 void queue_config_init(queue_config_t *cfg) {
@@ -947,14 +947,16 @@ int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_
     }
     q->keeper_started = 1;
     if (q->cfg.n_workers == 0)
-        log_info("job queue: no workers (jobs run in other processes), retention %.0f s, lapsed leases rescued",
-                 q->cfg.retention_s);
+        log_info(
+            "job queue: no workers (jobs run in other processes), retention %.0f s, lapsed leases rescued",
+            q->cfg.retention_s);
     else
         log_info("job queue: %s: %d worker(s) x %d threads (%s), models %s, tiles within %.0f MiB each, "
                  "retention %.0f s, lease %g s renewed every %g s",
                  q->name, q->cfg.n_workers, q->threads_per_worker, nn_backend_name(q->cfg.backend),
-                 q->cfg.models && *q->cfg.models ? q->cfg.models : "all", (double)q->cfg.tile_memory / (1 << 20),
-                 q->cfg.retention_s, q->cfg.lease_s, q->cfg.heartbeat_s);
+                 q->cfg.models && *q->cfg.models ? q->cfg.models : "all",
+                 (double)q->cfg.tile_memory / (1 << 20), q->cfg.retention_s, q->cfg.lease_s,
+                 q->cfg.heartbeat_s);
     *out = q;
     return UP_OK;
 fail:

@@ -31,8 +31,8 @@ typedef struct pg_sql {
     int n;
 } pg_sql_t;
 
-extern const pg_sql_t pg_jobs_sql; /* pg_jobs.c */
-extern const pg_sql_t pg_keys_sql; /* pg_keys.c */
+extern const pg_sql_t pg_jobs_sql;    /* pg_jobs.c */
+extern const pg_sql_t pg_keys_sql;    /* pg_keys.c */
 extern const pg_sql_t pg_workers_sql; /* pg_workers.c */
 
 /* The handle (see pg.c, DESIGN: one connection). */

@@ -27,8 +27,9 @@ static const char *const sql[N_STMT] = {
     [S_HEARTBEAT] = "UPDATE workers SET heartbeat_at = $2::float8, jobs = $3::text,"
                     " state = coalesce($4::text, state) WHERE name = $1::text",
     [S_REMOVE] = "DELETE FROM workers WHERE name = $1::text",
-    [S_LIST] = "SELECT " WORKER_COLUMNS " FROM workers WHERE $2::int = 1 OR heartbeat_at + lease_s >= $1::float8"
-               " ORDER BY name",
+    [S_LIST] =
+        "SELECT " WORKER_COLUMNS " FROM workers WHERE $2::int = 1 OR heartbeat_at + lease_s >= $1::float8"
+        " ORDER BY name",
     [S_VERSION] = "SELECT coalesce(max(version), 0) FROM schema_version",
 };
 

@@ -187,12 +187,12 @@
     " name TEXT NOT NULL PRIMARY KEY,"                                                                       \
     " host TEXT NOT NULL DEFAULT '',"                                                                        \
     " pid INTEGER NOT NULL DEFAULT 0,"                                                                       \
-    " models TEXT NOT NULL DEFAULT ''," /* comma-separated, '' = every model */                             \
+    " models TEXT NOT NULL DEFAULT ''," /* comma-separated, '' = every model */                              \
     " slots INTEGER NOT NULL DEFAULT 1,"                                                                     \
-    " lease_s REAL NOT NULL DEFAULT 0," /* live while heartbeat_at + lease_s >= now */                      \
+    " lease_s REAL NOT NULL DEFAULT 0," /* live while heartbeat_at + lease_s >= now */                       \
     " started_at REAL NOT NULL DEFAULT 0,"                                                                   \
     " heartbeat_at REAL NOT NULL DEFAULT 0,"                                                                 \
-    " jobs TEXT NOT NULL DEFAULT ''," /* the job ids it runs now, comma-separated */                        \
+    " jobs TEXT NOT NULL DEFAULT ''," /* the job ids it runs now, comma-separated */                         \
     " state TEXT NOT NULL DEFAULT 'running'"                                                                 \
     ");"
 

@@ -52,8 +52,8 @@ typedef struct sq_sql {
     int n;
 } sq_sql_t;
 
-extern const sq_sql_t sq_jobs_wsql, sq_jobs_rsql; /* sqlite_jobs.c: writer, reader */
-extern const sq_sql_t sq_keys_wsql, sq_keys_rsql; /* sqlite_keys.c */
+extern const sq_sql_t sq_jobs_wsql, sq_jobs_rsql;       /* sqlite_jobs.c: writer, reader */
+extern const sq_sql_t sq_keys_wsql, sq_keys_rsql;       /* sqlite_keys.c */
 extern const sq_sql_t sq_workers_wsql, sq_workers_rsql; /* sqlite_workers.c */
 
 /* The handle (see sqlite.c, DESIGN: two connections). */

@@ -26,13 +26,15 @@ static const char *const wsql[N_WSTMT] = {
                    " state = excluded.state WHERE workers.heartbeat_at + workers.lease_s < ?7",
     [S_PRUNE] = "DELETE FROM workers WHERE heartbeat_at + lease_s < ?1 - 86400",
     /* ?4 NULL: the state stays */
-    [S_HEARTBEAT] = "UPDATE workers SET heartbeat_at = ?2, jobs = ?3, state = coalesce(?4, state) WHERE name = ?1",
+    [S_HEARTBEAT] =
+        "UPDATE workers SET heartbeat_at = ?2, jobs = ?3, state = coalesce(?4, state) WHERE name = ?1",
     [S_REMOVE] = "DELETE FROM workers WHERE name = ?1",
 };
 
 static const char *const rsql[N_RSTMT] = {
     /* ?1 = now, ?2 = 1 for every row */
-    [R_LIST] = "SELECT " WORKER_COLUMNS " FROM workers WHERE ?2 = 1 OR heartbeat_at + lease_s >= ?1 ORDER BY name",
+    [R_LIST] =
+        "SELECT " WORKER_COLUMNS " FROM workers WHERE ?2 = 1 OR heartbeat_at + lease_s >= ?1 ORDER BY name",
     [R_VERSION] = "PRAGMA user_version",
 };
 

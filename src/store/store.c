@@ -569,8 +569,8 @@ int store_worker_register(store_t *st, const store_worker_t *w, up_error_t *err)
     if (rc)
         return rc;
     if (w->slots < 1 || !(w->lease_s > 0))
-        return up_error_set(err, UP_ERR_INVALID, 0, "job store: worker %s: slots 1 or more and a lease over 0 s",
-                            w->name);
+        return up_error_set(err, UP_ERR_INVALID, 0,
+                            "job store: worker %s: slots 1 or more and a lease over 0 s", w->name);
     return st->vtbl->worker_register(st, w, err);
 }
 

@@ -350,7 +350,8 @@ int store_job_get(store_t *st, const char *id, job_t *out, up_error_t *err);
 int store_job_claim(store_t *st, const char *worker, double lease_s, const char *models, job_t *out,
                     up_error_t *err);
 
-#define STORE_MODELS_MAX 512 /* bytes of a models list (store_job_claim, store_worker_t.models), with its NUL */
+#define STORE_MODELS_MAX                                                                                     \
+    512 /* bytes of a models list (store_job_claim, store_worker_t.models), with its NUL */
 
 /*
  * The fenced writes below take fence, the claim's (worker, attempt). They

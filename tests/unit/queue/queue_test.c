@@ -302,7 +302,8 @@ static void session_retention(void) {
     CHECK(store_job_insert(st, &j, &err) == 0);
     job_t c;
     for (int i = 0; i < 3; i++) {
-        CHECK(store_job_claim(st, "dead-host:1:0:0000dead", 0.05, NULL, &c, &err) == 0 && strcmp(c.id, j.id) == 0);
+        CHECK(store_job_claim(st, "dead-host:1:0:0000dead", 0.05, NULL, &c, &err) == 0 &&
+              strcmp(c.id, j.id) == 0);
         sleep_s(0.1); /* the dead process's lease runs out */
         int n = 0;
         if (i < 2)

@@ -2363,11 +2363,9 @@ static void test_pg_only(void) {
         opened += openers[i].rc == 0;
     }
     CHECKF(opened == N_OPEN, "%d of %d opens", opened, N_OPEN);
-    CHECK(tb_exec(
-              "opened",
-              "DO $$BEGIN IF (SELECT count(*) FROM schema_version) <> 1"
-              " OR (SELECT max(version) FROM schema_version) <> " PG_SCHEMA_NOW " THEN RAISE 'bad version'; END IF; END$$") ==
-          0);
+    CHECK(tb_exec("opened", "DO $$BEGIN IF (SELECT count(*) FROM schema_version) <> 1"
+                            " OR (SELECT max(version) FROM schema_version) <> " PG_SCHEMA_NOW
+                            " THEN RAISE 'bad version'; END IF; END$$") == 0);
 
     /* newer than this upres: refused, nothing changed */
     CHECK(tb_exec("opened", "UPDATE schema_version SET version = 99") == 0);

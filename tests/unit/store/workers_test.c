@@ -68,7 +68,8 @@ static void test_register(void) {
     const store_worker_t *r = find(v, n, "w-one");
     CHECK(r && strcmp(r->host, "host-101") == 0 && r->pid == 101 && r->slots == 2 && r->lease_s == 30);
     CHECK(r && strcmp(r->models, "realesr-animevideov3,realesrgan-x4plus") == 0 && r->jobs[0] == '\0');
-    CHECK(r && strcmp(r->state, "running") == 0 && r->started_at >= t0 - 1 && r->heartbeat_at >= r->started_at);
+    CHECK(r && strcmp(r->state, "running") == 0 && r->started_at >= t0 - 1 &&
+          r->heartbeat_at >= r->started_at);
     CHECK(r && store_worker_live(r, now_s()) && !store_worker_live(r, now_s() + 31));
     free(v);
 
@@ -140,7 +141,8 @@ static void test_lapse(void) {
     CHECK(r && r->pid == 13 && !strcmp(r->models, "x") && r->lease_s == 60);
     free(v);
     /* a row that lapsed a day ago goes at the next registration */
-    CHECK(tb_exec("lapse", "UPDATE workers SET heartbeat_at = heartbeat_at - 90000 WHERE name = 'w-long'") == 0);
+    CHECK(tb_exec("lapse", "UPDATE workers SET heartbeat_at = heartbeat_at - 90000 WHERE name = 'w-long'") ==
+          0);
     CHECK(store_workers_list(st, 1, &v, &n, &err) == 0 && n == 2);
     free(v);
     make_worker(&w, "w-third", 14, "", 60);
@@ -169,7 +171,7 @@ static void test_claim_models(void) {
     job_t j;
     double t = now_s() - 100;
     const char *const jobs[][2] = {{"c-a1", "a"}, {"c-bb", "bb"}, {"c-b1", "b"}, {"c-c1", "c"},
-                                   {"c-a2", "a"}, {"c-b2", "b"}, {"c-d1", "d"}};
+                                   {"c-a2", "a"}, {"c-b2", "b"},  {"c-d1", "d"}};
     for (int i = 0; i < 7; i++) {
         make_job(&j, jobs[i][0], jobs[i][1], t + i);
         CHECKF(store_job_insert(st, &j, &err) == 0, "%s", err.msg);
