@@ -246,7 +246,7 @@ def scenario(url, api, keys, workers):
     t0 = time.time()
     ids = submit_jobs(api, keys, N_JOBS, "kill")
     all_ids += ids
-    killed = {}
+    killed, killed_names = {}, []
     for k in range(N_KILLS * 2):
         if len(killed) >= N_KILLS:
             break
@@ -262,6 +262,7 @@ def scenario(url, api, keys, workers):
         t_kill = time.time()
         w.proc.wait(timeout=30)
         killed[jid] = t_kill
+        killed_names.append(w.name)
         workers.remove(w)
         workers.append(Worker(url))
         say("killed %s (pid %d) holding %s" % (w.name, w.proc.pid, jid))
@@ -285,6 +286,15 @@ def scenario(url, api, keys, workers):
     got = wait_count(api, 3, LEASE_S + 5)
     check(got == (3, True), "models: worker_count 3 again (the killed workers' rows lapsed, replacements counted)",
           got)
+    p = subprocess.run([UPRES, "workers", "list", "--all", "--store", url], capture_output=True, text=True,
+                       timeout=30 * SLOW)
+    live = subprocess.run([UPRES, "workers", "list", "--store", url], capture_output=True, text=True,
+                          timeout=30 * SLOW)
+    dead = [n for n in killed_names if not re.search(r"^%s\s+lapsed\s" % n, p.stdout, re.M)]
+    check(p.returncode == 0 and not dead, "workers list --all shows the killed workers' rows as lapsed", p.stdout)
+    check(live.returncode == 0 and not any(re.search(r"^%s\s" % n, live.stdout, re.M) for n in killed_names)
+          and all(re.search(r"^%s\s+running\s" % w.name, live.stdout, re.M) for w in workers),
+          "workers list shows the live workers running and no killed one", live.stdout)
 
     # ---- SIGSTOP past the lease, another worker completes the job, SIGCONT: refused, nothing left behind
     stop_ids = submit_jobs(api, keys, 1, "stop")
