@@ -149,11 +149,12 @@ struct queue {
     int keeper_started;
 
     /* the workers registry (see DESIGN); the keeper's alone once started */
-    char name[128];    /* the row's name, "" = no row (no workers) */
-    int registered;    /* the row was made */
-    int reg_failures;  /* heartbeats failed in a row */
-    double reg_next;   /* mono_s of the next registry heartbeat */
-    atomic_int failed; /* queue_failed */
+    char name[128];      /* the row's name, "" = no row (no workers) */
+    store_worker_t self; /* the row as registered: its name, host and pid identify it */
+    int registered;      /* the row was made */
+    int reg_failures;    /* heartbeats failed in a row */
+    double reg_next;     /* mono_s of the next registry heartbeat */
+    atomic_int failed;   /* queue_failed */
 };
 
 void queue_config_init(queue_config_t *cfg) {
@@ -620,9 +621,10 @@ static void running_jobs(queue_t *q, char *out, size_t size) {
     pthread_mutex_unlock(&q->mu);
 }
 
-/* This queue's row as store_worker_register takes it. */
+/* This queue's row as store_worker_register takes it (kept in q->self). */
 static int registry_register(queue_t *q, up_error_t *err) {
-    store_worker_t *w = xcalloc(1, sizeof *w);
+    store_worker_t *w = &q->self;
+    memset(w, 0, sizeof *w);
     snprintf(w->name, sizeof w->name, "%s", q->name);
     if (gethostname(w->host, sizeof w->host - 1) != 0 || !w->host[0])
         snprintf(w->host, sizeof w->host, "localhost");
@@ -631,9 +633,7 @@ static int registry_register(queue_t *q, up_error_t *err) {
     w->slots = q->cfg.n_workers;
     w->lease_s = q->cfg.lease_s;
     snprintf(w->state, sizeof w->state, "running");
-    int rc = store_worker_register(q->st, w, err);
-    free(w);
-    return rc;
+    return store_worker_register(q->st, w, err);
 }
 
 /*
@@ -646,7 +646,7 @@ static void registry_beat(queue_t *q) {
     char jobs[512];
     running_jobs(q, jobs, sizeof jobs);
     up_error_t err;
-    int rc = store_worker_heartbeat(q->st, q->name, jobs, "running", &err);
+    int rc = store_worker_heartbeat(q->st, &q->self, jobs, "running", &err);
     if (rc == UP_ERR_NOT_FOUND) {
         log_warn("workers registry: the row of %s is gone: registering again", q->name);
         rc = registry_register(q, &err);
@@ -978,11 +978,11 @@ void queue_stop(queue_t *q) {
     if (!q)
         return;
     if (q->registered && !q->keeper_started) /* a failed start: nothing ran */
-        store_worker_remove(q->st, q->name, NULL);
+        store_worker_remove(q->st, &q->self, NULL);
     if (q->registered && q->keeper_started) { /* draining: no claim from here on */
         char jobs[512];
         running_jobs(q, jobs, sizeof jobs);
-        store_worker_heartbeat(q->st, q->name, jobs, "draining", NULL);
+        store_worker_heartbeat(q->st, &q->self, jobs, "draining", NULL);
     }
     pthread_mutex_lock(&q->mu);
     atomic_store(&q->stopping, 1);
@@ -1006,7 +1006,7 @@ void queue_stop(queue_t *q) {
         pthread_join(q->keeper, NULL);
     if (q->registered && q->keeper_started) {
         up_error_t err;
-        if (store_worker_remove(q->st, q->name, &err) == 0)
+        if (store_worker_remove(q->st, &q->self, &err) == 0)
             log_info("workers registry: %s left", q->name);
     }
     free(q->workers);

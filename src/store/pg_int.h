@@ -156,8 +156,9 @@ int pg_usage_daily(store_t *st, const char *owner, double day0, int days, long l
 
 /* pg_workers.c */
 int pg_worker_register(store_t *st, const store_worker_t *w, up_error_t *err);
-int pg_worker_heartbeat(store_t *st, const char *name, const char *jobs, const char *state, up_error_t *err);
-int pg_worker_remove(store_t *st, const char *name, up_error_t *err);
+int pg_worker_heartbeat(store_t *st, const store_worker_t *self, const char *jobs, const char *state,
+                        up_error_t *err);
+int pg_worker_remove(store_t *st, const store_worker_t *w, up_error_t *err);
 int pg_workers_list(store_t *st, int all, store_worker_t **out, int *n, up_error_t *err);
 int pg_schema_version(store_t *st, int *version, up_error_t *err);
 

@@ -24,9 +24,10 @@ static const char *const sql[N_STMT] = {
                    " started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, jobs = '',"
                    " state = excluded.state WHERE workers.heartbeat_at + workers.lease_s < $7::float8",
     [S_PRUNE] = "DELETE FROM workers WHERE heartbeat_at + lease_s < $1::float8 - 86400",
-    [S_HEARTBEAT] = "UPDATE workers SET heartbeat_at = $2::float8, jobs = $3::text,"
-                    " state = coalesce($4::text, state) WHERE name = $1::text",
-    [S_REMOVE] = "DELETE FROM workers WHERE name = $1::text",
+    [S_HEARTBEAT] =
+        "UPDATE workers SET heartbeat_at = $2::float8, jobs = $3::text,"
+        " state = coalesce($4::text, state) WHERE name = $1::text AND host = $5::text AND pid = $6::int",
+    [S_REMOVE] = "DELETE FROM workers WHERE name = $1::text AND host = $2::text AND pid = $3::int",
     [S_LIST] =
         "SELECT " WORKER_COLUMNS " FROM workers WHERE $2::int = 1 OR heartbeat_at + lease_s >= $1::float8"
         " ORDER BY name",
@@ -71,7 +72,9 @@ int pg_worker_register(store_t *st, const store_worker_t *w, up_error_t *err) {
     return rc;
 }
 
-int pg_worker_heartbeat(store_t *st, const char *name, const char *jobs, const char *state, up_error_t *err) {
+int pg_worker_heartbeat(store_t *st, const store_worker_t *self, const char *jobs, const char *state,
+                        up_error_t *err) {
+    const char *name = self->name;
     pg_args_t a = {0};
     pg_arg_text(&a, name);
     pg_arg_double(&a, now_s());
@@ -80,6 +83,8 @@ int pg_worker_heartbeat(store_t *st, const char *name, const char *jobs, const c
         pg_arg_text(&a, state);
     else
         pg_arg_null(&a);
+    pg_arg_text(&a, self->host);
+    pg_arg_int(&a, self->pid);
     long long changed = 0;
     int rc = run1(st, S_HEARTBEAT, &a, NULL, &changed, "cannot renew a worker's row", err);
     if (!rc && changed == 0)
@@ -87,9 +92,12 @@ int pg_worker_heartbeat(store_t *st, const char *name, const char *jobs, const c
     return rc;
 }
 
-int pg_worker_remove(store_t *st, const char *name, up_error_t *err) {
+int pg_worker_remove(store_t *st, const store_worker_t *w, up_error_t *err) {
+    const char *name = w->name;
     pg_args_t a = {0};
     pg_arg_text(&a, name);
+    pg_arg_text(&a, w->host);
+    pg_arg_int(&a, w->pid);
     long long changed = 0;
     int rc = run1(st, S_REMOVE, &a, NULL, &changed, "cannot remove a worker's row", err);
     if (!rc && changed == 0)

@@ -168,8 +168,9 @@ int sq_usage_daily(store_t *st, const char *owner, double day0, int days, long l
 
 /* sqlite_workers.c */
 int sq_worker_register(store_t *st, const store_worker_t *w, up_error_t *err);
-int sq_worker_heartbeat(store_t *st, const char *name, const char *jobs, const char *state, up_error_t *err);
-int sq_worker_remove(store_t *st, const char *name, up_error_t *err);
+int sq_worker_heartbeat(store_t *st, const store_worker_t *self, const char *jobs, const char *state,
+                        up_error_t *err);
+int sq_worker_remove(store_t *st, const store_worker_t *w, up_error_t *err);
 int sq_workers_list(store_t *st, int all, store_worker_t **out, int *n, up_error_t *err);
 int sq_schema_version(store_t *st, int *version, up_error_t *err);
 

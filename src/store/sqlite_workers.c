@@ -27,8 +27,9 @@ static const char *const wsql[N_WSTMT] = {
     [S_PRUNE] = "DELETE FROM workers WHERE heartbeat_at + lease_s < ?1 - 86400",
     /* ?4 NULL: the state stays */
     [S_HEARTBEAT] =
-        "UPDATE workers SET heartbeat_at = ?2, jobs = ?3, state = coalesce(?4, state) WHERE name = ?1",
-    [S_REMOVE] = "DELETE FROM workers WHERE name = ?1",
+        "UPDATE workers SET heartbeat_at = ?2, jobs = ?3, state = coalesce(?4, state) WHERE name = ?1"
+        " AND host = ?5 AND pid = ?6",
+    [S_REMOVE] = "DELETE FROM workers WHERE name = ?1 AND host = ?2 AND pid = ?3",
 };
 
 static const char *const rsql[N_RSTMT] = {
@@ -72,11 +73,15 @@ out:
     return rc;
 }
 
-int sq_worker_heartbeat(store_t *st, const char *name, const char *jobs, const char *state, up_error_t *err) {
+int sq_worker_heartbeat(store_t *st, const store_worker_t *self, const char *jobs, const char *state,
+                        up_error_t *err) {
     sq_store_t *q = sq_of(st);
+    const char *name = self->name;
     pthread_mutex_lock(&q->wmu);
     sqlite3_stmt *s = q->ww[S_HEARTBEAT];
     sq_bind_text(s, 1, name);
+    sq_bind_text(s, 5, self->host);
+    sqlite3_bind_int(s, 6, self->pid);
     sqlite3_bind_double(s, 2, now_s());
     sq_bind_text(s, 3, jobs);
     if (state)
@@ -90,11 +95,14 @@ int sq_worker_heartbeat(store_t *st, const char *name, const char *jobs, const c
     return rc;
 }
 
-int sq_worker_remove(store_t *st, const char *name, up_error_t *err) {
+int sq_worker_remove(store_t *st, const store_worker_t *w, up_error_t *err) {
     sq_store_t *q = sq_of(st);
+    const char *name = w->name;
     pthread_mutex_lock(&q->wmu);
     sqlite3_stmt *s = q->ww[S_REMOVE];
     sq_bind_text(s, 1, name);
+    sq_bind_text(s, 2, w->host);
+    sqlite3_bind_int(s, 3, w->pid);
     int rc = sq_exec(q, s, "cannot remove a worker's row", err);
     if (!rc && sqlite3_changes(q->w) == 0)
         rc = up_error_set(err, UP_ERR_NOT_FOUND, 0, "job store: no worker %s", name);

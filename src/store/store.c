@@ -574,18 +574,18 @@ int store_worker_register(store_t *st, const store_worker_t *w, up_error_t *err)
     return st->vtbl->worker_register(st, w, err);
 }
 
-int store_worker_heartbeat(store_t *st, const char *name, const char *jobs, const char *state,
+int store_worker_heartbeat(store_t *st, const store_worker_t *self, const char *jobs, const char *state,
                            up_error_t *err) {
-    assert(st && name);
-    int rc = check_worker_name(name, err);
+    assert(st && self);
+    int rc = check_worker_name(self->name, err);
     if (rc)
         return rc;
-    return st->vtbl->worker_heartbeat(st, name, jobs ? jobs : "", state, err);
+    return st->vtbl->worker_heartbeat(st, self, jobs ? jobs : "", state, err);
 }
 
-int store_worker_remove(store_t *st, const char *name, up_error_t *err) {
-    assert(st && name);
-    return st->vtbl->worker_remove(st, name, err);
+int store_worker_remove(store_t *st, const store_worker_t *w, up_error_t *err) {
+    assert(st && w);
+    return st->vtbl->worker_remove(st, w, err);
 }
 
 int store_workers_list(store_t *st, int all, store_worker_t **out, int *n, up_error_t *err) {

@@ -646,16 +646,18 @@ typedef struct store_worker {
 int store_worker_register(store_t *st, const store_worker_t *w, up_error_t *err);
 
 /*
- * Worker name's heartbeat: heartbeat_at = now, its jobs ("" = idle, NULL =
- * "") and state (NULL = unchanged). UP_ERR_NOT_FOUND when it has no row
- * (removed by an operator, or replaced after it lapsed: the caller
- * registers again).
+ * The heartbeat of the process self registered (its name, host and pid:
+ * borrowed, the other fields unread): heartbeat_at = now, its jobs ("" =
+ * idle, NULL = "") and state (NULL = unchanged). UP_ERR_NOT_FOUND when that
+ * process has no row (removed, or taken over by another process of the
+ * name after it lapsed, as when it was paused: the caller registers again,
+ * and is refused while the other lives).
  */
-int store_worker_heartbeat(store_t *st, const char *name, const char *jobs, const char *state,
+int store_worker_heartbeat(store_t *st, const store_worker_t *self, const char *jobs, const char *state,
                            up_error_t *err);
 
-/* Delete worker name's row. UP_ERR_NOT_FOUND when there is none. */
-int store_worker_remove(store_t *st, const char *name, up_error_t *err);
+/* Delete the row of the process w names (name, host and pid, as above). UP_ERR_NOT_FOUND when none. */
+int store_worker_remove(store_t *st, const store_worker_t *w, up_error_t *err);
 
 /*
  * The live workers (all 0), or every row (all 1: lapsed ones too), by
@@ -741,9 +743,9 @@ typedef struct store_vtbl {
                        long long *credits, up_error_t *err); /* days >= 1, arrays zeroed */
     /* the workers registry: arguments checked, jobs never NULL, state NULL = unchanged */
     int (*worker_register)(store_t *st, const store_worker_t *w, up_error_t *err);
-    int (*worker_heartbeat)(store_t *st, const char *name, const char *jobs, const char *state,
+    int (*worker_heartbeat)(store_t *st, const store_worker_t *self, const char *jobs, const char *state,
                             up_error_t *err);
-    int (*worker_remove)(store_t *st, const char *name, up_error_t *err);
+    int (*worker_remove)(store_t *st, const store_worker_t *w, up_error_t *err);
     int (*workers_list)(store_t *st, int all, store_worker_t **out, int *n, up_error_t *err);
     int (*schema_version)(store_t *st, int *version, up_error_t *err);
 } store_vtbl_t;

@@ -624,7 +624,7 @@ static void session_registry(void) {
     CHECK(!registry_row(st, "q-mine", &w) && registry_size(st) == 1);
 
     /* an operator removed the live row: the keeper makes it again within a heartbeat or so */
-    CHECK(store_worker_remove(st, "q-other", &err) == 0);
+    CHECK(registry_row(st, "q-other", &w) && store_worker_remove(st, &w, &err) == 0);
     t0 = mono_s();
     while (mono_s() - t0 < budget && !registry_row(st, "q-other", &w))
         sleep_s(0.02);

@@ -83,22 +83,27 @@ static void test_register(void) {
     /* heartbeat: jobs and state recorded, time renewed; a NULL state stays */
     double before = now_s();
     sleep_s(0.02);
-    CHECK(store_worker_heartbeat(b, "w-one", "job-a,job-b", "draining", &err) == 0);
+    CHECK(store_worker_heartbeat(b, &w, "job-a,job-b", "draining", &err) == 0);
+    /* another process of the name (host, pid) is not this row's */
+    CHECK(store_worker_heartbeat(b, &w2, "job-x", "running", &err) == UP_ERR_NOT_FOUND);
+    CHECK(store_worker_remove(b, &w2, &err) == UP_ERR_NOT_FOUND);
     CHECK(store_workers_list(a, 0, &v, &n, &err) == 0 && n == 1);
     CHECK(n == 1 && strcmp(v[0].jobs, "job-a,job-b") == 0 && strcmp(v[0].state, "draining") == 0 &&
           v[0].heartbeat_at > before);
     free(v);
-    CHECK(store_worker_heartbeat(a, "w-one", NULL, NULL, &err) == 0);
+    CHECK(store_worker_heartbeat(a, &w, NULL, NULL, &err) == 0);
     CHECK(store_workers_list(a, 0, &v, &n, &err) == 0 && n == 1 && v[0].jobs[0] == '\0' &&
           strcmp(v[0].state, "draining") == 0);
     free(v);
-    CHECK(store_worker_heartbeat(a, "nobody", "", NULL, &err) == UP_ERR_NOT_FOUND);
+    store_worker_t nobody;
+    make_worker(&nobody, "nobody", 101, "", 30);
+    CHECK(store_worker_heartbeat(a, &nobody, "", NULL, &err) == UP_ERR_NOT_FOUND);
 
     /* remove */
-    CHECK(store_worker_remove(b, "w-one", &err) == 0);
+    CHECK(store_worker_remove(b, &w, &err) == 0);
     CHECK(store_workers_list(a, 1, &v, &n, &err) == 0 && n == 0 && v == NULL);
-    CHECK(store_worker_remove(b, "w-one", &err) == UP_ERR_NOT_FOUND);
-    CHECK(store_worker_heartbeat(a, "w-one", "", NULL, &err) == UP_ERR_NOT_FOUND);
+    CHECK(store_worker_remove(b, &w, &err) == UP_ERR_NOT_FOUND);
+    CHECK(store_worker_heartbeat(a, &w, "", NULL, &err) == UP_ERR_NOT_FOUND);
 
     /* refusals, nothing written */
     make_worker(&w, "", 1, "", 30);
@@ -108,7 +113,8 @@ static void test_register(void) {
     CHECK(store_worker_register(a, &w, &err) == UP_ERR_INVALID);
     make_worker(&w, "w-bad", 1, "", 0);
     CHECK(store_worker_register(a, &w, &err) == UP_ERR_INVALID);
-    CHECK(store_worker_heartbeat(a, "", "", NULL, &err) == UP_ERR_INVALID);
+    make_worker(&nobody, "", 1, "", 30);
+    CHECK(store_worker_heartbeat(a, &nobody, "", NULL, &err) == UP_ERR_INVALID);
     CHECK(store_workers_list(a, 1, &v, &n, &err) == 0 && n == 0);
     free(v);
     store_close(a);
@@ -139,6 +145,13 @@ static void test_lapse(void) {
     CHECK(store_workers_list(st, 0, &v, &n, &err) == 0 && n == 2);
     const store_worker_t *r = find(v, n, "w-short");
     CHECK(r && r->pid == 13 && !strcmp(r->models, "x") && r->lease_s == 60);
+    free(v);
+    /* the first process (pid 11: paused past its lease, say) wakes: its heartbeat is not the new row's */
+    make_worker(&w, "w-short", 11, "", 0.2);
+    CHECK(store_worker_heartbeat(st, &w, "late-job", NULL, &err) == UP_ERR_NOT_FOUND);
+    CHECK(store_worker_register(st, &w, &err) == UP_ERR_CONFLICT);
+    CHECK(store_workers_list(st, 0, &v, &n, &err) == 0 && (r = find(v, n, "w-short")) && r->pid == 13 &&
+          r->jobs[0] == '\0');
     free(v);
     /* a row that lapsed a day ago goes at the next registration */
     CHECK(tb_exec("lapse", "UPDATE workers SET heartbeat_at = heartbeat_at - 90000 WHERE name = 'w-long'") ==
