@@ -9,7 +9,10 @@
  * installed one), and is a row of the store's workers registry with them
  * (src/queue: the lease keeper renews it), so /api/v1/models on any API
  * server counts it. Settings are a table (settings.h), flags and UPRES_*
- * variables as for serve, with the same names where they mean the same.
+ * variables as for serve, with the same names where they mean the same
+ * (the entries that shape a job's result, --colour, --strip-metadata and
+ * the pixel limits, must be given the same as the API servers': each
+ * process reads its own).
  *
  * DESIGN: SIGINT and SIGTERM are blocked before any thread starts, and the
  * main thread waits for them (sigtimedwait, waking each half second to
@@ -98,10 +101,12 @@ static int parse_log_level(const char *value, void *dest, up_error_t *err) {
 }
 
 static const setting_choice_t backends[] = {{"dnnl", NN_BACKEND_DNNL}, {"ref", NN_BACKEND_REF}, {NULL, 0}};
+static const setting_choice_t colours[] = {{"keep", 0}, {"srgb", 1}, {NULL, 0}};
 
 #define QUEUE(field) SETTING_AT(WORKER_IN_QUEUE, queue_config_t, field)
 #define LOCAL(field) SETTING_AT(WORKER_IN_LOCAL, worker_locals_t, field)
 #define NUMBER(t, l, h) .type = SETTING_TYPE_##t, .lo = (l), .hi = (h)
+#define NO_MAX 1e30
 
 static const setting_t worker_items[] = {
     {.name = "store",
@@ -211,6 +216,47 @@ static const setting_t worker_items[] = {
      .what = "seconds",
      .help = "keep results not downloaded this long (as the API servers do)",
      QUEUE(retention_s)},
+    /* what shapes a job's result: the same as the API servers' (serve.c's entries of these names) */
+    {.name = "tile-memory",
+     .arg = "BYTES",
+     .env = "UPRES_TILE_MEMORY",
+     NUMBER(SIZE, 0, NO_MAX),
+     .def = "0",
+     .def_text = "0: half the available memory over `--slots`, 256M to 8G",
+     .what = "bytes, with an optional K, M or G suffix; 0 = from the memory available at start",
+     .help = "memory one job's network may use for automatic tiles (a job's own tile size wins)",
+     QUEUE(tile_memory)},
+    {.name = "max-pixels",
+     .arg = "N",
+     .env = "UPRES_MAX_PIXELS",
+     NUMBER(SIZE, 0, NO_MAX),
+     .def = "40000000",
+     .what = "a pixel count (0 = no limit)",
+     .help = "input pixel limit",
+     QUEUE(max_input_pixels)},
+    {.name = "max-output-pixels",
+     .arg = "N",
+     .env = "UPRES_MAX_OUTPUT_PIXELS",
+     NUMBER(SIZE, 0, NO_MAX),
+     .def = "400000000",
+     .what = "a pixel count (0 = no limit)",
+     .help = "output pixel limit",
+     QUEUE(max_output_pixels)},
+    {.name = "colour",
+     .arg = "MODE",
+     .env = "UPRES_COLOUR",
+     .type = SETTING_TYPE_ENUM,
+     .choices = colours,
+     .def = "keep",
+     .help =
+         "`keep`: results carry the input's ICC profile; `srgb`: convert to sRGB (a job's own `colour` wins)",
+     QUEUE(colour_srgb)},
+    {.name = "strip-metadata",
+     .env = "UPRES_STRIP_METADATA",
+     .type = SETTING_TYPE_BOOL,
+     .def = "0",
+     .help = "write no ICC profile, EXIF or XMP (colours converted to sRGB)",
+     QUEUE(strip_metadata)},
     {.name = "db-retries",
      .arg = "N",
      .env = "UPRES_DB_RETRIES",
@@ -235,6 +281,7 @@ static const setting_t worker_items[] = {
 #undef QUEUE
 #undef LOCAL
 #undef NUMBER
+#undef NO_MAX
 
 #define N_WORKER_ITEMS ((int)(sizeof worker_items / sizeof worker_items[0]))
 

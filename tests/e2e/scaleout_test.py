@@ -429,6 +429,13 @@ def main():
                            text=True, timeout=30 * SLOW)
         check(p.returncode == 2 and "bad blobs" in p.stderr and want in p.stderr and not os.path.exists(
             os.path.join(TMP, "refused")), "%s --blobs %s -> exit 2, %r" % (cmd, value, want), (p.returncode, p.stderr))
+    # README's table of the worker's settings is the one the worker prints
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("UPRES_")}
+    p = subprocess.run([UPRES, "worker", "--settings-markdown"], capture_output=True, text=True, timeout=30 * SLOW,
+                       env=clean)
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    check(p.returncode == 0 and p.stdout.startswith("| flag |") and p.stdout in readme,
+          "README's worker settings table is `upres worker --settings-markdown` (paste it there)", p.stderr)
     p = subprocess.run([UPRES, "worker", "--models", "no-such-model", "--data", os.path.join(TMP, "refused")],
                        capture_output=True, text=True, timeout=30 * SLOW, env=dict(os.environ, UPRES_MODELS=MODELS))
     check(p.returncode == 2 and "no model no-such-model" in p.stderr, "worker --models of a model not installed -> exit 2",
