@@ -556,7 +556,8 @@ static int registry_size(store_t *st) {
  * no registry row and claims nothing, but rescues a lapsed lease; a queue
  * serving another model is a row with its models and slots and leaves the
  * job alone; a second live queue of its name is refused; a queue serving
- * the model runs the job, and its row goes at queue_stop; a row removed
+ * the model runs the job, its row names the job it runs, and the row goes
+ * at queue_stop (the running job requeued); a row removed
  * under a live queue is made again by its keeper.
  */
 static void session_registry(void) {
@@ -620,7 +621,15 @@ static void session_registry(void) {
     CHECKF(queue_start(st, &cfg, &mine, &err) == 0, "%s", err.msg);
     CHECK(registry_row(st, "q-mine", &w) && w.slots == 1 && !strcmp(w.models, MODEL));
     CHECK(wait_for(st, a, JOB_STATUS_COMPLETED, &j) == JOB_STATUS_COMPLETED && j.attempts == 2);
-    queue_stop(mine);
+    /* the row names the job it runs (a slow one: small tiles), within a heartbeat or so */
+    char b[40];
+    submit(st, mine, dir, b, "images/astronaut.png", MODEL, 16, "");
+    t0 = mono_s();
+    while (mono_s() - t0 < budget && !(registry_row(st, "q-mine", &w) && !strcmp(w.jobs, b)))
+        sleep_s(0.02);
+    CHECKF(!strcmp(w.jobs, b), "row jobs '%s', running %s", w.jobs, b);
+    queue_stop(mine); /* b goes back to the queue */
+    CHECK(store_job_get(st, b, &j, &err) == 0 && j.status == JOB_STATUS_QUEUED);
     CHECK(!registry_row(st, "q-mine", &w) && registry_size(st) == 1);
 
     /* an operator removed the live row: the keeper makes it again within a heartbeat or so */
