@@ -42,7 +42,7 @@ static void *claim_loop(void *arg) {
     for (;;) {
         job_t j;
         up_error_t err;
-        int rc = store_job_claim(w->st, id, 60, &j, &err);
+        int rc = store_job_claim(w->st, id, 60, NULL, &j, &err);
         if (rc == UP_ERR_NOT_FOUND)
             break;
         if (rc) {

@@ -372,6 +372,14 @@ static void h_models(http_request_t *req, void *ctx) {
         http_reply_error(req, 400, "invalid scale '%s': a whole number such as 2, 3 or 4", s);
         return;
     }
+    /* availability from the workers registry: every process on this store that runs jobs */
+    store_worker_t *live = NULL;
+    int n_live = 0;
+    up_error_t err;
+    if (store_workers_list(api->jobs.store, 0, &live, &n_live, &err)) {
+        http_reply_error(req, 503, "cannot read the workers registry: the job store is unavailable");
+        return;
+    }
     json_t *models = json_array();
     const upscale_registry_t *reg = api->jobs.registry;
     for (int i = 0; i < reg->n_models; i++) {
@@ -390,12 +398,19 @@ static void h_models(http_request_t *req, void *ctx) {
         for (size_t d = 0; d < sizeof descriptions / sizeof descriptions[0]; d++)
             if (!strcmp(descriptions[d].name, m->name))
                 desc = descriptions[d].description;
-        /* PicShapes' availability fields: every worker here can run every installed model */
-        int workers = atomic_load(&api->jobs.stopping) ? 0 : api->n_workers;
+        /* PicShapes' availability fields. worker_count counts slots, not processes: the jobs of this
+         * model that can run at once, summed over the live registry rows that serve it (an `upres
+         * worker --slots 2` counts 2; `serve -w 4` counts 4, as before the registry). A draining
+         * process no longer claims, so it counts 0. */
+        int workers = 0;
+        for (int k = 0; k < n_live; k++)
+            if (strcmp(live[k].state, "draining") != 0 && store_models_has(live[k].models, m->name))
+                workers += live[k].slots;
         json_array_append_new(models, json_pack("{s:s,s:s,s:o,s:b,s:i}", "name", m->name, "description", desc,
                                                 "supported_scales", scales, "available", workers > 0,
                                                 "worker_count", workers));
     }
+    free(live);
     http_reply_json(req, 200, json_pack("{s:s,s:o}", "version", API_VERSION, "models", models));
 }
 

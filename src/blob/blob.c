@@ -80,6 +80,8 @@ struct blob_store {
     /* local backend */
     char root[PATH_MAX];        /* absolute, no trailing '/' */
     char staging[PATH_MAX + 8]; /* root/uploads */
+    int shared; /* the folder may be shared by other machines (blob_open_url's folder): a temporary's pid
+                   says nothing here, only its age does */
 };
 
 struct blob_writer {
@@ -381,7 +383,8 @@ static long temporary_pid(const char *name) {
 }
 
 static int local_temporary_orphaned(blob_store_t *bs, const char *name) {
-    (void)bs;
+    if (bs->shared)
+        return 0;
     long pid = temporary_pid(name);
     return pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
@@ -448,6 +451,56 @@ int blob_open_local(const char *root, blob_store_t **out, up_error_t *err) {
     }
     *out = bs;
     return UP_OK;
+}
+
+/*
+ * The folder a blob URL names (see blob.h), into *dir (borrowed from url;
+ * NULL for the default). The refusals of blob_open_url.
+ */
+static int parse_url(const char *url, const char **dir, up_error_t *err) {
+    static const char forms[] = "file:///ABSOLUTE/DIR or a folder's path";
+    *dir = NULL;
+    if (!url || !*url)
+        return UP_OK;
+    size_t scheme_len = strspn(url, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+    if (scheme_len == 0 || url[scheme_len] != ':' || url[0] == '.') { /* no scheme: a path */
+        *dir = url;
+        return UP_OK;
+    }
+    if (scheme_len == 4 && strncmp(url, "file", 4) == 0) {
+        if (strncmp(url + 5, "///", 3) != 0)
+            return up_error_set(err, UP_ERR_INVALID, 0,
+                                "bad blobs '%.300s': %s expected (three slashes before an absolute path)",
+                                url, forms);
+        *dir = url + 7;
+        return UP_OK;
+    }
+    int shown = scheme_len > 40 ? 40 : (int)scheme_len;
+    return up_error_set(err, UP_ERR_UNSUPPORTED, 0,
+                        "bad blobs '%.300s': no %.*s blob store in this build (%s: a local or shared folder)",
+                        url, shown, url, forms);
+}
+
+int blob_url_check(const char *url, up_error_t *err) {
+    const char *dir;
+    return parse_url(url, &dir, err);
+}
+
+int blob_open_url(const char *url, const char *default_root, blob_store_t **out, up_error_t *err) {
+    assert(out);
+    *out = NULL;
+    const char *dir;
+    int rc = parse_url(url, &dir, err);
+    if (rc)
+        return rc;
+    if (!dir) {
+        assert(default_root);
+        return blob_open_local(default_root, out, err);
+    }
+    rc = blob_open_local(dir, out, err);
+    if (!rc)
+        (*out)->shared = 1;
+    return rc;
 }
 
 /* ---- the public functions ---------------------------------------------------------- */

@@ -27,10 +27,13 @@
  * Sweep: temporaries whose writer is gone (their name carries its pid) or
  * that are older than temp_age_s, and blobs that no row references and
  * that are older than orphan_age_s. Other live processes may share the
- * root (two `upres serve` on one data folder): their temporaries are young
- * or their pid is alive, and a blob they just wrote is young, so both
- * ages are guards, not tuning. pids are only meaningful on one machine,
- * which the SQLite store requires anyway (WAL needs shared memory).
+ * root (two `upres serve` on one data folder, `upres worker`s on several
+ * machines over one shared folder): their temporaries are young or their
+ * pid is alive, and a blob they just wrote is young, so both ages are
+ * guards, not tuning. A pid is only meaningful on its own machine, so a
+ * folder named by blob_open_url (--blobs: possibly a shared mount) has its
+ * temporaries removed by age alone; the data folder's default one (one
+ * machine) also by a dead pid.
  *
  * Thread safety: every function may be called from any thread; a writer or
  * a reader is used by one thread at a time.
@@ -69,6 +72,21 @@ int blob_key_valid(const char *key); /* blob_key_check(key, strlen(key)); NULL: 
  */
 int blob_open_local(const char *root, blob_store_t **out, up_error_t *err);
 void blob_close(blob_store_t *bs); /* accepts NULL */
+
+/*
+ * Open the blob store a URL names (the --blobs setting):
+ *   NULL or ""          default_root (the data folder), local
+ *   file:///ABS/DIR     the folder /ABS/DIR, local: a shared mount (NFS and
+ *                       the like) gives every machine the same blobs
+ *   DIR                 a folder's path (relative: to the working directory
+ *                       now), local
+ * Any other scheme is UP_ERR_UNSUPPORTED (the message names the forms);
+ * "file://HOST/..." is UP_ERR_INVALID. Else as blob_open_local. *out is new.
+ */
+int blob_open_url(const char *url, const char *default_root, blob_store_t **out, up_error_t *err);
+
+/* Check url's form as blob_open_url would, opening nothing (a setting's check; the message names url). */
+int blob_url_check(const char *url, up_error_t *err);
 
 /* The backend's name ("local"), and its root as an absolute path (borrowed; "" for no local root). */
 const char *blob_backend_name(const blob_store_t *bs);

@@ -14,6 +14,9 @@ int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_keys(int argc, char **argv);
 int cmd_submit(int argc, char **argv);
+int cmd_worker(int argc, char **argv);
+int cmd_workers(int argc, char **argv);
+int cmd_db(int argc, char **argv);
 
 /* The flag's value when given, else the environment variable's when set and not empty, else NULL. */
 const char *cli_setting(const char *flag, const char *env);

@@ -33,7 +33,10 @@ static void usage(FILE *f) {
           "  bench     measure the engine's speed on this machine\n"
           "  serve     run the HTTP API server on port 8089 (upres serve -h)\n"
           "  keys      create, list, update and revoke API keys (upres keys -h)\n"
-          "  submit    queue image files as jobs for the servers on a data folder (upres submit -h)\n",
+          "  submit    queue image files as jobs for the servers on a data folder (upres submit -h)\n"
+          "  worker    run jobs from a store, no HTTP API: scaling out (upres worker -h)\n"
+          "  workers   list the processes that run jobs (upres workers list -h)\n"
+          "  db        create or migrate a store's schema (upres db migrate -h)\n",
           f);
 }
 
@@ -53,6 +56,12 @@ int main(int argc, char **argv) {
         return cmd_keys(argc - 2, argv + 2);
     if (!strcmp(cmd, "submit"))
         return cmd_submit(argc - 2, argv + 2);
+    if (!strcmp(cmd, "worker"))
+        return cmd_worker(argc - 2, argv + 2);
+    if (!strcmp(cmd, "workers"))
+        return cmd_workers(argc - 2, argv + 2);
+    if (!strcmp(cmd, "db"))
+        return cmd_db(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {

@@ -1,6 +1,10 @@
 /*
  * serve.c - `upres serve`: the HTTP API and the worker threads in one
- * process, over a SQLite database and files in the data folder.
+ * process, over a SQLite database and files in the data folder (or a
+ * --store and a --blobs folder shared with other processes). With worker
+ * threads it is a row of the store's workers registry, as an `upres
+ * worker` is (src/queue); `--no-workers` makes it an API server only, whose
+ * queue still rescues lapsed leases and enforces retention.
  *
  * Every setting is a flag, and an UPRES_* environment variable when the
  * flag is absent (flag > environment > default): one table, serve_items,
@@ -26,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/stat.h>
 
 #include "api/upscale_service.h"
@@ -54,6 +59,8 @@ typedef struct serve_locals {
     const char *store_url;        /* NULL: data_dir/upres.db */
     const char *secret;           /* the link-signing secret in hex; NULL: secret_file's */
     const char *secret_file;      /* NULL: data_dir/secret.key */
+    const char *blobs_url;        /* NULL: data_dir */
+    int no_workers;               /* an API-only process: no worker threads */
     const char *models;           /* NULL: upscale_models_dir finds them */
     const char *web;              /* NULL: upscale_service_web_dir finds it */
     int per_minute, per_day;      /* rate limits per key, 0 = none */
@@ -101,12 +108,30 @@ static int parse_secret(const char *value, void *dest, up_error_t *err) {
     return 0;
 }
 
+static int parse_blobs(const char *value, void *dest, up_error_t *err) {
+    if (blob_url_check(value, err))
+        return -1;
+    *(const char **)dest = value;
+    return 0;
+}
+
 /* Read at start too, so that a missing or malformed file is refused before anything is made. */
 static int parse_secret_file(const char *value, void *dest, up_error_t *err) {
     unsigned char secret[32];
     if (auth_secret_read(value, secret, err))
         return -1;
     OPENSSL_cleanse(secret, sizeof secret);
+    *(const char **)dest = value;
+    return 0;
+}
+
+/* A registry name: 1 to 127 letters, digits and . _ - : @ (a host name and pid fit). */
+static int parse_worker_name(const char *value, void *dest, up_error_t *err) {
+    (void)err;
+    size_t n = strlen(value);
+    if (n == 0 || n > 127 ||
+        strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:@") != n)
+        return -1;
     *(const char **)dest = value;
     return 0;
 }
@@ -247,6 +272,18 @@ static const setting_t serve_items[] = {
      .parse = parse_secret,
      .own_message = 1, /* never echo a secret */
      LOCAL(secret)},
+    {.name = "blobs",
+     .arg = "URL",
+     .env = "UPRES_BLOBS",
+     .type = SETTING_TYPE_STRING,
+     .def_text = "`DATA`",
+     .what = "a folder's path, or file:///ABSOLUTE/DIR",
+     .help = "the blob folder (uploads and results) instead of the data folder: a shared mount when workers "
+             "run on other machines",
+     .doc = "see \"Scaling out\"",
+     .parse = parse_blobs,
+     .own_message = 1,
+     LOCAL(blobs_url)},
     {.name = "models",
      .short_flag = 'm',
      .arg = "DIR",
@@ -274,6 +311,22 @@ static const setting_t serve_items[] = {
      .what = "1 to 256",
      .help = "jobs run at once",
      QUEUE(n_workers)},
+    {.name = "no-workers",
+     .env = "UPRES_NO_WORKERS",
+     .type = SETTING_TYPE_BOOL,
+     .def = "0",
+     .help = "answer the API only: jobs run in `upres worker` processes on the same store",
+     .doc = "it still deletes expired files and requeues the jobs of workers that died",
+     LOCAL(no_workers)},
+    {.name = "name",
+     .arg = "NAME",
+     .env = "UPRES_NAME",
+     .type = SETTING_TYPE_STRING,
+     .parse = parse_worker_name,
+     .def_text = "`<host>:<pid>`",
+     .what = "1 to 127 letters, digits and . _ - : @",
+     .help = "this server's name in the workers registry (`upres workers list`)",
+     QUEUE(name)},
     {.name = "tile-memory",
      .arg = "BYTES",
      .env = "UPRES_TILE_MEMORY",
@@ -757,7 +810,7 @@ int cmd_serve(int argc, char **argv) {
     notify_t *nt = NULL;             /* cross-process notices (PostgreSQL) */
     events_t *events = events_new(); /* job changes: the queue publishes, event streams listen */
     http_server_t *srv = NULL;
-    char models_buf[1024], web_buf[1024];
+    char models_buf[1024], web_buf[1024], data_abs[PATH_MAX];
     http_route_t *routes = NULL;
 
     if (mkdir(data_dir, 0755) && errno != EEXIST) {
@@ -775,11 +828,19 @@ int cmd_serve(int argc, char **argv) {
     }
     if (reg->n_models == 0)
         log_warn("serve: no models in %s (run scripts/setup.sh)", models_dir);
-    if (blob_open_local(data_dir, &blobs, &err)) {
-        cli_error("%s", err.msg);
+    if (!loc.blobs_url) { /* the data folder: absolute from here on, nothing depends on the working directory
+                           */
+        if (blob_open_url(NULL, data_dir, &blobs, &err)) {
+            cli_error("%s", err.msg);
+            goto done;
+        }
+        data_dir = blob_root(blobs);
+    } else if (!realpath(data_dir, data_abs) || blob_open_url(loc.blobs_url, data_dir, &blobs, &err)) {
+        cli_error("%s", blobs ? err.msg : "cannot resolve the data folder");
         goto done;
+    } else {
+        data_dir = data_abs;
     }
-    data_dir = blob_root(blobs); /* absolute from here on: nothing depends on the working directory */
     if (store_open_url(loc.store_url, data_dir, &st, &err)) {
         cli_error("%s", err.msg);
         goto done;
@@ -787,6 +848,8 @@ int cmd_serve(int argc, char **argv) {
     qc.blobs = blobs;
     qc.registry = reg;
     qc.events = events;
+    if (loc.no_workers)
+        qc.n_workers = 0;
     if (queue_start(st, &qc, &q, &err)) {
         cli_error("%s", err.msg);
         goto done;

@@ -28,6 +28,18 @@
  * run the same way (a cancel made by another process thus takes effect
  * within a heartbeat, not only between tiles).
  *
+ * Registry: a queue with workers is one row of the store's workers
+ * registry (store.h), named cfg.name or "<host>:<pid>", with the models it
+ * claims (cfg.models, also the filter of every claim), its slots
+ * (n_workers) and its lease. queue_start makes the row (a live row of the
+ * same name refuses the start); the keeper renews it every heartbeat_s with
+ * the jobs running now, backing off when the store does not answer, and
+ * after db_retries failures in a row sets `failed` (queue_failed: `upres
+ * worker` exits on it); queue_stop marks it draining, then removes it once
+ * the workers are joined. A queue without workers (serve --no-workers) has
+ * no row: it runs no job, but its keeper and sweeper still rescue lapsed
+ * leases and enforce retention for the whole store.
+ *
  * Waking: a worker reads seq, tries to claim, and when the queue is empty
  * sleeps until seq changes or one second passes (jobs inserted by another
  * process are found by that poll). Reading seq before the claim means a
@@ -136,6 +148,14 @@ struct queue {
     int sweeper_started;
     pthread_t keeper;
     int keeper_started;
+
+    /* the workers registry (see DESIGN); the keeper's alone once started */
+    char name[128];      /* the row's name, "" = no row (no workers) */
+    store_worker_t self; /* the row as registered: its name, host and pid identify it */
+    int registered;      /* the row was made */
+    int reg_failures;    /* heartbeats failed in a row */
+    double reg_next;     /* mono_s of the next registry heartbeat */
+    atomic_int failed;   /* queue_failed */
 };
 
 void queue_config_init(queue_config_t *cfg) {
@@ -151,6 +171,7 @@ void queue_config_init(queue_config_t *cfg) {
     cfg->backoff_s = 2;
     cfg->temp_age_s = 3600;
     cfg->orphan_age_s = 300;
+    cfg->db_retries = 5;
     cfg->max_input_pixels = upscale_max_input_pixels();
     upscale_opts_t defaults;
     upscale_opts_init(&defaults);
@@ -506,7 +527,7 @@ static void *worker_main(void *arg) {
 
         up_error_t err;
         double t_claim = mono_s();
-        int rc = store_job_claim(q->st, w->id, q->cfg.lease_s, job, &err);
+        int rc = store_job_claim(q->st, w->id, q->cfg.lease_s, q->cfg.models, job, &err);
         metrics_observe("upres_claim_seconds", NULL, mono_s() - t_claim);
         if (rc == 0) {
             metrics_add("upres_jobs_claimed_total", job->model, 1);
@@ -597,6 +618,90 @@ static void rescue(queue_t *q) {
         queue_notify(q);
 }
 
+/* ---- the workers registry ---------------------------------------------------------------- */
+
+#define REG_BACKOFF_MIN_S 0.5
+#define REG_BACKOFF_MAX_S 8.0
+
+/* The jobs this queue's workers run now, comma-separated, into out. */
+static void running_jobs(queue_t *q, char *out, size_t size) {
+    size_t n = 0;
+    out[0] = '\0';
+    pthread_mutex_lock(&q->mu);
+    for (int i = 0; i < q->cfg.n_workers; i++) {
+        const char *id = q->workers[i].running;
+        if (id[0] && n + strlen(id) + 2 < size)
+            n += (size_t)snprintf(out + n, size - n, "%s%s", n ? "," : "", id);
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* This queue's row as store_worker_register takes it (kept in q->self). */
+static int registry_register(queue_t *q, up_error_t *err) {
+    store_worker_t *w = &q->self;
+    memset(w, 0, sizeof *w);
+    snprintf(w->name, sizeof w->name, "%s", q->name);
+    if (gethostname(w->host, sizeof w->host - 1) != 0 || !w->host[0])
+        snprintf(w->host, sizeof w->host, "localhost");
+    w->pid = (int)getpid();
+    snprintf(w->models, sizeof w->models, "%s", q->cfg.models ? q->cfg.models : "");
+    w->slots = q->cfg.n_workers;
+    w->lease_s = q->cfg.lease_s;
+    snprintf(w->state, sizeof w->state, "running");
+    return store_worker_register(q->st, w, err);
+}
+
+/*
+ * The keeper's registry heartbeat: the row renewed with the jobs running
+ * now (made again when it is gone). A failure backs off, doubling from
+ * REG_BACKOFF_MIN_S to REG_BACKOFF_MAX_S; after db_retries in a row the
+ * queue is failed (queue_failed), and the keeper keeps trying.
+ */
+static void registry_beat(queue_t *q) {
+    char jobs[512];
+    running_jobs(q, jobs, sizeof jobs);
+    up_error_t err;
+    int rc = store_worker_heartbeat(q->st, &q->self, jobs, "running", &err);
+    if (rc == UP_ERR_NOT_FOUND) {
+        log_warn("workers registry: the row of %s is gone: registering again", q->name);
+        rc = registry_register(q, &err);
+    }
+    double t = mono_s();
+    if (rc == 0) {
+        if (q->reg_failures)
+            log_info("workers registry: %s: the store answers again after %d failed heartbeat(s)", q->name,
+                     q->reg_failures);
+        q->reg_failures = 0;
+        q->reg_next = t + q->cfg.heartbeat_s;
+        return;
+    }
+    if (rc == UP_ERR_CONFLICT) { /* another live process took the name while our row was gone */
+        log_error("workers registry: %s: %s", q->name, err.msg);
+        atomic_store(&q->failed, 1);
+        q->reg_next = t + REG_BACKOFF_MAX_S;
+        return;
+    }
+    q->reg_failures++;
+    double backoff = REG_BACKOFF_MIN_S;
+    for (int k = 1; k < q->reg_failures && backoff < REG_BACKOFF_MAX_S; k++)
+        backoff *= 2;
+    if (backoff > REG_BACKOFF_MAX_S)
+        backoff = REG_BACKOFF_MAX_S;
+    q->reg_next = t + backoff;
+    if (q->reg_failures < q->cfg.db_retries) {
+        log_warn("workers registry: %s: heartbeat %d of %d failed (%s): retrying in %.1f s", q->name,
+                 q->reg_failures, q->cfg.db_retries, err.msg, backoff);
+    } else if (!atomic_load(&q->failed)) {
+        log_error("workers registry: %s: the store is lost: %d heartbeats failed in a row (%s)", q->name,
+                  q->reg_failures, err.msg);
+        atomic_store(&q->failed, 1);
+    }
+}
+
+int queue_failed(queue_t *q) { return q ? atomic_load(&q->failed) : 0; }
+
+const char *queue_name(const queue_t *q) { return q->name; }
+
 static void *keeper_main(void *arg) {
     queue_t *q = arg;
     double next_beat = mono_s() + q->cfg.heartbeat_s, next_rescue = mono_s() + RESCUE_POLL_S;
@@ -612,7 +717,12 @@ static void *keeper_main(void *arg) {
             rescue(q);
             next_rescue = t + RESCUE_POLL_S;
         }
-        double wait = (next_beat < next_rescue ? next_beat : next_rescue) - mono_s();
+        if (q->registered && mono_s() >= q->reg_next)
+            registry_beat(q);
+        double next = next_beat < next_rescue ? next_beat : next_rescue;
+        if (q->registered && q->reg_next < next)
+            next = q->reg_next;
+        double wait = next - mono_s();
         pthread_mutex_lock(&q->mu);
         if (!atomic_load(&q->stopping) && wait > 0)
             timed_wait(&q->sweep_cond, &q->mu, wait);
@@ -765,8 +875,10 @@ int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_
     q->bs = cfg->blobs;
     q->cfg = *cfg;
     int rc;
-    if (q->cfg.n_workers < 1)
-        q->cfg.n_workers = 1;
+    if (q->cfg.n_workers < 0)
+        q->cfg.n_workers = 0;
+    if (q->cfg.db_retries < 1)
+        q->cfg.db_retries = 1;
     if (q->cfg.max_attempts < 1)
         q->cfg.max_attempts = 1;
     if (q->cfg.retention_s < 0)
@@ -788,7 +900,7 @@ int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_
     q->threads_per_worker = q->cfg.threads_per_worker;
     if (q->threads_per_worker <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
-        q->threads_per_worker = n > q->cfg.n_workers ? (int)(n / q->cfg.n_workers) : 1;
+        q->threads_per_worker = n > q->cfg.n_workers && q->cfg.n_workers ? (int)(n / q->cfg.n_workers) : 1;
     }
     sweep_blobs(q);
 
@@ -801,10 +913,24 @@ int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_
     pthread_condattr_destroy(&ca);
     atomic_init(&q->stopping, 0);
 
-    q->workers = xcalloc((size_t)q->cfg.n_workers, sizeof *q->workers);
+    q->workers = xcalloc((size_t)(q->cfg.n_workers ? q->cfg.n_workers : 1), sizeof *q->workers);
+    atomic_init(&q->failed, 0);
     char host[64] = "", rnd[37];
     if (gethostname(host, sizeof host - 1) != 0 || !host[0])
         snprintf(host, sizeof host, "localhost");
+    if (q->cfg.n_workers > 0) {
+        /* a process that runs jobs is a row in the registry; one that does not (API only) is none */
+        if (q->cfg.name && *q->cfg.name)
+            snprintf(q->name, sizeof q->name, "%s", q->cfg.name);
+        else
+            snprintf(q->name, sizeof q->name, "%s:%ld", host, (long)getpid());
+        if ((rc = registry_register(q, err))) {
+            up_error_prefix(err, "cannot join the workers registry as %s", q->name);
+            goto fail;
+        }
+        q->registered = 1;
+        q->reg_next = mono_s() + q->cfg.heartbeat_s;
+    }
     uuid_v4(rnd); /* one per queue: its first 8 hex digits tell this process from an earlier one */
     for (int i = 0; i < q->cfg.n_workers; i++) {
         worker_t *w = &q->workers[i];
@@ -835,11 +961,17 @@ int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_
         goto fail;
     }
     q->keeper_started = 1;
-    log_info(
-        "job queue: %d worker(s) x %d threads (%s), tiles within %.0f MiB each, retention %.0f s, lease %g "
-        "s renewed every %g s",
-        q->cfg.n_workers, q->threads_per_worker, nn_backend_name(q->cfg.backend),
-        (double)q->cfg.tile_memory / (1 << 20), q->cfg.retention_s, q->cfg.lease_s, q->cfg.heartbeat_s);
+    if (q->cfg.n_workers == 0)
+        log_info(
+            "job queue: no workers (jobs run in other processes), retention %.0f s, lapsed leases rescued",
+            q->cfg.retention_s);
+    else
+        log_info("job queue: %s: %d worker(s) x %d threads (%s), models %s, tiles within %.0f MiB each, "
+                 "retention %.0f s, lease %g s renewed every %g s",
+                 q->name, q->cfg.n_workers, q->threads_per_worker, nn_backend_name(q->cfg.backend),
+                 q->cfg.models && *q->cfg.models ? q->cfg.models : "all",
+                 (double)q->cfg.tile_memory / (1 << 20), q->cfg.retention_s, q->cfg.lease_s,
+                 q->cfg.heartbeat_s);
     *out = q;
     return UP_OK;
 fail:
@@ -860,6 +992,13 @@ void queue_notify(queue_t *q) {
 void queue_stop(queue_t *q) {
     if (!q)
         return;
+    if (q->registered && !q->keeper_started) /* a failed start: nothing ran */
+        store_worker_remove(q->st, &q->self, NULL);
+    if (q->registered && q->keeper_started) { /* draining: no claim from here on */
+        char jobs[512];
+        running_jobs(q, jobs, sizeof jobs);
+        store_worker_heartbeat(q->st, &q->self, jobs, "draining", NULL);
+    }
     pthread_mutex_lock(&q->mu);
     atomic_store(&q->stopping, 1);
     /* running jobs stop between two layers, not after their tile (seconds), and are requeued */
@@ -880,6 +1019,11 @@ void queue_stop(queue_t *q) {
         pthread_join(q->sweeper, NULL);
     if (q->keeper_started)
         pthread_join(q->keeper, NULL);
+    if (q->registered && q->keeper_started) {
+        up_error_t err;
+        if (store_worker_remove(q->st, &q->self, &err) == 0)
+            log_info("workers registry: %s left", q->name);
+    }
     free(q->workers);
     pthread_cond_destroy(&q->work_cond);
     pthread_cond_destroy(&q->sweep_cond);

@@ -34,7 +34,8 @@ typedef struct queue_config {
     blob_store_t *blobs;                /* borrowed, outlives the queue: uploads/ and results/ */
     const upscale_registry_t *registry; /* borrowed, outlives the queue */
     events_t *events;                   /* borrowed: each change of a job is published there; NULL = none */
-    int n_workers;                      /* default 1 */
+    int n_workers;                      /* default 1; 0 = none: an API-only process (no claims and no
+                                           registry row; it still sweeps and rescues lapsed leases) */
     int threads_per_worker;             /* 0 = all cores / n_workers */
     nn_backend_kind_t backend;          /* default NN_BACKEND_DNNL */
     double retention_s;                 /* default 900 (15 minutes) */
@@ -53,6 +54,11 @@ typedef struct queue_config {
                            wins over this */
     int strip_metadata; /* results carry no ICC, EXIF or XMP (colours converted to sRGB); 0 (default)
                            = EXIF and XMP are copied from the input */
+    /* the workers registry (store.h): a queue with workers is a row there, renewed each heartbeat_s */
+    const char *models; /* borrowed: the models its workers claim, comma-separated; NULL = every model */
+    const char *name;   /* borrowed: its row's name; NULL = "<host>:<pid>" */
+    int db_retries;     /* default 5: registry heartbeats that may fail in a row (backing off 0.5 s,
+                           1 s, 2 s ... 8 s) before queue_failed says the store is lost */
 } queue_config_t;
 
 void queue_config_init(queue_config_t *cfg);
@@ -68,14 +74,26 @@ typedef struct queue queue_t;
  */
 int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_t *err);
 
+/*
+ * 1 once the store was out of reach for db_retries registry heartbeats in a
+ * row (or the queue's name was taken by another live process): `upres
+ * worker` exits on it. The keeper goes on trying (every 8 s), so a process
+ * that does not exit recovers when the store comes back. 0 for NULL.
+ */
+int queue_failed(queue_t *q);
+
+/* The registry name of q (borrowed, "" for a queue without workers). */
+const char *queue_name(const queue_t *q);
+
 /* Wake a worker: a job was inserted. */
 void queue_notify(queue_t *q);
 
 /*
- * Stop: no new claims; a running job stops between two layers of the
- * network (within a fraction of a second, not after its tile) and goes back
- * to the queue (it runs again after restart); threads joined, memory freed.
- * Accepts NULL.
+ * Stop: no new claims (the registry row says "draining"); a running job
+ * stops between two layers of the network (within a fraction of a second,
+ * not after its tile) and goes back to the queue (another process or the
+ * restart runs it); threads joined, the registry row removed, memory
+ * freed. Accepts NULL.
  */
 void queue_stop(queue_t *q);
 

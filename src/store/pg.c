@@ -62,7 +62,8 @@
  * advisory lock on its owner (PG_FAIR_LOCK, hashed owner) before it reads
  * the tags, so two submissions of one owner (anonymous ones too, which
  * lock no key row) chain their tags instead of both reading the same L.
- * Version 3 adds rate_events (pg_rate.c), which SQLite has no use for.
+ * Version 3 adds rate_events (pg_rate.c), which SQLite has no use for;
+ * version 4 the workers registry (SQLite's 9).
  */
 #include <assert.h>
 #include <stdio.h>
@@ -74,7 +75,7 @@
 #include "core/xmalloc.h"
 #include "store/pg_int.h"
 
-#define PG_SCHEMA_VERSION 3
+#define PG_SCHEMA_VERSION 4
 #define PG_SCHEMA_LOCK 0x75707265734c4bLL /* "upresLK": the migration's advisory lock */
 
 /* Version 1: every table, as SQLite's schema version 7 has them. */
@@ -180,9 +181,24 @@ static const char schema_v3[] = "CREATE UNLOGGED TABLE IF NOT EXISTS rate_events
                                 ");"
                                 "CREATE INDEX IF NOT EXISTS rate_events_subject ON rate_events (subject, t);";
 
+/* Version 4: the workers registry (store.h "The workers registry"), as SQLite's schema version 9 has it. */
+static const char schema_v4[] = "CREATE TABLE IF NOT EXISTS workers ("
+                                " name TEXT NOT NULL PRIMARY KEY,"
+                                " host TEXT NOT NULL DEFAULT '',"
+                                " pid INTEGER NOT NULL DEFAULT 0,"
+                                " models TEXT NOT NULL DEFAULT ''," /* comma-separated, '' = every model */
+                                " slots INTEGER NOT NULL DEFAULT 1,"
+                                " lease_s DOUBLE PRECISION NOT NULL DEFAULT 0," /* live while heartbeat_at +
+                                                                                   lease_s >= now */
+                                " started_at DOUBLE PRECISION NOT NULL DEFAULT 0,"
+                                " heartbeat_at DOUBLE PRECISION NOT NULL DEFAULT 0,"
+                                " jobs TEXT NOT NULL DEFAULT ''," /* the job ids it runs now */
+                                " state TEXT NOT NULL DEFAULT 'running'"
+                                ");";
+
 /* migrations[v]: from version v - 1 to v (index 0 unused). */
 static const char *const migrations[PG_SCHEMA_VERSION + 1] = {
-    [1] = schema_v1, [2] = schema_v2, [3] = schema_v3};
+    [1] = schema_v1, [2] = schema_v2, [3] = schema_v3, [4] = schema_v4};
 
 /* ---- arguments ------------------------------------------------------------------ */
 
@@ -396,7 +412,9 @@ static int prepare_all(pg_store_t *p, up_error_t *err) {
     int rc = prepare_table(p, &pg_jobs_sql, err);
     if (!rc)
         rc = prepare_table(p, &pg_keys_sql, err);
-    return rc ? rc : prepare_table(p, &pg_rate_sql, err);
+    if (!rc)
+        rc = prepare_table(p, &pg_rate_sql, err);
+    return rc ? rc : prepare_table(p, &pg_workers_sql, err);
 }
 
 int pg_enter(pg_store_t *p, up_error_t *err) {
@@ -523,6 +541,11 @@ static const store_vtbl_t pg_vtbl = {
     .keys_reset_guests = pg_keys_reset_guests,
     .usage_daily = pg_usage_daily,
     .listen = pg_listen,
+    .worker_register = pg_worker_register,
+    .worker_heartbeat = pg_worker_heartbeat,
+    .worker_remove = pg_worker_remove,
+    .workers_list = pg_workers_list,
+    .schema_version = pg_schema_version,
 };
 
 int store_pg_open(const char *url, store_t **out, up_error_t *err) {

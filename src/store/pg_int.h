@@ -9,6 +9,7 @@
  *              reads, retention
  *   pg_keys.c  API keys and guest sessions, charges, refunds, usage
  *   pg_rate.c  request limits shared by the processes
+ *   pg_workers.c  the workers registry, the schema version
  *
  * Each file owns its statements: an enum and an SQL table of its own,
  * handed to pg.c as a pg_sql_t, prepared on the connection (PQprepare,
@@ -31,9 +32,10 @@ typedef struct pg_sql {
     int n;
 } pg_sql_t;
 
-extern const pg_sql_t pg_jobs_sql; /* pg_jobs.c */
-extern const pg_sql_t pg_keys_sql; /* pg_keys.c */
-extern const pg_sql_t pg_rate_sql; /* pg_rate.c */
+extern const pg_sql_t pg_jobs_sql;    /* pg_jobs.c */
+extern const pg_sql_t pg_keys_sql;    /* pg_keys.c */
+extern const pg_sql_t pg_workers_sql; /* pg_workers.c */
+extern const pg_sql_t pg_rate_sql;    /* pg_rate.c */
 
 /* The handle (see pg.c, DESIGN: one connection). */
 typedef struct pg_store {
@@ -122,7 +124,8 @@ int pg_assets_due(store_t *st, double now, asset_t *out, int max, int *n, up_err
 int pg_asset_due(store_t *st, const char *id, double now, asset_t *out, up_error_t *err);
 int pg_asset_deleted(store_t *st, const char *id, up_error_t *err);
 int pg_job_get(store_t *st, const char *id, job_t *out, up_error_t *err);
-int pg_job_claim(store_t *st, const char *worker, double lease_s, job_t *out, up_error_t *err);
+int pg_job_claim(store_t *st, const char *worker, double lease_s, const char *models, job_t *out,
+                 up_error_t *err);
 int pg_job_start(store_t *st, const char *id, const store_fence_t *fence, int *cancel, up_error_t *err);
 int pg_job_progress(store_t *st, const char *id, const store_fence_t *fence, int progress, int *cancel,
                     up_error_t *err);
@@ -163,5 +166,12 @@ int pg_usage_daily(store_t *st, const char *owner, double day0, int days, long l
 /* pg_rate.c */
 int pg_rate_take(store_t *st, const char *subject, const store_rate_limit_t *limits, int n_limits, double now,
                  int *allowed, double *retry_after, int *window_s, up_error_t *err);
+/* pg_workers.c */
+int pg_worker_register(store_t *st, const store_worker_t *w, up_error_t *err);
+int pg_worker_heartbeat(store_t *st, const store_worker_t *self, const char *jobs, const char *state,
+                        up_error_t *err);
+int pg_worker_remove(store_t *st, const store_worker_t *w, up_error_t *err);
+int pg_workers_list(store_t *st, int all, store_worker_t **out, int *n, up_error_t *err);
+int pg_schema_version(store_t *st, int *version, up_error_t *err);
 
 #endif

@@ -120,12 +120,14 @@ static const char *const sql[N_STMT] = {
                " (SELECT max(vtag) FROM jobs WHERE status IN (1, 6)), 0),"
                " (SELECT max(vtag) FROM jobs WHERE status = 0 AND owner = $3::text AND priority = $1::int)",
     [S_STATUS] = "SELECT status, cancel_requested, attempts, worker FROM jobs WHERE id = $1::text FOR UPDATE",
-    /* $1 = now, $2 = worker, $3 = lease_s: one statement, the row found and locked by SKIP LOCKED */
+    /* $1 = now, $2 = worker, $3 = lease_s, $4 = the models served, comma-separated, '' = any: one
+     * statement, the row found and locked by SKIP LOCKED */
     [S_CLAIM] =
         "WITH c AS (UPDATE jobs SET status = 6, attempts = attempts + 1, started_at = $1::float8,"
         " progress = 0, cancel_requested = 0, worker = $2::text, lease_s = $3::float8,"
         " lease_until = $1::float8 + $3::float8, not_before = 0"
         " WHERE seq = (SELECT seq FROM jobs WHERE status = 0 AND not_before <= $1::float8"
+        " AND ($4::text = '' OR strpos(',' || $4::text || ',', ',' || model || ',') > 0)"
         " ORDER BY priority DESC, vtag, seq LIMIT 1 FOR UPDATE SKIP LOCKED) AND status = 0 RETURNING *)"
         " SELECT " JOB_COLUMNS " FROM c j LEFT JOIN assets a ON a.id = j.asset_id",
     /* $1 = id, $2 = now in every transition; a job cancelled while claimed stays claimed */
@@ -570,7 +572,8 @@ static int read_seq(pg_store_t *p, long long seq, job_t *out, const char *what, 
     return rc;
 }
 
-int pg_job_claim(store_t *st, const char *worker, double lease_s, job_t *out, up_error_t *err) {
+int pg_job_claim(store_t *st, const char *worker, double lease_s, const char *models, job_t *out,
+                 up_error_t *err) {
     pg_store_t *p = pg_of(st);
     int rc = pg_enter(p, err);
     if (rc)
@@ -579,6 +582,7 @@ int pg_job_claim(store_t *st, const char *worker, double lease_s, job_t *out, up
     pg_arg_double(&a, now_s());
     pg_arg_text(&a, worker);
     pg_arg_double(&a, lease_s);
+    pg_arg_text(&a, models);
     PGresult *r;
     rc = run(p, S_CLAIM, &a, &r, NULL, "cannot claim a job", err);
     pg_args_fini(&a);

@@ -62,8 +62,10 @@
  * Schema version: PRAGMA user_version (SCHEMA_VERSION below). Version 1
  * (jobs only), 2 (accounts), 3 (Idempotency-Key answers, a job's colour
  * setting), 4 (claims: worker, lease, backoff), 5 (files by blob key) and
- * 6 (assets and steps) are migrated in place to version 7 (guest sessions,
- * a job's dialect fields) at open, in the transaction that checks the
+ * 6 (assets and steps), 7 (guest sessions, a job's dialect fields) and 8
+ * (scheduling) are migrated in place to version 9 (the workers registry)
+ * at open, in the
+ * transaction that checks the
  * version. A job a version-3 upres left claimed or processing has no lease
  * (lease_until 0): the first rescue takes it, as the start-up recovery
  * did. Version 5 renames input_path and result_path to input_key
@@ -81,7 +83,7 @@
  * before) and vtag (0: the jobs queued before the migration keep their
  * first-come order and go before every later one) and the fair-queueing
  * indexes; a new database is made as version 7 and then migrated, so the
- * two are the same. A database made by a newer upres is refused rather
+ * two are the same. Version 9 adds the workers registry. A database made by a newer upres is refused rather
  * than misread.
  *
  * Assets: store_asset_due and store_assets_due run on the writer, in a
@@ -106,7 +108,7 @@
 #include "core/xmalloc.h"
 #include "store/sqlite_int.h"
 
-#define SCHEMA_VERSION 8
+#define SCHEMA_VERSION 9
 #define BUSY_TIMEOUT_MS 10000
 
 /*
@@ -187,6 +189,25 @@
     "CREATE INDEX IF NOT EXISTS jobs_model_done ON jobs(model, completed_at) WHERE " SQ_DONE_WHERE ";"
 
 /*
+ * Version 9: the workers registry (store.h "The workers registry"), one
+ * row per process that runs jobs, by name. A new database and the
+ * migration from version 8 run the same text.
+ */
+#define WORKERS_SQL                                                                                          \
+    "CREATE TABLE IF NOT EXISTS workers ("                                                                   \
+    " name TEXT NOT NULL PRIMARY KEY,"                                                                       \
+    " host TEXT NOT NULL DEFAULT '',"                                                                        \
+    " pid INTEGER NOT NULL DEFAULT 0,"                                                                       \
+    " models TEXT NOT NULL DEFAULT ''," /* comma-separated, '' = every model */                              \
+    " slots INTEGER NOT NULL DEFAULT 1,"                                                                     \
+    " lease_s REAL NOT NULL DEFAULT 0," /* live while heartbeat_at + lease_s >= now */                       \
+    " started_at REAL NOT NULL DEFAULT 0,"                                                                   \
+    " heartbeat_at REAL NOT NULL DEFAULT 0,"                                                                 \
+    " jobs TEXT NOT NULL DEFAULT ''," /* the job ids it runs now, comma-separated */                         \
+    " state TEXT NOT NULL DEFAULT 'running'"                                                                 \
+    ");"
+
+/*
  * The whole schema, for a new database. The account columns of jobs come
  * last, where the migration's ALTER TABLE puts them, so that a migrated
  * table and a new one are the same.
@@ -231,7 +252,7 @@ static const char schema_sql[] =
     JOBS_META_COLUMN ");"
     "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, created_at, seq);"
     "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(expires_at) WHERE expires_at > 0;" ACCOUNTS_SQL(
-        KEYS_V7_COLUMNS) IDEMPOTENCY_SQL ASSETS_SQL JOBS_ASSET_INDEX_SQL V7_INDEX_SQL;
+        KEYS_V7_COLUMNS) IDEMPOTENCY_SQL ASSETS_SQL JOBS_ASSET_INDEX_SQL V7_INDEX_SQL WORKERS_SQL;
 
 /* Version 1 (jobs only) -> 2: the jobs made before carry no owner and no charge. */
 static const char migrate_v2_sql[] =
@@ -301,6 +322,9 @@ static const char migrate_v8_sql[] =
     "ALTER TABLE jobs ADD COLUMN vtag REAL NOT NULL DEFAULT 0;"
     "CREATE INDEX IF NOT EXISTS jobs_fair ON jobs(priority DESC, vtag, seq) WHERE status = 0;"
     "CREATE INDEX IF NOT EXISTS jobs_owner_fair ON jobs(owner, priority, vtag) WHERE status = 0;";
+
+/* Version 8 -> 9: the workers registry, empty (the processes running now register at their next start). */
+static const char migrate_v9_sql[] = WORKERS_SQL;
 
 /* ---- helpers (sqlite_int.h) ------------------------------------------------------- */
 
@@ -501,7 +525,7 @@ static int init_schema(sqlite3 *db, const char *path, up_error_t *err) {
             if (!rc)
                 rc = exec_sql(db, migrate_v8_sql, err);
         } else {
-            assert(version >= 1 && version <= 7);
+            assert(version >= 1 && version <= 8);
             log_info("job store: %s: migrating schema version %d to %d", path, version, SCHEMA_VERSION);
             if (version == 1)
                 rc = exec_sql(db, migrate_v2_sql, err);
@@ -519,6 +543,8 @@ static int init_schema(sqlite3 *db, const char *path, up_error_t *err) {
                 rc = exec_sql(db, migrate_v7_sql, err);
             if (!rc && version <= 7)
                 rc = exec_sql(db, migrate_v8_sql, err);
+            if (!rc)
+                rc = exec_sql(db, migrate_v9_sql, err);
         }
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
@@ -562,6 +588,8 @@ static void close_store(store_t *st) {
     finalize_all(q->jr, sq_jobs_rsql.n);
     finalize_all(q->kw, sq_keys_wsql.n);
     finalize_all(q->kr, sq_keys_rsql.n);
+    finalize_all(q->ww, sq_workers_wsql.n);
+    finalize_all(q->wr, sq_workers_rsql.n);
     sqlite3_finalize(q->begin);
     sqlite3_finalize(q->commit);
     sqlite3_finalize(q->rollback);
@@ -611,6 +639,11 @@ static const store_vtbl_t sqlite_vtbl = {
     .model_rate = sq_model_rate,
     .keys_reset_guests = sq_keys_reset_guests,
     .usage_daily = sq_usage_daily,
+    .worker_register = sq_worker_register,
+    .worker_heartbeat = sq_worker_heartbeat,
+    .worker_remove = sq_worker_remove,
+    .workers_list = sq_workers_list,
+    .schema_version = sq_schema_version,
 };
 
 int store_sqlite_open(const char *path, store_t **out, up_error_t *err) {
@@ -641,7 +674,9 @@ int store_sqlite_open(const char *path, store_t **out, up_error_t *err) {
         (rc = prepare_all(q->w, &sq_jobs_wsql, &q->jw, err)) ||
         (rc = prepare_all(q->r, &sq_jobs_rsql, &q->jr, err)) ||
         (rc = prepare_all(q->w, &sq_keys_wsql, &q->kw, err)) ||
-        (rc = prepare_all(q->r, &sq_keys_rsql, &q->kr, err)))
+        (rc = prepare_all(q->r, &sq_keys_rsql, &q->kr, err)) ||
+        (rc = prepare_all(q->w, &sq_workers_wsql, &q->ww, err)) ||
+        (rc = prepare_all(q->r, &sq_workers_rsql, &q->wr, err)))
         goto fail;
     *out = &q->base;
     return UP_OK;

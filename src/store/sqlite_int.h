@@ -7,6 +7,7 @@
  *   sqlite_jobs.c  jobs and their assets: submission, claims, transitions,
  *                  reads, retention
  *   sqlite_keys.c  API keys and guest sessions, charges, refunds, usage
+ *   sqlite_workers.c  the workers registry, the schema version
  *
  * Each file owns its statements: an enum and an SQL table of its own,
  * handed to sqlite.c as an sq_sql_t to prepare at open; the prepared ones
@@ -51,8 +52,9 @@ typedef struct sq_sql {
     int n;
 } sq_sql_t;
 
-extern const sq_sql_t sq_jobs_wsql, sq_jobs_rsql; /* sqlite_jobs.c: writer, reader */
-extern const sq_sql_t sq_keys_wsql, sq_keys_rsql; /* sqlite_keys.c */
+extern const sq_sql_t sq_jobs_wsql, sq_jobs_rsql;       /* sqlite_jobs.c: writer, reader */
+extern const sq_sql_t sq_keys_wsql, sq_keys_rsql;       /* sqlite_keys.c */
+extern const sq_sql_t sq_workers_wsql, sq_workers_rsql; /* sqlite_workers.c */
 
 /* The handle (see sqlite.c, DESIGN: two connections). */
 typedef struct sq_store {
@@ -63,6 +65,7 @@ typedef struct sq_store {
     sqlite3_stmt *begin, *commit, *rollback; /* on w */
     sqlite3_stmt **jw, **jr;                 /* sq_jobs_wsql on w, sq_jobs_rsql on r */
     sqlite3_stmt **kw, **kr;                 /* sq_keys_wsql on w, sq_keys_rsql on r */
+    sqlite3_stmt **ww, **wr;                 /* sq_workers_wsql on w, sq_workers_rsql on r */
     char path[PATH_MAX];
 } sq_store_t;
 
@@ -124,7 +127,8 @@ int sq_assets_due(store_t *st, double now, asset_t *out, int max, int *n, up_err
 int sq_asset_due(store_t *st, const char *id, double now, asset_t *out, up_error_t *err);
 int sq_asset_deleted(store_t *st, const char *id, up_error_t *err);
 int sq_job_get(store_t *st, const char *id, job_t *out, up_error_t *err);
-int sq_job_claim(store_t *st, const char *worker, double lease_s, job_t *out, up_error_t *err);
+int sq_job_claim(store_t *st, const char *worker, double lease_s, const char *models, job_t *out,
+                 up_error_t *err);
 int sq_job_start(store_t *st, const char *id, const store_fence_t *fence, int *cancel, up_error_t *err);
 int sq_job_progress(store_t *st, const char *id, const store_fence_t *fence, int progress, int *cancel,
                     up_error_t *err);
@@ -161,5 +165,13 @@ int sq_key_usage(store_t *st, const char *id, double period_start, long long *us
 int sq_keys_reset_guests(store_t *st, double now, long long *n, up_error_t *err);
 int sq_usage_daily(store_t *st, const char *owner, double day0, int days, long long *jobs, long long *credits,
                    up_error_t *err);
+
+/* sqlite_workers.c */
+int sq_worker_register(store_t *st, const store_worker_t *w, up_error_t *err);
+int sq_worker_heartbeat(store_t *st, const store_worker_t *self, const char *jobs, const char *state,
+                        up_error_t *err);
+int sq_worker_remove(store_t *st, const store_worker_t *w, up_error_t *err);
+int sq_workers_list(store_t *st, int all, store_worker_t **out, int *n, up_error_t *err);
+int sq_schema_version(store_t *st, int *version, up_error_t *err);
 
 #endif

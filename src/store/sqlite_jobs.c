@@ -138,9 +138,11 @@ static const char *const wsql[N_WSTMT] = {
     /*
      * INDEXED BY: without statistics the planner prefers jobs_queue's
      * status range and then sorts every queued job (a claim in O(queue));
-     * jobs_fair is the claim's order, so its first entry is the answer
+     * jobs_fair is the claim's order, so its first entry is the answer.
+     * ?2 = the models served, comma-separated, '' = any (store_job_claim)
      */
     [S_NEXT_QUEUED] = "SELECT seq FROM jobs INDEXED BY jobs_fair WHERE status = 0 AND not_before <= ?1"
+                      " AND (?2 = '' OR instr(',' || ?2 || ',', ',' || model || ',') > 0)"
                       " ORDER BY priority DESC, vtag, seq LIMIT 1",
     [S_CLAIM] = "UPDATE jobs SET status = 6, attempts = attempts + 1, started_at = ?2, progress = 0,"
                 " cancel_requested = 0, worker = ?3, lease_s = ?4, lease_until = ?2 + ?4, not_before = 0"
@@ -548,7 +550,8 @@ static int read_seq(sq_store_t *q, sqlite3_int64 seq, job_t *out, const char *wh
     return src == SQLITE_ROW ? UP_OK : sq_db_error(q->w, err, what);
 }
 
-int sq_job_claim(store_t *st, const char *worker, double lease_s, job_t *out, up_error_t *err) {
+int sq_job_claim(store_t *st, const char *worker, double lease_s, const char *models, job_t *out,
+                 up_error_t *err) {
     sq_store_t *q = sq_of(st);
     double now = now_s();
     pthread_mutex_lock(&q->wmu);
@@ -557,6 +560,7 @@ int sq_job_claim(store_t *st, const char *worker, double lease_s, job_t *out, up
         goto out;
     sqlite3_stmt *s = q->jw[S_NEXT_QUEUED];
     sqlite3_bind_double(s, 1, now);
+    sq_bind_text(s, 2, models);
     int src = sqlite3_step(s);
     sqlite3_int64 seq = src == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
     sq_done(s);

@@ -315,14 +315,18 @@ int store_job_get(store_t *st, const char *id, job_t *out, up_error_t *err) {
     return st->vtbl->job_get(st, id, out, err);
 }
 
-int store_job_claim(store_t *st, const char *worker, double lease_s, job_t *out, up_error_t *err) {
+int store_job_claim(store_t *st, const char *worker, double lease_s, const char *models, job_t *out,
+                    up_error_t *err) {
     assert(st && worker && out);
     if (!worker[0] || strlen(worker) >= sizeof out->worker || !(lease_s > 0))
         return up_error_set(err, UP_ERR_INVALID, 0,
                             "job store: a claim needs a worker id (1 to %zu bytes) "
                             "and a lease over 0 s",
                             sizeof out->worker - 1);
-    return st->vtbl->job_claim(st, worker, lease_s, out, err);
+    if (models && strlen(models) >= STORE_MODELS_MAX)
+        return up_error_set(err, UP_ERR_INVALID, 0, "job store: a claim's models list is %d bytes at most",
+                            STORE_MODELS_MAX - 1);
+    return st->vtbl->job_claim(st, worker, lease_s, models ? models : "", out, err);
 }
 
 int store_job_start(store_t *st, const char *id, const store_fence_t *fence, int *cancel, up_error_t *err) {
@@ -600,3 +604,69 @@ int store_rate_take(store_t *st, const char *subject, const store_rate_limit_t *
 }
 
 int store_rate_shared(const store_t *st) { return st->vtbl->rate_take != NULL; }
+
+/* ---- the workers registry ------------------------------------------------------------ */
+
+int store_worker_live(const store_worker_t *w, double now) { return w->heartbeat_at + w->lease_s >= now; }
+
+int store_models_has(const char *models, const char *model) {
+    if (!models || !*models)
+        return 1;
+    size_t n = strlen(model);
+    for (const char *p = models; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, model, n) == 0)
+            return 1;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+static int check_worker_name(const char *name, up_error_t *err) {
+    if (!name[0] || strlen(name) >= sizeof((store_worker_t *)0)->name)
+        return up_error_set(err, UP_ERR_INVALID, 0, "job store: a worker's name is 1 to %zu bytes",
+                            sizeof((store_worker_t *)0)->name - 1);
+    return UP_OK;
+}
+
+int store_worker_register(store_t *st, const store_worker_t *w, up_error_t *err) {
+    assert(st && w);
+    int rc = check_worker_name(w->name, err);
+    if (rc)
+        return rc;
+    if (w->slots < 1 || !(w->lease_s > 0))
+        return up_error_set(err, UP_ERR_INVALID, 0,
+                            "job store: worker %s: slots 1 or more and a lease over 0 s", w->name);
+    return st->vtbl->worker_register(st, w, err);
+}
+
+int store_worker_heartbeat(store_t *st, const store_worker_t *self, const char *jobs, const char *state,
+                           up_error_t *err) {
+    assert(st && self);
+    int rc = check_worker_name(self->name, err);
+    if (rc)
+        return rc;
+    return st->vtbl->worker_heartbeat(st, self, jobs ? jobs : "", state, err);
+}
+
+int store_worker_remove(store_t *st, const store_worker_t *w, up_error_t *err) {
+    assert(st && w);
+    return st->vtbl->worker_remove(st, w, err);
+}
+
+int store_workers_list(store_t *st, int all, store_worker_t **out, int *n, up_error_t *err) {
+    assert(st && out && n);
+    *out = NULL;
+    *n = 0;
+    return st->vtbl->workers_list(st, all, out, n, err);
+}
+
+int store_schema_version(store_t *st, int *version, const char **backend, up_error_t *err) {
+    assert(st && version);
+    *version = 0;
+    if (backend)
+        *backend = st->vtbl->name;
+    return st->vtbl->schema_version(st, version, err);
+}

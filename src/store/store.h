@@ -364,12 +364,19 @@ int store_job_get(store_t *st, const char *id, job_t *out, up_error_t *err);
  * Take the next queued job (see "Order") whose not_before has passed, for worker (its
  * id, unique per process and thread): status claimed, attempts + 1,
  * started_at now, progress 0, lease_until = now + lease_s. *out gets the
- * claimed job (out->worker and out->attempts are its fence). No job is
+ * claimed job (out->worker and out->attempts are its fence). models
+ * (borrowed) limits the claim to jobs whose job_t.model is one of the
+ * names it lists, comma-separated ("realesr-animevideov3,realesrgan-x4plus":
+ * the models the process serves); NULL or "" = any model. No job is
  * handed to two claims (see "Claims"). UP_ERR_NOT_FOUND when no job is
- * claimable; UP_ERR_INVALID for an empty or too long worker id or a lease
- * not over 0 s.
+ * claimable; UP_ERR_INVALID for an empty or too long worker id, a lease
+ * not over 0 s or a models list of STORE_MODELS_MAX bytes or more.
  */
-int store_job_claim(store_t *st, const char *worker, double lease_s, job_t *out, up_error_t *err);
+int store_job_claim(store_t *st, const char *worker, double lease_s, const char *models, job_t *out,
+                    up_error_t *err);
+
+#define STORE_MODELS_MAX                                                                                     \
+    512 /* bytes of a models list (store_job_claim, store_worker_t.models), with its NUL */
 
 /*
  * The fenced writes below take fence, the claim's (worker, attempt). They
@@ -699,6 +706,71 @@ struct store_listener {
     const store_listener_vtbl_t *vtbl; /* borrowed, static */
 };
 
+/* ---- the workers registry (upres workers list, /api/v1/models) ----------------------- */
+
+/*
+ * A process that runs jobs (an `upres worker`, or an `upres serve` with
+ * worker threads): one row each, made when it starts (store_worker_register),
+ * renewed by its heartbeat with the jobs it runs now, removed when it
+ * stops. It is live while heartbeat_at + lease_s >= now (the reader's
+ * clock): a process that died without removing its row stops counting
+ * after its lease, as its jobs' claims do.
+ */
+typedef struct store_worker {
+    char name[128];                /* unique among live rows: `--name`, default "<host>:<pid>" */
+    char host[64];                 /* the machine's host name */
+    int pid;                       /* on that machine */
+    char models[STORE_MODELS_MAX]; /* the models it claims, comma-separated; "" = every model */
+    int slots;                     /* jobs it runs at once (its worker threads), 1 or more */
+    double lease_s;                /* it is live this long after each heartbeat, seconds (> 0) */
+    double started_at;             /* Unix seconds, set by store_worker_register */
+    double heartbeat_at;           /* Unix seconds of the last heartbeat (register counts as one) */
+    char jobs[512];                /* the jobs it runs now, comma-separated ids; "" = idle */
+    char state[16];                /* "running" or "draining" (stopping: no new claims) */
+} store_worker_t;
+
+/*
+ * Insert w's row (started_at and heartbeat_at = now, the other fields
+ * as given). A row of that name that is no longer live (the same name
+ * restarted after a crash) is replaced; rows that lapsed a day ago or
+ * more are deleted. UP_ERR_CONFLICT when a live row has the name;
+ * UP_ERR_INVALID for an empty or too long name, slots < 1 or lease_s <= 0.
+ */
+int store_worker_register(store_t *st, const store_worker_t *w, up_error_t *err);
+
+/*
+ * The heartbeat of the process self registered (its name, host and pid:
+ * borrowed, the other fields unread): heartbeat_at = now, its jobs ("" =
+ * idle, NULL = "") and state (NULL = unchanged). UP_ERR_NOT_FOUND when that
+ * process has no row (removed, or taken over by another process of the
+ * name after it lapsed, as when it was paused: the caller registers again,
+ * and is refused while the other lives).
+ */
+int store_worker_heartbeat(store_t *st, const store_worker_t *self, const char *jobs, const char *state,
+                           up_error_t *err);
+
+/* Delete the row of the process w names (name, host and pid, as above). UP_ERR_NOT_FOUND when none. */
+int store_worker_remove(store_t *st, const store_worker_t *w, up_error_t *err);
+
+/*
+ * The live workers (all 0), or every row (all 1: lapsed ones too), by
+ * name, into *out (new: free()), *n its count. One snapshot.
+ */
+int store_workers_list(store_t *st, int all, store_worker_t **out, int *n, up_error_t *err);
+
+/* 1 when w is live at now (heartbeat_at + lease_s >= now), else 0. */
+int store_worker_live(const store_worker_t *w, double now);
+
+/* 1 when the comma-separated list models ("" = every model) names model, else 0. */
+int store_models_has(const char *models, const char *model);
+
+/*
+ * The store's schema version (SQLite: PRAGMA user_version; PostgreSQL:
+ * the schema_version table), as the open made or migrated it, into
+ * *version; *backend = the backend's name ("sqlite", "postgresql").
+ */
+int store_schema_version(store_t *st, int *version, const char **backend, up_error_t *err);
+
 /* ---- the backend interface ---------------------------------------------------------- */
 
 /* ---- request limits shared by processes ------------------------------------------- */
@@ -749,7 +821,8 @@ typedef struct store_vtbl {
     int (*asset_due)(store_t *st, const char *id, double now, asset_t *out, up_error_t *err);
     int (*asset_deleted)(store_t *st, const char *id, up_error_t *err);
     int (*job_get)(store_t *st, const char *id, job_t *out, up_error_t *err);
-    int (*job_claim)(store_t *st, const char *worker, double lease_s, job_t *out, up_error_t *err);
+    int (*job_claim)(store_t *st, const char *worker, double lease_s, const char *models, job_t *out,
+                     up_error_t *err); /* models never NULL: "" = any */
     int (*job_start)(store_t *st, const char *id, const store_fence_t *fence, int *cancel, up_error_t *err);
     int (*job_progress)(store_t *st, const char *id, const store_fence_t *fence, int progress, int *cancel,
                         up_error_t *err); /* progress 0..100 */
@@ -787,7 +860,14 @@ typedef struct store_vtbl {
     int (*key_usage)(store_t *st, const char *id, double period_start, long long *used, up_error_t *err);
     int (*keys_reset_guests)(store_t *st, double now, long long *n, up_error_t *err); /* now > 0, n set */
     int (*usage_daily)(store_t *st, const char *owner, double day0, int days, long long *jobs,
-                       long long *credits, up_error_t *err);             /* days >= 1, arrays zeroed */
+                       long long *credits, up_error_t *err); /* days >= 1, arrays zeroed */
+    /* the workers registry: arguments checked, jobs never NULL, state NULL = unchanged */
+    int (*worker_register)(store_t *st, const store_worker_t *w, up_error_t *err);
+    int (*worker_heartbeat)(store_t *st, const store_worker_t *self, const char *jobs, const char *state,
+                            up_error_t *err);
+    int (*worker_remove)(store_t *st, const store_worker_t *w, up_error_t *err);
+    int (*workers_list)(store_t *st, int all, store_worker_t **out, int *n, up_error_t *err);
+    int (*schema_version)(store_t *st, int *version, up_error_t *err);
     int (*listen)(store_t *st, store_listener_t **out, up_error_t *err); /* NULL: no notices */
     int (*rate_take)(store_t *st, const char *subject, const store_rate_limit_t *limits, int n_limits,
                      double now, int *allowed, double *retry_after, int *window_s,

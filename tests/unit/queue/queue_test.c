@@ -17,7 +17,7 @@
  * result name; the dead attempt's file removed); a worker whose claim another process took stops within a
  * heartbeat and writes nothing: the record, the input and the other
  * claim's result name are left as they were. Bad lease settings are
- * refused.
+ * refused. Session 5: the workers registry (session_registry).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -302,7 +302,8 @@ static void session_retention(void) {
     CHECK(store_job_insert(st, &j, &err) == 0);
     job_t c;
     for (int i = 0; i < 3; i++) {
-        CHECK(store_job_claim(st, "dead-host:1:0:0000dead", 0.05, &c, &err) == 0 && strcmp(c.id, j.id) == 0);
+        CHECK(store_job_claim(st, "dead-host:1:0:0000dead", 0.05, NULL, &c, &err) == 0 &&
+              strcmp(c.id, j.id) == 0);
         sleep_s(0.1); /* the dead process's lease runs out */
         int n = 0;
         if (i < 2)
@@ -471,7 +472,7 @@ static void session_leases(void) {
     submit(st, NULL, dir, a, "ref/in/chelsea_lr64.png", MODEL, 0, "");
     const char *dead = "dead-host:1:0:0000dead";
     job_t j;
-    CHECK(store_job_claim(st, dead, 1.0, &j, &err) == 0 && strcmp(j.id, a) == 0);
+    CHECK(store_job_claim(st, dead, 1.0, NULL, &j, &err) == 0 && strcmp(j.id, a) == 0);
     double lapse = j.lease_until;
     char orphan[600];
     snprintf(orphan, sizeof orphan, "%s/%s-a1.png", results, a);
@@ -525,6 +526,126 @@ static void session_leases(void) {
     blob_close(bs);
 }
 
+/* The registry row called name, into *out when found (1), else 0. */
+static int registry_row(store_t *st, const char *name, store_worker_t *out) {
+    store_worker_t *v = NULL;
+    int n = 0, found = 0;
+    up_error_t err;
+    if (store_workers_list(st, 0, &v, &n, &err) == 0)
+        for (int i = 0; i < n; i++)
+            if (!strcmp(v[i].name, name)) {
+                *out = v[i];
+                found = 1;
+            }
+    free(v);
+    return found;
+}
+
+static int registry_size(store_t *st) {
+    store_worker_t *v = NULL;
+    int n = -1;
+    up_error_t err;
+    if (store_workers_list(st, 1, &v, &n, &err))
+        n = -1;
+    free(v);
+    return n;
+}
+
+/*
+ * Session 5 (lease 1.5 s, heartbeat 0.2 s): a queue without workers makes
+ * no registry row and claims nothing, but rescues a lapsed lease; a queue
+ * serving another model is a row with its models and slots and leaves the
+ * job alone; a second live queue of its name is refused; a queue serving
+ * the model runs the job, its row names the job it runs, and the row goes
+ * at queue_stop (the running job requeued); a row removed
+ * under a live queue is made again by its keeper.
+ */
+static void session_registry(void) {
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/registry", root);
+    up_error_t err;
+    store_t *st = NULL;
+    CHECKF(store_open(dir, &st, &err) == 0, "%s", err.msg);
+    blob_store_t *bs = open_blobs(dir);
+    if (!st) {
+        blob_close(bs);
+        return;
+    }
+    queue_config_t cfg;
+    config(&cfg, bs);
+    cfg.lease_s = 1.5;
+    cfg.heartbeat_s = 0.2;
+    cfg.backoff_s = 0.1;
+
+    /* API only: no row, no claim, and still the rescue of a dead process's job */
+    char a[40];
+    submit(st, NULL, dir, a, "ref/in/chelsea_lr64.png", MODEL, 0, "");
+    job_t j;
+    CHECK(store_job_claim(st, "dead-host:1:0:0000dead", 0.3, NULL, &j, &err) == 0 && strcmp(j.id, a) == 0);
+    queue_t *api = NULL;
+    cfg.n_workers = 0;
+    CHECKF(queue_start(st, &cfg, &api, &err) == 0, "%s", err.msg);
+    CHECK(registry_size(st) == 0);
+    CHECK(api && queue_name(api)[0] == '\0');
+    double t0 = mono_s();
+    while (mono_s() - t0 < budget && store_job_get(st, a, &j, &err) == 0 && j.status != JOB_STATUS_QUEUED)
+        sleep_s(0.02);
+    CHECKF(j.status == JOB_STATUS_QUEUED && j.attempts == 1, "%s attempt %d", job_status_name(j.status),
+           j.attempts);
+    sleep_s(0.5); /* past the backoff: claimable, and still nobody takes it here */
+    CHECK(store_job_get(st, a, &j, &err) == 0 && j.status == JOB_STATUS_QUEUED && j.attempts == 1);
+
+    /* a queue of another model: a row with its models and slots, and the job left alone */
+    queue_t *other = NULL;
+    cfg.n_workers = 2;
+    cfg.models = "realesrgan-x4plus";
+    cfg.name = "q-other";
+    CHECKF(queue_start(st, &cfg, &other, &err) == 0, "%s", err.msg);
+    store_worker_t w;
+    CHECK(registry_row(st, "q-other", &w) && w.slots == 2 && !strcmp(w.models, "realesrgan-x4plus") &&
+          w.pid == (int)getpid() && !strcmp(w.state, "running") && w.lease_s == 1.5);
+    queue_notify(other);
+    sleep_s(0.5);
+    CHECK(store_job_get(st, a, &j, &err) == 0 && j.status == JOB_STATUS_QUEUED && j.attempts == 1);
+
+    /* the name is taken while q-other lives */
+    queue_t *dup = NULL;
+    cfg.models = MODEL;
+    CHECK(queue_start(st, &cfg, &dup, &err) == UP_ERR_CONFLICT && dup == NULL);
+    CHECKF(strstr(err.msg, "q-other"), "%s", err.msg);
+
+    /* a queue of the model runs it; its row goes when it stops */
+    queue_t *mine = NULL;
+    cfg.n_workers = 1;
+    cfg.name = "q-mine";
+    CHECKF(queue_start(st, &cfg, &mine, &err) == 0, "%s", err.msg);
+    CHECK(registry_row(st, "q-mine", &w) && w.slots == 1 && !strcmp(w.models, MODEL));
+    CHECK(wait_for(st, a, JOB_STATUS_COMPLETED, &j) == JOB_STATUS_COMPLETED && j.attempts == 2);
+    /* the row names the job it runs (a slow one: small tiles), within a heartbeat or so */
+    char b[40];
+    submit(st, mine, dir, b, "images/astronaut.png", MODEL, 16, "");
+    t0 = mono_s();
+    while (mono_s() - t0 < budget && !(registry_row(st, "q-mine", &w) && !strcmp(w.jobs, b)))
+        sleep_s(0.02);
+    CHECKF(!strcmp(w.jobs, b), "row jobs '%s', running %s", w.jobs, b);
+    queue_stop(mine); /* b goes back to the queue */
+    CHECK(store_job_get(st, b, &j, &err) == 0 && j.status == JOB_STATUS_QUEUED);
+    CHECK(!registry_row(st, "q-mine", &w) && registry_size(st) == 1);
+
+    /* an operator removed the live row: the keeper makes it again within a heartbeat or so */
+    CHECK(registry_row(st, "q-other", &w) && store_worker_remove(st, &w, &err) == 0);
+    t0 = mono_s();
+    while (mono_s() - t0 < budget && !registry_row(st, "q-other", &w))
+        sleep_s(0.02);
+    CHECKF(registry_row(st, "q-other", &w) && mono_s() - t0 < 2, "%.2f s", mono_s() - t0);
+    CHECK(!queue_failed(other) && !queue_failed(api));
+    queue_stop(other);
+    queue_stop(api);
+    CHECK(registry_size(st) == 0);
+    store_close(st);
+    blob_close(bs);
+}
+
 int main(void) {
     data = test_env("UPRES_SHARED_DATA");
     const char *models = test_env("UPRES_TEST_MODELS");
@@ -552,6 +673,9 @@ int main(void) {
     t0 = mono_s();
     session_leases();
     fprintf(stderr, "leases: %.1f s\n", mono_s() - t0);
+    t0 = mono_s();
+    session_registry();
+    fprintf(stderr, "registry: %.1f s\n", mono_s() - t0);
 
     upscale_registry_free(reg);
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);

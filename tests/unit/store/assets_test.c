@@ -102,7 +102,7 @@ static int asset_exists(store_t *st, const char *id) {
 /* Claim the next job (it must be want), start it and leave it processing; its fence into *f. */
 static int run(store_t *st, const char *want, job_t *got, store_fence_t *f) {
     up_error_t err;
-    if (store_job_claim(st, WORKER, 60, got, &err) || strcmp(got->id, want) != 0)
+    if (store_job_claim(st, WORKER, 60, NULL, got, &err) || strcmp(got->id, want) != 0)
         return -1;
     *f = (store_fence_t){.worker = WORKER, .attempt = got->attempts};
     return store_job_start(st, got->id, f, NULL, &err);
@@ -265,7 +265,7 @@ static void test_one_shot(void) {
     /* due only once its job has ended: queued, claimed, processing are not */
     double late = now_s() + 1e6;
     CHECK(store_asset_due(st, "os-1", late, &got, &err) == UP_ERR_NOT_FOUND);
-    CHECK(store_job_claim(st, WORKER, 60, &g, &err) == 0);
+    CHECK(store_job_claim(st, WORKER, 60, NULL, &g, &err) == 0);
     CHECK(store_asset_due(st, "os-1", late, &got, &err) == UP_ERR_NOT_FOUND);
     f = (store_fence_t){.worker = WORKER, .attempt = g.attempts};
     CHECK(store_job_start(st, "os-1", &f, NULL, &err) == 0);

@@ -67,7 +67,7 @@ static int claim_count(store_t *st, int n, const char *const *prefixes, int n_pr
     for (; made < n; made++) {
         job_t got;
         up_error_t err;
-        if (store_job_claim(st, WORKER, 60, &got, &err))
+        if (store_job_claim(st, WORKER, 60, NULL, &got, &err))
             break;
         if (ids)
             snprintf(ids[made], 40, "%s", got.id);
@@ -145,9 +145,9 @@ static void test_priority(void) {
     CHECK(submit(st, "B", 0, 1, "key-b", 1, 1, 0) == 0);
     CHECK(position_of(st, "hi-1") == 2 && position_of(st, "low-0") == 24);
     job_t got;
-    CHECK(store_job_claim(st, WORKER, 60, &got, &err) == 0 && strcmp(got.id, "hi-0") == 0 &&
+    CHECK(store_job_claim(st, WORKER, 60, NULL, &got, &err) == 0 && strcmp(got.id, "hi-0") == 0 &&
           got.priority == 3);
-    CHECK(store_job_claim(st, WORKER, 60, &got, &err) == 0 && strcmp(got.id, "hi-1") == 0);
+    CHECK(store_job_claim(st, WORKER, 60, NULL, &got, &err) == 0 && strcmp(got.id, "hi-1") == 0);
     const char *const p[] = {"B"};
     int counts[1] = {0};
     CHECK(claim_count(st, 3, p, 1, counts, NULL) == 3 && counts[0] == 1); /* fair within level 0 */
@@ -213,20 +213,20 @@ static void test_requeue_keeps_place(void) {
     up_error_t err;
     CHECK(submit(st, "A", 0, 10, "key-a", 1, 1, 0) == 0);
     job_t got, again;
-    CHECK(store_job_claim(st, WORKER, 60, &got, &err) == 0 && strcmp(got.id, "A-0") == 0);
+    CHECK(store_job_claim(st, WORKER, 60, NULL, &got, &err) == 0 && strcmp(got.id, "A-0") == 0);
     double tag = got.vtag;
     CHECK(submit(st, "B", 0, 10, "key-b", 1, 1, 0) == 0);
     store_fence_t f = {got.worker, got.attempts};
     CHECK(store_job_requeue(st, got.id, &f, &err) == 0);
     CHECK(position_of(st, "A-0") == 1);
-    CHECK(store_job_claim(st, WORKER, 60, &again, &err) == 0 && strcmp(again.id, "A-0") == 0);
+    CHECK(store_job_claim(st, WORKER, 60, NULL, &again, &err) == 0 && strcmp(again.id, "A-0") == 0);
     CHECK(again.vtag == tag);
 
     /* rescued after a lost lease: the same */
-    CHECK(store_job_claim(st, WORKER, 60, &got, &err) == 0);
+    CHECK(store_job_claim(st, WORKER, 60, NULL, &got, &err) == 0);
     char first[40];
     snprintf(first, sizeof first, "%s", got.id);
-    CHECK(store_job_claim(st, WORKER, 0.01, &got, &err) == 0);
+    CHECK(store_job_claim(st, WORKER, 0.01, NULL, &got, &err) == 0);
     char lost[40];
     snprintf(lost, sizeof lost, "%s", got.id);
     tag = got.vtag;
@@ -235,7 +235,7 @@ static void test_requeue_keeps_place(void) {
     int n = -1;
     CHECK(store_jobs_rescue(st, 5, 0, 60, rescued, 4, &n, &err) == 0 && n == 1);
     CHECK(submit(st, "C", 0, 5, "key-c", 1, 1, 0) == 0);
-    CHECK(store_job_claim(st, WORKER, 60, &again, &err) == 0 && strcmp(again.id, lost) == 0 &&
+    CHECK(store_job_claim(st, WORKER, 60, NULL, &again, &err) == 0 && strcmp(again.id, lost) == 0 &&
           again.vtag == tag);
     store_close(st);
 }
@@ -259,7 +259,7 @@ static void test_tags(void) {
                    got.priority == (int)want[i][1],
                "%s: vtag %g priority %d", id[i], got.vtag, got.priority);
     /* claimed and held: a new level's V is the largest held tag */
-    CHECK(store_job_claim(st, WORKER, 60, &got, &err) == 0 && strcmp(got.id, "P-0") == 0);
+    CHECK(store_job_claim(st, WORKER, 60, NULL, &got, &err) == 0 && strcmp(got.id, "P-0") == 0);
     CHECK(submit(st, "Q", 0, 1, "key-c", 1, 1, 5) == 0);
     CHECK(store_job_get(st, "Q-0", &got, &err) == 0 && got.vtag == 2.0);
     store_close(st);
@@ -299,7 +299,7 @@ static void test_concurrent_owner(void) {
     int n = 0;
     job_t got;
     up_error_t err;
-    while (n < 60 && store_job_claim(a, WORKER, 60, &got, &err) == 0)
+    while (n < 60 && store_job_claim(a, WORKER, 60, NULL, &got, &err) == 0)
         tags[n++] = got.vtag;
     int dup = 0;
     for (int i = 1; i < n; i++)

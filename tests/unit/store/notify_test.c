@@ -92,7 +92,7 @@ static void test_listener(void) {
 
     /* a job requeued on a (its worker stopped by SIGTERM) is claimable at once: b hears of it */
     job_t got;
-    CHECK(store_job_claim(a, "notify-test-worker", 60, &got, &err) == 0);
+    CHECK(store_job_claim(a, "notify-test-worker", 60, NULL, &got, &err) == 0);
     memset(&hb, 0, sizeof hb);
     store_listener_wait(lb, 0.2, &fns, &hb, NULL);
     memset(&hb, 0, sizeof hb);

@@ -196,13 +196,13 @@ static void test_meta(void) {
     CHECK(strcmp(list[1].id, "m-1") == 0 && strcmp(list[1].meta, meta) == 0 && list[0].meta[0] == '\0');
 
     /* claimed with it; kept through a lost lease and a completion */
-    CHECK(store_job_claim(st, WORKER, 0.01, &got, &err) == 0 && strcmp(got.id, "m-1") == 0);
+    CHECK(store_job_claim(st, WORKER, 0.01, NULL, &got, &err) == 0 && strcmp(got.id, "m-1") == 0);
     CHECK(strcmp(got.meta, meta) == 0);
     sleep_s(0.05);
     job_t rescued[2];
     CHECK(store_jobs_rescue(st, 3, 0, 60, rescued, 2, &n, &err) == 0 && n == 1);
     CHECK(strcmp(rescued[0].meta, meta) == 0 && rescued[0].status == JOB_STATUS_QUEUED);
-    CHECK(store_job_claim(st, WORKER, 60, &got, &err) == 0 && strcmp(got.id, "m-1") == 0);
+    CHECK(store_job_claim(st, WORKER, 60, NULL, &got, &err) == 0 && strcmp(got.id, "m-1") == 0);
     store_fence_t fence = {.worker = WORKER, .attempt = got.attempts};
     CHECK(store_job_start(st, "m-1", &fence, NULL, &err) == 0);
     snprintf(got.result_key, sizeof got.result_key, "results/m-1-a2.png");
@@ -303,7 +303,7 @@ static void test_queue_position(void) {
     /* backoff: claimed first (created first), its lease lost, queued again far in the future */
     make_job(&j, "p-back", "", 5, 1000, 1000, 2); /* 4 Mpx out */
     CHECK(store_job_insert(st, &j, &err) == 0);
-    CHECK(store_job_claim(st, WORKER, 0.01, &got, &err) == 0 && strcmp(got.id, "p-back") == 0);
+    CHECK(store_job_claim(st, WORKER, 0.01, NULL, &got, &err) == 0 && strcmp(got.id, "p-back") == 0);
     sleep_s(0.05);
     job_t rescued[1];
     int n = -1;
@@ -342,7 +342,7 @@ static void test_queue_position(void) {
     CHECK(position_of(st, "p-x", &mpx) == 0 && mpx == 0);
 
     /* a claim takes the first: the rest move up */
-    CHECK(store_job_claim(st, WORKER, 60, &got, &err) == 0 && strcmp(got.id, "p-a") == 0);
+    CHECK(store_job_claim(st, WORKER, 60, NULL, &got, &err) == 0 && strcmp(got.id, "p-a") == 0);
     CHECK(position_of(st, "p-a", &mpx) == 0 && mpx == 0);
     CHECK(position_of(st, "p-b", &mpx) == 1 && near(mpx, 16));
     CHECK(position_of(st, "p-d", &mpx) == 3 && near(mpx, 16.0201));
@@ -359,7 +359,7 @@ static void test_queue_position(void) {
 static int complete_next(store_t *st, const char *want, int w, int h, job_t *out) {
     up_error_t err;
     job_t got;
-    if (store_job_claim(st, WORKER, 60, &got, &err) || strcmp(got.id, want) != 0)
+    if (store_job_claim(st, WORKER, 60, NULL, &got, &err) || strcmp(got.id, want) != 0)
         return -1;
     store_fence_t f = {.worker = WORKER, .attempt = got.attempts};
     if (store_job_start(st, got.id, &f, NULL, &err))
@@ -396,7 +396,7 @@ static void test_model_rate(void) {
             CHECK(complete_next(st, runs[i].id, runs[i].w, runs[i].h, &done[i]) == 0);
         } else {
             job_t got;
-            CHECK(store_job_claim(st, WORKER, 60, &got, &err) == 0);
+            CHECK(store_job_claim(st, WORKER, 60, NULL, &got, &err) == 0);
             store_fence_t f = {.worker = WORKER, .attempt = got.attempts};
             CHECK(store_job_fail(st, got.id, &f, "broken", 60, &err) == 0);
         }

@@ -90,11 +90,15 @@ static void sleep_s(double s) {
     nanosleep(&ts, NULL);
 }
 
+/* the schema versions this upres makes: a migration ends there (SQLite user_version; PostgreSQL's table) */
+#define SQLITE_SCHEMA_NOW 9
+#define PG_SCHEMA_NOW "4"
+
 #define WORKER "test-host:1:0:0000abcd" /* the worker id of the tests' plain claims */
 
 /* A claim by WORKER with a long lease: the transitions' tests run well within it. */
 static int claim(store_t *st, job_t *out, up_error_t *err) {
-    return store_job_claim(st, WORKER, 60, out, err);
+    return store_job_claim(st, WORKER, 60, NULL, out, err);
 }
 
 /*
@@ -1597,7 +1601,7 @@ static void test_migrate_v1(void) {
     f.owner = "";
     CHECK(store_jobs_list(st, &f, jobs, 4, &n, &err) == 0 && n == 1 && strcmp(jobs[0].id, "old-1") == 0);
     store_close(st);
-    CHECK(user_version("v1") == 8);
+    CHECK(user_version("v1") == SQLITE_SCHEMA_NOW);
 
     /* migrated and new databases have the same schema */
     store_t *fresh = open_sub("v2-fresh");
@@ -1647,7 +1651,7 @@ static void test_migrate_v3(void) {
     store_t *st = open_sub("v3");
     if (!st)
         return;
-    CHECK(user_version("v3") == 8);
+    CHECK(user_version("v3") == SQLITE_SCHEMA_NOW);
     up_error_t err;
     job_t got;
     CHECK(store_job_get(st, "v3-run", &got, &err) == 0 && got.status == JOB_STATUS_PROCESSING);
@@ -1761,7 +1765,7 @@ static void test_migrate_v4(void) {
     store_t *st = open_sub("v4");
     if (!st)
         return;
-    CHECK(user_version("v4") == 8);
+    CHECK(user_version("v4") == SQLITE_SCHEMA_NOW);
     struct {
         const char *id, *in, *res;
     } want[] = {
@@ -1827,7 +1831,7 @@ static void test_migrate_v5(void) {
     store_t *st = open_sub("v5");
     if (!st)
         return;
-    CHECK(user_version("v5") == 8);
+    CHECK(user_version("v5") == SQLITE_SCHEMA_NOW);
     up_error_t err;
     job_t got;
     asset_t a;
@@ -1966,7 +1970,7 @@ static void test_migrate_v6(void) {
     store_t *st = open_sub("v6");
     if (!st)
         return;
-    CHECK(user_version("v6") == 8);
+    CHECK(user_version("v6") == SQLITE_SCHEMA_NOW);
     up_error_t err;
     /* the key: an operator's, never reset, listed */
     api_key_t k, *keys = NULL;
@@ -2138,14 +2142,14 @@ static void test_leases(void) {
     job_t j, got, jobs[4];
     int n = -1, cancel = -1;
     const char *A = "host-a:100:0:aaaa0000", *B = "host-b:200:0:bbbb0000";
-    CHECK(store_job_claim(a, "", 1, &got, &err) == UP_ERR_INVALID);
-    CHECK(store_job_claim(a, A, 0, &got, &err) == UP_ERR_INVALID);
+    CHECK(store_job_claim(a, "", 1, NULL, &got, &err) == UP_ERR_INVALID);
+    CHECK(store_job_claim(a, A, 0, NULL, &got, &err) == UP_ERR_INVALID);
 
     /* a claim records its worker, attempt and lease; the holder's writes renew the lease */
     make_job(&j, "l1", 1.0);
     CHECK(store_job_insert(a, &j, &err) == 0);
     double t0 = now_s();
-    CHECK(store_job_claim(a, A, 0.4, &got, &err) == 0 && strcmp(got.id, "l1") == 0);
+    CHECK(store_job_claim(a, A, 0.4, NULL, &got, &err) == 0 && strcmp(got.id, "l1") == 0);
     CHECK(strcmp(got.worker, A) == 0 && got.attempts == 1 && got.lease_s == 0.4);
     CHECKF(got.lease_until >= t0 + 0.4 && got.lease_until <= now_s() + 0.4, "%f", got.lease_until - t0);
     store_fence_t fa = {.worker = A, .attempt = 1};
@@ -2190,10 +2194,10 @@ static void test_leases(void) {
     CHECK(store_job_heartbeat(a, "l1", &fa, NULL, &err) == UP_ERR_CONFLICT);
     CHECK(store_job_fail(a, "l1", &fa, "late", 60, &err) == UP_ERR_CONFLICT);
     CHECK(status_of(a, "l1") == JOB_STATUS_QUEUED);
-    CHECK(store_job_claim(b, B, 5, &got, &err) == UP_ERR_NOT_FOUND); /* still backing off */
+    CHECK(store_job_claim(b, B, 5, NULL, &got, &err) == UP_ERR_NOT_FOUND); /* still backing off */
     while (now_s() < jobs[0].not_before + 0.01)
         sleep_s(0.02);
-    CHECK(store_job_claim(b, B, 5, &got, &err) == 0 && strcmp(got.id, "l1") == 0 && got.attempts == 2);
+    CHECK(store_job_claim(b, B, 5, NULL, &got, &err) == 0 && strcmp(got.id, "l1") == 0 && got.attempts == 2);
     fb.attempt = 2;
 
     /* the superseded worker wakes up: its progress, complete and fail are refused, the winner's are not */
@@ -2221,7 +2225,7 @@ static void test_leases(void) {
     store_charge_t c;
     CHECK(insert_charged(a, "l2", "lk", 4, 2.0, &c, &err) == 0 && balance(a, "lk") == 6);
     for (int attempt = 1; attempt <= 2; attempt++) {
-        CHECK(store_job_claim(a, A, 0.05, &got, &err) == 0 && strcmp(got.id, "l2") == 0);
+        CHECK(store_job_claim(a, A, 0.05, NULL, &got, &err) == 0 && strcmp(got.id, "l2") == 0);
         CHECK(got.attempts == attempt);
         if (attempt == 2)
             CHECK(store_job_start(a, "l2", &(store_fence_t){.worker = A, .attempt = 2}, NULL, &err) == 0);
@@ -2239,7 +2243,7 @@ static void test_leases(void) {
 
     /* a cancel asked of a job whose worker died ends it cancelled: refunded when still claimed */
     CHECK(insert_charged(a, "l3", "lk", 3, 3.0, &c, &err) == 0 && balance(a, "lk") == 7);
-    CHECK(store_job_claim(a, A, 0.05, &got, &err) == 0 && strcmp(got.id, "l3") == 0);
+    CHECK(store_job_claim(a, A, 0.05, NULL, &got, &err) == 0 && strcmp(got.id, "l3") == 0);
     job_status_t was;
     CHECK(store_job_cancel(b, "l3", &was, &err) == 0 && was == JOB_STATUS_CLAIMED);
     sleep_s(0.1);
@@ -2249,13 +2253,13 @@ static void test_leases(void) {
     /* a graceful requeue gives the attempt back and ends the claim: the old fence is refused after it */
     make_job(&j, "l4", 4.0);
     CHECK(store_job_insert(a, &j, &err) == 0);
-    CHECK(store_job_claim(a, A, 5, &got, &err) == 0 && strcmp(got.id, "l4") == 0 && got.attempts == 1);
+    CHECK(store_job_claim(a, A, 5, NULL, &got, &err) == 0 && strcmp(got.id, "l4") == 0 && got.attempts == 1);
     fa.attempt = 1;
     CHECK(store_job_requeue(a, "l4", &fa, &err) == 0);
     CHECK(store_job_get(a, "l4", &got, &err) == 0 && got.status == JOB_STATUS_QUEUED && got.attempts == 0);
     CHECK(got.worker[0] == '\0' && got.not_before == 0);
     CHECK(store_job_heartbeat(a, "l4", &fa, NULL, &err) == UP_ERR_CONFLICT);
-    CHECK(store_job_claim(b, B, 5, &got, &err) == 0 && strcmp(got.id, "l4") == 0 && got.attempts == 1);
+    CHECK(store_job_claim(b, B, 5, NULL, &got, &err) == 0 && strcmp(got.id, "l4") == 0 && got.attempts == 1);
     CHECK(store_job_heartbeat(a, "l4", &fa, NULL, &err) == UP_ERR_CONFLICT); /* same attempt, other worker */
     CHECK(store_job_heartbeat(b, "l4", &(store_fence_t){.worker = B, .attempt = 1}, &cancel, &err) == 0);
     store_close(a);
@@ -2364,11 +2368,9 @@ static void test_pg_only(void) {
         opened += openers[i].rc == 0;
     }
     CHECKF(opened == N_OPEN, "%d of %d opens", opened, N_OPEN);
-    CHECK(tb_exec(
-              "opened",
-              "DO $$BEGIN IF (SELECT count(*) FROM schema_version) <> 1"
-              " OR (SELECT max(version) FROM schema_version) <> 3 THEN RAISE 'bad version'; END IF; END$$") ==
-          0);
+    CHECK(tb_exec("opened", "DO $$BEGIN IF (SELECT count(*) FROM schema_version) <> 1"
+                            " OR (SELECT max(version) FROM schema_version) <> " PG_SCHEMA_NOW
+                            " THEN RAISE 'bad version'; END IF; END$$") == 0);
 
     /* newer than this upres: refused, nothing changed */
     CHECK(tb_exec("opened", "UPDATE schema_version SET version = 99") == 0);
