@@ -44,7 +44,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from client import (MODELS, QUIET, REPO, SLOW, UPRES, Server, check, make_tmp, png, png_size, request,  # noqa: E402
+from client import (MODELS, QUIET, REPO, SLOW, UPRES, Server, Stream, check, make_tmp, png, png_size, request,  # noqa: E402
                     submit, tally)
 
 TMP = make_tmp("upres-scaleout-")
@@ -392,6 +392,55 @@ def scenario(url, api, keys, workers):
             bad.append((jid, r.status))
     check(not bad, "every result downloads: a %dx%d PNG" % (2 * EDGE, 2 * EDGE), bad[:5])
 
+    # ---- NOTIFY: idle workers claim at once; the API server's stream follows a worker's progress
+    auth = {"Authorization": "Bearer " + keys[0]}
+    waits = []
+    for i in range(3):
+        r = submit(api.port, data=png(32, 32), filename="n%d.png" % i, model_name=MODEL, scale=2, headers=auth)
+        jid = (r.json() or {}).get("job_id", "")
+        j = {}
+        for _ in range(300):
+            j = request(api.port, "GET", "/api/v1/jobs/" + jid, headers=auth).json() or {}
+            if j.get("status") in ("completed", "failed"):
+                break
+            time.sleep(0.05)
+        if j.get("started_at") and j.get("created_at"):
+            waits.append(when(j["started_at"]) - when(j["created_at"]))
+    check(len(waits) == 3 and max(waits) < 0.4, "NOTIFY: a job submitted to the API server is claimed by an "
+          "idle worker within 0.4 s (the poll: up to 1 s)", ["%.3f" % w for w in waits])
+    r = submit(api.port, data=png(256, 256), filename="stream.png", model_name=MODEL, scale=2, tile_size=32,
+               headers=auth)
+    jid = (r.json() or {}).get("job_id", "")
+    st = Stream(api.port, "/api/v1/status/%s/stream" % jid, timeout=30 * SLOW)
+    statuses, done_at = [], None
+    try:
+        deadline = time.time() + 60 * SLOW
+        while time.time() < deadline:
+            try:
+                ev = st.event(20 * SLOW)
+            except TimeoutError:
+                break
+            if ev is None:
+                break
+            d = st.json_data(ev) or {}
+            if "status" in d:
+                statuses.append((d.get("status"), d.get("progress")))
+                if d.get("status") in ("completed", "failed"):
+                    done_at = time.time()
+                    break
+    finally:
+        st.close()
+    j = request(api.port, "GET", "/api/v1/jobs/" + jid, headers=auth).json() or {}
+    progress = [p for s, p in statuses if s == "processing"]
+    check(len(progress) >= 2, "the API server's stream got a worker's progress (%d processing events)" %
+          len(progress), statuses)
+    lag = done_at - when(j["completed_at"]) if done_at and j.get("completed_at") else None
+    check(lag is not None and lag < 5, "... and its completion within 5 s (the keep-alive poll: 15 s)", lag)
+
+
+def when(s):
+    return datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+
 
 def lost_store(url, api, workers):
     """A worker on a server that goes away: retries, then exits 1 saying so."""
@@ -452,7 +501,7 @@ def main():
     try:
         p = subprocess.run([UPRES, "db", "migrate", "--store", url], capture_output=True, text=True,
                            timeout=30 * SLOW)
-        check(p.returncode == 0 and "postgresql store: schema version 2" in p.stdout,
+        check(p.returncode == 0 and "postgresql store: schema version 4" in p.stdout,
               "upres db migrate makes the schema and says its version", p.stdout + p.stderr)
         if not check(api.start(), "serve --no-workers starts on the cluster"):
             return 1

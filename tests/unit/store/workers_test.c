@@ -218,9 +218,9 @@ static void test_version(void) {
     const char *backend = NULL;
     CHECK(store_schema_version(st, &v, &backend, &err) == 0);
     if (tb_pg)
-        CHECKF(v == 2 && backend && !strcmp(backend, "postgresql"), "%d %s", v, backend ? backend : "-");
+        CHECKF(v == 4 && backend && !strcmp(backend, "postgresql"), "%d %s", v, backend ? backend : "-");
     else
-        CHECKF(v == 8 && backend && !strcmp(backend, "sqlite"), "%d %s", v, backend ? backend : "-");
+        CHECKF(v == 9 && backend && !strcmp(backend, "sqlite"), "%d %s", v, backend ? backend : "-");
     store_close(st);
 }
 
