@@ -402,10 +402,7 @@ static void h_models(http_request_t *req, void *ctx) {
          * model that can run at once, summed over the live registry rows that serve it (an `upres
          * worker --slots 2` counts 2; `serve -w 4` counts 4, as before the registry). A draining
          * process no longer claims, so it counts 0. */
-        int workers = 0;
-        for (int k = 0; k < n_live; k++)
-            if (strcmp(live[k].state, "draining") != 0 && store_models_has(live[k].models, m->name))
-                workers += live[k].slots;
+        int workers = store_worker_slots(live, n_live, m->name);
         json_array_append_new(models, json_pack("{s:s,s:s,s:o,s:b,s:i}", "name", m->name, "description", desc,
                                                 "supported_scales", scales, "available", workers > 0,
                                                 "worker_count", workers));

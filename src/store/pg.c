@@ -526,6 +526,7 @@ static const store_vtbl_t pg_vtbl = {
     .job_expire = pg_job_expire,
     .blobs_referenced = pg_blobs_referenced,
     .job_counts = pg_job_counts,
+    .model_counts = pg_model_counts,
     .rate_take = pg_rate_take,
     .jobs_list = pg_jobs_list,
     .key_insert = pg_key_insert,

@@ -145,6 +145,9 @@ int pg_jobs_due(store_t *st, double now, job_t *jobs, int max, int *n, up_error_
 int pg_job_expire(store_t *st, const char *id, up_error_t *err);
 int pg_blobs_referenced(store_t *st, int (*fn)(const char *key, void *ctx), void *ctx, up_error_t *err);
 int pg_job_counts(store_t *st, long long *counts, up_error_t *err);
+int pg_model_counts(store_t *st,
+                    void (*fn)(const char *model, long long queued, long long running, void *ctx), void *ctx,
+                    up_error_t *err);
 int pg_jobs_list(store_t *st, const store_job_filter_t *f, job_t *jobs, int max, int *n, up_error_t *err);
 int pg_job_queue_position(store_t *st, const char *id, int *position, double *mpx_ahead, up_error_t *err);
 int pg_model_rate(store_t *st, const char *model, int last_n, double *seconds_per_mpx, int *n,

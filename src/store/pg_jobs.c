@@ -94,6 +94,7 @@ enum {
     S_GET,
     S_DUE,
     S_COUNTS,
+    S_MODEL_COUNTS,
     S_LIST,
     S_IDEM_GET,
     S_ANY_LAPSED,
@@ -190,6 +191,9 @@ static const char *const sql[N_STMT] = {
     [S_DUE] = "SELECT " JOB_COLUMNS JOBS_JOINED " WHERE j.status IN (2, 3, 4) AND j.expires_at > 0"
               " AND j.expires_at <= $1::float8 AND j.result_key <> '' ORDER BY j.expires_at LIMIT $2::int",
     [S_COUNTS] = "SELECT status, count(*) FROM jobs GROUP BY status",
+    [S_MODEL_COUNTS] =
+        "SELECT model, count(*) FILTER (WHERE status = 0), count(*) FILTER (WHERE status IN (1, 6))"
+        " FROM jobs WHERE status IN (0, 1, 6) GROUP BY model ORDER BY model",
     /* one statement for every filter: a condition whose parameter says "no bound" is true */
     [S_LIST] = "SELECT " JOB_COLUMNS JOBS_JOINED " WHERE j.owner = $1::text AND j.seq < $6::bigint"
                " AND ($2::bigint = 0 OR ((1::bigint << j.status) & $2::bigint) <> 0)"
@@ -919,6 +923,22 @@ int pg_job_counts(store_t *st, long long *counts, up_error_t *err) {
         long long status = pg_ll(r, i, 0);
         if (status >= 0 && status < JOB_STATUS_COUNT)
             counts[status] = pg_ll(r, i, 1);
+    }
+    PQclear(r);
+    return rc;
+}
+
+int pg_model_counts(store_t *st,
+                    void (*fn)(const char *model, long long queued, long long running, void *ctx), void *ctx,
+                    up_error_t *err) {
+    PGresult *r;
+    int rc = read_stmt(pg_of(st), S_MODEL_COUNTS, NULL, &r, "cannot count jobs by model", err);
+    if (rc)
+        return rc;
+    char model[128];
+    for (int i = 0; i < PQntuples(r); i++) {
+        pg_copy(model, sizeof model, r, i, 0);
+        fn(model, pg_ll(r, i, 1), pg_ll(r, i, 2), ctx);
     }
     PQclear(r);
     return rc;

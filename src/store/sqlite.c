@@ -626,6 +626,7 @@ static const store_vtbl_t sqlite_vtbl = {
     .job_expire = sq_job_expire,
     .blobs_referenced = sq_blobs_referenced,
     .job_counts = sq_job_counts,
+    .model_counts = sq_model_counts,
     .jobs_list = sq_jobs_list,
     .key_insert = sq_key_insert,
     .key_by_hash = sq_key_by_hash,

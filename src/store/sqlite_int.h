@@ -148,6 +148,9 @@ int sq_jobs_due(store_t *st, double now, job_t *jobs, int max, int *n, up_error_
 int sq_job_expire(store_t *st, const char *id, up_error_t *err);
 int sq_blobs_referenced(store_t *st, int (*fn)(const char *key, void *ctx), void *ctx, up_error_t *err);
 int sq_job_counts(store_t *st, long long *counts, up_error_t *err);
+int sq_model_counts(store_t *st,
+                    void (*fn)(const char *model, long long queued, long long running, void *ctx), void *ctx,
+                    up_error_t *err);
 int sq_jobs_list(store_t *st, const store_job_filter_t *f, job_t *jobs, int max, int *n, up_error_t *err);
 int sq_job_queue_position(store_t *st, const char *id, int *position, double *mpx_ahead, up_error_t *err);
 int sq_model_rate(store_t *st, const char *model, int last_n, double *seconds_per_mpx, int *n,

@@ -101,6 +101,7 @@ enum {
     R_GET,
     R_DUE,
     R_COUNTS,
+    R_MODEL_COUNTS,
     R_LIST,
     R_IDEM_GET,
     R_LAPSED, /* is there a held job whose lease ran out? */
@@ -205,6 +206,9 @@ static const char *const rsql[N_RSTMT] = {
     [R_DUE] = "SELECT " JOB_COLUMNS JOBS_JOINED " WHERE j.status IN (2, 3, 4) AND j.expires_at > 0"
               " AND j.expires_at <= ?1 AND j.result_key <> '' ORDER BY j.expires_at LIMIT ?2",
     [R_COUNTS] = "SELECT status, count(*) FROM jobs GROUP BY status",
+    [R_MODEL_COUNTS] =
+        "SELECT model, sum(status = 0), sum(status IN (1, 6)) FROM jobs WHERE status IN (0, 1, 6)"
+        " GROUP BY model ORDER BY model",
     /*
      * One statement for every filter: a condition whose parameter says "no
      * bound" is true. The cursor is always bound (INT64_MAX for none) so
@@ -917,6 +921,25 @@ int sq_job_counts(store_t *st, long long *counts, up_error_t *err) {
     }
     if (src != SQLITE_DONE)
         rc = sq_db_error(q->r, err, "cannot count jobs");
+    sq_done(s);
+    pthread_mutex_unlock(&q->rmu);
+    return rc;
+}
+
+int sq_model_counts(store_t *st,
+                    void (*fn)(const char *model, long long queued, long long running, void *ctx), void *ctx,
+                    up_error_t *err) {
+    sq_store_t *q = sq_of(st);
+    pthread_mutex_lock(&q->rmu);
+    sqlite3_stmt *s = q->jr[R_MODEL_COUNTS];
+    int src, rc = UP_OK;
+    char model[128];
+    while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+        sq_copy_text(model, sizeof model, s, 0);
+        fn(model, sqlite3_column_int64(s, 1), sqlite3_column_int64(s, 2), ctx);
+    }
+    if (src != SQLITE_DONE)
+        rc = sq_db_error(q->r, err, "cannot count jobs by model");
     sq_done(s);
     pthread_mutex_unlock(&q->rmu);
     return rc;

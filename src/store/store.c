@@ -412,6 +412,13 @@ int store_blobs_referenced(store_t *st, int (*fn)(const char *key, void *ctx), v
     return st->vtbl->blobs_referenced(st, fn, ctx, err);
 }
 
+int store_model_counts(store_t *st,
+                       void (*fn)(const char *model, long long queued, long long running, void *ctx),
+                       void *ctx, up_error_t *err) {
+    assert(st && fn);
+    return st->vtbl->model_counts(st, fn, ctx, err);
+}
+
 int store_job_counts(store_t *st, long long *counts, up_error_t *err) {
     assert(st && counts);
     for (int i = 0; i < JOB_STATUS_COUNT; i++)
@@ -622,6 +629,14 @@ int store_models_has(const char *models, const char *model) {
             p++;
     }
     return 0;
+}
+
+int store_worker_slots(const store_worker_t *live, int n, const char *model) {
+    int slots = 0;
+    for (int k = 0; k < n; k++)
+        if (strcmp(live[k].state, "draining") != 0 && store_models_has(live[k].models, model))
+            slots += live[k].slots;
+    return slots;
 }
 
 static int check_worker_name(const char *name, up_error_t *err) {

@@ -489,6 +489,16 @@ int store_blobs_referenced(store_t *st, int (*fn)(const char *key, void *ctx), v
 int store_job_counts(store_t *st, long long *counts, up_error_t *err);
 
 /*
+ * [replica] The live jobs by model, for /metrics: fn(model, queued,
+ * running, ctx) once per model that has queued or held (claimed,
+ * processing) jobs, in model order; fn must not call the store. One
+ * snapshot.
+ */
+int store_model_counts(store_t *st,
+                       void (*fn)(const char *model, long long queued, long long running, void *ctx),
+                       void *ctx, up_error_t *err);
+
+/*
  * Where queued job id stands: *position = 1 + the number of queued jobs
  * claimable now (not_before passed) that store_job_claim takes before it
  * (a higher priority, or the same and a smaller (vtag, seq)), and *mpx_ahead = the estimated output
@@ -761,6 +771,9 @@ int store_workers_list(store_t *st, int all, store_worker_t **out, int *n, up_er
 /* 1 when w is live at now (heartbeat_at + lease_s >= now), else 0. */
 int store_worker_live(const store_worker_t *w, double now);
 
+/* The slots of the live, running (not draining) rows of live[0..n) that serve model: what may run it now. */
+int store_worker_slots(const store_worker_t *live, int n, const char *model);
+
 /* 1 when the comma-separated list models ("" = every model) names model, else 0. */
 int store_models_has(const char *models, const char *model);
 
@@ -843,6 +856,9 @@ typedef struct store_vtbl {
     int (*job_expire)(store_t *st, const char *id, up_error_t *err);
     int (*blobs_referenced)(store_t *st, int (*fn)(const char *key, void *ctx), void *ctx, up_error_t *err);
     int (*job_counts)(store_t *st, long long *counts, up_error_t *err); /* counts zeroed by the caller */
+    int (*model_counts)(store_t *st,
+                        void (*fn)(const char *model, long long queued, long long running, void *ctx),
+                        void *ctx, up_error_t *err);
     int (*job_queue_position)(store_t *st, const char *id, int *position, double *mpx_ahead,
                               up_error_t *err); /* id not "", *position and *mpx_ahead zeroed */
     int (*model_rate)(store_t *st, const char *model, int last_n, double *seconds_per_mpx, int *n,

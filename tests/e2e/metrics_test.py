@@ -10,7 +10,10 @@ with UPRES_TEST_MODELS (models folder).
   cumulative with +Inf = _count); the HTTP counter counts the requests
   made (200s and a 404 by code); after two jobs of one model complete,
   the job counters, the output megapixels and the histograms say exactly
-  that, and the database gauge upres_jobs{status="completed"} is 2.
+  that, and the database gauges say 2 completed, none queued or running,
+  one live worker with one slot.
+- "queued" (--no-workers): two jobs wait: upres_queue_depth of their
+  model is 2 (every other installed model 0), no workers, no slots.
 - "admin" (--metrics admin --admin-token T): 401 JSON without the token or
   with a wrong one, 200 with it.
 - "off" (UPRES_METRICS=off): 404 JSON.
@@ -137,6 +140,28 @@ def test_open(s):
     check(get(samples, "upres_jobs", status="completed") == 2, "upres_jobs{status=completed} = 2 (the database)",
           get(samples, "upres_jobs", status="completed"))
     check(get(samples, "upres_lease_rescues_total") == 0, "no lease rescues on a healthy server")
+    check(get(samples, "upres_queue_depth", model=FAST) == 0 and get(samples, "upres_jobs_running", model=FAST) == 0,
+          "upres_queue_depth and upres_jobs_running of the model: 0 once its jobs are done")
+    check(get(samples, "upres_worker_slots", model=FAST) == 1 and get(samples, "upres_workers") == 1,
+          "this server is one live worker with one slot (the registry)",
+          (get(samples, "upres_worker_slots", model=FAST), get(samples, "upres_workers")))
+
+
+def test_queued(s):
+    """An API-only server: the jobs wait, and the database gauges say so."""
+    for i in range(2):
+        r = submit(s.port, data=png(16, 16), filename="q%d.png" % i, model_name=FAST, scale=2)
+        check(r.status == 202, "queued: submit %d -> 202" % i, r)
+    r, (samples, types, bad) = scrape(s)
+    check(not bad, "well formed", bad[:5])
+    check(get(samples, "upres_queue_depth", model=FAST) == 2, "upres_queue_depth{model} = 2 with no worker",
+          get(samples, "upres_queue_depth", model=FAST))
+    others = [k for k in samples if k[0] == "upres_queue_depth" and dict(k[1]).get("model") != FAST]
+    check(others and all(samples[k] == 0 for k in others), "the other installed models: 0 queued", others)
+    check(get(samples, "upres_jobs", status="queued") == 2 and get(samples, "upres_workers") == 0
+          and get(samples, "upres_worker_slots", model=FAST) == 0,
+          "upres_jobs{queued} = 2, no workers, no slots",
+          (get(samples, "upres_jobs", status="queued"), get(samples, "upres_workers")))
 
 
 def test_admin(s):
@@ -159,6 +184,9 @@ def main():
         s = start("open", "--rate-per-minute", "0", "--rate-per-day", "0")
         if s:
             run(test_open, s)
+        s = start("queued", "--no-workers")
+        if s:
+            run(test_queued, s)
         s = start("admin", "--metrics", "admin", "--admin-token", TOKEN)
         if s:
             run(test_admin, s)

@@ -150,12 +150,12 @@ def worker_count(api, model=MODEL):
     return None, None
 
 
-def wait_count(api, want, budget_s):
-    """Poll /api/v1/models until worker_count == want (bounded): the last (count, available)."""
+def wait_count(api, want, budget_s, model=MODEL):
+    """Poll /api/v1/models until the model's worker_count == want (bounded): the last (count, available)."""
     got = (None, None)
     deadline = time.time() + budget_s * SLOW
     for _ in range(int(budget_s * SLOW / 0.1) + 1):
-        got = worker_count(api)
+        got = worker_count(api, model)
         if got[0] == want or time.time() > deadline:
             break
         time.sleep(0.1)
@@ -236,11 +236,18 @@ def scenario(url, api, keys, workers):
         workers.append(Worker(url))
     got = wait_count(api, 3, 20)
     check(got == (3, True), "models: three workers -> worker_count 3, available true", got)
-    got = worker_count(api, OTHER)
+    got = wait_count(api, 1, 20, OTHER)  # (it loads a larger model: it may register a moment later)
     check(got == (1, True), "models: the worker of another model counts for that model only", got)
     p = subprocess.run([UPRES, "workers", "list", "--store", url], capture_output=True, text=True, timeout=30 * SLOW)
     check(p.returncode == 0 and all(w.name in p.stdout for w in workers) and MODEL in p.stdout,
           "upres workers list names the three workers and their model", p.stdout + p.stderr)
+
+    r = request(api.port, "GET", "/metrics")
+    text = r.body.decode("utf-8", "replace")
+    check(r.status == 200 and 'upres_worker_slots{model="%s"} 3\n' % MODEL in text and "\nupres_workers 4\n" in text
+          and 'upres_queue_depth{model="%s"} 0\n' % MODEL in text,
+          "the API server's /metrics on PostgreSQL: 3 slots for the model, 4 live workers, nothing queued",
+          [l for l in text.splitlines() if l.startswith(("upres_worker", "upres_queue_depth"))])
 
     # ---- 60 jobs from 3 keys, 10 mid-job SIGKILLs, a replacement each time
     t0 = time.time()
