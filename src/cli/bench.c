@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/log.h"
 #include "image/image.h"
 #include "upscale/upscale.h"
 
@@ -251,6 +252,9 @@ static model_result_t bench_model(const char *dir, const char *name, const char 
         if (i > 0 && t < r.seconds)
             r.seconds = t;
     }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru); /* before the fp32 reference run below plans another arena */
+    r.rss_mb = ru.ru_maxrss / 1024.0;
     if (prec == NN_PRECISION_BF16) {
         size_t n = (size_t)3 * w * h * s * s;
         float *ref = malloc(sizeof(float) * n);
@@ -271,9 +275,6 @@ static model_result_t bench_model(const char *dir, const char *name, const char 
         r.gflop = nn_model_conv_flops(m, 3, h + 2 * UPSCALE_PAD, w + 2 * UPSCALE_PAD) / 1e9;
         nn_model_free(m);
     }
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    r.rss_mb = ru.ru_maxrss / 1024.0;
     r.ok = 1;
 done:
     free(in);
@@ -313,7 +314,7 @@ int cmd_bench(int argc, char **argv) {
     nn_backend_kind_t be = NN_BACKEND_DNNL;
     const char *prec_opt = NULL;
     optind = 0;
-    while ((c = getopt(argc + 1, argv - 1, "n:i:m:r:b:j:p:h")) != -1) {
+    while ((c = getopt(argc + 1, argv - 1, "n:i:m:r:b:j:p:vh")) != -1) {
         switch (c) {
         case 'n':
             if (n_models < 8)
@@ -322,6 +323,7 @@ int cmd_bench(int argc, char **argv) {
         case 'i': image = optarg; break;
         case 'm': dir_opt = optarg; break;
         case 'r': runs = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
+        case 'v': log_set_level(LOG_DEBUG); break;
         case 'j': max_threads = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
         case 'p': {
             nn_precision_t p;
@@ -342,7 +344,7 @@ int cmd_bench(int argc, char **argv) {
         default:
             printf(
                 "usage: upres bench [-n MODEL]... [-i IMAGE] [-m MODELDIR] [-r RUNS] [-j MAXTHREADS] [-b "
-                "BACKEND] [-p fp32|bf16]\n"
+                "BACKEND] [-p fp32|bf16] [-v]\n"
                 "  defaults: realesrgan-x4plus and realesr-animevideov3-x4 on samples/astronaut_128.png,\n"
                 "  best of 2 runs after a warm-up, 1 and 2 threads, backend dnnl, fp32 and (where the CPU\n"
                 "  has AVX512_BF16) bf16\n");
