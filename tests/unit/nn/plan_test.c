@@ -16,8 +16,9 @@
  *
  * bf16 (nn_net_set_precision): the same graphs on dnnl in bf16 against dnnl
  * in fp32, within a bf16 tolerance (PSNR >= 35 dB on the output's range),
- * not bit-identical (bf16 really ran), with a smaller planned arena (values
- * really are stored in bf16), stable across runs and replans; on a CPU
+ * not bit-identical (bf16 really ran), with a smaller planned size where
+ * most values can be bf16 (they really are stored in bf16), stable across
+ * runs and replans; on a CPU
  * without AVX512_BF16 these checks are skipped, saying why. The ref backend
  * refuses bf16 and resolves auto to fp32.
  */
