@@ -9,6 +9,12 @@
  * peak with a vector FMA loop on the same thread counts, and prints
  * effective / peak.
  *
+ * Each model runs in fp32 and, where the CPU has AVX512_BF16, in bf16
+ * (nn_net_set_precision; -p picks one). bf16 rows add the speedup over the
+ * fp32 row, the ratio to a bf16 dot-product peak (a vdpbf16ps loop) and,
+ * with AMX, to an AMX tile peak (a tdpbf16ps loop), and the PSNR of the
+ * bf16 output against the fp32 output of the same input.
+ *
  * Every measurement runs in a forked child: peak RSS is then per model, and
  * no OpenMP thread pool crosses a fork.
  */
@@ -24,6 +30,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/log.h"
 #include "image/image.h"
 #include "upscale/upscale.h"
 
@@ -60,6 +67,121 @@ __attribute__((target("avx2,fma"))) static double fma_loop_avx2(long iters) {
     FMA_BODY(__m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps, 8)
 }
 
+/* vdpbf16ps: 16 lanes x 2 bf16 products x 2 FLOP per instruction. */
+__attribute__((target("avx512f,avx512bf16"))) static double dpbf16_loop(long iters) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+    __m512 a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+    __m512bh x = (__m512bh)_mm512_set1_epi16(0x3f80), y = (__m512bh)_mm512_set1_epi16(0x3380); /* 1, ~6e-8 */
+    for (long i = 0; i < iters; i++) {
+        a0 = _mm512_dpbf16_ps(a0, x, y), a1 = _mm512_dpbf16_ps(a1, x, y), a2 = _mm512_dpbf16_ps(a2, x, y);
+        a3 = _mm512_dpbf16_ps(a3, x, y), a4 = _mm512_dpbf16_ps(a4, x, y), a5 = _mm512_dpbf16_ps(a5, x, y);
+        a6 = _mm512_dpbf16_ps(a6, x, y), a7 = _mm512_dpbf16_ps(a7, x, y), a8 = _mm512_dpbf16_ps(a8, x, y);
+        a9 = _mm512_dpbf16_ps(a9, x, y), a10 = _mm512_dpbf16_ps(a10, x, y), a11 = _mm512_dpbf16_ps(a11, x, y);
+    }
+    float lanes[16];
+    _mm512_storeu_ps(lanes, a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
+    return lanes[0];
+}
+
+/* bf16 dot-product peak in GFLOP/s on n threads (child process). */
+static double dpbf16_peak(int n) {
+    long iters = 20 * 1000 * 1000;
+    double best = 0, sink = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now();
+#pragma omp parallel num_threads(n) reduction(+ : sink)
+        sink += dpbf16_loop(iters);
+        double t = now() - t0;
+        double g = 2.0 * 2 * 16 * FMA_CHAINS * (double)iters * n / t / 1e9;
+        if (g > best)
+            best = g;
+    }
+    if (sink == 12345.678)
+        fputc(' ', stderr);
+    return best;
+}
+
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+/* 64-byte tile configuration: palette 1, tiles 0-3 accumulators, 4-5 sources, 16 rows of 64 bytes. */
+typedef struct __attribute__((packed)) tilecfg {
+    unsigned char palette, start_row, reserved[14];
+    unsigned short colsb[16];
+    unsigned char rows[16];
+} tilecfg_t;
+
+/*
+ * tdpbf16ps on 16x32 bf16 tiles into 16x16 fp32: 16*16*32*2 FLOP per
+ * instruction; four independent accumulators.
+ */
+__attribute__((target("amx-tile,amx-bf16"))) static double amx_loop(long iters) {
+    static _Thread_local unsigned short buf[16 * 32] __attribute__((aligned(64)));
+    float out[16 * 16];
+    tilecfg_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 6; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, buf, 64);
+    _tile_loadd(5, buf, 64);
+    for (long i = 0; i < iters; i++) {
+        _tile_dpbf16ps(0, 4, 5);
+        _tile_dpbf16ps(1, 4, 5);
+        _tile_dpbf16ps(2, 4, 5);
+        _tile_dpbf16ps(3, 4, 5);
+    }
+    _tile_stored(0, out, 64);
+    _tile_release();
+    return out[0];
+}
+
+/* AMX bf16 peak in GFLOP/s on n threads (child process), 0 when the kernel refuses AMX. */
+static double amx_peak(int n) {
+    if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0)
+        return 0;
+    long iters = 5 * 1000 * 1000;
+    double best = 0, sink = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now();
+#pragma omp parallel num_threads(n) reduction(+ : sink)
+        {
+            /* each thread asks for itself too: the permission is per process, but harmless */
+            sink += amx_loop(iters);
+        }
+        double t = now() - t0;
+        double g = 4.0 * 16 * 16 * 32 * 2 * (double)iters * n / t / 1e9;
+        if (g > best)
+            best = g;
+    }
+    if (sink == 12345.678)
+        fputc(' ', stderr);
+    return best;
+}
+
+/* CPUID.(EAX=7,ECX=0):EDX bit 22 AMX-BF16, bit 24 AMX-TILE. */
+static int have_amx(void) {
+    unsigned a = 7, b, c = 0, d;
+    __asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
+    return (d >> 22 & 1) && (d >> 24 & 1);
+}
+#else
+static double amx_peak(int n) {
+    (void)n;
+    return 0;
+}
+static int have_amx(void) { return 0; }
+#endif
+
 /* fp32 FMA peak in GFLOP/s on n threads (child process); wide: 512-bit vectors. */
 static double fma_peak(int n, int wide) {
     int lanes = wide ? 16 : 8;
@@ -81,13 +203,21 @@ static double fma_peak(int n, int wide) {
 
 typedef struct model_result {
     double seconds, gflop, rss_mb;
+    double psnr; /* bf16 against fp32 output, dB; 0 for fp32 rows */
     int ok;
     char error[sizeof(((up_error_t *)0)->msg)];
 } model_result_t;
 
 /* One model on one thread count (child process). */
+static double psnr(const float *a, const float *b, size_t n) {
+    double se = 0;
+    for (size_t i = 0; i < n; i++)
+        se += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    return se == 0 ? 999.0 : 10.0 * log10((double)n / se);
+}
+
 static model_result_t bench_model(const char *dir, const char *name, const char *image, nn_backend_kind_t be,
-                                  int threads, int runs) {
+                                  nn_precision_t prec, int threads, int runs) {
     model_result_t r = {0};
     up_error_t err;
     upscale_registry_t *reg = NULL;
@@ -96,7 +226,8 @@ static model_result_t bench_model(const char *dir, const char *name, const char 
     up_image_t *img = NULL;
     float *in = NULL, *out = NULL;
     if (image_init() || image_load_file(image, NULL, &img, &err) || upscale_registry_scan(dir, &reg, &err) ||
-        upscale_registry_resolve(reg, name, 0, &v, &err) || upscaler_new(reg, v, be, threads, &up, &err)) {
+        upscale_registry_resolve(reg, name, 0, &v, &err) || upscaler_new(reg, v, be, threads, &up, &err) ||
+        upscaler_set_precision(up, prec, &err)) {
         snprintf(r.error, sizeof r.error, "%s", err.msg);
         goto done;
     }
@@ -121,6 +252,21 @@ static model_result_t bench_model(const char *dir, const char *name, const char 
         if (i > 0 && t < r.seconds)
             r.seconds = t;
     }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru); /* before the fp32 reference run below plans another arena */
+    r.rss_mb = ru.ru_maxrss / 1024.0;
+    if (prec == NN_PRECISION_BF16) {
+        size_t n = (size_t)3 * w * h * s * s;
+        float *ref = malloc(sizeof(float) * n);
+        if (upscaler_set_precision(up, NN_PRECISION_FP32, &err) ||
+            upscaler_run_planes(up, in, 3, h, w, ref, 0, NULL, 0, 1, &err)) {
+            snprintf(r.error, sizeof r.error, "%s", err.msg);
+            free(ref);
+            goto done;
+        }
+        r.psnr = psnr(out, ref, n);
+        free(ref);
+    }
     nn_model_t *m = NULL;
     char p[2048], b[2048];
     snprintf(p, sizeof p, "%s/%s.param", reg->dir, v->file);
@@ -129,9 +275,6 @@ static model_result_t bench_model(const char *dir, const char *name, const char 
         r.gflop = nn_model_conv_flops(m, 3, h + 2 * UPSCALE_PAD, w + 2 * UPSCALE_PAD) / 1e9;
         nn_model_free(m);
     }
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    r.rss_mb = ru.ru_maxrss / 1024.0;
     r.ok = 1;
 done:
     free(in);
@@ -169,8 +312,9 @@ int cmd_bench(int argc, char **argv) {
     int n_models = 0, runs = 2, c, max_threads = 2;
     const char *dir_opt = NULL, *image = NULL;
     nn_backend_kind_t be = NN_BACKEND_DNNL;
+    const char *prec_opt = NULL;
     optind = 0;
-    while ((c = getopt(argc + 1, argv - 1, "n:i:m:r:b:j:h")) != -1) {
+    while ((c = getopt(argc + 1, argv - 1, "n:i:m:r:b:j:p:vh")) != -1) {
         switch (c) {
         case 'n':
             if (n_models < 8)
@@ -179,7 +323,17 @@ int cmd_bench(int argc, char **argv) {
         case 'i': image = optarg; break;
         case 'm': dir_opt = optarg; break;
         case 'r': runs = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
+        case 'v': log_set_level(LOG_DEBUG); break;
         case 'j': max_threads = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
+        case 'p': {
+            nn_precision_t p;
+            if (nn_precision_parse(optarg, &p) || p == NN_PRECISION_AUTO) {
+                cli_error("bad precision '%s' (fp32 or bf16)", optarg);
+                return 2;
+            }
+            prec_opt = optarg;
+            break;
+        }
         case 'b':
             if (nn_backend_parse(optarg, &be)) {
                 cli_error("bad backend '%s'", optarg);
@@ -188,10 +342,12 @@ int cmd_bench(int argc, char **argv) {
             break;
         case 'h':
         default:
-            printf("usage: upres bench [-n MODEL]... [-i IMAGE] [-m MODELDIR] [-r RUNS] [-j MAXTHREADS] [-b "
-                   "BACKEND]\n"
-                   "  defaults: realesrgan-x4plus and realesr-animevideov3-x4 on samples/astronaut_128.png,\n"
-                   "  best of 2 runs after a warm-up, 1 and 2 threads, backend dnnl\n");
+            printf(
+                "usage: upres bench [-n MODEL]... [-i IMAGE] [-m MODELDIR] [-r RUNS] [-j MAXTHREADS] [-b "
+                "BACKEND] [-p fp32|bf16] [-v]\n"
+                "  defaults: realesrgan-x4plus and realesr-animevideov3-x4 on samples/astronaut_128.png,\n"
+                "  best of 2 runs after a warm-up, 1 and 2 threads, backend dnnl, fp32 and (where the CPU\n"
+                "  has AVX512_BF16) bf16\n");
             return c == 'h' ? 0 : 2;
         }
     }
@@ -218,25 +374,70 @@ int cmd_bench(int argc, char **argv) {
             printf(" %d thread%s %.1f GFLOP/s%s", t, t > 1 ? "s" : "", narrow, t < max_threads ? "," : "\n");
         }
     }
-    printf("ratio = effective GFLOP/s / %s peak on the same thread count\n", wide ? "AVX-512" : "AVX2");
+    /* bf16 peaks, where the CPU has the instructions */
+    double bpeak[65] = {0}, apeak[65] = {0};
+    int bf16 = __builtin_cpu_supports("avx512bf16"), amx = have_amx();
+    if (bf16) {
+        printf("bf16 dot-product peak (vdpbf16ps loop):");
+        for (int t = 1; t <= max_threads && t <= 64; t++) {
+            IN_CHILD(bpeak[t], dpbf16_peak(t));
+            printf(" %d thread%s %.1f GFLOP/s%s", t, t > 1 ? "s" : "", bpeak[t],
+                   t < max_threads ? "," : "\n");
+        }
+    }
+    if (amx) {
+        printf("AMX bf16 peak (tdpbf16ps loop):");
+        for (int t = 1; t <= max_threads && t <= 64; t++) {
+            IN_CHILD(apeak[t], amx_peak(t));
+            printf(" %d thread%s %.1f GFLOP/s%s", t, t > 1 ? "s" : "", apeak[t],
+                   t < max_threads ? "," : "\n");
+        }
+    }
+    nn_precision_t precs[2] = {NN_PRECISION_FP32, NN_PRECISION_BF16};
+    int n_precs = bf16 && be == NN_BACKEND_DNNL ? 2 : 1;
+    if (prec_opt) {
+        nn_precision_parse(prec_opt, &precs[0]);
+        n_precs = 1;
+    }
+    printf(
+        "ratio = effective GFLOP/s / %s fp32 peak on the same thread count; bf16_r / amx_r: the same over\n"
+        "the bf16 dot-product and AMX peaks; speedup: fp32 time / bf16 time; PSNR: bf16 against fp32 "
+        "output\n",
+        wide ? "AVX-512" : "AVX2");
     printf("input %s, one tile with %d px reflect padding, backend %s, best of %d runs\n", image, UPSCALE_PAD,
            nn_backend_name(be), runs);
-    printf("%-26s %7s %9s %9s %9s %7s %10s\n", "model", "threads", "time_s", "GFLOP", "GFLOP/s", "ratio",
-           "peak_RSS_MB");
+    printf("%-26s %4s %7s %9s %9s %9s %7s %7s %7s %7s %8s %10s\n", "model", "prec", "threads", "time_s",
+           "GFLOP", "GFLOP/s", "ratio", "bf16_r", "amx_r", "speedup", "PSNR_dB", "peak_RSS_MB");
     int failed = 0;
     for (int i = 0; i < n_models; i++)
         for (int t = 1; t <= max_threads && t <= 64; t++) {
-            model_result_t r;
-            IN_CHILD(r, bench_model(dir, models[i], image, be, t, runs));
-            if (!r.ok) {
-                cli_error("%s: %s", models[i], r.error[0] ? r.error : "benchmark process failed");
-                failed = 1;
-                break;
+            double fp32_s = 0;
+            for (int k = 0; k < n_precs; k++) {
+                model_result_t r;
+                IN_CHILD(r, bench_model(dir, models[i], image, be, precs[k], t, runs));
+                if (!r.ok) {
+                    cli_error("%s: %s", models[i], r.error[0] ? r.error : "benchmark process failed");
+                    failed = 1;
+                    break;
+                }
+                double g = r.gflop / r.seconds;
+                int lo = precs[k] == NN_PRECISION_BF16;
+                if (!lo)
+                    fp32_s = r.seconds;
+                char br[16] = "-", ar[16] = "-", sp[16] = "-", ps[16] = "-";
+                if (bpeak[t] > 0)
+                    snprintf(br, sizeof br, "%.2f", g / bpeak[t]);
+                if (apeak[t] > 0)
+                    snprintf(ar, sizeof ar, "%.2f", g / apeak[t]);
+                if (lo && fp32_s > 0)
+                    snprintf(sp, sizeof sp, "%.2f", fp32_s / r.seconds);
+                if (lo)
+                    snprintf(ps, sizeof ps, "%.2f", r.psnr);
+                printf("%-26s %4s %7d %9.3f %9.1f %9.1f %7.2f %7s %7s %7s %8s %10.0f\n", models[i],
+                       nn_precision_name(precs[k]), t, r.seconds, r.gflop, g, g / peak[t], br, ar, sp, ps,
+                       r.rss_mb);
+                fflush(stdout);
             }
-            double g = r.gflop / r.seconds;
-            printf("%-26s %7d %9.3f %9.1f %9.1f %7.2f %10.0f\n", models[i], t, r.seconds, r.gflop, g,
-                   g / peak[t], r.rss_mb);
-            fflush(stdout);
         }
     return failed;
 }

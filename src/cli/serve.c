@@ -194,6 +194,8 @@ static int parse_cors_origins(const char *value, void *dest, up_error_t *err) {
 }
 
 static const setting_choice_t backends[] = {{"dnnl", NN_BACKEND_DNNL}, {"ref", NN_BACKEND_REF}, {NULL, 0}};
+static const setting_choice_t precisions[] = {
+    {"auto", NN_PRECISION_AUTO}, {"fp32", NN_PRECISION_FP32}, {"bf16", NN_PRECISION_BF16}, {NULL, 0}};
 static const setting_choice_t colours[] = {{"keep", 0}, {"srgb", 1}, {NULL, 0}};
 static const setting_choice_t metrics_choices[] = {
     {"open", API_METRICS_OPEN}, {"admin", API_METRICS_ADMIN}, {"off", API_METRICS_OFF}, {NULL, 0}};
@@ -355,6 +357,14 @@ static const setting_t serve_items[] = {
      .def = "dnnl",
      .help = "the network's engine: oneDNN, or the plain C reference",
      QUEUE(backend)},
+    {.name = "precision",
+     .arg = "NAME",
+     .env = "UPRES_PRECISION",
+     .type = SETTING_TYPE_ENUM,
+     .choices = precisions,
+     .def = "auto",
+     .help = "network arithmetic: bf16 (oneDNN on AVX512_BF16), fp32, or auto = bf16 where the CPU has AMX",
+     QUEUE(precision)},
     {.name = "http-threads",
      .arg = "N",
      .env = "UPRES_HTTP_THREADS",

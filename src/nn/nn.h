@@ -37,6 +37,25 @@ const char *nn_backend_name(nn_backend_kind_t kind);
 int nn_backend_parse(const char *name, nn_backend_kind_t *out);
 
 /*
+ * Arithmetic of a net's convolutions. FP32: float32 everywhere (the
+ * reference, and the default of nn_net_new). BF16: activations between
+ * oneDNN primitives kept in bfloat16 and convolutions on bf16 inputs and
+ * weights, accumulating in float32 (graph input, output and any layer that
+ * runs in plain C stay float32). AUTO: BF16 where the backend runs it
+ * faster than FP32 (the dnnl backend on a CPU with AMX-BF16), else FP32.
+ */
+typedef enum {
+    NN_PRECISION_AUTO = 0,
+    NN_PRECISION_FP32 = 1,
+    NN_PRECISION_BF16 = 2,
+} nn_precision_t;
+
+/* "auto" / "fp32" / "bf16" */
+const char *nn_precision_name(nn_precision_t p);
+/* Parse one of those; returns 0 or UP_ERR_INVALID. */
+int nn_precision_parse(const char *name, nn_precision_t *out);
+
+/*
  * Load an ncnn model. *out is new (free with nn_model_free). On failure
  * returns a negative code and err says which file, line and why.
  */
@@ -69,6 +88,19 @@ double nn_model_conv_flops(const nn_model_t *model, int c, int h, int w);
 int nn_net_new(const nn_model_t *model, nn_backend_kind_t kind, int n_threads, nn_net_t **out,
                up_error_t *err);
 void nn_net_free(nn_net_t *net); /* accepts NULL */
+
+/*
+ * Choose the net's precision (drops a plan made for another one).
+ * UP_ERR_UNSUPPORTED when want is BF16 and the backend or the CPU has no
+ * bf16 (the net keeps its precision then).
+ */
+int nn_net_set_precision(nn_net_t *net, nn_precision_t want, up_error_t *err);
+
+/*
+ * The precision the net runs in (FP32 or BF16, never AUTO); *why (may be
+ * NULL) receives a static phrase saying why, e.g. "AMX-BF16".
+ */
+nn_precision_t nn_net_precision(const nn_net_t *net, const char **why);
 
 /*
  * Bytes the net holds for an input of c x h x w once planned (activation

@@ -1,8 +1,12 @@
 /*
  * tensor.h - activation tensors inside the engine (private to src/nn).
  *
- * A tensor is a view: c x h x w floats in one of two layouts, pointing into
- * the plan's arena. Layouts:
+ * A tensor is a view: c x h x w elements in one of three layouts, pointing
+ * into the plan's arena. Elements are float32 (NN_DTYPE_F32, everything the
+ * C ops and the ref backend see) or bfloat16 (NN_DTYPE_BF16: the top half
+ * of a float32, stored as uint16; only oneDNN primitives read or write
+ * those, see the dnnl backend's Precision notes). data is a float pointer
+ * either way: for bf16 it points at the uint16 storage. Layouts:
  *
  *   NN_LAYOUT_PLANAR   ncnn/PyTorch "CHW": element (ch, y, x) at
  *                      ch*h*w + y*w + x. What the ref backend uses.
@@ -12,8 +16,13 @@
  *                      count is padded up to a multiple of 16; padded lanes
  *                      hold zeros (oneDNN relies on it), so every op that
  *                      writes a BLOCK16 tensor must zero them.
+ *   NN_LAYOUT_NHWC     channels innermost: element (ch, y, x) at
+ *                      (y*w + x)*c + ch, no padding. What oneDNN's AMX bf16
+ *                      convolutions want; used for bf16 values only. A
+ *                      channel range of it is not a tensor (the pixel
+ *                      stride stays c), so it never holds a concat view.
  *
- * In both layouts a channel range starting at a multiple of the block (1 or
+ * In PLANAR and BLOCK16 a channel range starting at a multiple of the block (1 or
  * 16) is itself a valid tensor of that layout, which is what makes concat a
  * view rather than a copy.
  */
@@ -25,30 +34,46 @@
 typedef enum {
     NN_LAYOUT_PLANAR = 0,
     NN_LAYOUT_BLOCK16 = 1,
+    NN_LAYOUT_NHWC = 2,
 } nn_layout_t;
 
+typedef enum {
+    NN_DTYPE_F32 = 0,
+    NN_DTYPE_BF16 = 1,
+} nn_dtype_t;
+
 typedef struct nn_tensor {
-    float *data; /* borrowed: the plan's arena (or a test buffer) */
+    float *data; /* borrowed: the plan's arena (or a test buffer); uint16 storage for bf16 */
     int c, h, w; /* logical shape, no padding */
     nn_layout_t layout;
+    nn_dtype_t dtype; /* NN_DTYPE_F32 (0) unless set */
 } nn_tensor_t;
+
+/* Bytes per element. */
+static inline size_t nn_dtype_size(nn_dtype_t dtype) { return dtype == NN_DTYPE_BF16 ? 2 : 4; }
 
 /* Channels rounded up to the layout's block. */
 static inline int nn_layout_channels(nn_layout_t layout, int c) {
     return layout == NN_LAYOUT_BLOCK16 ? (c + 15) / 16 * 16 : c;
 }
 
-/* Floats the tensor occupies, padding included. */
+/* Elements the tensor occupies, padding included. */
 static inline size_t nn_tensor_floats(const nn_tensor_t *t) {
     return (size_t)nn_layout_channels(t->layout, t->c) * (size_t)t->h * (size_t)t->w;
 }
 
-/* Channel alignment at which a sub-range of channels is a valid view. */
+/* Bytes the tensor occupies, padding included. */
+static inline size_t nn_tensor_bytes(const nn_tensor_t *t) {
+    return nn_tensor_floats(t) * nn_dtype_size(t->dtype);
+}
+
+/* Channel alignment at which a sub-range of channels is a valid view (NHWC: none is). */
 static inline int nn_layout_align(nn_layout_t layout) { return layout == NN_LAYOUT_BLOCK16 ? 16 : 1; }
 
 /*
- * First element of channel ch; successive pixels (x, then rows of w) are
- * *pixel_stride floats apart. Lets one loop serve both layouts.
+ * First element of channel ch of a float32 tensor; successive pixels (x,
+ * then rows of w) are *pixel_stride floats apart. Lets one loop serve every
+ * layout.
  */
 static inline float *nn_tensor_plane(const nn_tensor_t *t, int ch, int *pixel_stride) {
     size_t hw = (size_t)t->h * (size_t)t->w;
@@ -56,14 +81,22 @@ static inline float *nn_tensor_plane(const nn_tensor_t *t, int ch, int *pixel_st
         *pixel_stride = 16;
         return t->data + (size_t)(ch / 16) * hw * 16 + (size_t)(ch % 16);
     }
+    if (t->layout == NN_LAYOUT_NHWC) {
+        *pixel_stride = t->c;
+        return t->data + ch;
+    }
     *pixel_stride = 1;
     return t->data + (size_t)ch * hw;
 }
 
-/* A view of channels [c0, c0 + n) of t; c0 must be a multiple of the layout's align. */
+/*
+ * A view of channels [c0, c0 + n) of t; c0 must be a multiple of the
+ * layout's align (for NHWC only the whole tensor, c0 = 0 and n = c).
+ */
 static inline nn_tensor_t nn_tensor_channels(const nn_tensor_t *t, int c0, int n) {
     nn_tensor_t v = *t;
-    v.data = t->data + (size_t)c0 * (size_t)t->h * (size_t)t->w;
+    v.data = (float *)(void *)((char *)t->data +
+                               (size_t)c0 * (size_t)t->h * (size_t)t->w * nn_dtype_size(t->dtype));
     v.c = n;
     return v;
 }
@@ -71,7 +104,10 @@ static inline nn_tensor_t nn_tensor_channels(const nn_tensor_t *t, int c0, int n
 /* Zero the padded channel lanes of a BLOCK16 tensor (no-op otherwise). */
 void nn_tensor_zero_padding(const nn_tensor_t *t);
 
-/* Copy between layouts (same logical shape), padding lanes of dst zeroed. */
+/*
+ * Copy between layouts and element types (same logical shape), padding
+ * lanes of dst zeroed. bf16 is rounded to nearest even.
+ */
 void nn_tensor_copy(const nn_tensor_t *dst, const nn_tensor_t *src);
 
 #endif

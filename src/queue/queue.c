@@ -163,6 +163,7 @@ void queue_config_init(queue_config_t *cfg) {
     cfg->n_workers = 1;
     cfg->threads_per_worker = 0;
     cfg->backend = NN_BACKEND_DNNL;
+    cfg->precision = NN_PRECISION_AUTO;
     cfg->retention_s = 900;
     cfg->sweep_interval_s = 10;
     cfg->max_attempts = 3;
@@ -305,6 +306,8 @@ static int worker_model(worker_t *w, const upscale_variant_t *v, upscaler_t **ou
     double t0 = mono_s();
     upscaler_t *up = NULL;
     int rc = upscaler_new(q->cfg.registry, v, q->cfg.backend, q->threads_per_worker, &up, err);
+    if (rc == 0 && (rc = upscaler_set_precision(up, q->cfg.precision, err)))
+        upscaler_free(up);
     if (rc)
         return rc;
     w->models = xrealloc(w->models, (size_t)(w->n_models + 1) * sizeof *w->models);

@@ -38,6 +38,7 @@ typedef struct queue_config {
                                            registry row; it still sweeps and rescues lapsed leases) */
     int threads_per_worker;             /* 0 = all cores / n_workers */
     nn_backend_kind_t backend;          /* default NN_BACKEND_DNNL */
+    nn_precision_t precision;           /* default NN_PRECISION_AUTO (nn_net_set_precision) */
     double retention_s;                 /* default 900 (15 minutes) */
     double sweep_interval_s;            /* default 10 */
     int max_attempts;                   /* default 3: claims of one job before it fails */

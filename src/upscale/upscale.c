@@ -42,6 +42,7 @@ struct upscaler {
     nn_net_t *net;
     int scale;           /* native */
     double bytes_per_px; /* network memory per padded input pixel, 0 until measured */
+    char file[128];      /* the variant's file stem, for the log */
 };
 
 /* A pixel count from the environment, or def when unset or not a number. */
@@ -105,6 +106,7 @@ int upscaler_new(const upscale_registry_t *reg, const upscale_variant_t *variant
         return rc;
     }
     up->scale = variant->scale;
+    snprintf(up->file, sizeof up->file, "%s", variant->file);
     *out = up;
     return 0;
 }
@@ -118,6 +120,18 @@ void upscaler_free(upscaler_t *up) {
 }
 
 int upscaler_scale(const upscaler_t *up) { return up->scale; }
+
+int upscaler_set_precision(upscaler_t *up, nn_precision_t want, up_error_t *err) {
+    int rc = nn_net_set_precision(up->net, want, err);
+    if (rc)
+        return rc;
+    const char *why = NULL;
+    nn_precision_t got = nn_net_precision(up->net, &why);
+    up->bytes_per_px = 0; /* bf16 activations take half the memory: measure again */
+    log_info("upscale: %s runs in %s (%s asked: %s)", up->file, nn_precision_name(got),
+             nn_precision_name(want), why);
+    return 0;
+}
 
 /* reflect-101 index into [0, n): ... 2 1 | 0 1 2 ... n-1 | n-2 ... */
 static int reflect101(int i, int n) {

@@ -137,7 +137,13 @@ typedef struct upscaler upscaler_t;
  */
 int upscaler_new(const upscale_registry_t *reg, const upscale_variant_t *variant, nn_backend_kind_t backend,
                  int n_threads, upscaler_t **out, up_error_t *err);
-void upscaler_free(upscaler_t *up);       /* accepts NULL */
+void upscaler_free(upscaler_t *up); /* accepts NULL */
+
+/*
+ * The network's precision (nn_net_set_precision; upscaler_new gives fp32).
+ * Logs once which precision the net then uses and why.
+ */
+int upscaler_set_precision(upscaler_t *up, nn_precision_t want, up_error_t *err);
 int upscaler_scale(const upscaler_t *up); /* native scale */
 
 /*

@@ -54,6 +54,19 @@ typedef struct nn_backend_vtbl {
     nn_layout_t (*blob_layout)(void *state, const nn_layer_t *producer, int c);
 
     /*
+     * bf16 (may be NULL: fp32 only). bf16_speed says how this backend runs
+     * bf16 on this CPU: 0 not at all, 1 correctly but no faster than fp32,
+     * 2 faster; *why receives a static phrase for the log. layer_bf16 says
+     * whether layer (in/out: shapes and fp32 layouts, data NULL) can run on
+     * bf16 tensors, in NN_LAYOUT_NHWC, for any mix of bf16 and fp32 among
+     * its inputs, output and epilogue sum. The planner keeps a value in
+     * bf16 only when every step writing or reading it says yes.
+     */
+    int (*bf16_speed)(void *state, const char **why);
+    int (*layer_bf16)(void *state, const nn_layer_t *layer, const nn_tensor_t *in, int n_in,
+                      const nn_tensor_t *out);
+
+    /*
      * Shape-specific preparation of one layer. in/out describe the tensors
      * (shape, layout, final data pointers). epi is non-NULL only for
      * NN_OP_CONV. *lstate is new (may be NULL). *scratch_bytes receives

@@ -13,6 +13,14 @@
  * leaves the output alone; set by another thread
  * during a run, it stops between two layers; cleared, the next run gives
  * the same result as a run that never had a flag.
+ *
+ * bf16 (nn_net_set_precision): the same graphs on dnnl in bf16 against dnnl
+ * in fp32, within a bf16 tolerance (PSNR >= 35 dB on the output's range),
+ * not bit-identical (bf16 really ran), with a smaller planned size where
+ * most values can be bf16 (they really are stored in bf16), stable across
+ * runs and replans; on a CPU
+ * without AVX512_BF16 these checks are skipped, saying why. The ref backend
+ * refuses bf16 and resolves auto to fp32.
  */
 #include <math.h>
 #include <pthread.h>
@@ -216,6 +224,104 @@ static const char *copies = "7767517\n"
                             "Convolution  b     1 1 cv bv 0=4 1=1 5=1 6=32\n"
                             "Interp       dn    1 1 bv output 0=3 1=5.000000e-01 2=5.000000e-01\n";
 
+/* bf16 against fp32 on dnnl (see the top of the file). */
+/* smaller: the planned size must shrink (graphs whose values are mostly bf16, not a few tiny ones) */
+static void check_bf16(const char *name, const char *param, int c, int h, int w, int smaller) {
+    size_t bin_size;
+    void *bin = make_bin(param, &bin_size);
+    nn_model_t *m = NULL;
+    nn_net_t *f32 = NULL, *b16 = NULL, *ref = NULL;
+    up_error_t err;
+    CHECKF(nn_model_load_mem(param, strlen(param), bin, bin_size, &m, &err) == 0, "%s: %s", name, err.msg);
+    free(bin);
+    if (!m)
+        return;
+    /* the ref backend computes in fp32 only */
+    CHECK(nn_net_new(m, NN_BACKEND_REF, 1, &ref, &err) == 0);
+    if (ref) {
+        CHECK(nn_net_set_precision(ref, NN_PRECISION_BF16, &err) == UP_ERR_UNSUPPORTED);
+        CHECK(nn_net_set_precision(ref, NN_PRECISION_AUTO, &err) == 0);
+        CHECK(nn_net_precision(ref, NULL) == NN_PRECISION_FP32);
+        nn_net_free(ref);
+    }
+    CHECK(nn_net_new(m, NN_BACKEND_DNNL, 2, &f32, &err) == 0 &&
+          nn_net_new(m, NN_BACKEND_DNNL, 2, &b16, &err) == 0);
+    CHECK(f32 && nn_net_precision(f32, NULL) == NN_PRECISION_FP32); /* the default */
+    if (!f32 || !b16)
+        goto done;
+    if (nn_net_set_precision(b16, NN_PRECISION_BF16, &err) != 0) {
+        printf("SKIP bf16 %s: %s\n", name, err.msg);
+        CHECK(nn_net_precision(b16, NULL) == NN_PRECISION_FP32);
+        goto done;
+    }
+    CHECK(nn_net_precision(b16, NULL) == NN_PRECISION_BF16);
+    size_t n_in = (size_t)c * h * w;
+    int oc, oh, ow;
+    CHECK(nn_model_output_shape(m, c, h, w, &oc, &oh, &ow, &err) == 0);
+    size_t n_out = (size_t)oc * oh * ow;
+    float *in = malloc(n_in * sizeof(float)), *want = malloc(n_out * sizeof(float)),
+          *got = malloc(n_out * sizeof(float)), *again = malloc(n_out * sizeof(float));
+    for (size_t i = 0; i < n_in; i++)
+        in[i] = frand() * 0.5f + 0.5f;
+    CHECKF(nn_net_run(f32, in, c, h, w, want, &err) == 0, "%s: %s", name, err.msg);
+    CHECKF(nn_net_run(b16, in, c, h, w, got, &err) == 0, "%s bf16: %s", name, err.msg);
+    double se = 0, lo = want[0], hi = want[0];
+    for (size_t i = 0; i < n_out; i++) {
+        se += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
+        lo = want[i] < lo ? want[i] : lo;
+        hi = want[i] > hi ? want[i] : hi;
+    }
+    double range = hi - lo > 0 ? hi - lo : 1;
+    double psnr = se == 0 ? 999 : 10 * log10(range * range / (se / (double)n_out));
+    printf("bf16 %s %dx%dx%d: PSNR %.1f dB against fp32 (output range %.3g)\n", name, c, h, w, psnr, range);
+    CHECKF(psnr >= 35, "%s: bf16 PSNR %.1f dB against fp32", name, psnr);
+    CHECKF(se > 0, "%s: bf16 output is bit-identical to fp32: bf16 did not run", name);
+    size_t size_f32 = 0, size_b16 = 0;
+    CHECK(nn_net_plan_size(f32, c, h, w, &size_f32, &err) == 0 &&
+          nn_net_plan_size(b16, c, h, w, &size_b16, &err) == 0);
+    printf("bf16 %s: planned %zu bytes, fp32 %zu\n", name, size_b16, size_f32);
+    CHECKF(!smaller || size_b16 < size_f32, "%s: bf16 plan %zu bytes, fp32 %zu", name, size_b16, size_f32);
+    /* the same bits again, after a replan for another shape and back */
+    float *small = malloc(n_out * sizeof(float));
+    CHECK(nn_net_run(b16, in, c, h / 2, w / 2, small, &err) == 0);
+    CHECK(nn_net_run(b16, in, c, h, w, again, &err) == 0);
+    CHECKF(memcmp(got, again, n_out * sizeof(float)) == 0, "%s: bf16 runs differ", name);
+    /* back to fp32: the fp32 bits exactly */
+    CHECK(nn_net_set_precision(b16, NN_PRECISION_FP32, &err) == 0);
+    CHECK(nn_net_run(b16, in, c, h, w, again, &err) == 0);
+    CHECKF(memcmp(want, again, n_out * sizeof(float)) == 0, "%s: fp32 after bf16 differs", name);
+    free(small);
+    free(in);
+    free(want);
+    free(got);
+    free(again);
+done:
+    nn_net_free(f32);
+    nn_net_free(b16);
+    nn_model_free(m);
+}
+
+/*
+ * An RRDB-like block at 64 channels (what the AMX kernels are built for):
+ * a dense block over a concat, a residual sum in a conv's epilogue and one
+ * as an Eltwise, a nearest 2x Interp, and a 3-channel last conv.
+ */
+static const char *rrdb = "7767517\n"
+                          "13 17\n"
+                          "Input        data  0 1 data\n"
+                          "Convolution  c0    1 1 data f 0=64 1=3 4=1 5=1 6=1728\n"
+                          "Split        sf    1 3 f f_a f_b f_c\n"
+                          "Convolution  c1    1 1 f_a y 0=32 1=3 4=1 5=1 6=18432 9=2 -23310=1,2.000000e-01\n"
+                          "Split        sy    1 2 y y_a y_b\n"
+                          "Concat       cat1  2 1 f_b y_a fy\n"
+                          "Convolution  c2    1 1 fy z 0=64 1=3 4=1 5=1 6=55296\n"
+                          "Eltwise      e1    2 1 z f_c r 0=1 -23301=2,2.000000e-01,1.000000e+00\n"
+                          "Split        sr    1 2 r r_a r_b\n"
+                          "Eltwise      e2    2 1 r_a r_b t 0=1 -23301=2,5.000000e-01,2.500000e-01\n"
+                          "Interp       up    1 1 t tu 0=1 1=2.000000e+00 2=2.000000e+00\n"
+                          "Convolution  c3    1 1 tu u 0=64 1=3 4=1 5=1 6=36864 9=1\n"
+                          "Convolution  c4    1 1 u output 0=3 1=3 4=1 5=1 6=1728\n";
+
 /* A chain of ten convolutions: two buffers must be enough. */
 static void check_reuse(void) {
     char param[4096];
@@ -392,6 +498,9 @@ static void check_errors(void) {
 int main(void) {
     check_graph("dense", dense, 3, 20, 24);
     check_graph("copies", copies, 3, 18, 14);
+    check_bf16("dense", dense, 3, 20, 24, 1);
+    check_bf16("copies", copies, 3, 18, 14, 0);
+    check_bf16("rrdb", rrdb, 3, 24, 20, 1);
     check_reuse();
     check_errors();
     check_abort();
