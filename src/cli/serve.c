@@ -38,6 +38,7 @@
 #include "blob/blob.h"
 #include "http/fetch.h"
 #include "cli/cli.h"
+#include "cli/job_settings.h"
 #include "cli/settings.h"
 #include "core/cidr.h"
 #include "core/clock.h"
@@ -76,23 +77,6 @@ static void serve_locals_init(serve_locals_t *l) {
     l->log_level = LOG_INFO;
 }
 
-/* UPRES_LOG_LEVEL (or -v: "debug"); anything else is info, as it always was. */
-static int parse_log_level(const char *value, void *dest, up_error_t *err) {
-    (void)err;
-    *(int *)dest = !strcmp(value, "error")   ? LOG_ERROR
-                   : !strcmp(value, "warn")  ? LOG_WARN
-                   : !strcmp(value, "debug") ? LOG_DEBUG
-                                             : LOG_INFO;
-    return 0;
-}
-
-static int parse_store(const char *value, void *dest, up_error_t *err) {
-    if (store_url_check(value, err))
-        return -1;
-    *(const char **)dest = value;
-    return 0;
-}
-
 /* Checked here, kept as text; a refusal never echoes the value (own_message). */
 static int parse_secret(const char *value, void *dest, up_error_t *err) {
     unsigned char secret[32];
@@ -108,30 +92,12 @@ static int parse_secret(const char *value, void *dest, up_error_t *err) {
     return 0;
 }
 
-static int parse_blobs(const char *value, void *dest, up_error_t *err) {
-    if (blob_url_check(value, err))
-        return -1;
-    *(const char **)dest = value;
-    return 0;
-}
-
 /* Read at start too, so that a missing or malformed file is refused before anything is made. */
 static int parse_secret_file(const char *value, void *dest, up_error_t *err) {
     unsigned char secret[32];
     if (auth_secret_read(value, secret, err))
         return -1;
     OPENSSL_cleanse(secret, sizeof secret);
-    *(const char **)dest = value;
-    return 0;
-}
-
-/* A registry name: 1 to 127 letters, digits and . _ - : @ (a host name and pid fit). */
-static int parse_worker_name(const char *value, void *dest, up_error_t *err) {
-    (void)err;
-    size_t n = strlen(value);
-    if (n == 0 || n > 127 ||
-        strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:@") != n)
-        return -1;
     *(const char **)dest = value;
     return 0;
 }
@@ -193,10 +159,6 @@ static int parse_cors_origins(const char *value, void *dest, up_error_t *err) {
     return 0;
 }
 
-static const setting_choice_t backends[] = {{"dnnl", NN_BACKEND_DNNL}, {"ref", NN_BACKEND_REF}, {NULL, 0}};
-static const setting_choice_t precisions[] = {
-    {"auto", NN_PRECISION_AUTO}, {"fp32", NN_PRECISION_FP32}, {"bf16", NN_PRECISION_BF16}, {NULL, 0}};
-static const setting_choice_t colours[] = {{"keep", 0}, {"srgb", 1}, {NULL, 0}};
 static const setting_choice_t metrics_choices[] = {
     {"open", API_METRICS_OPEN}, {"admin", API_METRICS_ADMIN}, {"off", API_METRICS_OFF}, {NULL, 0}};
 
@@ -249,7 +211,7 @@ static const setting_t serve_items[] = {
              "(any libpq URI)",
      .help = "the job database, by URL, instead of the data folder's (which keeps the uploads and results)",
      .doc = "a relative path is the working directory's at start; see \"PostgreSQL\"",
-     .parse = parse_store,
+     .parse = cli_parse_store,
      .own_message = 1, /* store_url_check's, which hides a password */
      LOCAL(store_url)},
     {.name = "secret-file",
@@ -283,7 +245,7 @@ static const setting_t serve_items[] = {
      .help = "the blob folder (uploads and results) instead of the data folder: a shared mount when workers "
              "run on other machines",
      .doc = "see \"Scaling out\"",
-     .parse = parse_blobs,
+     .parse = cli_parse_blobs,
      .own_message = 1,
      LOCAL(blobs_url)},
     {.name = "models",
@@ -324,21 +286,12 @@ static const setting_t serve_items[] = {
      .arg = "NAME",
      .env = "UPRES_NAME",
      .type = SETTING_TYPE_STRING,
-     .parse = parse_worker_name,
+     .parse = cli_parse_registry_name,
      .def_text = "`<host>:<pid>`",
      .what = "1 to 127 letters, digits and . _ - : @",
      .help = "this server's name in the workers registry (`upres workers list`)",
      QUEUE(name)},
-    {.name = "tile-memory",
-     .arg = "BYTES",
-     .env = "UPRES_TILE_MEMORY",
-     NUMBER(SIZE, 0, NO_MAX),
-     .def = "0",
-     .def_text = "0: half the available memory over `--workers`, 256M to 8G",
-     .what = "bytes, with an optional K, M or G suffix; 0 = from the memory available at start",
-     .help = "memory one worker's network may use for automatic tiles (a job's own tile size wins): larger "
-             "tiles recompute fewer borders, so a bigger budget is faster",
-     QUEUE(tile_memory)},
+    CLI_SETTING_TILE_MEMORY(QUEUE),
     {.name = "threads",
      .short_flag = 'j',
      .arg = "N",
@@ -348,23 +301,8 @@ static const setting_t serve_items[] = {
      .what = "0 (all cores) to 1024",
      .help = "threads per worker, 0 = all cores / workers",
      QUEUE(threads_per_worker)},
-    {.name = "backend",
-     .short_flag = 'b',
-     .arg = "NAME",
-     .env = "UPRES_BACKEND",
-     .type = SETTING_TYPE_ENUM,
-     .choices = backends,
-     .def = "dnnl",
-     .help = "the network's engine: oneDNN, or the plain C reference",
-     QUEUE(backend)},
-    {.name = "precision",
-     .arg = "NAME",
-     .env = "UPRES_PRECISION",
-     .type = SETTING_TYPE_ENUM,
-     .choices = precisions,
-     .def = "auto",
-     .help = "network arithmetic: bf16 (oneDNN on AVX512_BF16), fp32, or auto = bf16 where the CPU has AMX",
-     QUEUE(precision)},
+    CLI_SETTING_BACKEND(QUEUE),
+    CLI_SETTING_PRECISION(QUEUE),
     {.name = "http-threads",
      .arg = "N",
      .env = "UPRES_HTTP_THREADS",
@@ -381,22 +319,8 @@ static const setting_t serve_items[] = {
      .what = "bytes, with an optional K, M or G suffix",
      .help = "request body limit: an upload",
      HTTP(max_upload)},
-    {.name = "max-pixels",
-     .arg = "N",
-     .env = "UPRES_MAX_PIXELS",
-     NUMBER(SIZE, 0, NO_MAX),
-     .def = "40000000",
-     .what = "a pixel count (0 = no limit)",
-     .help = "input pixel limit",
-     QUEUE(max_input_pixels)},
-    {.name = "max-output-pixels",
-     .arg = "N",
-     .env = "UPRES_MAX_OUTPUT_PIXELS",
-     NUMBER(SIZE, 0, NO_MAX),
-     .def = "400000000",
-     .what = "a pixel count (0 = no limit)",
-     .help = "output pixel limit",
-     QUEUE(max_output_pixels)},
+    CLI_SETTING_MAX_PIXELS(QUEUE),
+    CLI_SETTING_MAX_OUTPUT_PIXELS(QUEUE),
     {.name = "retention",
      .arg = "SEC",
      .env = "UPRES_RETENTION",
@@ -518,22 +442,8 @@ static const setting_t serve_items[] = {
      .what = "1 or more",
      .help = "frames of an animated input (only the first is upscaled); more get 422",
      API(jobs.max_frames)},
-    {.name = "colour",
-     .arg = "MODE",
-     .env = "UPRES_COLOUR",
-     .type = SETTING_TYPE_ENUM,
-     .choices = colours,
-     .def = "keep",
-     .help = "`keep`: results carry the input's ICC profile (its own values); `srgb`: convert to sRGB",
-     .doc = "a job's own `colour` wins",
-     QUEUE(colour_srgb)},
-    {.name = "strip-metadata",
-     .env = "UPRES_STRIP_METADATA",
-     .type = SETTING_TYPE_BOOL,
-     .def = "0",
-     .help = "write no ICC profile, EXIF or XMP (colours converted to sRGB)",
-     .doc = "off: EXIF, XMP and the ICC profile are kept",
-     QUEUE(strip_metadata)},
+    CLI_SETTING_COLOUR(QUEUE),
+    CLI_SETTING_STRIP_METADATA(QUEUE),
 
     {.section = "Accounts (API keys: upres keys -h):",
      .name = "require-keys",
@@ -727,16 +637,7 @@ static const setting_t serve_items[] = {
      .what = "comma-separated CIDR ranges",
      .help = "ranges `image_url` may reach although not public, e.g. 10.0.0.0/8",
      API(fetch.allow)},
-    {.name = "verbose",
-     .short_flag = 'v',
-     .flag_value = "debug",
-     .env = "UPRES_LOG_LEVEL",
-     .type = SETTING_TYPE_STRING,
-     .parse = parse_log_level,
-     .def = "info",
-     .what = "error, warn, info or debug",
-     .help = "debug log; the variable sets the level (others mean info)",
-     LOCAL(log_level)},
+    CLI_SETTING_VERBOSE(LOCAL),
     {.name = "help", .short_flag = 'h', .type = SETTING_TYPE_HELP, .help = "this help"},
 };
 

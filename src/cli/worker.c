@@ -36,6 +36,7 @@
 
 #include "blob/blob.h"
 #include "cli/cli.h"
+#include "cli/job_settings.h"
 #include "cli/settings.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -57,20 +58,6 @@ typedef struct worker_locals {
     int log_level;
 } worker_locals_t;
 
-static int parse_store(const char *value, void *dest, up_error_t *err) {
-    if (store_url_check(value, err))
-        return -1;
-    *(const char **)dest = value;
-    return 0;
-}
-
-static int parse_blobs(const char *value, void *dest, up_error_t *err) {
-    if (blob_url_check(value, err))
-        return -1;
-    *(const char **)dest = value;
-    return 0;
-}
-
 /* Model names, comma-separated: each letters, digits and . _ + - (checked against the models at start). */
 static int parse_models(const char *value, void *dest, up_error_t *err) {
     (void)err;
@@ -82,28 +69,6 @@ static int parse_models(const char *value, void *dest, up_error_t *err) {
     *(const char **)dest = value;
     return 0;
 }
-
-static int parse_name(const char *value, void *dest, up_error_t *err) {
-    (void)err;
-    size_t n = strlen(value);
-    if (n == 0 || n > 127 ||
-        strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:@") != n)
-        return -1;
-    *(const char **)dest = value;
-    return 0;
-}
-
-static int parse_log_level(const char *value, void *dest, up_error_t *err) {
-    (void)err;
-    *(int *)dest = !strcmp(value, "error")   ? LOG_ERROR
-                   : !strcmp(value, "warn")  ? LOG_WARN
-                   : !strcmp(value, "debug") ? LOG_DEBUG
-                                             : LOG_INFO;
-    return 0;
-}
-
-static const setting_choice_t backends[] = {{"dnnl", NN_BACKEND_DNNL}, {"ref", NN_BACKEND_REF}, {NULL, 0}};
-static const setting_choice_t colours[] = {{"keep", 0}, {"srgb", 1}, {NULL, 0}};
 
 #define QUEUE(field) SETTING_AT(WORKER_IN_QUEUE, queue_config_t, field)
 #define LOCAL(field) SETTING_AT(WORKER_IN_LOCAL, worker_locals_t, field)
@@ -118,7 +83,7 @@ static const setting_t worker_items[] = {
      .def_text = "`DATA/upres.db`",
      .what = "sqlite:///ABSOLUTE/PATH.db, sqlite:RELATIVE/PATH.db or postgresql://[USER@]HOST[:PORT]/DB",
      .help = "the job database the API servers use",
-     .parse = parse_store,
+     .parse = cli_parse_store,
      .own_message = 1,
      LOCAL(store_url)},
     {.name = "blobs",
@@ -128,7 +93,7 @@ static const setting_t worker_items[] = {
      .def_text = "`DATA`",
      .what = "a folder's path, or file:///ABSOLUTE/DIR",
      .help = "the blob folder (uploads and results) the API servers use: a shared mount across machines",
-     .parse = parse_blobs,
+     .parse = cli_parse_blobs,
      .own_message = 1,
      LOCAL(blobs_url)},
     {.name = "data",
@@ -180,20 +145,13 @@ static const setting_t worker_items[] = {
      .arg = "NAME",
      .env = "UPRES_NAME",
      .type = SETTING_TYPE_STRING,
-     .parse = parse_name,
+     .parse = cli_parse_registry_name,
      .def_text = "`<host>:<pid>`",
      .what = "1 to 127 letters, digits and . _ - : @",
      .help = "this worker's name in the workers registry (unique among live ones)",
      QUEUE(name)},
-    {.name = "backend",
-     .short_flag = 'b',
-     .arg = "NAME",
-     .env = "UPRES_BACKEND",
-     .type = SETTING_TYPE_ENUM,
-     .choices = backends,
-     .def = "dnnl",
-     .help = "the network's engine: oneDNN, or the plain C reference",
-     QUEUE(backend)},
+    CLI_SETTING_BACKEND(QUEUE),
+    CLI_SETTING_PRECISION(QUEUE),
     {.name = "lease",
      .arg = "SEC",
      .env = "UPRES_LEASE",
@@ -219,46 +177,11 @@ static const setting_t worker_items[] = {
      .help = "keep results not downloaded this long (as the API servers do)",
      QUEUE(retention_s)},
     /* what shapes a job's result: the same as the API servers' (serve.c's entries of these names) */
-    {.name = "tile-memory",
-     .arg = "BYTES",
-     .env = "UPRES_TILE_MEMORY",
-     NUMBER(SIZE, 0, NO_MAX),
-     .def = "0",
-     .def_text = "0: half the available memory over `--slots`, 256M to 8G",
-     .what = "bytes, with an optional K, M or G suffix; 0 = from the memory available at start",
-     .help = "memory one job's network may use for automatic tiles (a job's own tile size wins)",
-     QUEUE(tile_memory)},
-    {.name = "max-pixels",
-     .arg = "N",
-     .env = "UPRES_MAX_PIXELS",
-     NUMBER(SIZE, 0, NO_MAX),
-     .def = "40000000",
-     .what = "a pixel count (0 = no limit)",
-     .help = "input pixel limit",
-     QUEUE(max_input_pixels)},
-    {.name = "max-output-pixels",
-     .arg = "N",
-     .env = "UPRES_MAX_OUTPUT_PIXELS",
-     NUMBER(SIZE, 0, NO_MAX),
-     .def = "400000000",
-     .what = "a pixel count (0 = no limit)",
-     .help = "output pixel limit",
-     QUEUE(max_output_pixels)},
-    {.name = "colour",
-     .arg = "MODE",
-     .env = "UPRES_COLOUR",
-     .type = SETTING_TYPE_ENUM,
-     .choices = colours,
-     .def = "keep",
-     .help =
-         "`keep`: results carry the input's ICC profile; `srgb`: convert to sRGB (a job's own `colour` wins)",
-     QUEUE(colour_srgb)},
-    {.name = "strip-metadata",
-     .env = "UPRES_STRIP_METADATA",
-     .type = SETTING_TYPE_BOOL,
-     .def = "0",
-     .help = "write no ICC profile, EXIF or XMP (colours converted to sRGB)",
-     QUEUE(strip_metadata)},
+    CLI_SETTING_TILE_MEMORY(QUEUE),
+    CLI_SETTING_MAX_PIXELS(QUEUE),
+    CLI_SETTING_MAX_OUTPUT_PIXELS(QUEUE),
+    CLI_SETTING_COLOUR(QUEUE),
+    CLI_SETTING_STRIP_METADATA(QUEUE),
     {.name = "db-retries",
      .arg = "N",
      .env = "UPRES_DB_RETRIES",
@@ -267,16 +190,7 @@ static const setting_t worker_items[] = {
      .what = "1 to 1000",
      .help = "store failures in a row (backing off 0.5 s to 8 s) before the worker exits with status 1",
      QUEUE(db_retries)},
-    {.name = "verbose",
-     .short_flag = 'v',
-     .flag_value = "debug",
-     .env = "UPRES_LOG_LEVEL",
-     .type = SETTING_TYPE_STRING,
-     .parse = parse_log_level,
-     .def = "info",
-     .what = "error, warn, info or debug",
-     .help = "debug log; the variable sets the level (others mean info)",
-     LOCAL(log_level)},
+    CLI_SETTING_VERBOSE(LOCAL),
     {.name = "help", .short_flag = 'h', .type = SETTING_TYPE_HELP, .help = "this help"},
 };
 
