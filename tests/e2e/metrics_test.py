@@ -14,6 +14,9 @@ with UPRES_TEST_MODELS (models folder).
   one live worker with one slot.
 - "queued" (--no-workers): two jobs wait: upres_queue_depth of their
   model is 2 (every other installed model 0), no workers, no slots.
+- "precision" (--precision auto, over ctest's UPRES_PRECISION=fp32): a job
+  completes, and the log says its network ran in bf16 where the CPU has
+  AMX-BF16 (fp32 elsewhere, with a printed note).
 - "admin" (--metrics admin --admin-token T): 401 JSON without the token or
   with a wrong one, 200 with it.
 - "off" (UPRES_METRICS=off): 404 JSON.
@@ -164,6 +167,31 @@ def test_queued(s):
           (get(samples, "upres_jobs", status="queued"), get(samples, "upres_workers")))
 
 
+def cpu_has_amx_bf16():
+    try:
+        return " amx_bf16" in open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+
+
+def test_precision(s):
+    """--precision auto (the flag wins over ctest's UPRES_PRECISION=fp32): bf16 where the CPU has AMX, logged."""
+    r = submit(s.port, data=png(40, 24), filename="p.png", model_name=FAST, scale=2)
+    jid = (r.json() or {}).get("job_id")
+    j = wait_status(s.port, jid, ("completed", "failed"), 120) if jid else {}
+    check(j.get("status") == "completed", "--precision auto: the job completes", j)
+    d = request(s.port, "GET", "/api/v1/download/%s" % jid)
+    check(d.status == 200 and d.body[:8] == b"\x89PNG\r\n\x1a\n", "... and its result downloads as a PNG", d)
+    log = s.tail(20000)
+    if cpu_has_amx_bf16():
+        check(re.search(r"realesr-animevideov3-x2 runs in bf16 \(auto asked: AMX", log),
+              "this CPU has AMX-BF16: the worker's network runs in bf16 (logged)", log[-1500:])
+    else:
+        print("metrics_test: this CPU has no AMX-BF16: auto runs fp32 (the bf16 run is not checked here)")
+        check(re.search(r"realesr-animevideov3-x2 runs in fp32", log), "no AMX-BF16: auto runs fp32 (logged)",
+              log[-1500:])
+
+
 def test_admin(s):
     for what, headers in (("no token", None), ("a wrong token", {"Authorization": "Bearer " + TOKEN + "x"})):
         r = request(s.port, "GET", "/metrics", headers=headers)
@@ -184,6 +212,9 @@ def main():
         s = start("open", "--rate-per-minute", "0", "--rate-per-day", "0")
         if s:
             run(test_open, s)
+        s = start("precision", "--precision", "auto")
+        if s:
+            run(test_precision, s)
         s = start("queued", "--no-workers")
         if s:
             run(test_queued, s)
