@@ -41,6 +41,8 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "image/image.h"
+#include "api/api.h"
+#include "http/http.h"
 #include "queue/events.h"
 #include "queue/notify.h"
 #include "queue/queue.h"
@@ -51,10 +53,12 @@ enum { WORKER_IN_QUEUE, WORKER_IN_LOCAL };
 
 typedef struct worker_locals {
     const char *data_dir;
-    const char *store_url; /* NULL: data_dir/upres.db */
-    const char *blobs_url; /* NULL: data_dir */
-    const char *models;    /* NULL: every installed model */
-    const char *model_dir; /* NULL: upscale_models_dir finds them */
+    const char *store_url;    /* NULL: data_dir/upres.db */
+    const char *blobs_url;    /* NULL: data_dir */
+    const char *models;       /* NULL: every installed model */
+    const char *model_dir;    /* NULL: upscale_models_dir finds them */
+    const char *metrics_addr; /* where /metrics listens */
+    int metrics_port;         /* 0 = no /metrics */
     int log_level;
 } worker_locals_t;
 
@@ -190,6 +194,23 @@ static const setting_t worker_items[] = {
      .what = "1 to 1000",
      .help = "store failures in a row (backing off 0.5 s to 8 s) before the worker exits with status 1",
      QUEUE(db_retries)},
+    {.name = "metrics-port",
+     .arg = "N",
+     .env = "UPRES_METRICS_PORT",
+     NUMBER(INT, 0, 65535),
+     .def = "0",
+     .def_text = "0: none",
+     .what = "0 (none) to 65535",
+     .help = "serve `GET /metrics` (Prometheus) on this TCP port: the worker has no other HTTP",
+     LOCAL(metrics_port)},
+    {.name = "metrics-listen",
+     .arg = "ADDR",
+     .env = "UPRES_METRICS_LISTEN",
+     .type = SETTING_TYPE_STRING,
+     .def = "127.0.0.1",
+     .what = "an IPv4 or IPv6 address",
+     .help = "address `--metrics-port` listens on: 0.0.0.0 for every interface",
+     LOCAL(metrics_addr)},
     CLI_SETTING_VERBOSE(LOCAL),
     {.name = "help", .short_flag = 'h', .type = SETTING_TYPE_HELP, .help = "this help"},
 };
@@ -250,6 +271,36 @@ static int open_store(const char *url, const char *data_dir, int retries, store_
     }
 }
 
+/*
+ * GET /metrics on loc's address and port (and nothing else: a 404 for any
+ * other path): this process's counters and the database's gauges, as on an
+ * API server, open to whoever reaches the port (bind it to a private
+ * address). 0, or 1 after an error line.
+ */
+static int start_metrics(const worker_locals_t *loc, store_t *st, const upscale_registry_t *reg,
+                         blob_store_t *blobs, api_t *api, http_server_t **srv) {
+    api->jobs.store = st;
+    api->jobs.registry = reg;
+    api->metrics = API_METRICS_OPEN;
+    int n;
+    const http_route_t *routes = metrics_routes(&n);
+    http_config_t hc;
+    http_config_init(&hc);
+    hc.listen_addr = loc->metrics_addr;
+    hc.port = loc->metrics_port;
+    hc.n_threads = 1;
+    hc.n_defer_threads = 1;
+    hc.n_fetch_threads = 1;
+    hc.upload_dir = blob_staging_dir(blobs);
+    up_error_t err;
+    if (http_server_start(&hc, routes, n, api, srv, &err)) {
+        cli_error("metrics: %s", err.msg);
+        return 1;
+    }
+    log_info("worker: metrics on http://%s:%d/metrics", hc.listen_addr, http_server_port(*srv));
+    return 0;
+}
+
 int cmd_worker(int argc, char **argv) {
     const char *values[N_WORKER_ITEMS];
     int markdown;
@@ -258,7 +309,7 @@ int cmd_worker(int argc, char **argv) {
         return rc;
     queue_config_t qc;
     queue_config_init(&qc);
-    worker_locals_t loc = {.data_dir = "./data", .log_level = LOG_INFO};
+    worker_locals_t loc = {.data_dir = "./data", .metrics_addr = "127.0.0.1", .log_level = LOG_INFO};
     void *const bases[] = {[WORKER_IN_QUEUE] = &qc, [WORKER_IN_LOCAL] = &loc};
     if (markdown)
         return settings_markdown(&worker_settings, bases, stdout);
@@ -285,6 +336,9 @@ int cmd_worker(int argc, char **argv) {
     queue_t *q = NULL;
     notify_t *nt = NULL;
     events_t *events = events_new();
+    http_server_t *srv = NULL;
+    api_t api; /* /metrics' context: the store, the models, who may read it */
+    api_init(&api);
     char models_buf[1024];
 
     if (image_init()) {
@@ -323,6 +377,8 @@ int cmd_worker(int argc, char **argv) {
     /* PostgreSQL: a submission on any server wakes this worker at once; SQLite: the queue's poll */
     if (notify_start(st, events, q, &nt, &err) && err.code != UP_ERR_UNSUPPORTED)
         log_warn("worker: %s: new jobs are found by polling", err.msg);
+    if (loc.metrics_port && start_metrics(&loc, st, reg, blobs, &api, &srv))
+        goto done;
     log_info("worker: %s running the jobs of %s (blobs %s)", queue_name(q),
              loc.models ? loc.models : "every model", blob_root(blobs));
 
@@ -343,12 +399,16 @@ int cmd_worker(int argc, char **argv) {
     } else {
         log_error("worker: exiting: the store is lost (--db-retries %d)", qc.db_retries);
     }
+    http_server_stop(srv);
+    srv = NULL;
     notify_stop(nt); /* before queue_stop: it wakes the queue */
     nt = NULL;
     queue_stop(q);
     q = NULL;
     log_info("worker: stopped in %.2f s", mono_s() - t_stop);
 done:
+    http_server_stop(srv);
+    api_fini(&api);
     notify_stop(nt);
     queue_stop(q);
     events_free(events); /* after everything that publishes has stopped */

@@ -44,8 +44,8 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from client import (MODELS, QUIET, REPO, SLOW, UPRES, Server, Stream, check, make_tmp, png, png_size, request,  # noqa: E402
-                    submit, tally)
+from client import (MODELS, QUIET, REPO, SLOW, UPRES, Server, Stream, check, free_port, make_tmp, png,  # noqa: E402
+                    png_size, request, submit, tally)
 
 TMP = make_tmp("upres-scaleout-")
 os.chmod(TMP, 0o755)  # the cluster runs as postgres when we are root: it needs to reach its folder
@@ -230,7 +230,8 @@ def scenario(url, api, keys, workers):
     # ---- models before any worker, then three
     got = worker_count(api)
     check(got == (0, False), "models: no worker -> worker_count 0, available false", got)
-    other = Worker(url, models=OTHER)
+    other_metrics = free_port()
+    other = Worker(url, "--metrics-port", str(other_metrics), models=OTHER)
     workers.append(other)
     for _ in range(3):
         workers.append(Worker(url))
@@ -377,6 +378,16 @@ def scenario(url, api, keys, workers):
         check(all(v == "completed" for v in st.values()), "the other jobs complete too", st)
         check(re.search(r"job %s queued again" % jid, w.text()), "its log says the job went back to the queue",
               w.text()[-800:])
+
+    # ---- a worker's own /metrics (--metrics-port): its counters and the database's gauges
+    r = request(other_metrics, "GET", "/metrics")
+    text = r.body.decode("utf-8", "replace")
+    check(r.status == 200 and text.startswith("# HELP ") and 'upres_worker_slots{model="%s"} 1\n' % OTHER in text
+          and "upres_jobs_claimed_total{" not in text and 'upres_jobs{status="completed"}' in text,
+          "a worker's --metrics-port answers /metrics: 1 slot for its model, no claims of its own, the jobs",
+          text[:400])
+    r = request(other_metrics, "GET", "/api/v1/models")
+    check(r.status == 404, "... and nothing else (404 for the API)", r)
 
     check(other.alive() and " claimed (" not in other.text(),
           "the worker serving only %s never claimed a %s job" % (OTHER, MODEL), other.text()[-800:])
