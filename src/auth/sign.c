@@ -110,7 +110,8 @@ int auth_secret_parse(const char *text, size_t len, unsigned char secret[32], up
         int hi = OPENSSL_hexchar2int((unsigned char)text[2 * i]);
         int lo = OPENSSL_hexchar2int((unsigned char)text[2 * i + 1]);
         ok = hi >= 0 && lo >= 0;
-        secret[i] = (unsigned char)(hi << 4 | lo);
+        if (ok)
+            secret[i] = (unsigned char)(hi << 4 | lo);
     }
     if (!ok) {
         OPENSSL_cleanse(secret, SECRET_SIZE);
