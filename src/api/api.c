@@ -379,6 +379,41 @@ const char *api_content_type(const char *fmt) {
     return t ? t : "application/octet-stream";
 }
 
+static long blob_body_read(void *ctx, unsigned long long pos, char *buf, size_t max) {
+    size_t n = 0;
+    up_error_t err;
+    if (blob_reader_read(ctx, (long long)pos, buf, max, &n, &err)) {
+        log_error("download: %s", err.msg);
+        return -1;
+    }
+    return (long)n;
+}
+
+static void blob_body_free(void *ctx) { blob_reader_close(ctx); }
+
+int api_reply_blob(api_t *api, http_request_t *req, const char *key, const char *content_type,
+                   const char *attachment_name) {
+    char path[PATH_MAX];
+    up_error_t err;
+    int rc = blob_path(api->jobs.blobs, key, path, sizeof path, &err);
+    if (rc == 0)
+        return http_reply_file(req, 200, path, content_type, attachment_name);
+    if (rc != UP_ERR_UNSUPPORTED)
+        return rc;
+    blob_reader_t *r;
+    blob_info_t info;
+    if ((rc = blob_open(api->jobs.blobs, key, &r, &info, &err))) {
+        if (rc != UP_ERR_NOT_FOUND)
+            log_error("download: %s", err.msg);
+        return rc;
+    }
+    rc = http_reply_stream(req, 200, (unsigned long long)info.size, blob_body_read, blob_body_free, r,
+                           content_type, attachment_name);
+    if (rc)
+        blob_reader_close(r);
+    return rc;
+}
+
 /* An Idempotency-Key header: 0 with *key set (NULL when none), or -1 after replying 400. */
 static int idem_header(http_request_t *req, const char **key) {
     const char *k = http_request_header(req, "Idempotency-Key");

@@ -316,6 +316,16 @@ const char *api_output_format(const char *name);
 /* The Content-Type of a result format ("png" -> "image/png"). */
 const char *api_content_type(const char *format);
 
+/*
+ * Reply 200 with the blob at key: MHD's file response where the blob
+ * store has files, else the bytes streamed from a blob reader (PostgreSQL's
+ * chunks, never the whole blob in memory). attachment_name as
+ * http_reply_file. Returns 0, or without replying UP_ERR_NOT_FOUND (the
+ * blob is gone) or another code (logged): the caller answers.
+ */
+int api_reply_blob(api_t *api, http_request_t *req, const char *key, const char *content_type,
+                   const char *attachment_name);
+
 /* A whole decimal integer (surrounding spaces allowed); 0 or -1. */
 int api_parse_int(const char *s, long *out);
 

@@ -1196,9 +1196,8 @@ static void h_cancel(http_request_t *req, void *ctx) {
 
 /* ---- downloads (section 5.7) ----------------------------------------------------------------- */
 
-/* A completed job whose file exists: 0 with its path, or -1 after replying (409 not done or failed, 404
- * gone). */
-static int result_file(api_t *api, http_request_t *req, const job_t *job, char *path, size_t size) {
+/* A completed job whose result exists: 0, or -1 after replying (409 not done or failed, 404 gone). */
+static int result_ready(api_t *api, http_request_t *req, const job_t *job) {
     if (job->status == JOB_STATUS_QUEUED || job->status == JOB_STATUS_CLAIMED ||
         job->status == JOB_STATUS_PROCESSING) {
         tz_error(req, 409, "JOB_NOT_READY", json_pack("{s:s}", "status", tz_status(job->status)),
@@ -1210,8 +1209,9 @@ static int result_file(api_t *api, http_request_t *req, const job_t *job, char *
                  job->error[0] ? job->error : "cancelled");
         return -1;
     }
+    blob_info_t info;
     if (job->status != JOB_STATUS_COMPLETED || !job->result_key[0] ||
-        blob_path(api->jobs.blobs, job->result_key, path, size, NULL)) {
+        blob_stat(api->jobs.blobs, job->result_key, &info, NULL)) {
         tz_error(req, 404, "NOT_FOUND", NULL, "the result of job %s is gone (its retention ended)", job->id);
         return -1;
     }
@@ -1235,19 +1235,19 @@ static void h_download(http_request_t *req, void *ctx) {
             return;
         }
     }
-    char path[PATH_MAX], name[300];
-    if (path_job(api, req, &job) || result_file(api, req, &job, path, sizeof path))
+    char name[300];
+    if (path_job(api, req, &job) || result_ready(api, req, &job))
         return;
     processed_name(job.input_name, job.result_format, name, sizeof name);
-    if (http_reply_file(req, 200, path, api_content_type(job.result_format), name))
+    if (api_reply_blob(api, req, job.result_key, api_content_type(job.result_format), name))
         tz_error(req, 404, "NOT_FOUND", NULL, "the result of job %s is gone (its retention ended)", job.id);
 }
 
 static void h_download_url(http_request_t *req, void *ctx) {
     api_t *api = ctx;
     job_t job;
-    char path[PATH_MAX], url[600], name[300];
-    if (path_job(api, req, &job) || result_file(api, req, &job, path, sizeof path))
+    char url[600], name[300];
+    if (path_job(api, req, &job) || result_ready(api, req, &job))
         return;
     long long expires = 0;
     if (api_signed_url(api, req, &job, "/download/", api->signed_url_ttl, url, sizeof url, &expires)) {

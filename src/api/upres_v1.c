@@ -353,10 +353,8 @@ static void h_result(http_request_t *req, void *ctx) {
                               rc == UP_ERR_NOT_FOUND ? "Job not found." : "cannot read the job");
         return;
     }
-    char path[PATH_MAX]; /* MHD's file response needs a file: the blob store's local extra */
     if (job.status != JOB_STATUS_COMPLETED || !job.result_key[0] ||
-        blob_path(api->jobs.blobs, job.result_key, path, sizeof path, NULL) ||
-        http_reply_file(req, 200, path, api_content_type(job.result_format), NULL))
+        api_reply_blob(api, req, job.result_key, api_content_type(job.result_format), NULL))
         http_reply_error_code(req, 410, "GONE", NULL,
                               "the result of job %s is gone (downloaded and deleted, or its retention ended)",
                               job.id);

@@ -300,8 +300,7 @@ static void h_download(http_request_t *req, void *ctx) {
         return;
     case JOB_STATUS_COMPLETED: break;
     }
-    char path[PATH_MAX]; /* MHD's file response needs a file: the blob store's local extra */
-    if (!job.result_key[0] || blob_path(api->jobs.blobs, job.result_key, path, sizeof path, NULL)) {
+    if (!job.result_key[0]) {
         http_reply_error(req, 410, "the result of job %s is gone (already downloaded, or expired)", job.id);
         return;
     }
@@ -310,7 +309,7 @@ static void h_download(http_request_t *req, void *ctx) {
     http_request_set_tag(req, job.id);
     if (deletes)
         http_request_on_complete(req, download_done);
-    int rc = http_reply_file(req, 200, path, api_content_type(job.result_format), name);
+    int rc = api_reply_blob(api, req, job.result_key, api_content_type(job.result_format), name);
     if (rc == UP_ERR_NOT_FOUND) {
         http_request_on_complete(req, NULL);
         http_reply_error(req, 410, "the result of job %s is gone (already downloaded, or expired)", job.id);

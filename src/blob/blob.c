@@ -1,7 +1,7 @@
 /*
  * blob.c - file storage (see blob.h): key checks, the public functions,
  * which check their arguments and call the backend's table, the sweep,
- * and the one backend today, a local directory.
+ * and the local directory backend (blob_pg.c is the other; blob_int.h).
  *
  * DESIGN
  *
@@ -44,58 +44,25 @@
 
 #include "core/clock.h"
 #include "core/fileio.h"
+#include "blob/blob_int.h"
 #include "core/log.h"
 #include "core/xmalloc.h"
 
-#define TMP_MARK ".tmp-"
-#define UPLOAD_MARK ".upload-"
+#define TMP_MARK BLOB_TMP_MARK
+#define UPLOAD_MARK BLOB_UPLOAD_MARK
 #define PATH_BYTES (PATH_MAX + 64) /* a root, a key and a temporary suffix */
 
-/* The functions a backend implements; the public functions have checked keys and arguments. */
-typedef struct blob_backend_i {
-    const char *name;
-    int (*put_begin)(blob_store_t *bs, const char *key, blob_writer_t **out, up_error_t *err);
-    int (*write)(blob_writer_t *w, const void *data, size_t size, up_error_t *err);
-    int (*commit)(blob_writer_t *w, up_error_t *err); /* frees w, also on failure */
-    void (*abort)(blob_writer_t *w);                  /* frees w */
-    int (*put_file)(blob_store_t *bs, const char *key, const char *src, up_error_t *err);
-    int (*open)(blob_store_t *bs, const char *key, blob_reader_t **out, blob_info_t *info, up_error_t *err);
-    int (*read)(blob_reader_t *r, long long offset, void *buf, size_t size, size_t *n, up_error_t *err);
-    void (*close)(blob_reader_t *r);
-    int (*stat)(blob_store_t *bs, const char *key, blob_info_t *info, up_error_t *err);
-    int (*remove)(blob_store_t *bs, const char *key, up_error_t *err);
-    /* each entry directly under folder prefix: fn(name, is_temporary, info, ctx), which returns 0 to go on */
-    int (*list)(blob_store_t *bs, const char *prefix,
-                int (*fn)(const char *name, int is_temporary, const blob_info_t *info, void *ctx), void *ctx,
-                up_error_t *err);
-    int (*temporary_orphaned)(blob_store_t *bs, const char *name); /* 1: its writer is gone */
-    int (*remove_temporary)(blob_store_t *bs, const char *prefix, const char *name, up_error_t *err);
-    int (*path)(blob_store_t *bs, const char *key, char *buf, size_t size, up_error_t *err); /* NULL: none */
-    const char *(*staging_dir)(blob_store_t *bs);                                            /* NULL: none */
-    void (*free)(blob_store_t *bs);
-} blob_backend_i;
-
-struct blob_store {
-    const blob_backend_i *be;
-    /* local backend */
-    char root[PATH_MAX];        /* absolute, no trailing '/' */
-    char staging[PATH_MAX + 8]; /* root/uploads */
-    int shared; /* the folder may be shared by other machines (blob_open_url's folder): a temporary's pid
-                   says nothing here, only its age does */
-};
-
-struct blob_writer {
-    blob_store_t *bs;
+typedef struct local_writer {
+    blob_writer_t base;
     int fd;
     char tmp[PATH_BYTES];
     char dst[PATH_BYTES];
-};
+} local_writer_t;
 
-struct blob_reader {
-    blob_store_t *bs;
+typedef struct local_reader {
+    blob_reader_t base;
     int fd;
-    long long size;
-};
+} local_reader_t;
 
 /* ---- keys ----------------------------------------------------------------------- */
 
@@ -123,8 +90,7 @@ static int bad_key(const char *key, up_error_t *err) {
     return up_error_set(err, UP_ERR_INVALID, 0, "invalid blob key '%.300s'", key ? key : "(null)");
 }
 
-/* Fill err with UP_ERR_IO naming what and errno e, and leave errno e (507 or 503 hangs on it). */
-static int io_error(up_error_t *err, int e, const char *what, const char *path) {
+int blob_io_error(up_error_t *err, int e, const char *what, const char *path) {
     char ebuf[128];
     int rc = up_error_set(err, UP_ERR_IO, 0, "%s %.600s: %s", what, path, strerror_r(e, ebuf, sizeof ebuf));
     errno = e;
@@ -155,8 +121,8 @@ static int make_parents(blob_store_t *bs, const char *path) {
 
 static int local_put_begin(blob_store_t *bs, const char *key, blob_writer_t **out, up_error_t *err) {
     static atomic_uint seq;
-    blob_writer_t *w = xcalloc(1, sizeof *w);
-    w->bs = bs;
+    local_writer_t *w = xcalloc(1, sizeof *w);
+    w->base.bs = bs;
     w->fd = -1;
     int e, rc = local_path(bs, key, w->dst, sizeof w->dst, err);
     if (rc)
@@ -168,15 +134,15 @@ static int local_put_begin(blob_store_t *bs, const char *key, blob_writer_t **ou
         goto fail;
     }
     if ((e = make_parents(bs, w->dst))) {
-        rc = io_error(err, e, "cannot make the folder of", w->dst);
+        rc = blob_io_error(err, e, "cannot make the folder of", w->dst);
         goto fail;
     }
     w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (w->fd < 0) {
-        rc = io_error(err, errno, "cannot create", w->tmp);
+        rc = blob_io_error(err, errno, "cannot create", w->tmp);
         goto fail;
     }
-    *out = w;
+    *out = &w->base;
     return UP_OK;
 fail:
     e = errno;
@@ -185,13 +151,15 @@ fail:
     return rc;
 }
 
-static int local_write(blob_writer_t *w, const void *data, size_t size, up_error_t *err) {
+static int local_write(blob_writer_t *base, const void *data, size_t size, up_error_t *err) {
+    local_writer_t *w = (local_writer_t *)base;
     if (write_all(w->fd, data, size))
-        return io_error(err, errno, "cannot write", w->tmp);
+        return blob_io_error(err, errno, "cannot write", w->tmp);
     return UP_OK;
 }
 
-static void local_abort(blob_writer_t *w) {
+static void local_abort(blob_writer_t *base) {
+    local_writer_t *w = (local_writer_t *)base;
     int e = errno;
     if (w->fd >= 0)
         close(w->fd);
@@ -200,27 +168,28 @@ static void local_abort(blob_writer_t *w) {
     errno = e;
 }
 
-static int local_commit(blob_writer_t *w, up_error_t *err) {
+static int local_commit(blob_writer_t *base, up_error_t *err) {
+    local_writer_t *w = (local_writer_t *)base;
     int rc = UP_OK;
     /* the bytes are on disk before the name says they are there */
     if (fsync(w->fd)) {
-        rc = io_error(err, errno, "cannot write", w->tmp);
+        rc = blob_io_error(err, errno, "cannot write", w->tmp);
         goto fail;
     }
     int fd = w->fd;
     w->fd = -1;
     if (close(fd)) {
-        rc = io_error(err, errno, "cannot write", w->tmp);
+        rc = blob_io_error(err, errno, "cannot write", w->tmp);
         goto fail;
     }
     if (rename(w->tmp, w->dst)) {
-        rc = io_error(err, errno, "cannot rename into", w->dst);
+        rc = blob_io_error(err, errno, "cannot rename into", w->dst);
         goto fail;
     }
     free(w);
     return UP_OK;
 fail:
-    local_abort(w); /* keeps errno */
+    local_abort(base); /* keeps errno */
     return rc;
 }
 
@@ -237,12 +206,12 @@ static int local_put_file(blob_store_t *bs, const char *key, const char *src, up
         e = errno;
         if (fd >= 0)
             close(fd);
-        rc = io_error(err, e, "cannot store", src);
+        rc = blob_io_error(err, e, "cannot store", src);
         goto fail;
     }
     close(fd);
     if ((e = make_parents(bs, dst)) || (rename(src, dst) && (e = errno))) {
-        rc = io_error(err, e, "cannot rename into", dst);
+        rc = blob_io_error(err, e, "cannot rename into", dst);
         goto fail;
     }
     return UP_OK;
@@ -267,33 +236,34 @@ static int local_open(blob_store_t *bs, const char *key, blob_reader_t **out, bl
     if (fd < 0)
         return errno == ENOENT || errno == ENOTDIR
                    ? up_error_set(err, UP_ERR_NOT_FOUND, 0, "no blob '%.300s'", key)
-                   : io_error(err, errno, "cannot open", path);
+                   : blob_io_error(err, errno, "cannot open", path);
     struct stat sb = {0};
     if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
         int e = errno;
         close(fd);
-        return S_ISREG(sb.st_mode) ? io_error(err, e, "cannot stat", path)
+        return S_ISREG(sb.st_mode) ? blob_io_error(err, e, "cannot stat", path)
                                    : up_error_set(err, UP_ERR_NOT_FOUND, 0, "no blob '%.300s'", key);
     }
-    blob_reader_t *r = xcalloc(1, sizeof *r);
-    r->bs = bs;
+    local_reader_t *r = xcalloc(1, sizeof *r);
+    r->base.bs = bs;
+    r->base.size = (long long)sb.st_size;
     r->fd = fd;
-    r->size = (long long)sb.st_size;
     if (info)
         info_of(&sb, info);
-    *out = r;
+    *out = &r->base;
     return UP_OK;
 }
 
-static int local_read(blob_reader_t *r, long long offset, void *buf, size_t size, size_t *n,
+static int local_read(blob_reader_t *base, long long offset, void *buf, size_t size, size_t *n,
                       up_error_t *err) {
+    local_reader_t *r = (local_reader_t *)base;
     size_t got = 0;
     while (got < size) {
         ssize_t k = pread(r->fd, (char *)buf + got, size - got, (off_t)(offset + (long long)got));
         if (k < 0 && errno == EINTR)
             continue;
         if (k < 0)
-            return io_error(err, errno, "cannot read", "a blob");
+            return blob_io_error(err, errno, "cannot read", "a blob");
         if (k == 0)
             break;
         got += (size_t)k;
@@ -302,7 +272,8 @@ static int local_read(blob_reader_t *r, long long offset, void *buf, size_t size
     return UP_OK;
 }
 
-static void local_close(blob_reader_t *r) {
+static void local_close(blob_reader_t *base) {
+    local_reader_t *r = (local_reader_t *)base;
     close(r->fd);
     free(r);
 }
@@ -316,7 +287,7 @@ static int local_stat(blob_store_t *bs, const char *key, blob_info_t *info, up_e
     if (stat(path, &sb))
         return errno == ENOENT || errno == ENOTDIR
                    ? up_error_set(err, UP_ERR_NOT_FOUND, 0, "no blob '%.300s'", key)
-                   : io_error(err, errno, "cannot stat", path);
+                   : blob_io_error(err, errno, "cannot stat", path);
     if (!S_ISREG(sb.st_mode))
         return up_error_set(err, UP_ERR_NOT_FOUND, 0, "no blob '%.300s' (not a file)", key);
     info_of(&sb, info);
@@ -328,7 +299,7 @@ static int unlink_path(const char *path, const char *what, up_error_t *err) {
         return UP_OK;
     if (errno == ENOENT)
         return up_error_set(err, UP_ERR_NOT_FOUND, 0, "no %s %.600s", what, path);
-    return io_error(err, errno, "cannot delete", path);
+    return blob_io_error(err, errno, "cannot delete", path);
 }
 
 static int local_remove(blob_store_t *bs, const char *key, up_error_t *err) {
@@ -350,7 +321,7 @@ static int local_list(blob_store_t *bs, const char *prefix,
         return rc;
     DIR *d = opendir(dir);
     if (!d)
-        return errno == ENOENT ? UP_OK : io_error(err, errno, "cannot list", dir);
+        return errno == ENOENT ? UP_OK : blob_io_error(err, errno, "cannot list", dir);
     struct dirent *e;
     while ((e = readdir(d))) {
         const char *name = e->d_name;
@@ -397,11 +368,9 @@ static int local_remove_temporary(blob_store_t *bs, const char *prefix, const ch
     return unlink_path(path, "temporary", err);
 }
 
-static const char *local_staging_dir(blob_store_t *bs) { return bs->staging; }
-
 static void local_free(blob_store_t *bs) { free(bs); }
 
-static const blob_backend_i local_backend = {
+const blob_backend_i blob_local_backend = {
     .name = "local",
     .put_begin = local_put_begin,
     .write = local_write,
@@ -417,25 +386,17 @@ static const blob_backend_i local_backend = {
     .temporary_orphaned = local_temporary_orphaned,
     .remove_temporary = local_remove_temporary,
     .path = local_path,
-    .staging_dir = local_staging_dir,
     .free = local_free,
 };
 
-int blob_open_local(const char *root, blob_store_t **out, up_error_t *err) {
-    assert(root && out);
-    *out = NULL;
+int blob_local_setup(blob_store_t *bs, const char *root, up_error_t *err) {
     if (!*root)
         return up_error_set(err, UP_ERR_INVALID, 0, "blob store: no root folder");
     if (mkdir(root, 0777) && errno != EEXIST)
-        return io_error(err, errno, "blob store: cannot create the folder", root);
-    blob_store_t *bs = xcalloc(1, sizeof *bs);
-    bs->be = &local_backend;
+        return blob_io_error(err, errno, "blob store: cannot create the folder", root);
     char abs[PATH_MAX];
-    if (!realpath(root, abs)) {
-        int rc = io_error(err, errno, "blob store: cannot resolve the folder", root);
-        free(bs);
-        return rc;
-    }
+    if (!realpath(root, abs))
+        return blob_io_error(err, errno, "blob store: cannot resolve the folder", root);
     snprintf(bs->root, sizeof bs->root, "%s", abs);
     snprintf(bs->staging, sizeof bs->staging, "%s/uploads", abs);
     static const char *const folders[] = {"uploads", "results"};
@@ -443,28 +404,50 @@ int blob_open_local(const char *root, blob_store_t **out, up_error_t *err) {
         char dir[PATH_BYTES];
         snprintf(dir, sizeof dir, "%s/%s", abs, folders[i]);
         struct stat sb;
-        if ((mkdir(dir, 0777) && errno != EEXIST) || stat(dir, &sb) || !S_ISDIR(sb.st_mode)) {
-            int rc = io_error(err, errno ? errno : ENOTDIR, "blob store: cannot create the folder", dir);
-            free(bs);
-            return rc;
-        }
+        errno = 0;
+        if ((mkdir(dir, 0777) && errno != EEXIST) || stat(dir, &sb) || !S_ISDIR(sb.st_mode))
+            return blob_io_error(err, errno ? errno : ENOTDIR, "blob store: cannot create the folder", dir);
+    }
+    return UP_OK;
+}
+
+int blob_open_local(const char *root, blob_store_t **out, up_error_t *err) {
+    assert(root && out);
+    *out = NULL;
+    blob_store_t *bs = xcalloc(1, sizeof *bs);
+    bs->be = &blob_local_backend;
+    int rc = blob_local_setup(bs, root, err);
+    if (rc) {
+        free(bs);
+        return rc;
     }
     *out = bs;
     return UP_OK;
 }
 
+/* A blob URL's kinds (see blob.h, blob_open_url). */
+enum { URL_DEFAULT, URL_FOLDER, URL_PG };
+
+static int is_pg_scheme(const char *url, size_t scheme_len) {
+    return (scheme_len == 10 && strncmp(url, "postgresql", 10) == 0) ||
+           (scheme_len == 8 && strncmp(url, "postgres", 8) == 0);
+}
+
 /*
- * The folder a blob URL names (see blob.h), into *dir (borrowed from url;
- * NULL for the default). The refusals of blob_open_url.
+ * What a blob URL names (see blob.h): *kind, and *rest, the folder's path
+ * or the database URL ("" for the bare "postgresql:"), borrowed from url.
+ * The refusals of blob_open_url.
  */
-static int parse_url(const char *url, const char **dir, up_error_t *err) {
-    static const char forms[] = "file:///ABSOLUTE/DIR or a folder's path";
-    *dir = NULL;
+static int parse_url(const char *url, int *kind, const char **rest, up_error_t *err) {
+    static const char forms[] = "file:///ABSOLUTE/DIR, a folder's path, postgresql: or postgresql://...";
+    *kind = URL_DEFAULT;
+    *rest = NULL;
     if (!url || !*url)
         return UP_OK;
     size_t scheme_len = strspn(url, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
     if (scheme_len == 0 || url[scheme_len] != ':' || url[0] == '.') { /* no scheme: a path */
-        *dir = url;
+        *kind = URL_FOLDER;
+        *rest = url;
         return UP_OK;
     }
     if (scheme_len == 4 && strncmp(url, "file", 4) == 0) {
@@ -472,35 +455,60 @@ static int parse_url(const char *url, const char **dir, up_error_t *err) {
             return up_error_set(err, UP_ERR_INVALID, 0,
                                 "bad blobs '%.300s': %s expected (three slashes before an absolute path)",
                                 url, forms);
-        *dir = url + 7;
+        *kind = URL_FOLDER;
+        *rest = url + 7;
+        return UP_OK;
+    }
+    if (is_pg_scheme(url, scheme_len)) {
+        const char *after = url + scheme_len + 1;
+        if (*after && strncmp(after, "//", 2) != 0)
+            return up_error_set(err, UP_ERR_INVALID, 0,
+                                "bad blobs '%.300s': postgresql: (the store's database) or postgresql://... "
+                                "expected",
+                                url);
+        *kind = URL_PG;
+        *rest = *after ? url : "";
         return UP_OK;
     }
     int shown = scheme_len > 40 ? 40 : (int)scheme_len;
     return up_error_set(err, UP_ERR_UNSUPPORTED, 0,
-                        "bad blobs '%.300s': no %.*s blob store in this build (%s: a local or shared folder)",
-                        url, shown, url, forms);
+                        "bad blobs '%.300s': no %.*s blob store in this build (%s)", url, shown, url, forms);
 }
 
 int blob_url_check(const char *url, up_error_t *err) {
-    const char *dir;
-    return parse_url(url, &dir, err);
+    int kind;
+    const char *rest;
+    return parse_url(url, &kind, &rest, err);
 }
 
-int blob_open_url(const char *url, const char *default_root, blob_store_t **out, up_error_t *err) {
-    assert(out);
+int blob_open_url(const char *url, const char *default_root, const char *store_url, blob_store_t **out,
+                  up_error_t *err) {
+    assert(out && default_root);
     *out = NULL;
-    const char *dir;
-    int rc = parse_url(url, &dir, err);
+    int kind;
+    const char *rest;
+    int rc = parse_url(url, &kind, &rest, err);
     if (rc)
         return rc;
-    if (!dir) {
-        assert(default_root);
-        return blob_open_local(default_root, out, err);
+    switch (kind) {
+    case URL_DEFAULT: return blob_open_local(default_root, out, err);
+    case URL_FOLDER:
+        rc = blob_open_local(rest, out, err);
+        if (!rc)
+            (*out)->shared = 1;
+        return rc;
+    default: /* URL_PG */
+        if (!*rest) {
+            size_t n = store_url ? strcspn(store_url, ":") : 0;
+            if (!store_url || !is_pg_scheme(store_url, n) || store_url[n] != ':')
+                return up_error_set(
+                    err, UP_ERR_INVALID, 0,
+                    "blobs postgresql: keeps the blobs in the store's database, and the store "
+                    "is not on PostgreSQL: give --blobs postgresql://... or a folder");
+            rest = store_url;
+        }
+        return blob_open_pg(rest, default_root, out, err);
     }
-    rc = blob_open_local(dir, out, err);
-    if (!rc)
-        (*out)->shared = 1;
-    return rc;
 }
 
 /* ---- the public functions ---------------------------------------------------------- */
@@ -614,8 +622,50 @@ int blob_path(blob_store_t *bs, const char *key, char *buf, size_t size, up_erro
     return bs->be->path(bs, key, buf, size, err);
 }
 
-const char *blob_staging_dir(blob_store_t *bs) {
-    return bs->be->staging_dir ? bs->be->staging_dir(bs) : NULL;
+const char *blob_staging_dir(blob_store_t *bs) { return bs->staging; }
+
+int blob_local_file(blob_store_t *bs, const char *key, char *buf, size_t size, int *temporary,
+                    up_error_t *err) {
+    assert(bs && buf && temporary);
+    *temporary = 0;
+    blob_info_t info;
+    if (bs->be->path) {
+        int rc = blob_path(bs, key, buf, size, err);
+        return rc ? rc : blob_stat(bs, key, &info, err);
+    }
+    blob_reader_t *r;
+    int rc = blob_open(bs, key, &r, &info, err);
+    if (rc)
+        return rc;
+    int n = snprintf(buf, size, "%s/" UPLOAD_MARK "%ld-XXXXXX", bs->staging, (long)getpid());
+    int fd = n < 0 || (size_t)n >= size ? -1 : mkostemp(buf, O_CLOEXEC);
+    if (fd < 0) {
+        rc = n < 0 || (size_t)n >= size ? up_error_set(err, UP_ERR_INVALID, 0, "blob copy path too long")
+                                        : blob_io_error(err, errno, "cannot create", buf);
+        blob_reader_close(r);
+        return rc;
+    }
+    enum { COPY_BYTES = 1 << 20 };
+    char *chunk = xmalloc(COPY_BYTES);
+    long long off = 0;
+    size_t got = 0;
+    while (!rc && off < info.size && !(rc = blob_reader_read(r, off, chunk, COPY_BYTES, &got, err)) && got) {
+        if (write_all(fd, chunk, got))
+            rc = blob_io_error(err, errno, "cannot write", buf);
+        off += (long long)got;
+    }
+    free(chunk);
+    blob_reader_close(r);
+    if (close(fd) && !rc)
+        rc = blob_io_error(err, errno, "cannot write", buf);
+    if (rc) {
+        int e = errno;
+        unlink(buf);
+        errno = e;
+        return rc;
+    }
+    *temporary = 1;
+    return UP_OK;
 }
 
 /* ---- sweep ------------------------------------------------------------------------------ */

@@ -1,10 +1,10 @@
 /*
  * blob.h - file storage behind one interface: the uploads, the results and
- * their temporaries, named by keys relative to a root. The local-directory
- * backend is the only one today. The handle is opaque and every call goes
- * through its backend's table of functions (blob_backend_i in blob.c; it
- * moves to a private blob_int.h when a second backend, PostgreSQL chunks
- * or S3, implements it), so a backend changes nothing above this header.
+ * their temporaries, named by keys relative to a root. Two backends: a
+ * local directory (blob.c; a shared mount makes it every machine's), and
+ * PostgreSQL tables of 1 MiB chunks (blob_pg.c). The handle is opaque and
+ * every call goes through its backend's table of functions (blob_int.h),
+ * so a backend changes nothing above this header.
  *
  * Keys: rows in the store hold keys ("uploads/<id>.png",
  * "results/<id>-a1.png"), never file-system paths, so a record stays valid
@@ -19,10 +19,13 @@
  * aborted or crashed write leaves only a temporary, which the sweep
  * removes. A commit replaces a blob already under the key.
  *
- * Paths: a consumer that needs a file (libvips' load, MHD's file response,
- * the HTTP layer's upload stream) asks blob_path and blob_staging_dir: the
- * local backend's extras, which another backend answers
- * UP_ERR_UNSUPPORTED. Everything else goes through keys.
+ * Paths: a consumer that needs a file asks blob_local_file (libvips'
+ * loaders: the local backend's own file, else a streamed copy), blob_path
+ * (MHD's file response: the local backend's extra, UP_ERR_UNSUPPORTED
+ * elsewhere, where the reply streams through a reader instead) and
+ * blob_staging_dir (the HTTP layer's upload stream: a local folder in every
+ * backend, from which blob_put_file moves or streams the file in).
+ * Everything else goes through keys.
  *
  * Sweep: temporaries whose writer is gone (their name carries its pid) or
  * that are older than temp_age_s, and blobs that no row references and
@@ -80,15 +83,26 @@ void blob_close(blob_store_t *bs); /* accepts NULL */
  *                       the like) gives every machine the same blobs
  *   DIR                 a folder's path (relative: to the working directory
  *                       now), local
+ *   postgresql://...    PostgreSQL (libpq's URI forms; postgres:// too):
+ *                       chunked tables in that database, made and migrated
+ *                       here; default_root stages uploads and keeps caches
+ *   postgresql:         the same in store_url's database (the job store's
+ *                       URL; UP_ERR_INVALID when it is not PostgreSQL)
  * Any other scheme is UP_ERR_UNSUPPORTED (the message names the forms);
- * "file://HOST/..." is UP_ERR_INVALID. Else as blob_open_local. *out is new.
+ * "file://HOST/..." is UP_ERR_INVALID; a database that cannot be reached
+ * UP_ERR_IO. Else as blob_open_local. *out is new.
  */
-int blob_open_url(const char *url, const char *default_root, blob_store_t **out, up_error_t *err);
+int blob_open_url(const char *url, const char *default_root, const char *store_url, blob_store_t **out,
+                  up_error_t *err);
 
 /* Check url's form as blob_open_url would, opening nothing (a setting's check; the message names url). */
 int blob_url_check(const char *url, up_error_t *err);
 
-/* The backend's name ("local"), and its root as an absolute path (borrowed; "" for no local root). */
+/*
+ * The backend's name ("local", "postgresql"), and its local folder as an
+ * absolute path (borrowed): the blobs' own folder for the local backend,
+ * the staging and cache folder (the data folder) for the others.
+ */
 const char *blob_backend_name(const blob_store_t *bs);
 const char *blob_root(const blob_store_t *bs);
 
@@ -111,8 +125,9 @@ int blob_put(blob_store_t *bs, const char *key, const void *data, size_t size, u
 /*
  * Move the file at src (a path, taken over: it is gone afterwards, also on
  * failure) into key. src must be a file written in blob_staging_dir (the
- * local backend renames it: no copy, no partial blob); its time becomes
- * now, so the sweep's orphan age counts from the put. Errors as blob_put,
+ * local backend renames it: no copy, no partial blob; PostgreSQL streams
+ * it into chunks, then removes it); its time becomes now, so the sweep's
+ * orphan age counts from the put. Errors as blob_put,
  * errno kept.
  */
 int blob_put_file(blob_store_t *bs, const char *key, const char *src, up_error_t *err);
@@ -139,6 +154,18 @@ int blob_read(blob_store_t *bs, const char *key, long long offset, void *buf, si
 int blob_stat(blob_store_t *bs, const char *key, blob_info_t *info, up_error_t *err);
 
 /*
+ * A local file that holds key's bytes, its path into buf (size bytes), for
+ * a consumer that needs a file (libvips' loaders). The local backend: the
+ * blob's own file (*temporary = 0). Another: a copy streamed into a new
+ * file in blob_staging_dir (*temporary = 1), named as a staged upload so
+ * that the sweep removes it if the process dies; the caller unlinks it
+ * when done. UP_ERR_NOT_FOUND when there is no blob; UP_ERR_IO (errno
+ * kept) when the copy cannot be written.
+ */
+int blob_local_file(blob_store_t *bs, const char *key, char *buf, size_t size, int *temporary,
+                    up_error_t *err);
+
+/*
  * Delete key. 0 when deleted, UP_ERR_NOT_FOUND when there was none (most
  * callers take both as done), UP_ERR_IO (logged) when it could not be.
  */
@@ -152,11 +179,10 @@ int blob_delete(blob_store_t *bs, const char *key, up_error_t *err);
 int blob_path(blob_store_t *bs, const char *key, char *buf, size_t size, up_error_t *err);
 
 /*
- * The local backend's extra: a folder (borrowed, absolute) where a caller
- * writes a file it hands to blob_put_file (the HTTP layer's upload
- * stream). Its files must be named ".upload-<pid>-..." (or
- * ".upload-..." with no pid: removed by age only) so that the sweep knows
- * them as temporaries. NULL from a backend without local files.
+ * A local folder (borrowed, absolute) where a caller writes a file it
+ * hands to blob_put_file (the HTTP layer's upload stream). Its files must
+ * be named ".upload-<pid>-..." (or ".upload-..." with no pid: removed by
+ * age only) so that the sweep of "uploads" knows them as temporaries.
  */
 const char *blob_staging_dir(blob_store_t *bs);
 

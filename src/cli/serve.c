@@ -741,13 +741,16 @@ int cmd_serve(int argc, char **argv) {
         log_warn("serve: no models in %s (run scripts/setup.sh)", models_dir);
     if (!loc.blobs_url) { /* the data folder: absolute from here on, nothing depends on the working directory
                            */
-        if (blob_open_url(NULL, data_dir, &blobs, &err)) {
+        if (blob_open_url(NULL, data_dir, NULL, &blobs, &err)) {
             cli_error("%s", err.msg);
             goto done;
         }
         data_dir = blob_root(blobs);
-    } else if (!realpath(data_dir, data_abs) || blob_open_url(loc.blobs_url, data_dir, &blobs, &err)) {
-        cli_error("%s", blobs ? err.msg : "cannot resolve the data folder");
+    } else if (!realpath(data_dir, data_abs)) {
+        cli_error("cannot resolve the data folder %s: %s", data_dir, strerror(errno));
+        goto done;
+    } else if (blob_open_url(loc.blobs_url, data_abs, loc.store_url, &blobs, &err)) {
+        cli_error("%s", err.msg);
         goto done;
     } else {
         data_dir = data_abs;
@@ -803,8 +806,12 @@ int cmd_serve(int argc, char **argv) {
         cli_error("%s", err.msg);
         goto done;
     }
-    log_info("serve: listening on http://%s:%d/api/v1 (docs: /api/v1/docs), data %s, models %s, %d model(s)",
-             hc.listen_addr, http_server_port(srv), data_dir, models_dir, reg->n_models);
+    log_info(
+        "serve: listening on http://%s:%d/api/v1 (docs: /api/v1/docs), data %s, blobs %s%s%s, models %s, "
+        "%d model(s)",
+        hc.listen_addr, http_server_port(srv), data_dir, blob_backend_name(blobs),
+        strcmp(blob_backend_name(blobs), "local") ? "" : " in ",
+        strcmp(blob_backend_name(blobs), "local") ? "" : blob_root(blobs), models_dir, reg->n_models);
     if (!api.public_url)
         log_info("serve: result links follow each request's Host header (a plain host[:port]; others get "
                  "400): set --public-url when a proxy or clients may send another host");

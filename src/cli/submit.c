@@ -22,23 +22,25 @@
 #include "upscale/upscale.h"
 
 static void usage(FILE *f) {
-    fputs("usage: upres submit [options] FILE...\n"
-          "\n"
-          "Queue each FILE as a job in a data folder, for the servers running on it\n"
-          "(or started later). Prints one JSON line per file: {\"file\", \"job_id\",\n"
-          "\"status\"} or {\"file\", \"error\", \"code\"}.\n"
-          "\n"
-          "  -d, --data DIR       data folder (default $UPRES_DATA, else ./data)\n"
-          "      --store URL      job store (default $UPRES_STORE, else the data folder's)\n"
-          "  -m, --model NAME     model (default " UPSCALE_DEFAULT_MODEL ")\n"
-          "  -s, --scale N        output scale, 1 to 16 (default the model's native scale)\n"
-          "  -f, --format F       png, jpg or webp (default: the input's, else png)\n"
-          "  -q, --quality Q      1 to 100 for jpg and webp\n"
-          "      --steps JSON     a whole pipeline instead of -m/-s/-f/-q (see docs/architecture.md)\n"
-          "      --priority N     -10 to 10 (default 0): a higher one is claimed first, whatever the queue\n"
-          "      --models DIR     models folder\n"
-          "  -h, --help           this help\n",
-          f);
+    fputs(
+        "usage: upres submit [options] FILE...\n"
+        "\n"
+        "Queue each FILE as a job in a data folder, for the servers running on it\n"
+        "(or started later). Prints one JSON line per file: {\"file\", \"job_id\",\n"
+        "\"status\"} or {\"file\", \"error\", \"code\"}.\n"
+        "\n"
+        "  -d, --data DIR       data folder (default $UPRES_DATA, else ./data)\n"
+        "      --store URL      job store (default $UPRES_STORE, else the data folder's)\n"
+        "      --blobs URL      blob store, as serve's --blobs (default $UPRES_BLOBS, else the data folder)\n"
+        "  -m, --model NAME     model (default " UPSCALE_DEFAULT_MODEL ")\n"
+        "  -s, --scale N        output scale, 1 to 16 (default the model's native scale)\n"
+        "  -f, --format F       png, jpg or webp (default: the input's, else png)\n"
+        "  -q, --quality Q      1 to 100 for jpg and webp\n"
+        "      --steps JSON     a whole pipeline instead of -m/-s/-f/-q (see docs/architecture.md)\n"
+        "      --priority N     -10 to 10 (default 0): a higher one is claimed first, whatever the queue\n"
+        "      --models DIR     models folder\n"
+        "  -h, --help           this help\n",
+        f);
 }
 
 /* The whole file (new: free()), *size; NULL with a message in *err. */
@@ -83,10 +85,11 @@ static void print_refusal(const char *file, jobs_refusal_t *r) {
 }
 
 int cmd_submit(int argc, char **argv) {
-    enum { OPT_STORE = 256, OPT_STEPS, OPT_MODELS, OPT_PRIORITY };
+    enum { OPT_STORE = 256, OPT_BLOBS, OPT_STEPS, OPT_MODELS, OPT_PRIORITY };
     static const struct option longopts[] = {
         {"data", required_argument, 0, 'd'},
         {"store", required_argument, 0, OPT_STORE},
+        {"blobs", required_argument, 0, OPT_BLOBS},
         {"model", required_argument, 0, 'm'},
         {"scale", required_argument, 0, 's'},
         {"format", required_argument, 0, 'f'},
@@ -97,8 +100,8 @@ int cmd_submit(int argc, char **argv) {
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *data = NULL, *store_url = NULL, *model = UPSCALE_DEFAULT_MODEL, *format = "", *steps = NULL,
-               *models = NULL;
+    const char *data = NULL, *store_url = NULL, *blobs_url = NULL, *model = UPSCALE_DEFAULT_MODEL,
+               *format = "", *steps = NULL, *models = NULL;
     double scale = 0;
     int quality = 0, priority = 0, c;
     char *end;
@@ -111,6 +114,7 @@ int cmd_submit(int argc, char **argv) {
         switch (c) {
         case 'd': data = optarg; break;
         case OPT_STORE: store_url = optarg; break;
+        case OPT_BLOBS: blobs_url = optarg; break;
         case 'm': model = optarg; break;
         case 's':
             scale = strtod(optarg, &end);
@@ -156,10 +160,15 @@ int cmd_submit(int argc, char **argv) {
     if (!data)
         data = "./data";
     store_url = cli_setting(store_url, "UPRES_STORE");
+    blobs_url = cli_setting(blobs_url, "UPRES_BLOBS");
 
     /* the one pipeline every file gets, checked before anything is opened */
     steps_t st;
     up_error_t err;
+    if (blob_url_check(blobs_url, &err)) {
+        cli_error("%s", err.msg);
+        return 2;
+    }
     if (steps ? steps_parse_text(steps, &st, &err) : 0) {
         cli_error("bad --steps: %s", err.msg);
         return 2;
@@ -180,7 +189,8 @@ int cmd_submit(int argc, char **argv) {
     blob_store_t *blobs = NULL;
     if (!steps_json ||
         upscale_registry_scan(upscale_models_dir(models, models_buf, sizeof models_buf), &reg, &err) ||
-        store_open_url(store_url, data, &store, &err) || blob_open_local(data, &blobs, &err)) {
+        store_open_url(store_url, data, &store, &err) ||
+        blob_open_url(blobs_url, data, store_url, &blobs, &err)) {
         cli_error("%s", steps_json ? err.msg : "out of memory");
         goto out;
     }

@@ -358,7 +358,7 @@ int cmd_worker(int argc, char **argv) {
         status = 2;
         goto done;
     }
-    if (blob_open_url(loc.blobs_url, loc.data_dir, &blobs, &err)) {
+    if (blob_open_url(loc.blobs_url, loc.data_dir, loc.store_url, &blobs, &err)) {
         cli_error("%s", err.msg);
         goto done;
     }
@@ -379,8 +379,9 @@ int cmd_worker(int argc, char **argv) {
         log_warn("worker: %s: new jobs are found by polling", err.msg);
     if (loc.metrics_port && start_metrics(&loc, st, reg, blobs, &api, &srv))
         goto done;
-    log_info("worker: %s running the jobs of %s (blobs %s)", queue_name(q),
-             loc.models ? loc.models : "every model", blob_root(blobs));
+    log_info("worker: %s running the jobs of %s (blobs %s%s%s)", queue_name(q),
+             loc.models ? loc.models : "every model", blob_backend_name(blobs),
+             strcmp(blob_backend_name(blobs), "local") ? ", staged in " : " in ", blob_root(blobs));
 
     int sig = 0;
     for (;;) {

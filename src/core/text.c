@@ -119,3 +119,14 @@ size_t text_log_escape(char *dst, size_t size, const char *src) {
     dst[out] = '\0';
     return out;
 }
+
+const char *text_one_line(const char *msg, char *buf, size_t size) {
+    snprintf(buf, size, "%s", msg && *msg ? msg : "unknown error");
+    size_t n = strlen(buf);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    for (char *c = buf; *c; c++)
+        if (*c == '\n')
+            *c = ' ';
+    return buf;
+}

@@ -40,4 +40,11 @@ int text_utf8_valid(const char *s, size_t n);
  */
 size_t text_log_escape(char *dst, size_t size, const char *src);
 
+/*
+ * A library's message (libpq's end in a newline and may span lines) as
+ * one line into buf: newlines made spaces, trailing ones and spaces cut;
+ * NULL or "" gives "unknown error". Returns buf.
+ */
+const char *text_one_line(const char *msg, char *buf, size_t size);
+
 #endif

@@ -282,6 +282,20 @@ void http_reply_data(http_request_t *req, unsigned status, const char *content_t
 int http_reply_file(http_request_t *req, unsigned status, const char *path, const char *content_type,
                     const char *attachment_name);
 
+/*
+ * Reply with a body of exactly size bytes that read produces: read(ctx,
+ * pos, buf, max) puts up to max bytes from offset pos into buf and returns
+ * how many (> 0), or 0 or less on an error (the connection is then closed:
+ * the head promised size bytes). free_ctx (may be NULL) gets ctx when the
+ * reply is done with, whatever happened; on a failure here (UP_ERR_NOMEM,
+ * nothing replied) ctx stays the caller's. Headers as http_reply_file.
+ */
+typedef long (*http_read_fn)(void *ctx, unsigned long long pos, char *buf, size_t max);
+typedef void (*http_free_fn)(void *ctx);
+int http_reply_stream(http_request_t *req, unsigned status, unsigned long long size, http_read_fn read,
+                      http_free_fn free_ctx, void *ctx, const char *content_type,
+                      const char *attachment_name);
+
 /* ---- streamed replies: Server-Sent Events ---- */
 
 typedef struct http_sse http_sse_t;

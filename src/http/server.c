@@ -77,7 +77,8 @@
 #define STOP_DRAIN_S 0.5       /* at stop, uploads under way get this long to be answered 503 */
 #define LINGER_S 2.0           /* after an early answer, the body is read and dropped this long at most ... */
 #define LINGER_BYTES (1 << 20) /* ... and this many bytes, so the client can read the answer */
-#define SSE_BLOCK 4096         /* bytes MHD asks an event stream for at most per call */
+#define STREAM_BLOCK (256 * 1024) /* bytes a streamed body's callback is asked for at most */
+#define SSE_BLOCK 4096            /* bytes MHD asks an event stream for at most per call */
 
 /*
  * What a connection is doing, for the deadlines (reaper_main): waiting for
@@ -931,6 +932,19 @@ void http_reply_storage_error(http_request_t *req, int e) {
                           "the server cannot store this request now (%s): try again later", strerror(e));
 }
 
+/* A body's headers (Content-Type, Content-Disposition), then the reply queued. */
+static void queue_body(http_request_t *req, unsigned status, struct MHD_Response *resp,
+                       unsigned long long size, const char *content_type, const char *attachment_name) {
+    if (content_type)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    if (attachment_name) {
+        char cd[512];
+        snprintf(cd, sizeof cd, "attachment; filename=\"%s\"", attachment_name);
+        MHD_add_response_header(resp, "Content-Disposition", cd);
+    }
+    queue_reply(req, status, resp, size);
+}
+
 int http_reply_file(http_request_t *req, unsigned status, const char *path, const char *content_type,
                     const char *attachment_name) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -946,14 +960,49 @@ int http_reply_file(http_request_t *req, unsigned status, const char *path, cons
         close(fd);
         return UP_ERR_IO;
     }
-    if (content_type)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    if (attachment_name) {
-        char cd[512];
-        snprintf(cd, sizeof cd, "attachment; filename=\"%s\"", attachment_name);
-        MHD_add_response_header(resp, "Content-Disposition", cd);
+    queue_body(req, status, resp, (unsigned long long)st.st_size, content_type, attachment_name);
+    return 0;
+}
+
+typedef struct body_stream {
+    http_read_fn read;
+    http_free_fn free;
+    void *ctx;
+    char method[16], path[256]; /* for the log line */
+} body_stream_t;
+
+static ssize_t body_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    body_stream_t *b = cls;
+    long n = b->read(b->ctx, pos, buf, max);
+    if (n > 0)
+        return (ssize_t)n;
+    /* the size was told in the head: a short body is an error, and the connection is closed */
+    log_warn("http: %s %s: the reply's body ended at byte %llu, before its length", b->method, b->path,
+             (unsigned long long)pos);
+    return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void body_free(void *cls) {
+    body_stream_t *b = cls;
+    if (b->free)
+        b->free(b->ctx);
+    free(b);
+}
+
+int http_reply_stream(http_request_t *req, unsigned status, unsigned long long size, http_read_fn read,
+                      http_free_fn free_ctx, void *ctx, const char *content_type,
+                      const char *attachment_name) {
+    body_stream_t *b = xcalloc(1, sizeof *b);
+    *b = (body_stream_t){.read = read, .free = free_ctx, .ctx = ctx};
+    snprintf(b->method, sizeof b->method, "%s", req->method);
+    snprintf(b->path, sizeof b->path, "%.200s", req->path);
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(size, STREAM_BLOCK, body_read, b, body_free);
+    if (!resp) {
+        free(b); /* ctx stays the caller's */
+        return UP_ERR_NOMEM;
     }
-    queue_reply(req, status, resp, (unsigned long long)st.st_size);
+    queue_body(req, status, resp, size, content_type, attachment_name);
     return 0;
 }
 

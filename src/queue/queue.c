@@ -369,6 +369,8 @@ static void run_job(worker_t *w, job_t *job) {
     up_image_t *in = NULL;
     steps_result_t res = {0};
     int rc, end = END_FAILED;
+    char input[PATH_MAX];
+    int input_copy = 0; /* input is a local copy of the blob (blob_local_file), removed at the end */
 
     /* registered at once: the keeper renews the lease while the model and input load */
     set_running(w, job->id, job->attempts);
@@ -383,12 +385,11 @@ static void run_job(worker_t *w, job_t *job) {
         goto end;
 
     image_limits_t lim = {.max_pixels = q->cfg.max_input_pixels};
-    char input[PATH_MAX];
     if (!job->input_key[0]) {
         rc = up_error_set(&err, UP_ERR_NOT_FOUND, 0, "the uploaded input is gone");
         goto end;
     }
-    if ((rc = blob_path(q->bs, job->input_key, input, sizeof input, &err)) ||
+    if ((rc = blob_local_file(q->bs, job->input_key, input, sizeof input, &input_copy, &err)) ||
         (rc = image_load_file_frames(input, &lim, steps_frame_limit(&steps), &in, &err))) {
         if (rc == UP_ERR_NOT_FOUND)
             up_error_set(&err, rc, 0, "the uploaded input is gone");
@@ -516,6 +517,8 @@ input:
 out:
     set_running(w, NULL, 0);
     image_free(in);
+    if (input_copy)
+        unlink(input);
     steps_result_fini(&res);
 }
 

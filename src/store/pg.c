@@ -302,23 +302,11 @@ void pg_unhex(unsigned char *out, size_t n, const PGresult *r, int row, int col)
 
 /* ---- errors, statements, transactions --------------------------------------------- */
 
-/* A libpq message without its trailing newline, into buf. */
-static const char *one_line(const char *msg, char *buf, size_t size) {
-    snprintf(buf, size, "%s", msg && *msg ? msg : "unknown error");
-    size_t n = strlen(buf);
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-        buf[--n] = '\0';
-    for (char *c = buf; *c; c++)
-        if (*c == '\n')
-            *c = ' ';
-    return buf;
-}
-
 /* UP_ERR_IO with the server's message for r (or the connection's), logged: the one place it is. */
 static int db_error(pg_store_t *p, const PGresult *r, const char *what, up_error_t *err) {
     char buf[400];
     const char *m = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-    one_line(m ? m : PQerrorMessage(p->conn), buf, sizeof buf);
+    text_one_line(m ? m : PQerrorMessage(p->conn), buf, sizeof buf);
     log_error("job store: %s: %s: %s", p->where, what, buf);
     return up_error_set(err, UP_ERR_IO, 0, "job store: %s: %s", what, buf);
 }
@@ -489,7 +477,7 @@ static int init_schema(pg_store_t *p, up_error_t *err) {
 static void on_notice(void *arg, const char *message) {
     pg_store_t *p = arg;
     char buf[400];
-    log_debug("job store: %s: %s", p->where, one_line(message, buf, sizeof buf));
+    log_debug("job store: %s: %s", p->where, text_one_line(message, buf, sizeof buf));
 }
 
 static void close_store(store_t *st) {
@@ -571,7 +559,7 @@ int store_pg_open(const char *url, store_t **out, up_error_t *err) {
              host && *host ? host : "the default host", port && *port ? ":" : "", port ? port : "");
     if (PQstatus(p->conn) != CONNECTION_OK) {
         char buf[400];
-        one_line(PQerrorMessage(p->conn), buf, sizeof buf);
+        text_one_line(PQerrorMessage(p->conn), buf, sizeof buf);
         rc = up_error_set(err, UP_ERR_IO, 0, "job store: cannot connect to the %s: %s", p->where, buf);
         log_error("%s", err ? err->msg : "job store: cannot connect");
         goto fail;

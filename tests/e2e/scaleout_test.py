@@ -490,7 +490,7 @@ def main():
         return 0
     t0 = time.time()
     # blob URLs this build has no backend for, or malformed: refused before anything starts
-    for cmd, value, want in (("serve", "s3://bucket/x", "no s3 blob store"), ("worker", "postgresql:", "no postgresql blob store"),
+    for cmd, value, want in (("serve", "s3://bucket/x", "no s3 blob store"), ("worker", "gs://bucket", "no gs blob store"),
                              ("worker", "file://host/dir", "three slashes")):
         p = subprocess.run([UPRES, cmd, "--blobs", value, "--data", os.path.join(TMP, "refused")], capture_output=True,
                            text=True, timeout=30 * SLOW)
