@@ -241,9 +241,10 @@ static const setting_t serve_items[] = {
      .env = "UPRES_BLOBS",
      .type = SETTING_TYPE_STRING,
      .def_text = "`DATA`",
-     .what = "a folder's path, or file:///ABSOLUTE/DIR",
-     .help = "the blob folder (uploads and results) instead of the data folder: a shared mount when workers "
-             "run on other machines",
+     .what = "a folder's path, file:///ABSOLUTE/DIR, postgresql: (the store's database) or "
+             "postgresql://...",
+     .help = "where uploads and results are kept instead of the data folder: a shared mount, or PostgreSQL "
+             "(1 MiB chunks), when workers run on other machines",
      .doc = "see \"Scaling out\"",
      .parse = cli_parse_blobs,
      .own_message = 1,

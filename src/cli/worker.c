@@ -95,8 +95,9 @@ static const setting_t worker_items[] = {
      .env = "UPRES_BLOBS",
      .type = SETTING_TYPE_STRING,
      .def_text = "`DATA`",
-     .what = "a folder's path, or file:///ABSOLUTE/DIR",
-     .help = "the blob folder (uploads and results) the API servers use: a shared mount across machines",
+     .what = "a folder's path, file:///ABSOLUTE/DIR, postgresql: (the store's database) or "
+             "postgresql://...",
+     .help = "the blob store (uploads and results) the API servers use: a shared mount, or PostgreSQL",
      .parse = cli_parse_blobs,
      .own_message = 1,
      LOCAL(blobs_url)},
