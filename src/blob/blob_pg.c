@@ -58,6 +58,7 @@
 #include "blob/blob_int.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/pgconn.h"
 #include "core/text.h"
 #include "core/xmalloc.h"
 
@@ -196,18 +197,11 @@ static void on_notice(void *arg, const char *message) {
 }
 
 static PGconn *connect_db(pg_blobs_t *pb, up_error_t *err) {
-    /* the URL's own settings first; ours after it win */
-    const char *const keys[] = {"dbname", "client_encoding", "fallback_application_name", NULL};
-    const char *const vals[] = {pb->url, "UTF8", "upres", NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    /* where: set by the first connection (at open, one thread), the same for every later one */
+    PGconn *c = pgconn_open(pb->url, "upres", pb->where[0] ? NULL : pb->where, sizeof pb->where);
     if (!c) {
         up_error_set(err, UP_ERR_NOMEM, 0, "blob store: libpq could not allocate a connection");
         return NULL;
-    }
-    if (!pb->where[0]) {
-        const char *host = PQhost(c), *port = PQport(c), *db = PQdb(c);
-        snprintf(pb->where, sizeof pb->where, "postgresql database %s on %s%s%s", db && *db ? db : "?",
-                 host && *host ? host : "the default host", port && *port ? ":" : "", port ? port : "");
     }
     if (PQstatus(c) != CONNECTION_OK) {
         char msg[400];

@@ -71,6 +71,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/pgconn.h"
 #include "core/text.h"
 #include "core/xmalloc.h"
 #include "store/pg_int.h"
@@ -544,19 +545,12 @@ int store_pg_open(const char *url, store_t **out, up_error_t *err) {
     p->base.vtbl = &pg_vtbl;
     pthread_mutex_init(&p->mu, NULL);
     p->url = xstrdup(url);
-    /* the URL's own settings first; ours after it win: text is UTF-8 both ways */
-    const char *const keys[] = {"dbname", "client_encoding", "fallback_application_name", NULL};
-    const char *const vals[] = {url, "UTF8", "upres", NULL};
-    p->conn = PQconnectdbParams(keys, vals, 1);
+    p->conn = pgconn_open(url, "upres", p->where, sizeof p->where);
     int rc;
     if (!p->conn) {
         rc = up_error_set(err, UP_ERR_NOMEM, 0, "job store: libpq could not allocate a connection");
         goto fail;
     }
-    /* for messages: where, never the password */
-    const char *host = PQhost(p->conn), *port = PQport(p->conn), *db = PQdb(p->conn);
-    snprintf(p->where, sizeof p->where, "postgresql database %s on %s%s%s", db && *db ? db : "?",
-             host && *host ? host : "the default host", port && *port ? ":" : "", port ? port : "");
     if (PQstatus(p->conn) != CONNECTION_OK) {
         char buf[400];
         text_one_line(PQerrorMessage(p->conn), buf, sizeof buf);

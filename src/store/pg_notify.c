@@ -35,6 +35,8 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/pgconn.h"
+#include "core/text.h"
 #include "core/xmalloc.h"
 #include "store/pg_int.h"
 
@@ -64,9 +66,7 @@ static void quiet(void *arg, const char *message) {
 
 /* Connect and LISTEN; 0, or UP_ERR_IO (logged once per outage). */
 static int connect_listen(pg_listener_t *pl, up_error_t *err) {
-    const char *const keys[] = {"dbname", "client_encoding", "fallback_application_name", NULL};
-    const char *const vals[] = {pl->url, "UTF8", "upres-listener", NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    PGconn *c = pgconn_open(pl->url, "upres-listener", NULL, 0);
     const char *why = NULL;
     char buf[300];
     if (!c || PQstatus(c) != CONNECTION_OK) {
@@ -81,8 +81,7 @@ static int connect_listen(pg_listener_t *pl, up_error_t *err) {
     }
     if (why) {
         char line[300];
-        snprintf(line, sizeof line, "%s", why);
-        line[strcspn(line, "\n")] = '\0';
+        text_one_line(why, line, sizeof line);
         int rc = up_error_set(err, UP_ERR_IO, 0, "job store: notices: cannot listen on the %s: %s", pl->where,
                               line);
         if (!pl->down_logged)
@@ -102,8 +101,7 @@ static int connect_listen(pg_listener_t *pl, up_error_t *err) {
 static void lost(pg_listener_t *pl) {
     if (!pl->down_logged) {
         char line[300];
-        snprintf(line, sizeof line, "%s", PQerrorMessage(pl->conn));
-        line[strcspn(line, "\n")] = '\0';
+        text_one_line(PQerrorMessage(pl->conn), line, sizeof line);
         log_warn("job store: notices: the connection to the %s was lost: %s (polling meanwhile)", pl->where,
                  line);
         pl->down_logged = 1;
