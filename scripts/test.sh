@@ -8,7 +8,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
-bash scripts/setup.sh --no-build
+bash scripts/setup.sh --no-build --tests
 
 jobs=$(nproc)
 status=0
