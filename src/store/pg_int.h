@@ -48,8 +48,15 @@ typedef struct pg_store {
 } pg_store_t;
 
 /* The notice channels (pg_notify.c): new jobs (a submission's transaction), job events (listeners). */
-#define PG_CHANNEL_JOBS "upres_jobs"
-#define PG_CHANNEL_EVENTS "upres_events"
+/*
+ * Each name ends in PG_CHANNEL_TAG_SQL, a tag of the schema the tables are in (the URL's search_path),
+ * so that installs in other schemas of one database do not hear each other (a channel is database-wide;
+ * a hash, because a channel name has at most 63 bytes and a schema's name may have as many).
+ */
+#define PG_CHANNEL_JOBS "upres_jobs_"
+#define PG_CHANNEL_EVENTS "upres_events_"
+#define PG_CHANNEL_TAG_SQL "left(md5(current_schema()), 16)"
+#define PG_CHANNEL_MAX 64 /* bytes of a channel's name, with its NUL */
 
 int pg_listen(store_t *st, store_listener_t **out, up_error_t *err); /* pg_notify.c */
 

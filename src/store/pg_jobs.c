@@ -113,7 +113,7 @@ static const char *const sql[N_STMT] = {
         " $2::text, $3::int, $4::text, $5::int, $6::int, $7::float8, $8::text, $9::text, $10::text,"
         " $11::bigint, $12::float8, $13::text, $14::text, $15::text, $16::text, $17::int, $18::float8)",
     /* at the submission's commit, every listener hears of new jobs (pg_notify.c) */
-    [S_NOTIFY_NEW] = "SELECT pg_notify('" PG_CHANNEL_JOBS "', '')",
+    [S_NOTIFY_NEW] = "SELECT pg_notify('" PG_CHANNEL_JOBS "' || " PG_CHANNEL_TAG_SQL ", '')",
     [S_FAIR_LOCK] = "SELECT pg_advisory_xact_lock(" PG_FAIR_LOCK_SQL ", hashtext($1::text))",
     /* as sqlite_jobs.c's S_FAIR: $1 = priority, $2 = now, $3 = owner */
     [S_FAIR] = "SELECT coalesce((SELECT vtag FROM jobs WHERE status = 0 AND priority = $1::int"

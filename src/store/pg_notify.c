@@ -3,7 +3,8 @@
  * processes"): a listener with a connection of its own that LISTENs on
  * two channels, PG_CHANNEL_JOBS (a submission's transaction notifies it
  * at commit, pg_jobs.c) and PG_CHANNEL_EVENTS (job ids, sent by the
- * listeners themselves).
+ * listeners themselves), both tagged with the schema (pg_int.h), which
+ * the listener reads at each connect.
  *
  * DESIGN
  *
@@ -46,7 +47,8 @@ typedef struct pg_listener {
     store_listener_t base; /* first: the public functions' handle */
     char *url;
     char where[160];
-    PGconn *conn;    /* the waiter's alone; NULL while lost */
+    PGconn *conn; /* the waiter's alone; NULL while lost */
+    char jobs_channel[PG_CHANNEL_MAX], events_channel[PG_CHANNEL_MAX]; /* this schema's (set at connect) */
     double next_try; /* mono_s() of the next connect, while lost */
     int down_logged; /* the outage was logged */
     int pipe_rd, pipe_wr;
@@ -72,7 +74,17 @@ static int connect_listen(pg_listener_t *pl, up_error_t *err) {
     if (!c || PQstatus(c) != CONNECTION_OK) {
         why = c ? PQerrorMessage(c) : "out of memory";
     } else {
-        PGresult *r = PQexec(c, "LISTEN " PG_CHANNEL_JOBS "; LISTEN " PG_CHANNEL_EVENTS);
+        /* the tag is letters and digits: the names need no quoting */
+        PGresult *r = PQexec(c, "SELECT " PG_CHANNEL_TAG_SQL);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            snprintf(pl->jobs_channel, sizeof pl->jobs_channel, PG_CHANNEL_JOBS "%s", PQgetvalue(r, 0, 0));
+            snprintf(pl->events_channel, sizeof pl->events_channel, PG_CHANNEL_EVENTS "%s",
+                     PQgetvalue(r, 0, 0));
+            PQclear(r);
+            char sql[200];
+            snprintf(sql, sizeof sql, "LISTEN %s; LISTEN %s", pl->jobs_channel, pl->events_channel);
+            r = PQexec(c, sql);
+        }
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
             snprintf(buf, sizeof buf, "%s", PQresultErrorMessage(r));
             why = buf;
@@ -135,10 +147,9 @@ static void send_pending(pg_listener_t *pl) {
     pthread_mutex_unlock(&pl->mu);
     if (!list)
         return;
-    const char *v[1] = {list};
-    PGresult *r = PQexecParams(
-        pl->conn, "SELECT count(pg_notify('" PG_CHANNEL_EVENTS "', x)) FROM unnest($1::text[]) x", 1, NULL, v,
-        NULL, NULL, 0);
+    const char *v[2] = {list, pl->events_channel};
+    PGresult *r = PQexecParams(pl->conn, "SELECT count(pg_notify($2, x)) FROM unnest($1::text[]) x", 2, NULL,
+                               v, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK && PQstatus(pl->conn) == CONNECTION_OK)
         log_warn("job store: notices: cannot send %d events: %s", n, PQresultErrorMessage(r));
     PQclear(r);
@@ -150,9 +161,10 @@ static int report(pg_listener_t *pl, const store_listen_fns_t *fns, void *ctx) {
     int n = 0, jobs = 0, self = PQbackendPID(pl->conn);
     PGnotify *nt;
     while ((nt = PQnotifies(pl->conn))) {
-        if (!strcmp(nt->relname, PG_CHANNEL_JOBS)) {
+        if (!strcmp(nt->relname, pl->jobs_channel)) {
             jobs = 1;
-        } else if (!strcmp(nt->relname, PG_CHANNEL_EVENTS) && nt->be_pid != self && nt->extra && *nt->extra) {
+        } else if (!strcmp(nt->relname, pl->events_channel) && nt->be_pid != self && nt->extra &&
+                   *nt->extra) {
             if (fns->job_event)
                 fns->job_event(ctx, nt->extra);
             n++;

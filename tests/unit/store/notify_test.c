@@ -2,7 +2,8 @@
  * notify_test.c - notices across processes (store.h, src/queue/notify.h):
  * on SQLite store_listen is refused (the poll stays); on PostgreSQL a job
  * submitted through one handle wakes a listener on another at once (its
- * wait would otherwise run to its 10 s timeout), an id sent by one
+ * wait would otherwise run to its 10 s timeout) and not one on another
+ * schema (another install in the database), an id sent by one
  * listener reaches another and not itself, a listener whose connection
  * was cut comes back and says so (job_new), and two event buses bridged
  * by notify_start over two handles (two "processes") see each other's
@@ -89,6 +90,20 @@ static void test_listener(void) {
     double t = wait_for(lb, &hb, heard_new, 10);
     CHECKF(t < 5, "the new job was heard after %.3f s", t);
     printf("postgresql: a submission woke another handle's listener in %.1f ms\n", t * 1000);
+
+    /* a listener on another schema of the database (another install) hears nothing of it */
+    store_t *other = tb_open("notify_other");
+    store_listener_t *lo = NULL;
+    CHECKF(other && store_listen(other, &lo, &err) == 0, "%s", err.msg);
+    heard_t ho = {0};
+    make_job(&j, "n-other");
+    CHECK(store_job_insert(a, &j, &err) == 0);
+    CHECK(wait_for(lb, &hb, heard_new, 10) < 5);
+    if (lo)
+        store_listener_wait(lo, 0.5, &fns, &ho, NULL);
+    CHECKF(ho.n_new == 0, "another schema's listener heard %d new jobs", ho.n_new);
+    store_listener_free(lo);
+    store_close(other);
 
     /* a job requeued on a (its worker stopped by SIGTERM) is claimable at once: b hears of it */
     job_t got;
