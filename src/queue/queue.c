@@ -664,7 +664,7 @@ static int registry_register(queue_t *q, up_error_t *err) {
  * queue is failed (queue_failed), and the keeper keeps trying.
  */
 static void registry_beat(queue_t *q) {
-    char jobs[512];
+    char jobs[STORE_WORKER_JOBS_MAX];
     running_jobs(q, jobs, sizeof jobs);
     up_error_t err;
     int rc = store_worker_heartbeat(q->st, &q->self, jobs, "running", &err);
@@ -1001,7 +1001,7 @@ void queue_stop(queue_t *q) {
     if (q->registered && !q->keeper_started) /* a failed start: nothing ran */
         store_worker_remove(q->st, &q->self, NULL);
     if (q->registered && q->keeper_started) { /* draining: no claim from here on */
-        char jobs[512];
+        char jobs[STORE_WORKER_JOBS_MAX];
         running_jobs(q, jobs, sizeof jobs);
         store_worker_heartbeat(q->st, &q->self, jobs, "draining", NULL);
     }

@@ -726,17 +726,20 @@ struct store_listener {
  * clock): a process that died without removing its row stops counting
  * after its lease, as its jobs' claims do.
  */
+/* Bytes of a worker's job list with its NUL: 256 ids (one per slot at most) of 36, 255 commas. */
+#define STORE_WORKER_JOBS_MAX (256 * 37)
+
 typedef struct store_worker {
-    char name[128];                /* unique among live rows: `--name`, default "<host>:<pid>" */
-    char host[64];                 /* the machine's host name */
-    int pid;                       /* on that machine */
-    char models[STORE_MODELS_MAX]; /* the models it claims, comma-separated; "" = every model */
-    int slots;                     /* jobs it runs at once (its worker threads), 1 or more */
-    double lease_s;                /* it is live this long after each heartbeat, seconds (> 0) */
-    double started_at;             /* Unix seconds, set by store_worker_register */
-    double heartbeat_at;           /* Unix seconds of the last heartbeat (register counts as one) */
-    char jobs[512];                /* the jobs it runs now, comma-separated ids; "" = idle */
-    char state[16];                /* "running" or "draining" (stopping: no new claims) */
+    char name[128];                   /* unique among live rows: `--name`, default "<host>:<pid>" */
+    char host[64];                    /* the machine's host name */
+    int pid;                          /* on that machine */
+    char models[STORE_MODELS_MAX];    /* the models it claims, comma-separated; "" = every model */
+    int slots;                        /* jobs it runs at once (its worker threads), 1 or more */
+    double lease_s;                   /* it is live this long after each heartbeat, seconds (> 0) */
+    double started_at;                /* Unix seconds, set by store_worker_register */
+    double heartbeat_at;              /* Unix seconds of the last heartbeat (register counts as one) */
+    char jobs[STORE_WORKER_JOBS_MAX]; /* the jobs it runs now, comma-separated ids; "" = idle */
+    char state[16];                   /* "running" or "draining" (stopping: no new claims) */
 } store_worker_t;
 
 /*

@@ -91,6 +91,14 @@ static void test_register(void) {
     CHECK(n == 1 && strcmp(v[0].jobs, "job-a,job-b") == 0 && strcmp(v[0].state, "draining") == 0 &&
           v[0].heartbeat_at > before);
     free(v);
+    /* a worker of 256 slots, each running a job: the whole list, no id cut */
+    static char many[STORE_WORKER_JOBS_MAX];
+    for (int i = 0, k = 0; i < 256; i++)
+        k += snprintf(many + k, sizeof many - (size_t)k, "%s%08x-0000-4000-8000-%012d", i ? "," : "", i, i);
+    CHECK(strlen(many) == sizeof many - 1);
+    CHECK(store_worker_heartbeat(b, &w, many, NULL, &err) == 0);
+    CHECK(store_workers_list(a, 0, &v, &n, &err) == 0 && n == 1 && strcmp(v[0].jobs, many) == 0);
+    free(v);
     CHECK(store_worker_heartbeat(a, &w, NULL, NULL, &err) == 0);
     CHECK(store_workers_list(a, 0, &v, &n, &err) == 0 && n == 1 && v[0].jobs[0] == '\0' &&
           strcmp(v[0].state, "draining") == 0);
