@@ -60,6 +60,10 @@ typedef struct queue_config {
     const char *name;   /* borrowed: its row's name; NULL = "<host>:<pid>" */
     int db_retries;     /* default 5: registry heartbeats that may fail in a row (backing off 0.5 s,
                            1 s, 2 s ... 8 s) before queue_failed says the store is lost */
+    /* tests only (NULL otherwise): called by a worker's finishing stage once a job's result is
+       encoded, before it is checked for a cancel and put; it may block (the job's lease is renewed) */
+    void (*finish_hook)(void *ctx, const char *job_id);
+    void *finish_hook_ctx;
 } queue_config_t;
 
 void queue_config_init(queue_config_t *cfg);
