@@ -10,8 +10,8 @@ data folder (SQLite store) runs realesr-animevideov3 x4 jobs on an EDGE x
 EDGE PNG (default 1024: astronaut.png from the shared images made 1024^2
 by `upres upscale -s 2`, or --input). Each round:
 
-  solo:   K jobs, each submitted once the previous one completed, so that
-          nothing overlaps the network; the network's time is the upscale
+  solo:   K jobs before the stream and K after it, each submitted once
+          the previous one completed, so that nothing overlaps the network; the network's time is the upscale
           step's "seconds" in each job's report (tiling, the network,
           stitching: the same tile plan as the stream's), read from the
           store. Network-only throughput = 1 / the median of those.
@@ -119,11 +119,16 @@ def one_round(upres, image, n_jobs, n_solo, tmp, k):
         warm = one()
         wait_done(srv.port, [warm], timeout)
         solo = []
-        for _ in range(n_solo):
-            solo.append(one())
-            wait_done(srv.port, solo[-1:], timeout)
+
+        def solos():
+            for _ in range(n_solo):
+                solo.append(one())
+                wait_done(srv.port, solo[-1:], timeout)
+
+        solos()
         stream = [one() for _ in range(n_jobs)]
         wait_done(srv.port, stream, timeout)
+        solos()  # before and after: a load that changed during the stream shows in both
         got = rows(data, solo + stream)
     finally:
         srv.stop()
@@ -143,7 +148,7 @@ def main():
     ap.add_argument("upres", nargs="?", default=os.path.join(HERE, "..", "build", "upres"))
     ap.add_argument("--jobs", type=int, default=8)
     ap.add_argument("--edge", type=int, default=1024)
-    ap.add_argument("--solo", type=int, default=3)
+    ap.add_argument("--solo", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--input", help="a PNG to use instead of the made one")
     a = ap.parse_args()

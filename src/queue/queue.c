@@ -686,7 +686,7 @@ static void heartbeat(queue_t *q) {
         snprintf(id, sizeof id, "%s", t->running);
         store_fence_t fence = {.worker = q->workers[i / 2].id, .attempt = t->attempt};
         pthread_mutex_unlock(&q->mu);
-        if (!id[0])
+        if (!id[0] || atomic_load(&t->superseded)) /* none, or one that is leaving a job not ours */
             continue;
         up_error_t err;
         int cancel = 0;
