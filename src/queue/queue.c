@@ -5,12 +5,38 @@
  *
  * DESIGN
  *
- * Threads: n_workers workers, one sweeper and one keeper, started by
+ * Threads: n_workers slots of two threads each (a network thread and a
+ * finisher, see Finishing), one sweeper and one keeper, started by
  * queue_start and joined by queue_stop. They share only the store
  * (thread-safe), the read-only registry, and `mu`, which guards `seq`
- * (bumped by queue_notify) and the condition variables, and each worker's
- * `running` and `attempt` (the claim it holds). `stopping` is atomic so the
- * progress callback can read it between tiles without the lock.
+ * (bumped by queue_notify) and the condition variables, each task's
+ * `running` and `attempt` (the claim it holds) and each slot's `fin` and
+ * `net_done`. `stopping` is atomic so the progress callback can read it
+ * between tiles without the lock.
+ *
+ * Finishing: a slot has two tasks (a claimed job each). The network thread
+ * claims into the one the finisher does not hold, loads the input and runs
+ * every step but the encode (steps_run_begin); it then waits until the
+ * finisher is idle and hands the task over (`fin`), and claims the next
+ * job at once. The finisher encodes (steps_run_end), puts the result and
+ * records the completion, then clears `fin`. So the encode, the file write
+ * and the store's fsyncs of one job overlap the next job's network, and
+ * what a slot holds is bounded: at most one job in the network and one
+ * being finished (its decoded output and its encoded bytes; a third job is
+ * not claimed before the finisher took the second). Both tasks are claims
+ * of the slot's worker id: the keeper renews both leases, running_jobs
+ * lists both, queue_job_cancel and queue_stop find either, and each has
+ * its own abort flags, so a cancel of the job being finished never stops
+ * the one in the network. A job that ends before its encode (failed,
+ * cancelled, requeued, superseded) is ended by the network thread; the
+ * finisher looks at the flags once more after the encode, so that no
+ * result is put for a job cancelled or superseded meanwhile (a superseded
+ * claim the keeper did not see yet is refused by the fence, and the file
+ * is deleted). Stopping: the network thread stops between two layers and
+ * requeues its job, the finisher ends the job it holds (an encode under
+ * way completes: it cannot be interrupted, and its work is done), then the
+ * network thread is joined first and the finisher after it, once it has no
+ * task left.
  *
  * Claims: each worker has an id, "<host>:<pid>:<index>:<random>", unique
  * per process and thread (the random part tells a restarted process from
@@ -56,11 +82,11 @@
  * the run when the job was cancelled or the queue is stopping.
  *
  * Stopping inside a tile: a tile of a big model takes seconds, longer than
- * a container runtime waits after SIGTERM. Each worker has an atomic
+ * a container runtime waits after SIGTERM. Each task has an atomic
  * `abort` that the network reads between layers (upscale_opts_t.abort):
- * queue_stop sets every worker's, and queue_job_cancel sets the one of the
- * worker running that job (with `cancelled`, so the job ends cancelled
- * rather than requeued). Both are set under mu, and a worker resets them
+ * queue_stop sets every task's, and queue_job_cancel sets the one of the
+ * task holding that job (with `cancelled`, so the job ends cancelled
+ * rather than requeued). Both are set under mu, and a task's are reset
  * under mu when it registers a job as running, so a stop or a cancel that
  * races with a job's start is never lost. A cancel made by another process
  * on the same store is still seen by the poll, between tiles.

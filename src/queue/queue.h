@@ -1,7 +1,8 @@
 /*
- * queue.h - the job engine: a pool of worker threads that take queued jobs
- * from the store, run the upscale pipeline on them, and store the results;
- * and a sweeper thread that enforces retention.
+ * queue.h - the job engine: a pool of worker slots that take queued jobs
+ * from the store, run the upscale pipeline on them, and store the results
+ * (a slot encodes and stores one job while its network runs the next, so
+ * it holds at most two); and a sweeper thread that enforces retention.
  *
  * Files are blobs (blob.h), named in the rows by key: uploads/<id>.<ext>
  * (the input, put by api_submit before the row is inserted) and
