@@ -2,10 +2,10 @@
 """stream.py - a stream of big jobs through `upres serve`, against the network alone.
 
 usage: python3 bench/stream.py [PATH/TO/upres] [--jobs N] [--edge PX] [--solo K] [--rounds R]
-                               [--input PNG] [--keep-logs]
+                               [--input PNG] [--threads T]
 
 A benchmark, not a test: it prints figures. One `upres serve --workers 1`
-(threads: the server's default, all cores) on a loopback port with a fresh
+(--threads T, default the server's: all cores) on a loopback port with a fresh
 data folder (SQLite store) runs realesr-animevideov3 x4 jobs on an EDGE x
 EDGE PNG (default 1024: astronaut.png from the shared images made 1024^2
 by `upres upscale -s 2`, or --input). Each round:
@@ -102,10 +102,10 @@ def rows(data, ids):
     return out
 
 
-def one_round(upres, image, n_jobs, n_solo, tmp, k):
+def one_round(upres, image, n_jobs, n_solo, tmp, k, threads):
     data = os.path.join(tmp, "data-%d" % k)
     srv = Server("stream-%d" % k, "--workers", "1", "--rate-per-minute", "0", "--rate-per-day", "0",
-                 data=data, threads=None)
+                 data=data, threads=threads or None)
     if not srv.start():
         raise RuntimeError("the server did not start")
     timeout = 120 + 60 * (n_jobs + n_solo)
@@ -151,6 +151,7 @@ def main():
     ap.add_argument("--solo", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--input", help="a PNG to use instead of the made one")
+    ap.add_argument("--threads", type=int, default=0, help="the server's --threads (0: its default, all cores)")
     a = ap.parse_args()
     if not (1 <= a.jobs <= 64 and 1 <= a.solo <= 16 and 1 <= a.rounds <= 10 and 64 <= a.edge <= 4096):
         ap.error("--jobs 1..64, --solo 1..16, --rounds 1..10, --edge 64..4096")
@@ -162,12 +163,12 @@ def main():
         path = a.input or make_input(upres, a.edge, tmp)
         with open(path, "rb") as f:
             image = f.read()
-        print("upres stream benchmark: %s x%d on %s (%d bytes), `serve --workers 1`, %d solo + %d streamed jobs"
-              % (MODEL, SCALE, os.path.basename(path), len(image), a.solo, a.jobs))
+        print("upres stream benchmark: %s x%d on %s (%d bytes), `serve --workers 1 --threads %d`, %d solo (x2) "
+              "+ %d streamed jobs" % (MODEL, SCALE, os.path.basename(path), len(image), a.threads, a.solo, a.jobs))
         print("cpu: %s, %d cores; load average before: %s" % (cpu_name(), os.cpu_count() or 0, load()))
         got = []
         for k in range(a.rounds):
-            r = one_round(upres, image, a.jobs, a.solo, tmp, k)
+            r = one_round(upres, image, a.jobs, a.solo, tmp, k, a.threads)
             got.append(r)
             print("  round %d: network %.3f s (encode %.3f s, solo job %.3f s): %.3f jobs/s network-only; "
                   "stream %.2f s: %.3f jobs/s (ratio %.3f), steady %.3f jobs/s (ratio %.3f); load %s" % (
