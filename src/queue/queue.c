@@ -48,7 +48,7 @@
  * (that is what replaces the start-up recovery: a job another live process
  * runs is never taken from it). A renewal refused as superseded (this
  * process was paused or cut off longer than the lease, and another claim
- * took the job) sets the worker's `superseded` and `abort`: the worker
+ * took the job) sets the task's `superseded` and `abort`: the worker
  * stops between two layers and leaves the job, its input and the other
  * claim's result alone; a renewal that finds a cancel request stops the
  * run the same way (a cancel made by another process thus takes effect
@@ -483,7 +483,7 @@ out:
 }
 
 /*
- * The network stage of a claimed job (the worker's thread): parse the
+ * The network stage of a claimed job (the slot's network thread): parse the
  * pipeline, load its models and the input, move it to processing, and run
  * every step but the encode. Returns 1 when the job is ready to be
  * finished (t->pending holds what the network made), 0 when it already
