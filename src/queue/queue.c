@@ -5,12 +5,38 @@
  *
  * DESIGN
  *
- * Threads: n_workers workers, one sweeper and one keeper, started by
+ * Threads: n_workers slots of two threads each (a network thread and a
+ * finisher, see Finishing), one sweeper and one keeper, started by
  * queue_start and joined by queue_stop. They share only the store
  * (thread-safe), the read-only registry, and `mu`, which guards `seq`
- * (bumped by queue_notify) and the condition variables, and each worker's
- * `running` and `attempt` (the claim it holds). `stopping` is atomic so the
- * progress callback can read it between tiles without the lock.
+ * (bumped by queue_notify) and the condition variables, each task's
+ * `running` and `attempt` (the claim it holds) and each slot's `fin` and
+ * `net_done`. `stopping` is atomic so the progress callback can read it
+ * between tiles without the lock.
+ *
+ * Finishing: a slot has two tasks (a claimed job each). The network thread
+ * claims into the one the finisher does not hold, loads the input and runs
+ * every step but the encode (steps_run_begin); it then waits until the
+ * finisher is idle and hands the task over (`fin`), and claims the next
+ * job at once. The finisher encodes (steps_run_end), puts the result and
+ * records the completion, then clears `fin`. So the encode, the file write
+ * and the store's fsyncs of one job overlap the next job's network, and
+ * what a slot holds is bounded: at most one job in the network and one
+ * being finished (its decoded output and its encoded bytes; a third job is
+ * not claimed before the finisher took the second). Both tasks are claims
+ * of the slot's worker id: the keeper renews both leases, running_jobs
+ * lists both, queue_job_cancel and queue_stop find either, and each has
+ * its own abort flags, so a cancel of the job being finished never stops
+ * the one in the network. A job that ends before its encode (failed,
+ * cancelled, requeued, superseded) is ended by the network thread; the
+ * finisher looks at the flags once more after the encode, so that no
+ * result is put for a job cancelled or superseded meanwhile (a superseded
+ * claim the keeper did not see yet is refused by the fence, and the file
+ * is deleted). Stopping: the network thread stops between two layers and
+ * requeues its job, the finisher ends the job it holds (an encode under
+ * way completes: it cannot be interrupted, and its work is done), then the
+ * network thread is joined first and the finisher after it, once it has no
+ * task left.
  *
  * Claims: each worker has an id, "<host>:<pid>:<index>:<random>", unique
  * per process and thread (the random part tells a restarted process from
@@ -22,7 +48,7 @@
  * (that is what replaces the start-up recovery: a job another live process
  * runs is never taken from it). A renewal refused as superseded (this
  * process was paused or cut off longer than the lease, and another claim
- * took the job) sets the worker's `superseded` and `abort`: the worker
+ * took the job) sets the task's `superseded` and `abort`: the worker
  * stops between two layers and leaves the job, its input and the other
  * claim's result alone; a renewal that finds a cancel request stops the
  * run the same way (a cancel made by another process thus takes effect
@@ -56,11 +82,11 @@
  * the run when the job was cancelled or the queue is stopping.
  *
  * Stopping inside a tile: a tile of a big model takes seconds, longer than
- * a container runtime waits after SIGTERM. Each worker has an atomic
+ * a container runtime waits after SIGTERM. Each task has an atomic
  * `abort` that the network reads between layers (upscale_opts_t.abort):
- * queue_stop sets every worker's, and queue_job_cancel sets the one of the
- * worker running that job (with `cancelled`, so the job ends cancelled
- * rather than requeued). Both are set under mu, and a worker resets them
+ * queue_stop sets every task's, and queue_job_cancel sets the one of the
+ * task holding that job (with `cancelled`, so the job ends cancelled
+ * rather than requeued). Both are set under mu, and a task's are reset
  * under mu when it registers a job as running, so a stop or a cancel that
  * races with a job's start is never lost. A cancel made by another process
  * on the same store is still seen by the poll, between tiles.
@@ -116,19 +142,52 @@ typedef struct model_slot {
     upscaler_t *up;
 } model_slot_t;
 
+typedef struct progress_ctx {
+    queue_t *q;
+    const char *id;
+    const store_fence_t *fence;
+    int written;    /* last progress written */
+    double write_t; /* mono_s of the last write */
+    double poll_t;  /* mono_s of the last cancel check */
+    int cancel;     /* the store said cancel_requested */
+    int superseded; /* the store said another claim has the job */
+} progress_ctx_t;
+
+/*
+ * One claimed job, from its claim to its end (see DESIGN, "Finishing"):
+ * the network stage fills it, the finishing stage ends it.
+ */
+typedef struct task {
+    job_t *job;            /* owned buffer: the claimed row, its result fields filled as it completes */
+    char running[40];      /* id of the job held, "" when the task is free; guarded by q->mu */
+    int attempt;           /* the held job's attempt (its fence with the worker id); guarded by q->mu */
+    atomic_int abort;      /* non-zero: the job stops between two layers, or before its encode */
+    atomic_int cancelled;  /* abort was set by a cancel (queue_job_cancel, the keeper), not by queue_stop */
+    atomic_int superseded; /* abort was set because another claim took the job (the keeper) */
+    store_fence_t fence;   /* worker id and attempt: every store write about the job carries it */
+    steps_t steps;         /* the job's pipeline, parsed */
+    steps_env_t env;       /* what steps_run_begin and steps_run_end use (points into this task) */
+    progress_ctx_t pc;     /* progress writes and cancel polls of the job */
+    steps_pending_t *pending; /* between the stages: the image the network made, the report so far */
+    double t0;                /* mono_s of the claim */
+    int in_w, in_h;           /* the input's size, for the log */
+} task_t;
+
 typedef struct worker {
     struct queue *q;
     int index;
-    pthread_t thread;
+    pthread_t thread; /* the network stage: claims, loads, runs the steps but the encode */
     int started;
-    model_slot_t *models; /* owned */
+    pthread_t finisher; /* the finishing stage: encode, blob_put, the completion (DESIGN) */
+    int finisher_started;
+    model_slot_t *models; /* owned; the network thread's alone */
     int n_models;
-    char id[128];          /* worker id, the owner of its claims: "<host>:<pid>:<index>:<random>" */
-    char running[40];      /* id of the job being run, "" when none; guarded by q->mu */
-    int attempt;           /* the running job's attempt (its fence with id); guarded by q->mu */
-    atomic_int abort;      /* non-zero: the running job stops between two layers */
-    atomic_int cancelled;  /* abort was set by a cancel (queue_job_cancel, the keeper), not by queue_stop */
-    atomic_int superseded; /* abort was set because another claim took the job (the keeper) */
+    char id[128];    /* worker id, the owner of its claims: "<host>:<pid>:<index>:<random>" */
+    task_t tasks[2]; /* at most two jobs per slot: one in the network, one being finished */
+    task_t *fin;     /* the task handed to the finisher, NULL when it is idle; guarded by q->mu */
+    int net_done;    /* the network thread is gone: the finisher leaves once fin is NULL; guarded by q->mu */
+    pthread_cond_t fin_cond; /* fin or net_done changed (with q->mu) */
+    int ready;               /* tasks and fin_cond initialised (queue_stop after a failed start) */
 } worker_t;
 
 struct queue {
@@ -235,17 +294,6 @@ static void remove_attempt_results(queue_t *q, const char *id, int n_attempts, i
 
 /* ---- one job ---------------------------------------------------------------- */
 
-typedef struct progress_ctx {
-    queue_t *q;
-    const char *id;
-    const store_fence_t *fence;
-    int written;    /* last progress written */
-    double write_t; /* mono_s of the last write */
-    double poll_t;  /* mono_s of the last cancel check */
-    int cancel;     /* the store said cancel_requested */
-    int superseded; /* the store said another claim has the job */
-} progress_ctx_t;
-
 static int on_progress(void *ctx, int pct) {
     progress_ctx_t *p = ctx;
     if (atomic_load(&p->q->stopping))
@@ -279,18 +327,18 @@ static int on_progress(void *ctx, int pct) {
 }
 
 /*
- * Register id (NULL: none) and attempt as the claim w holds, with fresh
- * abort flags: set already when the queue is stopping. queue_stop,
- * queue_job_cancel and the keeper find the job here.
+ * Register id (NULL: none) and attempt as the claim task t of a worker
+ * holds, with fresh abort flags: set already when the queue is stopping.
+ * queue_stop, queue_job_cancel and the keeper find the job here, in
+ * whichever stage it is.
  */
-static void set_running(worker_t *w, const char *id, int attempt) {
-    queue_t *q = w->q;
+static void set_running(queue_t *q, task_t *t, const char *id, int attempt) {
     pthread_mutex_lock(&q->mu);
-    snprintf(w->running, sizeof w->running, "%s", id ? id : "");
-    w->attempt = id ? attempt : 0;
-    atomic_store(&w->cancelled, 0);
-    atomic_store(&w->superseded, 0);
-    atomic_store(&w->abort, atomic_load(&q->stopping));
+    snprintf(t->running, sizeof t->running, "%s", id ? id : "");
+    t->attempt = id ? attempt : 0;
+    atomic_store(&t->cancelled, 0);
+    atomic_store(&t->superseded, 0);
+    atomic_store(&t->abort, atomic_load(&q->stopping));
     pthread_mutex_unlock(&q->mu);
 }
 
@@ -353,147 +401,61 @@ static int load_models(worker_t *w, const steps_t *st, up_error_t *err) {
     return 0;
 }
 
-enum { END_COMPLETED, END_FAILED, END_CANCELLED, END_REQUEUED, END_SUPERSEDED };
+enum { END_COMPLETED, END_FAILED, END_CANCELLED, END_REQUEUED, END_SUPERSEDED, END_REFUSED };
 
 /*
- * Run a claimed job to its end. Each store transition is followed by its
- * log line; a write refused as superseded (UP_ERR_CONFLICT) ends the run
- * with nothing more written and the input kept for the claim that won.
+ * How a run that stopped (UP_ERR_CANCELLED from the steps) ends.
+ * Superseded first: the job is another claim's now. A cancel request wins
+ * over a shutdown: the client asked for it. A stop inside a tile may come
+ * before the poll saw a cancel made elsewhere: look once more.
  */
-static void run_job(worker_t *w, job_t *job) {
-    queue_t *q = w->q;
-    store_t *st = q->st;
-    const store_fence_t fence = {.worker = w->id, .attempt = job->attempts};
-    double t0 = mono_s();
-    up_error_t err = {0};
-    up_image_t *in = NULL;
-    steps_result_t res = {0};
-    int rc, end = END_FAILED;
-    char input[PATH_MAX];
-    int input_copy = 0; /* input is a local copy of the blob (blob_local_file), removed at the end */
-
-    /* registered at once: the keeper renews the lease while the model and input load */
-    set_running(w, job->id, job->attempts);
-    log_info("job %s claimed (%s, x%d, attempt %d, worker %s)", job->id, job->model, job->scale,
-             job->attempts, w->id);
-    steps_t steps;
-    if ((rc = steps_parse_text(job->steps, &steps, &err))) {
-        up_error_prefix(&err, "the job's pipeline");
-        goto end;
+static int stop_end(queue_t *q, task_t *t) {
+    int cancelled = t->pc.cancel || atomic_load(&t->cancelled);
+    if (!cancelled) {
+        job_t *j = xmalloc(sizeof *j);
+        cancelled = store_job_get(q->st, t->job->id, j, NULL) == 0 && j->cancel_requested;
+        free(j);
     }
-    if ((rc = load_models(w, &steps, &err)))
-        goto end;
-
-    image_limits_t lim = {.max_pixels = q->cfg.max_input_pixels};
-    if (!job->input_key[0]) {
-        rc = up_error_set(&err, UP_ERR_NOT_FOUND, 0, "the uploaded input is gone");
-        goto end;
-    }
-    if ((rc = blob_local_file(q->bs, job->input_key, input, sizeof input, &input_copy, &err)) ||
-        (rc = image_load_file_frames(input, &lim, steps_frame_limit(&steps), &in, &err))) {
-        if (rc == UP_ERR_NOT_FOUND)
-            up_error_set(&err, rc, 0, "the uploaded input is gone");
-        else
-            up_error_prefix(&err, "input");
-        goto end;
-    }
-
-    /* claimed -> processing: the model and the input are ready. A cancel since the
-     * claim is either seen by store_job_start or has set abort. */
-    int cancel = 0;
-    if ((rc = store_job_start(st, job->id, &fence, &cancel, &err))) {
-        end = rc == UP_ERR_CONFLICT ? END_SUPERSEDED : END_FAILED;
-        goto end;
-    }
-    if (cancel) {
-        end = END_CANCELLED;
-        goto end;
-    }
-    log_info("job %s processing (attempt %d)", job->id, job->attempts);
-    events_publish(q->cfg.events, job->id);
-
-    progress_ctx_t pc = {.q = q, .id = job->id, .fence = &fence, .write_t = mono_s(), .poll_t = mono_s()};
-    /* colour: the job's choice, else the server's (the input's own profile unless told sRGB) */
-    int keep = job->colour[0] ? strcmp(job->colour, "keep") == 0 : !q->cfg.colour_srgb;
-    steps_env_t env = {
-        .upscaler = step_upscaler,
-        .ctx = w,
-        .progress = on_progress,
-        .progress_ctx = &pc,
-        .abort = &w->abort,
-        .tile_memory = q->cfg.tile_memory,
-        .max_output_pixels = q->cfg.max_output_pixels,
-        .srgb = !keep,
-        .strip = q->cfg.strip_metadata,
-    };
-    int in_w = in->width, in_h = in->height;
-    rc = steps_run(&steps, in, &env, &res, &err);
-    in = NULL; /* taken over by steps_run */
-    if (rc == UP_ERR_CANCELLED) {
-        /* superseded first: the job is another claim's now. A cancel request wins over a
-         * shutdown: the client asked for it. A stop inside a tile may come before the poll
-         * saw a cancel made elsewhere: look once more. */
-        int cancelled = pc.cancel || atomic_load(&w->cancelled);
-        if (!cancelled) {
-            job_t *j = xmalloc(sizeof *j);
-            cancelled = store_job_get(st, job->id, j, NULL) == 0 && j->cancel_requested;
-            free(j);
-        }
-        end = pc.superseded || atomic_load(&w->superseded) ? END_SUPERSEDED
-              : cancelled                                  ? END_CANCELLED
+    return t->pc.superseded || atomic_load(&t->superseded) ? END_SUPERSEDED
+           : cancelled                                     ? END_CANCELLED
                                                            : END_REQUEUED;
-        goto end;
-    }
-    if (rc)
-        goto end;
+}
 
-    /* one name per attempt: a superseded worker can never overwrite or delete the winner's */
-    snprintf(job->result_key, sizeof job->result_key, "results/%s-a%d.%s", job->id, job->attempts,
-             res.format);
-    if ((rc = blob_put(q->bs, job->result_key, res.data, res.size, &err))) {
-        up_error_prefix(&err, "cannot store the result");
-        goto end;
+/*
+ * End the job of task t as end says (rc and err: the error of END_FAILED,
+ * the store's refusal of END_REFUSED), from either stage. Each store
+ * transition is followed by its log line; a write refused as superseded
+ * (UP_ERR_CONFLICT) ends it with nothing more written and the input kept
+ * for the claim that won. The task is free again on return.
+ */
+static void end_job(queue_t *q, task_t *t, int end, int rc, up_error_t *err) {
+    store_t *st = q->st;
+    job_t *job = t->job;
+    const store_fence_t *fence = &t->fence;
+    if (end == END_COMPLETED) {
+        remove_attempt_results(q, job->id, job->attempts, job->attempts);
+        goto input;
     }
-    snprintf(job->result_format, sizeof job->result_format, "%s", res.format);
-    job->output_width = res.width;
-    job->output_height = res.height;
-    job->result_bytes = (long long)res.size;
-    report_text(res.report, job->report, sizeof job->report);
-    if ((rc = store_job_complete(st, job, &fence, q->cfg.retention_s, &err))) {
-        /* superseded, cancelled or failed under us, or the store failed: drop our result */
-        remove_blob(q, job->result_key);
-        log_warn("job %s: cannot record the result of attempt %d: %s", job->id, job->attempts, err.msg);
+    if (end == END_REFUSED)
         goto refused;
-    }
-    end = END_COMPLETED;
-    metrics_add("upres_jobs_completed_total", job->model, 1);
-    metrics_add("upres_output_megapixels_total", job->model, (double)res.width * res.height / 1e6);
-    metrics_observe("upres_job_seconds", job->model, mono_s() - t0);
-    events_publish(q->cfg.events, job->id);
-    log_info("job %s completed in %.2f s (%dx%d -> %dx%d, %lld bytes, attempt %d)", job->id, mono_s() - t0,
-             in_w, in_h, res.width, res.height, job->result_bytes, job->attempts);
-    remove_attempt_results(q, job->id, job->attempts, job->attempts);
-    goto input;
-
-end:
     if (end == END_SUPERSEDED) {
         rc = UP_ERR_CONFLICT;
     } else if (end == END_REQUEUED) {
-        if ((rc = store_job_requeue(st, job->id, &fence, &err)) == 0) {
+        if ((rc = store_job_requeue(st, job->id, fence, err)) == 0) {
             metrics_add("upres_jobs_requeued_total", job->model, 1);
             log_info("job %s queued again (the server is stopping)", job->id);
         }
         if (rc != UP_ERR_CONFLICT)
             goto out; /* keep the input: the job runs again */
     } else if (end == END_CANCELLED) {
-        if ((rc = store_job_cancelled(st, job->id, &fence, q->cfg.retention_s, &err)) == 0) {
+        if ((rc = store_job_cancelled(st, job->id, fence, q->cfg.retention_s, err)) == 0) {
             metrics_add("upres_jobs_cancelled_total", job->model, 1);
-            log_info("job %s cancelled after %.2f s", job->id, mono_s() - t0);
+            log_info("job %s cancelled after %.2f s", job->id, mono_s() - t->t0);
         }
     } else {
-        char why[sizeof err.msg];
-        snprintf(why, sizeof why, "%s", err.msg[0] ? err.msg : up_strerror(rc));
-        if ((rc = store_job_fail(st, job->id, &fence, why, q->cfg.retention_s, &err)) == 0) {
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err->msg[0] ? err->msg : up_strerror(rc));
+        if ((rc = store_job_fail(st, job->id, fence, why, q->cfg.retention_s, err)) == 0) {
             metrics_add("upres_jobs_failed_total", job->model, 1);
             log_warn("job %s failed: %s", job->id, why);
         }
@@ -515,32 +477,235 @@ input:
     /* upscale-service guide: uploaded inputs are deleted when the job ends */
     remove_input(q, job->asset_id);
 out:
-    set_running(w, NULL, 0);
+    steps_pending_free(t->pending);
+    t->pending = NULL;
+    set_running(q, t, NULL, 0);
+}
+
+/*
+ * The network stage of a claimed job (the slot's network thread): parse the
+ * pipeline, load its models and the input, move it to processing, and run
+ * every step but the encode. Returns 1 when the job is ready to be
+ * finished (t->pending holds what the network made), 0 when it already
+ * ended here (failed, cancelled, requeued, superseded).
+ */
+static int run_job(worker_t *w, task_t *t) {
+    queue_t *q = w->q;
+    store_t *st = q->st;
+    job_t *job = t->job;
+    up_error_t err = {0};
+    up_image_t *in = NULL;
+    int rc, end = END_FAILED;
+
+    t->t0 = mono_s();
+    t->fence = (store_fence_t){.worker = w->id, .attempt = job->attempts};
+    t->pending = NULL;
+    /* registered at once: the keeper renews the lease while the model and input load */
+    set_running(q, t, job->id, job->attempts);
+    log_info("job %s claimed (%s, x%d, attempt %d, worker %s)", job->id, job->model, job->scale,
+             job->attempts, w->id);
+    if ((rc = steps_parse_text(job->steps, &t->steps, &err))) {
+        up_error_prefix(&err, "the job's pipeline");
+        goto end;
+    }
+    if ((rc = load_models(w, &t->steps, &err)))
+        goto end;
+
+    image_limits_t lim = {.max_pixels = q->cfg.max_input_pixels};
+    char input[PATH_MAX];
+    int copy = 0; /* input is a local copy of the blob (blob_local_file), ours to remove */
+    if (!job->input_key[0]) {
+        rc = up_error_set(&err, UP_ERR_NOT_FOUND, 0, "the uploaded input is gone");
+        goto end;
+    }
+    if ((rc = blob_local_file(q->bs, job->input_key, input, sizeof input, &copy, &err))) {
+        if (rc == UP_ERR_NOT_FOUND) {
+            up_error_set(&err, rc, 0, "the uploaded input is gone");
+        } else if (rc == UP_ERR_IO) { /* the blob store failed, not the job (a database restarting) */
+            log_warn("job %s: cannot read its input: %s: left for another attempt", job->id, err.msg);
+            end = END_REFUSED;
+        } else {
+            up_error_prefix(&err, "input");
+        }
+        goto end;
+    }
+    rc = image_load_file_frames(input, &lim, steps_frame_limit(&t->steps), &in, &err);
+    if (copy)
+        unlink(input); /* decoded whole into memory, or failed */
+    if (rc) {
+        up_error_prefix(&err, "input");
+        goto end;
+    }
+
+    /* claimed -> processing: the model and the input are ready. A cancel since the
+     * claim is either seen by store_job_start or has set abort. */
+    int cancel = 0;
+    if ((rc = store_job_start(st, job->id, &t->fence, &cancel, &err))) {
+        end = rc == UP_ERR_CONFLICT ? END_SUPERSEDED : END_FAILED;
+        goto end;
+    }
+    if (cancel) {
+        end = END_CANCELLED;
+        goto end;
+    }
+    log_info("job %s processing (attempt %d)", job->id, job->attempts);
+    events_publish(q->cfg.events, job->id);
+
+    t->pc =
+        (progress_ctx_t){.q = q, .id = job->id, .fence = &t->fence, .write_t = mono_s(), .poll_t = mono_s()};
+    /* colour: the job's choice, else the server's (the input's own profile unless told sRGB) */
+    int keep = job->colour[0] ? strcmp(job->colour, "keep") == 0 : !q->cfg.colour_srgb;
+    t->env = (steps_env_t){
+        .upscaler = step_upscaler,
+        .ctx = w,
+        .progress = on_progress,
+        .progress_ctx = &t->pc,
+        .abort = &t->abort,
+        .tile_memory = q->cfg.tile_memory,
+        .max_output_pixels = q->cfg.max_output_pixels,
+        .srgb = !keep,
+        .strip = q->cfg.strip_metadata,
+    };
+    t->in_w = in->width;
+    t->in_h = in->height;
+    rc = steps_run_begin(&t->steps, in, &t->env, &t->pending, &err);
+    in = NULL; /* taken over by steps_run_begin */
+    if (rc == 0)
+        return 1;
+    if (rc == UP_ERR_CANCELLED)
+        end = stop_end(q, t);
+end:
     image_free(in);
-    if (input_copy)
-        unlink(input);
+    end_job(q, t, end, rc, &err);
+    return 0;
+}
+
+/*
+ * The finishing stage (the finisher's thread): encode what the network
+ * made, put the result, record the completion. The task stays registered
+ * all along, so its lease is renewed and a cancel or a superseding claim
+ * reaches it; both are looked at once more after the encode, so that a
+ * result is never put for a job that is no longer ours to complete.
+ */
+static void finish_job(worker_t *w, task_t *t) {
+    queue_t *q = w->q;
+    job_t *job = t->job;
+    up_error_t err = {0};
+    steps_result_t res = {0};
+    int end = END_FAILED;
+    int rc = steps_run_end(t->pending, &res, &err);
+    t->pending = NULL; /* taken over by steps_run_end */
+    if (rc == UP_ERR_CANCELLED) {
+        end = stop_end(q, t);
+        goto end;
+    }
+    if (rc)
+        goto end;
+    if (q->cfg.finish_hook)
+        q->cfg.finish_hook(q->cfg.finish_hook_ctx, job->id);
+    if (atomic_load(&t->superseded) || t->pc.superseded) {
+        end = END_SUPERSEDED;
+        goto end;
+    }
+    if (atomic_load(&t->cancelled) || t->pc.cancel) {
+        end = END_CANCELLED;
+        goto end;
+    }
+
+    /* one name per attempt: a superseded worker can never overwrite or delete the winner's */
+    snprintf(job->result_key, sizeof job->result_key, "results/%s-a%d.%s", job->id, job->attempts,
+             res.format);
+    if ((rc = blob_put(q->bs, job->result_key, res.data, res.size, &err))) {
+        if (rc != UP_ERR_IO) {
+            up_error_prefix(&err, "cannot store the result");
+            goto end;
+        }
+        /* the blob store's failure, not the job's (a full disk, a database restarting): the claim lapses
+         * and another attempt runs it, up to the attempts a rescue allows */
+        log_warn("job %s: cannot store the result of attempt %d: %s: left for another attempt", job->id,
+                 job->attempts, err.msg);
+        end = END_REFUSED;
+        goto end;
+    }
+    snprintf(job->result_format, sizeof job->result_format, "%s", res.format);
+    job->output_width = res.width;
+    job->output_height = res.height;
+    job->result_bytes = (long long)res.size;
+    report_text(res.report, job->report, sizeof job->report);
+    if ((rc = store_job_complete(q->st, job, &t->fence, q->cfg.retention_s, &err))) {
+        /* superseded, cancelled or failed under us: drop our result. The store failed (UP_ERR_IO): the
+         * commit may have happened with the connection lost after it, so the result stays; if it did
+         * not, the attempt that completes the job removes it (remove_attempt_results) */
+        if (rc != UP_ERR_IO)
+            remove_blob(q, job->result_key);
+        log_warn("job %s: cannot record the result of attempt %d: %s", job->id, job->attempts, err.msg);
+        end = END_REFUSED;
+        goto end;
+    }
+    end = END_COMPLETED;
+    metrics_add("upres_jobs_completed_total", job->model, 1);
+    metrics_add("upres_output_megapixels_total", job->model, (double)res.width * res.height / 1e6);
+    metrics_observe("upres_job_seconds", job->model, mono_s() - t->t0);
+    events_publish(q->cfg.events, job->id);
+    log_info("job %s completed in %.2f s (%dx%d -> %dx%d, %lld bytes, attempt %d)", job->id, mono_s() - t->t0,
+             t->in_w, t->in_h, res.width, res.height, job->result_bytes, job->attempts);
+end:
     steps_result_fini(&res);
+    end_job(q, t, end, rc, &err);
+}
+
+/* Hand t to w's finisher, once it is idle: at most one job per slot is being finished (DESIGN). */
+static void hand_over(worker_t *w, task_t *t) {
+    queue_t *q = w->q;
+    pthread_mutex_lock(&q->mu);
+    while (w->fin)
+        pthread_cond_wait(&w->fin_cond, &q->mu);
+    w->fin = t;
+    pthread_cond_broadcast(&w->fin_cond);
+    pthread_mutex_unlock(&q->mu);
+}
+
+static void *finisher_main(void *arg) {
+    worker_t *w = arg;
+    queue_t *q = w->q;
+    pthread_mutex_lock(&q->mu);
+    for (;;) {
+        while (!w->fin && !w->net_done)
+            pthread_cond_wait(&w->fin_cond, &q->mu);
+        task_t *t = w->fin;
+        if (!t)
+            break;
+        pthread_mutex_unlock(&q->mu);
+        finish_job(w, t);
+        pthread_mutex_lock(&q->mu);
+        w->fin = NULL;
+        pthread_cond_broadcast(&w->fin_cond);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
 }
 
 static void *worker_main(void *arg) {
     worker_t *w = arg;
     queue_t *q = w->q;
-    job_t *job = xmalloc(sizeof *job);
     while (!atomic_load(&q->stopping)) {
         pthread_mutex_lock(&q->mu);
         unsigned long long seen = q->seq;
+        /* the task the finisher does not hold (it never takes the one the network runs) */
+        task_t *t = w->fin == &w->tasks[0] ? &w->tasks[1] : &w->tasks[0];
         pthread_mutex_unlock(&q->mu);
 
         up_error_t err;
         double t_claim = mono_s();
-        int rc = store_job_claim(q->st, w->id, q->cfg.lease_s, q->cfg.models, job, &err);
+        int rc = store_job_claim(q->st, w->id, q->cfg.lease_s, q->cfg.models, t->job, &err);
         metrics_observe("upres_claim_seconds", NULL, mono_s() - t_claim);
         if (rc == 0) {
-            metrics_add("upres_jobs_claimed_total", job->model, 1);
-            metrics_observe("upres_queue_wait_seconds", job->model, now_s() - job->created_at);
-            events_publish(q->cfg.events, job->id);
+            metrics_add("upres_jobs_claimed_total", t->job->model, 1);
+            metrics_observe("upres_queue_wait_seconds", t->job->model, now_s() - t->job->created_at);
+            events_publish(q->cfg.events, t->job->id);
             events_publish(q->cfg.events, EVENTS_QUEUE_MOVED);
-            run_job(w, job);
+            if (run_job(w, t))
+                hand_over(w, t);
             continue;
         }
         if (rc != UP_ERR_NOT_FOUND)
@@ -550,7 +715,6 @@ static void *worker_main(void *arg) {
             timed_wait(&q->work_cond, &q->mu, IDLE_POLL_S);
         pthread_mutex_unlock(&q->mu);
     }
-    free(job);
     return NULL;
 }
 
@@ -563,14 +727,14 @@ static void *worker_main(void *arg) {
  */
 static void heartbeat(queue_t *q) {
     /* stopping: the workers are leaving their jobs (requeued), and a renewal would only race them */
-    for (int i = 0; i < q->cfg.n_workers && !atomic_load(&q->stopping); i++) {
-        worker_t *w = &q->workers[i];
+    for (int i = 0; i < q->cfg.n_workers * 2 && !atomic_load(&q->stopping); i++) {
+        task_t *t = &q->workers[i / 2].tasks[i % 2];
         char id[40];
         pthread_mutex_lock(&q->mu);
-        snprintf(id, sizeof id, "%s", w->running);
-        store_fence_t fence = {.worker = w->id, .attempt = w->attempt};
+        snprintf(id, sizeof id, "%s", t->running);
+        store_fence_t fence = {.worker = q->workers[i / 2].id, .attempt = t->attempt};
         pthread_mutex_unlock(&q->mu);
-        if (!id[0])
+        if (!id[0] || atomic_load(&t->superseded)) /* none, or one that is leaving a job not ours */
             continue;
         up_error_t err;
         int cancel = 0;
@@ -578,9 +742,9 @@ static void heartbeat(queue_t *q) {
         if (rc != UP_ERR_CONFLICT && !(rc == 0 && cancel))
             continue;
         pthread_mutex_lock(&q->mu);
-        if (strcmp(w->running, id) == 0 && w->attempt == fence.attempt) {
-            atomic_store(rc ? &w->superseded : &w->cancelled, 1);
-            atomic_store(&w->abort, 1);
+        if (strcmp(t->running, id) == 0 && t->attempt == fence.attempt) {
+            atomic_store(rc ? &t->superseded : &t->cancelled, 1);
+            atomic_store(&t->abort, 1);
         }
         pthread_mutex_unlock(&q->mu);
         if (rc)
@@ -634,8 +798,8 @@ static void running_jobs(queue_t *q, char *out, size_t size) {
     size_t n = 0;
     out[0] = '\0';
     pthread_mutex_lock(&q->mu);
-    for (int i = 0; i < q->cfg.n_workers; i++) {
-        const char *id = q->workers[i].running;
+    for (int i = 0; i < q->cfg.n_workers * 2; i++) {
+        const char *id = q->workers[i / 2].tasks[i % 2].running;
         if (id[0] && n + strlen(id) + 2 < size)
             n += (size_t)snprintf(out + n, size - n, "%s%s", n ? "," : "", id);
     }
@@ -943,14 +1107,24 @@ int queue_start(store_t *st, const queue_config_t *cfg, queue_t **out, up_error_
         w->q = q;
         w->index = i;
         snprintf(w->id, sizeof w->id, "%s:%ld:%d:%.8s", host, (long)getpid(), i, rnd);
-        atomic_init(&w->abort, 0);
-        atomic_init(&w->cancelled, 0);
-        atomic_init(&w->superseded, 0);
+        for (int k = 0; k < 2; k++) {
+            w->tasks[k].job = xmalloc(sizeof *w->tasks[k].job);
+            atomic_init(&w->tasks[k].abort, 0);
+            atomic_init(&w->tasks[k].cancelled, 0);
+            atomic_init(&w->tasks[k].superseded, 0);
+        }
+        pthread_cond_init(&w->fin_cond, NULL);
+        w->ready = 1;
     }
     /* jobs whose process died: before the workers start, so they run again at once */
     rescue(q);
     for (int i = 0; i < q->cfg.n_workers; i++) {
         worker_t *w = &q->workers[i];
+        if (pthread_create(&w->finisher, NULL, finisher_main, w) != 0) {
+            rc = up_error_set(err, UP_ERR_IO, 0, "cannot start the finishing thread of worker %d", i);
+            goto fail;
+        }
+        w->finisher_started = 1;
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             rc = up_error_set(err, UP_ERR_IO, 0, "cannot start worker thread %d", i);
             goto fail;
@@ -1007,9 +1181,10 @@ void queue_stop(queue_t *q) {
     }
     pthread_mutex_lock(&q->mu);
     atomic_store(&q->stopping, 1);
-    /* running jobs stop between two layers, not after their tile (seconds), and are requeued */
-    for (int i = 0; i < q->cfg.n_workers; i++)
-        atomic_store(&q->workers[i].abort, 1);
+    /* running jobs stop between two layers, not after their tile (seconds), and are requeued;
+     * a job being finished stops before its encode, or completes when the encode is under way */
+    for (int i = 0; i < q->cfg.n_workers * 2; i++)
+        atomic_store(&q->workers[i / 2].tasks[i % 2].abort, 1);
     pthread_cond_broadcast(&q->work_cond);
     pthread_cond_broadcast(&q->sweep_cond);
     pthread_mutex_unlock(&q->mu);
@@ -1017,9 +1192,20 @@ void queue_stop(queue_t *q) {
         worker_t *w = &q->workers[i];
         if (w->started)
             pthread_join(w->thread, NULL);
+        if (!w->ready)
+            continue;
+        pthread_mutex_lock(&q->mu); /* no more hand-overs: the finisher ends the last one and leaves */
+        w->net_done = 1;
+        pthread_cond_broadcast(&w->fin_cond);
+        pthread_mutex_unlock(&q->mu);
+        if (w->finisher_started)
+            pthread_join(w->finisher, NULL);
         for (int k = 0; k < w->n_models; k++)
             upscaler_free(w->models[k].up);
         free(w->models);
+        free(w->tasks[0].job);
+        free(w->tasks[1].job);
+        pthread_cond_destroy(&w->fin_cond);
     }
     if (q->sweeper_started)
         pthread_join(q->sweeper, NULL);
@@ -1057,11 +1243,11 @@ int queue_job_cancel(queue_t *q, const char *id, job_status_t *was, up_error_t *
          * runs it, or it is between claim and start) the next poll or start sees it */
         int here = 0;
         pthread_mutex_lock(&q->mu);
-        for (int i = 0; i < q->cfg.n_workers && !here; i++) {
-            worker_t *wk = &q->workers[i];
-            if (strcmp(wk->running, id) == 0) {
-                atomic_store(&wk->cancelled, 1);
-                atomic_store(&wk->abort, 1);
+        for (int i = 0; i < q->cfg.n_workers * 2 && !here; i++) {
+            task_t *t = &q->workers[i / 2].tasks[i % 2];
+            if (strcmp(t->running, id) == 0) {
+                atomic_store(&t->cancelled, 1);
+                atomic_store(&t->abort, 1);
                 here = 1;
             }
         }

@@ -1,7 +1,8 @@
 /*
- * queue.h - the job engine: a pool of worker threads that take queued jobs
- * from the store, run the upscale pipeline on them, and store the results;
- * and a sweeper thread that enforces retention.
+ * queue.h - the job engine: a pool of worker slots that take queued jobs
+ * from the store, run the upscale pipeline on them, and store the results
+ * (a slot encodes and stores one job while its network runs the next, so
+ * it holds at most two); and a sweeper thread that enforces retention.
  *
  * Files are blobs (blob.h), named in the rows by key: uploads/<id>.<ext>
  * (the input, put by api_submit before the row is inserted) and
@@ -60,6 +61,10 @@ typedef struct queue_config {
     const char *name;   /* borrowed: its row's name; NULL = "<host>:<pid>" */
     int db_retries;     /* default 5: registry heartbeats that may fail in a row (backing off 0.5 s,
                            1 s, 2 s ... 8 s) before queue_failed says the store is lost */
+    /* tests only (NULL otherwise): called by a worker's finishing stage once a job's result is
+       encoded, before it is checked for a cancel and put; it may block (the job's lease is renewed) */
+    void (*finish_hook)(void *ctx, const char *job_id);
+    void *finish_hook_ctx;
 } queue_config_t;
 
 void queue_config_init(queue_config_t *cfg);

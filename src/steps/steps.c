@@ -1166,13 +1166,34 @@ fail:
     return rc;
 }
 
-int steps_run(const steps_t *steps, up_image_t *in, const steps_env_t *env, steps_result_t *res,
-              up_error_t *err) {
-    assert(steps && env && res);
-    memset(res, 0, sizeof *res);
-    run_t r = {.env = env, .img = in, .res = res, .last = -1};
+/* A run stopped before its encode (steps_run_begin): what steps_run_end needs. */
+struct steps_pending {
+    run_t r;
     step_t plan[STEPS_MAX + 1]; /* the steps to run, the default encode included */
     double costs[STEPS_MAX + 1];
+    int n;              /* steps in plan; plan[n - 1] is the encode */
+    steps_result_t res; /* the report so far (r.res points here) */
+};
+
+void steps_pending_free(steps_pending_t *p) {
+    if (!p)
+        return;
+    image_free(p->r.img);
+    steps_result_fini(&p->res);
+    free(p);
+}
+
+int steps_run_begin(const steps_t *steps, up_image_t *in, const steps_env_t *env, steps_pending_t **out,
+                    up_error_t *err) {
+    assert(steps && env && out);
+    *out = NULL;
+    steps_pending_t *p = calloc(1, sizeof *p);
+    if (!p) {
+        image_free(in);
+        return up_error_set(err, UP_ERR_NOMEM, 0, "cannot allocate the pipeline's run");
+    }
+    run_t *r = &p->r;
+    *r = (run_t){.env = env, .img = in, .res = &p->res, .last = -1};
     int n, rc;
     if (!in || in->width < 1 || in->height < 1) {
         rc = up_error_set(err, UP_ERR_INVALID, 0, "the pipeline has no input image");
@@ -1181,46 +1202,70 @@ int steps_run(const steps_t *steps, up_image_t *in, const steps_env_t *env, step
     if ((rc = check_steps(steps, err)))
         goto fail;
     for (n = 0; n < steps->n; n++)
-        plan[n] = steps->step[n];
-    if (plan[n - 1].kind != STEP_ENCODE) { /* the default encode */
-        memset(&plan[n], 0, sizeof plan[n]);
-        plan[n++].kind = STEP_ENCODE;
+        p->plan[n] = steps->step[n];
+    if (p->plan[n - 1].kind != STEP_ENCODE) { /* the default encode */
+        memset(&p->plan[n], 0, sizeof p->plan[n]);
+        p->plan[n++].kind = STEP_ENCODE;
     }
+    p->n = n;
     /* the frames to run (DESIGN, Frames): all those kept for an animated result, else the first */
-    const step_t *enc = &plan[n - 1];
+    const step_t *enc = &p->plan[n - 1];
     int held = in->n_pages > 1 ? in->n_pages : 1;
-    r.n_pages = image_format_animated(encode_format(enc, in->format)) && enc->encode.frames > 1
-                    ? (enc->encode.frames < held ? enc->encode.frames : held)
-                    : 1;
-    if (r.n_pages < held)
-        image_frames_keep(in, r.n_pages);
+    r->n_pages = image_format_animated(encode_format(enc, in->format)) && enc->encode.frames > 1
+                     ? (enc->encode.frames < held ? enc->encode.frames : held)
+                     : 1;
+    if (r->n_pages < held)
+        image_frames_keep(in, r->n_pages);
     long long w = in->width, h = in->height;
     for (int i = 0; i < n; i++) {
         long long ow, oh;
-        step_size(&plan[i], w, h, &ow, &oh);
-        costs[i] = ops[plan[i].kind].cost(&plan[i], w, h, ow, oh) * r.n_pages + 1; /* never 0 */
-        r.total += costs[i];
+        step_size(&p->plan[i], w, h, &ow, &oh);
+        p->costs[i] = ops[p->plan[i].kind].cost(&p->plan[i], w, h, ow, oh) * r->n_pages + 1; /* never 0 */
+        r->total += p->costs[i];
         w = ow;
         h = oh;
     }
-    if (!(res->report = json_array())) {
+    if (!(p->res.report = json_array())) {
         rc = up_error_set(err, UP_ERR_NOMEM, 0, "cannot allocate the report");
         goto fail;
     }
-    for (int i = 0; i < n; i++) {
-        r.cost = costs[i];
-        if ((rc = run_step(&r, &plan[i], i + 1, err)))
+    for (int i = 0; i < n - 1; i++) { /* all but the encode */
+        r->cost = p->costs[i];
+        if ((rc = run_step(r, &p->plan[i], i + 1, err)))
             goto fail;
-        r.done += costs[i];
+        r->done += p->costs[i];
     }
-    image_free(r.img);
-    if (env->progress) /* the end: its answer no longer matters */
-        env->progress(env->progress_ctx, 100);
+    *out = p;
     return UP_OK;
 fail:
-    image_free(r.img);
-    steps_result_fini(res);
+    steps_pending_free(p);
     return rc;
+}
+
+int steps_run_end(steps_pending_t *p, steps_result_t *res, up_error_t *err) {
+    assert(p && res);
+    memset(res, 0, sizeof *res);
+    run_t *r = &p->r;
+    const steps_env_t *env = r->env;
+    r->cost = p->costs[p->n - 1];
+    int rc = run_step(r, &p->plan[p->n - 1], p->n, err);
+    if (rc == 0) {
+        *res = p->res;
+        memset(&p->res, 0, sizeof p->res);
+    }
+    steps_pending_free(p);
+    if (rc == 0 && env->progress) /* the end: its answer no longer matters */
+        env->progress(env->progress_ctx, 100);
+    return rc;
+}
+
+int steps_run(const steps_t *steps, up_image_t *in, const steps_env_t *env, steps_result_t *res,
+              up_error_t *err) {
+    assert(steps && env && res);
+    memset(res, 0, sizeof *res);
+    steps_pending_t *p = NULL;
+    int rc = steps_run_begin(steps, in, env, &p, err);
+    return rc ? rc : steps_run_end(p, res, err);
 }
 
 void steps_result_fini(steps_result_t *res) {

@@ -227,6 +227,26 @@ typedef struct steps_result {
 int steps_run(const steps_t *steps, up_image_t *in, const steps_env_t *env, steps_result_t *res,
               up_error_t *err);
 
+/*
+ * The same in two halves, for a worker that encodes on another thread
+ * than the one that runs the network: steps_run_begin runs every step but
+ * the final encode (the default one when the pipeline has none) and
+ * returns what is left in *out (new: steps_run_end or steps_pending_free);
+ * steps_run_end runs the encode, fills *res and takes p over, whatever
+ * happens. Returns and progress as steps_run (progress stays below 100
+ * until the end, which reports 100). env (borrowed) is used by both and
+ * must outlive steps_run_end; the two may run on different threads, one
+ * after the other. steps_run is begin then end.
+ */
+typedef struct steps_pending steps_pending_t;
+
+int steps_run_begin(const steps_t *steps, up_image_t *in, const steps_env_t *env, steps_pending_t **out,
+                    up_error_t *err);
+int steps_run_end(steps_pending_t *p, steps_result_t *res, up_error_t *err);
+
+/* Free a pending run that will not be ended (the image it holds, its report). Accepts NULL. */
+void steps_pending_free(steps_pending_t *p);
+
 /* Free what a steps_result holds (accepts a zeroed one). */
 void steps_result_fini(steps_result_t *res);
 

@@ -17,9 +17,11 @@
  * result name; the dead attempt's file removed); a worker whose claim another process took stops within a
  * heartbeat and writes nothing: the record, the input and the other
  * claim's result name are left as they were. Bad lease settings are
- * refused. Session 5: the workers registry (session_registry).
+ * refused. Session 5: the workers registry (session_registry). Session 6: the finishing stage
+ * overlaps the next job's network; cancel and fencing during it (session_overlap).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -646,6 +648,179 @@ static void session_registry(void) {
     blob_close(bs);
 }
 
+/* ---- session 6: the finishing stage ------------------------------------------------ */
+
+/* The queue's finish_hook: holds the job named in hold until release is set. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    char hold[40]; /* job id to hold, "" = none */
+    int held;      /* the held job is in the hook now */
+    int release;   /* let it go */
+} hook = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, "", 0, 0};
+
+static void finish_hook(void *ctx, const char *id) {
+    (void)ctx;
+    pthread_mutex_lock(&hook.mu);
+    if (strcmp(hook.hold, id) == 0) {
+        hook.held = 1;
+        pthread_cond_broadcast(&hook.cond);
+        while (!hook.release)
+            pthread_cond_wait(&hook.cond, &hook.mu);
+        hook.held = 0;
+        hook.hold[0] = '\0';
+        pthread_cond_broadcast(&hook.cond);
+    }
+    pthread_mutex_unlock(&hook.mu);
+}
+
+/* Hold job id in the hook from now on (its result encoded, before it is put). */
+static void hook_hold(const char *id) {
+    pthread_mutex_lock(&hook.mu);
+    snprintf(hook.hold, sizeof hook.hold, "%s", id);
+    hook.release = 0;
+    pthread_mutex_unlock(&hook.mu);
+}
+
+/* Wait (bounded) until the held job is in the hook: 1 when it is. */
+static int hook_wait_held(void) {
+    double t0 = mono_s();
+    pthread_mutex_lock(&hook.mu);
+    while (!hook.held && mono_s() - t0 < budget) {
+        pthread_mutex_unlock(&hook.mu);
+        sleep_s(0.01);
+        pthread_mutex_lock(&hook.mu);
+    }
+    int held = hook.held;
+    pthread_mutex_unlock(&hook.mu);
+    return held;
+}
+
+/* Let the held job go and wait until it has left the hook. */
+static void hook_release(void) {
+    pthread_mutex_lock(&hook.mu);
+    hook.release = 1;
+    pthread_cond_broadcast(&hook.cond);
+    while (hook.held)
+        pthread_cond_wait(&hook.cond, &hook.mu);
+    pthread_mutex_unlock(&hook.mu);
+}
+
+/* 1 when no file under dir/results names job id */
+static int no_result(const char *dir, const char *id) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls %s/results | grep %s)\"", dir, id);
+    return system(cmd) == 0;
+}
+
+/*
+ * Session 6 (one worker slot, lease 1.5 s, heartbeat 0.2 s): a job whose
+ * result is being finished (held in the finish hook, encoded but not put)
+ * does not keep the slot's network from the next job, which reaches
+ * processing meanwhile; the held job's lease is renewed past its length,
+ * and the registry row names both jobs. A cancel during the finishing
+ * stage ends the job cancelled with no result file and its input gone; a
+ * claim superseded during it (noticed by the keeper, or only by the
+ * refused completion) leaves the record, the input and the results folder
+ * as the other claim has them.
+ */
+static void session_overlap(void) {
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/overlap", root);
+    up_error_t err;
+    store_t *st = NULL;
+    queue_t *q = NULL;
+    CHECKF(store_open(dir, &st, &err) == 0, "%s", err.msg);
+    blob_store_t *bs = open_blobs(dir);
+    queue_config_t cfg;
+    config(&cfg, bs);
+    cfg.n_workers = 1;
+    cfg.lease_s = 1.5;
+    cfg.heartbeat_s = 0.2;
+    cfg.name = "q-overlap";
+    cfg.finish_hook = finish_hook;
+    CHECKF(st && queue_start(st, &cfg, &q, &err) == 0, "%s", err.msg);
+    if (!q) {
+        store_close(st);
+        blob_close(bs);
+        return;
+    }
+    job_t j;
+    char a[40], b[40];
+    /* a is held in its finishing stage; b, queued after it, runs its network meanwhile */
+    submit(st, NULL, dir, a, "ref/in/chelsea_lr64.png", MODEL, 0, "");
+    hook_hold(a);
+    queue_notify(q);
+    CHECK(hook_wait_held());
+    submit(st, q, dir, b, "ref/in/astronaut_lr64.png", MODEL, 0, "");
+    double t0 = mono_s();
+    int b_ran = 0;
+    while (!b_ran && mono_s() - t0 < budget / 4) {
+        CHECK(store_job_get(st, b, &j, &err) == 0);
+        b_ran = j.status == JOB_STATUS_PROCESSING;
+        if (!b_ran)
+            sleep_s(0.01);
+    }
+    CHECKF(b_ran, "job b is %s while a is being finished: the slot waits on the finishing stage",
+           job_status_name(j.status));
+    fprintf(stderr, "overlap: the next job was processing %.2f s after the first one's encode\n",
+            mono_s() - t0);
+    CHECK(store_job_get(st, a, &j, &err) == 0 && j.status == JOB_STATUS_PROCESSING && j.result_key[0] == 0);
+    /* held past its lease: still ours, renewed, never rescued; the row names both jobs */
+    double lease0 = j.lease_until;
+    sleep_s(2.0);
+    CHECK(store_job_get(st, a, &j, &err) == 0 && j.status == JOB_STATUS_PROCESSING && j.attempts == 1);
+    CHECKF(j.lease_until > lease0 && j.lease_until > now_s(), "lease %.2f s from now",
+           j.lease_until - now_s());
+    store_worker_t row;
+    CHECK(registry_row(st, "q-overlap", &row) && strstr(row.jobs, a) && strstr(row.jobs, b));
+    /* cancelled while being finished: no result is put, the input goes */
+    job_status_t was = JOB_STATUS_EXPIRED;
+    CHECKF(queue_job_cancel(q, a, &was, &err) == 0 && was == JOB_STATUS_PROCESSING, "%s", err.msg);
+    hook_release();
+    CHECK(wait_for(st, a, JOB_STATUS_CANCELLED, &j) == JOB_STATUS_CANCELLED);
+    CHECK(j.result_key[0] == '\0' && no_result(dir, a));
+    t0 = mono_s();
+    while (j.input_key[0] && mono_s() - t0 < 5) {
+        sleep_s(0.01);
+        store_job_get(st, a, &j, &err);
+    }
+    CHECK(j.input_key[0] == '\0');
+    CHECK(wait_for(st, b, JOB_STATUS_COMPLETED, &j) == JOB_STATUS_COMPLETED &&
+          file_exists(fpath(dir, j.result_key)));
+
+    /* superseded while being finished: c after the keeper saw it, d released at once (the completion is
+     * refused, or the keeper was first): nothing written, the input kept, no result file */
+    char c[40], d[40];
+    for (int k = 0; k < 2; k++) {
+        char *id = k ? d : c;
+        submit(st, NULL, dir, id, "ref/in/chelsea_lr64.png", MODEL, 0, "");
+        hook_hold(id);
+        queue_notify(q);
+        CHECK(hook_wait_held());
+        char sql[400];
+        snprintf(sql, sizeof sql,
+                 "UPDATE jobs SET worker = 'other-host:2:0:00000002', attempts = attempts + 1, lease_until = "
+                 "%.3f, progress = 7 WHERE id = '%s'",
+                 now_s() + 600, id);
+        CHECK(raw_exec(dir, sql) == 0);
+        if (!k)
+            sleep_s(1.0); /* five heartbeats */
+        hook_release();
+        /* the slot is free again once it left the job: the next job completes */
+        char e[40];
+        submit(st, q, dir, e, "ref/in/chelsea_lr64.png", MODEL, 0, "");
+        CHECK(wait_for(st, e, JOB_STATUS_COMPLETED, &j) == JOB_STATUS_COMPLETED);
+        CHECK(store_job_get(st, id, &j, &err) == 0 && j.status == JOB_STATUS_PROCESSING && j.progress == 7);
+        CHECK(strcmp(j.worker, "other-host:2:0:00000002") == 0 && j.attempts == 2 && j.result_key[0] == 0);
+        CHECK(j.input_key[0] && file_exists(fpath(dir, j.input_key)));
+        CHECKF(no_result(dir, id), "job %s: a result file is left", id);
+    }
+    queue_stop(q);
+    store_close(st);
+    blob_close(bs);
+}
+
 int main(void) {
     data = test_env("UPRES_SHARED_DATA");
     const char *models = test_env("UPRES_TEST_MODELS");
@@ -676,6 +851,9 @@ int main(void) {
     t0 = mono_s();
     session_registry();
     fprintf(stderr, "registry: %.1f s\n", mono_s() - t0);
+    t0 = mono_s();
+    session_overlap();
+    fprintf(stderr, "overlap: %.1f s\n", mono_s() - t0);
 
     upscale_registry_free(reg);
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
