@@ -56,7 +56,7 @@ static float *rand_buf(size_t n, float lo, float hi) {
 
 /* A tensor with its own 64-byte aligned buffer, every float set to garbage. */
 static nn_tensor_t tensor_new(int c, int h, int w, nn_layout_t layout) {
-    nn_tensor_t t = {NULL, c, h, w, layout, NN_DTYPE_F32};
+    nn_tensor_t t = {NULL, c, h, w, layout, NN_DTYPE_F32, 0, 0};
     size_t n = nn_tensor_floats(&t);
     t.data = up_aligned_alloc(n ? n : 1, sizeof(float));
     for (size_t i = 0; i < n; i++)
@@ -67,7 +67,7 @@ static nn_tensor_t tensor_new(int c, int h, int w, nn_layout_t layout) {
 /* t (any layout) filled from planar data. */
 static nn_tensor_t tensor_from(const float *planar, int c, int h, int w, nn_layout_t layout) {
     nn_tensor_t t = tensor_new(c, h, w, layout);
-    nn_tensor_t src = {(float *)planar, c, h, w, NN_LAYOUT_PLANAR, NN_DTYPE_F32};
+    nn_tensor_t src = {(float *)planar, c, h, w, NN_LAYOUT_PLANAR, NN_DTYPE_F32, 0, 0};
     nn_tensor_copy(&t, &src);
     return t;
 }
@@ -177,7 +177,7 @@ static float *run_on(const nn_backend_vtbl_t *be, void *state, one_t *o, const f
         CHECKF(padding_is_zero(&out), "%s: padding lanes of the output are not zero", be->name);
         size_t n = (size_t)out_shape[0] * out_shape[1] * out_shape[2];
         res = xmalloc((n ? n : 1) * sizeof *res);
-        nn_tensor_t dst = {res, out.c, out.h, out.w, NN_LAYOUT_PLANAR, NN_DTYPE_F32};
+        nn_tensor_t dst = {res, out.c, out.h, out.w, NN_LAYOUT_PLANAR, NN_DTYPE_F32, 0, 0};
         nn_tensor_copy(&dst, &out);
     }
     if (scratch)
@@ -474,7 +474,7 @@ static void test_conv_reprepare(void) {
             size_t n = (size_t)os[0] * os[1] * os[2];
             float *want = run_on(&nn_backend_ref, rs, &o, fs[k], pl, NN_LAYOUT_PLANAR, os, NULL, 1);
             float *got = xmalloc(n * sizeof *got);
-            nn_tensor_t dst = {got, os[0], os[1], os[2], NN_LAYOUT_PLANAR, NN_DTYPE_F32};
+            nn_tensor_t dst = {got, os[0], os[1], os[2], NN_LAYOUT_PLANAR, NN_DTYPE_F32, 0, 0};
             nn_tensor_copy(&dst, outs[k]);
             double e = want ? rel_err(got, want, n) : INFINITY;
             CHECKF(e <= TOL_WINOGRAD, "two live layers, layer %d: error %.3g", k, e);
