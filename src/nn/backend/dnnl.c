@@ -152,6 +152,7 @@ typedef struct exec {
 typedef struct bind {
     dnnl_memory_t mem; /* borrowed from mems */
     size_t off;        /* bytes from the start of the scratch */
+    size_t size;       /* bytes; non-zero: placed behind the scratchpads once the layer is built */
 } bind_t;
 
 /* The grown copy of a Winograd conv's input: an image in its top-left corner. */
@@ -176,12 +177,14 @@ typedef struct lstate {
     bind_t binds[MAX_BINDS];
     unsigned epoch; /* the state's epoch the binds point into */
     grown_t grown;
-    wcache_t *weights;              /* borrowed from the cache (counted in n_users), or NULL */
-    float *buf;                     /* owned: prelu slopes, a BinaryOp scalar */
-    float *src_copy;                /* owned: a conv's input reordered to BLOCK16, or NULL */
-    nn_conv_scratch_t conv_scratch; /* a fallback conv's rows; buf owned */
-    size_t own_bytes;               /* size of src_copy */
-    size_t scratch_size;            /* of the shared scratch this layer needs, bytes */
+    wcache_t *weights;                /* borrowed from the cache (counted in n_users), or NULL */
+    float *buf;                       /* owned: prelu slopes, a BinaryOp scalar */
+    dnnl_memory_t out_dense, out_win; /* a padded output off the grid: dense copy, window; borrowed */
+    dnnl_memory_desc_t out_dense_md, out_win_md; /* their mds */
+    float *src_copy;                             /* owned: a conv's input reordered to BLOCK16, or NULL */
+    nn_conv_scratch_t conv_scratch;              /* a fallback conv's rows; buf owned */
+    size_t own_bytes;                            /* size of src_copy */
+    size_t scratch_size;                         /* of the shared scratch this layer needs, bytes */
 } lstate_t;
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -262,7 +265,7 @@ static dnnl_status_t mem_in_scratch(dnnl_state_t *st, lstate_t *ls, const dnnl_m
         return dnnl_out_of_memory;
     dnnl_status_t s = mem_new(st, ls, md, NULL, out);
     if (s == dnnl_success)
-        ls->binds[ls->n_binds++] = (bind_t){*out, off};
+        ls->binds[ls->n_binds++] = (bind_t){*out, off, 0};
     return s;
 }
 
@@ -1174,10 +1177,43 @@ static dnnl_status_t op_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_
     dnnl_status_t s = md_of(&dmd, out, pad ? padded_c(out) : out->c);
     if (s == dnnl_success)
         s = mem_new(st, ls, &dmd, out->data, &dst);
+    if (s == dnnl_success && !on_grid && nn_tensor_padded(out) && ls->n_binds < MAX_BINDS) {
+        /* a padded output off the grid: written dense, then moved into the image (see below) */
+        ls->out_win_md = dmd;
+        ls->out_win = dst;
+        s = dims_md(&dmd, out->layout, out->dtype, (int)dmd.dims[1], out->h, out->w);
+        if (s == dnnl_success)
+            s = mem_in_scratch(st, ls, &dmd, 0, &dst);
+        if (s == dnnl_success) {
+            ls->binds[ls->n_binds - 1].size = round_up(dnnl_memory_desc_get_size(&dmd), 4096);
+            ls->out_dense_md = dmd;
+            ls->out_dense = dst;
+        }
+    }
     for (int k = 0; k < n_in && s == dnnl_success; k++) {
         s = md_of(&mds[k], &in[k], pad ? padded_c(&in[k]) : in[k].c);
         if (s == dnnl_success)
             s = mem_new(st, ls, &mds[k], in[k].data, &srcs[k]);
+        if (s == dnnl_success && !on_grid && nn_tensor_padded(&in[k]) && ls->n_binds < MAX_BINDS) {
+            /*
+             * A padded input off the grid (a nearest upsampling's): a dense
+             * copy of its image in the shared scratch. oneDNN's kernels on
+             * a strided window are reference loops (530 ms for x4plus's
+             * first upsampling at 148x148, against 16 ms dense), and some
+             * (prelu) take one md for source and destination.
+             */
+            dnnl_memory_desc_t dense;
+            dnnl_memory_t copy = NULL;
+            s = dims_md(&dense, in[k].layout, in[k].dtype, (int)mds[k].dims[1], in[k].h, in[k].w);
+            if (s == dnnl_success)
+                s = mem_in_scratch(st, ls, &dense, 0, &copy);
+            if (s == dnnl_success) {
+                ls->binds[ls->n_binds - 1].size = round_up(dnnl_memory_desc_get_size(&dense), 4096);
+                s = add_reorder(st, ls, &mds[k], srcs[k], &dense, copy);
+            }
+            mds[k] = dense;
+            srcs[k] = copy;
+        }
     }
     if (s != dnnl_success)
         return s;
@@ -1516,6 +1552,16 @@ static int dnnl_layer_prepare(void *state, const nn_layer_t *layer, const nn_epi
         rc = conv_prepare(st, layer, epi, &in[0], &out[0], ls, err);
     } else if (layer->op != NN_OP_PIXELSHUFFLE) {
         dnnl_status_t s = op_prepare(st, layer, in, n_in, &out[0], ls);
+        if (s == dnnl_success && ls->out_dense)
+            s = add_reorder(st, ls, &ls->out_dense_md, ls->out_dense, &ls->out_win_md, ls->out_win);
+        /* the copies op_prepare made go behind the scratchpads */
+        size_t off = round_up(ls->scratch_size, 4096);
+        for (int i = 0; i < ls->n_binds; i++)
+            if (ls->binds[i].size) {
+                ls->binds[i].off = off;
+                off += ls->binds[i].size;
+                ls->scratch_size = off;
+            }
         if (s == dnnl_unimplemented && any_bf16(in, n_in, &out[0], NULL)) {
             rc = up_error_set(err, UP_ERR_BACKEND, layer->line,
                               "dnnl backend: layer %s '%s' (line %d) has no bf16 primitive", layer->type,
