@@ -25,6 +25,12 @@
  *              (layer_bf16), or a float32 NHWC one when it is a residual
  *              sum; the graph input and output, and values touched by a
  *              layer that runs in plain C, stay float32 in their layout.
+ *   5c. grids  the backend may ask for values stored on a grid larger than
+ *              their image (tensor.h, Storage padding: oneDNN's Winograd
+ *              wants 148x149 for a 148x148 image); a value keeps its grid
+ *              only when every step writing or reading it takes padded
+ *              tensors (layer_padded) and a conv's epilogue sum shares its
+ *              output's grid; never the graph input or output.
  *   6. concat  a channel Concat whose inputs can sit side by side in one
  *              buffer becomes a view: its inputs are "placed" at channel
  *              offsets of a shared group buffer and write there directly.

@@ -32,16 +32,35 @@
  * blocking degenerates: it blocks the 4x4 output tiles in register blocks
  * of the largest divisor of the tile count below 32, so a 148x148 output
  * (a 37x37 tile grid: divisor 1) runs at half the direct rate. Such layers
- * run Winograd on a copy of the input grown by a few zero rows or columns
- * (148x148 -> 148x149: a 37x38 grid, divisor 19) in the shared scratch,
- * and the wanted window is copied out. The copies take about a fifth of
- * the conv's time, which Winograd halves. The output pixels are unchanged:
- * the extra zeros are what the zero padding would have read, and the extra
- * outputs are dropped. UPRES_DNNL_CONV_ALG (read at create) overrides
+ * run Winograd on a grid grown by a few zero rows or columns (148x148 ->
+ * 148x149: a 37x38 grid, divisor 19): on the tensors themselves where the
+ * planner stored them on that grid (Grids, below), else on a grown copy of
+ * the input in the shared scratch, with the wanted window copied out. The
+ * output pixels are unchanged: the extra zeros are what the zero padding
+ * would have read, and the extra outputs are dropped or zeroed.
+ * UPRES_DNNL_CONV_ALG (read at create) overrides
  * the choice, for benchmarks and tests: "direct", "winograd" (wherever
  * oneDNN has it, grown where the rule would grow), "winograd-plain" (never
  * grown) or "auto" (oneDNN's dnnl_convolution_auto, which picks direct for
  * a batch of one).
+ *
+ * Grids. The copies onto the grown grid and back cost x4plus 14% of its
+ * time at 148x148 (two per conv, 345 convs). So blob_pad asks the planner
+ * to store every float32 BLOCK16 value whose image Winograd would grow on
+ * that grown grid (tensor.h, Storage padding), margin kept at zero: a
+ * shape-preserving conv writing a padded output runs on the whole grid
+ * (Winograd or direct), reading its input in place when that is on the
+ * same grid (else a grown copy of it), its post-ops and epilogue sum on the
+ * grid too, and layer_run zeroes the output's margin afterwards (a conv
+ * writes bias and activation there). Elementwise ops and concats whose
+ * tensors share one grid run on it the same way. Where grids meet
+ * unpadded tensors or another image size (a nearest upsampling of the
+ * trunk, the conv before a PixelShuffle, a stride-2 conv) a padded tensor
+ * is copied to or from a dense image once: oneDNN's kernels on a strided
+ * window are reference loops. The planner keeps off grids every value a
+ * plain-C layer touches (layer_padded), and the graph input and output.
+ * UPRES_DNNL_GRIDS=0 (read at create) plans no grids, which gives the
+ * grown copies per conv of before (for benchmarks and tests).
  *
  * Epilogue. act -> prelu -> scale * x + sum: act and (without PReLU) the
  * scale and sum are conv post-ops (eltwise, eltwise_linear, binary add with
