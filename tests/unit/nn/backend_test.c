@@ -17,6 +17,11 @@
  * far below one step of an 8-bit image (4e-3). Whole models get 5e-5
  * (observed 7.5e-6 for realesrgan-x4plus, 351 convs).
  *
+ * Storage grids (tensor.h, Storage padding): convs and the other ops on
+ * padded tensors, on one grid, between grids and onto or off a grid, must
+ * give ref's image and leave zeros in the output's margin, on a second run
+ * too; blob_pad must ask for Winograd's grid exactly where it degenerates.
+ *
  * When the real models are present (UPRES_TEST_MODELS), whole networks
  * run through nn_net_run on both backends on a small random input.
  */
