@@ -139,8 +139,9 @@ static double bench_one(const conv_cfg_t *c, const char *alg, int n_threads, int
     nn_prelu_param_t prelu = {c->oc, slope};
     nn_model_t model = {.n_layers = 1, .layers = &layer, .input_blob = -1, .output_blob = -1};
 
-    nn_tensor_t in = {NULL, c->ic, c->hw, c->hw, c->ic < 16 ? NN_LAYOUT_PLANAR : NN_LAYOUT_BLOCK16, NN_DTYPE_F32};
-    nn_tensor_t out = {NULL, c->oc, c->hw, c->hw, NN_LAYOUT_BLOCK16, NN_DTYPE_F32};
+    nn_tensor_t in = {NULL,         c->ic, c->hw, c->hw, c->ic < 16 ? NN_LAYOUT_PLANAR : NN_LAYOUT_BLOCK16,
+                      NN_DTYPE_F32, 0,     0};
+    nn_tensor_t out = {NULL, c->oc, c->hw, c->hw, NN_LAYOUT_BLOCK16, NN_DTYPE_F32, 0, 0};
     nn_tensor_t sum = out;
     in.data = up_aligned_alloc(nn_tensor_floats(&in), sizeof(float));
     out.data = up_aligned_alloc(nn_tensor_floats(&out), sizeof(float));

@@ -630,14 +630,18 @@ void nn_op_concat(const nn_tensor_t *in, int n_in, const nn_tensor_t *out) {
 
 int nn_op_run(const nn_layer_t *layer, const nn_epilogue_t *epi, const nn_conv_scratch_t *scratch,
               const nn_tensor_t *in, int n_in, const nn_tensor_t *out, up_error_t *err) {
-    /* the loops here are float32 only: a bf16 tensor reaching them is a planning bug */
-    int bf16 = out[0].dtype != NN_DTYPE_F32 || (epi && epi->sum && epi->sum->dtype != NN_DTYPE_F32);
+    /*
+     * the loops here are float32 on unpadded grids only: a bf16 or padded
+     * tensor reaching them is a planning bug
+     */
+    int bad = out[0].dtype != NN_DTYPE_F32 || nn_tensor_padded(&out[0]) ||
+              (epi && epi->sum && (epi->sum->dtype != NN_DTYPE_F32 || nn_tensor_padded(epi->sum)));
     for (int k = 0; k < n_in; k++)
-        bf16 |= in[k].dtype != NN_DTYPE_F32;
-    if (bf16)
+        bad |= in[k].dtype != NN_DTYPE_F32 || nn_tensor_padded(&in[k]);
+    if (bad)
         return up_error_set(err, UP_ERR_UNSUPPORTED, layer->line,
-                            "layer %s '%s' (line %d): the C ops take float32 tensors only", layer->type,
-                            layer->name, layer->line);
+                            "layer %s '%s' (line %d): the C ops take unpadded float32 tensors only",
+                            layer->type, layer->name, layer->line);
     switch (layer->op) {
     case NN_OP_CONV: nn_op_conv(&layer->p.conv, epi, &in[0], &out[0], scratch); return 0;
     case NN_OP_PRELU: nn_op_prelu(&layer->p.prelu, &in[0], &out[0]); return 0;

@@ -25,6 +25,12 @@
  *              (layer_bf16), or a float32 NHWC one when it is a residual
  *              sum; the graph input and output, and values touched by a
  *              layer that runs in plain C, stay float32 in their layout.
+ *   5c. grids  the backend may ask for values stored on a grid larger than
+ *              their image (tensor.h, Storage padding: oneDNN's Winograd
+ *              wants 148x149 for a 148x148 image); a value keeps its grid
+ *              only when every step writing or reading it takes padded
+ *              tensors (layer_padded) and a conv's epilogue sum shares its
+ *              output's grid; never the graph input or output.
  *   6. concat  a channel Concat whose inputs can sit side by side in one
  *              buffer becomes a view: its inputs are "placed" at channel
  *              offsets of a shared group buffer and write there directly.
@@ -218,6 +224,7 @@ typedef struct value {
     int c, h, w;
     nn_layout_t layout;
     nn_dtype_t dtype;
+    int ph, pw;  /* storage grid, 0: none (see tensor.h) */
     int group;   /* index into groups, -1 before placement */
     int off;     /* channel offset in the group */
     int n_reads; /* non-Split layers (and the graph output) reading it */
@@ -229,6 +236,7 @@ typedef struct group {
     int h, w;
     nn_layout_t layout;
     nn_dtype_t dtype;
+    int ph, pw;      /* storage grid, 0: none */
     int first, last; /* lifetime in step positions, inclusive */
     size_t bytes;    /* buffer size, a multiple of 64 */
     size_t offset;   /* in the arena, bytes */
@@ -317,7 +325,8 @@ static int concat_view(planner_t *p, int li) {
     for (int k = 0; k < l->n_in; k++) {
         int v = root(p, l->in[k]);
         value_t *x = &p->values[v];
-        if (x->layout != out->layout || (k < l->n_in - 1 && x->c % align))
+        if (x->layout != out->layout || (k < l->n_in - 1 && x->c % align) || x->ph != out->ph ||
+            x->pw != out->pw)
             return 0;
         if (v == p->m->input_blob)
             return 0;
@@ -357,7 +366,8 @@ static int concat_view(planner_t *p, int li) {
     }
     if (g < 0) {
         g = p->n_groups++;
-        p->groups[g] = (group_t){.extent = 0, .h = out->h, .w = out->w, .layout = out->layout};
+        p->groups[g] = (group_t){
+            .extent = 0, .h = out->h, .w = out->w, .layout = out->layout, .ph = out->ph, .pw = out->pw};
     }
     prefix = 0;
     for (int k = 0; k < l->n_in; k++) {
@@ -454,14 +464,23 @@ static nn_tensor_t value_tensor(const planner_t *p, const plan_t *pl, int v) {
                      .h = x->h,
                      .w = x->w,
                      .layout = x->layout,
-                     .dtype = x->dtype};
+                     .dtype = x->dtype,
+                     .ph = g->ph,
+                     .pw = g->pw};
     return nn_tensor_channels(&t, x->off, x->c);
 }
 
-/* The shape and layout of value v as a tensor with no data (for layer_bf16). */
+/* The shape, layout and grid of value v as a tensor with no data (for layer_bf16, layer_padded). */
 static nn_tensor_t shape_tensor(const planner_t *p, int v) {
     const value_t *x = &p->values[v];
-    return (nn_tensor_t){.data = NULL, .c = x->c, .h = x->h, .w = x->w, .layout = x->layout};
+    return (nn_tensor_t){.data = NULL,
+                         .c = x->c,
+                         .h = x->h,
+                         .w = x->w,
+                         .layout = x->layout,
+                         .dtype = x->dtype,
+                         .ph = x->ph,
+                         .pw = x->pw};
 }
 
 /*
@@ -527,6 +546,68 @@ static void choose_bf16(const nn_net_t *net, planner_t *p) {
     free(ok);
 }
 
+static void unpad(value_t *x, int *changed) {
+    if (x->ph || x->pw)
+        *changed = 1;
+    x->ph = x->pw = 0;
+}
+
+/*
+ * Pass 5c: storage padding (tensor.h). Every float32 BLOCK16 value but the
+ * graph input and output gets the grid the backend asks for; then values
+ * touched by a step that cannot take padding lose it, and so does a conv's
+ * epilogue sum whose grid is not its output's (and that output), until
+ * nothing changes. Runs before the concat views, which need their inputs
+ * on one grid.
+ */
+static void choose_padding(const nn_net_t *net, planner_t *p) {
+    const nn_model_t *m = p->m;
+    int in_v = root(p, m->input_blob), out_v = root(p, m->output_blob), n_padded = 0, changed = 1;
+    if (!net->be->blob_pad || !net->be->layer_padded)
+        return;
+    for (int b = 0; b < m->n_blobs; b++) {
+        value_t *x = &p->values[b];
+        if (root(p, b) != b || b == in_v || b == out_v || x->layout != NN_LAYOUT_BLOCK16 ||
+            x->dtype != NN_DTYPE_F32)
+            continue;
+        int ph = x->h, pw = x->w;
+        net->be->blob_pad(net->be_state, x->c, x->h, x->w, &ph, &pw);
+        if (ph > x->h || pw > x->w)
+            x->ph = ph, x->pw = pw;
+    }
+    nn_tensor_t ins[64];
+    while (changed) {
+        changed = 0;
+        for (int i = 0; i < m->n_layers; i++) {
+            const nn_layer_t *l = &m->layers[i];
+            if (l->op == NN_OP_INPUT || l->op == NN_OP_SPLIT || p->fused_into[i] >= 0)
+                continue;
+            int v_out = l->op == NN_OP_CONV ? p->conv_out[i] : root(p, l->out[0]);
+            int sum = l->op == NN_OP_CONV ? p->epi_other[i] : -1;
+            int yes = l->n_out == 1 && l->n_in <= 64;
+            if (yes) {
+                for (int k = 0; k < l->n_in; k++)
+                    ins[k] = shape_tensor(p, root(p, l->in[k]));
+                nn_tensor_t o = shape_tensor(p, v_out);
+                yes = net->be->layer_padded(net->be_state, l, ins, l->n_in, &o);
+            }
+            if (yes && sum >= 0)
+                yes = p->values[sum].ph == p->values[v_out].ph && p->values[sum].pw == p->values[v_out].pw;
+            if (yes)
+                continue;
+            for (int k = 0; k < l->n_in; k++)
+                unpad(&p->values[root(p, l->in[k])], &changed);
+            for (int k = 0; k < l->n_out; k++)
+                unpad(&p->values[l->op == NN_OP_CONV ? p->conv_out[i] : root(p, l->out[k])], &changed);
+            if (sum >= 0)
+                unpad(&p->values[sum], &changed);
+        }
+    }
+    for (int b = 0; b < m->n_blobs; b++)
+        n_padded += root(p, b) == b && (p->values[b].ph || p->values[b].pw);
+    log_debug("plan: %d values on a padded grid", n_padded);
+}
+
 static int plan_build(nn_net_t *net, int c, int h, int w, plan_t **out, up_error_t *err) {
     const nn_model_t *m = net->model;
     int nl = m->n_layers, nb = m->n_blobs, rc;
@@ -590,6 +671,7 @@ static int plan_build(nn_net_t *net, int c, int h, int w, plan_t **out, up_error
                 net->be->blob_layout(net->be_state, &m->layers[i], p.values[p.conv_out[i]].c);
     if (net->bf16)
         choose_bf16(net, &p);
+    choose_padding(net, &p);
 
     /* 6. concat views, in topological order so that chains extend groups */
     int *is_view = xcalloc((size_t)nl, sizeof *is_view);
@@ -605,8 +687,13 @@ static int plan_build(nn_net_t *net, int c, int h, int w, plan_t **out, up_error
             continue;
         x->group = p.n_groups++;
         x->off = 0;
-        p.groups[x->group] =
-            (group_t){.extent = x->c, .h = x->h, .w = x->w, .layout = x->layout, .dtype = x->dtype};
+        p.groups[x->group] = (group_t){.extent = x->c,
+                                       .h = x->h,
+                                       .w = x->w,
+                                       .layout = x->layout,
+                                       .dtype = x->dtype,
+                                       .ph = x->ph,
+                                       .pw = x->pw};
     }
 
     /* 7. steps and lifetimes */
@@ -645,7 +732,8 @@ static int plan_build(nn_net_t *net, int c, int h, int w, plan_t **out, up_error
     for (int g = 0; g < p.n_groups; g++) {
         group_t *gr = &p.groups[g];
         /* values nobody writes (outputs of fused layers) take no memory */
-        size_t bytes = (size_t)nn_layout_channels(gr->layout, gr->extent) * (size_t)gr->h * (size_t)gr->w *
+        size_t bytes = (size_t)nn_layout_channels(gr->layout, gr->extent) *
+                       (size_t)(gr->ph ? gr->ph : gr->h) * (size_t)(gr->pw ? gr->pw : gr->w) *
                        nn_dtype_size(gr->dtype);
         gr->bytes = gr->last < 0 ? 0 : (bytes + 63) / 64 * 64;
     }

@@ -25,6 +25,17 @@
  * In PLANAR and BLOCK16 a channel range starting at a multiple of the block (1 or
  * 16) is itself a valid tensor of that layout, which is what makes concat a
  * view rather than a copy.
+ *
+ * Storage padding (BLOCK16 float32 only). A tensor may be stored on a grid
+ * larger than its image: ph x pw pixels (ph >= h, pw >= w; 0 means h, w),
+ * the image in the top-left corner, so that element (ch, y, x) sits at
+ * (ch/16)*ph*pw*16 + (y*pw + x)*16 + ch%16. The margin (columns w..pw-1 of
+ * every row, rows h..ph-1) holds zeros: every op writing such a tensor
+ * zeroes it again (nn_tensor_zero_margins). A shape-preserving convolution
+ * can then run on the whole grid and read there what its zero padding
+ * would have read. The dnnl backend asks for it where oneDNN's Winograd
+ * wants a wider grid than the image (see its wino_plan); the C ops in ops.c
+ * never see a padded tensor.
  */
 #ifndef UPRES_NN_TENSOR_H
 #define UPRES_NN_TENSOR_H
@@ -47,7 +58,15 @@ typedef struct nn_tensor {
     int c, h, w; /* logical shape, no padding */
     nn_layout_t layout;
     nn_dtype_t dtype; /* NN_DTYPE_F32 (0) unless set */
+    int ph, pw;       /* storage grid in pixels (>= h, w), 0: h, w (see Storage padding) */
 } nn_tensor_t;
+
+/* Storage rows and columns (the image's when not padded). */
+static inline int nn_tensor_sh(const nn_tensor_t *t) { return t->ph > t->h ? t->ph : t->h; }
+static inline int nn_tensor_sw(const nn_tensor_t *t) { return t->pw > t->w ? t->pw : t->w; }
+
+/* Whether t is stored on a grid larger than its image. */
+static inline int nn_tensor_padded(const nn_tensor_t *t) { return t->ph > t->h || t->pw > t->w; }
 
 /* Bytes per element. */
 static inline size_t nn_dtype_size(nn_dtype_t dtype) { return dtype == NN_DTYPE_BF16 ? 2 : 4; }
@@ -59,7 +78,7 @@ static inline int nn_layout_channels(nn_layout_t layout, int c) {
 
 /* Elements the tensor occupies, padding included. */
 static inline size_t nn_tensor_floats(const nn_tensor_t *t) {
-    return (size_t)nn_layout_channels(t->layout, t->c) * (size_t)t->h * (size_t)t->w;
+    return (size_t)nn_layout_channels(t->layout, t->c) * (size_t)nn_tensor_sh(t) * (size_t)nn_tensor_sw(t);
 }
 
 /* Bytes the tensor occupies, padding included. */
@@ -73,7 +92,7 @@ static inline int nn_layout_align(nn_layout_t layout) { return layout == NN_LAYO
 /*
  * First element of channel ch of a float32 tensor; successive pixels (x,
  * then rows of w) are *pixel_stride floats apart. Lets one loop serve every
- * layout.
+ * layout, but not a padded tensor (whose rows are pw apart).
  */
 static inline float *nn_tensor_plane(const nn_tensor_t *t, int ch, int *pixel_stride) {
     size_t hw = (size_t)t->h * (size_t)t->w;
@@ -95,8 +114,8 @@ static inline float *nn_tensor_plane(const nn_tensor_t *t, int ch, int *pixel_st
  */
 static inline nn_tensor_t nn_tensor_channels(const nn_tensor_t *t, int c0, int n) {
     nn_tensor_t v = *t;
-    v.data = (float *)(void *)((char *)t->data +
-                               (size_t)c0 * (size_t)t->h * (size_t)t->w * nn_dtype_size(t->dtype));
+    v.data = (float *)(void *)((char *)t->data + (size_t)c0 * (size_t)nn_tensor_sh(t) *
+                                                     (size_t)nn_tensor_sw(t) * nn_dtype_size(t->dtype));
     v.c = n;
     return v;
 }
@@ -105,8 +124,15 @@ static inline nn_tensor_t nn_tensor_channels(const nn_tensor_t *t, int c0, int n
 void nn_tensor_zero_padding(const nn_tensor_t *t);
 
 /*
- * Copy between layouts and element types (same logical shape), padding
- * lanes of dst zeroed. bf16 is rounded to nearest even.
+ * Zero the storage margin of a padded tensor, and its padded channel lanes
+ * (no-op for a tensor that is neither).
+ */
+void nn_tensor_zero_margins(const nn_tensor_t *t);
+
+/*
+ * Copy between layouts, element types and storage grids (same logical
+ * shape), padding lanes and margin of dst zeroed. bf16 is rounded to
+ * nearest even.
  */
 void nn_tensor_copy(const nn_tensor_t *dst, const nn_tensor_t *src);
 

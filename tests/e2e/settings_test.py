@@ -33,7 +33,7 @@ TMP = None  # this run's scratch folder: every `upres serve` runs there
 LIBRARY_GETENV = {
     "src/core/paths.c": "UPRES_MODELS, UPRES_WEB (paths_find_dir, for the commands other than serve)",
     "src/upscale/upscale.c": "UPRES_MAX_PIXELS, UPRES_MAX_OUTPUT_PIXELS (the limits' defaults)",
-    "src/nn/backend/dnnl.c": "UPRES_DNNL_CONV_ALG (a tuning switch of the oneDNN backend)",
+    "src/nn/backend/dnnl.c": "UPRES_DNNL_CONV_ALG, UPRES_DNNL_GRIDS (tuning switches of the oneDNN backend)",
     "src/image/image.c": "VIPS_CONCURRENCY (libvips' own)",
 }
 

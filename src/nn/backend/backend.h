@@ -67,6 +67,19 @@ typedef struct nn_backend_vtbl {
                       const nn_tensor_t *out);
 
     /*
+     * Storage padding (may be NULL: none; see tensor.h). blob_pad gives the
+     * storage grid *ph x *pw (>= h x w) this backend wants for a float32
+     * BLOCK16 value of c x h x w; layer_padded says whether layer (in/out:
+     * shapes and layouts, data NULL) can take padded tensors, in any mix
+     * with unpadded ones, except that a conv's epilogue sum is stored as its
+     * output is. The planner pads a value only when every step writing or
+     * reading it says yes; the graph input and output are never padded.
+     */
+    void (*blob_pad)(void *state, int c, int h, int w, int *ph, int *pw);
+    int (*layer_padded)(void *state, const nn_layer_t *layer, const nn_tensor_t *in, int n_in,
+                        const nn_tensor_t *out);
+
+    /*
      * Shape-specific preparation of one layer. in/out describe the tensors
      * (shape, layout, final data pointers). epi is non-NULL only for
      * NN_OP_CONV. *lstate is new (may be NULL). *scratch_bytes receives

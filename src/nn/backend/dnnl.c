@@ -32,16 +32,35 @@
  * blocking degenerates: it blocks the 4x4 output tiles in register blocks
  * of the largest divisor of the tile count below 32, so a 148x148 output
  * (a 37x37 tile grid: divisor 1) runs at half the direct rate. Such layers
- * run Winograd on a copy of the input grown by a few zero rows or columns
- * (148x148 -> 148x149: a 37x38 grid, divisor 19) in the shared scratch,
- * and the wanted window is copied out. The copies take about a fifth of
- * the conv's time, which Winograd halves. The output pixels are unchanged:
- * the extra zeros are what the zero padding would have read, and the extra
- * outputs are dropped. UPRES_DNNL_CONV_ALG (read at create) overrides
+ * run Winograd on a grid grown by a few zero rows or columns (148x148 ->
+ * 148x149: a 37x38 grid, divisor 19): on the tensors themselves where the
+ * planner stored them on that grid (Grids, below), else on a grown copy of
+ * the input in the shared scratch, with the wanted window copied out. The
+ * output pixels are unchanged: the extra zeros are what the zero padding
+ * would have read, and the extra outputs are dropped or zeroed.
+ * UPRES_DNNL_CONV_ALG (read at create) overrides
  * the choice, for benchmarks and tests: "direct", "winograd" (wherever
  * oneDNN has it, grown where the rule would grow), "winograd-plain" (never
  * grown) or "auto" (oneDNN's dnnl_convolution_auto, which picks direct for
  * a batch of one).
+ *
+ * Grids. The copies onto the grown grid and back cost x4plus 14% of its
+ * time at 148x148 (two per conv, 345 convs). So blob_pad asks the planner
+ * to store every float32 BLOCK16 value whose image Winograd would grow on
+ * that grown grid (tensor.h, Storage padding), margin kept at zero: a
+ * shape-preserving conv writing a padded output runs on the whole grid
+ * (Winograd or direct), reading its input in place when that is on the
+ * same grid (else a grown copy of it), its post-ops and epilogue sum on the
+ * grid too, and layer_run zeroes the output's margin afterwards (a conv
+ * writes bias and activation there). Elementwise ops and concats whose
+ * tensors share one grid run on it the same way. Where grids meet
+ * unpadded tensors or another image size (a nearest upsampling of the
+ * trunk, the conv before a PixelShuffle, a stride-2 conv) a padded tensor
+ * is copied to or from a dense image once: oneDNN's kernels on a strided
+ * window are reference loops. The planner keeps off grids every value a
+ * plain-C layer touches (layer_padded), and the graph input and output.
+ * UPRES_DNNL_GRIDS=0 (read at create) plans no grids, which gives the
+ * grown copies per conv of before (for benchmarks and tests).
  *
  * Epilogue. act -> prelu -> scale * x + sum: act and (without PReLU) the
  * scale and sum are conv post-ops (eltwise, eltwise_linear, binary add with
@@ -122,6 +141,7 @@ typedef struct dnnl_state {
     const nn_model_t *model; /* borrowed */
     int n_threads;           /* OpenMP team size; 0 = OpenMP's default */
     alg_choice_t alg;        /* UPRES_DNNL_CONV_ALG */
+    int grids;               /* 1: plan padded grids (UPRES_DNNL_GRIDS=0 turns them off) */
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     conv_static_t *convs;      /* owned, [model->n_layers], zero for non-conv layers */
@@ -151,12 +171,14 @@ typedef struct exec {
 typedef struct bind {
     dnnl_memory_t mem; /* borrowed from mems */
     size_t off;        /* bytes from the start of the scratch */
+    size_t size;       /* bytes; non-zero: placed behind the scratchpads once the layer is built */
 } bind_t;
 
 /* The grown copy of a Winograd conv's input: an image in its top-left corner. */
 typedef struct grown {
     int on;
-    int n_blocks; /* channel blocks of 16 */
+    int n_blocks; /* channel blocks of 16, or planes (PLANAR) */
+    int px;       /* floats per pixel: 16 or 1 */
     int h, w;     /* the image */
     int gh, gw;   /* the grown buffer, >= h, w */
     size_t off;   /* of the buffer in the scratch, bytes */
@@ -165,7 +187,7 @@ typedef struct grown {
 typedef struct lstate {
     int fallback;  /* 1: run through nn_op_* */
     int allow_ref; /* 1: oneDNN's reference kernels too (bf16 tensors cannot fall back) */
-    int zero_pad;  /* 1: zero out's padded lanes after the primitives */
+    int zero_pad;  /* 1: zero out's padded lanes and grid margin after the primitives */
     int n_execs;
     exec_t execs[MAX_EXECS];
     int n_mems;
@@ -174,12 +196,14 @@ typedef struct lstate {
     bind_t binds[MAX_BINDS];
     unsigned epoch; /* the state's epoch the binds point into */
     grown_t grown;
-    wcache_t *weights;              /* borrowed from the cache (counted in n_users), or NULL */
-    float *buf;                     /* owned: prelu slopes, a BinaryOp scalar */
-    float *src_copy;                /* owned: a conv's input reordered to BLOCK16, or NULL */
-    nn_conv_scratch_t conv_scratch; /* a fallback conv's rows; buf owned */
-    size_t own_bytes;               /* size of src_copy */
-    size_t scratch_size;            /* of the shared scratch this layer needs, bytes */
+    wcache_t *weights;                /* borrowed from the cache (counted in n_users), or NULL */
+    float *buf;                       /* owned: prelu slopes, a BinaryOp scalar */
+    dnnl_memory_t out_dense, out_win; /* a padded output off the grid: dense copy, window; borrowed */
+    dnnl_memory_desc_t out_dense_md, out_win_md; /* their mds */
+    float *src_copy;                             /* owned: a conv's input reordered to BLOCK16, or NULL */
+    nn_conv_scratch_t conv_scratch;              /* a fallback conv's rows; buf owned */
+    size_t own_bytes;                            /* size of src_copy */
+    size_t scratch_size;                         /* of the shared scratch this layer needs, bytes */
 } lstate_t;
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -207,8 +231,19 @@ static dnnl_status_t dims_md(dnnl_memory_desc_t *md, nn_layout_t layout, nn_dtyp
     return dnnl_memory_desc_init_by_tag(md, 4, dims, dtype == NN_DTYPE_BF16 ? dnnl_bf16 : dnnl_f32, tag);
 }
 
+/* The md of t's whole storage grid (dense); c as in dims_md. */
+static dnnl_status_t store_md(dnnl_memory_desc_t *md, const nn_tensor_t *t, int c) {
+    return dims_md(md, t->layout, t->dtype, c, nn_tensor_sh(t), nn_tensor_sw(t));
+}
+
+/* The md of t's image: for a padded tensor a window of its grid (strided). */
 static dnnl_status_t tensor_md(dnnl_memory_desc_t *md, const nn_tensor_t *t, int c) {
-    return dims_md(md, t->layout, t->dtype, c, t->h, t->w);
+    if (!nn_tensor_padded(t))
+        return dims_md(md, t->layout, t->dtype, c, t->h, t->w);
+    dnnl_memory_desc_t full;
+    dnnl_dims_t dims = {1, c, t->h, t->w}, zero = {0};
+    dnnl_status_t s = store_md(&full, t, c);
+    return s == dnnl_success ? dnnl_memory_desc_init_submemory(md, &full, dims, zero) : s;
 }
 
 /* Whether any of the layer's tensors is bf16 (the Precision rules apply). */
@@ -249,7 +284,7 @@ static dnnl_status_t mem_in_scratch(dnnl_state_t *st, lstate_t *ls, const dnnl_m
         return dnnl_out_of_memory;
     dnnl_status_t s = mem_new(st, ls, md, NULL, out);
     if (s == dnnl_success)
-        ls->binds[ls->n_binds++] = (bind_t){*out, off};
+        ls->binds[ls->n_binds++] = (bind_t){*out, off, 0};
     return s;
 }
 
@@ -511,6 +546,27 @@ static int wino_reg_block(long tiles) {
 enum { WINO_NONE = 0, WINO_PLAIN, WINO_GROWN };
 
 /*
+ * The smallest growth of an h x w output, by up to 8 rows and columns, that
+ * gives a register block of 8 or more; 0 when none does or none is needed
+ * (a block of 4 or more already, or fewer than 64 tiles: not worth it).
+ */
+static int wino_growth(int h, int w, int *gh, int *gw) {
+    long tiles = wino_tiles(h, w), best = 0;
+    *gh = *gw = 0;
+    if (wino_reg_block(tiles) >= 4 || tiles < 64)
+        return 0;
+    for (int dh = 0; dh <= 8; dh++)
+        for (int dw = 0; dw <= 8; dw++) {
+            long area = (long)(h + dh) * (w + dw);
+            if (wino_reg_block(wino_tiles(h + dh, w + dw)) >= 8 && (!best || area < best)) {
+                best = area;
+                *gh = dh, *gw = dw;
+            }
+        }
+    return best > 0;
+}
+
+/*
  * How a conv runs: direct (WINO_NONE), Winograd on its own tensors, or
  * Winograd on copies grown by *gh rows and *gw columns. Measured with
  * bench/conv.c on Zen 5, 2 threads, oneDNN 2.6.3, 3x3 convs at 152x152
@@ -535,19 +591,9 @@ static int wino_plan(const dnnl_state_t *st, const nn_conv_param_t *p, const nn_
         return WINO_NONE;
     if (st->alg == ALG_RULE && p->n_in < 48)
         return WINO_NONE;
-    long tiles = wino_tiles(out->h, out->w);
-    if (wino_reg_block(tiles) >= 4 || st->alg == ALG_WINOGRAD_PLAIN)
+    if (wino_reg_block(wino_tiles(out->h, out->w)) >= 4 || st->alg == ALG_WINOGRAD_PLAIN)
         return WINO_PLAIN;
-    long best = 0;
-    for (int dh = 0; tiles >= 64 && dh <= 8; dh++)
-        for (int dw = 0; dw <= 8; dw++) {
-            long area = (long)(out->h + dh) * (out->w + dw);
-            if (wino_reg_block(wino_tiles(out->h + dh, out->w + dw)) >= 8 && (!best || area < best)) {
-                best = area;
-                *gh = dh, *gw = dw;
-            }
-        }
-    if (best)
+    if (wino_growth(out->h, out->w, gh, gw))
         return WINO_GROWN;
     return st->alg == ALG_WINOGRAD ? WINO_PLAIN : WINO_NONE;
 }
@@ -759,19 +805,49 @@ static int conv_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_epilogue
     }
     ls->allow_ref = lowp;
     int ic = src_t.layout == NN_LAYOUT_BLOCK16 && in->c < 16 ? 16 : in->c;
+    /*
+     * Storage grids (see Grids at the top of the file): a shape-preserving
+     * conv writing a padded output runs on the output's grid, reading its
+     * input in place when that is on the same grid.
+     */
+    int same = out->h == in->h && out->w == in->w && p->stride_h == 1 && p->stride_w == 1;
+    int sum_ok = !epi || !epi->sum ||
+                 (nn_tensor_sh(epi->sum) == nn_tensor_sh(out) && nn_tensor_sw(epi->sum) == nn_tensor_sw(out));
+    int grid = !lowp && nn_tensor_padded(out) && same && sum_ok;
+    int gh = 0, gw = 0, wino = WINO_NONE;
+    if (grid) {
+        gh = nn_tensor_sh(out) - out->h, gw = nn_tensor_sw(out) - out->w;
+        int g2h, g2w;
+        nn_tensor_t grid_t = src_t;
+        grid_t.h = grid_t.ph = nn_tensor_sh(out), grid_t.w = grid_t.pw = nn_tensor_sw(out);
+        nn_tensor_t grid_o = *out;
+        grid_o.h = grid_t.h, grid_o.w = grid_t.w;
+        wino = wino_plan(st, p, &grid_t, &grid_o, &g2h, &g2w) == WINO_NONE ? WINO_NONE : WINO_PLAIN;
+    } else if (!lowp) {
+        wino = wino_plan(st, p, &src_t, out, &gh, &gw);
+    }
+    int in_place = !reorder_src && nn_tensor_sh(in) == in->h + gh && nn_tensor_sw(in) == in->w + gw &&
+                   (grid || wino == WINO_GROWN);
+    int grow_src = (grid || wino == WINO_GROWN) && !in_place; /* the input copied onto the grid */
+    int grow_dst = wino == WINO_GROWN;                        /* the output written on a grid, copied out */
+    if (!grid && wino != WINO_GROWN && nn_tensor_padded(in)) {
+        /* a padded input the conv cannot read on its grid: a dense copy of its image */
+        reorder_src = 1;
+        src_t.ph = src_t.pw = 0;
+    }
     dnnl_memory_desc_t smd, inmd, wmd, bmd, dmd, pdmd, summd, gsmd, gdmd;
     memset(&summd, 0, sizeof summd);
     dnnl_dims_t wdims = {p->n_out, ic, p->kernel_h, p->kernel_w}, bdims = {p->n_out};
-    int gh = 0, gw = 0, wino = lowp ? WINO_NONE : wino_plan(st, p, &src_t, out, &gh, &gw);
-    dnnl_status_t s = tensor_md(&smd, &src_t, ic);
+    /* grid: dst, its padded-channel view and the sum are the whole grid */
+    dnnl_status_t s = in_place ? store_md(&smd, in, ic) : tensor_md(&smd, &src_t, ic);
     if (s == dnnl_success)
         s = tensor_md(&inmd, in, in->c);
     if (s == dnnl_success)
-        s = tensor_md(&dmd, out, out->c);
+        s = grid ? store_md(&dmd, out, out->c) : tensor_md(&dmd, out, out->c);
     if (s == dnnl_success)
-        s = tensor_md(&pdmd, out, padded_c(out));
+        s = grid ? store_md(&pdmd, out, padded_c(out)) : tensor_md(&pdmd, out, padded_c(out));
     if (s == dnnl_success)
-        s = dims_md(&gsmd, NN_LAYOUT_BLOCK16, NN_DTYPE_F32, ic, in->h + gh, in->w + gw);
+        s = dims_md(&gsmd, src_t.layout, NN_DTYPE_F32, ic, in->h + gh, in->w + gw);
     if (s == dnnl_success)
         s = dims_md(&gdmd, NN_LAYOUT_BLOCK16, NN_DTYPE_F32, out->c, out->h + gh, out->w + gw);
     if (s == dnnl_success)
@@ -779,40 +855,64 @@ static int conv_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_epilogue
     if (s == dnnl_success)
         s = dnnl_memory_desc_init_by_tag(&bmd, 1, bdims, dnnl_f32, dnnl_x);
     if (s == dnnl_success && epi && epi->sum)
-        s = tensor_md(&summd, epi->sum, epi->sum->c);
+        s = grid ? store_md(&summd, epi->sum, epi->sum->c) : tensor_md(&summd, epi->sum, epi->sum->c);
     /*
      * A bf16 conv writing a float32 BLOCK16 tensor: oneDNN has only its
      * reference kernel for nhwc bf16 in and nChw16c out, so the kernel
      * writes float32 NHWC into a copy that a reorder moves to the tensor.
+     * The same for a padded output the conv cannot write on its grid (a
+     * strided destination): a dense copy moved into the image.
      */
-    int copy_dst = lowp && out->dtype == NN_DTYPE_F32 && out->layout != NN_LAYOUT_NHWC;
+    int pad_dst = !grid && !grow_dst && nn_tensor_padded(out);
+    int copy_dst = (lowp && out->dtype == NN_DTYPE_F32 && out->layout != NN_LAYOUT_NHWC) || pad_dst;
     dnnl_memory_desc_t cdmd = dmd;
     if (s == dnnl_success && copy_dst)
-        s = dims_md(&cdmd, NN_LAYOUT_NHWC, NN_DTYPE_F32, out->c, out->h, out->w);
+        s = dims_md(&cdmd, lowp ? NN_LAYOUT_NHWC : NN_LAYOUT_BLOCK16, NN_DTYPE_F32, out->c, out->h, out->w);
     if (s != dnnl_success)
         return fail(err, l, "memory descriptor", s);
+    if (pad_dst)
+        ls->allow_ref = 1; /* its epilogue runs on the strided image */
+    ls->zero_pad = nn_tensor_padded(out);
     const dnnl_memory_desc_t *bmdp = p->bias ? &bmd : NULL;
 
     /* Winograd as planned if oneDNN takes it, else direct. */
     dnnl_primitive_desc_t pd = NULL;
     int fuse = FUSE_NONE;
     dnnl_status_t last = dnnl_unimplemented;
+    const dnnl_memory_desc_t *csmd = grow_src ? &gsmd : &smd;
     if (wino == WINO_GROWN)
-        pd = conv_pick(st, p, epi, dnnl_convolution_winograd, FUSE_ACT, &gsmd, &wmd, bmdp, &gdmd, NULL, 0, 0,
+        pd = conv_pick(st, p, epi, dnnl_convolution_winograd, FUSE_ACT, csmd, &wmd, bmdp, &gdmd, NULL, 0, 0,
                        &fuse, &last);
     else if (wino == WINO_PLAIN)
-        pd = conv_pick(st, p, epi, dnnl_convolution_winograd, FUSE_ALL, &smd, &wmd, bmdp, &dmd, &summd, 0, 0,
+        pd = conv_pick(st, p, epi, dnnl_convolution_winograd, FUSE_ALL, csmd, &wmd, bmdp, &dmd, &summd, 0, 0,
                        &fuse, &last);
     if (!pd) {
         dnnl_alg_kind_t alg = st->alg == ALG_AUTO ? dnnl_convolution_auto : dnnl_convolution_direct;
+        if (wino == WINO_GROWN) {
+            /* no Winograd after all: direct on the image, as if never planned */
+            grow_src = grow_dst = in_place = 0;
+            if (nn_tensor_padded(in)) {
+                reorder_src = 1;
+                src_t.ph = src_t.pw = 0;
+                s = tensor_md(&smd, &src_t, ic);
+            }
+            if (s == dnnl_success && nn_tensor_padded(out)) {
+                copy_dst = pad_dst = ls->allow_ref = 1;
+                s = dims_md(&cdmd, NN_LAYOUT_BLOCK16, NN_DTYPE_F32, out->c, out->h, out->w);
+            }
+            if (s != dnnl_success)
+                return fail(err, l, "memory descriptor", s);
+            csmd = &smd;
+        }
         wino = WINO_NONE;
-        pd = conv_pick(st, p, epi, alg, copy_dst ? FUSE_ACT : FUSE_ALL, &smd, &wmd, bmdp, &cdmd, &summd, 1,
+        pd = conv_pick(st, p, epi, alg, copy_dst ? FUSE_ACT : FUSE_ALL, csmd, &wmd, bmdp, &cdmd, &summd, 1,
                        lowp, &fuse, &last);
     }
     if (!pd)
         return fail(err, l, "convolution primitive", last);
-    log_debug("dnnl: %s '%s' %dx%dx%d -> %dx%dx%d: %s%s, fused %s", l->type, l->name, in->c, in->h, in->w,
-              out->c, out->h, out->w, impl_of(pd), wino == WINO_GROWN ? " (grown)" : "",
+    log_debug("dnnl: %s '%s' %dx%dx%d -> %dx%dx%d: %s%s%s%s, fused %s", l->type, l->name, in->c, in->h, in->w,
+              out->c, out->h, out->w, impl_of(pd), grid ? " (on the grid)" : "",
+              grow_src ? " (input copied)" : "", grow_dst ? " (output copied)" : "",
               fuse == FUSE_ALL ? "all"
               : fuse           ? "act"
                                : "none");
@@ -832,7 +932,7 @@ static int conv_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_epilogue
      * 3.8 GB (69 dense blocks reading the float32 trunk).
      */
     int scratch_src = lowp && reorder_src;
-    int src_bind = -1, dst_bind = -1;
+    int src_bind = -1, dst_bind = -1, gs_bind = -1, gd_bind = -1;
     if (reorder_src && !scratch_src) {
         ls->own_bytes = dnnl_memory_desc_get_size(&smd);
         ls->src_copy = up_aligned_alloc(ls->own_bytes, 1);
@@ -861,29 +961,35 @@ static int conv_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_epilogue
     if (s == dnnl_success && epi && epi->sum)
         s = mem_new(st, ls, &summd, epi->sum->data, &sum);
     size_t gs_size = dnnl_memory_desc_get_size(&gsmd), gd_size = dnnl_memory_desc_get_size(&gdmd);
-    if (s == dnnl_success && wino == WINO_GROWN) {
-        /* the grown copies sit behind every scratchpad, offsets fixed below */
-        dnnl_memory_desc_t swin, dwin;
-        dnnl_dims_t sdims = {1, ic, in->h, in->w}, ddims = {1, out->c, out->h, out->w}, zero = {0};
+    if (s == dnnl_success && grow_src) {
+        /* the grown input sits behind every scratchpad, offsets fixed below */
+        dnnl_memory_desc_t swin;
+        dnnl_dims_t sdims = {1, ic, in->h, in->w}, zero = {0};
         s = dnnl_memory_desc_init_submemory(&swin, &gsmd, sdims, zero);
-        if (s == dnnl_success)
-            s = dnnl_memory_desc_init_submemory(&dwin, &gdmd, ddims, zero);
+        gs_bind = ls->n_binds;
         if (s == dnnl_success)
             s = mem_in_scratch(st, ls, &gsmd, 0, &gsrc);
         if (s == dnnl_success)
             s = mem_in_scratch(st, ls, &swin, 0, &gsrc_win);
         if (s == dnnl_success)
+            s = add_reorder(st, ls, &smd, src, &swin, gsrc_win);
+        int px = src_t.layout == NN_LAYOUT_BLOCK16 ? 16 : 1;
+        ls->grown = (grown_t){1, px == 16 ? ic / 16 : ic, px, in->h, in->w, in->h + gh, in->w + gw, 0};
+    }
+    if (s == dnnl_success && grow_dst) {
+        dnnl_memory_desc_t dwin;
+        dnnl_dims_t ddims = {1, out->c, out->h, out->w}, zero = {0};
+        s = dnnl_memory_desc_init_submemory(&dwin, &gdmd, ddims, zero);
+        gd_bind = ls->n_binds;
+        if (s == dnnl_success)
             s = mem_in_scratch(st, ls, &gdmd, 0, &gdst);
         if (s == dnnl_success)
             s = mem_in_scratch(st, ls, &dwin, 0, &gdst_win);
-        if (s == dnnl_success)
-            s = add_reorder(st, ls, &smd, src, &swin, gsrc_win);
-        ls->grown = (grown_t){1, ic / 16, in->h, in->w, in->h + gh, in->w + gw, 0};
     }
     if (s == dnnl_success) {
         dnnl_exec_arg_t args[MAX_ARGS];
         int n = 0;
-        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, wino == WINO_GROWN ? gsrc : src};
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, grow_src ? gsrc : src};
         args[n++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, wmem};
         if (bias)
             args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, bias};
@@ -891,7 +997,7 @@ static int conv_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_epilogue
             dst_bind = ls->n_binds;
             s = mem_in_scratch(st, ls, &cdmd, 0, &cdst);
         }
-        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DST, wino == WINO_GROWN ? gdst : copy_dst ? cdst : dst};
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DST, grow_dst ? gdst : copy_dst ? cdst : dst};
         if (fuse == FUSE_ALL && epi && !epi->prelu && epi->sum) {
             /* the binary add is the last post-op */
             const_dnnl_primitive_attr_t attr = NULL;
@@ -908,7 +1014,7 @@ static int conv_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_epilogue
     dnnl_primitive_desc_destroy(pd);
     if (s == dnnl_success && copy_dst)
         s = add_reorder(st, ls, &cdmd, cdst, &dmd, dst);
-    if (s == dnnl_success && wino == WINO_GROWN) {
+    if (s == dnnl_success && grow_dst) {
         const dnnl_memory_desc_t *dwin = NULL;
         s = dnnl_memory_get_memory_desc(gdst_win, &dwin);
         if (s == dnnl_success)
@@ -936,7 +1042,7 @@ static int conv_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_epilogue
         s = add_eltwise(st, ls, &pdmd, pdst, aalg, alpha, beta);
         if (s != dnnl_success)
             return fail(err, l, "activation primitive", s);
-        ls->zero_pad = aalg == dnnl_eltwise_logistic || aalg == dnnl_eltwise_clip;
+        ls->zero_pad |= aalg == dnnl_eltwise_logistic || aalg == dnnl_eltwise_clip;
     }
     if (sep_prelu) {
         s = add_prelu(st, ls, epi->prelu, out, &pdmd, pdst, pdst, 1);
@@ -947,7 +1053,7 @@ static int conv_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_epilogue
         float scales[2] = {epi->scale, 1.f};
         if (lowp) {
             s = add_sum2(st, ls, &dmd, dst, epi->scale, &summd, sum, 1.f, &dmd, dst);
-        } else if (epi->sum->layout == out->layout && epi->sum->dtype == out->dtype) {
+        } else if (epi->sum->layout == out->layout && epi->sum->dtype == out->dtype && sum_ok) {
             dnnl_memory_desc_t mds[2] = {pdmd, pdmd};
             dnnl_memory_t srcs[2] = {pdst, NULL};
             s = mem_new(st, ls, &pdmd, epi->sum->data, &srcs[1]);
@@ -966,45 +1072,43 @@ static int conv_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_epilogue
             return fail(err, l, "epilogue scale primitive", s);
     }
 
-    if (wino == WINO_GROWN) {
-        /* scratch: [scratchpads | grown input | grown output] */
-        size_t off_src = round_up(ls->scratch_size, 4096);
-        size_t off_dst = off_src + round_up(gs_size, 4096);
-        ls->binds[0].off = ls->binds[1].off = off_src;
-        ls->binds[2].off = ls->binds[3].off = off_dst;
-        ls->grown.off = off_src;
-        ls->scratch_size = off_dst + gd_size;
+    /* scratch: [scratchpads | grown input | grown output | bf16 input copy | float32 output copy] */
+    size_t off = round_up(ls->scratch_size, 4096);
+    if (gs_bind >= 0) {
+        ls->binds[gs_bind].off = ls->binds[gs_bind + 1].off = ls->grown.off = off;
+        off = round_up(off + gs_size, 4096);
     }
-    if (src_bind >= 0 || dst_bind >= 0) {
-        /* scratch: [scratchpads | bf16 input copy | float32 output copy] */
-        size_t off = round_up(ls->scratch_size, 4096);
-        if (src_bind >= 0) {
-            ls->binds[src_bind].off = off;
-            off = round_up(off + dnnl_memory_desc_get_size(&smd), 4096);
-        }
-        if (dst_bind >= 0) {
-            ls->binds[dst_bind].off = off;
-            off += dnnl_memory_desc_get_size(&cdmd);
-        }
+    if (gd_bind >= 0) {
+        ls->binds[gd_bind].off = ls->binds[gd_bind + 1].off = off;
+        off = round_up(off + gd_size, 4096);
+    }
+    if (src_bind >= 0) {
+        ls->binds[src_bind].off = off;
+        off = round_up(off + dnnl_memory_desc_get_size(&smd), 4096);
+    }
+    if (dst_bind >= 0) {
+        ls->binds[dst_bind].off = off;
+        off = round_up(off + dnnl_memory_desc_get_size(&cdmd), 4096);
+    }
+    if (ls->n_binds)
         ls->scratch_size = off;
-    }
     return 0;
 }
 
 /*
- * Zero what the copy-in does not write of a grown Winograd input: the
- * columns right of the image and the rows below it, in every channel
- * block. Other layers use the same scratch, so this is every run.
+ * Zero what the copy-in does not write of a grown input: the columns right
+ * of the image and the rows below it, in every channel block (or plane).
+ * Other layers use the same scratch, so this is every run.
  */
 static void grown_zero_margins(const grown_t *g, void *scratch) {
     float *base = (float *)((char *)scratch + g->off);
-    size_t plane = (size_t)g->gh * g->gw * 16;
+    size_t px = (size_t)g->px, plane = (size_t)g->gh * g->gw * px;
     for (int b = 0; b < g->n_blocks; b++) {
         float *blk = base + (size_t)b * plane;
         if (g->gw > g->w)
             for (int y = 0; y < g->h; y++)
-                memset(blk + ((size_t)y * g->gw + g->w) * 16, 0, (size_t)(g->gw - g->w) * 16 * sizeof(float));
-        memset(blk + (size_t)g->h * g->gw * 16, 0, (size_t)(g->gh - g->h) * g->gw * 16 * sizeof(float));
+                memset(blk + ((size_t)y * g->gw + g->w) * px, 0, (size_t)(g->gw - g->w) * px * sizeof(float));
+        memset(blk + (size_t)g->h * g->gw * px, 0, (size_t)(g->gh - g->h) * g->gw * px * sizeof(float));
     }
 }
 
@@ -1073,15 +1177,62 @@ static dnnl_status_t op_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_
      * (which has no bf16), and a BLOCK16 output gets its lanes zeroed.
      */
     int pad = l->op != NN_OP_CONCAT && !lowp;
-    ls->allow_ref = lowp;
-    ls->zero_pad = lowp && out->layout == NN_LAYOUT_BLOCK16;
-    dnnl_status_t s = tensor_md(&dmd, out, pad ? padded_c(out) : out->c);
+    /*
+     * Padded tensors (see Grids): all on one grid with one image size, the
+     * op runs on the whole grid (dense, zeros in, zeros or garbage out in
+     * the margin, zeroed after); otherwise on windows of their grids, which
+     * are strided, with whatever kernel oneDNN has for those.
+     */
+    int any_padded = nn_tensor_padded(out), on_grid = 1;
+    for (int k = 0; k < n_in; k++) {
+        any_padded |= nn_tensor_padded(&in[k]);
+        on_grid &= in[k].h == out->h && in[k].w == out->w && nn_tensor_sh(&in[k]) == nn_tensor_sh(out) &&
+                   nn_tensor_sw(&in[k]) == nn_tensor_sw(out);
+    }
+    on_grid &= any_padded;
+    dnnl_status_t (*md_of)(dnnl_memory_desc_t *, const nn_tensor_t *, int) = on_grid ? store_md : tensor_md;
+    ls->allow_ref = lowp || (any_padded && !on_grid);
+    ls->zero_pad = (lowp && out->layout == NN_LAYOUT_BLOCK16) || nn_tensor_padded(out);
+    dnnl_status_t s = md_of(&dmd, out, pad ? padded_c(out) : out->c);
     if (s == dnnl_success)
         s = mem_new(st, ls, &dmd, out->data, &dst);
+    if (s == dnnl_success && !on_grid && nn_tensor_padded(out) && ls->n_binds < MAX_BINDS) {
+        /* a padded output off the grid: written dense, then moved into the image (see below) */
+        ls->out_win_md = dmd;
+        ls->out_win = dst;
+        s = dims_md(&dmd, out->layout, out->dtype, (int)dmd.dims[1], out->h, out->w);
+        if (s == dnnl_success)
+            s = mem_in_scratch(st, ls, &dmd, 0, &dst);
+        if (s == dnnl_success) {
+            ls->binds[ls->n_binds - 1].size = round_up(dnnl_memory_desc_get_size(&dmd), 4096);
+            ls->out_dense_md = dmd;
+            ls->out_dense = dst;
+        }
+    }
     for (int k = 0; k < n_in && s == dnnl_success; k++) {
-        s = tensor_md(&mds[k], &in[k], pad ? padded_c(&in[k]) : in[k].c);
+        s = md_of(&mds[k], &in[k], pad ? padded_c(&in[k]) : in[k].c);
         if (s == dnnl_success)
             s = mem_new(st, ls, &mds[k], in[k].data, &srcs[k]);
+        if (s == dnnl_success && !on_grid && nn_tensor_padded(&in[k]) && ls->n_binds < MAX_BINDS) {
+            /*
+             * A padded input off the grid (a nearest upsampling's): a dense
+             * copy of its image in the shared scratch. oneDNN's kernels on
+             * a strided window are reference loops (530 ms for x4plus's
+             * first upsampling at 148x148, against 16 ms dense), and some
+             * (prelu) take one md for source and destination.
+             */
+            dnnl_memory_desc_t dense;
+            dnnl_memory_t copy = NULL;
+            s = dims_md(&dense, in[k].layout, in[k].dtype, (int)mds[k].dims[1], in[k].h, in[k].w);
+            if (s == dnnl_success)
+                s = mem_in_scratch(st, ls, &dense, 0, &copy);
+            if (s == dnnl_success) {
+                ls->binds[ls->n_binds - 1].size = round_up(dnnl_memory_desc_get_size(&dense), 4096);
+                s = add_reorder(st, ls, &mds[k], srcs[k], &dense, copy);
+            }
+            mds[k] = dense;
+            srcs[k] = copy;
+        }
     }
     if (s != dnnl_success)
         return s;
@@ -1115,7 +1266,7 @@ static dnnl_status_t op_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_
         dnnl_alg_kind_t alg = binary_alg(p->op, &swap);
         if (alg == dnnl_alg_kind_undef)
             return dnnl_unimplemented;
-        ls->zero_pad = out->layout == NN_LAYOUT_BLOCK16; /* x / 0 in the padded lanes, or the scalar there */
+        ls->zero_pad |= out->layout == NN_LAYOUT_BLOCK16; /* x / 0 in the padded lanes, or the scalar there */
         if (!p->with_scalar) {
             if (n_in < 2)
                 return dnnl_unimplemented;
@@ -1160,7 +1311,7 @@ static dnnl_status_t op_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_
         s = attr_new(&attr, NULL);
         if (s == dnnl_success)
             s = dnnl_concat_primitive_desc_create(&pd, &dmd, n_in, 1, mds, attr, st->engine);
-        if (s == dnnl_success && is_ref(pd) && !lowp)
+        if (s == dnnl_success && is_ref(pd) && !ls->allow_ref)
             s = dnnl_unimplemented;
         if (lowp && (s != dnnl_success || is_ref(pd))) {
             /* mixed types (which oneDNN's concat refuses): a reorder into each channel range */
@@ -1253,6 +1404,8 @@ static int dnnl_create(const nn_model_t *model, int n_threads, void **state, up_
         st->alg = ALG_WINOGRAD_PLAIN;
     else if (alg && strcmp(alg, "auto") == 0)
         st->alg = ALG_AUTO;
+    const char *grids = getenv("UPRES_DNNL_GRIDS");
+    st->grids = !(grids && strcmp(grids, "0") == 0);
     st->convs = calloc((size_t)(model->n_layers > 0 ? model->n_layers : 1), sizeof *st->convs);
     if (!st->convs) {
         free(st);
@@ -1349,6 +1502,35 @@ static int dnnl_layer_bf16(void *state, const nn_layer_t *l, const nn_tensor_t *
     }
 }
 
+/*
+ * Grids (see the top of the file): the growth wino_plan would copy onto,
+ * for every float32 BLOCK16 value; UPRES_DNNL_CONV_ALG=direct, auto and
+ * winograd-plain never grow, so they plan no grids either.
+ */
+static void dnnl_blob_pad(void *state, int c, int h, int w, int *ph, int *pw) {
+    const dnnl_state_t *st = state;
+    int gh, gw;
+    (void)c;
+    *ph = h, *pw = w;
+    if (st->grids && (st->alg == ALG_RULE || st->alg == ALG_WINOGRAD) && wino_growth(h, w, &gh, &gw))
+        *ph = h + gh, *pw = w + gw;
+}
+
+/* The layers that run as oneDNN primitives on float32 BLOCK16 tensors. */
+static int dnnl_layer_padded(void *state, const nn_layer_t *l, const nn_tensor_t *in, int n_in,
+                             const nn_tensor_t *out) {
+    if (l->op == NN_OP_CONV)
+        return in[0].layout != NN_LAYOUT_NHWC && out->layout == NN_LAYOUT_BLOCK16 &&
+               dnnl_layer_bf16(state, l, in, n_in, out);
+    if (!dnnl_layer_bf16(state, l, in, n_in, out) || !same_layout(in, n_in, NN_LAYOUT_BLOCK16) ||
+        out->layout != NN_LAYOUT_BLOCK16 || out->dtype != NN_DTYPE_F32)
+        return 0;
+    for (int k = 0; k < n_in; k++)
+        if (in[k].dtype != NN_DTYPE_F32)
+            return 0;
+    return 1;
+}
+
 static nn_layout_t dnnl_blob_layout(void *state, const nn_layer_t *producer, int c) {
     (void)state;
     if (producer->op == NN_OP_CONV || c >= 16)
@@ -1389,6 +1571,16 @@ static int dnnl_layer_prepare(void *state, const nn_layer_t *layer, const nn_epi
         rc = conv_prepare(st, layer, epi, &in[0], &out[0], ls, err);
     } else if (layer->op != NN_OP_PIXELSHUFFLE) {
         dnnl_status_t s = op_prepare(st, layer, in, n_in, &out[0], ls);
+        if (s == dnnl_success && ls->out_dense)
+            s = add_reorder(st, ls, &ls->out_dense_md, ls->out_dense, &ls->out_win_md, ls->out_win);
+        /* the copies op_prepare made go behind the scratchpads */
+        size_t off = round_up(ls->scratch_size, 4096);
+        for (int i = 0; i < ls->n_binds; i++)
+            if (ls->binds[i].size) {
+                ls->binds[i].off = off;
+                off += ls->binds[i].size;
+                ls->scratch_size = off;
+            }
         if (s == dnnl_unimplemented && any_bf16(in, n_in, &out[0], NULL)) {
             rc = up_error_set(err, UP_ERR_BACKEND, layer->line,
                               "dnnl backend: layer %s '%s' (line %d) has no bf16 primitive", layer->type,
@@ -1406,10 +1598,13 @@ static int dnnl_layer_prepare(void *state, const nn_layer_t *layer, const nn_epi
     } else {
         ls->fallback = 1;
     }
-    if (rc == 0 && ls->fallback && any_bf16(in, n_in, &out[0], epi))
+    int any_padded = nn_tensor_padded(&out[0]) || (epi && epi->sum && nn_tensor_padded(epi->sum));
+    for (int k = 0; k < n_in; k++)
+        any_padded |= nn_tensor_padded(&in[k]);
+    if (rc == 0 && ls->fallback && (any_bf16(in, n_in, &out[0], epi) || any_padded))
         rc = up_error_set(err, UP_ERR_BACKEND, layer->line,
-                          "dnnl backend: layer %s '%s' (line %d) runs in plain C, which has no bf16",
-                          layer->type, layer->name, layer->line);
+                          "dnnl backend: layer %s '%s' (line %d) runs in plain C, which has no %s",
+                          layer->type, layer->name, layer->line, any_padded ? "padded grids" : "bf16");
     if (rc == 0 && ls->fallback && layer->op == NN_OP_CONV) {
         nn_conv_scratch_plan(&ls->conv_scratch, &layer->p.conv, &in[0], &out[0],
                              st->n_threads ? st->n_threads : omp_get_max_threads());
@@ -1473,7 +1668,7 @@ static int dnnl_layer_run(void *state, void *lstate, const nn_layer_t *layer, co
     if (s != dnnl_success)
         return fail(err, layer, "execute", s);
     if (ls->zero_pad)
-        nn_tensor_zero_padding(&out[0]);
+        nn_tensor_zero_margins(&out[0]); /* and the padded lanes */
     return 0;
 }
 
@@ -1493,6 +1688,8 @@ const nn_backend_vtbl_t nn_backend_dnnl = {
     .blob_layout = dnnl_blob_layout,
     .bf16_speed = dnnl_bf16_speed,
     .layer_bf16 = dnnl_layer_bf16,
+    .blob_pad = dnnl_blob_pad,
+    .layer_padded = dnnl_layer_padded,
     .layer_prepare = dnnl_layer_prepare,
     .layer_run = dnnl_layer_run,
     .layer_release = dnnl_layer_release,

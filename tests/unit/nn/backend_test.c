@@ -17,6 +17,11 @@
  * far below one step of an 8-bit image (4e-3). Whole models get 5e-5
  * (observed 7.5e-6 for realesrgan-x4plus, 351 convs).
  *
+ * Storage grids (tensor.h, Storage padding): convs and the other ops on
+ * padded tensors, on one grid, between grids and onto or off a grid, must
+ * give ref's image and leave zeros in the output's margin, on a second run
+ * too; blob_pad must ask for Winograd's grid exactly where it degenerates.
+ *
  * When the real models are present (UPRES_TEST_MODELS), whole networks
  * run through nn_net_run on both backends on a small random input.
  */
@@ -56,7 +61,7 @@ static float *rand_buf(size_t n, float lo, float hi) {
 
 /* A tensor with its own 64-byte aligned buffer, every float set to garbage. */
 static nn_tensor_t tensor_new(int c, int h, int w, nn_layout_t layout) {
-    nn_tensor_t t = {NULL, c, h, w, layout, NN_DTYPE_F32};
+    nn_tensor_t t = {NULL, c, h, w, layout, NN_DTYPE_F32, 0, 0};
     size_t n = nn_tensor_floats(&t);
     t.data = up_aligned_alloc(n ? n : 1, sizeof(float));
     for (size_t i = 0; i < n; i++)
@@ -67,7 +72,7 @@ static nn_tensor_t tensor_new(int c, int h, int w, nn_layout_t layout) {
 /* t (any layout) filled from planar data. */
 static nn_tensor_t tensor_from(const float *planar, int c, int h, int w, nn_layout_t layout) {
     nn_tensor_t t = tensor_new(c, h, w, layout);
-    nn_tensor_t src = {(float *)planar, c, h, w, NN_LAYOUT_PLANAR, NN_DTYPE_F32};
+    nn_tensor_t src = {(float *)planar, c, h, w, NN_LAYOUT_PLANAR, NN_DTYPE_F32, 0, 0};
     nn_tensor_copy(&t, &src);
     return t;
 }
@@ -177,7 +182,7 @@ static float *run_on(const nn_backend_vtbl_t *be, void *state, one_t *o, const f
         CHECKF(padding_is_zero(&out), "%s: padding lanes of the output are not zero", be->name);
         size_t n = (size_t)out_shape[0] * out_shape[1] * out_shape[2];
         res = xmalloc((n ? n : 1) * sizeof *res);
-        nn_tensor_t dst = {res, out.c, out.h, out.w, NN_LAYOUT_PLANAR, NN_DTYPE_F32};
+        nn_tensor_t dst = {res, out.c, out.h, out.w, NN_LAYOUT_PLANAR, NN_DTYPE_F32, 0, 0};
         nn_tensor_copy(&dst, &out);
     }
     if (scratch)
@@ -474,7 +479,7 @@ static void test_conv_reprepare(void) {
             size_t n = (size_t)os[0] * os[1] * os[2];
             float *want = run_on(&nn_backend_ref, rs, &o, fs[k], pl, NN_LAYOUT_PLANAR, os, NULL, 1);
             float *got = xmalloc(n * sizeof *got);
-            nn_tensor_t dst = {got, os[0], os[1], os[2], NN_LAYOUT_PLANAR, NN_DTYPE_F32};
+            nn_tensor_t dst = {got, os[0], os[1], os[2], NN_LAYOUT_PLANAR, NN_DTYPE_F32, 0, 0};
             nn_tensor_copy(&dst, outs[k]);
             double e = want ? rel_err(got, want, n) : INFINITY;
             CHECKF(e <= TOL_WINOGRAD, "two live layers, layer %d: error %.3g", k, e);
@@ -632,6 +637,187 @@ static void test_pixelshuffle(void) {
         }
 }
 
+/* ---- storage grids (tensor.h: Storage padding) ---- */
+
+/* A tensor of c x h x w stored on a ph x pw grid (0: none), every float garbage. */
+static nn_tensor_t grid_new(int c, int h, int w, nn_layout_t layout, int ph, int pw) {
+    nn_tensor_t t = {NULL, c, h, w, layout, NN_DTYPE_F32, ph, pw};
+    size_t n = nn_tensor_floats(&t);
+    t.data = up_aligned_alloc(n * sizeof(float), 1);
+    for (size_t i = 0; i < n; i++)
+        t.data[i] = 1e30f;
+    return t;
+}
+
+/* 1 when the grid margin and the padded lanes of t are all zero. */
+static int margins_are_zero(const nn_tensor_t *t) {
+    int sh = nn_tensor_sh(t), sw = nn_tensor_sw(t), n_blocks = nn_layout_channels(t->layout, t->c) / 16;
+    for (int b = 0; b < n_blocks; b++)
+        for (int y = 0; y < sh; y++)
+            for (int x = 0; x < sw; x++)
+                for (int l = 0; l < 16; l++) {
+                    int in_image = y < t->h && x < t->w && b * 16 + l < t->c;
+                    if (!in_image && t->data[(((size_t)b * sh + y) * sw + x) * 16 + l] != 0.f)
+                        return 0;
+                }
+    return 1;
+}
+
+/* One tensor of a grid case: shape, layout and grid (0: unpadded). */
+typedef struct gspec {
+    int c, h, w;
+    nn_layout_t layout;
+    int ph, pw;
+} gspec_t;
+
+/*
+ * Run o on dnnl with inputs and output (and the epilogue sum, on the
+ * output's grid) as specified, twice, and compare the output's image with
+ * ref on planar tensors; the output's margin must come back zero.
+ */
+static void grid_case(const char *what, one_t *o, int n_in, const gspec_t *ins, const gspec_t *outs,
+                      int with_sum, float scale, double tol) {
+    feed_t f = {.n_in = n_in, .scale = scale};
+    for (int k = 0; k < n_in; k++) {
+        f.shape[k][0] = ins[k].c, f.shape[k][1] = ins[k].h, f.shape[k][2] = ins[k].w;
+        f.in[k] = rand_buf((size_t)ins[k].c * ins[k].h * ins[k].w, -1.f, 1.f);
+    }
+    size_t n = (size_t)outs->c * outs->h * outs->w;
+    if (with_sum)
+        f.sum = rand_buf(n, -1.f, 1.f);
+    void *rs = state_new(&nn_backend_ref, o, NULL), *ds = state_new(&nn_backend_dnnl, o, NULL);
+    nn_layout_t planar[MAX_IN] = {NN_LAYOUT_PLANAR, NN_LAYOUT_PLANAR, NN_LAYOUT_PLANAR, NN_LAYOUT_PLANAR};
+    int os[3] = {outs->c, outs->h, outs->w};
+    float *want = rs ? run_on(&nn_backend_ref, rs, o, &f, planar, NN_LAYOUT_PLANAR, os, NULL, 1) : NULL;
+    nn_tensor_t in[MAX_IN], out = grid_new(outs->c, outs->h, outs->w, outs->layout, outs->ph, outs->pw),
+                            sum = {0};
+    for (int k = 0; k < n_in; k++) {
+        in[k] = grid_new(ins[k].c, ins[k].h, ins[k].w, ins[k].layout, ins[k].ph, ins[k].pw);
+        nn_tensor_t src = {f.in[k], ins[k].c, ins[k].h, ins[k].w, NN_LAYOUT_PLANAR, NN_DTYPE_F32, 0, 0};
+        nn_tensor_copy(&in[k], &src);
+        CHECKF(margins_are_zero(&in[k]), "%s: nn_tensor_copy left garbage in input %d's margin", what, k);
+    }
+    nn_epilogue_t epi = {NULL, scale, NULL};
+    if (with_sum) {
+        sum = grid_new(outs->c, outs->h, outs->w, outs->layout, outs->ph, outs->pw);
+        nn_tensor_t src = {f.sum, outs->c, outs->h, outs->w, NN_LAYOUT_PLANAR, NN_DTYPE_F32, 0, 0};
+        nn_tensor_copy(&sum, &src);
+        epi.sum = &sum;
+    }
+    const nn_epilogue_t *ep = o->layer.op == NN_OP_CONV ? &epi : NULL;
+    up_error_t err = {0};
+    void *ls = NULL;
+    size_t sb = 0;
+    int rc =
+        ds && want ? nn_backend_dnnl.layer_prepare(ds, &o->layer, ep, in, n_in, &out, 1, &ls, &sb, &err) : -1;
+    CHECKF(rc == 0, "%s: prepare: %s", what, err.msg);
+    for (int r = 0; rc == 0 && r < 2; r++) {
+        rc = nn_backend_dnnl.layer_run(ds, ls, &o->layer, ep, in, n_in, &out, 1, &err);
+        CHECKF(rc == 0, "%s: run: %s", what, err.msg);
+        if (rc == 0 && out.layout == NN_LAYOUT_BLOCK16)
+            CHECKF(margins_are_zero(&out), "%s: run %d left garbage in the output's margin", what, r);
+        if (rc == 0 && r == 0) /* the second run must rewrite the margin too */
+            for (size_t i = 0; i < nn_tensor_floats(&out); i++)
+                out.data[i] = out.data[i] == 0.f ? 1e30f : out.data[i];
+    }
+    if (ls)
+        nn_backend_dnnl.layer_release(ds, ls);
+    if (rc == 0) {
+        float *got = xmalloc(n * sizeof *got);
+        nn_tensor_t dst = {got, outs->c, outs->h, outs->w, NN_LAYOUT_PLANAR, NN_DTYPE_F32, 0, 0};
+        nn_tensor_copy(&dst, &out);
+        double e = rel_err(got, want, n);
+        CHECKF(e <= tol, "%s: error %.3g > %.3g", what, e, tol);
+        free(got);
+    }
+    for (int k = 0; k < n_in; k++)
+        up_aligned_free(in[k].data);
+    up_aligned_free(out.data);
+    up_aligned_free(sum.data);
+    free(want);
+    if (rs)
+        nn_backend_ref.destroy(rs);
+    if (ds)
+        nn_backend_dnnl.destroy(ds);
+    feed_free(&f);
+}
+
+static void test_grids(void) {
+    const nn_layout_t B = NN_LAYOUT_BLOCK16, P = NN_LAYOUT_PLANAR;
+    one_t o;
+    /* the backend wants a grid where Winograd's tile grid degenerates, and only there */
+    conv_init(&o, 64, 64, 3, 1, 1, 1, 1);
+    void *ds = state_new(&nn_backend_dnnl, &o, NULL);
+    int ph = 0, pw = 0;
+    if (ds) {
+        nn_backend_dnnl.blob_pad(ds, 64, 148, 148, &ph, &pw);
+        CHECKF(ph == 148 && pw == 149, "148x148 gets a %dx%d grid, not 148x149", ph, pw);
+        int qh, qw;
+        nn_backend_dnnl.blob_pad(ds, 64, 152, 152, &qh, &qw);
+        CHECKF(qh == 152 && qw == 152, "152x152 gets a %dx%d grid", qh, qw);
+        nn_backend_dnnl.blob_pad(ds, 64, 148, 8, &ph, &pw);
+        CHECKF(ph * pw > 148 * 8, "148x8 gets no grid (%dx%d)", ph, pw);
+        nn_backend_dnnl.destroy(ds);
+    }
+    o.layer.p.conv.act = NN_ACT_LEAKY;
+    o.layer.p.conv.act_params[0] = 0.2f;
+    gspec_t g20 = {64, 20, 20, B, 21, 23}, g20b = {64, 20, 20, B, 24, 21}, plain20 = {64, 20, 20, B, 0, 0};
+    /* on the grid, input in place (Winograd), a residual sum on the grid too */
+    grid_case("conv 64->64 on the grid, sum*0.2", &o, 1, &g20, &g20, 1, 0.2f, TOL_WINOGRAD);
+    /* on the output's grid, the input copied from another grid / from no grid */
+    grid_case("conv 64->64 from another grid", &o, 1, &g20b, &g20, 0, 1.f, TOL_WINOGRAD);
+    grid_case("conv 64->64 onto a grid", &o, 1, &plain20, &g20, 1, 1.f, TOL_WINOGRAD);
+    /* off the grid: a dense copy of the input */
+    grid_case("conv 64->64 off the grid", &o, 1, &g20, &plain20, 1, 1.f, TOL_WINOGRAD);
+    /* Winograd grown onto the input's own grid, the output copied out */
+    gspec_t tall = {64, 148, 8, B, ph, pw}, tall_plain = {64, 148, 8, B, 0, 0};
+    grid_case("conv 64->64 grown in place", &o, 1, &tall, &tall_plain, 0, 1.f, TOL_WINOGRAD);
+    grid_case("conv 64->64 148x8 on the grid", &o, 1, &tall, &tall, 1, 0.2f, TOL_WINOGRAD);
+    one_fini(&o);
+    /* a planar 3-channel input onto a grid (the first conv of a network) */
+    conv_init(&o, 3, 64, 3, 1, 1, 1, 1);
+    gspec_t rgb = {3, 20, 20, P, 0, 0};
+    grid_case("conv 3->64 planar onto a grid", &o, 1, &rgb, &g20, 0, 1.f, TOL);
+    one_fini(&o);
+    /* a stride-2 conv writing a padded output: a dense copy moved into the image */
+    conv_init(&o, 32, 32, 3, 2, 1, 1, 0);
+    o.layer.p.conv.act = NN_ACT_SIGMOID;
+    gspec_t big = {32, 40, 40, B, 0, 0}, small = {32, 20, 20, B, 21, 23};
+    grid_case("conv stride 2 onto a grid, sum", &o, 1, &big, &small, 1, 1.f, TOL);
+    one_fini(&o);
+    /* 17 channels: padded lanes and margin both */
+    conv_init(&o, 48, 17, 3, 1, 1, 1, 1);
+    gspec_t g48 = {48, 20, 20, B, 21, 23}, g17 = {17, 20, 20, B, 21, 23};
+    grid_case("conv 48->17 on the grid", &o, 1, &g48, &g17, 0, 1.f, TOL_WINOGRAD);
+    one_fini(&o);
+
+    /* the other ops on one grid, and off it */
+    one_init(&o, NN_OP_PRELU, "PReLU", 1);
+    o.layer.p.prelu.n_slope = 64;
+    o.layer.p.prelu.slope = rand_buf(64, -0.5f, 0.5f);
+    grid_case("prelu on the grid", &o, 1, &g20, &g20, 0, 1.f, TOL);
+    grid_case("prelu between grids", &o, 1, &g20, &g20b, 0, 1.f, TOL);
+    one_fini(&o);
+    one_init(&o, NN_OP_ELTWISE, "Eltwise", 2);
+    o.layer.p.eltwise.op = NN_ELTWISE_SUM;
+    o.layer.p.eltwise.n_coeffs = 2;
+    o.layer.p.eltwise.coeffs[0] = 0.2f, o.layer.p.eltwise.coeffs[1] = 1.f;
+    gspec_t two[2] = {g20, g20}, mixed[2] = {g20, plain20};
+    grid_case("eltwise sum on the grid", &o, 2, two, &g20, 0, 1.f, TOL);
+    grid_case("eltwise sum of mixed grids", &o, 2, mixed, &g20, 0, 1.f, TOL);
+    one_fini(&o);
+    one_init(&o, NN_OP_CONCAT, "Concat", 2);
+    gspec_t cat_in[2] = {{32, 20, 20, B, 21, 23}, {16, 20, 20, B, 21, 23}}, cat_out = {48, 20, 20, B, 21, 23};
+    grid_case("concat on the grid", &o, 2, cat_in, &cat_out, 0, 1.f, TOL);
+    one_fini(&o);
+    one_init(&o, NN_OP_INTERP, "Interp", 1);
+    o.layer.p.interp.type = NN_INTERP_NEAREST;
+    o.layer.p.interp.height_scale = o.layer.p.interp.width_scale = 2.f;
+    gspec_t up = {64, 40, 40, B, 0, 0};
+    grid_case("nearest x2 from a grid", &o, 1, &g20, &up, 0, 1.f, TOL);
+    one_fini(&o);
+}
+
 /* ---- errors ---- */
 
 static void test_errors(void) {
@@ -738,6 +924,7 @@ int main(void) {
     test_binary();
     test_interp();
     test_pixelshuffle();
+    test_grids();
     test_errors();
     const char *models = getenv("UPRES_TEST_MODELS");
     if (models && *models) {

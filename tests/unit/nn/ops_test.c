@@ -33,7 +33,7 @@ static void fill_rand(float *x, size_t n) {
 
 /* A tensor with its own buffer, every float (padding too) set to garbage. */
 static nn_tensor_t tensor_new(int c, int h, int w, nn_layout_t layout) {
-    nn_tensor_t t = {NULL, c, h, w, layout, NN_DTYPE_F32};
+    nn_tensor_t t = {NULL, c, h, w, layout, NN_DTYPE_F32, 0, 0};
     size_t n = nn_tensor_floats(&t);
     t.data = malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++)

@@ -14,6 +14,13 @@
  * during a run, it stops between two layers; cleared, the next run gives
  * the same result as a run that never had a flag.
  *
+ * Storage grids (tensor.h): at 148 rows oneDNN's Winograd wants a taller
+ * grid, so on dnnl the same graphs at 3x148x8 plan their values on padded
+ * grids; they must match the op-by-op result, plan fewer bytes than with
+ * grids off (UPRES_DNNL_GRIDS=0, where every such conv keeps a grown copy
+ * of its input and output in the scratch: the grids are really there) and
+ * agree with the grid-less plan.
+ *
  * bf16 (nn_net_set_precision): the same graphs on dnnl in bf16 against dnnl
  * in fp32, within a bf16 tolerance (PSNR >= 35 dB on the output's range),
  * not bit-identical (bf16 really ran), with a smaller planned size where
@@ -495,8 +502,59 @@ static void check_errors(void) {
     nn_model_free(m);
 }
 
+/* dnnl with and without grids on c x h x w (see the top of the file). */
+static void check_grids(const char *name, const char *param, int c, int h, int w) {
+    size_t bin_size;
+    void *bin = make_bin(param, &bin_size);
+    nn_model_t *m = NULL;
+    nn_net_t *on = NULL, *off = NULL;
+    up_error_t err;
+    CHECKF(nn_model_load_mem(param, strlen(param), bin, bin_size, &m, &err) == 0, "%s: %s", name, err.msg);
+    free(bin);
+    if (!m)
+        return;
+    CHECK(nn_net_new(m, NN_BACKEND_DNNL, 2, &on, &err) == 0);
+    setenv("UPRES_DNNL_GRIDS", "0", 1);
+    CHECK(nn_net_new(m, NN_BACKEND_DNNL, 2, &off, &err) == 0);
+    unsetenv("UPRES_DNNL_GRIDS");
+    int oc, oh, ow;
+    CHECK(nn_model_output_shape(m, c, h, w, &oc, &oh, &ow, &err) == 0);
+    size_t n_in = (size_t)c * h * w, n_out = (size_t)oc * oh * ow, size_on = 0, size_off = 0;
+    float *in = malloc(n_in * sizeof(float)), *a = malloc(n_out * sizeof(float)),
+          *b = malloc(n_out * sizeof(float));
+    for (size_t i = 0; i < n_in; i++)
+        in[i] = frand() * 0.5f + 0.5f;
+    if (on && off) {
+        CHECK(nn_net_plan_size(on, c, h, w, &size_on, &err) == 0 &&
+              nn_net_plan_size(off, c, h, w, &size_off, &err) == 0);
+        /* without grids a grown conv keeps copies of its input and output in the scratch: more bytes */
+        CHECKF(size_on < size_off, "%s: %zu bytes planned with grids, %zu without: no grid?", name, size_on,
+               size_off);
+        CHECKF(nn_net_run(on, in, c, h, w, a, &err) == 0, "%s: %s", name, err.msg);
+        CHECKF(nn_net_run(off, in, c, h, w, b, &err) == 0, "%s: %s", name, err.msg);
+        double worst = 0, mag = 1;
+        for (size_t i = 0; i < n_out; i++) {
+            worst = fabs((double)a[i] - b[i]) > worst ? fabs((double)a[i] - b[i]) : worst;
+            mag = fabs(b[i]) > mag ? fabs(b[i]) : mag;
+        }
+        printf("grids %s %dx%dx%d: %zu bytes planned (%zu without), max difference %.3g\n", name, c, h, w,
+               size_on, size_off, worst);
+        CHECKF(worst <= 1e-5 * mag, "%s: grids change the output by %g", name, worst);
+    }
+    free(in);
+    free(a);
+    free(b);
+    nn_net_free(on);
+    nn_net_free(off);
+    nn_model_free(m);
+}
+
 int main(void) {
     check_graph("dense", dense, 3, 20, 24);
+    check_graph("dense on grids", dense, 3, 148, 8);
+    check_graph("rrdb on grids", rrdb, 3, 148, 8);
+    check_grids("dense", dense, 3, 148, 8);
+    check_grids("rrdb", rrdb, 3, 148, 8);
     check_graph("copies", copies, 3, 18, 14);
     check_bf16("dense", dense, 3, 20, 24, 1);
     check_bf16("copies", copies, 3, 18, 14, 0);
