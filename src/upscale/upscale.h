@@ -101,6 +101,8 @@ typedef struct upscale_opts {
     void *progress_ctx;
     const atomic_int *abort; /* borrowed, may be NULL; non-zero: stop between layers (UP_ERR_CANCELLED) */
     unsigned long long max_output_pixels; /* 0 = no limit */
+    int max_plans; /* network plans kept for reuse, within tile_memory (nn_net_set_plan_cache);
+                      0 = NN_PLAN_CACHE_DEFAULT, 1 = only the one in use */
 } upscale_opts_t;
 
 #define UPSCALE_DEFAULT_TILE_MEMORY ((size_t)1 << 30) /* when the machine's memory cannot be read */
@@ -145,6 +147,15 @@ void upscaler_free(upscaler_t *up); /* accepts NULL */
  */
 int upscaler_set_precision(upscaler_t *up, nn_precision_t want, up_error_t *err);
 int upscaler_scale(const upscaler_t *up); /* native scale */
+
+/*
+ * The network's plan cache counters (nn_net_plan_stats). Every call with
+ * opts sets the cache's limits: opts->max_plans plans within
+ * opts->tile_memory bytes (without opts: the defaults), so that the plans
+ * an upscaler keeps for the tile shapes of different image sizes stay
+ * within the memory its tiles may use.
+ */
+void upscaler_plan_stats(const upscaler_t *up, nn_plan_stats_t *out);
 
 /*
  * The core of the pipeline on float planes: in is planar c x h x w (c = 3)
