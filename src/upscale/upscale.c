@@ -226,7 +226,7 @@ done:
     return rc;
 }
 
-static int tile_count(int h, int w, int tile) {
+int upscaler_tile_count(int h, int w, int tile) {
     int th = tile > 0 && tile < h ? tile : h;
     int tw = tile > 0 && tile < w ? tile : w;
     return ((h + th - 1) / th) * ((w + tw - 1) / tw);
@@ -298,7 +298,7 @@ int upscaler_run_planes(upscaler_t *up, const float *in, int c, int h, int w, fl
     planes_io_t p = {.in = in, .out = out, .h = h, .w = w, .s = up->scale};
     tile_io_t io = {planes_fill, planes_put, &p};
     if (total <= 0)
-        total = tile_count(h, w, tile);
+        total = upscaler_tile_count(h, w, tile);
     return run_tiles(up, &io, h, w, tile, opts, first, total, err);
 }
 
@@ -436,7 +436,7 @@ int upscaler_run(upscaler_t *up, const up_image_t *in, const upscale_opts_t *opt
         log_debug("upscale %dx%d x%d: tile %d", in->width, in->height, s, tile);
 
     int passes = has_alpha && opts->alpha == UPSCALE_ALPHA_MODEL ? 2 : 1;
-    int per_pass = tile_count(in->height, in->width, tile);
+    int per_pass = upscaler_tile_count(in->height, in->width, tile);
     for (int pass = 0; pass < passes; pass++) {
         image_io_t p = {.in = in, .out = native, .alpha_pass = pass == 1};
         tile_io_t io = {image_fill, image_put, &p};

@@ -186,6 +186,9 @@ int upscaler_run_planes(upscaler_t *up, const float *in, int c, int h, int w, fl
  */
 int upscaler_choose_tile(upscaler_t *up, int h, int w, const upscale_opts_t *opts, up_error_t *err);
 
+/* How many tiles of that edge (0 = one) an h x w image takes: the loop's count, for progress and reports. */
+int upscaler_tile_count(int h, int w, int tile);
+
 /*
  * Upscale a decoded image. *out is new (image_free): same bands and depth
  * as in, size round(w*scale) x round(h*scale), with in's format, ICC
