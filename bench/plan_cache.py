@@ -2,7 +2,7 @@
 """plan_cache.py - a folder of mixed image sizes with and without the plan cache.
 
 Run: python3 bench/plan_cache.py [--upres build/upres] [--images DIR] [--reps N]
-                                 [--case NAME]... [--fixed T]... [--distinct]
+                                 [--case NAME]... [--fixed T]... [--distinct] [--before UPRES]
 
 Every image size gets its own tile shape, and a new tile shape a new plan
 of the network (oneDNN primitives, weight reorders, the first touch of a
@@ -20,7 +20,8 @@ each run in a fresh process, with:
             so that every tile is (T+20)^2 and the model is planned once
             (the alternative to a cache: it computes the padding too).
 
-The configurations alternate within each repetition (the machine is
+--before UPRES adds a run of another build (one from before the plan
+cache: its plan count prints "?"). The configurations alternate within each repetition (the machine is
 shared), and the medians are printed with the ratio of each to plans=1,
 plus the plan counts the -v log gives ("plans: N made, M reused").
 --distinct makes 20 different sizes instead, where a cache cannot help
@@ -161,6 +162,8 @@ def pad_folder(src, dst, t):
 def run(upres, folder, out, model, extra):
     """One `upres upscale` over folder in a fresh process: (seconds, 'N made, M reused')."""
     shutil.rmtree(out, ignore_errors=True)
+    if extra and extra[0] == "--binary":  # another build (--before), which may not know --plans
+        upres, extra = extra[1], extra[2:]
     cmd = [upres, "upscale", "-i", folder, "-o", out, "-n", model, "-f", "jpg", "-q", "90", "-v"] + extra
     t0 = time.time()
     p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -179,6 +182,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--case", action="append", choices=sorted(CASES), help="default: animevideov3 and x4plus")
     ap.add_argument("--fixed", type=int, action="append", help="fixed tile edges to try (default 256)")
+    ap.add_argument("--before", help="an upres built before the plan cache, run as one more configuration")
     ap.add_argument("--distinct", action="store_true", help="20 different sizes instead of a few repeated")
     a = ap.parse_args()
     upres = os.path.abspath(a.upres)
@@ -198,6 +202,8 @@ def main():
             folder = os.path.join(tmp, case)
             make_folder(folder, photos, sizes)
             configs = [("plans=1", folder, ["--plans", "1"]), ("plans=8", folder, [])]
+            if a.before:
+                configs.insert(0, ("before", folder, ["--binary", os.path.abspath(a.before)]))
             for t in a.fixed or [256]:
                 padded = os.path.join(tmp, "%s_pad%d" % (case, t))
                 pad_folder(folder, padded, t)
