@@ -22,7 +22,9 @@ each run in a fresh process, with:
 
 --before UPRES adds a run of another build (one from before the plan
 cache: its plan count prints "?"). The configurations alternate within each repetition (the machine is
-shared), and the medians are printed with the ratio of each to plans=1,
+shared), and the medians of wall time and of the process's CPU time (user
++ system: less sensitive to other processes on a shared machine) are
+printed with the ratio of each to plans=1,
 plus the plan counts the -v log gives ("plans: N made, M reused").
 --distinct makes 20 different sizes instead, where a cache cannot help
 (it shows what it costs when it misses). Outputs are JPEG (-q 90) so that
@@ -160,19 +162,20 @@ def pad_folder(src, dst, t):
 
 
 def run(upres, folder, out, model, extra):
-    """One `upres upscale` over folder in a fresh process: (seconds, 'N made, M reused')."""
+    """One `upres upscale` over folder in a fresh process: (wall s, CPU s, 'N made, M reused')."""
     shutil.rmtree(out, ignore_errors=True)
     if extra and extra[0] == "--binary":  # another build (--before), which may not know --plans
         upres, extra = extra[1], extra[2:]
     cmd = [upres, "upscale", "-i", folder, "-o", out, "-n", model, "-f", "jpg", "-q", "90", "-v"] + extra
     t0 = time.time()
-    p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = p.stderr.read().decode("utf-8", "replace")
+    _, status, usage = os.wait4(p.pid, 0)
     secs = time.time() - t0
-    err = p.stderr.decode("utf-8", "replace")
-    if p.returncode != 0:
+    if status != 0:
         sys.exit("upres upscale failed (%s):\n%s" % (" ".join(cmd), err[-2000:]))
     m = re.search(r"plans: (\d+) made, (\d+) reused", err)
-    return secs, ("%s made, %s reused" % m.groups()) if m else "?"
+    return secs, usage.ru_utime + usage.ru_stime, ("%s made, %s reused" % m.groups()) if m else "?"
 
 
 def main():
@@ -190,8 +193,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="upres-plans-")
     print("CPU: %s, %d cores; %d repetitions, configurations alternating, medians" % (
         cpu_name(), os.cpu_count(), a.reps))
-    print("| model | folder | configuration | plans | median time | runs | / plans=1 |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| model | folder | configuration | plans | median wall | wall runs | / plans=1 | median CPU | / plans=1 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     try:
         for case in a.case or ["animevideov3", "x4plus"]:
             model, sizes = CASES[case]
@@ -209,19 +212,22 @@ def main():
                 pad_folder(folder, padded, t)
                 configs.append(("fixed=%d" % t, padded, ["-t", str(t)]))
             times = {c[0]: [] for c in configs}
+            cpu = {c[0]: [] for c in configs}
             plans = {}
             for _ in range(a.reps):
                 for name, src, extra in configs:
-                    secs, p = run(upres, src, os.path.join(tmp, "out"), model, extra)
+                    secs, used, p = run(upres, src, os.path.join(tmp, "out"), model, extra)
                     times[name].append(secs)
+                    cpu[name].append(used)
                     plans[name] = p
             base = statistics.median(times["plans=1"])
+            base_cpu = statistics.median(cpu["plans=1"])
             what = "%d images, %d sizes" % (N_IMAGES, len(set(sizes)))
             for name, _, _ in configs:
-                med = statistics.median(times[name])
-                print("| %s | %s | %s | %s | %.2f s | %s | %.2f |" % (
-                    model, what, name, plans[name], med, " ".join("%.2f" % t for t in times[name]), med / base),
-                    flush=True)
+                med, med_cpu = statistics.median(times[name]), statistics.median(cpu[name])
+                print("| %s | %s | %s | %s | %.2f s | %s | %.2f | %.2f s | %.2f |" % (
+                    model, what, name, plans[name], med, " ".join("%.2f" % t for t in times[name]), med / base,
+                    med_cpu, med_cpu / base_cpu), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
