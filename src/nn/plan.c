@@ -47,8 +47,9 @@
  * Plan cache. A net keeps the plans of its recent input shapes (a folder
  * or a server sees many image sizes, each with its own tile shape), most
  * recent first, keyed by shape and precision: a hit costs nothing, a miss
- * plans (realesrgan-x4plus: ~0.3 s of primitives and weight reorders, then
- * the first touch of every page of a new arena). The limits are a count
+ * plans again (the passes below, primitives, binding, and the first touch
+ * of every page of a new arena: 14 to 40 ms a plan on 2 cores at small
+ * shapes, more on a busy machine; docs/benchmarks.md). The limits are a count
  * and a byte budget over arena + backend bytes (nn_net_set_plan_cache);
  * room is made before a new arena is allocated, so that the net never
  * holds more than the budget plus the backend part of the plan being
