@@ -15,9 +15,17 @@
  * with AMX, to an AMX tile peak (a tdpbf16ps loop), and the PSNR of the
  * bf16 output against the fp32 output of the same input.
  *
+ * Whole-image rows (-W MODEL:SIDE; default x4plus on 512^2 and animevideov3
+ * on 1024^2) time what a user waits for: the image resized to SIDE x SIDE,
+ * upscaled by upscaler_run with the automatic tile (its edge and count are
+ * printed) from a fresh upscaler, planning included, once; their GFLOP
+ * count every tile with its padding, so the ratios show what tiling costs.
+ * -R model / whole keeps the run short.
+ *
  * Every measurement runs in a forked child: peak RSS is then per model, and
  * no OpenMP thread pool crosses a fork.
  */
+#include <getopt.h>
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
@@ -204,6 +212,8 @@ static double fma_peak(int n, int wide) {
 typedef struct model_result {
     double seconds, gflop, rss_mb;
     double psnr; /* bf16 against fp32 output, dB; 0 for fp32 rows */
+    int tile;    /* whole-image rows: the automatic tile edge (0 = one tile) */
+    int n_tiles; /* and how many tiles it took */
     int ok;
     char error[sizeof(((up_error_t *)0)->msg)];
 } model_result_t;
@@ -285,6 +295,64 @@ done:
     return r;
 }
 
+/*
+ * One whole image (child process): image resized to side x side, upscaled
+ * by upscaler_run as `upres upscale` does it, automatic tiles from the
+ * memory available now, timed once from a fresh upscaler: planning (the
+ * tile probe and the tile's plan) included, as every image of a new size
+ * pays it. GFLOP counts every tile with its padding.
+ */
+static model_result_t bench_whole(const char *dir, const char *name, const char *image, int side,
+                                  nn_backend_kind_t be, nn_precision_t prec, int threads) {
+    model_result_t r = {0};
+    up_error_t err;
+    upscale_registry_t *reg = NULL;
+    const upscale_variant_t *v = NULL;
+    upscaler_t *up = NULL;
+    up_image_t *src = NULL, *img = NULL, *out = NULL;
+    nn_model_t *m = NULL;
+    if (image_init() || image_load_file(image, NULL, &src, &err) ||
+        image_resize(src, side, side, &img, &err) || upscale_registry_scan(dir, &reg, &err) ||
+        upscale_registry_resolve(reg, name, 0, &v, &err) || upscaler_new(reg, v, be, threads, &up, &err) ||
+        upscaler_set_precision(up, prec, &err)) {
+        snprintf(r.error, sizeof r.error, "%s", err.msg);
+        goto done;
+    }
+    upscale_opts_t opts;
+    upscale_opts_init(&opts);
+    double t0 = now();
+    if (upscaler_run(up, img, &opts, &out, &err)) {
+        snprintf(r.error, sizeof r.error, "%s", err.msg);
+        goto done;
+    }
+    r.seconds = now() - t0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    r.rss_mb = ru.ru_maxrss / 1024.0;
+    /* the tile the run took: the same choice again, from the same budget (the probe is measured) */
+    r.tile = upscaler_choose_tile(up, side, side, &opts, &err);
+    if (r.tile < 0) {
+        snprintf(r.error, sizeof r.error, "%s", err.msg);
+        goto done;
+    }
+    r.n_tiles = upscaler_tile_count(side, side, r.tile);
+    int edge = r.tile > 0 && r.tile < side ? r.tile : side;
+    char p[2048], b[2048];
+    snprintf(p, sizeof p, "%s/%s.param", reg->dir, v->file);
+    snprintf(b, sizeof b, "%s/%s.bin", reg->dir, v->file);
+    if (nn_model_load(p, b, &m, &err) == 0)
+        r.gflop = r.n_tiles * nn_model_conv_flops(m, 3, edge + 2 * UPSCALE_PAD, edge + 2 * UPSCALE_PAD) / 1e9;
+    r.ok = 1;
+done:
+    nn_model_free(m);
+    image_free(src);
+    image_free(img);
+    image_free(out);
+    upscaler_free(up);
+    upscale_registry_free(reg);
+    return r;
+}
+
 /* Run fn in a child and read back its result bytes. */
 #define IN_CHILD(result, expr)                                                                               \
     do {                                                                                                     \
@@ -307,18 +375,77 @@ done:
         }                                                                                                    \
     } while (0)
 
+/* The ratio columns of a row: bf16_r, amx_r and speedup (fp32_s: the fp32 row's time, 0 = none). */
+static void ratio_cols(double g, double bpeak, double apeak, int lo, double fp32_s, double secs, char *br,
+                       char *ar, char *sp) {
+    strcpy(br, "-"), strcpy(ar, "-"), strcpy(sp, "-");
+    if (bpeak > 0)
+        snprintf(br, 16, "%.2f", g / bpeak);
+    if (apeak > 0)
+        snprintf(ar, 16, "%.2f", g / apeak);
+    if (lo && fp32_s > 0)
+        snprintf(sp, 16, "%.2f", fp32_s / secs);
+}
+
+static void usage(FILE *f) {
+    fprintf(
+        f,
+        "usage: upres bench [-n MODEL]... [-i IMAGE] [-m MODELDIR] [-r RUNS] [-j MAXTHREADS] [-b BACKEND]\n"
+        "                   [-p fp32|bf16] [-R model|whole|all] [-W MODEL:SIDE]... [-v]\n"
+        "  model rows (-n): the network alone on IMAGE as one tile with %d px reflect padding, best of\n"
+        "    RUNS after a warm-up run that plans; default realesrgan-x4plus and realesr-animevideov3-x4\n"
+        "    on samples/astronaut_128.png, best of 2\n"
+        "  whole-image rows (-W): IMAGE resized to SIDE x SIDE and upscaled as `upres upscale` does it\n"
+        "    (automatic tiles from the memory available now; the tile edge and count are printed), one\n"
+        "    run from a fresh upscaler, planning included; default realesrgan-x4plus:512 and\n"
+        "    realesr-animevideov3-x4:1024 (about 3 minutes on 2 cores: -R model leaves them out)\n"
+        "  -R ROWS     model, whole or all (default all)\n"
+        "  each on 1 to MAXTHREADS threads (default 2), backend dnnl, fp32 and (where the CPU has\n"
+        "  AVX512_BF16) bf16 unless -p picks one\n",
+        UPSCALE_PAD);
+}
+
+#define MAX_ROWS 8
+
 int cmd_bench(int argc, char **argv) {
-    const char *models[8] = {"realesrgan-x4plus", "realesr-animevideov3-x4"};
-    int n_models = 0, runs = 2, c, max_threads = 2;
+    const char *models[MAX_ROWS] = {"realesrgan-x4plus", "realesr-animevideov3-x4"};
+    const char *wholes[MAX_ROWS] = {"realesrgan-x4plus", "realesr-animevideov3-x4"};
+    int sides[MAX_ROWS] = {512, 1024};
+    int n_models = 0, n_wholes = 0, runs = 2, c, max_threads = 2, do_model = 1, do_whole = 1;
     const char *dir_opt = NULL, *image = NULL;
     nn_backend_kind_t be = NN_BACKEND_DNNL;
     const char *prec_opt = NULL;
+    static const struct option long_opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     optind = 0;
-    while ((c = getopt(argc + 1, argv - 1, "n:i:m:r:b:j:p:vh")) != -1) {
+    while ((c = getopt_long(argc + 1, argv - 1, "n:i:m:r:b:j:p:R:W:vh", long_opts, NULL)) != -1) {
         switch (c) {
         case 'n':
-            if (n_models < 8)
+            if (n_models < MAX_ROWS)
                 models[n_models++] = optarg;
+            break;
+        case 'W': {
+            const char *colon = strrchr(optarg, ':');
+            char *end;
+            long side = colon ? strtol(colon + 1, &end, 10) : 0;
+            if (!colon || colon == optarg || *end || side < 16 || side > 8192) {
+                cli_error("bad whole-image row '%s': MODEL:SIDE, SIDE 16 to 8192", optarg);
+                return 2;
+            }
+            if (n_wholes < MAX_ROWS) {
+                /* the name part stays in argv: cut it there */
+                *(char *)colon = '\0';
+                wholes[n_wholes] = optarg;
+                sides[n_wholes++] = (int)side;
+            }
+            break;
+        }
+        case 'R':
+            if (strcmp(optarg, "model") && strcmp(optarg, "whole") && strcmp(optarg, "all")) {
+                cli_error("bad rows '%s': model, whole or all", optarg);
+                return 2;
+            }
+            do_model = strcmp(optarg, "whole") != 0;
+            do_whole = strcmp(optarg, "model") != 0;
             break;
         case 'i': image = optarg; break;
         case 'm': dir_opt = optarg; break;
@@ -340,19 +467,14 @@ int cmd_bench(int argc, char **argv) {
                 return 2;
             }
             break;
-        case 'h':
-        default:
-            printf(
-                "usage: upres bench [-n MODEL]... [-i IMAGE] [-m MODELDIR] [-r RUNS] [-j MAXTHREADS] [-b "
-                "BACKEND] [-p fp32|bf16] [-v]\n"
-                "  defaults: realesrgan-x4plus and realesr-animevideov3-x4 on samples/astronaut_128.png,\n"
-                "  best of 2 runs after a warm-up, 1 and 2 threads, backend dnnl, fp32 and (where the CPU\n"
-                "  has AVX512_BF16) bf16\n");
-            return c == 'h' ? 0 : 2;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
         }
     }
     if (n_models == 0)
         n_models = 2;
+    if (n_wholes == 0)
+        n_wholes = 2;
     char ibuf[2048];
     if (!image) {
         snprintf(ibuf, sizeof ibuf, "%s/../samples/astronaut_128.png", UPRES_DEFAULT_MODELS_DIR);
@@ -404,12 +526,14 @@ int cmd_bench(int argc, char **argv) {
         "the bf16 dot-product and AMX peaks; speedup: fp32 time / bf16 time; PSNR: bf16 against fp32 "
         "output\n",
         wide ? "AVX-512" : "AVX2");
-    printf("input %s, one tile with %d px reflect padding, backend %s, best of %d runs\n", image, UPSCALE_PAD,
-           nn_backend_name(be), runs);
-    printf("%-26s %4s %7s %9s %9s %9s %7s %7s %7s %7s %8s %10s\n", "model", "prec", "threads", "time_s",
-           "GFLOP", "GFLOP/s", "ratio", "bf16_r", "amx_r", "speedup", "PSNR_dB", "peak_RSS_MB");
     int failed = 0;
-    for (int i = 0; i < n_models; i++)
+    if (do_model) {
+        printf("model rows: input %s, one tile with %d px reflect padding, backend %s, best of %d runs\n",
+               image, UPSCALE_PAD, nn_backend_name(be), runs);
+        printf("%-26s %4s %7s %9s %9s %9s %7s %7s %7s %7s %8s %10s\n", "model", "prec", "threads", "time_s",
+               "GFLOP", "GFLOP/s", "ratio", "bf16_r", "amx_r", "speedup", "PSNR_dB", "peak_RSS_MB");
+    }
+    for (int i = 0; do_model && i < n_models; i++)
         for (int t = 1; t <= max_threads && t <= 64; t++) {
             double fp32_s = 0;
             for (int k = 0; k < n_precs; k++) {
@@ -424,18 +548,47 @@ int cmd_bench(int argc, char **argv) {
                 int lo = precs[k] == NN_PRECISION_BF16;
                 if (!lo)
                     fp32_s = r.seconds;
-                char br[16] = "-", ar[16] = "-", sp[16] = "-", ps[16] = "-";
-                if (bpeak[t] > 0)
-                    snprintf(br, sizeof br, "%.2f", g / bpeak[t]);
-                if (apeak[t] > 0)
-                    snprintf(ar, sizeof ar, "%.2f", g / apeak[t]);
-                if (lo && fp32_s > 0)
-                    snprintf(sp, sizeof sp, "%.2f", fp32_s / r.seconds);
+                char br[16], ar[16], sp[16], ps[16] = "-";
+                ratio_cols(g, bpeak[t], apeak[t], lo, fp32_s, r.seconds, br, ar, sp);
                 if (lo)
                     snprintf(ps, sizeof ps, "%.2f", r.psnr);
                 printf("%-26s %4s %7d %9.3f %9.1f %9.1f %7.2f %7s %7s %7s %8s %10.0f\n", models[i],
                        nn_precision_name(precs[k]), t, r.seconds, r.gflop, g, g / peak[t], br, ar, sp, ps,
                        r.rss_mb);
+                fflush(stdout);
+            }
+        }
+    if (do_whole) {
+        printf(
+            "whole-image rows: %s resized to each side, upscaled as `upres upscale` does (automatic tiles;\n"
+            "tile 0 = one tile), one run from a fresh upscaler with planning; GFLOP counts the tiles' "
+            "padding\n",
+            image);
+        printf("%-26s %4s %7s %9s %5s %5s %9s %9s %9s %7s %7s %7s %7s %10s\n", "model", "prec", "threads",
+               "input", "tile", "tiles", "time_s", "GFLOP", "GFLOP/s", "ratio", "bf16_r", "amx_r", "speedup",
+               "peak_RSS_MB");
+    }
+    for (int i = 0; do_whole && i < n_wholes; i++)
+        for (int t = 1; t <= max_threads && t <= 64; t++) {
+            double fp32_s = 0;
+            for (int k = 0; k < n_precs; k++) {
+                model_result_t r;
+                IN_CHILD(r, bench_whole(dir, wholes[i], image, sides[i], be, precs[k], t));
+                if (!r.ok) {
+                    cli_error("%s: %s", wholes[i], r.error[0] ? r.error : "benchmark process failed");
+                    failed = 1;
+                    break;
+                }
+                double g = r.gflop / r.seconds;
+                int lo = precs[k] == NN_PRECISION_BF16;
+                if (!lo)
+                    fp32_s = r.seconds;
+                char br[16], ar[16], sp[16], in[24];
+                ratio_cols(g, bpeak[t], apeak[t], lo, fp32_s, r.seconds, br, ar, sp);
+                snprintf(in, sizeof in, "%dx%d", sides[i], sides[i]);
+                printf("%-26s %4s %7d %9s %5d %5d %9.3f %9.1f %9.1f %7.2f %7s %7s %7s %10.0f\n", wholes[i],
+                       nn_precision_name(precs[k]), t, in, r.tile, r.n_tiles, r.seconds, r.gflop, g,
+                       g / peak[t], br, ar, sp, r.rss_mb);
                 fflush(stdout);
             }
         }

@@ -25,6 +25,9 @@
 #include "image/image.h"
 #include "upscale/upscale.h"
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
 static void usage(FILE *f) {
     fputs("usage: upres upscale -i IN -o OUT [options]\n"
           "\n"
@@ -47,7 +50,11 @@ static void usage(FILE *f) {
           "  --strip-metadata   write no metadata at all: no ICC profile, EXIF or XMP (colours are\n"
           "                     converted to sRGB first); by default EXIF and XMP are copied, with\n"
           "                     the orientation reset since it is applied\n"
-          "  -v          verbose: plan and timing details\n",
+          "  --plans N          network plans kept for the tile shapes of a folder's image sizes,\n"
+          "                     1-" STR(NN_PLAN_CACHE_MAX) " (default " STR(
+              NN_PLAN_CACHE_DEFAULT) ", within the tile memory budget); 1 plans again\n"
+                                     "                     at every new size\n"
+                                     "  -v          verbose: plan and timing details\n",
           f);
 }
 
@@ -122,11 +129,12 @@ int cmd_upscale(int argc, char **argv) {
     char *end;
 
     nn_precision_t precision = NN_PRECISION_AUTO;
-    enum { OPT_COLOUR = 256, OPT_STRIP, OPT_PRECISION };
+    enum { OPT_COLOUR = 256, OPT_STRIP, OPT_PRECISION, OPT_PLANS };
     static const struct option long_opts[] = {{"colour", required_argument, NULL, OPT_COLOUR},
                                               {"color", required_argument, NULL, OPT_COLOUR},
                                               {"strip-metadata", no_argument, NULL, OPT_STRIP},
                                               {"precision", required_argument, NULL, OPT_PRECISION},
+                                              {"plans", required_argument, NULL, OPT_PLANS},
                                               {NULL, 0, NULL, 0}};
     optind = 0;
     while ((c = getopt_long(argc + 1, argv - 1, "i:o:n:s:t:f:q:j:m:b:a:g:vxh", long_opts, NULL)) != -1) {
@@ -142,6 +150,13 @@ int cmd_upscale(int argc, char **argv) {
             }
             break;
         case OPT_STRIP: strip = 1; break;
+        case OPT_PLANS:
+            opts.max_plans = (int)strtol(optarg, &end, 10);
+            if (*end || opts.max_plans < 1 || opts.max_plans > NN_PLAN_CACHE_MAX) {
+                cli_error("bad plan count '%s': 1 to %d", optarg, NN_PLAN_CACHE_MAX);
+                return 2;
+            }
+            break;
         case 'i': in_path = optarg; break;
         case 'o': out_path = optarg; break;
         case 'n': model = optarg; break;
@@ -246,33 +261,38 @@ int cmd_upscale(int argc, char **argv) {
     if (!paths_is_dir(in_path)) {
         failed = upscale_file(&j, in_path, out_path);
     } else {
-        DIR *d = opendir(in_path);
-        int bad = 0;
-        if (!d || (mkdir(out_path, 0777) != 0 && errno != EEXIST) || !paths_is_dir(out_path)) {
-            cli_error("%s: %s", d ? out_path : in_path,
-                      d ? "cannot create the output folder" : strerror(errno));
+        /* in name order: the progress lines and a failure's place are the same on every run */
+        struct dirent **names = NULL;
+        int n = scandir(in_path, &names, NULL, alphasort), bad = 0;
+        if (n < 0 || (mkdir(out_path, 0777) != 0 && errno != EEXIST) || !paths_is_dir(out_path)) {
+            cli_error("%s: %s", n >= 0 ? out_path : in_path,
+                      n >= 0 ? "cannot create the output folder" : strerror(errno));
             bad = 1;
         }
-        struct dirent *e;
-        while (!bad && (e = readdir(d))) {
-            if (e->d_name[0] == '.')
-                continue;
+        for (int i = 0; i < n; i++) {
+            const struct dirent *e = names[i];
             char src[4096], dst[4096], stem[1024];
             snprintf(src, sizeof src, "%s/%s", in_path, e->d_name);
-            if (paths_is_dir(src))
-                continue;
-            snprintf(stem, sizeof stem, "%s", e->d_name);
-            char *dot = strrchr(stem, '.');
-            const char *ext = format ? format : dot && image_format_from_path(e->d_name) ? dot + 1 : "png";
-            if (dot)
-                *dot = '\0';
-            snprintf(dst, sizeof dst, "%s/%s.%s", out_path, stem, ext);
-            failed |= upscale_file(&j, src, dst);
+            if (!bad && e->d_name[0] != '.' && !paths_is_dir(src)) {
+                snprintf(stem, sizeof stem, "%s", e->d_name);
+                char *dot = strrchr(stem, '.');
+                const char *ext = format                                     ? format
+                                  : dot && image_format_from_path(e->d_name) ? dot + 1
+                                                                             : "png";
+                if (dot)
+                    *dot = '\0';
+                snprintf(dst, sizeof dst, "%s/%s.%s", out_path, stem, ext);
+                failed |= upscale_file(&j, src, dst);
+            }
+            free(names[i]);
         }
-        if (d)
-            closedir(d);
+        free(names);
         failed |= bad;
     }
+    nn_plan_stats_t ps;
+    upscaler_plan_stats(j.up, &ps);
+    log_debug("plans: %llu made, %llu reused, %llu dropped; %d kept (%zu MB)", ps.misses, ps.hits,
+              ps.evictions, ps.n_plans, ps.bytes >> 20);
     upscaler_free(j.up);
     upscale_registry_free(reg);
     return failed ? 1 : 0;

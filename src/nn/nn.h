@@ -6,7 +6,8 @@
  * (nn_net_new: oneDNN weight reorders happen here), then run it many times
  * on same-shaped inputs (nn_net_run). The first run for a new input shape
  * plans the graph for that shape (blob lifetimes, one arena, concat views,
- * backend primitives); later runs of that shape allocate nothing.
+ * backend primitives); later runs of that shape allocate nothing, and the
+ * plans of recent shapes are kept (nn_net_set_plan_cache).
  *
  * Tensors crossing this API are planar float32 CHW (all of channel 0, then
  * channel 1, ...), row-major, values as the network sees them (0..1 RGB).
@@ -90,7 +91,8 @@ int nn_net_new(const nn_model_t *model, nn_backend_kind_t kind, int n_threads, n
 void nn_net_free(nn_net_t *net); /* accepts NULL */
 
 /*
- * Choose the net's precision (drops a plan made for another one).
+ * Choose the net's precision (plans made for the other one stay in the
+ * plan cache, below, for when it comes back).
  * UP_ERR_UNSUPPORTED when want is BF16 and the backend or the CPU has no
  * bf16 (the net keeps its precision then).
  */
@@ -101,6 +103,34 @@ int nn_net_set_precision(nn_net_t *net, nn_precision_t want, up_error_t *err);
  * NULL) receives a static phrase saying why, e.g. "AMX-BF16".
  */
 nn_precision_t nn_net_precision(const nn_net_t *net, const char **why);
+
+/*
+ * The plan cache. A net keeps the plans of the input shapes it ran last
+ * (each with its arena and backend primitives), keyed by shape and
+ * precision, so that going back to a shape costs no planning and no first
+ * touch of a new arena: at most max_plans of them (1..NN_PLAN_CACHE_MAX; 1
+ * keeps only the plan in use) holding at most max_bytes together (0 = no
+ * byte limit), least recently used dropped first. The plan in use always
+ * stays, even alone over the budget, and a new plan makes room before its
+ * arena is allocated. Defaults: NN_PLAN_CACHE_DEFAULT plans within
+ * NN_PLAN_CACHE_DEFAULT_BYTES. Plans already kept over new limits are
+ * dropped at once. The results do not depend on the cache.
+ */
+#define NN_PLAN_CACHE_MAX 16
+#define NN_PLAN_CACHE_DEFAULT 8
+#define NN_PLAN_CACHE_DEFAULT_BYTES ((size_t)1 << 30)
+void nn_net_set_plan_cache(nn_net_t *net, int max_plans, size_t max_bytes);
+
+typedef struct nn_plan_stats {
+    int n_plans;                  /* kept now */
+    size_t bytes;                 /* they hold: arenas plus what the backend counted for them */
+    unsigned long long hits;      /* runs (or nn_net_plan_size calls) that found their plan kept */
+    unsigned long long misses;    /* that had to plan */
+    unsigned long long evictions; /* plans dropped for the limits */
+} nn_plan_stats_t;
+
+/* The cache's counters since nn_net_new. */
+void nn_net_plan_stats(const nn_net_t *net, nn_plan_stats_t *out);
 
 /*
  * Bytes the net holds for an input of c x h x w once planned (activation

@@ -50,9 +50,23 @@
  * is only written once every step has run. Planning reads it too, before
  * preparing each step; a plan stopped half way is freed, not kept.
  *
+ * Plan cache. A net keeps the plans of its recent input shapes (a folder
+ * or a server sees many image sizes, each with its own tile shape), most
+ * recent first, keyed by shape and precision: a hit costs nothing, a miss
+ * plans again (the passes below, primitives, binding, and the first touch
+ * of every page of a new arena: 14 to 40 ms a plan on 2 cores at small
+ * shapes, more on a busy machine; docs/benchmarks.md). The limits are a count
+ * and a byte budget over arena + backend bytes (nn_net_set_plan_cache);
+ * room is made before a new arena is allocated, so that the net never
+ * holds more than the budget plus the backend part of the plan being
+ * built. The backend's shared scratch is counted by the plan that grew
+ * it, and weights reordered for a plan by every plan using them (an over-
+ * count, as they are shared): the budget errs on the safe side.
+ *
  * Threads: a net is used by one thread at a time; the backends use OpenMP
  * with the net's thread count, set before every run.
  */
+#include <assert.h>
 #include <limits.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -77,6 +91,7 @@ typedef struct plan_step {
 
 typedef struct plan {
     int c, h, w;    /* input shape this plan is for */
+    int bf16;       /* and the precision: 1 bf16 values, 0 float32 (nn_net_t.bf16 when built) */
     int oc, oh, ow; /* output shape */
     plan_step_t *steps;
     int n_steps;
@@ -86,6 +101,9 @@ typedef struct plan {
     nn_tensor_t input, output;
 } plan_t;
 
+/* What a plan holds, as the cache counts it (bytes). */
+static size_t plan_bytes(const plan_t *pl) { return pl->arena_bytes + pl->scratch_bytes; }
+
 struct nn_net {
     const nn_model_t *model;
     const nn_backend_vtbl_t *be;
@@ -93,8 +111,14 @@ struct nn_net {
     int n_threads;
     int bf16;                /* 1: plan bf16 values (nn_net_set_precision) */
     const char *why;         /* why the net runs in its precision */
-    plan_t *plan;            /* for the last input shape, or NULL */
     const atomic_int *abort; /* borrowed; non-zero: stop before the next step; may be NULL */
+    /* the plan cache: plans[0] is the one used last, plans[n_plans - 1] the next to go */
+    plan_t *plans[NN_PLAN_CACHE_MAX]; /* owned */
+    int n_plans;
+    int max_plans;         /* 1..NN_PLAN_CACHE_MAX */
+    size_t max_bytes;      /* budget for all kept plans (plan_bytes), 0 = none */
+    size_t cached_bytes;   /* sum of plan_bytes over plans */
+    nn_plan_stats_t stats; /* hits, misses, evictions */
 };
 
 /* ---- passes 1 and 2: order and shapes ---------------------------------- */
@@ -456,6 +480,64 @@ static void plan_free(nn_net_t *net, plan_t *pl) {
     free(pl);
 }
 
+/* ---- the plan cache ------------------------------------------------------ */
+
+/* Drop the least recently used plan: for the limits (evicted, counted and logged) or with the net. */
+static void cache_drop_last(nn_net_t *net, int evicted) {
+    assert(net->n_plans > 0);
+    plan_t *pl = net->plans[--net->n_plans];
+    net->plans[net->n_plans] = NULL;
+    assert(net->cached_bytes >= plan_bytes(pl));
+    net->cached_bytes -= plan_bytes(pl);
+    if (evicted) {
+        net->stats.evictions++;
+        log_debug("plan cache: dropped %dx%dx%d %s (%zu MB)", pl->c, pl->h, pl->w, pl->bf16 ? "bf16" : "fp32",
+                  plan_bytes(pl) >> 20);
+    }
+    plan_free(net, pl);
+}
+
+/* Drop the oldest plans while over the count or the budget; the newest always stays. */
+static void cache_trim(nn_net_t *net) {
+    while (net->n_plans > 1 &&
+           (net->n_plans > net->max_plans || (net->max_bytes && net->cached_bytes > net->max_bytes)))
+        cache_drop_last(net, 1);
+}
+
+/*
+ * Before a new plan of about need bytes is allocated: drop old plans until
+ * one more fits the count and need fits the budget with the rest, so that
+ * the memory held stays within the budget while the new plan is built.
+ */
+static void cache_make_room(nn_net_t *net, size_t need) {
+    while (net->n_plans > 0 && (net->n_plans + 1 > net->max_plans ||
+                                (net->max_bytes && net->cached_bytes + need > net->max_bytes)))
+        cache_drop_last(net, 1);
+}
+
+/* Keep pl (new, taken over) as the most recent plan, then trim the others to the limits. */
+static void cache_insert(nn_net_t *net, plan_t *pl) {
+    assert(net->n_plans < NN_PLAN_CACHE_MAX);
+    memmove(net->plans + 1, net->plans, (size_t)net->n_plans * sizeof *net->plans);
+    net->plans[0] = pl;
+    net->n_plans++;
+    net->cached_bytes += plan_bytes(pl);
+    cache_trim(net); /* the backend's part is only known once prepared */
+}
+
+/* The kept plan for this shape in the net's precision, made the most recent; NULL if none. */
+static plan_t *cache_find(nn_net_t *net, int c, int h, int w) {
+    for (int i = 0; i < net->n_plans; i++) {
+        plan_t *pl = net->plans[i];
+        if (pl->c == c && pl->h == h && pl->w == w && pl->bf16 == net->bf16) {
+            memmove(net->plans + 1, net->plans, (size_t)i * sizeof *net->plans);
+            net->plans[0] = pl;
+            return pl;
+        }
+    }
+    return NULL;
+}
+
 static nn_tensor_t value_tensor(const planner_t *p, const plan_t *pl, int v) {
     const value_t *x = &p->values[v];
     const group_t *g = &p->groups[x->group];
@@ -738,6 +820,7 @@ static int plan_build(nn_net_t *net, int c, int h, int w, plan_t **out, up_error
         gr->bytes = gr->last < 0 ? 0 : (bytes + 63) / 64 * 64;
     }
     pl->arena_bytes = pack(p.groups, p.n_groups);
+    cache_make_room(net, pl->arena_bytes);
     pl->arena = up_aligned_alloc(pl->arena_bytes ? pl->arena_bytes : 1, 1);
     if (!pl->arena) {
         rc = up_error_set(err, UP_ERR_NOMEM, 0, "cannot allocate %zu MB for a %dx%d input",
@@ -749,6 +832,7 @@ static int plan_build(nn_net_t *net, int c, int h, int w, plan_t **out, up_error
 
     /* 8. bind tensors and prepare */
     pl->c = c, pl->h = h, pl->w = w;
+    pl->bf16 = net->bf16;
     pl->oc = shapes[m->output_blob][0];
     pl->oh = shapes[m->output_blob][1];
     pl->ow = shapes[m->output_blob][2];
@@ -825,6 +909,8 @@ int nn_net_new(const nn_model_t *model, nn_backend_kind_t kind, int n_threads, n
     net->be = be;
     net->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
     net->why = "the default";
+    net->max_plans = NN_PLAN_CACHE_DEFAULT;
+    net->max_bytes = NN_PLAN_CACHE_DEFAULT_BYTES;
     omp_set_num_threads(net->n_threads);
     int rc = be->create(model, net->n_threads, &net->be_state, err);
     if (rc) {
@@ -867,11 +953,7 @@ int nn_net_set_precision(nn_net_t *net, nn_precision_t want, up_error_t *err) {
     case NN_PRECISION_AUTO: bf16 = speed == 2; break;
     default: return up_error_set(err, UP_ERR_INVALID, 0, "unknown precision %d", (int)want);
     }
-    if (bf16 != net->bf16) {
-        plan_free(net, net->plan);
-        net->plan = NULL;
-    }
-    net->bf16 = bf16;
+    net->bf16 = bf16; /* plans of the other precision stay cached: the key has it */
     net->why = why;
     return 0;
 }
@@ -885,26 +967,44 @@ nn_precision_t nn_net_precision(const nn_net_t *net, const char **why) {
 void nn_net_free(nn_net_t *net) {
     if (!net)
         return;
-    plan_free(net, net->plan);
+    while (net->n_plans > 0)
+        cache_drop_last(net, 0);
     net->be->destroy(net->be_state);
     free(net);
 }
 
+/* Make net->plans[0] the plan for c x h x w in the net's precision: from the cache, or built now. */
 static int ensure_plan(nn_net_t *net, int c, int h, int w, up_error_t *err) {
-    plan_t *pl = net->plan;
-    if (pl && pl->c == c && pl->h == h && pl->w == w)
+    if (cache_find(net, c, h, w)) {
+        net->stats.hits++;
         return 0;
-    plan_free(net, pl);
-    net->plan = NULL;
+    }
+    net->stats.misses++;
     omp_set_num_threads(net->n_threads);
-    return plan_build(net, c, h, w, &net->plan, err);
+    plan_t *pl = NULL;
+    int rc = plan_build(net, c, h, w, &pl, err);
+    if (rc == 0)
+        cache_insert(net, pl);
+    return rc;
 }
 
 int nn_net_plan_size(nn_net_t *net, int c, int h, int w, size_t *bytes, up_error_t *err) {
     int rc = ensure_plan(net, c, h, w, err);
     if (rc == 0)
-        *bytes = net->plan->arena_bytes + net->plan->scratch_bytes;
+        *bytes = plan_bytes(net->plans[0]);
     return rc;
+}
+
+void nn_net_set_plan_cache(nn_net_t *net, int max_plans, size_t max_bytes) {
+    net->max_plans = max_plans < 1 ? 1 : max_plans > NN_PLAN_CACHE_MAX ? NN_PLAN_CACHE_MAX : max_plans;
+    net->max_bytes = max_bytes;
+    cache_trim(net);
+}
+
+void nn_net_plan_stats(const nn_net_t *net, nn_plan_stats_t *out) {
+    *out = net->stats;
+    out->n_plans = net->n_plans;
+    out->bytes = net->cached_bytes;
 }
 
 void nn_net_set_abort(nn_net_t *net, const atomic_int *flag) { net->abort = flag; }
@@ -913,7 +1013,7 @@ int nn_net_run(nn_net_t *net, const float *in, int c, int h, int w, float *out, 
     int rc = ensure_plan(net, c, h, w, err);
     if (rc)
         return rc;
-    plan_t *pl = net->plan;
+    plan_t *pl = net->plans[0];
     omp_set_num_threads(net->n_threads);
     nn_tensor_t src = {.data = (float *)in, .c = c, .h = h, .w = w, .layout = NN_LAYOUT_PLANAR};
     nn_tensor_copy(&pl->input, &src);

@@ -12,6 +12,11 @@
  * than shrunk, so every tile has the same shape and the network is planned
  * once per image (one oneDNN primitive set, no allocation per tile).
  *
+ * Plans: the network keeps the plans of its recent tile shapes (the shape
+ * follows the image size, so a folder or a server of mixed sizes goes back
+ * to shapes it has seen), within the same tile_memory budget as one tile's
+ * plan: see nn_net_set_plan_cache and docs/benchmarks.md.
+ *
  * Memory: the network's arena is bounded by the tile (T is chosen from a
  * byte budget measured on a small probe plan, since every activation scales
  * with the tile area); the input is read and the output written directly in
@@ -121,6 +126,15 @@ void upscaler_free(upscaler_t *up) {
 
 int upscaler_scale(const upscaler_t *up) { return up->scale; }
 
+void upscaler_plan_stats(const upscaler_t *up, nn_plan_stats_t *out) { nn_net_plan_stats(up->net, out); }
+
+/* The plan cache's limits for a call with opts (may be NULL): see upscaler_plan_stats. */
+static void plan_limits(upscaler_t *up, const upscale_opts_t *opts) {
+    int n = opts && opts->max_plans > 0 ? opts->max_plans : NN_PLAN_CACHE_DEFAULT;
+    size_t bytes = opts && opts->tile_memory ? opts->tile_memory : UPSCALE_DEFAULT_TILE_MEMORY;
+    nn_net_set_plan_cache(up->net, n, bytes);
+}
+
 int upscaler_set_precision(upscaler_t *up, nn_precision_t want, up_error_t *err) {
     int rc = nn_net_set_precision(up->net, want, err);
     if (rc)
@@ -167,6 +181,7 @@ static int run_tiles(upscaler_t *up, const tile_io_t *io, int h, int w, int tile
     int oc, oh, ow, rc;
     const atomic_int *abort_flag = opts ? opts->abort : NULL;
 
+    plan_limits(up, opts);
     rc = nn_model_output_shape(up->model, 3, ph, pw, &oc, &oh, &ow, err);
     if (rc)
         return rc;
@@ -211,13 +226,14 @@ done:
     return rc;
 }
 
-static int tile_count(int h, int w, int tile) {
+int upscaler_tile_count(int h, int w, int tile) {
     int th = tile > 0 && tile < h ? tile : h;
     int tw = tile > 0 && tile < w ? tile : w;
     return ((h + th - 1) / th) * ((w + tw - 1) / tw);
 }
 
 int upscaler_choose_tile(upscaler_t *up, int h, int w, const upscale_opts_t *opts, up_error_t *err) {
+    plan_limits(up, opts); /* before the probe plan below */
     if (opts->tile > 0)
         return opts->tile;
     const int probe = 64, P = UPSCALE_PAD;
@@ -282,7 +298,7 @@ int upscaler_run_planes(upscaler_t *up, const float *in, int c, int h, int w, fl
     planes_io_t p = {.in = in, .out = out, .h = h, .w = w, .s = up->scale};
     tile_io_t io = {planes_fill, planes_put, &p};
     if (total <= 0)
-        total = tile_count(h, w, tile);
+        total = upscaler_tile_count(h, w, tile);
     return run_tiles(up, &io, h, w, tile, opts, first, total, err);
 }
 
@@ -420,7 +436,7 @@ int upscaler_run(upscaler_t *up, const up_image_t *in, const upscale_opts_t *opt
         log_debug("upscale %dx%d x%d: tile %d", in->width, in->height, s, tile);
 
     int passes = has_alpha && opts->alpha == UPSCALE_ALPHA_MODEL ? 2 : 1;
-    int per_pass = tile_count(in->height, in->width, tile);
+    int per_pass = upscaler_tile_count(in->height, in->width, tile);
     for (int pass = 0; pass < passes; pass++) {
         image_io_t p = {.in = in, .out = native, .alpha_pass = pass == 1};
         tile_io_t io = {image_fill, image_put, &p};

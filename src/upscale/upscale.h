@@ -101,6 +101,8 @@ typedef struct upscale_opts {
     void *progress_ctx;
     const atomic_int *abort; /* borrowed, may be NULL; non-zero: stop between layers (UP_ERR_CANCELLED) */
     unsigned long long max_output_pixels; /* 0 = no limit */
+    int max_plans; /* network plans kept for reuse, within tile_memory (nn_net_set_plan_cache);
+                      0 = NN_PLAN_CACHE_DEFAULT, 1 = only the one in use */
 } upscale_opts_t;
 
 #define UPSCALE_DEFAULT_TILE_MEMORY ((size_t)1 << 30) /* when the machine's memory cannot be read */
@@ -147,6 +149,15 @@ int upscaler_set_precision(upscaler_t *up, nn_precision_t want, up_error_t *err)
 int upscaler_scale(const upscaler_t *up); /* native scale */
 
 /*
+ * The network's plan cache counters (nn_net_plan_stats). Every call with
+ * opts sets the cache's limits: opts->max_plans plans within
+ * opts->tile_memory bytes (without opts: the defaults), so that the plans
+ * an upscaler keeps for the tile shapes of different image sizes stay
+ * within the memory its tiles may use.
+ */
+void upscaler_plan_stats(const upscaler_t *up, nn_plan_stats_t *out);
+
+/*
  * The core of the pipeline on float planes: in is planar c x h x w (c = 3)
  * in 0..1; out (planar c x h*s x w*s, s native, caller-sized) receives the
  * network output after reflect-101 padding and cropping, unclamped, tile by
@@ -174,6 +185,9 @@ int upscaler_run_planes(upscaler_t *up, const float *in, int c, int h, int w, fl
  * 0 = one tile for the whole image.
  */
 int upscaler_choose_tile(upscaler_t *up, int h, int w, const upscale_opts_t *opts, up_error_t *err);
+
+/* How many tiles of that edge (0 = one) an h x w image takes: the loop's count, for progress and reports. */
+int upscaler_tile_count(int h, int w, int tile);
 
 /*
  * Upscale a decoded image. *out is new (image_free): same bands and depth
