@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """tile_choice.py - the automatic tile against fixed ones, on whole images.
 
-Run: python3 bench/tile_choice.py [build/upres] [IMAGES_DIR]
+Run: python3 bench/tile_choice.py [build/upres] [IMAGES_DIR] [--precision auto|fp32|bf16]
 
 For each case (model, input side) it runs `upres upscale` once with the
 automatic tile (the budget derived from the memory available now, as
 `serve --tile-memory 0` and the CLI use) and once per fixed `-t`, each in a
 fresh process, and prints wall time, peak RSS (the child's ru_maxrss) and
 the tile the automatic choice took (from the -v log), then the ratio of
-the automatic time to the best fixed one. Inputs: astronaut.png (512^2)
+the automatic time to the best fixed one, all in the precision given
+(default auto: bf16 where the CPU has AMX). Inputs: astronaut.png (512^2)
 from IMAGES_DIR (default ../shared/data/images), and 1024^2 and 2048^2
 versions of it made first by upres itself (animevideov3 x2 and x4). A
 benchmark, not a test: it prints figures and never fails on them.
@@ -21,13 +22,19 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UPRES = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(REPO, "build", "upres")
-IMAGES = sys.argv[2] if len(sys.argv) > 2 else os.path.join(REPO, "..", "shared", "data", "images")
+ARGS = sys.argv[1:]
+PRECISION = "auto"
+if "--precision" in ARGS:
+    i = ARGS.index("--precision")
+    PRECISION = ARGS[i + 1]
+    del ARGS[i:i + 2]
+UPRES = os.path.abspath(ARGS[0]) if len(ARGS) > 0 else os.path.join(REPO, "build", "upres")
+IMAGES = ARGS[1] if len(ARGS) > 1 else os.path.join(REPO, "..", "shared", "data", "images")
 
 
 def upscale(src, dst, model, scale, tile=None):
     """One run in a fresh process: (seconds, peak RSS in MB, the tile it used or None)."""
-    cmd = [UPRES, "upscale", "-i", src, "-o", dst, "-n", model, "-s", str(scale), "-v"]
+    cmd = [UPRES, "upscale", "-i", src, "-o", dst, "-n", model, "-s", str(scale), "--precision", PRECISION, "-v"]
     if tile is not None:
         cmd += ["-t", str(tile)]
     t0 = time.time()
@@ -48,12 +55,14 @@ def main():
     for side, scale in ((1024, 2), (2048, 4)):
         big[side] = os.path.join(tmp, "astronaut_%d.png" % side)
         upscale(photo, big[side], "realesr-animevideov3", scale)
-    cases = [("realesrgan-x4plus", photo, 512, (128, 256, 512)),
-             ("realesr-animevideov3", big[1024], 1024, (256, 512, 1024)),
-             ("realesr-animevideov3", big[2048], 2048, (512, 1024, 2048))]
+    # bf16 is fastest in tiles of 128-192, fp32 in tiles of 512 or one tile (docs/benchmarks.md)
+    cases = [("realesrgan-x4plus", photo, 512, (128, 176, 256, 512)),
+             ("realesr-animevideov3", big[1024], 1024, (128, 176, 256, 512, 1024)),
+             ("realesr-animevideov3", big[2048], 2048, (128, 176, 256, 512, 1024))]
     with open("/proc/meminfo") as f:
         avail = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
-    print("MemAvailable %.1f GiB; the automatic budget is half of it, 256 MiB to 8 GiB" % (avail / 2 ** 20))
+    print("MemAvailable %.1f GiB; the automatic budget is half of it, 256 MiB to 8 GiB; precision %s"
+          % (avail / 2 ** 20, PRECISION))
     print("| model | input | tile | time | peak RSS |")
     print("| --- | --- | --- | --- | --- |")
     for model, src, side, tiles in cases:

@@ -249,8 +249,11 @@ int upscaler_choose_tile(upscaler_t *up, int h, int w, const upscale_opts_t *opt
     t = t / 16 * 16;
     if (t < 32)
         t = 32;
-    if (t > UPSCALE_AUTO_TILE_MAX) /* past it a larger tile only costs memory and cache: see the header */
-        t = UPSCALE_AUTO_TILE_MAX;
+    /* past it a larger tile only costs memory and cache: see the header */
+    int cap = nn_net_precision(up->net, NULL) == NN_PRECISION_BF16 ? UPSCALE_AUTO_TILE_MAX_BF16
+                                                                   : UPSCALE_AUTO_TILE_MAX;
+    if (t > cap)
+        t = cap;
     int longest = h > w ? h : w;
     if (t >= longest)
         return 0;

@@ -179,8 +179,19 @@ int upscaler_run_planes(upscaler_t *up, const float *in, int c, int h, int w, fl
 #define UPSCALE_AUTO_TILE_MAX 512
 
 /*
+ * ... and at most this edge where the net runs in bf16. On AMX the
+ * convolutions are fast enough that memory decides: the time per network
+ * pixel is flat up to a network input of about 240^2 and then rises by a
+ * quarter to a half as the 64-channel activations outgrow the caches
+ * (bench/tile_cost.c; x4plus on 512^2 in bf16: 14.2 s in one tile, 9.4 s in
+ * tiles of 128), which the 10-pixel borders of smaller tiles cost far less.
+ */
+#define UPSCALE_AUTO_TILE_MAX_BF16 192
+
+/*
  * The tile edge for this image (opts->tile if set): the largest that fits
- * opts->tile_memory, at most UPSCALE_AUTO_TILE_MAX, then the image split
+ * opts->tile_memory, at most UPSCALE_AUTO_TILE_MAX (UPSCALE_AUTO_TILE_MAX_BF16
+ * when the net runs in bf16), then the image split
  * evenly into as many tiles of it as that takes along the longer side.
  * 0 = one tile for the whole image.
  */

@@ -228,6 +228,17 @@ static void test_scales_tiles_progress(void) {
     CHECKF(big == UPSCALE_AUTO_TILE_MAX, "8 GiB, 2048 x 2000: tile %d", big);
     CHECK(upscaler_choose_tile(up, 1000, 1000, &opts, &err) == 500); /* 2 x 500, not 512 + a shifted 512 */
     CHECK(upscaler_choose_tile(up, 512, 300, &opts, &err) == 0);
+    /* in bf16 the cap is smaller (memory-bound convolutions: bench/tile_cost.c) */
+    if (upscaler_set_precision(up, NN_PRECISION_BF16, &err) == 0) {
+        int bt = upscaler_choose_tile(up, 2048, 2000, &opts, &err);
+        CHECKF(bt > 0 && bt <= UPSCALE_AUTO_TILE_MAX_BF16 && bt >= UPSCALE_AUTO_TILE_MAX_BF16 * 3 / 4,
+               "bf16, 8 GiB, 2048 x 2000: tile %d", bt);
+        CHECK(upscaler_choose_tile(up, 300, 300, &opts, &err) == 152); /* 2 x 152 */
+        CHECK(upscaler_choose_tile(up, 180, 150, &opts, &err) == 0);
+        CHECK(upscaler_set_precision(up, NN_PRECISION_FP32, &err) == 0);
+    } else {
+        printf("skipped: the bf16 tile cap (this CPU runs no bf16: %s)\n", err.msg);
+    }
     /* the default budget: half the available memory over the workers, within its bounds */
     size_t one = upscale_tile_memory_auto(1), two = upscale_tile_memory_auto(2);
     CHECKF(one >= UPSCALE_TILE_MEMORY_MIN && one <= UPSCALE_TILE_MEMORY_MAX && two <= one &&
