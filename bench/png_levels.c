@@ -12,7 +12,12 @@
  * filter, so that a level and filter can be chosen for speed at nearly
  * the same size.
  *
- * Usage: bench_png_levels [-r REPS] IMAGE...   (make the images with
+ * Rows "rle" are what upres writes now (image.c): libvips at level 0 with
+ * the filter, then the pixel data deflated again with Z_RLE (pngz.h),
+ * timed together. -z prints only those rows and level 2 with avg (what
+ * upres wrote before them), leaving out the slow sweep.
+ *
+ * Usage: bench_png_levels [-r REPS] [-z] IMAGE...   (make the images with
  * `upres upscale`, e.g. a photo at x4: the results are what it encodes)
  */
 #include <stdio.h>
@@ -21,14 +26,19 @@
 #include <time.h>
 #include <vips/vips.h>
 
+#include "image/pngz.h"
+
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Best of reps encodes: seconds, and *size the bytes. -1 when libvips fails. */
+/* Best of reps encodes: seconds, and *size the bytes. -1 when libvips fails. level -1: level 0 with the
+ * filter, then pngz_recompress. */
 static double encode(VipsImage *img, int level, int filter, int reps, size_t *size) {
+    int rle = level < 0;
+    level = rle ? 0 : level;
     double best = -1;
     for (int r = 0; r < reps; r++) {
         void *buf = NULL;
@@ -38,8 +48,19 @@ static double encode(VipsImage *img, int level, int filter, int reps, size_t *si
                          ? vips_pngsave_buffer(img, &buf, &n, "compression", level, "strip", TRUE, NULL)
                          : vips_pngsave_buffer(img, &buf, &n, "compression", level, "strip", TRUE, "filter",
                                                filter, NULL);
+        void *z = NULL;
+        size_t zn = 0;
+        up_error_t err;
+        if (!failed && rle) {
+            if (pngz_recompress(buf, n, &z, &zn, &err)) {
+                fprintf(stderr, "pngz: %s\n", err.msg);
+                failed = 1;
+            }
+            n = zn;
+        }
         double t = now() - t0;
         g_free(buf);
+        free(z);
         if (failed)
             return -1;
         *size = n;
@@ -50,13 +71,20 @@ static double encode(VipsImage *img, int level, int filter, int reps, size_t *si
 }
 
 int main(int argc, char **argv) {
-    int reps = 2, first = 1;
-    if (argc > 2 && !strcmp(argv[1], "-r")) {
-        reps = atoi(argv[2]);
-        first = 3;
+    int reps = 2, first = 1, only_rle = 0;
+    for (;;) {
+        if (first + 1 < argc && !strcmp(argv[first], "-r")) {
+            reps = atoi(argv[first + 1]);
+            first += 2;
+        } else if (first < argc && !strcmp(argv[first], "-z")) {
+            only_rle = 1;
+            first++;
+        } else {
+            break;
+        }
     }
     if (first >= argc || reps < 1) {
-        fprintf(stderr, "usage: bench_png_levels [-r REPS] IMAGE...\n");
+        fprintf(stderr, "usage: bench_png_levels [-r REPS] [-z] IMAGE...\n");
         return 2;
     }
     if (VIPS_INIT(argv[0]))
@@ -83,16 +111,23 @@ int main(int argc, char **argv) {
         printf("%s: %dx%d, %d bands; level 6, default filter: %.3f s, %zu bytes\n", argv[a], img->Xsize,
                img->Ysize, img->Bands, ref_t, ref);
         printf("| level | filter | time | size vs level 6 |\n| --- | --- | --- | --- |\n");
-        for (int level = 0; level <= 9; level++)
-            for (size_t f = 0; f < sizeof filters / sizeof filters[0]; f++) {
+        for (int level = -1; level <= 9; level++)
+            for (size_t f = 1; f < sizeof filters / sizeof filters[0]; f++) {
+                if ((level == -1 && f == 6) || (only_rle && level != -1 && !(level == 2 && f == 4)))
+                    continue; /* "all" tries each filter on a row with the default strategy: no rle row */
                 size_t n = 0;
                 double t = encode(img, level, filters[f].value, reps, &n);
                 if (t < 0) {
-                    printf("| %d | %s | failed: %s | |\n", level, filters[f].name, vips_error_buffer());
+                    printf("| %d | %s | failed: %s | |\n", level, filters[f].name,
+                           vips_error_buffer()); /* -1: rle */
                     vips_error_clear();
                     continue;
                 }
-                printf("| %d | %s | %.3f s | %.3f |\n", level, filters[f].name, t, (double)n / (double)ref);
+                if (level < 0)
+                    printf("| rle | %s | %.3f s | %.3f |\n", filters[f].name, t, (double)n / (double)ref);
+                else
+                    printf("| %d | %s | %.3f s | %.3f |\n", level, filters[f].name, t,
+                           (double)n / (double)ref);
                 fflush(stdout);
             }
         g_object_unref(img);

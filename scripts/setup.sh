@@ -37,6 +37,7 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 packages=(gcc make cmake pkg-config libvips-dev libdnnl-dev libjansson-dev
           libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev nodejs npm python3
           libpq-dev # src/store/pg*.c and src/blob/blob_pg.c: PostgreSQL (libpq)
+          zlib1g-dev # src/image/pngz.c: PNG pixel data deflated with Z_RLE (zlib is libpng's own)
           # AVIF and GIF output (src/image): libvips' heif module writes AV1 through libheif,
           # which on bookworm (libheif 1.15) has the aom encoder built in (libaom3 holds it);
           # GIF goes through cgif. libvips42 already depends on all three: named here because
