@@ -1889,8 +1889,12 @@ int http_server_start(const http_config_t *cfg_in, const http_route_t *routes, i
 
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
+    /* poll(), not MHD_USE_AUTO's epoll: with epoll MHD_quiesce_daemon (SIGTERM) removes the listen socket
+     * from the epoll set from our thread while MHD's own thread may just have removed it (at its
+     * connection limit), and MHD then aborts the process ("Failed to remove listen FD from epoll set",
+     * seen once in e2e/page_test under ASan); with poll quiescing only sets a flag its thread reads */
     unsigned flags =
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
     if (inet_pton(AF_INET, cfg.listen_addr, &v4->sin_addr) == 1) {
