@@ -115,7 +115,6 @@
 
 #include "core/log.h"
 #include "core/xmalloc.h"
-#include "nn/backend/conv_bf16.h"
 #include "nn/ops.h"
 
 /* ---- state -------------------------------------------------------------- */
@@ -131,9 +130,8 @@ typedef struct wcache {
 
 /* Shape-independent data of one Convolution layer. */
 typedef struct conv_static {
-    wcache_t *weights;    /* reordered copies, most recent first */
-    float *wpad;          /* owned: oihw weights with n_in padded to 16, or NULL */
-    cbf16_weights_t *own; /* owned: packed for our bf16 kernel on first use, or NULL */
+    wcache_t *weights; /* reordered copies, most recent first */
+    float *wpad;       /* owned: oihw weights with n_in padded to 16, or NULL */
 } conv_static_t;
 
 /* UPRES_DNNL_CONV_ALG: unset (the rule), direct, winograd, winograd-plain (never grown), auto */
@@ -144,7 +142,6 @@ typedef struct dnnl_state {
     int n_threads;           /* OpenMP team size; 0 = OpenMP's default */
     alg_choice_t alg;        /* UPRES_DNNL_CONV_ALG */
     int grids;               /* 1: plan padded grids (UPRES_DNNL_GRIDS=0 turns them off) */
-    int own_bf16;            /* 1: bf16 3x3 convs run on conv_bf16.c (see Precision) */
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     conv_static_t *convs;      /* owned, [model->n_layers], zero for non-conv layers */
@@ -200,8 +197,6 @@ typedef struct lstate {
     unsigned epoch; /* the state's epoch the binds point into */
     grown_t grown;
     wcache_t *weights;                /* borrowed from the cache (counted in n_users), or NULL */
-    const cbf16_weights_t *own;       /* borrowed from conv_static: the conv runs on conv_bf16.c */
-    int own_round;                    /* 1: its float32 input is rounded to bf16 into the scratch first */
     float *buf;                       /* owned: prelu slopes, a BinaryOp scalar */
     dnnl_memory_t out_dense, out_win; /* a padded output off the grid: dense copy, window; borrowed */
     dnnl_memory_desc_t out_dense_md, out_win_md; /* their mds */
@@ -799,24 +794,6 @@ static int conv_prepare(dnnl_state_t *st, const nn_layer_t *l, const nn_epilogue
     }
     /* The source as oneDNN sees it (see Layouts and Precision at the top of the file). */
     int lowp = any_bf16(in, 1, out, epi);
-    nn_tensor_t own_in = *in;
-    own_in.dtype = NN_DTYPE_BF16;
-    if (lowp && st->own_bf16 && (in->dtype == NN_DTYPE_BF16 || in->layout == NN_LAYOUT_NHWC) &&
-        cbf16_takes(p, epi, &own_in, out)) {
-        conv_static_t *cs = &st->convs[li];
-        if (!cs->own && !(cs->own = cbf16_pack(p)))
-            return up_error_set(err, UP_ERR_NOMEM, l->line, "dnnl backend: out of memory");
-        ls->own = cs->own;
-        ls->zero_pad = nn_tensor_padded(out);
-        if (in->dtype != NN_DTYPE_BF16) {
-            /* a float32 NHWC input (a residual sum): its bf16 copy in the shared scratch */
-            ls->own_round = 1;
-            ls->scratch_size = nn_tensor_bytes(&own_in);
-        }
-        log_debug("dnnl: %s '%s' %dx%dx%d -> %dx%dx%d: own bf16 kernel", l->type, l->name, in->c, in->h,
-                  in->w, out->c, out->h, out->w);
-        return 0;
-    }
     nn_tensor_t src_t = *in;
     int reorder_src = in->layout == NN_LAYOUT_PLANAR && in->c >= 16;
     if (reorder_src)
@@ -1429,10 +1406,6 @@ static int dnnl_create(const nn_model_t *model, int n_threads, void **state, up_
         st->alg = ALG_AUTO;
     const char *grids = getenv("UPRES_DNNL_GRIDS");
     st->grids = !(grids && strcmp(grids, "0") == 0);
-    const char *kernel = getenv("UPRES_BF16_CONV");
-    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
-    st->own_bf16 = (isa & dnnl_cpu_isa_avx512_core_amx) != dnnl_cpu_isa_avx512_core_amx && cbf16_cpu_ok() &&
-                   !(kernel && strcmp(kernel, "onednn") == 0);
     st->convs = calloc((size_t)(model->n_layers > 0 ? model->n_layers : 1), sizeof *st->convs);
     if (!st->convs) {
         free(st);
@@ -1463,7 +1436,6 @@ static void dnnl_destroy(void *state) {
             w = next;
         }
         free(st->convs[i].wpad);
-        cbf16_free(st->convs[i].own);
     }
     free(st->convs);
     scratch_free(st);
@@ -1487,14 +1459,10 @@ static void dnnl_destroy(void *state) {
  * (AVX512_BF16, no AMX) it is no faster than fp32 Winograd either.
  */
 static int dnnl_bf16_speed(void *state, const char **why) {
-    const dnnl_state_t *st = state;
+    (void)state;
     unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
     if ((isa & dnnl_cpu_isa_avx512_core_amx) == dnnl_cpu_isa_avx512_core_amx) {
         *why = "AMX-BF16";
-        return 2;
-    }
-    if (st->own_bf16) {
-        *why = "AVX512_BF16 (our own bf16 convolution)";
         return 2;
     }
     if ((isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16) {
@@ -1661,8 +1629,6 @@ static int dnnl_layer_prepare(void *state, const nn_layer_t *layer, const nn_epi
     *scratch_bytes += ls->own_bytes;
     if (ls->weights)
         *scratch_bytes += dnnl_memory_desc_get_size(&ls->weights->md);
-    if (ls->own)
-        *scratch_bytes += cbf16_bytes(ls->own);
     if (ls->fallback)
         log_debug("dnnl: %s '%s' runs in plain C", layer->type, layer->name);
     st->n_live++;
@@ -1680,18 +1646,6 @@ static int dnnl_layer_run(void *state, void *lstate, const nn_layer_t *layer, co
         omp_set_num_threads(st->n_threads);
     if (ls->fallback)
         return nn_op_run(layer, epi, &ls->conv_scratch, in, n_in, &out[0], err);
-    if (ls->own) {
-        nn_tensor_t src = in[0];
-        if (ls->own_round) {
-            src.dtype = NN_DTYPE_BF16;
-            src.data = st->scratch;
-            cbf16_round(st->scratch, in[0].data, nn_tensor_floats(&in[0]), st->n_threads);
-        }
-        cbf16_run(ls->own, &layer->p.conv, epi, &src, &out[0], st->n_threads);
-        if (ls->zero_pad)
-            nn_tensor_zero_margins(&out[0]);
-        return 0;
-    }
     dnnl_status_t s = dnnl_success;
     if (ls->n_binds && ls->epoch != st->epoch) {
         /* the scratch moved since this layer last ran */
