@@ -1,5 +1,6 @@
 /*
- * wino_bf16_error.c - why our bf16 convolution is direct, not Winograd.
+ * wino_bf16_error.c - why bf16 has no Winograd: the error of bf16 products
+ * in the Winograd domain.
  *
  * One 3x3 convolution of 64 input channels onto a 4x4 output tile, with
  * random inputs (uniform in [-1, 1], or its absolute value as after a
@@ -15,7 +16,11 @@
  *
  * The bf16 precision's bar is 50 dB against the fp32 references for whole
  * models; direct bf16 keeps a single conv near 53 dB, F(4x4,3x3) in bf16
- * drops it to 32-38 dB. Run: build/bench_wino_bf16_error [TRIALS]
+ * drops it to 32-38 dB and F(2x2,3x3) to 48-51. So on a CPU without AMX,
+ * where the vdpbf16ps peak is twice the fp32 FMA peak and fp32 Winograd
+ * F(4x4,3x3) does a quarter of the multiplications, a bf16 convolution
+ * that keeps the bar (a direct one) cannot beat fp32 Winograd
+ * (docs/benchmarks.md). Run: build/bench_wino_bf16_error [TRIALS]
  */
 #include <math.h>
 #include <stdint.h>

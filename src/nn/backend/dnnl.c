@@ -1455,8 +1455,14 @@ static void dnnl_destroy(void *state) {
  * 2-core Xeon (AVX512_BF16 + AMX-BF16), 3x3 convs at 148x148: bf16 brgconv
  * 0.22 ms for 64->32 against 2.10 ms for fp32 Winograd, 1.30 vs 7.69 ms for
  * 192->64; without AMX oneDNN's bf16 is jit_bf16:avx512_core_bf16, which
- * made 167 GFLOP/s here against 384 for fp32 Winograd, and on a Zen 4
- * (AVX512_BF16, no AMX) it is no faster than fp32 Winograd either.
+ * made 167 GFLOP/s here against 384 for fp32 Winograd. On a Zen 4
+ * (AVX512_BF16, no AMX: vdpbf16ps peak 229 GFLOP/s a core, twice the fp32
+ * FMA peak) oneDNN's bf16 is brgconv:avx512_core_bf16 at 0.80-0.90 of that
+ * peak, x4plus at 148x148 on 2 threads 2.11 s against 2.03 s for fp32
+ * Winograd: a direct conv at the bf16 peak does the work of Winograd's
+ * quarter of the products at the fp32 rate. Our own direct bf16 kernel
+ * (commit 4ed52ff, reverted) was 12% slower than oneDNN's, and Winograd
+ * products in bf16 fall far below the 50 dB bar (bench/wino_bf16_error.c).
  */
 static int dnnl_bf16_speed(void *state, const char **why) {
     (void)state;
